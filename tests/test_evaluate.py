@@ -1,0 +1,108 @@
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from toysuper import SAE, DictionarySource, FeatureDistribution, evaluate, hungarian, mmcs, recovered
+from toysuper.matching import cosine_matrix
+
+
+def _orthonormal(n, d, seed=0):
+    """(n, d) orthonormal rows: signed standard basis vectors, so encoding them is exact in floats."""
+    generator = torch.Generator().manual_seed(seed)
+    dims = torch.randperm(d, generator=generator)[:n]
+    signs = torch.randint(0, 2, (n,), generator=generator) * 2.0 - 1
+    return torch.eye(d)[dims] * signs[:, None]
+
+
+def _planted_sae(decoder_rows: torch.Tensor) -> SAE:
+    """An SAE whose decoder rows are given and whose encoder is their transpose."""
+    k, d = decoder_rows.shape
+    sae = SAE(d, k, device="cpu")
+    with torch.no_grad():
+        sae.W_dec.copy_(decoder_rows.unsqueeze(0))
+        sae.W_enc.copy_(decoder_rows.T.unsqueeze(0))
+        sae.b_enc.zero_()
+        sae.b_dec.zero_()
+    return sae
+
+
+def test_permuted_copy_of_the_truth_is_recovered_exactly():
+    truth = _orthonormal(8, 16)
+    perm = torch.randperm(8, generator=torch.Generator().manual_seed(3))
+    source = DictionarySource(truth, FeatureDistribution(8, 0.3, device="cpu"))
+    report = evaluate(_planted_sae(truth[perm]), source, n_samples=5000)
+    summary = report.summary.iloc[0]
+    assert summary["mmcs"] == pytest.approx(1.0, abs=1e-6)
+    assert summary["hungarian_cos"] == pytest.approx(1.0, abs=1e-6)
+    assert summary["recovered@0.9"] == 1.0
+    assert summary["activation_mcc"] == pytest.approx(1.0, abs=1e-6)
+    assert summary["fvu"] == pytest.approx(0.0, abs=1e-6)
+    assert summary["l0"] == pytest.approx(8 * 0.3, abs=0.1)
+    assert summary["dead_fraction"] == 0.0
+    # latent j holds feature perm[j]: feature i is matched to latent perm⁻¹[i]
+    assert report.features["matched_latent"].tolist() == torch.argsort(perm).tolist()
+
+
+def test_noised_copy_keeps_the_right_matching_and_lower_cosines():
+    truth = _orthonormal(8, 16, seed=1)
+    perm = torch.randperm(8, generator=torch.Generator().manual_seed(4))
+    noisy = truth[perm] + 0.2 * torch.randn(8, 16, generator=torch.Generator().manual_seed(5))
+    source = DictionarySource(truth, FeatureDistribution(8, 0.3, device="cpu"))
+    report = evaluate(_planted_sae(noisy), source, n_samples=2000)
+    expected = torch.nn.functional.cosine_similarity(truth, noisy[torch.argsort(perm)], dim=-1)
+    assert report.features["matched_latent"].tolist() == torch.argsort(perm).tolist()
+    assert np.allclose(report.features["matched_cos"], expected.numpy(), atol=1e-5)
+    assert report.summary["hungarian_cos"][0] == pytest.approx(expected.mean().item(), abs=1e-5)
+    assert report.summary["recovered@0.9"][0] == pytest.approx((expected >= 0.9).float().mean().item())
+    assert report.summary["fvu"][0] > 0.01  # a noised decoder no longer reconstructs exactly
+
+
+def test_dictionary_narrower_than_the_truth():
+    truth = _orthonormal(8, 16, seed=2)
+    source = DictionarySource(truth, FeatureDistribution(8, 0.3, device="cpu"))
+    report = evaluate(_planted_sae(truth[:5]), source, n_samples=2000)
+    features = report.features
+    assert (features["matched_latent"][:5] == np.arange(5)).all()
+    assert (features["matched_latent"][5:] == -1).all() and (features["matched_cos"][5:] == 0).all()
+    assert (features["activation_corr"][5:] == 0).all()
+    assert report.summary["recovered@0.9"][0] == pytest.approx(5 / 8)
+    assert report.summary["hungarian_cos"][0] == pytest.approx(5 / 8, abs=1e-6)
+    # MMCS still finds each missing feature's best (orthogonal, so ~0) latent
+    assert report.summary["mmcs"][0] == pytest.approx(5 / 8, abs=1e-6)
+
+
+def _brute_force_best(C):
+    n, k = C.shape
+    if n <= k:
+        return max(sum(C[i, cols[i]] for i in range(n)) for cols in itertools.permutations(range(k), n))
+    return max(sum(C[rows[j], j] for j in range(k)) for rows in itertools.permutations(range(n), k))
+
+
+@pytest.mark.parametrize("n, k", [(4, 4), (4, 6), (5, 3), (6, 6)])
+def test_hungarian_matches_brute_force(n, k):
+    rng = np.random.default_rng(n * 10 + k)
+    for _ in range(5):
+        C = rng.uniform(-1, 1, size=(n, k))
+        assignment = hungarian(C)
+        assert assignment.cosine.sum() == pytest.approx(_brute_force_best(C))
+        matched = assignment.latent[assignment.latent >= 0]
+        assert len(set(matched.tolist())) == len(matched) == min(n, k)  # one-to-one
+
+
+def test_metric_formulas_on_a_hand_made_cosine_matrix():
+    C = torch.tensor([[0.9, 0.95], [0.2, 0.1], [0.8, 0.3]])
+    assert mmcs(C) == pytest.approx((0.95 + 0.2 + 0.8) / 3)
+    assert recovered(np.array([0.95, 0.5, 0.9]), 0.9) == pytest.approx(2 / 3)
+    G = torch.tensor([[[1.0, 0.0], [0.0, 2.0]]])
+    D = torch.tensor([[[3.0, 0.0], [1.0, 1.0]]])
+    assert torch.allclose(cosine_matrix(G, D), torch.tensor([[[1.0, 2 ** -0.5], [0.0, 2 ** -0.5]]]))
+
+
+def test_evaluate_rejects_mismatched_shapes_and_bad_threshold():
+    source = DictionarySource(_orthonormal(4, 8), FeatureDistribution(4, 0.3, device="cpu"))
+    with pytest.raises(ValueError, match="d_hidden"):
+        evaluate(SAE(6, 4, device="cpu"), source)
+    with pytest.raises(ValueError, match="threshold"):
+        evaluate(SAE(8, 4, device="cpu"), source, threshold=1.5)

@@ -1,0 +1,144 @@
+"""Elhage-style toy models of superposition, many independent instances at once.
+
+Elhage et al. 2022, "Toy Models of Superposition": n sparse features x are squeezed into
+m < n hidden dimensions h = W x and read back out:
+    linear:       x' = Wᵀ h + b
+    relu_output:  x' = ReLU(Wᵀ h + b)
+    hidden_relu:  h = ReLU(W x),  x' = ReLU(Wᵀ h + b)
+trained on loss = Σ_i I_i (x_i - x'_i)², averaged over the batch. Here W is stored as
+(inst, n_features, d_hidden), so row i of an instance is feature i's hidden direction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from . import superposition
+from .checks import non_negative, positive_int
+from .devices import make_generator, resolve_device
+from .features import FeatureDistribution
+from .progress import progress_bar
+
+KINDS = ("linear", "relu_output", "hidden_relu")
+
+
+class ToyModel(nn.Module):
+    """Toy models with an instances axis.
+
+    Args:
+        n_features: n, the number of ground-truth features.
+        d_hidden: m, the hidden width.
+        n_instances: independent models trained side by side.
+        kind: "linear", "relu_output" or "hidden_relu".
+        seed: seed of the initial weights (Xavier-normal W, zero b).
+        device: CUDA when present by default.
+    """
+
+    def __init__(self, n_features: int, d_hidden: int, n_instances: int = 1, kind: str = "relu_output",
+                 seed: int | None = 0, device=None):
+        super().__init__()
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        self.n_features = positive_int("n_features", n_features)
+        self.d_hidden = positive_int("d_hidden", d_hidden)
+        self.n_instances = positive_int("n_instances", n_instances)
+        self.kind = kind
+        device = resolve_device(device)
+        generator = make_generator(seed, device)
+        std = (2.0 / (n_features + d_hidden)) ** 0.5  # Xavier normal, as in the paper's code
+        self.W = nn.Parameter(std * torch.randn(n_instances, n_features, d_hidden, generator=generator, device=device))
+        self.b = nn.Parameter(torch.zeros(n_instances, n_features, device=device))
+
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """h from features x: (batch, inst, n_features) -> (batch, inst, d_hidden)."""
+        h = torch.einsum("bif,ifd->bid", x, self.W)
+        return torch.relu(h) if self.kind == "hidden_relu" else h
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruction x': (batch, inst, n_features) -> (batch, inst, n_features)."""
+        out = torch.einsum("bid,ifd->bif", self.hidden(x), self.W) + self.b
+        return out if self.kind == "linear" else torch.relu(out)
+
+    def feature_directions(self) -> torch.Tensor:
+        """Unit hidden directions of the features, (inst, n_features, d_hidden); zero rows stay zero."""
+        W = self.W.detach()
+        return W / W.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+    def feature_norms(self) -> torch.Tensor:
+        """||W_i||, (inst, n_features)."""
+        return superposition.feature_norms(self.W.detach())
+
+    def represented(self, threshold: float = superposition.REPRESENTED_NORM) -> torch.Tensor:
+        """Boolean (inst, n_features): ||W_i|| >= threshold (0.5, as in the paper)."""
+        return superposition.represented(self.W.detach(), threshold)
+
+    def dimensions_per_feature(self) -> torch.Tensor:
+        """D* = m / ||W||_F², (inst,)."""
+        return superposition.dimensions_per_feature(self.W.detach())
+
+    def feature_dimensionality(self) -> torch.Tensor:
+        """D_i = ||W_i||² / Σ_j (Ŵ_i · W_j)², (inst, n_features)."""
+        return superposition.feature_dimensionality(self.W.detach())
+
+
+def importance_weighted_mse(model: ToyModel, x: torch.Tensor, importance: torch.Tensor) -> torch.Tensor:
+    """Σ_i I_i (x_i - x'_i)² averaged over the batch: shape (inst,)."""
+    return (importance * (x - model(x)).pow(2)).sum(-1).mean(0)
+
+
+@dataclass
+class ToyTrainResult:
+    """What training a toy model leaves behind."""
+
+    final_loss: torch.Tensor
+    """Loss per instance averaged over the last 1% of steps (at least one), shape (inst,)."""
+    loss_history: torch.Tensor
+    """Loss per instance at each logged step, shape (n_logs, inst)."""
+    logged_steps: list[int]
+    """The step index of each row of loss_history."""
+
+
+def train_toy_model(model: ToyModel, dist: FeatureDistribution, steps: int = 10_000, batch_size: int = 1024,
+                    lr: float = 1e-3, seed: int | None = 0, weight_decay: float = 1e-2, log_every: int = 100,
+                    quiet: bool = False) -> ToyTrainResult:
+    """Train every instance of `model` on samples from `dist` with AdamW (the paper's setup).
+
+    Data are drawn fresh each step on the model's device. Raises ValueError if the loss
+    becomes NaN, leaving the model's weights as they were at the last good check.
+    """
+    steps = positive_int("steps", steps)
+    batch_size = positive_int("batch_size", batch_size)
+    lr = non_negative("lr", lr)
+    if (dist.n_instances, dist.n_features) != (model.n_instances, model.n_features):
+        raise ValueError(
+            f"dist has (n_instances, n_features)=({dist.n_instances}, {dist.n_features}) but the model has "
+            f"({model.n_instances}, {model.n_features})"
+        )
+    device = model.W.device
+    dist = dist if dist.device == device else dist.to(device)
+    generator = make_generator(seed, device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    history, logged_steps, tail = [], [], []
+    tail_start = steps - max(1, steps // 100)
+    last_good = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    for step in progress_bar(range(steps), desc="toy model", quiet=quiet):
+        x = dist.sample(batch_size, generator)
+        per_instance = importance_weighted_mse(model, x, dist.importance)
+        optimizer.zero_grad(set_to_none=True)
+        per_instance.sum().backward()  # instances are independent: their losses simply add
+        optimizer.step()
+        if step >= tail_start:
+            tail.append(per_instance.detach())
+        if step % log_every == 0 or step == steps - 1:
+            losses = per_instance.detach().cpu()
+            if not torch.isfinite(losses).all():
+                model.load_state_dict(last_good)
+                raise ValueError(f"toy-model loss became NaN/inf at step {step} (lr={lr}); weights restored to step "
+                                 f"{logged_steps[-1] if logged_steps else 0}")
+            last_good = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            history.append(losses)
+            logged_steps.append(step)
+    return ToyTrainResult(torch.stack(tail).mean(0).cpu(), torch.stack(history), logged_steps)

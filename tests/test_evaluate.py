@@ -106,3 +106,87 @@ def test_evaluate_rejects_mismatched_shapes_and_bad_threshold():
         evaluate(SAE(6, 4, device="cpu"), source)
     with pytest.raises(ValueError, match="threshold"):
         evaluate(SAE(8, 4, device="cpu"), source, threshold=1.5)
+
+
+# --- matching at scale: chunked cosines and the sparse candidate matching ---------------------
+
+from toysuper.matching import candidate_edges, cosine_tops, match  # noqa: E402
+
+
+def test_cosine_tops_in_chunks_equal_the_full_matrix():
+    generator = torch.Generator().manual_seed(0)
+    G, D = torch.randn(2, 30, 8, generator=generator), torch.randn(2, 50, 8, generator=generator)
+    mask = torch.rand(2, 30, generator=generator) > 0.3
+    tops = cosine_tops(G, D, mask, per_row=5, per_col=3, chunk_entries=2 * 7 * 50)  # 7 rows per chunk
+    C = cosine_matrix(G, D)
+    values, index = C.topk(5, dim=-1)
+    assert torch.allclose(tops.row_cos, values, atol=1e-6) and torch.equal(tops.row_latent, index)
+    values, index = C.masked_fill(~mask[..., None], -torch.inf).topk(3, dim=1)
+    assert torch.allclose(tops.col_cos, values.transpose(1, 2), atol=1e-6)
+    assert torch.equal(tops.col_feature, index.transpose(1, 2))
+
+
+def _sae_like(n, k, d, noise, seed):
+    """Truth G and a decoder holding a noised copy of min(n, k) true directions plus random rows."""
+    generator = torch.Generator().manual_seed(seed)
+    G = torch.randn(n, d, generator=generator)
+    copies = G[torch.randperm(n, generator=generator)[: min(n, k)]]
+    D = torch.cat([copies + noise * torch.randn(copies.shape, generator=generator),
+                   torch.randn(max(0, k - n), d, generator=generator)])
+    return G, D[torch.randperm(k, generator=generator)]
+
+
+@pytest.mark.parametrize("n, k, d, noise", [(300, 1200, 64, 0.3), (400, 400, 48, 0.5), (500, 150, 32, 0.2),
+                                            (200, 600, 16, 3.0)])  # the last: latents barely related to features
+def test_sparse_matching_equals_the_exact_hungarian(n, k, d, noise):
+    G, D = _sae_like(n, k, d, noise, seed=n + k)
+    exact, sparse = match(G, D, "exact"), match(G, D, "sparse")
+    assert (exact.method, sparse.method) == ("exact", "sparse")
+    assert np.array_equal(sparse.assignment.latent, exact.assignment.latent)
+    assert np.allclose(sparse.assignment.cosine, exact.assignment.cosine, atol=1e-9)
+
+
+def test_sparse_matching_rematches_features_whose_candidates_were_taken():
+    # 40 features whose only candidate is the same latent: 39 are left over and must be
+    # matched again among the unused latents (with fresh candidates, then exactly).
+    generator = torch.Generator().manual_seed(7)
+    common = torch.randn(1, 12, generator=generator)
+    G = common + 0.3 * torch.randn(40, 12, generator=generator)
+    D = torch.cat([common, torch.randn(99, 12, generator=generator)])
+    C = cosine_matrix(G, D)
+    best = C.argmax(-1).numpy()
+    assert (best == 0).all()
+    edges = (np.arange(40), best, C[np.arange(40), best].double().numpy())
+    exact = match(G, D, "exact")
+    sparse = match(G, D, "sparse", candidates=2, exact_limit=500, edges=edges)
+    matched = sparse.assignment.latent
+    assert (matched >= 0).all() and len(set(matched.tolist())) == 40  # everyone got a latent, one to one
+    assert np.allclose(sparse.assignment.cosine, C[np.arange(40), matched].double().numpy(), atol=1e-6)
+    assert sparse.assignment.cosine.sum() == pytest.approx(exact.assignment.cosine.sum(), rel=0.02)
+
+
+def test_candidate_edges_renumber_the_graded_rows():
+    G, D = _sae_like(6, 9, 5, 0.1, seed=3)
+    tops = cosine_tops(G[None], D[None], per_row=2, per_col=1)
+    rows = np.array([1, 3, 4])
+    feature, latent, cos = candidate_edges(tops, 0, rows)
+    assert set(feature.tolist()) <= {0, 1, 2}
+    assert np.allclose(cos, cosine_matrix(G, D)[rows[feature], latent].numpy(), atol=1e-6)
+
+
+def test_evaluate_reports_the_matching_it_used_and_sparse_grades_like_exact():
+    truth = _orthonormal(12, 24, seed=4)
+    noisy = torch.cat([truth + 0.15 * torch.randn(12, 24, generator=torch.Generator().manual_seed(8)),
+                       torch.randn(20, 24, generator=torch.Generator().manual_seed(9))])
+    source = DictionarySource(truth, FeatureDistribution(12, 0.05, device="cpu"))
+    sae = _planted_sae(noisy)
+    exact = evaluate(sae, source, n_samples=2000, matching="exact")
+    sparse = evaluate(sae, source, n_samples=2000, matching="sparse", candidates=3)
+    auto_small = evaluate(sae, source, n_samples=2000)
+    auto_large = evaluate(sae, source, n_samples=2000, exact_limit=10)
+    assert exact.summary["matching"][0] == auto_small.summary["matching"][0] == "exact"
+    assert sparse.summary["matching"][0] == auto_large.summary["matching"][0] == "sparse"
+    assert exact.features["matched_latent"].tolist() == sparse.features["matched_latent"].tolist()
+    assert np.allclose(exact.features["matched_cos"], sparse.features["matched_cos"])
+    with pytest.raises(ValueError, match="matching"):
+        evaluate(sae, source, matching="greedy")

@@ -2,7 +2,8 @@ import pandas as pd
 import pytest
 
 from toysuper import cli, config as config_io
-from toysuper.experiments import plan
+from toysuper.experiments import dry_run, plan, run
+from toysuper.planner import estimate_mb
 
 TINY = """
 name = "tiny"
@@ -22,29 +23,90 @@ n_samples = 2000
 """
 
 
+def write(tmp_path, text=TINY, name="tiny.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
 def test_grid_expansion_and_batching(tmp_path):
-    path = tmp_path / "tiny.toml"
-    path.write_text(TINY)
-    config = config_io.load(path)
-    assert len(config_io.expand(config)) == 8
-    groups = plan(config)
-    # sparsity and λ vary inside a batched pass; d_hidden changes shapes, so two passes
-    assert len(groups) == 2
-    assert sorted(len(g.points) for g in groups) == [4, 4]
-    assert {dict(g.key)["source.d_hidden"] for g in groups} == {2, 3}
+    config = config_io.load(write(tmp_path), ["seed=[0, 1]"])
+    assert len(config_io.expand(config)) == 16
+    batches = plan(config)
+    # sparsity, λ and seed vary inside a batched pass; d_hidden changes shapes, so two passes
+    assert len(batches) == 2
+    assert sorted(len(b.points) for b in batches) == [8, 8]
+    assert {b.points[0]["source.d_hidden"] for b in batches} == {2, 3}
+    # one toy model per distinct (sparsity, seed); λ only adds SAE instances
+    assert [b.n_toy_models for b in batches] == [4, 4]
+    keys = [k for b in batches for k in b.keys]
+    assert len(set(keys)) == 16
+    # the plan is a function of the config alone: same batches, same ids, same seeds
+    again = plan(config_io.load(write(tmp_path), ["seed=[0, 1]"]))
+    assert [(b.id, b.seed) for b in again] == [(b.id, b.seed) for b in batches]
 
 
-def test_unknown_key_and_bad_values_are_rejected_with_their_name(tmp_path):
+def test_packing_respects_max_instances_and_the_memory_budget(tmp_path):
+    config = config_io.load(write(tmp_path), ["source.d_hidden=3", "run.max_instances=3"])
+    batches = plan(config)
+    assert sorted(len(b.points) for b in batches) == [1, 3]  # 4 points of one shape, at most 3 a batch
+    # points sharing a toy model stay in one batch where they fit: two λ per sparsity
+    first = max(batches, key=lambda b: len(b.points))
+    assert first.n_toy_models == 2
+    one = estimate_mb(first.points[0], 1, 1)
+    budget = config_io.load(write(tmp_path), ["source.d_hidden=3", f"run.memory_mb={2.5 * one}"])
+    batches = plan(budget)
+    assert all(b.estimate_mb() <= 2.5 * one for b in batches)
+    assert sum(len(b.points) for b in batches) == 4 and len(batches) >= 2
+    # resuming plans only what is missing, in the same batches
+    done = set(batches[0].keys)
+    rest = plan(budget, done)
+    assert [b.id for b in rest] == [b.id for b in batches[1:]]
+
+
+def test_recipe_hyperparameters_are_instance_axes_of_their_own_recipe():
+    config = config_io.resolve({"sae": {"recipe": ["relu_l1", "topk"], "l1_coefficient": [0.01, 0.1],
+                                        "topk": {"k": [2, 3, 4]}}})
+    points = config_io.expand(config)
+    relu = [p for p in points if p["sae.recipe"] == "relu_l1"]
+    topk = [p for p in points if p["sae.recipe"] == "topk"]
+    assert sorted(p["sae.l1_coefficient"] for p in relu) == [0.01, 0.1]
+    assert sorted(p["sae.k"] for p in topk) == [2, 3, 4]
+    assert all("sae.k" not in p for p in relu) and all("sae.l1_coefficient" not in p for p in topk)
+    batches = plan(config)
+    assert sorted(len(b.points) for b in batches) == [2, 3]  # the recipe is a group axis, λ and k instance axes
+    assert config_io.axes(config)["sae.k"] == [2, 3, 4]
+
+
+def test_unknown_keys_and_impossible_values_are_rejected_with_their_name():
     with pytest.raises(ValueError, match="sae.l1_coef"):
         config_io.resolve({"sae": {"l1_coef": 1.0}})
     with pytest.raises(ValueError, match="feature.sparsity"):
         config_io.resolve({}, ["feature.sparsity=0.5"])
+    with pytest.raises(ValueError, match="'sae.k'"):  # anthropic_2024 has no k
+        config_io.resolve({"sae": {"k": 4}})
+    with pytest.raises(ValueError, match="sae.topk.l1_coefficient"):
+        config_io.resolve({"sae": {"recipe": "topk", "topk": {"l1_coefficient": 1.0}}})
+    with pytest.raises(ValueError, match="sae.relu_l1"):  # a table for a recipe that is not swept
+        config_io.resolve({"sae": {"relu_l1": {"l1_coefficient": 1.0}}})
+    with pytest.raises(ValueError, match="features.l0"):
+        config_io.resolve({"features": {"sparsity": 0.9, "l0": 2}})
+    with pytest.raises(ValueError, match="run.executor"):
+        config_io.resolve({"run": {"executor": ["local", "ray"]}})
+    with pytest.raises(ValueError, match="sae.recipe"):
+        config_io.resolve({"sae": {"recipe": "nope"}})
     with pytest.raises(ValueError, match="features.sparsity"):
         plan(config_io.resolve({"features": {"sparsity": [0.5, 1.5]}}))
-    with pytest.raises(ValueError, match="sae.d_sae"):
+    with pytest.raises(ValueError, match="features.l0"):
+        plan(config_io.resolve({"features": {"l0": 30}}))  # more than n_features = 20
+    with pytest.raises(ValueError, match="features.zipf_exponent"):
+        plan(config_io.resolve({"features": {"zipf_exponent": 1.2}}))  # frequency is constant
+    with pytest.raises(ValueError, match="source.noise"):
+        plan(config_io.resolve({"source": {"noise": 0.1}}))  # noise belongs to a dictionary source
+    with pytest.raises((ValueError, TypeError), match="sae.d_sae"):
         plan(config_io.resolve({"sae": {"d_sae": 0}}))
-    with pytest.raises(ValueError, match="recipe"):
-        plan(config_io.resolve({"sae": {"recipe": "nope"}}))
+    with pytest.raises(ValueError, match="k"):  # k > d_sae: the recipe's own check, before training
+        plan(config_io.resolve({"sae": {"recipe": "topk", "d_sae": 4, "k": 8}}))
 
 
 def test_overrides_are_toml_values():
@@ -55,28 +117,102 @@ def test_overrides_are_toml_values():
 
 
 def test_resolved_config_round_trips_through_toml():
-    config = config_io.resolve({"features": {"sparsity": [0.5, 0.9]}, "name": 'say "hi"'})
+    config = config_io.resolve({"features": {"sparsity": [0.5, 0.9]}, "name": 'say "hi"',
+                                "sae": {"recipe": ["relu_l1", "topk"], "topk": {"k": [2, 4]}}})
     assert config_io.resolve(config_io.tomllib.loads(config_io.to_toml(config))) == config
+    assert config_io.config_key(config) == config_io.config_key(config_io.resolve(config, ["run.max_instances=3"]))
 
 
-def test_cli_run_writes_results_config_and_figure(tmp_path, capsys):
-    path = tmp_path / "tiny.toml"
-    path.write_text(TINY)
+def test_cli_run_report_and_dry_run(tmp_path, capsys):
+    path = write(tmp_path)
     out = tmp_path / "run"
+    assert cli.main(["run", str(path), "--out", str(out), "--dry-run", "--set", "source.kind=dictionary"]) == 0
+    printed = capsys.readouterr().out
+    assert "8 configurations" in printed and "2 batches" in printed
+    assert not out.exists()  # a dry run trains and writes nothing
     assert cli.main(["run", str(path), "--out", str(out), "--device", "cpu", "--quiet",
                      "--set", "source.kind=dictionary"]) == 0
     results = pd.read_csv(out / "results.csv")
-    assert len(results) == 8
+    assert len(results) == 8 and results["key"].is_unique
     assert set(results["source.kind"]) == {"dictionary"}
     assert results["recovered@0.9"].between(0, 1).all()
-    assert (out / "recovery.png").stat().st_size > 1000
+    assert len(pd.read_csv(out / "features.csv")) == 8 * 6
+    assert (out / "recovery_heatmap.png").stat().st_size > 1000
     assert config_io.load(out / "config.toml")["source"]["kind"] == "dictionary"
     printed = capsys.readouterr().out
     assert "recovered@0.9" in printed and printed.count("\n") >= 9
+    (out / "recovery_heatmap.png").unlink()
+    assert cli.main(["report", str(out)]) == 0
+    assert "8 of 8 configurations" in capsys.readouterr().out
+    assert (out / "recovery_heatmap.png").exists()
+    # the same command again finds every configuration done and trains nothing
+    assert "0 batches" in dry_run(config_io.load(path, ["source.kind=dictionary"]), out)
+
+
+def test_models_are_saved_when_asked_and_another_experiment_is_refused(tmp_path):
+    import torch
+
+    from toysuper import SAE
+
+    config = config_io.load(write(tmp_path), ["source.steps=30", "sae.steps=20", "source.d_hidden=2",
+                                              "features.sparsity=0.9", "run.save_models=true"])
+    results, out = run(config, tmp_path / "run", device="cpu", quiet=True, figures=False)
+    batch = results["batch"].iloc[0]
+    sae = SAE.load(out / "models" / batch / "sae")
+    assert sae.n_instances == 2 and sae.l1_coefficient.tolist() == pytest.approx([0.1, 0.3])
+    assert sae.d_sae == 12 and torch.isfinite(sae.W_dec).all()
+    assert (out / "models" / batch / "toy_model" / "weights.safetensors").stat().st_size > 0
+    other = config_io.resolve(config, ["sae.d_sae=13"])
+    with pytest.raises(ValueError, match="sae.d_sae"):
+        run(other, tmp_path / "run", device="cpu", quiet=True)
 
 
 def test_cli_reports_bad_config_without_a_traceback(tmp_path, capsys):
-    path = tmp_path / "bad.toml"
-    path.write_text("[sae]\nwidth = 3\n")
+    path = write(tmp_path, "[sae]\nwidth = 3\n", "bad.toml")
     assert cli.main(["run", str(path), "--out", str(tmp_path / "r")]) == 2
     assert "sae.width" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_list_names_recipes_sources_and_metrics(capsys):
+    assert cli.main(["list"]) == 0
+    printed = capsys.readouterr().out
+    for word in ("anthropic_2024", "l1_coefficient", "relu_output", "dictionary", "zipf", "mmcs", "recovered@0.9",
+                 "features.sparsity"):
+        assert word in printed
+
+
+def test_ground_truth_options_build_the_distribution_they_name():
+    import torch
+
+    from toysuper import assemble
+
+    torch.set_num_threads(1)  # tiny tensors: a second thread only adds contention
+    config = config_io.resolve({
+        "features": {"n_features": 16, "l0": 3.0, "frequency": "zipf", "zipf_exponent": [0.5, 1.0],
+                     "magnitude": "folded_normal", "magnitude_params": {"mean": 2.0, "std": 0.1},
+                     "correlated_groups": 2, "correlation": 0.3, "exclusive_groups": 1, "exclusive_group_size": 3,
+                     "hierarchy_parents": 1, "hierarchy_children": 2, "child_prob": 0.25},
+        "source": {"kind": "dictionary", "d_hidden": 8, "snr": 10.0, "dictionary": "low_coherence"}})
+    batches = plan(config)
+    assert len(batches) == 1 and len(batches[0].points) == 2  # the exponent is an instance axis
+    dist = assemble.distribution(batches[0].points, "cpu")
+    assert dist.correlated_groups.groups == [(0, 1), (2, 3)]
+    assert dist.exclusive_groups.groups == [(4, 5, 6)]
+    assert dist.hierarchy.edges == [(7, (8, 9))]
+    assert torch.allclose(dist.firing_prob[:, 8], 0.25 * dist.firing_prob[:, 7])  # child = parent x child_prob
+    zipf = [assemble.firing_probabilities(p) for p in batches[0].points]
+    assert all(abs(float(p.sum()) - 3.0) < 1e-4 for p in zipf) and zipf[1][0] > zipf[0][0]  # steeper law
+    sample = dist.sample(4096)
+    assert float(sample[sample > 0].mean()) > 1.8  # |N(2, 0.1)| magnitudes
+    source = assemble.dictionary_source(batches[0].points, "cpu")
+    assert source.noise_std.gt(0).all()
+    for bad, key in ((dict(features={"correlation": 0.5}), "features.correlation"),
+                     (dict(features={"n_features": 4, "exclusive_groups": 2, "exclusive_group_size": 3}),
+                      "features.n_features"),
+                     (dict(features={"magnitude": "exponential", "magnitude_params": {"std": 1.0}}),
+                      "features.magnitude_params.std"),
+                     (dict(source={"snr": 5.0, "noise": 0.1, "kind": "dictionary"}), "source.snr"),
+                     (dict(source={"dictionary": "low_coherence"}), "source.dictionary")):
+        with pytest.raises(ValueError, match=key):
+            plan(config_io.resolve(bad))

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from toysuper import SAE, DictionarySource, FeatureDistribution, evaluate, random_directions, train_sae
+from toysuper.sae import TrainState
 from toysuper.sources import Batch
 
 
@@ -21,12 +22,12 @@ def test_forward_pass_is_the_formula():
 def test_loss_is_mse_plus_decoder_norm_weighted_l1_per_instance():
     sae = SAE(3, 4, n_instances=2, seed=2, device="cpu", l1_coefficient=[0.5, 2.0])
     x = torch.randn(7, 2, 3)
-    terms = sae.recipe.loss(sae, x, progress=1.0)  # past the λ warm-up
+    terms = sae.recipe.loss(sae, x)  # outside training: past the λ warm-up
     f = sae.encode(x)
     mse = (x - sae(x)).pow(2).sum(-1).mean(0)
     l1 = (f * sae.W_dec.norm(dim=-1)).sum(-1).mean(0)
     assert torch.allclose(terms["loss"], mse + torch.tensor([0.5, 2.0]) * l1)
-    warming = sae.recipe.loss(sae, x, progress=0.025)  # half-way through the 5% warm-up
+    warming = sae.recipe.loss(sae, x, TrainState(step=25, steps=1000))  # half-way through the 5% warm-up
     assert torch.allclose(warming["loss"], mse + 0.5 * torch.tensor([0.5, 2.0]) * l1)
 
 
@@ -39,7 +40,7 @@ def test_tied_init():
 def test_sae_recovers_a_small_planted_dictionary():
     directions = random_directions(32, 16, seed=0, device="cpu")[0]
     source = DictionarySource(directions, FeatureDistribution(32, 0.05, device="cpu"))
-    sae = SAE(16, 64, seed=0, device="cpu", l1_coefficient=0.3)
+    sae = SAE(16, 64, seed=0, device="cpu")  # the recipe's tuned default λ (inputs are rescaled)
     result = train_sae(sae, source, steps=2000, batch_size=512, lr=3e-3, quiet=True)
     report = evaluate(sae, source, n_samples=10_000)
     assert report.summary["recovered@0.9"][0] >= 0.9

@@ -88,3 +88,29 @@ def test_nan_loss_stops_training_with_a_clear_error():
         model.b.fill_(float("nan"))
     with pytest.raises(ValueError, match="NaN"):
         train_toy_model(model, dist, steps=5, quiet=True)
+
+
+def test_the_zoo_follows_the_papers_formulas_per_instance():
+    """linear x' = WᵀWx + b; relu_output x' = ReLU(WᵀWx + b); hidden_relu h = ReLU(Wx), x' = ReLU(Wᵀh + b)."""
+    x = torch.randn(6, 3, 4, generator=torch.Generator().manual_seed(0))
+    for kind in ("linear", "relu_output", "hidden_relu"):
+        model = ToyModel(4, 2, n_instances=3, kind=kind, seed=1, device="cpu")
+        with torch.no_grad():
+            model.b.normal_(generator=torch.Generator().manual_seed(2))
+            for k in range(3):  # each instance on its own, no batching tricks
+                W, b = model.W[k].T, model.b[k]  # the paper's W is (m, n)
+                h = x[:, k] @ W.T
+                h = torch.relu(h) if kind == "hidden_relu" else h
+                out = h @ W + b
+                out = out if kind == "linear" else torch.relu(out)
+                assert torch.allclose(model(x)[:, k], out, atol=1e-6), kind
+                assert torch.allclose(model.hidden(x)[:, k], h, atol=1e-6), kind
+
+
+def test_superposition_measures_have_an_instances_axis():
+    """Instance 0: orthonormal pair (D_i = 1, no interference); instance 1: antipodal pair of norm 2."""
+    W = torch.tensor([[[1.0, 0.0], [0.0, 1.0]], [[2.0, 0.0], [-2.0, 0.0]]])
+    assert superposition.feature_dimensionality(W).tolist() == [[1.0, 1.0], [0.5, 0.5]]
+    assert superposition.interference(W).tolist() == [[0.0, 0.0], [4.0, 4.0]]
+    assert superposition.dimensions_per_feature(W).tolist() == [1.0, 0.25]
+    assert superposition.feature_norms(W).tolist() == [[1.0, 1.0], [2.0, 2.0]]

@@ -1,32 +1,129 @@
-"""The `toysuper` command."""
+"""The `toysuper` command: run an experiment, re-draw a run's figures, list what plugs in."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import pandas as pd
 
-SUMMARY_COLUMNS = ["n_graded", "n_represented", "dims_per_feature", "mmcs", "hungarian_cos", "activation_mcc",
-                   "fvu", "l0", "dead_fraction"]
+SUMMARY_COLUMNS = ["n_graded", "n_represented", "dims_per_feature", "RECOVERED", "mmcs", "hungarian_cos",
+                   "activation_mcc", "fvu", "l0", "dead_fraction"]
 
 
-def _summary_table(results: pd.DataFrame, axes: list[str], threshold: float) -> str:
-    columns = axes + [c for c in SUMMARY_COLUMNS[:3] if c in results] + [f"recovered@{threshold:g}"] + \
-        [c for c in SUMMARY_COLUMNS[3:] if c in results]
-    table = results[columns].rename(columns={a: a.split(".")[-1] for a in axes})
-    return table.to_string(index=False, float_format=lambda v: f"{v:.3f}")
+def summary_table(results: pd.DataFrame, config: dict) -> str:
+    """One line per configuration (averaged over seeds when seeds are swept): its axes and main scores."""
+    from . import config as config_io
+
+    sweep = [k for k in config_io.axes(config) if k in results]
+    threshold = config["evaluate"]["threshold"]
+    recovered = f"recovered@{threshold:g}" if not isinstance(threshold, list) else None
+    metrics = [recovered if c == "RECOVERED" else c for c in SUMMARY_COLUMNS]
+    metrics = [c for c in metrics if c in results and results[c].notna().any()]
+    table = results
+    if "seed" in sweep and results["seed"].nunique() > 1:
+        sweep.remove("seed")
+        table = results.groupby(sweep, sort=False, dropna=False)[metrics].mean().reset_index() if sweep else \
+            results[metrics].mean().to_frame().T
+        note = f"(mean over {results['seed'].nunique()} seeds)\n"
+    else:
+        note = ""
+    short = [k.split(".")[-1] for k in sweep]
+    names = {k: (s if short.count(s) == 1 else k) for k, s in zip(sweep, short)}
+    shown = table[sweep + metrics].rename(columns=names)
+    return note + shown.to_string(index=False, float_format=lambda v: f"{v:.3f}")
+
+
+def _written(run_dir: Path) -> str:
+    names = ["results.csv", "features.csv", "config.toml"] + sorted(p.name for p in run_dir.glob("*.png"))
+    return ", ".join(str(run_dir / n) for n in names if (run_dir / n).exists())
 
 
 def command_run(args) -> int:
     from . import config as config_io
-    from .experiments import run
+    from .experiments import default_run_dir, dry_run, run
 
-    config = config_io.load(args.config, args.set)
-    results, out_dir = run(config, out_dir=args.out, device=args.device, quiet=args.quiet)
-    axes = list(config_io.axes(config))
-    print(_summary_table(results, axes, config["evaluate"]["threshold"]))
-    print(f"\nwrote {out_dir / 'results.csv'}, {out_dir / 'config.toml'} and {out_dir / 'recovery.png'}")
+    overrides = list(args.set) + ([f"run.executor={args.executor}"] if args.executor else [])
+    config = config_io.load(args.config, overrides)
+    if args.dry_run:
+        print(dry_run(config, args.out))
+        return 0
+    out_dir = Path(args.out) if args.out else default_run_dir(config)
+    try:
+        results, out_dir = run(config, out_dir=out_dir, device=args.device, quiet=args.quiet)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished batches are saved in {out_dir}; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    print(summary_table(results, config))
+    print(f"\nwrote {_written(out_dir)}")
+    return 0
+
+
+def command_report(args) -> int:
+    from .plots import draw_figures
+    from .store import RunStore
+
+    store = RunStore(args.run_dir)
+    if not store.exists():
+        raise ValueError(f"{args.run_dir!r} is not a run folder (it has no config.toml)")
+    config = store.read_config()
+    results = store.results()
+    if results.empty:
+        raise ValueError(f"run folder {args.run_dir!r} has no finished rows yet")
+    from .experiments import order_rows
+    from . import config as config_io
+
+    results = order_rows(results, config)
+    n_points = len({config_io.point_key(p) for p in config_io.expand(config)})
+    print(f"{config['name']}: {len(results)} of {n_points} configurations finished"
+          + (f"\n{config['description']}" if config.get("description") else ""))
+    print(summary_table(results, config))
+    paths = draw_figures(store.directory, results=results, features=store.features(), config=config)
+    print("\nfigures: " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def _metric_names() -> list[str]:
+    """The report's summary columns, read off a tiny grading so the list never goes stale."""
+    import torch
+
+    from .evaluate import evaluate
+    from .features import FeatureDistribution
+    from .sae import SAE
+    from .sources import DictionarySource
+
+    source = DictionarySource(torch.eye(2), FeatureDistribution(2, 0.5, device="cpu"))
+    report = evaluate(SAE(2, 2, 1, device="cpu"), source, n_samples=64)
+    return [c for c in report.summary.columns if c != "instance"]
+
+
+def command_list(args) -> int:
+    import inspect
+
+    from . import assemble, config as config_io
+    from .magnitudes import MAGNITUDES
+    from .sae import RECIPES
+
+    print("recipes ([sae] recipe = NAME; its hyperparameters are [sae] keys and sweepable):")
+    for name, recipe in RECIPES.items():
+        hyper = ", ".join(f"{k}={v:g}" for k, v in recipe.hyperparameters.items())
+        print(f"  {name:16s} {hyper:40s} {recipe.citation}")
+    print("\nfeature distributions ([features]):")
+    print(f"  frequency laws (frequency = ...): {', '.join(assemble.FREQUENCY_LAWS)}; the knob is sparsity or l0")
+    laws = [f"{name}({', '.join(inspect.signature(law).parameters)})" for name, law in MAGNITUDES.items()]
+    print(f"  magnitude laws (magnitude = ..., [features.magnitude_params]): {', '.join(laws)}")
+    print("  structure: correlated_groups, exclusive_groups, hierarchy_parents (see config keys below)")
+    print("\nsources ([source] kind = ...):")
+    print(f"  toy_model  (toy_model = {' | '.join(assemble.TOY_MODEL_KINDS)}; optional snr)")
+    print(f"  dictionary (dictionary = {' | '.join(assemble.DICTIONARIES)}; optional noise or snr)")
+    print("\nmetrics (results.csv columns, see the README's Metrics):")
+    print("  " + ", ".join(_metric_names()))
+    print("\nconfig keys (default):")
+    for key, spec in config_io.SCHEMA.items():
+        default = "-" if spec.default is None else repr(spec.default)
+        print(f"  {key:31s} {default:17s} {spec.help}{' [instance axis]' if spec.instance else ''}")
     return 0
 
 
@@ -34,14 +131,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="toysuper", description="Plant features, train toy models and SAEs, "
                                                                   "grade the SAEs against the truth.")
     commands = parser.add_subparsers(dest="command", required=True)
-    run_parser = commands.add_parser("run", help="run an experiment from a TOML config")
+    run_parser = commands.add_parser("run", help="run (or resume) an experiment from a TOML config")
     run_parser.add_argument("config", help="path to the experiment's TOML file")
-    run_parser.add_argument("--out", help="run folder (default: runs/NAME-TIMESTAMP)")
+    run_parser.add_argument("--out", help="run folder (default: runs/NAME-KEY, so the same command resumes)")
     run_parser.add_argument("--device", help="cpu, cuda or auto (default: the config's, else auto)")
     run_parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                             help="override a config key, e.g. --set sae.l1_coefficient=[0.1,0.3]")
+    run_parser.add_argument("--executor", choices=["local", "ray"], help="where batches run (default: local)")
+    run_parser.add_argument("--dry-run", action="store_true", help="print the plan and train nothing")
     run_parser.add_argument("--quiet", action="store_true", help="no progress bars")
     run_parser.set_defaults(handler=command_run)
+    report_parser = commands.add_parser("report", help="re-draw a run folder's figures and print its summary")
+    report_parser.add_argument("run_dir", help="the run folder")
+    report_parser.set_defaults(handler=command_report)
+    list_parser = commands.add_parser("list", help="list recipes, distributions, sources, metrics and config keys")
+    list_parser.set_defaults(handler=command_list)
     return parser
 
 
@@ -49,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except ValueError as error:  # bad input: a clear message, not a traceback
+    except (ValueError, TypeError) as error:  # bad input: a clear message, not a traceback
         print(f"toysuper: error: {error}", file=sys.stderr)
         return 2
 

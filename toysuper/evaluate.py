@@ -1,15 +1,22 @@
 """Grading an SAE against the ground truth of its source.
 
-Direction-level (from the decoder alone): MMCS, Hungarian-matched cosine, recovered@τ.
-Activation-level (on held-out samples): Pearson correlation between each true feature
-and its matched latent, reconstruction error, L0, dead latents. Formulas in DESIGN.md and
-the README; only features the source marks gradeable are graded (a toy model's dropped
-feature has no direction to find).
+Direction-level (from the decoder alone): MMCS, Hungarian-matched cosine, recovered@τ,
+splitting, composition. Activation-level (on held-out samples): Pearson correlation and
+precision/recall/F1 of firing between each true feature and its matched latent, absorption,
+reconstruction error, L0, dead and dense latents. Formulas in DESIGN.md, the README and
+`toysuper/diagnostics.py`; only features the source marks gradeable are graded (a toy
+model's dropped feature has no direction to find).
+
+Any SAE can be graded: toysuper's, one given as tensors and callables, an object with
+W_dec and encode (e.g. from SAELens), or a directory in SAELens's format (see
+`toysuper/external.py`). Cosines are computed in chunks, so 16,384 true features against
+65,536 latents fit in a few GB; the matching is exact up to `matching.EXACT_LIMIT` entries
+and a sparse candidate matching above it (`toysuper/matching.py`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -17,11 +24,15 @@ import torch
 
 from .checks import positive_int
 from .devices import make_generator
-from .matching import cosine_matrix, hungarian, mmcs, recovered
-from .sae import SAE
+from .diagnostics import (AbsorptionCounter, Thresholds, compositions, explain, firing_probabilities, firing_scores,
+                          near_counts, parent_index, recovery_by_frequency, source_hierarchy)
+from .external import as_gradeable
+from .matching import CANDIDATES, EXACT_LIMIT, candidate_edges, cosine_tops, match, recovered, unit_rows
+from .progress import progress_bar
 from .sources import ActivationSource
 
 EVAL_SEED = 12_345  # differs from the training seeds' default, so grading sees held-out samples
+BATCH_ENTRIES = 1 << 24  # batch × inst × max(n_features, d_sae) per chunk of held-out samples
 
 
 @dataclass
@@ -29,16 +40,31 @@ class Report:
     """The grade of every instance of an SAE."""
 
     features: pd.DataFrame
-    """One row per (instance, true feature): graded, best_latent, best_cos, matched_latent,
-    matched_cos, recovered, activation_corr."""
+    """One row per (instance, true feature): graded, parent, firing_prob, frequency, best_latent,
+    best_cos, matched_latent, matched_cos, recovered, activation_corr, precision, recall, f1,
+    n_near_latents, split, absorption, parent_miss."""
     summary: pd.DataFrame
-    """One row per instance: n_graded, mmcs, hungarian_cos, recovered@τ, activation_mcc,
-    mse, fvu, l0, dead_fraction."""
+    """One row per instance: n_graded, matching, mmcs, hungarian_cos, recovered@τ, activation_mcc,
+    precision, recall, f1, split_fraction, absorption, mse, fvu, l0, dead_fraction,
+    dense_fraction, mixed_fraction, unmatched_latent_fraction."""
     threshold: float
     """τ of recovered@τ."""
+    latents: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """One row per (instance, latent): frequency, dead, dense, best_feature, best_cos,
+    matched_feature, near_feature, composed_of, composition_cos, matched_to_nothing."""
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    """The cosines and rates behind the diagnostics."""
 
     def __str__(self) -> str:
         return self.summary.to_string(index=False, float_format=lambda v: f"{v:.3f}")
+
+    def explain(self, limit: int = 5) -> str:
+        """The failures of each instance in named terms (splitting, absorption, composition, ...)."""
+        return explain(self.features, self.latents, self.summary, self.threshold, self.thresholds, limit)
+
+    def recovery_by_frequency(self, bins=None) -> pd.DataFrame:
+        """Recovery of the graded features per firing-frequency bin (see diagnostics.recovery_by_frequency)."""
+        return recovery_by_frequency(self.features, bins)
 
 
 def _pearson(n, sum_a, sum_f, sum_aa, sum_ff, sum_af) -> torch.Tensor:
@@ -50,100 +76,183 @@ def _pearson(n, sum_a, sum_f, sum_aa, sum_ff, sum_af) -> torch.Tensor:
     return torch.where(denominator > 1e-12, covariance / denominator.clamp_min(1e-300), 0.0)
 
 
+def _nanmean(values: torch.Tensor) -> float:
+    values = values[~values.isnan()]
+    return float(values.mean()) if len(values) else float("nan")
+
+
 @torch.no_grad()
-def evaluate(sae: SAE, source: ActivationSource, n_samples: int = 20_000, batch_size: int = 4096,
-             threshold: float = 0.9, seed: int | None = EVAL_SEED) -> Report:
+def evaluate(sae, source: ActivationSource, n_samples: int = 20_000, batch_size: int = 4096,
+             threshold: float = 0.9, seed: int | None = EVAL_SEED, *, hierarchy=None,
+             thresholds: Thresholds | None = None, matching: str = "auto", candidates: int = CANDIDATES,
+             exact_limit: int = EXACT_LIMIT, quiet: bool = False) -> Report:
     """Grade every instance of `sae` on `source`.
 
     Args:
-        sae: trained SAEs, one per source instance.
+        sae: trained SAEs, one per source instance: a toysuper `SAE`, anything with
+            decoder_directions() and encode(), a (decoder, encode[, decode]) tuple, an object
+            with W_dec and encode (e.g. SAELens's), or a directory (SAELens's format or ours).
         source: where the activations and the truth come from.
         n_samples: held-out samples for the activation-level scores.
-        batch_size: samples per chunk (memory).
+        batch_size: samples per chunk, at most (memory; capped so that a chunk holds about
+            BATCH_ENTRIES activations).
         threshold: τ of recovered@τ.
         seed: seed of the held-out samples (by default not the training stream's).
+        hierarchy: parent -> children ({parent: [children]}) or a parent index per feature
+            ((n,) or (inst, n), -1 for none), for the absorption diagnostic; by default the
+            source distribution's, if it has one.
+        thresholds: cosines and rates of the diagnostics (`diagnostics.Thresholds`).
+        matching: "auto" (exact Hungarian while n × k <= exact_limit, else sparse), "exact" or "sparse".
+        candidates: latents per feature kept as candidate edges of the sparse matching.
+        quiet: no progress bar.
     """
     n_samples = positive_int("n_samples", n_samples)
     batch_size = positive_int("batch_size", batch_size)
+    candidates = positive_int("candidates", candidates)
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold must lie in (0, 1], got {threshold!r}")
+    if matching not in ("auto", "exact", "sparse"):
+        raise ValueError(f"matching must be 'auto', 'exact' or 'sparse', got {matching!r}")
+    thresholds = Thresholds() if thresholds is None else thresholds
+    if not isinstance(thresholds, Thresholds):
+        raise TypeError(f"thresholds must be a toysuper.Thresholds, got {type(thresholds).__name__}")
+    sae = as_gradeable(sae)
     if (source.n_instances, source.d_hidden) != (sae.n_instances, sae.d_hidden):
         raise ValueError(f"source gives (n_instances, d_hidden)=({source.n_instances}, {source.d_hidden}) "
                          f"but the SAE has ({sae.n_instances}, {sae.d_hidden})")
-    device = sae.device
-    cosines = cosine_matrix(source.true_directions().to(device), sae.decoder_directions())  # (inst, n, k)
-    gradeable = source.gradeable().cpu()
-    best_cos, best_latent = cosines.max(dim=-1)
-    matched_latent = torch.full(gradeable.shape, -1, dtype=torch.long)
-    matched_cos = torch.zeros(gradeable.shape, dtype=torch.float64)
-    instance_mmcs = []
-    for instance in range(sae.n_instances):  # Hungarian is a per-instance CPU algorithm
-        rows = gradeable[instance].nonzero().squeeze(-1)
-        graded_cosines = cosines[instance][rows.to(device)].cpu()
-        assignment = hungarian(graded_cosines)
-        matched_latent[instance, rows] = torch.from_numpy(assignment.latent)
-        matched_cos[instance, rows] = torch.from_numpy(assignment.cosine)
-        instance_mmcs.append(mmcs(graded_cosines))
+    device, n_inst, n, k = sae.device, sae.n_instances, source.n_features, sae.d_sae
+    parents = source_hierarchy(source) if hierarchy is None else parent_index(hierarchy, n_inst, n)
 
-    # Activation-level scores, streamed over held-out samples as running sums.
+    # Direction level: the best cosines per feature and per latent, in chunks, then the matching.
+    G = unit_rows(source.true_directions().to(device).float())  # (inst, n, d)
+    D = unit_rows(sae.decoder_directions().to(device).float())  # (inst, k, d)
+    gradeable = source.gradeable().to(device)
+    tops = cosine_tops(G, D, gradeable, per_row=candidates, per_col=max(4, thresholds.max_parts))
+    best_cos, best_latent = tops.row_cos[..., 0].cpu(), tops.row_latent[..., 0].cpu()
+    matched_latent = torch.full((n_inst, n), -1, dtype=torch.long)
+    matched_cos = torch.zeros((n_inst, n), dtype=torch.float64)
+    methods = []
+    gradeable_cpu = gradeable.cpu()
+    for instance in range(n_inst):  # the assignment is a per-instance CPU algorithm
+        rows = gradeable_cpu[instance].nonzero().squeeze(-1)
+        found = match(G[instance, rows.to(device)], D[instance], matching, candidates, exact_limit,
+                      edges=candidate_edges(tops, instance, rows.numpy()))
+        matched_latent[instance, rows] = torch.from_numpy(found.assignment.latent)
+        matched_cos[instance, rows] = torch.from_numpy(found.assignment.cosine)
+        methods.append(found.method)
+    parts, fit = compositions(G, D, tops.col_cos, tops.col_feature, thresholds)
+
+    # Activation level, streamed over held-out samples as running sums and counts.
     has_match = (matched_latent >= 0).to(device)
     gather_index = matched_latent.clamp_min(0).to(device)  # (inst, n)
-    sums = {key: torch.zeros(gradeable.shape, dtype=torch.float64, device=device) for key in ("a", "f", "aa", "ff", "af")}
-    squared_error = torch.zeros(sae.n_instances, dtype=torch.float64, device=device)
-    sum_x = torch.zeros(sae.n_instances, sae.d_hidden, dtype=torch.float64, device=device)
-    sum_xx = torch.zeros(sae.n_instances, dtype=torch.float64, device=device)
-    active_count = torch.zeros(sae.n_instances, dtype=torch.float64, device=device)
-    fired = torch.zeros(sae.n_instances, sae.d_sae, dtype=torch.bool, device=device)
+    sums = {key: torch.zeros(n_inst, n, dtype=torch.float64, device=device) for key in ("a", "f", "aa", "ff", "af")}
+    counts = {key: torch.zeros(n_inst, n, dtype=torch.float64, device=device) for key in ("feature", "latent", "both")}
+    latent_fires = torch.zeros(n_inst, k, dtype=torch.float64, device=device)
+    squared_error = torch.zeros(n_inst, dtype=torch.float64, device=device)
+    sum_x = torch.zeros(n_inst, sae.d_hidden, dtype=torch.float64, device=device)
+    sum_xx = torch.zeros(n_inst, dtype=torch.float64, device=device)
+    absorption = None if parents is None else AbsorptionCounter(parents, matched_latent, gradeable, G, D,
+                                                                thresholds.absorption)
     generator = make_generator(seed, source.device)
-    done = 0
-    while done < n_samples:
-        size = min(batch_size, n_samples - done)
+    batch_size = min(batch_size, max(64, BATCH_ENTRIES // (n_inst * max(n, k))))  # bounds memory at 64k latents
+    sizes = [min(batch_size, n_samples - start) for start in range(0, n_samples, batch_size)]
+    for size in progress_bar(sizes, desc="grading", quiet=quiet):
         batch = source.sample(size, generator)
-        x, f = batch.hidden.to(device), batch.features.to(device).double()
+        x, f = batch.hidden.to(device).float(), batch.features.to(device)
         acts = sae.encode(x)
-        x_hat = sae.decode(acts)
-        a = torch.gather(acts, 2, gather_index.expand(size, -1, -1)).double() * has_match
+        a = torch.gather(acts, 2, gather_index.expand(size, -1, -1)) * has_match
+        fires, a_fires = f > 0, a > 0
+        a, f = a.double(), f.double()
         sums["a"] += a.sum(0)
         sums["f"] += f.sum(0)
         sums["aa"] += (a * a).sum(0)
         sums["ff"] += (f * f).sum(0)
         sums["af"] += (a * f).sum(0)
-        squared_error += (x - x_hat).double().pow(2).sum((0, 2))
+        counts["feature"] += fires.sum(0)
+        counts["latent"] += a_fires.sum(0)
+        counts["both"] += (fires & a_fires).sum(0)
+        latent_fires += (acts > 0).sum(0)
+        if absorption is not None:
+            absorption.update(batch.features.to(device), acts)
+        if sae.has_decode:
+            squared_error += (x - sae.decode(acts)).double().pow(2).sum((0, 2))
         sum_x += x.double().sum(0)
         sum_xx += x.double().pow(2).sum((0, 2))
-        active = acts > 0
-        active_count += active.double().sum((0, 2))
-        fired |= active.any(0)
-        done += size
     correlation = _pearson(n_samples, sums["a"], sums["f"], sums["aa"], sums["ff"], sums["af"]).cpu()
     correlation = torch.where(matched_latent >= 0, correlation, 0.0)  # no latent: no correlation
-    total_variance = sum_xx - sum_x.pow(2).sum(-1) / n_samples
+    precision, recall, f1 = firing_scores(counts["both"].cpu(), counts["feature"].cpu(), counts["latent"].cpu(),
+                                          matched_latent >= 0)
+    total_variance = (sum_xx - sum_x.pow(2).sum(-1) / n_samples).cpu()
+    squared_error = squared_error.cpu() if sae.has_decode else torch.full((n_inst,), torch.nan, dtype=torch.float64)
+    absorbed, parent_miss = absorption.rates(n_inst) if absorption is not None else \
+        (torch.full((n_inst, n), torch.nan, dtype=torch.float64),) * 2
 
-    feature_rows = []
-    for instance in range(sae.n_instances):
-        for feature in range(gradeable.shape[1]):
-            feature_rows.append({
-                "instance": instance, "feature": feature, "graded": bool(gradeable[instance, feature]),
-                "best_latent": int(best_latent[instance, feature]), "best_cos": float(best_cos[instance, feature]),
-                "matched_latent": int(matched_latent[instance, feature]),
-                "matched_cos": float(matched_cos[instance, feature]),
-                "recovered": bool(matched_cos[instance, feature] >= threshold),
-                "activation_corr": float(correlation[instance, feature]),
-            })
-    features = pd.DataFrame(feature_rows)
+    # Per latent: dead, dense, composed, near a feature (splitting), matched to nothing.
+    latent_frequency = (latent_fires / n_samples).cpu()
+    dead = latent_fires.cpu() == 0
+    dense = latent_frequency > thresholds.dense
+    parts, fit = parts.cpu(), fit.cpu()
+    composed = (parts[..., 0] >= 0) & ~dead
+    nearest_cos, nearest_feature = tops.col_cos[..., 0].cpu(), tops.col_feature[..., 0].cpu()
+    is_near = ~dead & ~composed & (nearest_cos >= thresholds.split)
+    near_feature = torch.where(is_near, nearest_feature, -1)
+    n_near = near_counts(near_feature, n)
+    nothing = ~dead & ~composed & ~is_near
+    matched_feature = torch.full((n_inst, k), -1, dtype=torch.long)
+    inst_index, feature_index = (matched_latent >= 0).nonzero(as_tuple=True)
+    matched_feature[inst_index, matched_latent[inst_index, feature_index]] = feature_index
+
+    firing_prob = firing_probabilities(source)
+    feature_columns = {
+        "instance": np.repeat(np.arange(n_inst), n), "feature": np.tile(np.arange(n), n_inst),
+        "graded": gradeable_cpu, "parent": parents if parents is not None else torch.full((n_inst, n), -1),
+        "firing_prob": firing_prob if firing_prob is not None else torch.full((n_inst, n), torch.nan),
+        "frequency": counts["feature"].cpu() / n_samples,
+        "best_latent": best_latent, "best_cos": best_cos, "matched_latent": matched_latent,
+        "matched_cos": matched_cos, "recovered": matched_cos >= threshold, "activation_corr": correlation,
+        "precision": precision, "recall": recall, "f1": f1, "n_near_latents": n_near, "split": n_near >= 2,
+        "absorption": absorbed, "parent_miss": parent_miss,
+    }
+    features = pd.DataFrame({name: (value.reshape(-1).numpy() if isinstance(value, torch.Tensor) else value)
+                             for name, value in feature_columns.items()})
+    features.loc[~features["graded"], ["n_near_latents", "split"]] = [0, False]
+    composed_of = np.full(n_inst * k, "", dtype=object)
+    flat_parts = parts.reshape(n_inst * k, -1)
+    for row in composed.reshape(-1).nonzero().squeeze(-1).tolist():  # few: a Python loop is fine
+        composed_of[row] = "+".join(str(p) for p in flat_parts[row].tolist() if p >= 0)
+    latent_columns = {
+        "instance": np.repeat(np.arange(n_inst), k), "latent": np.tile(np.arange(k), n_inst),
+        "frequency": latent_frequency, "dead": dead, "dense": dense, "best_feature": nearest_feature,
+        "best_cos": nearest_cos, "matched_feature": matched_feature, "near_feature": near_feature,
+        "composed_of": composed_of, "composition_cos": torch.where(composed, fit, torch.nan),
+        "matched_to_nothing": nothing,
+    }
+    latents = pd.DataFrame({name: (value.reshape(-1).numpy() if isinstance(value, torch.Tensor) else value)
+                            for name, value in latent_columns.items()})
+
     summary_rows = []
-    for instance in range(sae.n_instances):
-        graded = gradeable[instance]
+    for instance in range(n_inst):
+        graded = gradeable_cpu[instance]
+        any_graded = bool(graded.any())
         summary_rows.append({
             "instance": instance,
             "n_graded": int(graded.sum()),
-            "mmcs": instance_mmcs[instance],
-            "hungarian_cos": float(matched_cos[instance, graded].mean()) if graded.any() else float("nan"),
+            "matching": methods[instance],
+            "mmcs": float(best_cos[instance, graded].double().mean()) if any_graded else float("nan"),
+            "hungarian_cos": float(matched_cos[instance, graded].mean()) if any_graded else float("nan"),
             f"recovered@{threshold:g}": recovered(matched_cos[instance, graded].numpy(), threshold),
-            "activation_mcc": float(correlation[instance, graded].mean()) if graded.any() else float("nan"),
+            "activation_mcc": float(correlation[instance, graded].mean()) if any_graded else float("nan"),
+            "precision": _nanmean(precision[instance, graded]),
+            "recall": _nanmean(recall[instance, graded]),
+            "f1": _nanmean(f1[instance, graded]),
+            "split_fraction": float((n_near[instance, graded] >= 2).double().mean()) if any_graded else float("nan"),
+            "absorption": _nanmean(absorbed[instance]),
             "mse": float(squared_error[instance] / n_samples),
             "fvu": float(squared_error[instance] / total_variance[instance].clamp_min(1e-30)),
-            "l0": float(active_count[instance] / n_samples),
-            "dead_fraction": float((~fired[instance]).double().mean()),
+            "l0": float(latent_fires[instance].sum().cpu() / n_samples),
+            "dead_fraction": float(dead[instance].double().mean()),
+            "dense_fraction": float(dense[instance].double().mean()),
+            "mixed_fraction": float(composed[instance].double().mean()),
+            "unmatched_latent_fraction": float(nothing[instance].double().mean()),
         })
-    return Report(features, pd.DataFrame(summary_rows), threshold)
+    return Report(features, pd.DataFrame(summary_rows), threshold, latents, thresholds)

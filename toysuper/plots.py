@@ -1,46 +1,311 @@
-"""Figures of experiment results (seaborn on matplotlib)."""
+"""Figures of experiment results (seaborn on matplotlib), drawn next to the CSV that made them.
+
+- `recovery_heatmap`: recovered@τ and MMCS over sparsity (or L0) × d_hidden.
+- `pareto_figure`: recovered@τ and MMCS against the SAE's L0, one curve per recipe.
+- `feature_norm_bars`: each toy model's feature norms ||W_i||, coloured by how much other
+  features overlap feature i (Elhage et al. 2022, "Toy Models of Superposition", fig. 3 style).
+- `recovery_vs_frequency`: how well a feature is recovered against how often it fires.
+
+Each takes the results table (results.csv), the per-feature table (features.csv) and the
+resolved config, and returns a Figure, or None where the run has nothing to show for it.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator, NullFormatter
+import numpy as np
 import pandas as pd
 import seaborn as sns
 
-PREFERRED_AXES = ("features.sparsity", "source.d_hidden")
+from . import config as config_io
+
+X_AXES = ("features.sparsity", "features.l0", "features.zipf_exponent", "features.importance_decay")
+Y_AXES = ("source.d_hidden", "sae.d_sae", "features.n_features")
+HUE_AXES = ("sae.d_sae", "source.d_hidden", "sae.recipe", "features.zipf_exponent", "features.n_features")
+SAE_AXES_PREFIX = "sae."
 
 
 def _label(key: str) -> str:
     return key.split(".")[-1].replace("_", " ")
 
 
-def recovery_figure(results: pd.DataFrame, axes: dict, threshold: float = 0.9) -> plt.Figure:
-    """Recovered@τ and MMCS across the sweep.
+def _threshold(config: dict) -> float:
+    return config["evaluate"]["threshold"] if isinstance(config["evaluate"]["threshold"], (int, float)) else 0.9
 
-    With two or more sweep axes: heatmaps over the first two (sparsity × d_hidden when both
-    are swept), averaged over any others. With one axis: lines. With none: bars.
+
+def _swept(results: pd.DataFrame, config: dict) -> list[str]:
+    """Swept axes that actually vary in `results`, seed last."""
+    keys = [k for k in config_io.axes(config) if k in results and results[k].nunique() > 1]
+    return sorted(keys, key=lambda k: k == "seed")
+
+
+def _recovered_column(results: pd.DataFrame, config: dict) -> str:
+    name = f"recovered@{_threshold(config):g}"
+    if name in results:
+        return name
+    return next(c for c in results.columns if c.startswith("recovered@"))
+
+
+def heatmap_axes(results: pd.DataFrame, config: dict) -> tuple[str | None, str | None, list[str]]:
+    """(x, y, averaged): the two axes of the heatmap and the swept axes averaged over."""
+    swept = [k for k in _swept(results, config) if k != "seed"]
+    x = next((k for k in X_AXES if k in swept), None)
+    y = next((k for k in Y_AXES if k in swept and k != x), None)
+    # the recipe and its hyperparameters are the Pareto figure's business: facets or averages here
+    rest = [k for k in swept if k not in (x, y) and k != "sae.recipe" and not config_io.is_hyperparameter(k)]
+    if x is None and rest:
+        x = rest.pop(0)
+    if y is None and rest:
+        y = rest.pop(0)
+    averaged = [k for k in _swept(results, config) if k not in (x, y)]
+    return x, y, averaged
+
+
+def recovery_heatmap(results: pd.DataFrame, features: pd.DataFrame | None, config: dict) -> plt.Figure | None:
+    """Recovered@τ and MMCS over two swept axes; for toy models also the fraction of features represented
+    and the fraction of all planted features the SAE recovers (recovered@τ × n_graded / n_features).
+
+    Rows of panels per recipe when the recipe is swept; other swept axes (seeds) are averaged.
+    With one swept axis: lines; with none: bars; None when only the SAE (recipe, hyperparameters) varies.
     """
-    metrics = [f"recovered@{threshold:g}", "mmcs"]
-    swept = sorted(axes, key=lambda k: (k not in PREFERRED_AXES, PREFERRED_AXES.index(k) if k in PREFERRED_AXES else 0))
-    fig, panels = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
-    for panel, metric in zip(panels[0], metrics):
-        if len(swept) >= 2:
-            x, y = swept[0], swept[1]
-            table = results.pivot_table(index=y, columns=x, values=metric, aggfunc="mean")
-            sns.heatmap(table, ax=panel, vmin=0, vmax=1, annot=True, fmt=".2f", cmap="viridis",
-                        cbar_kws={"label": metric})
-            panel.set_xlabel(_label(x))
-            panel.set_ylabel(_label(y))
-            panel.invert_yaxis()
-        elif len(swept) == 1:
-            sns.lineplot(data=results, x=swept[0], y=metric, marker="o", ax=panel)
-            panel.set_xlabel(_label(swept[0]))
-            panel.set_ylim(0, 1.02)
-        else:
-            sns.barplot(data=results.reset_index(), x="index", y=metric, ax=panel)
-            panel.set_ylim(0, 1.02)
-        panel.set_title(metric)
-    averaged = swept[2:]
+    recovered = _recovered_column(results, config)
+    table = results.copy()
+    metrics = [recovered, "mmcs"]
+    if "n_represented" in table and table["n_represented"].notna().any():
+        table["represented"] = table["n_represented"] / table["features.n_features"]
+        table["found"] = table[recovered] * table["n_graded"] / table["features.n_features"]
+        metrics += ["represented", "found"]
+    x, y, averaged = heatmap_axes(table, config)
+    if x is None and any(k == "sae.recipe" or config_io.is_hyperparameter(k) for k in averaged):
+        return None  # only the SAE varies: see pareto_figure
+    facets = [None]
+    if "sae.recipe" in averaged:
+        facets = list(dict.fromkeys(table["sae.recipe"]))
+        averaged.remove("sae.recipe")
+    wrap = 2 if len(facets) == 1 and len(metrics) == 4 else len(metrics)  # four panels read best as 2 x 2
+    rows_per_facet = len(metrics) // wrap
+    fig, panels = plt.subplots(len(facets) * rows_per_facet, wrap, squeeze=False,
+                               figsize=(5.4 * wrap, 4 * len(facets) * rows_per_facet))
+    for row, facet in enumerate(facets):
+        part = table if facet is None else table[table["sae.recipe"] == facet]
+        facet_panels = panels[row * rows_per_facet:(row + 1) * rows_per_facet].ravel()
+        for panel, metric in zip(facet_panels, metrics):
+            if x is not None and y is not None:
+                grid = part.pivot_table(index=y, columns=x, values=metric, aggfunc="mean")
+                sns.heatmap(grid, ax=panel, vmin=0, vmax=1, annot=True, fmt=".2f", cmap="viridis",
+                            cbar_kws={"label": metric}, annot_kws={"size": 8})
+                panel.set_xlabel(_label(x))
+                panel.set_ylabel(_label(y))
+                panel.invert_yaxis()
+            elif x is not None:
+                sns.lineplot(data=part, x=x, y=metric, marker="o", ax=panel)
+                panel.set_xlabel(_label(x))
+                panel.set_ylim(-0.02, 1.02)
+            else:
+                sns.barplot(data=part.reset_index(), x="index", y=metric, ax=panel)
+                panel.set_ylim(0, 1.02)
+            title = {"represented": "features the toy model represents", "mmcs": "MMCS",
+                     "found": "planted features the SAE finds (of all)",
+                     recovered: f"{recovered} (of represented)" if "represented" in metrics else recovered}[metric]
+            panel.set_title(title if facet is None else f"{facet}: {title}")
     note = f" (mean over {', '.join(_label(k) for k in averaged)})" if averaged else ""
-    fig.suptitle(f"SAE recovery of the planted features{note}")
+    fig.suptitle(f"{config.get('name', '')}: SAE recovery of the planted features{note}")
     fig.tight_layout()
     return fig
+
+
+def _true_l0(results: pd.DataFrame, features: pd.DataFrame | None) -> float | None:
+    """The planted features' mean L0 (Σ firing probabilities), when the whole table shares one."""
+    if features is None or features.empty or "firing_prob" not in features:
+        return None
+    per_key = features[features["key"].isin(results["key"])].groupby("key")["firing_prob"].sum().round(6)
+    return float(per_key.iloc[0]) if per_key.nunique() == 1 else None
+
+
+def pareto_figure(results: pd.DataFrame, features: pd.DataFrame | None, config: dict,
+                  max_rows: int = 4) -> plt.Figure | None:
+    """Recovered@τ and MMCS against the SAE's measured L0: one curve per recipe through its sweep.
+
+    The sparsity-fidelity plot of the SAE literature (e.g. Gao et al. 2024): a recipe is better
+    where its curve lies higher at the same L0. Drawn when the sweep varies the SAE (its recipe
+    or a hyperparameter), so that L0 moves. One row of panels per setting of the other swept
+    axes (seeds averaged), so that a curve only joins SAEs trained on the same activations; a
+    dotted line marks the planted features' own mean L0.
+    """
+    swept = [k for k in _swept(results, config) if k != "seed"]
+    sae_axes = [k for k in swept if k.startswith(SAE_AXES_PREFIX) and k != "sae.d_sae"]
+    if "l0" not in results or not sae_axes:
+        return None
+    recovered = _recovered_column(results, config)
+    others = [k for k in swept if k not in sae_axes]
+    by = list(dict.fromkeys(["sae.recipe", *sae_axes, *others]))
+    means = results.groupby(by, dropna=False)[[recovered, "mmcs", "l0"]].mean().reset_index()
+    settings = [()] if not others else _spread(list(means.groupby(others).groups), max_rows)
+    recipes = list(dict.fromkeys(means["sae.recipe"]))
+    palette = dict(zip(recipes, sns.color_palette("tab10", len(recipes))))
+    true_l0 = _true_l0(results, features)
+    fig, panels = plt.subplots(len(settings), 2, figsize=(11, 3.8 * len(settings) + 0.6), squeeze=False,
+                               layout="constrained")
+    for row, setting in enumerate(settings):
+        part = means
+        if others:
+            setting = setting if isinstance(setting, tuple) else (setting,)
+            for key, value in zip(others, setting):
+                part = part[part[key] == value]
+        label = ", ".join(f"{_label(k)} {v}" for k, v in zip(others, setting))
+        for panel, metric in zip(panels[row], [recovered, "mmcs"]):
+            for recipe in recipes:
+                curve = part[part["sae.recipe"] == recipe].sort_values("l0")
+                panel.plot(curve["l0"], curve[metric], marker="o", color=palette[recipe], label=recipe, alpha=0.85)
+            if true_l0:
+                panel.axvline(true_l0, color="grey", ls=":", lw=1, label="planted L0")
+            if (part["l0"] > 0).all() and part["l0"].max() / part["l0"].min() > 20:
+                panel.set_xscale("log")
+            panel.set_xlabel("SAE L0 (active latents per sample)")
+            panel.set_ylabel(metric)
+            panel.set_ylim(-0.02, 1.02)
+            panel.set_title(f"{metric} against L0" + (f" ({label})" if label else ""), fontsize=10)
+            if row == 0 and metric == recovered:
+                panel.legend(fontsize=8)
+    fig.suptitle(f"{config.get('name', '')}: recovery against the SAE's L0, one curve per recipe")
+    return fig
+
+
+def _spread(values: list, n: int) -> list:
+    """At most n values, evenly spread over the sorted list, ends included."""
+    values = sorted(values)
+    if len(values) <= n:
+        return values
+    return [values[round(i * (len(values) - 1) / (n - 1))] for i in range(n)]
+
+
+def feature_norm_bars(results: pd.DataFrame, features: pd.DataFrame | None, config: dict,
+                      max_columns: int = 6, max_rows: int = 3) -> plt.Figure | None:
+    """Elhage-style bars: ||W_i|| of every feature per toy model, coloured by Σ_{j≠i} (Ŵ_i·W_j)².
+
+    Dark bars are features with a dimension of their own, bright ones share theirs
+    (superposition). One panel per toy model across the sparsity (or L0) axis, one row per
+    d_hidden; the lowest seed only.
+    """
+    if features is None or features.empty or "norm" not in features or features["norm"].isna().all():
+        return None
+    x, y, _ = heatmap_axes(results, config)
+    toy_axis = ("source.", "features.")  # axes that change the toy model (not the SAE)
+    x = x if x and x.startswith(toy_axis) else None
+    y = y if y and y.startswith(toy_axis) else None
+    toys = results.dropna(subset=["toy_instance"]) if "toy_instance" in results else results.iloc[:0]
+    if toys.empty:
+        return None
+    if "seed" in toys:
+        toys = toys[toys["seed"] == toys["seed"].min()]
+    toys = toys.drop_duplicates(["batch", "toy_instance"])
+    columns = _spread(list(toys[x].unique()), max_columns) if x else [None]
+    rows = _spread(list(toys[y].unique()), max_rows) if y else [None]
+    row_height = max(2.4, 0.16 * (features["feature"].max() + 1) + 1.0)
+    fig, panels = plt.subplots(len(rows), len(columns), figsize=(2.3 * len(columns) + 1.2, row_height * len(rows) + 0.6),
+                               squeeze=False, layout="constrained")
+    cmap = plt.get_cmap("viridis")
+    for r, y_value in enumerate(rows):
+        for c, x_value in enumerate(columns):
+            panel = panels[r][c]
+            chosen = toys
+            if x:
+                chosen = chosen[chosen[x] == x_value]
+            if y:
+                chosen = chosen[chosen[y] == y_value]
+            if chosen.empty:
+                panel.axis("off")
+                continue
+            toy = chosen.iloc[0]
+            bars = features[features["key"] == toy["key"]].sort_values("feature")
+            colours = cmap(np.clip(bars["interference"].to_numpy(), 0, 1))
+            panel.barh(bars["feature"], bars["norm"], color=colours)
+            panel.axvline(0.5, color="grey", lw=0.6, ls=":")
+            panel.set_ylim(bars["feature"].max() + 0.6, -0.6)  # feature 0 on top
+            panel.yaxis.set_major_locator(MaxNLocator(integer=True))
+            panel.set_xlim(0, max(1.2, float(features["norm"].max()) * 1.05))
+            title = [f"{_label(x)} {x_value:g}" if x else "", f"{_label(y)} {y_value:g}" if y else ""]
+            if "dims_per_feature" in toy:
+                title.append(f"D* {toy['dims_per_feature']:.2f}")
+            panel.set_title("\n".join(t for t in title if t), fontsize=9)
+            panel.set_xlabel("||W_i||" if r == len(rows) - 1 else "")
+            panel.set_ylabel("feature" if c == 0 else "")
+            panel.tick_params(labelsize=7)
+    mappable = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, 1))
+    fig.colorbar(mappable, ax=panels, label="Σ_j≠i (Ŵ_i·W_j)²  (superposition)", shrink=0.8)
+    fig.suptitle(f"{config.get('name', '')}: toy-model feature norms (dotted: represented at 0.5)")
+    return fig
+
+
+def recovery_vs_frequency(results: pd.DataFrame, features: pd.DataFrame | None, config: dict,
+                          n_bins: int = 8) -> plt.Figure | None:
+    """Matched cosine and fraction recovered against each feature's firing probability (log bins).
+
+    One line per value of the most telling swept axis (d_sae first); graded features only.
+    """
+    if features is None or features.empty or "firing_prob" not in features or "matched_cos" not in features:
+        return None
+    table = features[features["firing_prob"] > 0]
+    if "graded" in table:
+        table = table[table["graded"].astype(bool)]
+    if table["firing_prob"].nunique() < 2:
+        return None
+    swept = _swept(results, config)
+    hue = next((k for k in HUE_AXES if k in swept), None)
+    if hue:
+        table = table.merge(results[["key", hue]], on="key", how="left")
+    edges = np.geomspace(table["firing_prob"].min(), table["firing_prob"].max() * 1.0001, n_bins + 1)
+    centres = np.sqrt(edges[:-1] * edges[1:])
+    table = table.assign(frequency=centres[np.clip(np.digitize(table["firing_prob"], edges) - 1, 0, n_bins - 1)])
+    metrics = [("matched_cos", "matched cosine")]
+    if "recovered" in table:
+        table["recovered"] = table["recovered"].astype(float)
+        metrics.append(("recovered", f"fraction recovered at {_threshold(config):g}"))
+    fig, panels = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
+    for panel, (metric, label) in zip(panels[0], metrics):
+        sns.lineplot(data=table, x="frequency", y=metric, hue=hue, marker="o", ax=panel, errorbar=None,
+                     palette="viridis" if hue and pd.api.types.is_numeric_dtype(table[hue]) else None)
+        panel.set_xscale("log")
+        panel.xaxis.set_minor_formatter(NullFormatter())
+        panel.set_ylim(-0.02, 1.02)
+        panel.set_xlabel("feature firing probability")
+        panel.set_ylabel(label)
+        if hue and panel.get_legend() is not None:
+            panel.get_legend().set_title(_label(hue))
+    fig.suptitle(f"{config.get('name', '')}: recovery against feature frequency")
+    fig.tight_layout()
+    return fig
+
+
+FIGURES = {
+    "recovery_heatmap.png": recovery_heatmap,
+    "pareto.png": pareto_figure,
+    "feature_norms.png": feature_norm_bars,
+    "recovery_vs_frequency.png": recovery_vs_frequency,
+}
+
+
+def draw_figures(run_dir, results: pd.DataFrame | None = None, features: pd.DataFrame | None = None,
+                 config: dict | None = None, dpi: int = 120) -> list[Path]:
+    """Draw every figure that applies into `run_dir` (next to results.csv); returns the paths written."""
+    from .store import RunStore
+
+    store = RunStore(run_dir)
+    config = config if config is not None else store.read_config()
+    results = results if results is not None else store.results()
+    features = features if features is not None else store.features()
+    written = []
+    if results.empty:
+        return written
+    for name, draw in FIGURES.items():
+        figure = draw(results, features, config)
+        if figure is None:
+            continue
+        path = Path(run_dir) / name
+        figure.savefig(path, dpi=dpi, bbox_inches="tight")
+        plt.close(figure)
+        written.append(path)
+    return written

@@ -11,10 +11,13 @@ from typing import NamedTuple, Protocol, runtime_checkable
 
 import torch
 
-from .checks import finite_tensor, non_negative
-from .devices import make_generator, resolve_device
+from .checks import finite_float, finite_tensor, non_negative, positive_int
+from .devices import make_generator
+from .dictionaries import Dictionary, random_directions, unit_rows
 from .features import FeatureDistribution
 from .toy_models import ToyModel
+
+SNR_SAMPLES = 65_536  # samples behind the signal power that sets the noise for a stated SNR
 
 
 class Batch(NamedTuple):
@@ -46,16 +49,26 @@ class ActivationSource(Protocol):
         ...
 
 
-def _unit_rows(directions: torch.Tensor) -> torch.Tensor:
-    return directions / directions.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+def _check_snr(snr) -> float:
+    snr = finite_float("snr", snr)
+    if snr <= 0:
+        raise ValueError(f"snr must be > 0 (a power ratio; snr_db = 10 log10(snr)), got {snr!r}")
+    return snr
 
 
-def random_directions(n_features: int, d_hidden: int, n_instances: int = 1, seed: int | None = 0,
-                      device=None) -> torch.Tensor:
-    """Random unit directions, uniform on the sphere: (inst, n_features, d_hidden)."""
-    device = resolve_device(device)
-    generator = make_generator(seed, device)
-    return _unit_rows(torch.randn(n_instances, n_features, d_hidden, generator=generator, device=device))
+def noise_std_for_snr(signal_power: torch.Tensor, d_hidden: int, snr) -> torch.Tensor:
+    """σ of isotropic noise N(0, σ² I_d) whose power d σ² is `signal_power / snr`: (inst,) -> (inst,)."""
+    return (signal_power / (d_hidden * _check_snr(snr))).sqrt()
+
+
+def _mean_power(draw, n_samples: int, chunk: int = 8192) -> torch.Tensor:
+    """E||s||² per instance over `n_samples` draws of `draw(batch) -> (batch, inst, d)`."""
+    total, done = 0.0, 0
+    while done < n_samples:
+        size = min(chunk, n_samples - done)
+        total = total + draw(size).pow(2).sum(-1).sum(0)
+        done += size
+    return total / n_samples
 
 
 class DictionarySource:
@@ -63,12 +76,25 @@ class DictionarySource:
 
     Args:
         directions: (n_features, d_hidden), shared by all instances, or
-            (inst, n_features, d_hidden). Used as given; their unit versions are the truth.
+            (inst, n_features, d_hidden), or a `Dictionary` (from
+            `toysuper.dictionaries`). Used as given; their unit versions are the truth.
         dist: the feature distribution; its n_instances sets the source's.
-        noise: standard deviation of isotropic Gaussian noise added in hidden space.
+        noise: standard deviation σ of isotropic Gaussian noise added in hidden space.
+        snr: instead of `noise`, the signal-to-noise ratio to achieve, as a power ratio
+            SNR = E||f D||² / E||ε||² with ε ~ N(0, σ² I) (so E||ε||² = d_hidden σ²),
+            per instance; in decibels that is 10 log10(SNR). σ is set from E||f D||²
+            estimated on `snr_samples` draws of `dist` with a fixed seed (its relative
+            error is about CV(||f D||²) / sqrt(snr_samples), well under 1% by default).
+        snr_samples: how many samples estimate the signal power.
+
+    Attributes:
+        noise_std: σ of the added noise per instance, (inst,).
     """
 
-    def __init__(self, directions: torch.Tensor, dist: FeatureDistribution, noise: float = 0.0):
+    def __init__(self, directions: torch.Tensor, dist: FeatureDistribution, noise: float = 0.0, *, snr=None,
+                 snr_samples: int = SNR_SAMPLES):
+        if isinstance(directions, Dictionary):
+            directions = directions.directions
         directions = torch.as_tensor(directions, dtype=torch.float32)
         if directions.ndim == 2:
             directions = directions.unsqueeze(0).expand(dist.n_instances, -1, -1)
@@ -78,21 +104,49 @@ class DictionarySource:
                 f"({dist.n_instances}, {dist.n_features}, d_hidden) to match dist"
             )
         finite_tensor("directions", directions)
-        self.noise = non_negative("noise", noise)
         self.dist = dist
         self.device = dist.device
         self.directions = directions.to(self.device).contiguous()
         self.n_instances, self.n_features, self.d_hidden = self.directions.shape
+        self.noise = non_negative("noise", noise)
+        self.snr = snr
+        if snr is None:
+            self.noise_std = torch.full((self.n_instances,), self.noise, device=self.device)
+        else:
+            if self.noise > 0:
+                raise ValueError(f"give noise (a standard deviation) or snr, not both: noise={noise!r}, snr={snr!r}")
+            _check_snr(snr)
+            power = self.signal_power(positive_int("snr_samples", snr_samples))
+            self.noise_std = noise_std_for_snr(power, self.d_hidden, snr)
+        self._noisy = bool((self.noise_std > 0).any())
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Batch:
         features = self.dist.sample(batch_size, generator)
         hidden = torch.einsum("bif,ifd->bid", features, self.directions)
-        if self.noise > 0:
-            hidden = hidden + self.noise * torch.randn(hidden.shape, generator=generator, device=self.device)
+        if self._noisy:
+            noise = torch.randn(hidden.shape, generator=generator, device=self.device)
+            hidden = hidden + self.noise_std[:, None] * noise
         return Batch(hidden, features)
 
+    @torch.no_grad()
+    def signal_power(self, n_samples: int = SNR_SAMPLES, seed: int = 0) -> torch.Tensor:
+        """E||f D||² per instance, (inst,), estimated on `n_samples` noiseless draws.
+
+        Uses the sparse form of the draws (cost ∝ active features × d_hidden), so large
+        dictionaries are cheap.
+        """
+        generator = make_generator(seed, self.device)
+
+        def draw(batch_size):
+            active = self.dist.sample_active(batch_size, generator)
+            signal = torch.zeros(batch_size, self.n_instances, self.d_hidden, device=self.device)
+            rows = active.value[:, None] * self.directions[active.instance, active.feature]
+            return signal.index_put_((active.sample, active.instance), rows, accumulate=True)
+
+        return _mean_power(draw, n_samples)
+
     def true_directions(self) -> torch.Tensor:
-        return _unit_rows(self.directions)
+        return unit_rows(self.directions)
 
     def gradeable(self) -> torch.Tensor:
         """Every feature with a non-zero direction and a chance to fire."""
@@ -107,9 +161,14 @@ class ToyModelSource:
         dist: the feature distribution (same n_features and n_instances as the model).
         instances: optional index per source instance into the model's instances, e.g.
             [0, 0, 1, 1] to let two SAEs each read the same toy model. Default: one to one.
+        snr: optional signal-to-noise ratio of Gaussian noise added to the hidden
+            activations, defined as for `DictionarySource` with the signal the model's
+            hidden vector h: SNR = E||h||² / E||ε||², ε ~ N(0, σ² I), per source instance.
+        snr_samples: how many samples estimate E||h||².
     """
 
-    def __init__(self, model: ToyModel, dist: FeatureDistribution, instances=None):
+    def __init__(self, model: ToyModel, dist: FeatureDistribution, instances=None, *, snr=None,
+                 snr_samples: int = SNR_SAMPLES):
         if (dist.n_instances, dist.n_features) != (model.n_instances, model.n_features):
             raise ValueError(
                 f"dist has (n_instances, n_features)=({dist.n_instances}, {dist.n_features}) but the model has "
@@ -128,12 +187,28 @@ class ToyModelSource:
         self.n_instances = len(self.instances)
         self.n_features = model.n_features
         self.d_hidden = model.d_hidden
+        self.snr = snr
+        self.noise_std = None  # σ per source instance, (inst,), when snr is given
+        if snr is not None:
+            _check_snr(snr)
+            power = self.signal_power(positive_int("snr_samples", snr_samples))
+            self.noise_std = noise_std_for_snr(power, self.d_hidden, snr)
 
     @torch.no_grad()
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Batch:
         features = self.dist.sample(batch_size, generator)
-        hidden = self.model.hidden(features)
-        return Batch(hidden[:, self.instances], features[:, self.instances])
+        hidden = self.model.hidden(features)[:, self.instances]
+        if self.noise_std is not None:
+            hidden = hidden + self.noise_std[:, None] * torch.randn(hidden.shape, generator=generator,
+                                                                     device=self.device)
+        return Batch(hidden, features[:, self.instances])
+
+    @torch.no_grad()
+    def signal_power(self, n_samples: int = SNR_SAMPLES, seed: int = 0) -> torch.Tensor:
+        """E||h||² per source instance, (inst,), estimated on `n_samples` noiseless draws."""
+        generator = make_generator(seed, self.device)
+        return _mean_power(lambda size: self.model.hidden(self.dist.sample(size, generator))[:, self.instances],
+                           n_samples)
 
     def true_directions(self) -> torch.Tensor:
         return self.model.feature_directions()[self.instances]

@@ -2,6 +2,8 @@
 
 from .model import SAE
 from .recipes import RECIPES, Recipe, get_recipe
-from .train import SAETrainResult, train_sae
+from .state import TrainState
+from .train import FROM_RECIPE, TRAIN_DEFAULTS, SAETrainResult, train_sae
 
-__all__ = ["SAE", "RECIPES", "Recipe", "get_recipe", "SAETrainResult", "train_sae"]
+__all__ = ["SAE", "RECIPES", "Recipe", "get_recipe", "SAETrainResult", "TRAIN_DEFAULTS", "FROM_RECIPE",
+           "TrainState", "train_sae"]

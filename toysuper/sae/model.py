@@ -15,54 +15,101 @@ from ..devices import make_generator, resolve_device
 from .recipes import get_recipe
 
 CONFIG_FILE = "config.json"
+SEED_SALT = 0x5AE  # keeps an SAE seeded s off the random numbers of anything else seeded s (e.g. the true directions)
 WEIGHTS_FILE = "weights.safetensors"
+
+
+def instance_generator(seed: int, device) -> torch.Generator:
+    """The generator instance weights are drawn from: its seed mixed with SEED_SALT.
+
+    Without the mix an SAE seeded like `random_directions` would start with its decoder rows
+    exactly on the true directions.
+    """
+    return make_generator((seed * 0x9E3779B97F4A7C15 + SEED_SALT) % 2**63, device)
+
+
+def instance_seeds(seed, n_instances: int) -> list[int]:
+    """One seed per instance: an int s gives s, s+1, …; a list gives itself; None draws fresh ones."""
+    if seed is None:
+        seed = int(torch.Generator().seed()) % 2**62
+    if isinstance(seed, (list, tuple)):
+        if len(seed) != n_instances or not all(isinstance(s, int) and not isinstance(s, bool) for s in seed):
+            raise ValueError(f"seed must be an int, None or {n_instances} ints (one per instance), got {seed!r}")
+        return list(seed)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, None or a list of ints, got {seed!r}")
+    return [seed + i for i in range(n_instances)]
 
 
 class SAE(nn.Module):
     """Sparse autoencoders with an instances axis.
 
     Weights: W_enc (inst, d_hidden, d_sae), b_enc (inst, d_sae), W_dec (inst, d_sae, d_hidden),
-    b_dec (inst, d_hidden). Row j of W_dec[k] is latent j's decoder direction in instance k.
+    b_dec (inst, d_hidden), plus whatever the recipe adds (e.g. JumpReLU's log_threshold).
+    Row j of W_dec[k] is latent j's decoder direction in instance k.
 
     Args:
         d_hidden: width of the activations the SAE reads.
         d_sae: number of latents.
         n_instances: independent SAEs trained side by side.
         recipe: a name from `toysuper.RECIPES`.
-        seed: seed of the initial weights.
+        seed: an int s (instance i is initialised from seed s + i), one int per instance, or
+            None (fresh random seeds). Instance i's weights depend on its own seed only, so an
+            SAE of one instance with seed [s_i] starts exactly as instance i does here.
         device: CUDA when present by default.
-        **hyperparameters: the recipe's per-instance settings (e.g. l1_coefficient), each a
-            number or one value per instance.
+        **hyperparameters: the recipe's per-instance settings (e.g. l1_coefficient, k), each a
+            number or one value per instance; see `RECIPES[recipe].hyperparameters`.
     """
 
     def __init__(self, d_hidden: int, d_sae: int, n_instances: int = 1, recipe: str = "anthropic_2024",
-                 seed: int | None = 0, device=None, **hyperparameters):
+                 seed=0, device=None, **hyperparameters):
         super().__init__()
         self.d_hidden = positive_int("d_hidden", d_hidden)
         self.d_sae = positive_int("d_sae", d_sae)
         self.n_instances = positive_int("n_instances", n_instances)
         self.recipe = get_recipe(recipe)
+        self.seeds = instance_seeds(seed, self.n_instances)
         device = resolve_device(device)
         unknown = set(hyperparameters) - set(self.recipe.hyperparameters)
         if unknown:
             raise ValueError(f"recipe {recipe!r} has no hyperparameter(s) {sorted(unknown)}; "
                              f"it takes {sorted(self.recipe.hyperparameters)}")
         for name, default in self.recipe.hyperparameters.items():
-            value = as_tensor(name, hyperparameters.get(name, default), device).reshape(-1)
-            if value.numel() == 1:
-                value = value.expand(n_instances)
-            if value.shape != (n_instances,):
-                raise ValueError(f"{name} must be a number or one value per instance ({n_instances}), "
-                                 f"got {value.numel()} values")
-            if not torch.isfinite(value).all() or (value < 0).any():
-                raise ValueError(f"{name} must be finite and >= 0, got {value.tolist()}")
-            self.register_buffer(name, value.clone())
+            self.register_buffer(name, self._hyperparameter(name, hyperparameters.get(name, default), device))
+        self.register_buffer("samples_seen", torch.zeros((), dtype=torch.float64, device=device))
         self.W_enc = nn.Parameter(torch.empty(n_instances, d_hidden, d_sae, device=device))
         self.b_enc = nn.Parameter(torch.empty(n_instances, d_sae, device=device))
         self.W_dec = nn.Parameter(torch.empty(n_instances, d_sae, d_hidden, device=device))
         self.b_dec = nn.Parameter(torch.empty(n_instances, d_hidden, device=device))
+        self.recipe.register(self)
+        self._refresh_hyperparameter_max()
+        self.recipe.check(self)
         with torch.no_grad():
-            self.recipe.init_parameters(self, make_generator(seed, device))
+            self.recipe.init_parameters(self, [instance_generator(s, device) for s in self.seeds])
+
+    def _hyperparameter(self, name: str, value, device) -> torch.Tensor:
+        """`value` as a checked (inst,) tensor."""
+        value = as_tensor(name, value, device).reshape(-1)
+        if value.numel() == 1:
+            value = value.expand(self.n_instances)
+        if value.shape != (self.n_instances,):
+            raise ValueError(f"{name} must be a number or one value per instance ({self.n_instances}), "
+                             f"got {value.numel()} values")
+        if not torch.isfinite(value).all() or (value < 0).any():
+            raise ValueError(f"{name} must be finite and >= 0, got {value.tolist()}")
+        if name in self.recipe.positive_hyperparameters and (value <= 0).any():
+            raise ValueError(f"{name} must be > 0, got {value.tolist()}")
+        if name in self.recipe.integer_hyperparameters and (value != value.round()).any():
+            raise ValueError(f"{name} must be whole numbers, got {value.tolist()}")
+        return value.clone()
+
+    def _refresh_hyperparameter_max(self) -> None:
+        # Kept on the host so that recipes can size tensors (top-k) without a device sync per step.
+        self._hyperparameter_max = {name: float(getattr(self, name).max()) for name in self.recipe.hyperparameters}
+
+    def hyperparameter_max(self, name: str) -> float:
+        """Largest value of a per-instance hyperparameter over the instances."""
+        return self._hyperparameter_max[name]
 
     @property
     def device(self) -> torch.device:
@@ -77,7 +124,10 @@ class SAE(nn.Module):
         return torch.einsum("bid,ids->bis", x, self.W_enc) + self.b_enc
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Latent activations: (batch, inst, d_hidden) -> (batch, inst, d_sae)."""
+        """Latent activations at inference, (batch, inst, d_hidden) -> (batch, inst, d_sae).
+
+        Each sample is encoded on its own (BatchTopK uses its learnt threshold here).
+        """
         return self.recipe.encode(self, x)
 
     def decode(self, acts: torch.Tensor) -> torch.Tensor:
@@ -93,13 +143,29 @@ class SAE(nn.Module):
         W = self.W_dec.detach()
         return W / W.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
+    @torch.no_grad()
+    def fold_input_scale(self, scale: torch.Tensor) -> None:
+        """Make an SAE that reads inputs multiplied by `scale` (inst,) read the raw inputs instead.
+
+        Every recipe encodes through W_enc applied to (s·x - b_dec) or s·x, so s moves into W_enc
+        and, for the output to come back in the raw units, 1/s into W_dec and b_dec. Thresholds
+        compare pre-activations, which do not change. fold_input_scale(1/s) undoes it.
+        """
+        scale = scale.to(self.device).reshape(self.n_instances)
+        self.W_enc.mul_(scale[:, None, None])
+        self.W_dec.div_(scale[:, None, None])
+        self.b_dec.div_(scale[:, None])
+
     def config(self) -> dict:
         """Everything `SAE.load` needs besides the weights (JSON-serialisable)."""
         return {"d_hidden": self.d_hidden, "d_sae": self.d_sae, "n_instances": self.n_instances,
-                "recipe": self.recipe.name, **self.hyperparameter_values()}
+                "recipe": self.recipe.name, "seed": self.seeds, **self.hyperparameter_values()}
 
     def save(self, directory) -> Path:
-        """Write `config.json` and `weights.safetensors` into `directory` (created if needed)."""
+        """Write `config.json` and `weights.safetensors` into `directory` (created if needed).
+
+        The weights read raw inputs: `train_sae` folds any input scale into them when it ends.
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in self.state_dict().items()}
@@ -116,11 +182,17 @@ class SAE(nn.Module):
             tensors = load_file(str(directory / WEIGHTS_FILE))
         except (OSError, ValueError, SafetensorError) as error:  # missing file, bad JSON, corrupt weights
             raise ValueError(f"cannot load an SAE from {str(directory)!r}: {error}") from error
-        sae = cls(device=device, seed=None, **config)
+        if not isinstance(config, dict):
+            raise ValueError(f"cannot load an SAE from {str(directory)!r}: config.json is not a JSON object")
+        try:
+            sae = cls(device=device, **config)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"config.json in {str(directory)!r} does not describe an SAE: {error}") from error
         try:
             sae.load_state_dict(tensors)
         except RuntimeError as error:
             raise ValueError(f"weights in {str(directory)!r} do not fit its config.json: {error}") from error
+        sae._refresh_hyperparameter_max()
         return sae
 
     def extra_repr(self) -> str:

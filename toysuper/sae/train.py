@@ -1,4 +1,13 @@
-"""Training SAEs: one batched loop for every recipe and every instance."""
+"""Training SAEs: one batched loop for every recipe and every instance.
+
+Adam with a linear learning-rate warm-up and a linear decay to 0 over the last part of
+training; optional gradient clipping, per instance (each SAE's gradient norm is clipped on its
+own, so instances never influence each other); b_dec started at the data's mean or geometric
+median; inputs scaled per instance when the recipe asks for it, with the scale folded back into
+the weights at the end; dead latents tracked over a window of samples and, for recipes that
+resample, re-initialised. Every setting left at `FROM_RECIPE` takes the recipe's value from
+`recipe.train_defaults`, else the value in `TRAIN_DEFAULTS`.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +20,24 @@ from ..checks import finite_tensor, non_negative, positive_int
 from ..devices import make_generator
 from ..progress import progress_bar
 from ..sources import ActivationSource
+from .input_stats import b_dec_start, input_scale
 from .model import SAE
+from .resampling import resample_dead_latents, resample_steps, resample_window
+from .state import TrainState
 
-LR_DECAY_FRACTION = 0.2  # the learning rate falls linearly to 0 over the last 20% of steps
+FROM_RECIPE = "from recipe"
+
+TRAIN_DEFAULTS = {
+    "lr": 1e-3,
+    "betas": (0.9, 0.999),
+    "grad_clip": 1.0,        # per-instance gradient-norm clip; None: no clipping
+    "lr_warmup": 0.0,        # fraction of steps over which the lr rises linearly from ~0
+    "lr_decay": 0.2,         # fraction of steps at the end over which it falls linearly to 0
+    "b_dec_init": "zeros",   # "zeros" (the recipe's own init), "mean" or "geometric_median"
+    "resample": False,       # resample dead latents (Towards Monosemanticity)
+    "scale_inputs": True,    # apply the recipe's input scaling, if it has one
+}
+INIT_SAMPLES = 16_384  # inputs used to estimate the input scale and b_dec's start
 
 
 @dataclass
@@ -21,72 +45,156 @@ class SAETrainResult:
     """What training leaves behind besides the trained weights."""
 
     history: pd.DataFrame
-    """One row per (logged step, instance): step, instance and every loss term of the recipe."""
+    """One row per (logged step, instance): step, instance, lr, dead_fraction and every loss term."""
     dead_fraction: torch.Tensor
     """Per instance, fraction of latents that did not fire in the last `dead_window` samples, (inst,)."""
+    input_scale: torch.Tensor | None = None
+    """Per instance, the factor inputs were multiplied by in training (folded into the weights), or None."""
+    resampled: int = 0
+    """Dead latents re-initialised over the run, all instances together."""
 
 
-def lr_multiplier(step: int, steps: int) -> float:
-    """Constant, then a linear decay to 0 over the last LR_DECAY_FRACTION of training."""
-    decay_start = steps * (1 - LR_DECAY_FRACTION)
+def lr_multiplier(step: int, steps: int, warmup: float = 0.0, decay: float = 0.2) -> float:
+    """Linear warm-up over the first `warmup` of steps, constant, linear decay to 0 over the last `decay`."""
+    warmup_steps = warmup * steps
+    decay_start = steps * (1 - decay)
+    if step < warmup_steps:
+        return (step + 1) / (warmup_steps + 1)
     if step < decay_start:
         return 1.0
     return max(0.0, (steps - step) / (steps - decay_start))
 
 
-def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size: int = 1024, lr: float = 1e-3,
-              seed: int | None = 0, grad_clip: float | None = 1.0, log_every: int = 100,
-              dead_window: int = 100_000, quiet: bool = False) -> SAETrainResult:
+def clip_per_instance(parameters: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """Scale each instance's gradient (axis 0 of every parameter) to norm <= max_norm; returns the norms (inst,)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    squares = sum(g.pow(2).reshape(g.shape[0], -1).sum(-1) for g in grads)
+    norms = squares.sqrt()
+    factor = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(factor.reshape(-1, *[1] * (g.ndim - 1)))
+    return norms
+
+
+def _settings(sae: SAE, given: dict) -> dict:
+    settings = {**TRAIN_DEFAULTS, **sae.recipe.train_defaults}
+    settings.update({key: value for key, value in given.items() if value is not FROM_RECIPE})
+    return settings
+
+
+def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size: int = 1024, lr=FROM_RECIPE,
+              seed: int | None = 0, grad_clip=FROM_RECIPE, log_every: int = 100, dead_window: int = 100_000,
+              quiet: bool = False, *, betas=FROM_RECIPE, lr_warmup=FROM_RECIPE, lr_decay=FROM_RECIPE,
+              b_dec_init=FROM_RECIPE, resample=FROM_RECIPE, scale_inputs=FROM_RECIPE) -> SAETrainResult:
     """Train every instance of `sae` on fresh batches from `source` with Adam.
 
     Args:
         sae: the SAEs; sae.n_instances and sae.d_hidden must match the source.
         source: yields hidden activations (batch, inst, d_hidden).
-        steps, batch_size, lr: optimisation length, samples per step, Adam learning rate.
-        seed: seed of the data stream.
-        grad_clip: clip each step's total gradient norm to this (None: no clipping).
+        steps, batch_size: optimisation length and samples per step.
+        lr, betas: Adam's learning rate and betas (recipe defaults).
+        seed: seed of the data stream (and, with the SAE's own seeds, of resampling).
+        grad_clip: clip each instance's gradient norm to this; None: no clipping.
         log_every: record the loss terms every this many steps.
-        dead_window: a latent that has not fired in this many samples counts as dead.
+        dead_window: a latent that has not fired in this many samples counts as dead (AuxK and
+            the reported dead fraction).
         quiet: no progress bar.
+        lr_warmup, lr_decay: fractions of the run for the linear lr warm-up and final decay.
+        b_dec_init: "zeros", "mean" or "geometric_median" of the (scaled) data; only for an
+            SAE that has not been trained yet.
+        resample: re-initialise dead latents at 10/20/30/40% of training (Towards Monosemanticity).
+        scale_inputs: multiply inputs by the recipe's per-instance scale while training.
+
+    Equal seeds give equal runs, and instances are independent: an instance trained alone
+    (same SAE seed, same per-instance data) follows the same trajectory as inside a batch.
     Raises ValueError on NaN activations or a NaN loss; weights then hold the last good state.
     """
     steps = positive_int("steps", steps)
     batch_size = positive_int("batch_size", batch_size)
-    lr = non_negative("lr", lr)
+    dead_window = positive_int("dead_window", dead_window)
+    log_every = positive_int("log_every", log_every)
+    settings = _settings(sae, dict(lr=lr, betas=betas, grad_clip=grad_clip, lr_warmup=lr_warmup, lr_decay=lr_decay,
+                                   b_dec_init=b_dec_init, resample=resample, scale_inputs=scale_inputs))
+    lr = non_negative("lr", settings["lr"])
+    if settings["grad_clip"] is not None:
+        non_negative("grad_clip", settings["grad_clip"])
+    for key in ("lr_warmup", "lr_decay"):
+        if not 0 <= non_negative(key, settings[key]) <= 1:
+            raise ValueError(f"{key} must be a fraction of training in [0, 1], got {settings[key]!r}")
     if (source.n_instances, source.d_hidden) != (sae.n_instances, sae.d_hidden):
         raise ValueError(f"source gives (n_instances, d_hidden)=({source.n_instances}, {source.d_hidden}) "
                          f"but the SAE has ({sae.n_instances}, {sae.d_hidden})")
+
     generator = make_generator(seed, source.device)
-    optimizer = torch.optim.Adam(sae.parameters(), lr=lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_multiplier(step, steps))
-    samples_since_fired = torch.zeros(sae.n_instances, sae.d_sae, device=sae.device)
+    fresh = float(sae.samples_seen) == 0
+    scaling = sae.recipe.input_scaling if settings["scale_inputs"] else None
+    scale = None
+    if scaling is not None or (fresh and settings["b_dec_init"] != "zeros"):
+        x0 = finite_tensor("hidden activations", source.sample(INIT_SAMPLES, generator).hidden.to(sae.device))
+        if scaling is not None:
+            scale = input_scale(x0, scaling)
+            x0 = x0 * scale[:, None]
+            if not fresh:  # a trained SAE reads raw inputs: back to training units first
+                sae.fold_input_scale(1.0 / scale)
+        start = b_dec_start(x0, settings["b_dec_init"]) if fresh else None
+        if start is not None:
+            with torch.no_grad():
+                sae.b_dec.copy_(start)
+
+    def draw(n: int) -> torch.Tensor:
+        hidden = source.sample(n, generator).hidden.to(sae.device)
+        return hidden if scale is None else hidden * scale[:, None]
+
+    parameters = list(sae.parameters())
+    optimizer = torch.optim.Adam(parameters, lr=lr, betas=tuple(settings["betas"]))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_multiplier(step, steps, settings["lr_warmup"], settings["lr_decay"]))
+    state = TrainState(steps=steps, batch_size=batch_size, dead_window=dead_window, optimizer=optimizer, draw=draw,
+                       seed=0 if seed is None else int(seed),
+                       samples_since_fired=torch.zeros(sae.n_instances, sae.d_sae, device=sae.device))
+    resample_at = resample_steps(steps) if settings["resample"] else set()
+    resampled = 0
     rows = []
     last_good = {k: v.detach().clone() for k, v in sae.state_dict().items()}
-    for step in progress_bar(range(steps), desc=f"SAE {sae.recipe.name}", quiet=quiet):
-        x = source.sample(batch_size, generator).hidden.to(sae.device)
-        if step == 0:
-            finite_tensor("hidden activations", x)
-        terms = sae.recipe.loss(sae, x, step / steps)
-        optimizer.zero_grad(set_to_none=True)
-        terms["loss"].sum().backward()  # instances are independent: their losses simply add
-        sae.recipe.before_optimizer_step(sae)
-        if grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(sae.parameters(), grad_clip)
-        optimizer.step()
-        scheduler.step()
-        with torch.no_grad():
-            sae.recipe.after_optimizer_step(sae)
-            samples_since_fired = torch.where(terms["fired"], 0.0, samples_since_fired + batch_size)
-        if step % log_every == 0 or step == steps - 1:
-            logged = {name: value.detach().cpu() for name, value in terms.items() if name != "fired"}
-            if not torch.isfinite(logged["loss"]).all():
-                sae.load_state_dict(last_good)
-                raise ValueError(f"SAE loss became NaN/inf at step {step} (lr={lr}, "
-                                 f"{sae.hyperparameter_values()}); weights restored to the last good check")
-            last_good = {k: v.detach().clone() for k, v in sae.state_dict().items()}
-            dead = (samples_since_fired >= min(dead_window, (step + 1) * batch_size)).float().mean(-1).cpu()
-            for instance in range(sae.n_instances):
-                rows.append({"step": step, "instance": instance, "dead_fraction": dead[instance].item(),
-                             **{name: value[instance].item() for name, value in logged.items()}})
-    dead_fraction = (samples_since_fired >= min(dead_window, steps * batch_size)).float().mean(-1).cpu()
-    return SAETrainResult(pd.DataFrame(rows), dead_fraction)
+    try:
+        for step in progress_bar(range(steps), desc=f"SAE {sae.recipe.name}", quiet=quiet):
+            state.step = step
+            x = draw(batch_size)
+            if step == 0:
+                finite_tensor("hidden activations", x)
+            terms = sae.recipe.loss(sae, x, state)
+            optimizer.zero_grad(set_to_none=True)
+            terms["loss"].sum().backward()  # instances are independent: their losses simply add
+            sae.recipe.before_optimizer_step(sae, state)
+            if settings["grad_clip"] is not None:
+                clip_per_instance(parameters, settings["grad_clip"])
+            optimizer.step()
+            scheduler.step()
+            with torch.no_grad():
+                sae.recipe.after_optimizer_step(sae, state, terms)
+                state.samples_since_fired.add_(batch_size).masked_fill_(terms["fired"], 0.0)
+                sae.samples_seen += batch_size
+            if step in resample_at:
+                dead = state.dead(resample_window(steps, batch_size))
+                resampled += resample_dead_latents(sae, state, dead)
+                state.samples_since_fired.masked_fill_(dead, 0.0)
+            if step % log_every == 0 or step == steps - 1:
+                logged = {name: value.detach().cpu() for name, value in terms.items()
+                          if name != "fired" and value.shape == (sae.n_instances,)}
+                if not torch.isfinite(logged["loss"]).all():
+                    sae.load_state_dict(last_good)
+                    raise ValueError(f"SAE loss became NaN/inf at step {step} (lr={lr}, "
+                                     f"{sae.hyperparameter_values()}); weights restored to the last good check")
+                last_good = {k: v.detach().clone() for k, v in sae.state_dict().items()}
+                window = min(dead_window, (step + 1) * batch_size)
+                dead = (state.samples_since_fired >= window).float().mean(-1).cpu()
+                current_lr = scheduler.get_last_lr()[0]
+                for instance in range(sae.n_instances):
+                    rows.append({"step": step, "instance": instance, "lr": current_lr,
+                                 "dead_fraction": dead[instance].item(),
+                                 **{name: value[instance].item() for name, value in logged.items()}})
+    finally:
+        if scale is not None:  # the saved and returned SAE reads raw inputs
+            sae.fold_input_scale(scale)
+    dead_fraction = (state.samples_since_fired >= min(dead_window, steps * batch_size)).float().mean(-1).cpu()
+    return SAETrainResult(pd.DataFrame(rows), dead_fraction, None if scale is None else scale.cpu(), resampled)

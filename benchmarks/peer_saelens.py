@@ -1,0 +1,107 @@
+"""The peer comparison: the same BatchTopK task trained by SAELens's synthetic pipeline and by toysuper.
+
+Task (issue 7's reference point): 1024 ground-truth features in 128 dimensions, each firing
+with probability 8/1024; a BatchTopK SAE with k = 8 and 1024 latents, batch 1024, the same
+number of training samples for both. SAELens builds its data with its own FeatureDictionary
+(orthogonalised random directions, its default) and ActivationGenerator (magnitudes
+ReLU(N(0.5, 0.29²)), matching U[0, 1]'s mean and spread) and trains with `train_toy_sae`
+(its defaults). toysuper uses a DictionarySource of random unit directions with U[0, 1]
+magnitudes and its `batchtopk` recipe with the recipe's defaults. Both SAEs are graded by
+toysuper.evaluate against the directions that made their own data.
+
+Needs the `[bench]` extra (sae-lens):  python benchmarks/peer_saelens.py [--samples 300000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+import toysuper as ts
+
+D_HIDDEN, N_FEATURES, D_SAE, K, BATCH = 128, 1024, 1024, 8, 1024
+FIRING = 8 / 1024
+
+
+class SingleSAE:
+    """Wraps an outside SAE with encode(x: (batch, d)) and W_dec (d_sae, d) for toysuper.evaluate."""
+
+    def __init__(self, encode, decoder: torch.Tensor, b_dec: torch.Tensor):
+        self._encode, self.W = encode, decoder.detach()
+        self.b = b_dec.detach()
+        self.n_instances, (self.d_sae, self.d_hidden) = 1, self.W.shape
+        self.device = self.W.device
+
+    def encode(self, x):
+        return self._encode(x[:, 0]).unsqueeze(1)
+
+    def decode(self, acts):
+        return (acts[:, 0] @ self.W + self.b).unsqueeze(1)
+
+    def decoder_directions(self):
+        return (self.W / self.W.norm(dim=-1, keepdim=True).clamp_min(1e-12)).unsqueeze(0)
+
+
+def run_saelens(samples: int, seed: int = 0) -> dict:
+    from sae_lens import BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig
+    from sae_lens.synthetic import ActivationGenerator, FeatureDictionary, train_toy_sae
+
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    feature_dict = FeatureDictionary(N_FEATURES, D_HIDDEN, seed=seed)
+    build_s = time.perf_counter() - start
+    generator = ActivationGenerator(N_FEATURES, FIRING, std_firing_magnitudes=12 ** -0.5, mean_firing_magnitudes=0.5)
+    sae = BatchTopKTrainingSAE(BatchTopKTrainingSAEConfig(d_in=D_HIDDEN, d_sae=D_SAE, k=K, device="cpu"))
+    start = time.perf_counter()
+    train_toy_sae(sae, feature_dict, generator, training_samples=samples, batch_size=BATCH)
+    train_s = time.perf_counter() - start
+    directions = feature_dict.feature_vectors.detach()
+    source = ts.DictionarySource(directions, ts.FeatureDistribution(N_FEATURES, FIRING, device="cpu"))
+    with torch.no_grad():
+        wrapped = SingleSAE(sae.encode, sae.W_dec, sae.b_dec)
+        report = ts.evaluate(wrapped, source, n_samples=20_000)
+    return {"pipeline": "SAELens", "samples": samples, "train_s": train_s, "setup_s": build_s,
+            "samples_per_s": samples / train_s, **_grades(report)}
+
+
+def run_toysuper(samples: int, seed: int = 0) -> dict:
+    start = time.perf_counter()
+    directions = ts.random_directions(N_FEATURES, D_HIDDEN, seed=seed, device="cpu")[0]
+    source = ts.DictionarySource(directions, ts.FeatureDistribution(N_FEATURES, FIRING, device="cpu"))
+    sae = ts.SAE(D_HIDDEN, D_SAE, recipe="batchtopk", k=K, seed=seed, device="cpu")
+    build_s = time.perf_counter() - start
+    start = time.perf_counter()
+    ts.train_sae(sae, source, steps=samples // BATCH, batch_size=BATCH, seed=seed, quiet=True)
+    train_s = time.perf_counter() - start
+    report = ts.evaluate(sae, source, n_samples=20_000)
+    return {"pipeline": "toysuper", "samples": samples // BATCH * BATCH, "train_s": train_s, "setup_s": build_s,
+            "samples_per_s": samples // BATCH * BATCH / train_s, **_grades(report)}
+
+
+def _grades(report) -> dict:
+    summary = report.summary.iloc[0]
+    return {"recovered@0.9": summary["recovered@0.9"], "mmcs": summary["mmcs"], "l0": summary["l0"],
+            "dead_fraction": summary["dead_fraction"]}
+
+
+def compare(samples: int = 300_000) -> list[dict]:
+    """Both pipelines on the same task and number of samples, one after the other."""
+    return [run_toysuper(samples), run_saelens(samples)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=300_000)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = compare(args.samples)
+    for row in rows:
+        print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+    print(f"toysuper / SAELens samples/s: {rows[0]['samples_per_s'] / rows[1]['samples_per_s']:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

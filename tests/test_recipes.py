@@ -1,0 +1,391 @@
+"""The SAE recipes: each forward pass against its formula on hand-computed numbers, the
+straight-through gradients of JumpReLU, BatchTopK's threshold, AuxK and resampling touching
+only dead latents, batched training equal to one-at-a-time training, and every recipe
+learning a small planted dictionary."""
+
+import math
+
+import pytest
+import torch
+
+from toysuper import RECIPES, SAE, DictionarySource, FeatureDistribution, evaluate, random_directions, train_sae
+from toysuper.sae import TrainState
+from toysuper.sae.input_stats import geometric_median, input_scale
+from toysuper.sae.recipes.jumprelu import JumpReLUFunction, StepFunction
+from toysuper.sae.recipes.parts import auxk_loss
+from toysuper.sae.resampling import resample_dead_latents
+from toysuper.sae.train import clip_per_instance, lr_multiplier
+from toysuper.sources import Batch
+
+# Hand-worked example: 2 inputs in 2 dimensions, 3 latents, one instance.
+X = torch.tensor([[2.0, 1.0], [1.0, 3.0]])[:, None, :]
+W_ENC = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, -1.0]])
+B_ENC = torch.tensor([0.0, -0.5, 0.0])
+W_DEC = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+B_DEC = torch.tensor([1.0, 0.0])
+
+
+def hand_sae(recipe: str, **hyperparameters) -> SAE:
+    sae = SAE(2, 3, recipe=recipe, device="cpu", **hyperparameters)
+    with torch.no_grad():
+        sae.W_enc.copy_(W_ENC[None])
+        sae.b_enc.copy_(B_ENC[None])
+        sae.W_dec.copy_(W_DEC[None])
+        sae.b_dec.copy_(B_DEC[None])
+    return sae
+
+
+def test_anthropic_2024_forward_and_loss_by_hand():
+    sae = hand_sae("anthropic_2024", l1_coefficient=0.5)
+    # pre = x W_enc + b_enc: [2, 0.5, 1] and [1, 2.5, -2]; ReLU zeroes the -2.
+    assert torch.allclose(sae.encode(X)[:, 0], torch.tensor([[2.0, 0.5, 1.0], [1.0, 2.5, 0.0]]))
+    assert torch.allclose(sae(X)[:, 0], torch.tensor([[4.0, 1.5], [2.0, 2.5]]))
+    terms = sae.recipe.loss(sae, X)
+    # mse (4.25 + 1.25)/2; sparsity weighted by decoder norms [1, 1, √2]: (2.5 + √2 + 3.5)/2
+    assert terms["mse"].item() == pytest.approx(2.75)
+    assert terms["sparsity"].item() == pytest.approx((6 + math.sqrt(2)) / 2)
+    assert terms["loss"].item() == pytest.approx(2.75 + 0.5 * (6 + math.sqrt(2)) / 2)
+    half_warm = sae.recipe.loss(sae, X, TrainState(step=25, steps=1000))  # half of the 5% λ warm-up
+    assert half_warm["loss"].item() == pytest.approx(2.75 + 0.25 * (6 + math.sqrt(2)) / 2)
+
+
+def test_relu_l1_subtracts_b_dec_before_encoding():
+    sae = hand_sae("relu_l1", l1_coefficient=0.5)
+    # x - b_dec = [1, 1] and [0, 3]: pre = [1, 0.5, 0] and [0, 2.5, -3]
+    assert torch.allclose(sae.encode(X)[:, 0], torch.tensor([[1.0, 0.5, 0.0], [0.0, 2.5, 0.0]]))
+    assert torch.allclose(sae(X)[:, 0], torch.tensor([[2.0, 0.5], [1.0, 2.5]]))
+    terms = sae.recipe.loss(sae, X)
+    assert terms["mse"].item() == pytest.approx(0.25)
+    assert terms["loss"].item() == pytest.approx(0.25 + 0.5 * 2.0)  # plain L1: (1.5 + 2.5)/2
+
+
+def test_topk_keeps_the_k_largest_per_sample():
+    sae = hand_sae("topk", k=1)
+    assert torch.allclose(sae.encode(X)[:, 0], torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.5, 0.0]]))
+    assert torch.allclose(sae(X)[:, 0], torch.tensor([[2.0, 0.0], [1.0, 2.5]]))
+    assert sae.recipe.loss(sae, X)["loss"].item() == pytest.approx((1.0 + 0.25) / 2)  # nothing dead: no AuxK
+    two = SAE(2, 3, n_instances=2, recipe="topk", device="cpu", k=[1, 2])
+    with torch.no_grad():
+        two.W_enc.copy_(W_ENC.expand(2, -1, -1))
+        two.b_enc.copy_(B_ENC.expand(2, -1))
+        two.b_dec.copy_(B_DEC.expand(2, -1))
+    acts = two.encode(X.expand(-1, 2, -1))
+    assert (acts > 0).sum(-1).tolist() == [[1, 2], [1, 1]]  # instance 1 keeps two where two are positive
+
+
+def test_batchtopk_trains_on_the_batch_and_encodes_with_its_threshold():
+    sae = hand_sae("batchtopk", k=1)
+    x = torch.tensor([[2.0, 1.0], [3.0, 3.0]])[:, None, :]
+    # relu(pre) = [1, 0.5, 0] and [2, 2.5, 0]: the k·B = 2 largest of the batch are both in sample 2
+    training = sae.recipe.batch_top_k(sae, torch.relu(sae.recipe.pre(sae, x)))
+    assert torch.allclose(training[:, 0], torch.tensor([[0.0, 0.0, 0.0], [2.0, 2.5, 0.0]]))
+    terms = sae.recipe.loss(sae, x)
+    assert terms["min_active"].item() == pytest.approx(2.0)
+    with torch.no_grad():
+        sae.recipe.after_optimizer_step(sae, TrainState(), terms)
+    assert sae.threshold.item() == pytest.approx(2.0)  # the first update is the first batch's minimum
+    with torch.no_grad():
+        sae.recipe.after_optimizer_step(sae, TrainState(), {"min_active": torch.tensor([1.0])})
+    assert sae.threshold.item() == pytest.approx(1.5)  # then a running mean
+    # inference: a · 1[a > θ] with θ = 1.5
+    assert torch.allclose(sae.encode(x)[:, 0], torch.tensor([[0.0, 0.0, 0.0], [2.0, 2.5, 0.0]]))
+
+
+def test_batchtopk_inference_does_not_depend_on_the_batch():
+    directions = random_directions(24, 12, seed=1, device="cpu")[0]
+    source = DictionarySource(directions, FeatureDistribution(24, 0.1, device="cpu"))
+    sae = SAE(12, 24, recipe="batchtopk", seed=0, device="cpu", k=2)
+    train_sae(sae, source, steps=60, batch_size=256, quiet=True)
+    assert sae.threshold.item() > 0
+    x = source.sample(64).hidden
+    together = sae.encode(x)
+    alone = torch.cat([sae.encode(x[i:i + 1]) for i in range(64)])
+    assert torch.equal(together > 0, alone > 0)  # the same latents fire, whatever the batch
+    assert torch.allclose(together, alone, atol=1e-6)  # (matmuls of other shapes round differently)
+    shuffled = torch.randperm(64)
+    assert torch.equal(sae.encode(x[shuffled]) > 0, together[shuffled] > 0)
+    # whereas in training the batch decides: samples keep different numbers of latents
+    with torch.no_grad():
+        training = sae.recipe.batch_top_k(sae, torch.relu(sae.recipe.pre(sae, x)))
+    counts = (training > 0).sum(-1)
+    assert counts.sum() == 2 * 64 and counts.min() < counts.max()
+
+
+def test_jumprelu_forward_and_loss_by_hand():
+    sae = hand_sae("jumprelu", l0_coefficient=0.5)
+    with torch.no_grad():
+        sae.log_threshold.copy_(torch.tensor([[1.5, 0.4, 1.0]]).log())
+    # pre = x W_enc + b_enc = [2, 0.5, 1] and [1, 2.5, -2]; kept where pre > θ (1 > 1 is not)
+    assert torch.allclose(sae.encode(X)[:, 0], torch.tensor([[2.0, 0.5, 0.0], [0.0, 2.5, 0.0]]))
+    assert torch.allclose(sae(X)[:, 0], torch.tensor([[3.0, 0.5], [1.0, 2.5]]))
+    terms = sae.recipe.loss(sae, X)
+    assert terms["l0"].item() == pytest.approx(1.5)
+    assert terms["loss"].item() == pytest.approx((1.25 + 0.25) / 2 + 0.5 * 1.5)
+
+
+def test_jumprelu_straight_through_gradients_match_their_definition():
+    theta, epsilon = 2.0, 0.5
+    pre = torch.tensor([1.8, 2.2, 2.3, 3.0, 0.5]).reshape(5, 1, 1).requires_grad_()
+    threshold = torch.tensor([[theta]], requires_grad=True)
+    bandwidth = torch.tensor([[epsilon]])
+    # (pre - θ)/ε = [-0.4, 0.4, 0.6, 2, -3]: the rectangle kernel is 1 for the first two only
+    JumpReLUFunction.apply(pre, threshold, bandwidth).sum().backward()
+    assert threshold.grad.item() == pytest.approx(-(theta / epsilon) * 2)
+    assert pre.grad.flatten().tolist() == [0.0, 1.0, 1.0, 1.0, 0.0]  # ∂/∂π = H(π - θ)
+    pre.grad, threshold.grad = None, None
+    StepFunction.apply(pre, threshold, bandwidth).sum().backward()
+    assert threshold.grad.item() == pytest.approx(-(1 / epsilon) * 2)
+    assert pre.grad.abs().sum().item() == 0.0  # the step passes no gradient to π
+
+    # Through the whole loss, to log θ: chain rule with ∂θ/∂log θ = θ.
+    sae = hand_sae("jumprelu", l0_coefficient=0.3, bandwidth=epsilon)
+    with torch.no_grad():
+        sae.log_threshold.copy_(torch.tensor([[1.8, 0.4, 1.2]]).log())
+    sae.recipe.loss(sae, X)["loss"].sum().backward()
+    pre = sae.pre_activations(X).detach()  # [2, 0.5, 1] and [1, 2.5, -2]
+    theta = sae.log_threshold.exp().detach()
+    kernel = (((pre - theta) / epsilon > -0.5) & ((pre - theta) / epsilon <= 0.5)).float()
+    acts = (pre * (pre > theta)).requires_grad_()
+    mse = (X - (torch.einsum("bis,isd->bid", acts, sae.W_dec.detach()) + sae.b_dec.detach())).pow(2).sum(-1).mean()
+    mse.backward()
+    expected = (acts.grad * -(theta / epsilon) * kernel).sum(0) + 0.3 * (-(1 / epsilon) * kernel).mean(0)
+    assert kernel.sum() == 3  # on the first input all three latents sit within ε/2 of θ
+    assert torch.allclose(sae.log_threshold.grad, expected * theta, atol=1e-6)
+
+
+def test_gated_forward_and_loss_by_hand():
+    sae = hand_sae("gated", l1_coefficient=0.5)
+    with torch.no_grad():
+        sae.r_mag.copy_(torch.tensor([[0.0, math.log(2.0), 0.0]]))
+        sae.b_mag.copy_(torch.tensor([[0.5, 0.0, 0.0]]))
+    # x̃ = x - b_dec; π_gate = [1, 0.5, 0], [0, 2.5, -3]; π_mag = [1.5, 2, 0], [0.5, 6, -3]
+    assert torch.allclose(sae.encode(X)[:, 0], torch.tensor([[1.5, 2.0, 0.0], [0.0, 6.0, 0.0]]))
+    assert torch.allclose(sae(X)[:, 0], torch.tensor([[2.5, 2.0], [1.0, 6.0]]))
+    terms = sae.recipe.loss(sae, X)
+    assert terms["mse"].item() == pytest.approx((1.25 + 9.0) / 2)
+    assert terms["sparsity"].item() == pytest.approx(2.0)
+    assert terms["aux"].item() == pytest.approx(0.25)  # ReLU(π_gate) decoded: [2, 0.5], [1, 2.5]
+    assert terms["loss"].item() == pytest.approx(5.125 + 0.5 * 2.0 + 0.25)
+    # the auxiliary term's decoder is frozen: it sends no gradient to W_dec or b_dec
+    terms["aux"].sum().backward()
+    assert sae.W_dec.grad is None or sae.W_dec.grad.abs().sum() == 0
+    assert sae.r_mag.grad is None or sae.r_mag.grad.abs().sum() == 0
+    assert sae.W_enc.grad.abs().sum() > 0
+
+
+def test_auxk_only_touches_dead_latents():
+    torch.manual_seed(0)
+    sae = SAE(6, 10, n_instances=2, recipe="topk", seed=3, device="cpu", k=2, k_aux=3)
+    x = torch.randn(32, 2, 6)
+    dead = torch.zeros(2, 10, dtype=torch.bool)
+    dead[0, [1, 4, 7, 8]] = True
+    dead[1, [0]] = True
+    pre = sae.recipe.pre(sae, x)
+    x_hat = sae.decode(sae.encode(x))
+    aux = auxk_loss(sae, pre, x - x_hat, dead, sae.k_aux.long(), 3)
+    aux.sum().backward()
+    assert (aux > 0).all()
+    alive = ~dead
+    assert sae.W_enc.grad.transpose(1, 2)[alive].abs().sum() == 0
+    assert sae.b_enc.grad[alive].abs().sum() == 0
+    assert sae.W_dec.grad[alive].abs().sum() == 0
+    assert (sae.W_dec.grad[dead].abs().sum(-1) > 0).sum() >= 2
+    nothing_dead = auxk_loss(sae, pre, x - x_hat, torch.zeros_like(dead), sae.k_aux.long(), 3)
+    assert torch.equal(nothing_dead, torch.zeros(2))
+    # k_aux bounds how many dead latents reconstruct the residual: with k_aux = 1 only one per sample
+    one = auxk_loss(sae, pre.detach(), x - x_hat, dead, torch.tensor([1, 1]), 1)
+    assert torch.isfinite(one).all()
+
+
+def test_resampling_only_touches_dead_latents():
+    directions = random_directions(8, 6, seed=0, device="cpu")[0]
+    source = DictionarySource(directions, FeatureDistribution(8, 0.2, n_instances=2, device="cpu"))
+    sae = SAE(6, 12, n_instances=2, recipe="relu_l1", seed=0, device="cpu")
+    optimizer = torch.optim.Adam(sae.parameters(), lr=1e-3)
+    sae.recipe.loss(sae, source.sample(64).hidden)["loss"].sum().backward()
+    optimizer.step()
+    before = {name: p.detach().clone() for name, p in sae.named_parameters()}
+    moments = {name: {k: v.clone() for k, v in optimizer.state[p].items()} for name, p in sae.named_parameters()}
+    dead = torch.zeros(2, 12, dtype=torch.bool)
+    dead[0, [2, 5]] = True
+    dead[1, [11]] = True
+    x = source.sample(500).hidden
+    state = TrainState(step=10, optimizer=optimizer, seed=0)
+    assert resample_dead_latents(sae, state, dead, x) == 3
+    alive = ~dead
+    assert torch.equal(sae.b_dec, before["b_dec"])
+    assert torch.equal(sae.W_dec[alive], before["W_dec"][alive])
+    assert torch.equal(sae.W_enc.transpose(1, 2)[alive], before["W_enc"].transpose(1, 2)[alive])
+    assert torch.equal(sae.b_enc[alive], before["b_enc"][alive])
+    # dead latents: a unit decoder row along an input, the encoder row along it at 0.2 × the mean alive norm
+    for instance, latent in dead.nonzero().tolist():
+        row = sae.W_dec[instance, latent]
+        assert row.norm().item() == pytest.approx(1.0, abs=1e-5)
+        cosines = torch.nn.functional.cosine_similarity(x[:, instance], row[None], dim=-1)
+        assert cosines.max().item() == pytest.approx(1.0, abs=1e-5)
+        alive_norm = before["W_enc"][instance].norm(dim=0)[alive[instance]].mean()
+        assert torch.allclose(sae.W_enc[instance, :, latent], row * 0.2 * alive_norm, atol=1e-6)
+        assert sae.b_enc[instance, latent].item() == 0.0
+    # Adam's moments: zero for the resampled rows, untouched elsewhere
+    for name, mask in (("W_dec", dead[:, :, None]), ("b_enc", dead), ("W_enc", dead[:, None, :])):
+        parameter = dict(sae.named_parameters())[name]
+        for key in ("exp_avg", "exp_avg_sq"):
+            moment = optimizer.state[parameter][key]
+            mask_full = mask.expand_as(moment)
+            assert moment[mask_full].abs().sum() == 0
+            assert torch.equal(moment[~mask_full], moments[name][key][~mask_full])
+    for key in ("exp_avg", "exp_avg_sq"):
+        assert torch.equal(optimizer.state[sae.b_dec][key], moments["b_dec"][key])
+
+
+class ReplaySource:
+    """Fixed per-instance data: which rows a batch takes depends on the generator only, never on
+    how many instances there are, so one instance sees the same data alone as in a batch."""
+
+    def __init__(self, data: torch.Tensor):
+        self.data = data
+        self.n_instances, self.d_hidden = data.shape[1], data.shape[2]
+        self.n_features, self.device = 1, torch.device("cpu")
+
+    def sample(self, batch_size, generator=None):
+        rows = torch.randint(len(self.data), (batch_size,), generator=generator)
+        return Batch(self.data[rows], torch.zeros(batch_size, self.n_instances, 1))
+
+
+PER_INSTANCE = {  # three instances, each with its own settings
+    "anthropic_2024": {"l1_coefficient": [0.5, 1.0, 3.0]},
+    "relu_l1": {"l1_coefficient": [0.01, 0.05, 0.2]},
+    "topk": {"k": [1, 2, 3], "k_aux": [2, 4, 4]},
+    "batchtopk": {"k": [1, 2, 3], "k_aux": [2, 4, 4]},
+    "jumprelu": {"l0_coefficient": [0.001, 0.01, 0.05], "threshold_init": [0.001, 0.01, 0.1]},
+    "gated": {"l1_coefficient": [0.01, 0.05, 0.2]},
+}
+
+
+def silence(sae):
+    """Start latents 0-3 far below threshold, so that some latents are dead early (resampling, AuxK)."""
+    with torch.no_grad():
+        sae.b_enc[:, :4] = -50.0
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_batched_training_equals_one_instance_at_a_time(recipe):
+    directions = random_directions(12, 8, n_instances=3, seed=5, device="cpu")
+    dist = FeatureDistribution(12, 0.15, n_instances=3, device="cpu")
+    data = DictionarySource(directions, dist).sample(2048, torch.Generator().manual_seed(1)).hidden
+    settings = dict(steps=40, batch_size=64, seed=7, quiet=True, dead_window=128, log_every=10)
+    together = SAE(8, 24, n_instances=3, recipe=recipe, seed=10, device="cpu", **PER_INSTANCE[recipe])
+    silence(together)
+    result = train_sae(together, ReplaySource(data), **settings)
+    if recipe == "relu_l1":
+        assert result.resampled > 0  # the comparison covers resampling
+    if recipe in ("topk", "batchtopk"):
+        assert (result.history["auxk"] > 0).any()  # ... and AuxK
+    for i in range(3):
+        alone = SAE(8, 24, recipe=recipe, seed=[10 + i], device="cpu",
+                    **{name: values[i] for name, values in PER_INSTANCE[recipe].items()})
+        silence(alone)
+        train_sae(alone, ReplaySource(data[:, i:i + 1]), **settings)
+        for name, tensor in alone.state_dict().items():
+            if name == "samples_seen":
+                continue
+            assert torch.allclose(together.state_dict()[name][i:i + 1], tensor, rtol=1e-4, atol=1e-5), (recipe, i, name)
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_every_recipe_learns_a_small_planted_dictionary(recipe):
+    directions = random_directions(16, 10, seed=0, device="cpu")[0]
+    source = DictionarySource(directions, FeatureDistribution(16, 2 / 16, device="cpu"))
+    settings = {"topk": {"k": 2}, "batchtopk": {"k": 2}}.get(recipe, {})
+    sae = SAE(10, 16, recipe=recipe, seed=0, device="cpu", **settings)
+    train_sae(sae, source, steps=800, batch_size=256, quiet=True)
+    summary = evaluate(sae, source, n_samples=4000).summary.iloc[0]
+    assert summary["recovered@0.9"] >= 0.9, summary.to_dict()
+    assert summary["mmcs"] >= 0.9
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_save_load_round_trip_for_every_recipe(recipe, tmp_path):
+    directions = random_directions(8, 6, seed=0, device="cpu")[0]
+    source = DictionarySource(directions, FeatureDistribution(8, 0.2, n_instances=2, device="cpu"))
+    sae = SAE(6, 10, n_instances=2, recipe=recipe, seed=4, device="cpu")
+    train_sae(sae, source, steps=30, batch_size=128, quiet=True)
+    sae.save(tmp_path / recipe)
+    loaded = SAE.load(tmp_path / recipe, device="cpu")
+    assert loaded.recipe is sae.recipe and loaded.seeds == sae.seeds
+    x = source.sample(50).hidden
+    assert torch.equal(loaded(x), sae(x))
+    assert torch.equal(loaded.encode(x), sae.encode(x))
+
+
+def test_input_scale_is_estimated_and_folded_into_the_weights():
+    directions = random_directions(16, 8, seed=0, device="cpu")[0]
+    source = DictionarySource(directions, FeatureDistribution(16, 0.1, device="cpu"))
+    x = source.sample(20_000).hidden
+    assert input_scale(x, "mean_norm_sqrt_d") * x.norm(dim=-1).mean() == pytest.approx(math.sqrt(8), rel=1e-4)
+    assert input_scale(x, "unit_mean_squared_norm").pow(2) * x.pow(2).sum(-1).mean() == pytest.approx(1, rel=1e-4)
+    sae = SAE(8, 16, recipe="anthropic_2024", seed=0, device="cpu")
+    result = train_sae(sae, source, steps=200, batch_size=256, quiet=True)
+    scale = result.input_scale
+    assert scale.item() == pytest.approx(math.sqrt(8) / x.norm(dim=-1).mean().item(), rel=0.02)
+    # The trained SAE reads raw inputs; unfolding gives back an SAE in training units, and
+    # the two agree: SAE_train(s·x) = s · SAE(x).
+    raw = sae(x[:100])
+    trained_units = SAE(8, 16, recipe="anthropic_2024", seed=0, device="cpu")
+    trained_units.load_state_dict(sae.state_dict())
+    trained_units.fold_input_scale(1 / scale)
+    assert torch.allclose(trained_units(x[:100] * scale), raw * scale, atol=1e-4)
+    assert torch.allclose(trained_units.encode(x[:100] * scale), sae.encode(x[:100]), atol=1e-4)
+    # a second call trains on in the same units (unfold, train, fold): outputs stay close at lr 0
+    before = sae(x[:100])
+    train_sae(sae, source, steps=5, batch_size=256, lr=0.0, quiet=True)
+    assert torch.allclose(sae(x[:100]), before, atol=1e-4)
+
+
+def test_geometric_median_and_b_dec_start():
+    points = torch.tensor([[0.0, 0.0], [1.0, 0.0], [10.0, 0.0]])[:, None, :]
+    assert torch.allclose(geometric_median(points)[0], torch.tensor([1.0, 0.0]), atol=1e-3)  # the middle one
+    directions = random_directions(8, 6, seed=0, device="cpu")[0]
+    source = DictionarySource(directions, FeatureDistribution(8, 0.2, device="cpu"))
+    sae = SAE(6, 10, recipe="anthropic_2024", seed=0, device="cpu")
+    train_sae(sae, source, steps=1, batch_size=64, lr=0.0, b_dec_init="mean", scale_inputs=False, quiet=True)
+    mean = source.sample(16_384, torch.Generator().manual_seed(0)).hidden.mean(0)
+    assert torch.allclose(sae.b_dec, mean, atol=1e-5)
+
+
+def test_training_helpers():
+    assert [lr_multiplier(s, 100, warmup=0.1, decay=0.2) for s in (0, 4, 9, 10, 50, 80, 90)] == pytest.approx(
+        [1 / 11, 5 / 11, 10 / 11, 1.0, 1.0, 1.0, 0.5])
+    a = torch.zeros(2, 3, requires_grad=True)
+    b = torch.zeros(2, requires_grad=True)
+    a.grad = torch.tensor([[3.0, 0.0, 0.0], [0.3, 0.0, 0.0]])
+    b.grad = torch.tensor([4.0, 0.4])
+    norms = clip_per_instance([a, b], 1.0)
+    assert norms.tolist() == pytest.approx([5.0, 0.5])
+    assert a.grad[0].tolist() == pytest.approx([0.6, 0, 0], abs=1e-5)  # instance 0 clipped to norm 1
+    assert a.grad[1].tolist() == pytest.approx([0.3, 0, 0])  # instance 1 under the limit: untouched
+
+
+def test_dead_fraction_is_logged_through_training():
+    directions = random_directions(8, 6, seed=0, device="cpu")[0]
+    source = DictionarySource(directions, FeatureDistribution(8, 0.2, device="cpu"))
+    sae = SAE(6, 40, recipe="topk", seed=0, device="cpu", k=1)
+    result = train_sae(sae, source, steps=60, batch_size=64, log_every=10, dead_window=640, quiet=True)
+    history = result.history
+    assert "dead_fraction" in history and len(history) == 7
+    assert history["dead_fraction"].between(0, 1).all()
+    assert history["dead_fraction"].iloc[-1] == pytest.approx(result.dead_fraction.item())
+    assert result.dead_fraction.item() > 0.3  # k = 1 with 40 latents for 8 features: most never fire
+
+
+def test_recipe_hyperparameters_are_checked():
+    with pytest.raises(ValueError, match="k must be whole"):
+        SAE(4, 8, recipe="topk", device="cpu", k=2.5)
+    with pytest.raises(ValueError, match="k must be at most d_sae"):
+        SAE(4, 8, recipe="batchtopk", device="cpu", k=9)
+    with pytest.raises(ValueError, match="bandwidth must be > 0"):
+        SAE(4, 8, recipe="jumprelu", device="cpu", bandwidth=0)
+    with pytest.raises(ValueError, match="seed"):
+        SAE(4, 8, n_instances=2, device="cpu", seed=[1, 2, 3])
+    for name, recipe in RECIPES.items():
+        assert recipe.hyperparameters and recipe.citation, name

@@ -1,0 +1,96 @@
+"""Where instance batches run: in this process (the default) or as Ray tasks across a cluster.
+
+An executor takes the planned batches and yields each `BatchResult` as it finishes; the
+caller stores it. Ray is imported only by `RayExecutor`, so the default path needs no Ray.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from .planner import Batch
+from .runner import BatchResult, run_batch
+
+EXECUTORS = ("local", "ray")
+
+
+class LocalExecutor:
+    """Run the batches one after another in this process."""
+
+    name = "local"
+
+    def run(self, batches: list[Batch], device, quiet: bool = False, keep_models: bool = False) -> Iterator[BatchResult]:
+        for batch in batches:
+            yield run_batch(batch, device, quiet=quiet, keep_models=keep_models)
+
+
+def _ray_task(batch: Batch, device: str, keep_models: bool, threads: int) -> BatchResult:
+    """One batch inside a Ray worker: 'auto' picks the GPU Ray gave the task, if any."""
+    import torch
+
+    from .devices import resolve_device
+
+    torch.set_num_threads(threads)  # as many as the CPUs the task claimed
+    return run_batch(batch, resolve_device(device), quiet=True, keep_models=keep_models)
+
+
+class RayExecutor:
+    """Run each batch as a Ray task; a task claims `gpus_per_batch` GPUs when the cluster has GPUs.
+
+    Args:
+        address: passed to `ray.init` when Ray is not initialised yet ("" starts a local
+            instance, "auto" joins a running cluster). An instance this executor started is
+            shut down when the run ends; one the caller started is left running.
+        gpus_per_batch: GPUs per task on a cluster that has them (fractions share a GPU).
+        cpus_per_batch: CPUs per task (and the task's torch threads).
+    """
+
+    name = "ray"
+
+    def __init__(self, address: str = "", gpus_per_batch: float = 1.0, cpus_per_batch: float = 1.0):
+        self.address = address
+        self.gpus_per_batch = gpus_per_batch
+        self.cpus_per_batch = cpus_per_batch
+
+    def run(self, batches: list[Batch], device, quiet: bool = False, keep_models: bool = False) -> Iterator[BatchResult]:
+        try:
+            import ray
+        except ImportError as error:
+            raise ValueError("run.executor = \"ray\" needs Ray: pip install \"toysuper[ray]\"") from error
+        if not batches:
+            return
+        started = not ray.is_initialized()
+        if started:
+            ray.init(address=self.address or None, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+        try:
+            has_gpus = ray.cluster_resources().get("GPU", 0) > 0
+            device = "auto" if device is None else str(device)
+            if device.startswith("cuda") and not has_gpus:
+                raise ValueError(f"device={device!r} was asked for, but the Ray cluster has no GPUs")
+            task = ray.remote(_ray_task).options(num_cpus=self.cpus_per_batch,
+                                                 num_gpus=self.gpus_per_batch if has_gpus else 0,
+                                                 max_retries=0)
+            threads = max(1, int(self.cpus_per_batch))
+            pending = [task.remote(batch, device, keep_models, threads) for batch in batches]
+            try:
+                while pending:
+                    finished, pending = ray.wait(pending, num_returns=1)
+                    yield ray.get(finished[0])
+            finally:
+                for ref in pending:  # interrupted or failed: stop the rest
+                    ray.cancel(ref, force=True)
+        finally:
+            if started:
+                ray.shutdown()
+
+
+def make_executor(config: dict, name: str | None = None):
+    """The executor a config asks for (`name` overrides run.executor)."""
+    run = config.get("run", {})
+    name = name or run.get("executor", "local")
+    if name == "local":
+        return LocalExecutor()
+    if name == "ray":
+        return RayExecutor(run.get("ray_address", ""), run.get("gpus_per_batch", 1.0), run.get("cpus_per_batch", 1.0))
+    raise ValueError(f"run.executor must be one of {list(EXECUTORS)}, got {name!r}")

@@ -1,0 +1,183 @@
+"""Grading any SAE: the small protocol `evaluate` needs, and adapters to it.
+
+`evaluate` needs only two things from an SAE:
+
+    decoder_directions() -> (inst, d_sae, d_hidden)   or (d_sae, d_hidden) for one SAE
+    encode(x)            -> latent activations:
+                            (batch, inst, d_hidden) -> (batch, inst, d_sae),
+                            or (batch, d_hidden) -> (batch, d_sae) for one SAE
+
+and, optionally, `decode(acts)` (the inverse shapes) for the reconstruction scores (MSE,
+FVU); without it those are NaN. toysuper's `SAE` has all three. Besides such an object,
+`as_gradeable` accepts:
+
+- a tuple `(decoder, encode)` or `(decoder, encode, decode)` of a tensor and callables
+  (or a `TensorSAE` made from them);
+- any object with a `W_dec` tensor of shape (d_sae, d_hidden) or (inst, d_sae, d_hidden)
+  and an `encode` method, e.g. an SAE object from SAELens, sparsify or your own code;
+- a directory: SAELens's format (`cfg.json` + `sae_weights.safetensors`, read without
+  importing SAELens) or toysuper's own (`config.json` + `weights.safetensors`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Protocol, runtime_checkable
+
+import torch
+
+from .sources import ActivationSource, Batch
+
+
+@runtime_checkable
+class GradeableSAE(Protocol):
+    """What `evaluate` needs from an SAE (decode is optional; see the module docstring)."""
+
+    def decoder_directions(self) -> torch.Tensor:
+        """Decoder directions, (inst, d_sae, d_hidden) or (d_sae, d_hidden); need not be unit."""
+        ...
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Latent activations, (batch, inst, d_hidden) -> (batch, inst, d_sae) (or without inst)."""
+        ...
+
+
+class TensorSAE:
+    """An SAE given as plain tensors and callables.
+
+    Args:
+        decoder: decoder directions, (d_sae, d_hidden) for one SAE or (inst, d_sae, d_hidden).
+        encode: maps activations to latents, (batch, d_hidden) -> (batch, d_sae) for a 2-D
+            decoder, (batch, inst, d_hidden) -> (batch, inst, d_sae) for a 3-D one.
+        decode: optional inverse map, for the reconstruction scores.
+    """
+
+    def __init__(self, decoder: torch.Tensor, encode: Callable[[torch.Tensor], torch.Tensor],
+                 decode: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        if not isinstance(decoder, torch.Tensor) or decoder.ndim not in (2, 3):
+            raise TypeError(f"decoder must be a 2-D (d_sae, d_hidden) or 3-D (inst, d_sae, d_hidden) tensor, "
+                            f"got {type(decoder).__name__} of shape {tuple(getattr(decoder, 'shape', ()))}")
+        if not callable(encode):
+            raise TypeError(f"encode must be callable, got {encode!r}")
+        if decode is not None and not callable(decode):
+            raise TypeError(f"decode must be callable or None, got {decode!r}")
+        self.decoder = decoder.detach()
+        self._encode, self._decode = encode, decode
+
+    def decoder_directions(self) -> torch.Tensor:
+        return self.decoder
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self._encode(x)
+
+    @property
+    def decode(self):
+        return self._decode
+
+
+class Graded:
+    """An SAE seen the way `evaluate` sees it: an instances axis everywhere.
+
+    Attributes: n_instances, d_sae, d_hidden, device, has_decode.
+    """
+
+    def __init__(self, sae, decoder: torch.Tensor):
+        decoder = decoder.detach()
+        if decoder.ndim not in (2, 3) or decoder.shape[-1] < 1 or decoder.shape[-2] < 1:
+            raise ValueError(f"the SAE's decoder must have shape (d_sae, d_hidden) or (inst, d_sae, d_hidden), "
+                             f"got {tuple(decoder.shape)}")
+        self.sae = sae
+        self.single = decoder.ndim == 2  # one SAE whose encode/decode take no instances axis
+        self.directions = decoder.unsqueeze(0) if self.single else decoder
+        self.n_instances, self.d_sae, self.d_hidden = self.directions.shape
+        self.device = self.directions.device
+        decode = getattr(sae, "decode", None)
+        self._decode = decode if callable(decode) else None
+        self.has_decode = self._decode is not None
+
+    def decoder_directions(self) -> torch.Tensor:
+        """(inst, d_sae, d_hidden), as given (not normalised)."""
+        return self.directions
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, inst, d_hidden) -> (batch, inst, d_sae), float32."""
+        acts = self.sae.encode(x[:, 0] if self.single else x)
+        acts = acts.unsqueeze(1) if self.single else acts
+        expected = (x.shape[0], self.n_instances, self.d_sae)
+        if tuple(acts.shape) != expected:
+            raise ValueError(f"the SAE's encode returned shape {tuple(acts.shape)} for input "
+                             f"{tuple(x[:, 0].shape if self.single else x.shape)}; expected "
+                             f"{expected[:1] + expected[2:] if self.single else expected}")
+        return acts.float()
+
+    def decode(self, acts: torch.Tensor) -> torch.Tensor:
+        """(batch, inst, d_sae) -> (batch, inst, d_hidden), float32."""
+        if self._decode is None:
+            raise ValueError("this SAE has no decode")
+        out = self._decode(acts[:, 0] if self.single else acts)
+        return (out.unsqueeze(1) if self.single else out).float()
+
+
+def as_gradeable(sae) -> Graded:
+    """Whatever the user passed as an SAE, seen through the protocol (see the module docstring)."""
+    if isinstance(sae, Graded):
+        return sae
+    if isinstance(sae, (str, os.PathLike)):
+        sae = load_directory(sae)
+    elif isinstance(sae, (tuple, list)):
+        if not 2 <= len(sae) <= 3:
+            raise ValueError(f"sae given as a tuple must be (decoder, encode) or (decoder, encode, decode), "
+                             f"got {len(sae)} items")
+        sae = TensorSAE(*sae)
+    if callable(getattr(sae, "decoder_directions", None)) and callable(getattr(sae, "encode", None)):
+        return Graded(sae, sae.decoder_directions())
+    if isinstance(getattr(sae, "W_dec", None), torch.Tensor) and callable(getattr(sae, "encode", None)):
+        return Graded(sae, sae.W_dec)
+    raise TypeError(f"sae must be a toysuper SAE, an object with decoder_directions() and encode(), an object with "
+                    f"a W_dec tensor and encode(), a (decoder, encode[, decode]) tuple, or a directory; "
+                    f"got {type(sae).__name__}")
+
+
+def load_directory(path) -> object:
+    """An SAE saved in SAELens's format or toysuper's, by the files in `path`."""
+    from .saelens_format import CONFIG_FILE as SAELENS_CONFIG, load_saelens
+    from .sae.model import CONFIG_FILE, SAE
+
+    path = Path(path)
+    if (path / SAELENS_CONFIG).is_file():
+        return load_saelens(path)
+    if (path / CONFIG_FILE).is_file():
+        return SAE.load(path, device="cpu")
+    raise ValueError(f"sae={str(path)!r} is not a directory holding an SAE (expected {SAELENS_CONFIG} for "
+                     f"SAELens's format or {CONFIG_FILE} for toysuper's)")
+
+
+class OneInstance:
+    """One instance of a source, as a source of its own: to grade a single external SAE
+    (e.g. trained by SAELens on that instance) against a many-instance source."""
+
+    def __init__(self, source: ActivationSource, instance: int):
+        if isinstance(instance, bool) or not isinstance(instance, int) or not 0 <= instance < source.n_instances:
+            raise ValueError(f"instance must be an index below {source.n_instances}, got {instance!r}")
+        self.source, self.instance = source, instance
+        self.n_instances, self.n_features, self.d_hidden = 1, source.n_features, source.d_hidden
+        self.device = source.device
+        # What the grader may read from the feature distribution (firing probabilities, hierarchy)
+        # has the distribution's instances; `instances` says which one this source shows, as in
+        # ToyModelSource.
+        self.dist = getattr(source, "dist", None)
+        base = getattr(source, "instances", None)
+        base = torch.arange(source.n_instances) if base is None else torch.as_tensor(base).cpu()
+        self.instances = base[instance:instance + 1]
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Batch:
+        batch = self.source.sample(batch_size, generator)
+        index = slice(self.instance, self.instance + 1)
+        return Batch(batch.hidden[:, index], batch.features[:, index])
+
+    def true_directions(self) -> torch.Tensor:
+        return self.source.true_directions()[self.instance:self.instance + 1]
+
+    def gradeable(self) -> torch.Tensor:
+        return self.source.gradeable()[self.instance:self.instance + 1]

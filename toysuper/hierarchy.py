@@ -1,0 +1,164 @@
+"""Nested features: a child fires only when its parent fires ("dog" only inside "animal").
+
+Hierarchies are what makes SAEs absorb features (Chanin et al. 2024, "A is for
+Absorption"): a latent for the parent learns to stay silent where a child fires. The
+testbed plants them so that failure can be measured.
+
+A `Hierarchy` is a forest over feature indices. Its children fire only in samples where
+their parent fires; with `exclusive_children=True` at most one child of a parent fires.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from .shapes import per_instance_per_feature
+
+_TOLERANCE = 1e-6  # slack for float32 rates when checking p_child <= p_parent
+
+
+class Hierarchy:
+    """Parent -> children edges, with how often a child fires given its parent.
+
+    Args:
+        children: {parent: [children]} or a sequence of (parent, [children]) pairs. A
+            child has one parent; a child may itself be a parent (any depth); no cycles.
+        exclusive_children: at most one child of each parent fires per sample.
+        child_prob: P(child fires | parent fires). None (default): the distribution's
+            `firing_prob` of a child is its *marginal* rate p_child, which must satisfy
+            p_child <= p_parent (and Σ over siblings <= p_parent when exclusive); the
+            conditional probability is p_child / p_parent. A number, `(n_features,)` or
+            `(n_instances, n_features)`: the conditional probability itself (entries of
+            non-children are ignored); each child's marginal rate then becomes
+            p_parent · child_prob, replacing its `firing_prob` entry, so the distribution's
+            `firing_prob` and `expected_l0()` report the rates that actually result.
+
+    Attributes:
+        edges: list of (parent, tuple of children), in the order given.
+    """
+
+    def __init__(self, children, exclusive_children: bool = False, child_prob=None):
+        items = children.items() if isinstance(children, Mapping) else children
+        try:
+            self.edges = [(int(parent), tuple(int(c) for c in kids)) for parent, kids in items]
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"hierarchy children must be {{parent: [children]}} or (parent, [children]) pairs, "
+                            f"got {children!r}") from error
+        if not self.edges or not all(kids for _, kids in self.edges):
+            raise ValueError(f"hierarchy needs at least one parent and every parent at least one child, got {children!r}")
+        if not isinstance(exclusive_children, bool):
+            raise TypeError(f"exclusive_children must be True or False, got {exclusive_children!r}")
+        self.exclusive_children = exclusive_children
+        self.child_prob = child_prob
+        parents = [parent for parent, _ in self.edges]
+        if len(set(parents)) != len(parents):
+            raise ValueError(f"hierarchy lists parent {_first_repeat(parents)} twice; give all its children at once")
+        kids = [c for _, cs in self.edges for c in cs]
+        if len(set(kids)) != len(kids):
+            raise ValueError(f"hierarchy gives feature {_first_repeat(kids)} more than one parent (or lists it twice)")
+
+    @classmethod
+    def from_parents(cls, parent: Sequence[int], **kwargs) -> "Hierarchy":
+        """From a parent index per feature, -1 for roots (the layout of `FeatureDistribution.parent`)."""
+        children: dict[int, list[int]] = {}
+        for child, p in enumerate(torch.as_tensor(parent).tolist()):
+            if p >= 0:
+                children.setdefault(int(p), []).append(child)
+        return cls(children, **kwargs)
+
+    @classmethod
+    def regular(cls, n_parents: int, n_children: int, start: int = 0, **kwargs) -> "Hierarchy":
+        """Parents start .. start+n_parents-1; parent k's children are the next block of
+        `n_children` features after all the parents: start + n_parents + k·n_children + (0..n_children-1)."""
+        first_child = start + n_parents
+        return cls({start + k: range(first_child + k * n_children, first_child + (k + 1) * n_children)
+                    for k in range(n_parents)}, **kwargs)
+
+    @property
+    def children(self) -> list[int]:
+        return [c for _, cs in self.edges for c in cs]
+
+    def parent(self, n_features: int, device=None) -> torch.Tensor:
+        """Parent index per feature, -1 for roots: (n_features,) long."""
+        parent = torch.full((n_features,), -1, dtype=torch.long)
+        for p, kids in self.edges:
+            parent[list(kids)] = p
+        return parent.to(device)
+
+    def check(self, n_features: int) -> None:
+        """Raise ValueError for an index outside [0, n_features) or a cycle."""
+        for p, kids in self.edges:
+            for f in (p, *kids):
+                if not 0 <= f < n_features:
+                    raise ValueError(f"hierarchy names feature {f}, outside [0, {n_features})")
+        unreached = set(self.children) - {c for level in self.levels() for c in level}
+        if unreached:
+            raise ValueError(f"hierarchy has a cycle through feature {min(unreached)}")
+
+    def levels(self) -> list[list[int]]:
+        """The children by depth: [children of roots, grandchildren, ...] (a cycle is never reached)."""
+        kids_of, is_child = dict(self.edges), set(self.children)
+        levels, frontier = [], [p for p, _ in self.edges if p not in is_child]
+        while frontier:
+            frontier = [c for p in frontier for c in kids_of.get(p, ())]
+            if frontier:
+                levels.append(frontier)
+        return levels
+
+    def csr(self, n_features: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ptr (n_features+1,), items): feature f's children are items[ptr[f]:ptr[f+1]]."""
+        kids_of = dict(self.edges)
+        counts = torch.tensor([len(kids_of.get(f, ())) for f in range(n_features)])
+        ptr = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])
+        items = [c for f in range(n_features) for c in kids_of.get(f, ())]
+        return ptr.to(device), torch.tensor(items, dtype=torch.long, device=device)
+
+    def resolve(self, firing_prob: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Marginal rates (inst, n) and conditional rates P(child | parent) (inst, T) in `csr` item order."""
+        n_instances, n_features = firing_prob.shape
+        device = firing_prob.device
+        ptr, items = self.csr(n_features, device)
+        parent_of_item = torch.repeat_interleave(torch.arange(n_features, device=device), ptr.diff())
+        marginal = firing_prob.double().clone()
+        if self.child_prob is not None:
+            cond_all = per_instance_per_feature("child_prob", self.child_prob, n_instances, n_features, device).double()
+            bad = ~((cond_all[:, items] >= 0) & (cond_all[:, items] <= 1))
+            if bad.any():
+                raise ValueError(f"child_prob must lie in [0, 1], got {cond_all[:, items][bad][0].item()!r}")
+            parent = self.parent(n_features, device)
+            for level in self.levels():  # a level's parents are final before its children
+                level = torch.tensor(level, device=device)
+                marginal[:, level] = marginal[:, parent[level]] * cond_all[:, level]
+            cond = cond_all[:, items]
+        else:
+            p_child, p_parent = marginal[:, items], marginal[:, parent_of_item]
+            over = p_child > p_parent + _TOLERANCE
+            if over.any():
+                inst, k = over.nonzero()[0].tolist()
+                raise ValueError(f"hierarchy: child {items[k].item()} has firing_prob {p_child[inst, k].item():.4g} > "
+                                 f"its parent {parent_of_item[k].item()}'s {p_parent[inst, k].item():.4g} (instance "
+                                 f"{inst}); a child fires only with its parent (or pass child_prob=)")
+            cond = torch.where(p_parent > 0, p_child / p_parent.clamp_min(1e-300), torch.zeros_like(p_child)).clamp(0, 1)
+        if self.exclusive_children:
+            total = torch.zeros(n_instances, n_features, dtype=cond.dtype, device=device).index_add(1, parent_of_item, cond)
+            over = total > 1 + _TOLERANCE
+            if over.any():
+                inst, parent = over.nonzero()[0].tolist()
+                raise ValueError(f"hierarchy: exclusive children of feature {parent} fire with conditional "
+                                 f"probabilities summing to {total[inst, parent].item():.4g} > 1 (instance {inst})")
+        return marginal.float(), cond
+
+    def __repr__(self) -> str:
+        return (f"Hierarchy({len(self.edges)} parents, {len(self.children)} children, "
+                f"exclusive_children={self.exclusive_children})")
+
+
+def _first_repeat(values: list[int]) -> int:
+    seen = set()
+    for v in values:
+        if v in seen:
+            return v
+        seen.add(v)
+    raise AssertionError("no repeat")

@@ -1,0 +1,168 @@
+"""Packing a sweep's grid points into instance batches: configurations that train in one pass.
+
+Grid points whose shape-deciding keys agree (n_features, d_hidden, d_sae, recipe, steps, ...)
+may train together: each becomes one SAE instance and each distinct feature setting (with its
+seed) one toy-model instance. A group larger than the memory budget or `run.max_instances` is
+cut into several batches, keeping points that share a toy model together where it can.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from . import checks, config as config_io
+from .assemble import check_point, toy_identity
+
+BYTES = 4  # float32
+
+
+@dataclass
+class Batch:
+    """Grid points that train as the instances of one batched pass."""
+
+    points: list[dict]
+    """Flat grid points (see config.expand), one per SAE instance."""
+    keys: list[str] = field(default_factory=list)
+    """config.point_key of each point."""
+
+    def __post_init__(self):
+        if not self.keys:
+            self.keys = [config_io.point_key(p) for p in self.points]
+
+    @property
+    def id(self) -> str:
+        """A stable name for the batch, from its points' keys."""
+        return hashlib.sha1(json.dumps(sorted(self.keys)).encode()).hexdigest()[:12]
+
+    @property
+    def seed(self) -> int:
+        """The batch's seed: a function of its content only, so the same batch gives the same rows anywhere."""
+        return int(self.id[:8], 16) % 2**31
+
+    @property
+    def n_toy_models(self) -> int:
+        """Toy-model instances this batch trains (0 for a dictionary source)."""
+        if self.points[0]["source.kind"] != "toy_model":
+            return 0
+        return len({toy_identity(p) for p in self.points})
+
+    def estimate_mb(self) -> float:
+        return estimate_mb(self.points[0], len(self.points), self.n_toy_models)
+
+    def samples(self) -> dict[str, int]:
+        """Samples drawn to train the toy models, the SAEs, and to grade, summed over instances."""
+        first = self.points[0]
+        return {"toy_model": self.n_toy_models * first["source.steps"] * first["source.batch_size"],
+                "sae": len(self.points) * first["sae.steps"] * first["sae.batch_size"],
+                "evaluate": len(self.points) * first["evaluate.n_samples"]}
+
+
+def estimate_mb(point: dict, n_sae: int, n_toy: int) -> float:
+    """Rough peak memory of one batched pass, MB: activations of a training step and the weights with Adam's state."""
+    n, d, k = point["features.n_features"], point["source.d_hidden"], point["sae.d_sae"]
+    sae_batch, toy_batch = point["sae.batch_size"], point["source.batch_size"]
+    per_sae = sae_batch * (8 * k + 6 * d + 3 * n) + 4 * (2 * d * k + k + d)
+    per_toy = toy_batch * (8 * n + 3 * d) + 4 * (n * d + n)
+    grading = min(4096, point["evaluate.n_samples"]) * (4 * k + 12 * n + 2 * d)
+    return BYTES * (n_sae * (per_sae + grading) + n_toy * per_toy) / 2**20
+
+
+def group_key(point: dict) -> tuple:
+    """What must agree for two points to train in one pass: every identity key that is not an instance axis."""
+    return tuple((k, v) for k, v in sorted(point.items())
+                 if config_io.is_identity(k) and not config_io.is_instance_axis(k))
+
+
+def _split(points: list[dict], memory_mb: float, max_instances: int) -> list[list[dict]]:
+    """Cut one group into chunks within the budget, toy-model siblings kept adjacent."""
+    toy_model = points[0]["source.kind"] == "toy_model"
+    order = sorted(range(len(points)), key=lambda i: (toy_identity(points[i]) if toy_model else (), i))
+    chunks, current, toys = [], [], set()
+    for i in order:
+        point = points[i]
+        trial_toys = toys | {toy_identity(point)} if toy_model else toys
+        over_count = max_instances and len(current) + 1 > max_instances
+        over_memory = estimate_mb(point, len(current) + 1, len(trial_toys)) > memory_mb
+        if current and (over_count or over_memory):
+            chunks.append(current)
+            current, trial_toys = [], {toy_identity(point)} if toy_model else set()
+        current.append(point)
+        toys = trial_toys
+    chunks.append(current)
+    return chunks
+
+
+def check_run_settings(config: dict) -> tuple[float, int]:
+    """Check the [run] section (how to run, not what); returns (memory_mb, max_instances)."""
+    from .executors import EXECUTORS
+
+    run = {k: v for k, v in config_io.flatten(config).items() if k.startswith("run.")}
+    memory_mb = checks.finite_float("run.memory_mb", run["run.memory_mb"])
+    if memory_mb <= 0:
+        raise ValueError(f"run.memory_mb must be > 0, got {memory_mb!r}")
+    for key in ("run.max_instances", "run.threads"):
+        if isinstance(run[key], bool) or not isinstance(run[key], int) or run[key] < 0:
+            raise ValueError(f"{key} must be a whole number >= 0 (0: no limit / torch's default), got {run[key]!r}")
+    for key in ("run.gpus_per_batch", "run.cpus_per_batch"):
+        checks.non_negative(key, run[key])
+    if run["run.executor"] not in EXECUTORS:
+        raise ValueError(f"run.executor must be one of {list(EXECUTORS)}, got {run['run.executor']!r}")
+    return memory_mb, run["run.max_instances"]
+
+
+def plan(config: dict, done: set[str] = frozenset()) -> list[Batch]:
+    """Validate every grid point, then pack the points not in `done` (their keys) into batches.
+
+    Raises ValueError naming the key of the first point that cannot train.
+    """
+    points = config_io.expand(config)
+    for point in points:
+        check_point(point)
+    memory_mb, max_instances = check_run_settings(config)
+    groups: dict[tuple, list[dict]] = {}
+    seen = set()
+    for point in points:
+        key = config_io.point_key(point)
+        if key in done or key in seen:  # the same configuration twice (e.g. 0.5 and 1/2): train it once
+            continue
+        seen.add(key)
+        groups.setdefault(group_key(point), []).append(point)
+    return [Batch(chunk) for group in groups.values() for chunk in _split(group, memory_mb, max_instances)]
+
+
+def describe(config: dict, batches: list[Batch], n_done: int = 0) -> str:
+    """The plan as text: what `toysuper run --dry-run` prints."""
+    flat = config_io.flatten(config)
+    sweep = config_io.axes(config)
+    n_points = len({config_io.point_key(p) for p in config_io.expand(config)})
+    lines = [f"experiment {config['name']!r}: {n_points} configurations"
+             + (f" ({n_done} already done)" if n_done else "")]
+    if config.get("description"):
+        lines.append(f"  {config['description']}")
+    if sweep:
+        lines.append("axes: " + ", ".join(f"{k} x{len(v)}" for k, v in sweep.items()))
+    n_instances = sum(len(b.points) for b in batches)
+    n_toys = sum(b.n_toy_models for b in batches)
+    lines.append(f"plan: {len(batches)} batches, {n_instances} SAE instances, {n_toys} toy-model instances "
+                 f"(memory budget {flat['run.memory_mb']} MB, at most {flat['run.max_instances'] or 'any'} "
+                 f"instances a batch)")
+    varying = [k for k, _ in group_key(batches[0].points[0])] if batches else []
+    varying = [k for k in varying if len({str(b.points[0].get(k)) for b in batches}) > 1]
+    header = ["batch", *[k.split(".")[-1] for k in varying], "SAEs", "toys", "est MB", "samples"]
+    rows = []
+    totals = {"toy_model": 0, "sae": 0, "evaluate": 0}
+    for batch in batches:
+        samples = batch.samples()
+        for name in totals:
+            totals[name] += samples[name]
+        rows.append([batch.id, *[str(batch.points[0].get(k, "-")) for k in varying], str(len(batch.points)),
+                     str(batch.n_toy_models), f"{batch.estimate_mb():.0f}", f"{sum(samples.values()):.3g}"])
+    if rows:
+        widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+        lines.append("  " + "  ".join(h.rjust(w) for h, w in zip(header, widths)))
+        lines += ["  " + "  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows]
+    lines.append(f"estimated samples: toy models {totals['toy_model']:.3g}, SAEs {totals['sae']:.3g}, "
+                 f"grading {totals['evaluate']:.3g}")
+    return "\n".join(lines)

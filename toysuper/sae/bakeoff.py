@@ -1,0 +1,87 @@
+"""The standard recovery task, and recipes trained and graded side by side on it.
+
+The task: `n_features` random unit directions in `d_hidden` dimensions, each feature firing
+with probability 8 / n_features (8 active per sample on average) with magnitude U[0, 1]; an SAE
+as wide as there are features. The full size (1024 features, 128 dimensions, 2 million
+training samples) is what benchmarks/recipes.py reports; notebooks use smaller sizes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import pandas as pd
+
+from ..evaluate import evaluate
+from ..features import FeatureDistribution
+from ..sources import DictionarySource, random_directions
+from .model import SAE
+from .recipes import RECIPES
+from .train import train_sae
+
+MEAN_ACTIVE = 8
+SPARSITY_KNOB = {"anthropic_2024": "l1_coefficient", "relu_l1": "l1_coefficient", "topk": "k", "batchtopk": "k",
+                 "jumprelu": "l0_coefficient", "gated": "l1_coefficient"}
+"""The hyperparameter that sets each recipe's sparsity."""
+COLUMNS = ["recipe", "hyperparameters", "recovered@0.9", "mmcs", "hungarian_cos", "activation_mcc", "fvu", "l0",
+           "dead_fraction", "wall_s"]
+
+
+@dataclass(frozen=True)
+class TaskSize:
+    n_features: int
+    d_hidden: int
+    d_sae: int
+    samples: int
+    batch_size: int = 1024
+
+
+STANDARD = TaskSize(n_features=1024, d_hidden=128, d_sae=1024, samples=2_000_000)
+
+
+def task_source(size: TaskSize, n_instances: int = 1, seed: int = 0, device="cpu") -> DictionarySource:
+    """The recovery task: one shared set of random unit directions, independent samples per instance."""
+    directions = random_directions(size.n_features, size.d_hidden, seed=seed, device=device)[0]
+    dist = FeatureDistribution(size.n_features, MEAN_ACTIVE / size.n_features, n_instances=n_instances,
+                               device=device)
+    return DictionarySource(directions, dist)
+
+
+def sweep(recipe: str, factors=(1.0,)) -> list[dict[str, float]]:
+    """Instances of `recipe` at its defaults with the sparsity knob scaled by each factor
+    (for k, which must stay whole: rounded, at least 1)."""
+    defaults = dict(RECIPES[recipe].hyperparameters)
+    knob = SPARSITY_KNOB[recipe]
+    rows = []
+    for factor in factors:
+        value = defaults[knob] * factor
+        rows.append({**defaults, knob: max(1.0, float(round(value))) if knob == "k" else value})
+    return rows
+
+
+def describe(recipe: str, hyperparameters: dict[str, float]) -> str:
+    """The knob and whatever differs from the recipe's defaults, as text."""
+    defaults = RECIPES[recipe].hyperparameters
+    shown = {k: v for k, v in hyperparameters.items() if k == SPARSITY_KNOB[recipe] or v != defaults[k]}
+    return ", ".join(f"{k}={v:g}" for k, v in shown.items())
+
+
+def run_recipe(recipe: str, instances: list[dict[str, float]], size: TaskSize = STANDARD, seed: int = 0,
+               device="cpu", quiet: bool = True, n_eval: int = 20_000, **train_settings) -> pd.DataFrame:
+    """Train one batched pass of `recipe` (one SAE per entry of `instances`) on the task and grade it.
+
+    Returns one row per instance with the columns of COLUMNS (wall_s: the pass's training time).
+    """
+    source = task_source(size, len(instances), seed=seed, device=device)
+    hyperparameters = {name: [row[name] for row in instances] for name in instances[0]}
+    sae = SAE(size.d_hidden, size.d_sae, len(instances), recipe=recipe, seed=seed, device=device, **hyperparameters)
+    start = time.perf_counter()
+    train_sae(sae, source, steps=max(1, size.samples // size.batch_size), batch_size=size.batch_size,
+              seed=seed + 1, quiet=quiet, **train_settings)
+    wall = time.perf_counter() - start
+    summary = evaluate(sae, source, n_samples=n_eval).summary
+    summary.insert(0, "hyperparameters", [describe(recipe, row) for row in instances])
+    summary.insert(0, "recipe", recipe)
+    summary["wall_s"] = wall
+    return summary[COLUMNS]

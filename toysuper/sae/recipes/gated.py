@@ -1,0 +1,65 @@
+"""Gated SAE: a gate path decides which latents fire, a magnitude path how strongly.
+
+Rajamanoharan et al. 2024, "Improving Dictionary Learning with Gated Sparse Autoencoders"
+(Google DeepMind). With x̃ = x - b_dec and the two paths sharing directions (W_enc is W_gate,
+b_enc is b_gate):
+    π_gate = W_gate x̃ + b_gate,   π_mag = exp(r_mag) ⊙ (W_gate x̃) + b_mag,
+    f = 1[π_gate > 0] ⊙ ReLU(π_mag),   x̂ = W_dec f + b_dec,
+    loss = ||x - x̂||² + λ ||ReLU(π_gate)||₁ + ||x - x̂_frozen(ReLU(π_gate))||²,
+where x̂_frozen decodes with detached copies of W_dec and b_dec: the auxiliary term is the
+gate path's only source of reconstruction gradient (the step 1[·] passes none), and freezing
+the decoder there keeps it from bending the dictionary. Decoder rows are held at unit norm,
+r_mag, b_mag and b_gate start at 0, b_dec at the geometric median, and Adam runs with β1 = 0.
+W_gate starts as W_decᵀ (the authors' later recommendation, following Anthropic's update).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import Recipe
+from .parts import UnitNormDecoder, l0, squared_error, tied_init
+
+
+class Gated(UnitNormDecoder, Recipe):
+    name = "gated"
+    hyperparameters = {"l1_coefficient": 0.05}
+    citation = "Rajamanoharan et al. 2024, Improving Dictionary Learning with Gated Sparse Autoencoders"
+    train_defaults = {"lr": 3e-3, "betas": (0.0, 0.999), "b_dec_init": "geometric_median", "grad_clip": None}
+
+    def register(self, sae):
+        device = sae.W_dec.device
+        sae.r_mag = torch.nn.Parameter(torch.zeros(sae.n_instances, sae.d_sae, device=device))
+        sae.b_mag = torch.nn.Parameter(torch.zeros(sae.n_instances, sae.d_sae, device=device))
+
+    def init_parameters(self, sae, generators):
+        tied_init(sae, generators, 1.0)
+        self.reset_latents(sae, torch.ones_like(sae.r_mag, dtype=torch.bool))
+
+    def reset_latents(self, sae, mask):
+        sae.r_mag.masked_fill_(mask, 0.0)
+        sae.b_mag.masked_fill_(mask, 0.0)
+
+    def per_latent_parameters(self, sae):
+        return {"r_mag": sae.r_mag, "b_mag": sae.b_mag}
+
+    def paths(self, sae, x):
+        """(π_gate, π_mag), each (batch, inst, d_sae)."""
+        projection = torch.einsum("bid,ids->bis", x - sae.b_dec, sae.W_enc)
+        return projection + sae.b_enc, sae.r_mag.exp() * projection + sae.b_mag
+
+    def encode(self, sae, x):
+        gate, magnitude = self.paths(sae, x)
+        return (gate > 0) * torch.relu(magnitude)
+
+    def loss(self, sae, x, state=None):
+        gate, magnitude = self.paths(sae, x)
+        acts = (gate > 0) * torch.relu(magnitude)
+        mse = squared_error(x, sae.decode(acts))
+        gate_acts = torch.relu(gate)
+        sparsity = gate_acts.sum(-1).mean(0)
+        frozen = torch.einsum("bis,isd->bid", gate_acts, sae.W_dec.detach()) + sae.b_dec.detach()
+        aux = squared_error(x, frozen)
+        loss = mse + sae.l1_coefficient * sparsity + aux
+        return {"loss": loss, "mse": mse, "sparsity": sparsity, "aux": aux, "l0": l0(acts),
+                "fired": (acts > 0).any(0)}

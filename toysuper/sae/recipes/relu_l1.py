@@ -1,0 +1,39 @@
+"""The Towards Monosemanticity SAE: centred input, unit-norm decoder, plain L1, resampling.
+
+Bricken et al. 2023, "Towards Monosemanticity: Decomposing Language Models With Dictionary
+Learning" (Anthropic):
+    x̄ = x - b_dec,   f = ReLU(W_enc x̄ + b_enc),   x̂ = W_dec f + b_dec,
+    loss = ||x - x̂||² + λ ||f||₁,   ||W_dec[i]||₂ = 1 for every latent i.
+The decoder constraint is kept by removing each row's gradient component along the row before
+the Adam step and renormalising after it. b_dec starts at the geometric median of the data,
+W_enc and W_dec at independent He-uniform draws. Dead latents are resampled four times early in
+training (toysuper/sae/resampling.py): each is re-initialised from an input drawn with
+probability proportional to the SAE's squared loss on it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import Recipe
+from .parts import UnitNormDecoder, kaiming_init, l0, squared_error
+
+
+class ReluL1(UnitNormDecoder, Recipe):
+    name = "relu_l1"
+    hyperparameters = {"l1_coefficient": 0.05}
+    citation = "Bricken et al. 2023, Towards Monosemanticity"
+    train_defaults = {"lr": 3e-3, "b_dec_init": "geometric_median", "resample": True, "grad_clip": None}
+
+    def init_parameters(self, sae, generators):
+        kaiming_init(sae, generators)
+
+    def encode(self, sae, x):
+        return torch.relu(sae.pre_activations(x - sae.b_dec))
+
+    def loss(self, sae, x, state=None):
+        acts = self.encode(sae, x)
+        mse = squared_error(x, sae.decode(acts))
+        sparsity = acts.sum(-1).mean(0)
+        loss = mse + sae.l1_coefficient * sparsity
+        return {"loss": loss, "mse": mse, "sparsity": sparsity, "l0": l0(acts), "fired": (acts > 0).any(0)}

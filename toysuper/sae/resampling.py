@@ -1,0 +1,84 @@
+"""Resampling dead latents, as in Towards Monosemanticity.
+
+Bricken et al. 2023, "Towards Monosemanticity", appendix "Neuron Resampling": at a few
+points early in training,
+1. find the latents that have not fired over a recent window (here: half the gap between
+   resampling points, as 12,500 of their 25,000 steps);
+2. compute the SAE's loss on a sample of inputs (here the squared reconstruction error);
+3. for each dead latent draw one input with probability proportional to the square of that loss;
+4. set the latent's decoder row to the input scaled to unit norm, its encoder row to the same
+   unit vector times 0.2 × the mean encoder-row norm of the alive latents, and its encoder
+   bias to 0;
+5. reset the Adam moments of every weight and bias entry that was changed.
+Nothing else changes: alive latents, b_dec and their optimiser state are untouched.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..devices import make_generator
+from .state import TrainState
+
+ENCODER_NORM_FRACTION = 0.2
+RESAMPLE_AT = (0.1, 0.2, 0.3, 0.4)  # fractions of training: early, with time left to learn after each
+RESAMPLE_BATCHES = 16  # inputs scored per resampling, in batches (the paper scored 819,200 inputs)
+CHUNK = 4096
+
+
+def resample_steps(steps: int) -> set[int]:
+    """The steps (0-based, after which resampling happens) for a run of `steps` steps."""
+    return {int(fraction * steps) for fraction in RESAMPLE_AT if int(fraction * steps) > 0}
+
+
+def resample_window(steps: int, batch_size: int) -> int:
+    """Samples a latent must stay silent for to be resampled: half the gap between resamplings."""
+    return max(1, int(RESAMPLE_AT[0] * steps / 2) * batch_size)
+
+
+@torch.no_grad()
+def per_sample_loss(sae, x: torch.Tensor) -> torch.Tensor:
+    """||x - x̂||² of each input, (n, inst, d_hidden) -> (n, inst), in chunks."""
+    return torch.cat([(chunk - sae(chunk)).pow(2).sum(-1) for chunk in x.split(CHUNK)])
+
+
+@torch.no_grad()
+def resample_dead_latents(sae, state: TrainState, dead: torch.Tensor, x: torch.Tensor | None = None) -> int:
+    """Re-initialise the latents where `dead` (inst, d_sae) is True; returns how many.
+
+    x: the scored inputs (n, inst, d_hidden), drawn with `state.draw` when None. Instance i
+    draws its picks from a generator seeded by (its SAE seed, the run seed, the step), so its
+    result does not depend on the other instances.
+    """
+    if not bool(dead.any()):
+        return 0
+    if x is None:
+        x = state.draw(RESAMPLE_BATCHES * state.batch_size)
+    weights = per_sample_loss(sae, x).pow(2)  # (n, inst)
+    encoder_norms = sae.W_enc.norm(dim=1)  # (inst, d_sae)
+    alive = ~dead
+    mean_alive_norm = (encoder_norms * alive).sum(-1) / alive.sum(-1).clamp_min(1)
+    mean_alive_norm = torch.where(alive.any(-1), mean_alive_norm, 1.0)
+    for instance in range(sae.n_instances):  # a rare event; per-instance generators keep instances independent
+        latents = dead[instance].nonzero().squeeze(-1)
+        if len(latents) == 0:
+            continue
+        generator = make_generator(hash((sae.seeds[instance], state.seed, state.step)) % 2**62, x.device)
+        probability = weights[:, instance]
+        if not bool((probability > 0).any()):
+            probability = torch.ones_like(probability)
+        picks = torch.multinomial(probability, len(latents), replacement=True, generator=generator)
+        directions = x[picks, instance]
+        directions = directions / directions.norm(dim=-1, keepdim=True).clamp_min(1e-12)  # (n_dead, d_hidden)
+        sae.W_dec[instance, latents] = directions
+        sae.W_enc[instance][:, latents] = directions.T * (ENCODER_NORM_FRACTION * mean_alive_norm[instance])
+        sae.b_enc[instance, latents] = 0.0
+    sae.recipe.reset_latents(sae, dead)
+    if state.optimizer is not None:
+        masks = {sae.W_enc: dead[:, None, :], sae.b_enc: dead, sae.W_dec: dead[:, :, None]}
+        masks.update({parameter: dead for parameter in sae.recipe.per_latent_parameters(sae).values()})
+        for parameter, mask in masks.items():
+            for moment in state.optimizer.state.get(parameter, {}).values():
+                if torch.is_tensor(moment) and moment.shape == parameter.shape:
+                    moment.masked_fill_(mask.expand_as(moment), 0.0)
+    return int(dead.sum())

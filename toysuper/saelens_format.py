@@ -1,0 +1,214 @@
+"""SAELens's on-disk SAE format, read and written without importing SAELens.
+
+A SAELens SAE directory holds `cfg.json` and `sae_weights.safetensors` (what SAELens's
+`SAE.save_model` / `TrainingSAE.save_inference_model` write and `SAE.load_from_disk` reads).
+The keys used here, from SAELens 6:
+
+    cfg.json: architecture ("standard" | "topk" | "jumprelu" | "gated"), d_in, d_sae, dtype,
+              apply_b_dec_to_input, normalize_activations, and per architecture: k and
+              rescale_acts_by_decoder_norm (topk); metadata (free-form)
+    weights:  W_enc (d_in, d_sae), W_dec (d_sae, d_in), b_dec (d_in,), and b_enc (d_sae,)
+              (standard, topk, jumprelu), threshold (d_sae,) (jumprelu), b_gate, b_mag,
+              r_mag (d_sae,) (gated)
+
+Inference, with x' = x - b_dec if apply_b_dec_to_input else x:
+    standard: f = ReLU(x' W_enc + b_enc)
+    topk:     p = x' W_enc + b_enc (times ‖W_dec,j‖ when rescale_acts_by_decoder_norm);
+              f = ReLU of the k largest p, 0 elsewhere
+    jumprelu: p = x' W_enc + b_enc; f = ReLU(p) where p > threshold, else 0
+              (Rajamanoharan et al. 2024, Gemma Scope)
+    gated:    f = [x' W_enc + b_gate > 0] · ReLU(x' (W_enc ⊙ exp(r_mag)) + b_mag)
+              (Rajamanoharan et al. 2024, Gated SAEs)
+    x̂ = f W_dec + b_dec (f / ‖W_dec,j‖ for topk with rescale_acts_by_decoder_norm)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+CONFIG_FILE = "cfg.json"
+WEIGHTS_FILE = "sae_weights.safetensors"
+FORMAT_VERSION = "6.0.0"
+"""Written as metadata.sae_lens_version: the first SAELens version whose format this is."""
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
+           "bfloat16": torch.bfloat16}
+_PARAMETERS = {
+    "standard": ("W_enc", "b_enc", "W_dec", "b_dec"),
+    "topk": ("W_enc", "b_enc", "W_dec", "b_dec"),
+    "jumprelu": ("W_enc", "b_enc", "W_dec", "b_dec", "threshold"),
+    "gated": ("W_enc", "b_gate", "b_mag", "r_mag", "W_dec", "b_dec"),
+}
+_IDENTITY_NORMALISATIONS = ("none", "expected_average_only_in")  # identity at inference, as in SAELens
+
+
+class SAELensSAE(nn.Module):
+    """One SAE read from a SAELens directory: `encode`, `decode`, `decoder_directions`.
+
+    Shapes follow SAELens (no instances axis): encode (..., d_in) -> (..., d_sae).
+    """
+
+    def __init__(self, config: dict, tensors: dict[str, torch.Tensor]):
+        super().__init__()
+        self.config = config
+        self.architecture = config["architecture"]
+        self.d_in, self.d_sae = config["d_in"], config["d_sae"]
+        self.apply_b_dec_to_input = bool(config.get("apply_b_dec_to_input", True))
+        self.k = config.get("k")
+        self.rescale_acts_by_decoder_norm = bool(config.get("rescale_acts_by_decoder_norm", False))
+        for name in _PARAMETERS[self.architecture]:
+            setattr(self, name, nn.Parameter(tensors[name], requires_grad=False))
+
+    def decoder_directions(self) -> torch.Tensor:
+        """Decoder rows, (d_sae, d_in)."""
+        return self.W_dec
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Latent activations, (..., d_in) -> (..., d_sae)."""
+        x = x.to(self.W_enc.dtype)
+        if self.apply_b_dec_to_input:
+            x = x - self.b_dec
+        if self.architecture == "gated":
+            gate = (x @ self.W_enc + self.b_gate) > 0
+            return gate * torch.relu(x @ (self.W_enc * self.r_mag.exp()) + self.b_mag)
+        pre = x @ self.W_enc + self.b_enc
+        if self.architecture == "standard":
+            return torch.relu(pre)
+        if self.architecture == "jumprelu":
+            return torch.relu(pre) * (pre > self.threshold)
+        if self.rescale_acts_by_decoder_norm:  # topk
+            pre = pre * self.W_dec.norm(dim=-1)
+        values, index = pre.topk(self.k, dim=-1)
+        return torch.zeros_like(pre).scatter_(-1, index, values.relu())
+
+    def decode(self, acts: torch.Tensor) -> torch.Tensor:
+        """Reconstruction, (..., d_sae) -> (..., d_in)."""
+        acts = acts.to(self.W_dec.dtype)
+        if self.architecture == "topk" and self.rescale_acts_by_decoder_norm:
+            acts = acts / self.W_dec.norm(dim=-1)
+        return acts @ self.W_dec + self.b_dec
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+
+def _read_config(path: Path) -> dict:
+    config = json.loads((path / CONFIG_FILE).read_text())
+    if not isinstance(config, dict):
+        raise ValueError(f"{CONFIG_FILE} must hold a JSON object, got {type(config).__name__}")
+    # SAELens < 6 wrote "activation_fn_str" / "activation_fn_kwargs" and no architecture.
+    activation = config.get("activation_fn", config.get("activation_fn_str"))
+    config.setdefault("architecture", "topk" if activation == "topk" else "standard")
+    if config["architecture"] == "topk" and "k" not in config:
+        config["k"] = (config.get("activation_fn_kwargs") or {}).get("k")
+    if isinstance(config.get("normalize_activations"), bool) or config.get("normalize_activations") is None:
+        config["normalize_activations"] = "expected_average_only_in" if config.get("normalize_activations") else "none"
+    return config
+
+
+def load_saelens(path, device=None) -> SAELensSAE:
+    """Read an SAE saved in SAELens's format (cfg.json + sae_weights.safetensors).
+
+    Missing or corrupt files, an architecture other than standard/topk/jumprelu/gated, a
+    normalisation that needs the input's statistics at inference (layer_norm,
+    constant_norm_rescale), or weights that do not fit the config raise ValueError.
+    """
+    path = Path(path)
+    try:
+        config = _read_config(path)
+        tensors = load_file(str(path / WEIGHTS_FILE))
+    except (OSError, ValueError, SafetensorError) as error:
+        raise ValueError(f"cannot read a SAELens SAE from {str(path)!r}: {error}") from error
+    architecture = config["architecture"]
+    if architecture not in _PARAMETERS:
+        raise ValueError(f"{str(path)!r}: architecture {architecture!r} is not supported; supported: "
+                         f"{sorted(_PARAMETERS)} (a BatchTopK SAE is saved by SAELens's save_inference_model "
+                         f"as jumprelu)")
+    if config["normalize_activations"] not in _IDENTITY_NORMALISATIONS:
+        raise ValueError(f"{str(path)!r}: normalize_activations={config['normalize_activations']!r} is not "
+                         f"supported; fold it into the weights first")
+    if architecture == "topk" and not isinstance(config.get("k"), int):
+        raise ValueError(f"{str(path)!r}: a topk SAE needs an integer k in {CONFIG_FILE}, got {config.get('k')!r}")
+    if "log_threshold" in tensors and "threshold" not in tensors:  # older JumpReLU checkpoints
+        tensors["threshold"] = tensors.pop("log_threshold").exp()
+    dtype = _DTYPES.get(str(config.get("dtype", "float32")).removeprefix("torch."), torch.float32)
+    d_in, d_sae = config.get("d_in"), config.get("d_sae")
+    shapes = {"W_enc": (d_in, d_sae), "W_dec": (d_sae, d_in), "b_dec": (d_in,)}
+    for name in _PARAMETERS[architecture]:
+        if name not in tensors:
+            raise ValueError(f"{str(path)!r}: {WEIGHTS_FILE} has no {name!r} (has {sorted(tensors)})")
+        expected = shapes.get(name, (d_sae,))
+        if tuple(tensors[name].shape) != expected:
+            raise ValueError(f"{str(path)!r}: {name} has shape {tuple(tensors[name].shape)}, but {CONFIG_FILE} "
+                             f"(d_in={d_in}, d_sae={d_sae}) needs {expected}")
+        tensors[name] = tensors[name].to(device=device or "cpu", dtype=dtype)
+    return SAELensSAE(config, tensors)
+
+
+def _export(sae, instance: int) -> tuple[dict, dict]:
+    """One instance of a toysuper SAE in SAELens's terms: (cfg.json entries, weights).
+
+    Every toysuper recipe computes pre = W_enc (x - b_dec) + b_enc, or W_enc x + b_enc for
+    anthropic_2024 and jumprelu (apply_b_dec_to_input False), then:
+        anthropic_2024, relu_l1: ReLU(pre)                   -> standard
+        topk:                    ReLU(top-k of pre)           -> topk (no decoder-norm rescaling)
+        batchtopk (inference):   ReLU(pre) where > threshold  -> jumprelu, one threshold for all latents
+        jumprelu:                pre where pre > exp(log θ)   -> jumprelu, threshold = exp(log θ)
+        gated:                   [pre > 0] ReLU(e^r_mag (pre - b_enc) + b_mag) -> gated, b_gate = b_enc
+    """
+    recipe = sae.recipe.name
+    tensors = {"W_enc": sae.W_enc[instance], "W_dec": sae.W_dec[instance], "b_dec": sae.b_dec[instance],
+               "b_enc": sae.b_enc[instance]}
+    entries = {"apply_b_dec_to_input": recipe not in ("anthropic_2024", "jumprelu")}
+    if recipe in ("anthropic_2024", "relu_l1"):
+        entries["architecture"] = "standard"
+    elif recipe == "topk":
+        entries.update(architecture="topk", k=int(sae.k[instance]), rescale_acts_by_decoder_norm=False)
+    elif recipe == "batchtopk":
+        entries["architecture"] = "jumprelu"
+        tensors["threshold"] = sae.threshold[instance].expand(sae.d_sae)
+    elif recipe == "jumprelu":
+        entries["architecture"] = "jumprelu"
+        tensors["threshold"] = sae.log_threshold[instance].exp()
+    elif recipe == "gated":
+        entries["architecture"] = "gated"
+        tensors.update(b_gate=tensors.pop("b_enc"), b_mag=sae.b_mag[instance], r_mag=sae.r_mag[instance])
+    return entries, tensors
+
+
+EXPORTS = ("anthropic_2024", "relu_l1", "topk", "batchtopk", "jumprelu", "gated")
+"""The toysuper recipes that have a SAELens counterpart."""
+
+
+def save_saelens(sae, directory, instance: int = 0) -> Path:
+    """Write one instance of a toysuper `SAE` as a SAELens SAE directory.
+
+    SAELens users load it with `sae_lens.SAE.load_from_disk(directory)`; toysuper reads it
+    back with `load_saelens` (or `evaluate(directory, source)`). The recipe must have a
+    SAELens counterpart (see `EXPORTS`); others raise ValueError.
+    """
+    if isinstance(instance, bool) or not isinstance(instance, int) or not 0 <= instance < sae.n_instances:
+        raise ValueError(f"instance must be an index below n_instances={sae.n_instances}, got {instance!r}")
+    recipe = sae.recipe.name
+    if recipe not in EXPORTS:
+        raise ValueError(f"recipe {recipe!r} has no SAELens counterpart here; exportable: {sorted(EXPORTS)}")
+    entries, tensors = _export(sae, instance)
+    config = {"d_in": sae.d_hidden, "d_sae": sae.d_sae, "dtype": "float32", "device": "cpu",
+              "apply_b_dec_to_input": True, "normalize_activations": "none", "reshape_activations": "none",
+              **entries,
+              "metadata": {"sae_lens_version": FORMAT_VERSION, "model_name": "toysuper", "hook_name": "hidden",
+                           "toysuper": {"recipe": recipe, "instance": instance,
+                                        **{name: values[instance] for name, values in
+                                           sae.hyperparameter_values().items()}}}}
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({name: tensor.detach().float().contiguous().cpu() for name, tensor in tensors.items()},
+              str(directory / WEIGHTS_FILE))
+    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+    return directory

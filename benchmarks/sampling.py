@@ -34,6 +34,19 @@ def best_time(draw, device: torch.device, batch_size: int, repeats: int) -> floa
     return min(times)
 
 
+def compare(batch_size: int = 4096, n_features: int = 16384, l0: float = 30.0, repeats: int = 5, zipf: bool = False,
+            device="cpu") -> dict:
+    """Best-of-`repeats` seconds for the dense draw, our sampler (dense output) and its sparse form."""
+    device = torch.device(device)
+    rate = Zipf(1.0, l0) if zipf else l0 / n_features
+    timings = {}
+    for method in ("dense", "sparse"):
+        dist = FeatureDistribution(n_features, rate, sampling=method, device=device)
+        timings[method] = best_time(dist.sample, dist.device, batch_size, repeats)
+    timings["active"] = best_time(dist.sample_active, dist.device, batch_size, repeats)
+    return timings
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=4096)
@@ -45,12 +58,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    rate = Zipf(1.0, args.l0) if args.zipf else args.l0 / args.n_features
-    timings = {}
-    for sampling in ("dense", "sparse"):
-        dist = FeatureDistribution(args.n_features, rate, sampling=sampling, device=args.device)
-        timings[sampling] = best_time(dist.sample, dist.device, args.batch_size, args.repeats)
-    timings["active"] = best_time(dist.sample_active, dist.device, args.batch_size, args.repeats)
+    timings = compare(args.batch_size, args.n_features, args.l0, args.repeats, args.zipf, args.device)
     zeros = time.perf_counter()
     torch.zeros(args.batch_size, 1, args.n_features, device=args.device)
     zeros = time.perf_counter() - zeros

@@ -68,3 +68,20 @@ def test_low_coherence_bad_arguments(kwargs, name):
     args = {"n_features": 8, "d_hidden": 4, **kwargs}
     with pytest.raises(ValueError, match=name):
         low_coherence_directions(device="cpu", **args)
+
+
+@pytest.mark.parametrize("firing_prob, noise", [(0.02, 0.0), (0.02, 0.1), (0.5, 0.0)])
+def test_dictionary_source_sparse_and_dense_paths_agree(firing_prob, noise):
+    """Sparse draws build h = f D from the active features only; dense ones by matmul: both equal f D."""
+    directions = torch.randn(3, 200, 16)
+    source = DictionarySource(directions, FeatureDistribution(200, firing_prob, n_instances=3, device="cpu"),
+                              noise=noise)
+    assert source.dist.draws_sparse() == (firing_prob < 0.08)
+    batch = source.sample(64, torch.Generator().manual_seed(5))
+    hidden = source.sample_hidden(64, torch.Generator().manual_seed(5))
+    assert torch.equal(hidden, batch.hidden)  # the same draw with or without the dense features
+    if noise == 0:
+        assert torch.allclose(batch.hidden, torch.einsum("bif,ifd->bid", batch.features, directions), atol=1e-5)
+    else:
+        residual = batch.hidden - torch.einsum("bif,ifd->bid", batch.features, directions)
+        assert residual.std().item() == pytest.approx(noise, rel=0.15)

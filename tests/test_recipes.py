@@ -77,7 +77,7 @@ def test_batchtopk_trains_on_the_batch_and_encodes_with_its_threshold():
     sae = hand_sae("batchtopk", k=1)
     x = torch.tensor([[2.0, 1.0], [3.0, 3.0]])[:, None, :]
     # relu(pre) = [1, 0.5, 0] and [2, 2.5, 0]: the k·B = 2 largest of the batch are both in sample 2
-    training = sae.recipe.batch_top_k(sae, torch.relu(sae.recipe.pre(sae, x)))
+    training = sae.recipe.training_code(sae, x - sae.b_dec, sae.centred_pre_activations(x)).to_dense()
     assert torch.allclose(training[:, 0], torch.tensor([[0.0, 0.0, 0.0], [2.0, 2.5, 0.0]]))
     terms = sae.recipe.loss(sae, x)
     assert terms["min_active"].item() == pytest.approx(2.0)
@@ -106,7 +106,7 @@ def test_batchtopk_inference_does_not_depend_on_the_batch():
     assert torch.equal(sae.encode(x[shuffled]) > 0, together[shuffled] > 0)
     # whereas in training the batch decides: samples keep different numbers of latents
     with torch.no_grad():
-        training = sae.recipe.batch_top_k(sae, torch.relu(sae.recipe.pre(sae, x)))
+        training = sae.recipe.training_code(sae, x - sae.b_dec, sae.centred_pre_activations(x)).to_dense()
     counts = (training > 0).sum(-1)
     assert counts.sum() == 2 * 64 and counts.min() < counts.max()
 
@@ -180,9 +180,9 @@ def test_auxk_only_touches_dead_latents():
     dead = torch.zeros(2, 10, dtype=torch.bool)
     dead[0, [1, 4, 7, 8]] = True
     dead[1, [0]] = True
-    pre = sae.recipe.pre(sae, x)
+    pre = sae.centred_pre_activations(x)
     x_hat = sae.decode(sae.encode(x))
-    aux = auxk_loss(sae, pre, x - x_hat, dead, sae.k_aux.long(), 3)
+    aux = auxk_loss(sae, x - sae.b_dec, pre, x - x_hat, dead, sae.k_aux.long(), 3)
     aux.sum().backward()
     assert (aux > 0).all()
     alive = ~dead
@@ -190,10 +190,10 @@ def test_auxk_only_touches_dead_latents():
     assert sae.b_enc.grad[alive].abs().sum() == 0
     assert sae.W_dec.grad[alive].abs().sum() == 0
     assert (sae.W_dec.grad[dead].abs().sum(-1) > 0).sum() >= 2
-    nothing_dead = auxk_loss(sae, pre, x - x_hat, torch.zeros_like(dead), sae.k_aux.long(), 3)
+    nothing_dead = auxk_loss(sae, x - sae.b_dec, pre, x - x_hat, torch.zeros_like(dead), sae.k_aux.long(), 3)
     assert torch.equal(nothing_dead, torch.zeros(2))
     # k_aux bounds how many dead latents reconstruct the residual: with k_aux = 1 only one per sample
-    one = auxk_loss(sae, pre.detach(), x - x_hat, dead, torch.tensor([1, 1]), 1)
+    one = auxk_loss(sae, x - sae.b_dec, pre.detach(), x - x_hat, dead, torch.tensor([1, 1]), 1)
     assert torch.isfinite(one).all()
 
 

@@ -227,6 +227,10 @@ class FeatureDistribution:
 
     # ---- sampling -------------------------------------------------------------------
 
+    def draws_sparse(self) -> bool:
+        """Whether `sample` draws the sparse form first (then cheaper consumers can skip the dense one)."""
+        return not self._draws_dense()
+
     def _draws_dense(self) -> bool:
         """Plain independent features with many firing: one uniform per entry is cheapest."""
         if self._dense is None:

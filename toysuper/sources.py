@@ -14,7 +14,7 @@ import torch
 from .checks import finite_float, finite_tensor, non_negative, positive_int
 from .devices import make_generator
 from .dictionaries import Dictionary, random_directions, unit_rows
-from .features import FeatureDistribution
+from .features import ActiveFeatures, FeatureDistribution
 from .toy_models import ToyModel
 
 SNR_SAMPLES = 65_536  # samples behind the signal power that sets the noise for a stated SNR
@@ -31,7 +31,11 @@ class Batch(NamedTuple):
 
 @runtime_checkable
 class ActivationSource(Protocol):
-    """What an SAE trainer and the evaluator need from a source."""
+    """What an SAE trainer and the evaluator need from a source.
+
+    A source may also offer `sample_hidden(batch_size, generator)`, the activations alone;
+    `train_sae` uses it when present (DictionarySource skips building dense features there).
+    """
 
     n_instances: int
     n_features: int
@@ -69,6 +73,18 @@ def _mean_power(draw, n_samples: int, chunk: int = 8192) -> torch.Tensor:
         total = total + draw(size).pow(2).sum(-1).sum(0)
         done += size
     return total / n_samples
+
+
+def hidden_from_active(active: ActiveFeatures, directions: torch.Tensor) -> torch.Tensor:
+    """h = f D from the active features only: cost ∝ active features × d_hidden, not n_features × d_hidden.
+
+    active: a batch in sparse form; directions: (inst, n_features, d_hidden). Returns (batch, inst, d_hidden).
+    """
+    batch, n_instances, _ = active.shape
+    rows = active.sample * n_instances + active.instance
+    contributions = active.value[:, None] * directions[active.instance, active.feature]
+    hidden = torch.zeros(batch * n_instances, directions.shape[-1], device=directions.device)
+    return hidden.index_add_(0, rows, contributions).view(batch, n_instances, -1)
 
 
 class DictionarySource:
@@ -121,12 +137,28 @@ class DictionarySource:
         self._noisy = bool((self.noise_std > 0).any())
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Batch:
+        if self.dist.draws_sparse():
+            active = self.dist.sample_active(batch_size, generator)
+            return Batch(self._noised(hidden_from_active(active, self.directions), generator), active.to_dense())
         features = self.dist.sample(batch_size, generator)
         hidden = torch.einsum("bif,ifd->bid", features, self.directions)
-        if self._noisy:
-            noise = torch.randn(hidden.shape, generator=generator, device=self.device)
-            hidden = hidden + self.noise_std[:, None] * noise
-        return Batch(hidden, features)
+        return Batch(self._noised(hidden, generator), features)
+
+    def sample_hidden(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """`sample(...).hidden` without building the dense features (what training needs), (batch, inst, d_hidden).
+
+        The same generator state gives the same activations as `sample`.
+        """
+        if self.dist.draws_sparse():
+            return self._noised(hidden_from_active(self.dist.sample_active(batch_size, generator), self.directions),
+                                generator)
+        return self.sample(batch_size, generator).hidden
+
+    def _noised(self, hidden: torch.Tensor, generator) -> torch.Tensor:
+        if not self._noisy:
+            return hidden
+        noise = torch.randn(hidden.shape, generator=generator, device=self.device)
+        return hidden + self.noise_std[:, None] * noise
 
     @torch.no_grad()
     def signal_power(self, n_samples: int = SNR_SAMPLES, seed: int = 0) -> torch.Tensor:

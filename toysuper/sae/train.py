@@ -23,6 +23,7 @@ from ..sources import ActivationSource
 from .input_stats import b_dec_start, input_scale
 from .model import SAE
 from .resampling import resample_dead_latents, resample_steps, resample_window
+from .speed import CompiledOrEager, autocast, check_precision
 from .state import TrainState
 
 FROM_RECIPE = "from recipe"
@@ -36,6 +37,7 @@ TRAIN_DEFAULTS = {
     "b_dec_init": "zeros",   # "zeros" (the recipe's own init), "mean" or "geometric_median"
     "resample": False,       # resample dead latents (Towards Monosemanticity)
     "scale_inputs": True,    # apply the recipe's input scaling, if it has one
+    "dead_window": 100_000,  # samples without firing after which a latent counts as dead
 }
 INIT_SAMPLES = 16_384  # inputs used to estimate the input scale and b_dec's start
 
@@ -83,9 +85,10 @@ def _settings(sae: SAE, given: dict) -> dict:
 
 
 def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size: int = 1024, lr=FROM_RECIPE,
-              seed: int | None = 0, grad_clip=FROM_RECIPE, log_every: int = 100, dead_window: int = 100_000,
+              seed: int | None = 0, grad_clip=FROM_RECIPE, log_every: int = 100, dead_window=FROM_RECIPE,
               quiet: bool = False, *, betas=FROM_RECIPE, lr_warmup=FROM_RECIPE, lr_decay=FROM_RECIPE,
-              b_dec_init=FROM_RECIPE, resample=FROM_RECIPE, scale_inputs=FROM_RECIPE) -> SAETrainResult:
+              b_dec_init=FROM_RECIPE, resample=FROM_RECIPE, scale_inputs=FROM_RECIPE, precision: str = "float32",
+              compile: bool = False) -> SAETrainResult:
     """Train every instance of `sae` on fresh batches from `source` with Adam.
 
     Args:
@@ -104,6 +107,9 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
             SAE that has not been trained yet.
         resample: re-initialise dead latents at 10/20/30/40% of training (Towards Monosemanticity).
         scale_inputs: multiply inputs by the recipe's per-instance scale while training.
+        precision: "float32", or "bfloat16" to autocast the forward pass (for GPUs; see speed.py).
+        compile: run the recipe's loss through torch.compile, falling back to eager with a
+            warning where compiling fails (see benchmarks/throughput.py for when it pays).
 
     Equal seeds give equal runs, and instances are independent: an instance trained alone
     (same SAE seed, same per-instance data) follows the same trajectory as inside a batch.
@@ -111,10 +117,12 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
     """
     steps = positive_int("steps", steps)
     batch_size = positive_int("batch_size", batch_size)
-    dead_window = positive_int("dead_window", dead_window)
+    check_precision(precision)
     log_every = positive_int("log_every", log_every)
     settings = _settings(sae, dict(lr=lr, betas=betas, grad_clip=grad_clip, lr_warmup=lr_warmup, lr_decay=lr_decay,
-                                   b_dec_init=b_dec_init, resample=resample, scale_inputs=scale_inputs))
+                                   b_dec_init=b_dec_init, resample=resample, scale_inputs=scale_inputs,
+                                   dead_window=dead_window))
+    dead_window = positive_int("dead_window", settings["dead_window"])
     lr = non_negative("lr", settings["lr"])
     if settings["grad_clip"] is not None:
         non_negative("grad_clip", settings["grad_clip"])
@@ -141,17 +149,23 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
             with torch.no_grad():
                 sae.b_dec.copy_(start)
 
+    sample_hidden = getattr(source, "sample_hidden", None)  # sources that can skip building dense features
+
     def draw(n: int) -> torch.Tensor:
-        hidden = source.sample(n, generator).hidden.to(sae.device)
+        hidden = sample_hidden(n, generator) if sample_hidden else source.sample(n, generator).hidden
+        hidden = hidden.to(sae.device)
         return hidden if scale is None else hidden * scale[:, None]
 
     parameters = list(sae.parameters())
-    optimizer = torch.optim.Adam(parameters, lr=lr, betas=tuple(settings["betas"]))
+    # The fused kernel updates all of a parameter's moments in one pass (CPU and CUDA have one).
+    optimizer = torch.optim.Adam(parameters, lr=lr, betas=tuple(settings["betas"]),
+                                 fused=sae.device.type in ("cpu", "cuda"))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_multiplier(step, steps, settings["lr_warmup"], settings["lr_decay"]))
     state = TrainState(steps=steps, batch_size=batch_size, dead_window=dead_window, optimizer=optimizer, draw=draw,
                        seed=0 if seed is None else int(seed),
                        samples_since_fired=torch.zeros(sae.n_instances, sae.d_sae, device=sae.device))
+    loss = CompiledOrEager(sae.recipe.loss) if compile else sae.recipe.loss
     resample_at = resample_steps(steps) if settings["resample"] else set()
     resampled = 0
     rows = []
@@ -162,7 +176,8 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
             x = draw(batch_size)
             if step == 0:
                 finite_tensor("hidden activations", x)
-            terms = sae.recipe.loss(sae, x, state)
+            with autocast(sae.device, precision):
+                terms = loss(sae, x, state)
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].sum().backward()  # instances are independent: their losses simply add
             sae.recipe.before_optimizer_step(sae, state)

@@ -25,7 +25,7 @@ INIT_DECODER_NORM = 0.1
 
 class Anthropic2024(Recipe):
     name = "anthropic_2024"
-    hyperparameters = {"l1_coefficient": 2.0}
+    hyperparameters = {"l1_coefficient": 1.0}
     citation = "Templeton et al. 2024, Scaling Monosemanticity; Conerly et al., Anthropic April 2024 update"
     input_scaling = "mean_norm_sqrt_d"
     train_defaults = {"lr": 3e-3, "grad_clip": 1.0, "b_dec_init": "zeros"}

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
+from ..sparse_codes import decode_code, top_k_code
 from ..state import TrainState
 
 
@@ -16,7 +15,7 @@ def squared_error(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
 
 def l0(acts: torch.Tensor) -> torch.Tensor:
     """Mean number of non-zero latents per sample: (batch, inst, d_sae) -> (inst,)."""
-    return (acts != 0).float().sum(-1).mean(0)
+    return torch.count_nonzero(acts, dim=-1).float().mean(0)
 
 
 def warmup(state: TrainState | None, fraction: float) -> float:
@@ -38,25 +37,13 @@ def random_decoder(sae, generators, norm: float) -> torch.Tensor:
     return W * (norm / W.norm(dim=-1, keepdim=True))
 
 
-def tied_init(sae, generators, decoder_norm: float) -> None:
-    """Random decoder directions of norm `decoder_norm`, W_enc = W_decᵀ, zero biases."""
+def tied_init(sae, generators, decoder_norm: float, encoder_norm: float | None = None) -> None:
+    """Random decoder directions of norm `decoder_norm`, the encoder tied to them (W_enc = W_decᵀ,
+    rescaled to rows of norm `encoder_norm` when given), zero biases."""
     W_dec = random_decoder(sae, generators, decoder_norm)
     sae.W_dec.copy_(W_dec)
-    sae.W_enc.copy_(W_dec.transpose(-1, -2))
-    sae.b_enc.zero_()
-    sae.b_dec.zero_()
-
-
-def kaiming_init(sae, generators) -> None:
-    """Towards Monosemanticity: W_enc and W_dec drawn independently (He-uniform), decoder rows
-    then rescaled to unit norm, zero biases."""
-    device = sae.W_enc.device
-    bound = math.sqrt(6 / sae.d_hidden)
-    sae.W_enc.copy_(per_instance(generators, lambda g: torch.rand(
-        sae.d_hidden, sae.d_sae, generator=g, device=device) * 2 * bound - bound))
-    W_dec = per_instance(generators, lambda g: torch.rand(
-        sae.d_sae, sae.d_hidden, generator=g, device=device) * 2 - 1)
-    sae.W_dec.copy_(W_dec / W_dec.norm(dim=-1, keepdim=True))
+    W_enc = W_dec if encoder_norm is None else W_dec * (encoder_norm / decoder_norm)
+    sae.W_enc.copy_(W_enc.transpose(-1, -2))
     sae.b_enc.zero_()
     sae.b_dec.zero_()
 
@@ -92,22 +79,27 @@ def keep_top_k(values: torch.Tensor, k: torch.Tensor, k_max: int) -> torch.Tenso
     return torch.zeros_like(values).scatter(-1, index, top)
 
 
-def auxk_loss(sae, pre_acts: torch.Tensor, residual: torch.Tensor, dead: torch.Tensor | None,
+def any_dead(dead: torch.Tensor | None) -> bool:
+    """Whether AuxK has anything to do. On CPU the answer is free; on an accelerator asking would
+    stall the queue every step, so there AuxK always runs (masked to 0 where nothing is dead)."""
+    if dead is None:
+        return False
+    return dead.device.type != "cpu" or bool(dead.any())
+
+
+def auxk_loss(sae, x_centred: torch.Tensor, pre: torch.Tensor, residual: torch.Tensor, dead: torch.Tensor | None,
               k_aux: torch.Tensor, k_aux_max: int) -> torch.Tensor:
-    """AuxK (Gao et al. 2024, eq. 4): ||e - ê||² with ê = W_dec z_aux.
+    """AuxK (Gao et al. 2024, eq. 4): ||e - ê||² with ê = W_dec z_aux, per instance (inst,).
 
     e = x - x̂ (detached), z_aux keeps the k_aux largest positive pre-activations among the
     dead latents (no decoder bias: ê models the residual). Only dead latents receive its
-    gradient. 0 for an instance with no dead latent. Returns (inst,).
+    gradient. 0 for an instance with no dead latent. x_centred: the encoder input x - b_dec,
+    (batch, inst, d_hidden); pre: its pre-activations (batch, inst, d_sae), used only to rank.
     """
-    if dead is None:
-        return pre_acts.new_zeros(pre_acts.shape[1])
-    k_aux_max = min(k_aux_max, sae.d_sae)
-    candidates = torch.where(dead, torch.relu(pre_acts), -1.0)  # alive latents can never be picked over a dead one
-    top, index = candidates.topk(k_aux_max, dim=-1)
-    rank = torch.arange(k_aux_max, device=pre_acts.device)
-    keep = (rank < k_aux[:, None]) & (top >= 0)  # top < 0 only when fewer than k_aux latents are dead
-    z_aux = torch.zeros_like(pre_acts).scatter(-1, index, torch.where(keep, top, 0.0))
-    e_hat = torch.einsum("bis,isd->bid", z_aux, sae.W_dec)
+    if not any_dead(dead):
+        return pre.new_zeros(pre.shape[1])
+    candidates = torch.where(dead, torch.relu(pre.detach()), -1.0)  # alive latents rank below every dead one
+    code = top_k_code(sae, x_centred, pre, k_aux, min(k_aux_max, sae.d_sae), candidates=candidates)
+    e_hat = decode_code(sae, code, bias=False)
     loss = (residual.detach() - e_hat).pow(2).sum(-1).mean(0)
     return torch.where(dead.any(-1), loss, 0.0)

@@ -5,10 +5,14 @@ Learning" (Anthropic):
     x̄ = x - b_dec,   f = ReLU(W_enc x̄ + b_enc),   x̂ = W_dec f + b_dec,
     loss = ||x - x̂||² + λ ||f||₁,   ||W_dec[i]||₂ = 1 for every latent i.
 The decoder constraint is kept by removing each row's gradient component along the row before
-the Adam step and renormalising after it. b_dec starts at the geometric median of the data,
-W_enc and W_dec at independent He-uniform draws. Dead latents are resampled four times early in
-training (toysuper/sae/resampling.py): each is re-initialised from an input drawn with
-probability proportional to the SAE's squared loss on it.
+the Adam step and renormalising after it. b_dec starts at the geometric median of the data.
+Dead latents are resampled four times early in training (toysuper/sae/resampling.py): each is
+re-initialised from an input drawn with probability proportional to the SAE's squared loss on it.
+
+One deliberate change: the paper drew W_enc and W_dec independently (He-uniform). On the
+standard task that start leaves the SAE far from converged after 2 million samples
+(recovered@0.9 ≈ 0.02 at λ = 0.25, L0 ≈ 50); starting the encoder as the decoder's transpose
+scaled to rows of norm 0.1 (the small tied start of Anthropic's April 2024 update) gives 0.96.
 """
 
 from __future__ import annotations
@@ -16,20 +20,22 @@ from __future__ import annotations
 import torch
 
 from .base import Recipe
-from .parts import UnitNormDecoder, kaiming_init, l0, squared_error
+from .parts import UnitNormDecoder, l0, squared_error, tied_init
+
+INIT_ENCODER_NORM = 0.1
 
 
 class ReluL1(UnitNormDecoder, Recipe):
     name = "relu_l1"
-    hyperparameters = {"l1_coefficient": 0.05}
+    hyperparameters = {"l1_coefficient": 0.25}
     citation = "Bricken et al. 2023, Towards Monosemanticity"
     train_defaults = {"lr": 3e-3, "b_dec_init": "geometric_median", "resample": True, "grad_clip": None}
 
     def init_parameters(self, sae, generators):
-        kaiming_init(sae, generators)
+        tied_init(sae, generators, 1.0, encoder_norm=INIT_ENCODER_NORM)
 
     def encode(self, sae, x):
-        return torch.relu(sae.pre_activations(x - sae.b_dec))
+        return torch.relu(sae.centred_pre_activations(x))
 
     def loss(self, sae, x, state=None):
         acts = self.encode(sae, x)

@@ -10,14 +10,18 @@ unit norm (gradient projection + renormalisation), the encoder starts as the dec
 transpose, and b_pre starts at the geometric median of the data. Sparsity is set by k, so
 there is no sparsity penalty. The paper's formula has no b_enc; their released code has one,
 and so does this recipe.
+
+Training holds the code sparsely (toysuper/sae/sparse_codes.py): the encoder's forward pass is
+dense, everything after the selection costs in proportion to the k kept latents.
 """
 
 from __future__ import annotations
 
 import torch
 
+from ..sparse_codes import SparseCode, decode_code, top_k_code
 from .base import Recipe
-from .parts import UnitNormDecoder, auxk_loss, keep_top_k, l0, squared_error, tied_init
+from .parts import UnitNormDecoder, auxk_loss, keep_top_k, squared_error, tied_init
 
 
 class TopK(UnitNormDecoder, Recipe):
@@ -35,18 +39,24 @@ class TopK(UnitNormDecoder, Recipe):
     def init_parameters(self, sae, generators):
         tied_init(sae, generators, 1.0)
 
-    def pre(self, sae, x):
-        return sae.pre_activations(x - sae.b_dec)
-
     def encode(self, sae, x):
-        return torch.relu(keep_top_k(self.pre(sae, x), sae.k.long(), int(sae.hyperparameter_max("k"))))
+        return torch.relu(keep_top_k(sae.centred_pre_activations(x), sae.k.long(), int(sae.hyperparameter_max("k"))))
+
+    def training_code(self, sae, x_centred: torch.Tensor, pre: torch.Tensor) -> SparseCode:
+        """The latents this recipe keeps in training, re-scored with autograd."""
+        return top_k_code(sae, x_centred, pre, sae.k.long(), int(sae.hyperparameter_max("k")))
 
     def loss(self, sae, x, state=None):
-        pre = self.pre(sae, x)
-        acts = torch.relu(keep_top_k(pre, sae.k.long(), int(sae.hyperparameter_max("k"))))
-        x_hat = sae.decode(acts)
+        x_centred = x - sae.b_dec
+        pre = sae.centred_pre_activations(x)  # chooses the latents; gradients flow through it only on dense codes
+        code = self.training_code(sae, x_centred, pre)
+        x_hat = decode_code(sae, code)
         mse = squared_error(x, x_hat)
         dead = state.dead() if state is not None else None
-        aux = auxk_loss(sae, pre, x - x_hat, dead, sae.k_aux.long(), int(sae.hyperparameter_max("k_aux")))
-        return {"loss": mse + sae.aux_coefficient * aux, "mse": mse, "auxk": aux, "l0": l0(acts),
-                "fired": (acts > 0).any(0)}
+        aux = auxk_loss(sae, x_centred, pre, x - x_hat, dead, sae.k_aux.long(), int(sae.hyperparameter_max("k_aux")))
+        return {"loss": mse + sae.aux_coefficient * aux, "mse": mse, "auxk": aux, "l0": code.l0(),
+                "fired": code.fired(), **self.code_statistics(sae, code)}
+
+    def code_statistics(self, sae, code: SparseCode) -> dict[str, torch.Tensor]:
+        """Further (inst,) terms a subclass reads off the training code."""
+        return {}

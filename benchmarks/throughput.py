@@ -1,0 +1,94 @@
+"""SAE training throughput per recipe, against the matmul throughput of the same shapes.
+
+The task is the standard recovery task (1024 features in 128 dimensions, width 1024, batch
+1024). A dense SAE step needs five matmuls of B·d·s multiply-adds each: the encoder and the
+decoder forward, and in backward the decoder's weight gradient, the gradient reaching the
+latents, and the encoder's weight gradient (b_dec's gradient through the encoder is a
+vector-matrix product, see SAE.centred_projection). `matmul_bound` times exactly those five
+products as bare torch.mm calls; a recipe's "fraction of matmul bound" is that time over its
+measured step time. The TopK family decodes sparsely, so it can exceed 1.
+
+    python benchmarks/throughput.py [--steps 100] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+import toysuper as ts
+from toysuper.sae.bakeoff import STANDARD, task_source
+
+
+def _synchronize(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_bound(batch: int, d_hidden: int, d_sae: int, device="cpu", repeats: int = 10) -> float:
+    """Seconds for the five matmuls of one dense SAE step (best of `repeats`)."""
+    x, g_x = torch.randn(batch, d_hidden, device=device), torch.randn(batch, d_hidden, device=device)
+    acts, g_acts = torch.randn(batch, d_sae, device=device), torch.randn(batch, d_sae, device=device)
+    W_enc, W_dec = torch.randn(d_hidden, d_sae, device=device), torch.randn(d_sae, d_hidden, device=device)
+
+    def step():
+        x @ W_enc            # encoder forward
+        acts @ W_dec         # decoder forward
+        acts.T @ g_x         # decoder weight gradient
+        g_x @ W_dec.T        # gradient reaching the latents
+        x.T @ g_acts         # encoder weight gradient
+
+    best = float("inf")
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        step()
+        _synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def step_time(recipe: str, steps: int, device="cpu") -> float:
+    """Seconds per training step of `recipe` at its defaults, init and warm-up excluded.
+
+    Times train_sae over `steps` + 5 and over 5 steps on the same SAE and data, and divides
+    the difference: what is left is the steady state of the loop.
+    """
+    source = task_source(STANDARD, device=device)
+    sae = ts.SAE(STANDARD.d_hidden, STANDARD.d_sae, recipe=recipe, seed=0, device=device)
+    ts.train_sae(sae, source, steps=5, batch_size=STANDARD.batch_size, quiet=True)  # warm-up, b_dec init
+    timings = []
+    for n in (5, steps + 5):
+        _synchronize(device)
+        start = time.perf_counter()
+        ts.train_sae(sae, source, steps=n, batch_size=STANDARD.batch_size, quiet=True, log_every=10**9)
+        _synchronize(device)
+        timings.append(time.perf_counter() - start)
+    return max(timings[1] - timings[0], 1e-9) / steps
+
+
+def recipe_throughput(steps: int = 100, device="cpu", recipes=None) -> list[dict]:
+    """One row per recipe: samples/s and the fraction of the matmul bound, all measured in this call."""
+    bound = matmul_bound(STANDARD.batch_size, STANDARD.d_hidden, STANDARD.d_sae, device)
+    rows = []
+    for recipe in recipes or list(ts.RECIPES):
+        seconds = step_time(recipe, steps, device)
+        rows.append({"recipe": recipe, "step_ms": seconds * 1e3, "samples_per_s": STANDARD.batch_size / seconds,
+                     "matmul_bound_ms": bound * 1e3, "fraction_of_matmul_bound": bound / seconds})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    for row in recipe_throughput(args.steps, args.device):
+        print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""The sparse training path of TopK and BatchTopK equals the dense formulas, gradients included."""
+
+import pytest
+import torch
+
+from toysuper import SAE
+from toysuper.sae import sparse_codes
+from toysuper.sae.sparse_codes import decode_code, largest_entries, top_k_code
+from toysuper.sae.state import TrainState
+
+
+def dense_top_k(values, k):
+    """Per row, keep the k[i] largest (instance i); a reference written from the definition."""
+    out = torch.zeros_like(values)
+    for i, k_i in enumerate(k):
+        top, index = values[:, i].topk(k_i, dim=-1)
+        out[:, i] = torch.zeros_like(values[:, i]).scatter(-1, index, top)
+    return out
+
+
+def dense_batch_top_k(values, k):
+    """Per instance, keep the k[i]·batch largest entries of the whole batch."""
+    out = torch.zeros_like(values)
+    batch = values.shape[0]
+    for i, k_i in enumerate(k):
+        flat = values[:, i].reshape(-1)
+        top, index = flat.topk(k_i * batch)
+        out[:, i] = torch.zeros_like(flat).scatter(0, index, top).view(batch, -1)
+    return out
+
+
+def dense_reference_loss(sae, x, dead, k, k_aux, batch_wide):
+    """Gao et al. 2024's loss (and Bussmann et al.'s batch-wide variant) written densely."""
+    pre = torch.einsum("bid,ids->bis", x - sae.b_dec, sae.W_enc) + sae.b_enc
+    acts = dense_batch_top_k(torch.relu(pre), k) if batch_wide else torch.relu(dense_top_k(pre, k))
+    x_hat = torch.einsum("bis,isd->bid", acts, sae.W_dec) + sae.b_dec
+    mse = (x - x_hat).pow(2).sum(-1).mean(0)
+    candidates = torch.where(dead, torch.relu(pre), -1.0)
+    z_aux = torch.relu(dense_top_k(candidates, k_aux))  # every instance here has at least k_aux dead
+    e_hat = torch.einsum("bis,isd->bid", z_aux, sae.W_dec)
+    aux = ((x - x_hat).detach() - e_hat).pow(2).sum(-1).mean(0)
+    return mse + sae.aux_coefficient * aux, acts
+
+
+@pytest.fixture(params=["sparse", "dense"])
+def arithmetic(request, monkeypatch):
+    """Run a test with the code computed from its entries (sparse) and with matmuls (dense)."""
+    monkeypatch.setattr(sparse_codes, "SPARSE_BELOW", 1 if request.param == "sparse" else 10**9)
+    return request.param
+
+
+@pytest.mark.parametrize("recipe", ["topk", "batchtopk"])
+def test_sparse_training_loss_and_gradients_equal_the_dense_formula(recipe, arithmetic):
+    torch.manual_seed(0)
+    sae = SAE(6, 12, n_instances=2, recipe=recipe, seed=1, device="cpu", k=[2, 3], k_aux=[3, 4])
+    with torch.no_grad():
+        sae.b_enc.normal_(0, 0.1)
+        sae.b_dec.normal_(0, 0.1)
+    x = torch.randn(16, 2, 6)
+    since_fired = torch.zeros(2, 12)
+    since_fired[0, [1, 4, 7, 8]] = 100.0
+    since_fired[1, [0, 2, 5, 9, 11]] = 100.0
+    state = TrainState(samples_since_fired=since_fired, dead_window=50)
+    terms = sae.recipe.loss(sae, x, state)
+    terms["loss"].sum().backward()
+    sparse_grads = {name: p.grad.clone() for name, p in sae.named_parameters()}
+    sae.zero_grad()
+    reference, acts = dense_reference_loss(sae, x, since_fired >= 50, [2, 3], [3, 4], recipe == "batchtopk")
+    reference.sum().backward()
+    assert torch.allclose(terms["loss"], reference, atol=1e-5)
+    assert torch.allclose(terms["l0"], (acts > 0).float().sum(-1).mean(0))
+    assert torch.equal(terms["fired"], (acts > 0).any(0))
+    for name, p in sae.named_parameters():
+        assert torch.allclose(sparse_grads[name], p.grad, atol=1e-5), name
+
+
+def test_sparse_code_round_trips_to_dense_and_decodes(arithmetic):
+    sae = SAE(4, 5, n_instances=2, recipe="topk", seed=0, device="cpu", k=2)
+    x = torch.randn(3, 2, 4)
+    x_centred = x - sae.b_dec
+    pre = sae.centred_pre_activations(x).detach()
+    code = top_k_code(sae, x_centred, pre, sae.k.long(), 2)
+    assert code.sparse == (arithmetic == "sparse")
+    dense = code.to_dense()
+    assert torch.allclose(dense, torch.relu(dense_top_k(pre, [2, 2])), atol=1e-6)
+    assert torch.allclose(decode_code(sae, code), sae.decode(dense), atol=1e-6)
+    assert torch.allclose(decode_code(sae, code, bias=False), sae.decode(dense) - sae.b_dec, atol=1e-6)
+
+
+def test_largest_entries_equals_topk_and_falls_back_when_the_guess_fails():
+    torch.manual_seed(0)
+    cases = [torch.relu(torch.randn(3, 20_000)),               # the shortcut applies
+             torch.zeros(2, 20_000).index_fill_(1, torch.arange(10), 1.0),  # mostly zeros: plain topk
+             torch.randn(2, 20_000).sort(dim=-1).values]        # sorted rows: the strided guess is still fine
+    for flat in cases:
+        values, index = largest_entries(flat, 500)
+        expected_values, expected_index = flat.topk(500, dim=-1)
+        assert torch.equal(values, expected_values)
+        assert torch.equal(flat.gather(-1, index), values)  # indices point at those values
+        if flat.unique().numel() == flat.numel():  # no ties: the very same entries
+            assert torch.equal(index.sort(-1).values, expected_index.sort(-1).values)

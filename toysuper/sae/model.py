@@ -41,6 +41,14 @@ def instance_seeds(seed, n_instances: int) -> list[int]:
     return [seed + i for i in range(n_instances)]
 
 
+def _batched_affine(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """x W + b per instance: x (batch, inst, m), W (inst, m, n), b (inst, n) -> (batch, inst, n).
+
+    One baddbmm, so the bias is added inside the matmul rather than in a second pass.
+    """
+    return torch.baddbmm(bias[:, None, :], x.transpose(0, 1), weight).transpose(0, 1)
+
+
 class SAE(nn.Module):
     """Sparse autoencoders with an instances axis.
 
@@ -121,7 +129,7 @@ class SAE(nn.Module):
 
     def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
         """W_enc x + b_enc: (batch, inst, d_hidden) -> (batch, inst, d_sae)."""
-        return torch.einsum("bid,ids->bis", x, self.W_enc) + self.b_enc
+        return _batched_affine(x, self.W_enc, self.b_enc)
 
     def centred_projection(self, x: torch.Tensor) -> torch.Tensor:
         """W_enc (x - b_dec): (batch, inst, d_hidden) -> (batch, inst, d_sae).
@@ -133,8 +141,7 @@ class SAE(nn.Module):
 
     def centred_pre_activations(self, x: torch.Tensor) -> torch.Tensor:
         """W_enc (x - b_dec) + b_enc, the encoder of every recipe that subtracts b_dec first, (batch, inst, d_sae)."""
-        bias = self.b_enc - torch.einsum("id,ids->is", self.b_dec, self.W_enc)
-        return torch.einsum("bid,ids->bis", x, self.W_enc) + bias
+        return _batched_affine(x, self.W_enc, self.b_enc - torch.einsum("id,ids->is", self.b_dec, self.W_enc))
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Latent activations at inference, (batch, inst, d_hidden) -> (batch, inst, d_sae).
@@ -145,7 +152,7 @@ class SAE(nn.Module):
 
     def decode(self, acts: torch.Tensor) -> torch.Tensor:
         """W_dec f + b_dec: (batch, inst, d_sae) -> (batch, inst, d_hidden)."""
-        return torch.einsum("bis,isd->bid", acts, self.W_dec) + self.b_dec
+        return _batched_affine(acts, self.W_dec, self.b_dec)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Reconstruction x̂: (batch, inst, d_hidden) -> (batch, inst, d_hidden)."""

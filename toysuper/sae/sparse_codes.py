@@ -2,43 +2,96 @@
 
 A TopK or BatchTopK SAE keeps about k of its d_sae latents per sample, so most of a dense
 step's arithmetic multiplies zeros: decoding (W_dec z) and every backward product except the
-encoder's forward pass. Here the code is held as a list of (row, latent, value) entries:
+encoder's forward pass. Here the code is a sparse matrix Z, one row per (sample, instance) and
+one column per (instance, latent), held in compressed-row (CSR) form, and only its entries
+are computed:
     select:   π = W_enc (x - b_dec) + b_enc densely, to choose which latents survive;
-    re-score: the kept pre-activations are recomputed from the gathered encoder columns,
-              π_e = x̄_row · W_enc[:, latent] + b_enc[latent], so the backward pass touches
-              only the kept columns (π itself then receives no gradient);
-    decode:   x̂_row = Σ_e z_e W_dec[latent_e] + b_dec, an index_add over the entries.
-Gathers cost far more per multiply-add than a matmul, so this wins only while few latents are
-kept per row: with more than d_sae / SPARSE_BELOW per row (AuxK's k_aux = 64 on a narrow SAE,
-say) the same code is computed densely instead, gathering the values from π with autograd and
-decoding with a matmul. Either way the values, losses and gradients equal the dense
-formulation's (up to the order of floating-point sums); tests/test_sparse_codes.py checks it.
+    re-score: the kept pre-activations are recomputed as a sampled matmul (SDDMM),
+              π_e = x̄_row · W_enc[:, latent] + b_enc[latent], so that the backward pass
+              touches only the kept columns (π itself then receives no gradient);
+    decode:   x̂ = Z W_dec + b_dec, a sparse-dense matmul.
+Both have hand-written backward passes made of the same three sparse products (sparse·dense,
+sparseᵀ·dense, sampled dense·dense), which the CPU and CUDA sparse libraries run far faster
+than gathers and scatters. With many latents kept per row (AuxK on a narrow SAE, a large k)
+the code is computed densely instead, gathering its values from π with autograd and decoding
+with a matmul. Either way the values, losses and gradients equal the dense formulation's (up
+to the order of floating-point sums); tests/test_sparse_codes.py checks both paths.
 
-A row is one (sample, instance) pair, flattened as sample·n_instances + instance; a latent
-index is flattened as instance·d_sae + latent, so every instance's weights are addressed in
-one gather.
+Row r = sample · n_instances + instance; column c = instance · d_sae + latent, so every
+instance's weights are addressed in one product.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple
 
 import torch
 
 
-class SparseCode(NamedTuple):
-    """Entries of a batch of latent codes; entries with value 0 carry nothing (padding)."""
+class Pattern(NamedTuple):
+    """Where a sparse matrix's n entries sit, in CSR form for it and for its transpose."""
 
     rows: torch.Tensor
-    """(n,) flattened (sample, instance): sample · n_instances + instance."""
+    """(n,) row of each entry, ascending."""
+    columns: torch.Tensor
+    """(n,) column of each entry, ascending within a row."""
+    row_starts: torch.Tensor
+    """(n_rows + 1,) CSR row pointers."""
+    column_order: torch.Tensor
+    """(n,) the entries sorted by column (stable, so rows stay ascending within a column)."""
+    column_starts: torch.Tensor
+    """(n_columns + 1,) CSR row pointers of the transpose."""
+    shape: tuple[int, int]
+    """(n_rows, n_columns)."""
+
+    @classmethod
+    def of(cls, rows: torch.Tensor, columns: torch.Tensor, shape: tuple[int, int]) -> "Pattern":
+        """From entries already sorted by row, then column."""
+        row_starts = _starts(rows, shape[0])
+        column_order = columns.argsort(stable=True)
+        return cls(rows, columns, row_starts, column_order, _starts(columns, shape[1]), shape)
+
+    def matrix(self, values: torch.Tensor) -> torch.Tensor:
+        """The CSR matrix with these entry values, shape `shape`."""
+        return _csr(self.row_starts, self.columns, values, self.shape)
+
+    def transposed(self, values: torch.Tensor) -> torch.Tensor:
+        """The transpose, as a CSR matrix of shape (n_columns, n_rows)."""
+        order = self.column_order
+        return _csr(self.column_starts, self.rows[order], values[order], self.shape[::-1])
+
+
+def _starts(sorted_index: torch.Tensor, n: int) -> torch.Tensor:
+    """CSR pointers: where each of 0..n-1 starts in a sorted index, (n + 1,)."""
+    counts = torch.bincount(sorted_index, minlength=n)
+    return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+
+
+def _csr(row_starts, columns, values, shape) -> torch.Tensor:
+    """A CSR matrix from a pattern built here, sorted, so torch need not check it."""
+    with warnings.catch_warnings():  # torch notes once that CSR support is "beta"
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(row_starts, columns, values, size=shape, check_invariants=False)
+
+
+class SparseCode(NamedTuple):
+    """A batch of latent codes as entries sorted by (row, column); entries with value 0 carry nothing."""
+
+    rows: torch.Tensor
+    """(n,) row of each entry: sample · n_instances + instance."""
     latents: torch.Tensor
-    """(n,) flattened (instance, latent): instance · d_sae + latent."""
+    """(n,) column of each entry: instance · d_sae + latent."""
     values: torch.Tensor
     """(n,) activations, ≥ 0."""
     shape: tuple[int, int, int]
     """(batch, inst, d_sae) of the dense code."""
-    sparse: bool = True
-    """Whether decoding should use the entries (few per row) or a dense matmul (many)."""
+    pattern: Pattern | None = None
+    """The entries' positions in CSR form when the code is computed sparsely; None: dense."""
+
+    @property
+    def sparse(self) -> bool:
+        return self.pattern is not None
 
     def to_dense(self) -> torch.Tensor:
         """The dense code, (batch, inst, d_sae); differentiable in `values`."""
@@ -62,10 +115,9 @@ class SparseCode(NamedTuple):
         return (fired > 0).view(n_instances, d_sae)
 
 
-SPARSE_BELOW = 32
-"""Sparse arithmetic while at most d_sae / SPARSE_BELOW latents are kept per row. Measured on a
-2-core CPU at batch 1024, d_hidden 128, d_sae 1024: decoding plus its backward costs 3.5 ms
-sparse vs 10 ms dense at 8 per row, 13 vs 10 at 32, 56 vs 10 at 64."""
+SPARSE_BELOW = 8
+"""Sparse arithmetic while at most d_sae / SPARSE_BELOW latents are kept per row; above that
+the dense matmuls are cheaper (measured by benchmarks/sparse_crossover.py)."""
 
 
 def is_sparse(per_row: float, d_sae: int) -> bool:
@@ -73,24 +125,23 @@ def is_sparse(per_row: float, d_sae: int) -> bool:
     return per_row * SPARSE_BELOW <= d_sae
 
 
-def top_k_code(sae, x_centred: torch.Tensor, pre: torch.Tensor, k: torch.Tensor, k_max: int,
-               candidates: torch.Tensor | None = None) -> SparseCode:
+def top_k_code(sae, x_centred: torch.Tensor, pre: torch.Tensor, k: torch.Tensor, k_max: int) -> SparseCode:
     """Each row keeps its k[i] largest entries of `pre` (instance i), ReLU'd.
 
     x_centred: (batch, inst, d_hidden), the encoder's input x - b_dec; pre: (batch, inst, d_sae),
     its pre-activations (with autograd: the dense path takes its gradient through them);
-    k: (inst,) whole numbers, k_max = max(k). candidates: optional scores to rank by instead of
-    `pre` (AuxK ranks dead latents only); entries ranked past k[i], or whose score is negative,
-    get value 0.
+    k: (inst,) whole numbers, k_max = max(k); entries ranked past k[i] get value 0.
     """
     batch, n_instances, d_sae = pre.shape
-    scores = pre if candidates is None else candidates
-    top, index = scores.detach().topk(k_max, dim=-1)  # (batch, inst, k_max)
+    rank = torch.arange(k_max, device=pre.device)
+    index = pre.detach().topk(k_max, dim=-1).indices  # (batch, inst, k_max)
+    keep = (rank < k[:, None]).expand_as(index)
+    index, order = index.sort(dim=-1)  # CSR wants each row's columns in order
+    keep = keep.gather(-1, order)
     instance = torch.arange(n_instances, device=pre.device)[None, :, None]
     rows = (torch.arange(batch, device=pre.device)[:, None, None] * n_instances + instance).expand_as(index)
-    latents = instance * d_sae + index
-    keep = (torch.arange(k_max, device=pre.device) < k[:, None]) & (top >= 0)
-    return _scored(sae, x_centred, pre, rows.reshape(-1), latents.reshape(-1), keep.reshape(-1), k_max)
+    return _scored(sae, x_centred, pre, rows.reshape(-1), (instance * d_sae + index).reshape(-1), keep.reshape(-1),
+                   k_max)
 
 
 def batch_top_k_code(sae, x_centred: torch.Tensor, pre: torch.Tensor, k: torch.Tensor, k_max: int) -> SparseCode:
@@ -102,10 +153,11 @@ def batch_top_k_code(sae, x_centred: torch.Tensor, pre: torch.Tensor, k: torch.T
     flat = torch.relu(pre.detach()).transpose(0, 1).reshape(n_instances, batch * d_sae)  # (inst, batch·d_sae)
     top, index = largest_entries(flat, k_max * batch)
     instance = torch.arange(n_instances, device=pre.device)[:, None]
-    rows = (index // d_sae) * n_instances + instance
-    latents = instance * d_sae + index % d_sae
-    keep = (torch.arange(k_max * batch, device=pre.device) < k[:, None] * batch) & (top > 0)
-    return _scored(sae, x_centred, pre, rows.reshape(-1), latents.reshape(-1), keep.reshape(-1), k_max)
+    rows = ((index // d_sae) * n_instances + instance).reshape(-1)
+    latents = (instance * d_sae + index % d_sae).reshape(-1)
+    keep = ((torch.arange(k_max * batch, device=pre.device) < k[:, None] * batch) & (top > 0)).reshape(-1)
+    order = (rows * (n_instances * d_sae) + latents).argsort()  # CSR order: by row, then column
+    return _scored(sae, x_centred, pre, rows[order], latents[order], keep[order], k_max)
 
 
 SUBSAMPLE_STRIDE = 17  # prime, so the subsample runs through every latent rather than a few fixed columns
@@ -138,26 +190,77 @@ def largest_entries(flat: torch.Tensor, count: int) -> tuple[torch.Tensor, torch
     return top, columns.gather(-1, pick)
 
 
+class SampledScores(torch.autograd.Function):
+    """π_e = inputs[row_e] · columns[col_e] + bias[col_e] at the entries of a pattern, (n,).
+
+    inputs: (n_rows, d); columns: (n_columns, d); bias: (n_columns,). Backward, with G the
+    sparse matrix of the entries' gradients: ∂inputs = G columns, ∂columns = Gᵀ inputs,
+    ∂bias = the column sums of G.
+    """
+
+    @staticmethod
+    def forward(ctx, inputs, columns, bias, pattern: Pattern):
+        inputs, columns = inputs.float(), columns.float()
+        ctx.save_for_backward(inputs, columns)
+        ctx.pattern = pattern
+        start = pattern.matrix(bias.float().index_select(0, pattern.columns))
+        return torch.sparse.sampled_addmm(start, inputs, columns.t()).values()
+
+    @staticmethod
+    def backward(ctx, grad):
+        inputs, columns = ctx.saved_tensors
+        pattern, grad = ctx.pattern, grad.contiguous()
+        grad_inputs = pattern.matrix(grad) @ columns if ctx.needs_input_grad[0] else None
+        grad_columns = pattern.transposed(grad) @ inputs if ctx.needs_input_grad[1] else None
+        grad_bias = torch.zeros(len(columns), device=grad.device).index_add_(0, pattern.columns, grad)
+        return grad_inputs, grad_columns, grad_bias, None
+
+
+class SparseDecode(torch.autograd.Function):
+    """Z W for Z the sparse matrix of `values` (n,) at a pattern, W: (n_columns, d) -> (n_rows, d).
+
+    Backward, with H the output's gradient: ∂values = (H Wᵀ) sampled at the pattern, ∂W = Zᵀ H.
+    """
+
+    @staticmethod
+    def forward(ctx, values, weight, pattern: Pattern):
+        values, weight = values.float(), weight.float()
+        ctx.save_for_backward(values, weight)
+        ctx.pattern = pattern
+        return pattern.matrix(values) @ weight
+
+    @staticmethod
+    def backward(ctx, grad):
+        values, weight = ctx.saved_tensors
+        pattern, grad = ctx.pattern, grad.contiguous()
+        grad_values = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            grad_values = torch.sparse.sampled_addmm(pattern.matrix(torch.zeros_like(values)), grad, weight.t()).values()
+        if ctx.needs_input_grad[1]:
+            grad_weight = pattern.transposed(values) @ grad
+        return grad_values, grad_weight, None
+
+
 def _scored(sae, x_centred, pre, rows, latents, keep, per_row) -> SparseCode:
-    """The code's values at the given entries, ReLU'd and masked by `keep`, with autograd."""
+    """The code's values at the given entries (sorted by row, then column), ReLU'd and masked by `keep`."""
     shape = pre.shape
     if not is_sparse(per_row, sae.d_sae):  # dense: gradients reach the encoder through π
         positions = rows * sae.d_sae + latents % sae.d_sae
-        return SparseCode(rows, latents, torch.relu(pre.reshape(-1)[positions]) * keep, shape, sparse=False)
+        return SparseCode(rows, latents, torch.relu(pre.reshape(-1).index_select(0, positions)) * keep, shape)
+    batch, n_instances, d_sae = shape
+    pattern = Pattern.of(rows, latents, (batch * n_instances, n_instances * d_sae))
     encoder_columns = sae.W_enc.transpose(1, 2).reshape(-1, sae.d_hidden)  # (inst·d_sae, d_hidden)
     inputs = x_centred.reshape(-1, sae.d_hidden)  # (batch·inst, d_hidden)
-    scored = (inputs[rows] * encoder_columns[latents]).sum(-1) + sae.b_enc.reshape(-1)[latents]
-    return SparseCode(rows, latents, torch.relu(scored) * keep, shape)
+    scored = SampledScores.apply(inputs, encoder_columns, sae.b_enc.reshape(-1), pattern)
+    return SparseCode(rows, latents, torch.relu(scored) * keep, shape, pattern)
 
 
 def decode_code(sae, code: SparseCode, bias: bool = True) -> torch.Tensor:
-    """x̂ = W_dec z (+ b_dec): (batch, inst, d_hidden); from the entries alone when the code is sparse."""
-    if not code.sparse:
+    """x̂ = W_dec z (+ b_dec): (batch, inst, d_hidden); a sparse-dense matmul when the code is sparse."""
+    if code.sparse:
+        batch, n_instances, _ = code.shape
+        decoder_rows = sae.W_dec.reshape(-1, sae.d_hidden)  # (inst·d_sae, d_hidden)
+        out = SparseDecode.apply(code.values, decoder_rows, code.pattern).view(batch, n_instances, sae.d_hidden)
+    else:
         out = torch.einsum("bis,isd->bid", code.to_dense(), sae.W_dec)
-        return out + sae.b_dec if bias else out
-    batch, n_instances, _ = code.shape
-    decoder_rows = sae.W_dec.reshape(-1, sae.d_hidden)  # (inst·d_sae, d_hidden)
-    contributions = code.values[:, None] * decoder_rows[code.latents]
-    out = torch.zeros(batch * n_instances, sae.d_hidden, device=contributions.device, dtype=contributions.dtype)
-    out = out.index_add(0, code.rows, contributions).view(batch, n_instances, sae.d_hidden)
     return out + sae.b_dec if bias else out

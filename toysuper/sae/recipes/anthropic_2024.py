@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from .base import Recipe
-from .parts import l0, squared_error, tied_init, warmup
+from .parts import activity, squared_error, tied_init, warmup
 
 L1_WARMUP_FRACTION = 0.05
 INIT_DECODER_NORM = 0.1
@@ -42,4 +42,4 @@ class Anthropic2024(Recipe):
         mse = squared_error(x, x_hat)
         sparsity = (acts * sae.W_dec.norm(dim=-1)).sum(-1).mean(0)  # decoder norms: (inst, d_sae)
         loss = mse + warmup(state, L1_WARMUP_FRACTION) * sae.l1_coefficient * sparsity
-        return {"loss": loss, "mse": mse, "sparsity": sparsity, "l0": l0(acts), "fired": (acts > 0).any(0)}
+        return {"loss": loss, "mse": mse, "sparsity": sparsity, **activity(acts)}

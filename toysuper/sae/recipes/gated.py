@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from .base import Recipe
-from .parts import UnitNormDecoder, l0, squared_error, tied_init
+from .parts import UnitNormDecoder, activity, squared_error, tied_init
 
 INIT_ENCODER_NORM = 0.1
 
@@ -67,5 +67,4 @@ class Gated(UnitNormDecoder, Recipe):
         frozen = torch.einsum("bis,isd->bid", gate_acts, sae.W_dec.detach()) + sae.b_dec.detach()
         aux = squared_error(x, frozen)
         loss = mse + sae.l1_coefficient * sparsity + aux
-        return {"loss": loss, "mse": mse, "sparsity": sparsity, "aux": aux, "l0": l0(acts),
-                "fired": (acts > 0).any(0)}
+        return {"loss": loss, "mse": mse, "sparsity": sparsity, "aux": aux, **activity(acts)}

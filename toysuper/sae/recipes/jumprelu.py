@@ -9,9 +9,17 @@ step H are given straight-through pseudo-derivatives with a rectangle kernel
 K(u) = 1[-1/2 < u <= 1/2] of bandwidth ε:
     ∂JumpReLU/∂π = H(π - θ),   ∂JumpReLU/∂θ = -(θ/ε) K((π - θ)/ε),
     ∂H(π - θ)/∂π = 0,          ∂H(π - θ)/∂θ = -(1/ε) K((π - θ)/ε).
-Published choices kept: ε = 0.001, θ initialised to 0.001, inputs scaled to E||x||² = 1,
-λ warmed up linearly from 0, Adam with β1 = 0, β2 = 0.999, W_enc initialised to W_decᵀ, zero
-biases. Decoder rows are held at unit norm, as in the public training code.
+Published choices kept: inputs scaled to E||x||² = 1, λ warmed up linearly from 0, Adam with
+β1 = 0, β2 = 0.999, W_enc initialised to W_decᵀ, zero biases. Decoder rows are held at unit
+norm, as in the public training code.
+
+Changed for a run of 2 million samples: the paper's ε = θ_init = 0.001 suit billions of tokens.
+Adam moves log θ by about the learning rate per step, so in 2,000 steps θ cannot climb from
+0.001 to the scale of these pre-activations (about 0.1), and a kernel 0.001 wide sees few of
+them; the defaults here are ε = θ_init = 0.05 (SAELens's choice of ε too) and λ = 0.02. On
+the standard task that gives recovered@0.9 ≈ 0.71 against 0.61 with the published values;
+the rest of the gap to TopK is latents that die (about a fifth), which neither resampling,
+Anthropic's pre-activation loss, a larger learning rate nor more steps closed (README).
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from __future__ import annotations
 import torch
 
 from .base import Recipe
-from .parts import UnitNormDecoder, l0, squared_error, tied_init, warmup
+from .parts import UnitNormDecoder, activity, squared_error, tied_init, warmup
 
 L0_WARMUP_FRACTION = 0.1
 
@@ -65,7 +73,7 @@ class StepFunction(torch.autograd.Function):
 
 class JumpReLU(UnitNormDecoder, Recipe):
     name = "jumprelu"
-    hyperparameters = {"l0_coefficient": 0.01, "threshold_init": 0.001, "bandwidth": 0.001}
+    hyperparameters = {"l0_coefficient": 0.02, "threshold_init": 0.05, "bandwidth": 0.05}
     positive_hyperparameters = frozenset({"threshold_init", "bandwidth"})
     citation = "Rajamanoharan et al. 2024, Jumping Ahead (JumpReLU SAEs); Lieberum et al. 2024, Gemma Scope"
     input_scaling = "unit_mean_squared_norm"
@@ -97,4 +105,4 @@ class JumpReLU(UnitNormDecoder, Recipe):
         mse = squared_error(x, sae.decode(acts))
         l0_smooth = StepFunction.apply(pre, threshold, bandwidth).sum(-1).mean(0)
         loss = mse + warmup(state, L0_WARMUP_FRACTION) * sae.l0_coefficient * l0_smooth
-        return {"loss": loss, "mse": mse, "sparsity": l0_smooth, "l0": l0(acts), "fired": (acts > 0).any(0)}
+        return {"loss": loss, "mse": mse, "sparsity": l0_smooth, **activity(acts)}

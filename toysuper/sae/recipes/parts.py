@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from ..sparse_codes import decode_code, top_k_code
 from ..state import TrainState
 
 
@@ -13,9 +12,12 @@ def squared_error(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
     return (x - x_hat).pow(2).sum(-1).mean(0)
 
 
-def l0(acts: torch.Tensor) -> torch.Tensor:
-    """Mean number of non-zero latents per sample: (batch, inst, d_sae) -> (inst,)."""
-    return torch.count_nonzero(acts, dim=-1).float().mean(0)
+def activity(acts: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The trainer's activity terms of non-negative activations (batch, inst, d_sae), from one comparison:
+    "l0", the mean number of firing latents per sample (inst,), and "fired", which latents fired
+    in the batch, bool (inst, d_sae)."""
+    active = acts > 0
+    return {"l0": active.sum(-1, dtype=torch.float32).mean(0), "fired": acts.amax(0) > 0}  # amax: a faster reduction than any
 
 
 def warmup(state: TrainState | None, fraction: float) -> float:
@@ -77,29 +79,3 @@ def keep_top_k(values: torch.Tensor, k: torch.Tensor, k_max: int) -> torch.Tenso
     rank = torch.arange(k_max, device=values.device)
     top = top * (rank < k[:, None])  # (batch, inst, k_max): instances with a smaller k keep fewer
     return torch.zeros_like(values).scatter(-1, index, top)
-
-
-def any_dead(dead: torch.Tensor | None) -> bool:
-    """Whether AuxK has anything to do. On CPU the answer is free; on an accelerator asking would
-    stall the queue every step, so there AuxK always runs (masked to 0 where nothing is dead)."""
-    if dead is None:
-        return False
-    return dead.device.type != "cpu" or bool(dead.any())
-
-
-def auxk_loss(sae, x_centred: torch.Tensor, pre: torch.Tensor, residual: torch.Tensor, dead: torch.Tensor | None,
-              k_aux: torch.Tensor, k_aux_max: int) -> torch.Tensor:
-    """AuxK (Gao et al. 2024, eq. 4): ||e - ê||² with ê = W_dec z_aux, per instance (inst,).
-
-    e = x - x̂ (detached), z_aux keeps the k_aux largest positive pre-activations among the
-    dead latents (no decoder bias: ê models the residual). Only dead latents receive its
-    gradient. 0 for an instance with no dead latent. x_centred: the encoder input x - b_dec,
-    (batch, inst, d_hidden); pre: its pre-activations (batch, inst, d_sae), used only to rank.
-    """
-    if not any_dead(dead):
-        return pre.new_zeros(pre.shape[1])
-    candidates = torch.where(dead, torch.relu(pre.detach()), -1.0)  # alive latents rank below every dead one
-    code = top_k_code(sae, x_centred, pre, k_aux, min(k_aux_max, sae.d_sae), candidates=candidates)
-    e_hat = decode_code(sae, code, bias=False)
-    loss = (residual.detach() - e_hat).pow(2).sum(-1).mean(0)
-    return torch.where(dead.any(-1), loss, 0.0)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from .base import Recipe
-from .parts import UnitNormDecoder, l0, squared_error, tied_init
+from .parts import UnitNormDecoder, activity, squared_error, tied_init
 
 INIT_ENCODER_NORM = 0.1
 
@@ -42,4 +42,4 @@ class ReluL1(UnitNormDecoder, Recipe):
         mse = squared_error(x, sae.decode(acts))
         sparsity = acts.sum(-1).mean(0)
         loss = mse + sae.l1_coefficient * sparsity
-        return {"loss": loss, "mse": mse, "sparsity": sparsity, "l0": l0(acts), "fired": (acts > 0).any(0)}
+        return {"loss": loss, "mse": mse, "sparsity": sparsity, **activity(acts)}

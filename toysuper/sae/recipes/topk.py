@@ -21,7 +21,8 @@ import torch
 
 from ..sparse_codes import SparseCode, decode_code, top_k_code
 from .base import Recipe
-from .parts import UnitNormDecoder, auxk_loss, keep_top_k, squared_error, tied_init
+from .auxk import auxk_loss
+from .parts import UnitNormDecoder, keep_top_k, squared_error, tied_init
 
 
 class TopK(UnitNormDecoder, Recipe):
@@ -53,7 +54,7 @@ class TopK(UnitNormDecoder, Recipe):
         x_hat = decode_code(sae, code)
         mse = squared_error(x, x_hat)
         dead = state.dead() if state is not None else None
-        aux = auxk_loss(sae, x_centred, pre, x - x_hat, dead, sae.k_aux.long(), int(sae.hyperparameter_max("k_aux")))
+        aux = auxk_loss(sae, x_centred, x - x_hat, dead, sae.k_aux.long(), int(sae.hyperparameter_max("k_aux")))
         return {"loss": mse + sae.aux_coefficient * aux, "mse": mse, "auxk": aux, "l0": code.l0(),
                 "fired": code.fired(), **self.code_statistics(sae, code)}
 

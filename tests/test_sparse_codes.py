@@ -5,7 +5,7 @@ import torch
 
 from toysuper import SAE
 from toysuper.sae import sparse_codes
-from toysuper.sae.sparse_codes import decode_code, largest_entries, top_k_code
+from toysuper.sae.sparse_codes import batch_cut, decode_code, top_k_code
 from toysuper.sae.state import TrainState
 
 
@@ -87,15 +87,24 @@ def test_sparse_code_round_trips_to_dense_and_decodes(arithmetic):
     assert torch.allclose(decode_code(sae, code, bias=False), sae.decode(dense) - sae.b_dec, atol=1e-6)
 
 
-def test_largest_entries_equals_topk_and_falls_back_when_the_guess_fails():
+def reference_cut(flat, counts):
+    """The (row, position) pairs of each row's counts[i] largest positive entries, from a plain topk."""
+    pairs = set()
+    for i, count in enumerate(counts.tolist()):
+        top, index = flat[i].topk(count)
+        pairs |= {(i, p) for v, p in zip(top.tolist(), index.tolist()) if v > 0}
+    return pairs
+
+
+@pytest.mark.parametrize("case", ["random", "mostly_zeros", "sorted_rows", "one_row"])
+def test_batch_cut_equals_topk_with_and_without_the_shortcut(case):
     torch.manual_seed(0)
-    cases = [torch.relu(torch.randn(3, 20_000)),               # the shortcut applies
-             torch.zeros(2, 20_000).index_fill_(1, torch.arange(10), 1.0),  # mostly zeros: plain topk
-             torch.randn(2, 20_000).sort(dim=-1).values]        # sorted rows: the strided guess is still fine
-    for flat in cases:
-        values, index = largest_entries(flat, 500)
-        expected_values, expected_index = flat.topk(500, dim=-1)
-        assert torch.equal(values, expected_values)
-        assert torch.equal(flat.gather(-1, index), values)  # indices point at those values
-        if flat.unique().numel() == flat.numel():  # no ties: the very same entries
-            assert torch.equal(index.sort(-1).values, expected_index.sort(-1).values)
+    flat = {"random": torch.relu(torch.randn(3, 20_000)),  # the guessed cut applies
+            "mostly_zeros": torch.zeros(2, 20_000).index_fill_(1, torch.arange(10), 1.0),  # plain topk
+            "sorted_rows": torch.randn(2, 20_000).sort(dim=-1).values,  # the strided guess still works
+            "one_row": torch.relu(torch.randn(1, 20_000))}[case]
+    counts = torch.tensor([500, 300, 400][:len(flat)])
+    row, position = batch_cut(flat, counts, int(counts.max()))
+    assert set(zip(row.tolist(), position.tolist())) == reference_cut(flat, counts)
+    key = row * flat.shape[1] + position
+    assert torch.equal(key, key.sort().values)  # sorted by row, then position

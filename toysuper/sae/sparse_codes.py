@@ -147,47 +147,70 @@ def top_k_code(sae, x_centred: torch.Tensor, pre: torch.Tensor, k: torch.Tensor,
 def batch_top_k_code(sae, x_centred: torch.Tensor, pre: torch.Tensor, k: torch.Tensor, k_max: int) -> SparseCode:
     """Per instance, the k[i]·batch largest entries of ReLU(pre) (batch, inst, d_sae) over the whole batch.
 
-    Arguments as for `top_k_code`; entries ranked past k[i]·batch get value 0.
+    Arguments as for `top_k_code`; only positive entries are kept.
     """
     batch, n_instances, d_sae = pre.shape
     flat = torch.relu(pre.detach()).transpose(0, 1).reshape(n_instances, batch * d_sae)  # (inst, batch·d_sae)
-    top, index = largest_entries(flat, k_max * batch)
-    instance = torch.arange(n_instances, device=pre.device)[:, None]
-    rows = ((index // d_sae) * n_instances + instance).reshape(-1)
-    latents = (instance * d_sae + index % d_sae).reshape(-1)
-    keep = ((torch.arange(k_max * batch, device=pre.device) < k[:, None] * batch) & (top > 0)).reshape(-1)
-    order = (rows * (n_instances * d_sae) + latents).argsort()  # CSR order: by row, then column
-    return _scored(sae, x_centred, pre, rows[order], latents[order], keep[order], k_max)
+    instance, position = batch_cut(flat, k * batch, k_max * batch)
+    rows = (position // d_sae) * n_instances + instance
+    latents = instance * d_sae + position % d_sae
+    if n_instances > 1:  # batch_cut lists instance by instance; CSR wants sample by sample
+        order = (rows * (n_instances * d_sae) + latents).argsort()
+        rows, latents = rows[order], latents[order]
+    return _scored(sae, x_centred, pre, rows, latents, torch.ones_like(rows, dtype=torch.bool), k_max)
 
 
 SUBSAMPLE_STRIDE = 17  # prime, so the subsample runs through every latent rather than a few fixed columns
 
 
-def largest_entries(flat: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The `count` largest entries of each row of `flat` (rows, n): values and indices, (rows, count), sorted.
+def batch_cut(flat: torch.Tensor, counts: torch.Tensor, count_max: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row i of `flat` (rows, n), where its counts[i] largest entries are, keeping only positive ones.
 
-    The same entries as flat.topk(count) (ties aside), found faster on CPU, where topk over a
-    million entries costs more than the rest of a BatchTopK step: the cut is estimated on every
-    SUBSAMPLE_STRIDE-th entry (set where twice `count` entries would pass, so it lies below the
-    true cut with near certainty), only entries at or above it are ranked, and if some row has
-    fewer than `count` of those the plain topk runs instead. On an accelerator topk is fast and
-    this search would cost a device sync, so there it is always the plain topk.
+    counts: (rows,) whole numbers, count_max = max(counts). Returns (row, position) index
+    tensors, sorted by row, then position. Equal to a topk (ties at the cut aside: an entry
+    equal to the counts[i]-th largest is kept too).
+    """
+    if flat.device.type == "cpu":
+        found = _cut_from_a_guess(flat, counts, count_max)
+        if found is not None:
+            return found
+    rows, n = flat.shape
+    top, index = flat.topk(count_max, dim=-1)
+    keep = (torch.arange(count_max, device=flat.device) < counts[:, None]) & (top > 0)
+    row = torch.arange(rows, device=flat.device)[:, None].expand_as(index)[keep]
+    position = index[keep]
+    order = (row * n + position).argsort()
+    return row[order], position[order]
+
+
+def _cut_from_a_guess(flat, counts, count_max):
+    """`batch_cut` without a topk over every entry, which on CPU costs more than the rest of a step.
+
+    The cut is first guessed on every SUBSAMPLE_STRIDE-th entry, where twice count_max entries
+    would pass, so it lies below the true cut with near certainty; only the entries above the
+    guess are ranked. None when the guess fails (some row has too few entries above it) or does
+    not help (most entries pass, e.g. a sea of zeros): the caller then ranks everything. On an
+    accelerator topk is fast and this would cost device syncs, so it is used on CPU only.
     """
     rows, n = flat.shape
-    rank = -(-2 * count // SUBSAMPLE_STRIDE)
-    if flat.device.type != "cpu" or rank >= n // SUBSAMPLE_STRIDE // 2:
-        return flat.topk(count, dim=-1)
-    guess = flat[:, ::SUBSAMPLE_STRIDE].topk(rank, dim=-1).values[:, -1:]  # (rows, 1)
-    row, column = (flat >= guess).nonzero(as_tuple=True)  # row-major: each row's entries are contiguous
-    counts = torch.bincount(row, minlength=rows)
-    width = int(counts.max())
-    if bool((counts < count).any()) or width > n // 4:  # guess too high, or no help (e.g. a sea of zeros)
-        return flat.topk(count, dim=-1)
-    position = torch.arange(len(row), device=flat.device) - (counts.cumsum(0) - counts)[row]
-    values = torch.full((rows, width), -torch.inf, device=flat.device).index_put_((row, position), flat[row, column])
-    columns = torch.zeros((rows, width), dtype=torch.long, device=flat.device).index_put_((row, position), column)
-    top, pick = values.topk(count, dim=-1)
-    return top, columns.gather(-1, pick)
+    rank = -(-2 * count_max // SUBSAMPLE_STRIDE)
+    sample = flat[:, ::SUBSAMPLE_STRIDE]
+    if rank >= sample.shape[1] // 2:
+        return None
+    guess = sample.topk(rank, dim=-1).values[:, -1:]  # (rows, 1)
+    row, position = (flat >= guess).nonzero(as_tuple=True)  # sorted by row, then position
+    values = flat[row, position]
+    per_row = torch.bincount(row, minlength=rows)
+    if bool((per_row < counts).any()) or int(per_row.max()) > n // 4:
+        return None
+    if rows == 1:
+        cut = values.kthvalue(len(values) - int(counts[0]) + 1).values.reshape(1)
+    else:  # each row's counts[i]-th largest candidate, from a padded (rows, widest) block
+        slot = torch.arange(len(row), device=flat.device) - (per_row.cumsum(0) - per_row)[row]
+        padded = torch.full((rows, int(per_row.max())), -torch.inf, device=flat.device).index_put_((row, slot), values)
+        cut = padded.topk(count_max, dim=-1).values.gather(1, (counts - 1)[:, None]).reshape(rows)
+    keep = (values >= cut[row]) & (values > 0)
+    return row[keep], position[keep]
 
 
 class SampledScores(torch.autograd.Function):

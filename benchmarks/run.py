@@ -94,10 +94,15 @@ def peer_rows(samples: int) -> list[dict]:
             row("peer", "toysuper dead latents", ours["dead_fraction"], "fraction")]
 
 
+def number(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+
+
 def markdown(table: pd.DataFrame) -> str:
     lines = ["| section | measure | value | unit | target | met |", "|---|---|---|---|---|---|"]
     for r in table.to_dict("records"):
-        lines.append(f"| {r['section']} | {r['measure']} | {r['value']:.3g} | {r['unit']} | {r['target']} | {r['met']} |")
+        lines.append(f"| {r['section']} | {r['measure']} | {number(r['value'])} | {r['unit']} | {r['target']} | "
+                     f"{r['met']} |")
     return "\n".join(lines) + "\n"
 
 

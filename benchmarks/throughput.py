@@ -16,6 +16,7 @@ The TopK family decodes sparsely, so its fraction can exceed 1.
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -30,8 +31,8 @@ def _synchronize(device) -> None:
 
 
 def matmul_bound(batch: int, d_hidden: int, d_sae: int, device="cpu", repeats: int = 50) -> float:
-    """Seconds for the five matmuls of one dense SAE step, averaged over `repeats` after a warm-up
-    (an average, like the step times it is compared with)."""
+    """Seconds for the five matmuls of one dense SAE step: the median of `repeats` after a warm-up
+    (robust to a moment's interference from elsewhere on a shared machine)."""
     x, g_x = torch.randn(batch, d_hidden, device=device), torch.randn(batch, d_hidden, device=device)
     acts, g_acts = torch.randn(batch, d_sae, device=device), torch.randn(batch, d_sae, device=device)
     W_enc, W_dec = torch.randn(d_hidden, d_sae, device=device), torch.randn(d_sae, d_hidden, device=device)
@@ -44,12 +45,14 @@ def matmul_bound(batch: int, d_hidden: int, d_sae: int, device="cpu", repeats: i
         x.T @ g_acts         # encoder weight gradient
 
     step()
-    _synchronize(device)
-    start = time.perf_counter()
+    times = []
     for _ in range(repeats):
+        _synchronize(device)
+        start = time.perf_counter()
         step()
-    _synchronize(device)
-    return (time.perf_counter() - start) / repeats
+        _synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def step_time(recipe: str, steps: int, device="cpu") -> float:

@@ -55,14 +55,14 @@ def matmul_bound(batch: int, d_hidden: int, d_sae: int, device="cpu", repeats: i
     return statistics.median(times)
 
 
-def step_time(recipe: str, steps: int, device="cpu") -> float:
+def step_time(recipe: str, steps: int, device="cpu", hyperparameters: dict | None = None) -> float:
     """Seconds per training step of `recipe` at its defaults, init and warm-up excluded.
 
     Times train_sae over `steps` + 5 and over 5 steps on the same SAE and data, and divides
     the difference: what is left is the steady state of the loop.
     """
     source = task_source(STANDARD, device=device)
-    sae = ts.SAE(STANDARD.d_hidden, STANDARD.d_sae, recipe=recipe, seed=0, device=device)
+    sae = ts.SAE(STANDARD.d_hidden, STANDARD.d_sae, recipe=recipe, seed=0, device=device, **(hyperparameters or {}))
     ts.train_sae(sae, source, steps=5, batch_size=STANDARD.batch_size, quiet=True)  # warm-up, b_dec init
     timings = []
     for n in (5, steps + 5):

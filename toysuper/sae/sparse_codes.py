@@ -116,8 +116,9 @@ class SparseCode(NamedTuple):
 
 
 SPARSE_BELOW = 8
-"""Sparse arithmetic while at most d_sae / SPARSE_BELOW latents are kept per row; above that
-the dense matmuls are cheaper (measured by benchmarks/sparse_crossover.py)."""
+"""Sparse arithmetic while at most d_sae / SPARSE_BELOW latents are kept per row; above that the
+dense matmuls are cheaper. benchmarks/sparse_crossover.py, TopK step at d_sae 1024 on 2 CPU
+threads, sparse against dense: 5.5 vs 10.1 ms at k = 8, 18.6 vs 20.3 at 128, 29.7 vs 26.1 at 256."""
 
 
 def is_sparse(per_row: float, d_sae: int) -> bool:

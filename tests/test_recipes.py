@@ -25,13 +25,14 @@ W_DEC = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
 B_DEC = torch.tensor([1.0, 0.0])
 
 
-def hand_sae(recipe: str, **hyperparameters) -> SAE:
-    sae = SAE(2, 3, recipe=recipe, device="cpu", **hyperparameters)
+def hand_sae(recipe: str, n_instances: int = 1, **hyperparameters) -> SAE:
+    """The hand-worked weights above, the same in every instance."""
+    sae = SAE(2, 3, n_instances=n_instances, recipe=recipe, device="cpu", **hyperparameters)
     with torch.no_grad():
-        sae.W_enc.copy_(W_ENC[None])
-        sae.b_enc.copy_(B_ENC[None])
-        sae.W_dec.copy_(W_DEC[None])
-        sae.b_dec.copy_(B_DEC[None])
+        sae.W_enc.copy_(W_ENC.expand(n_instances, -1, -1))
+        sae.b_enc.copy_(B_ENC.expand(n_instances, -1))
+        sae.W_dec.copy_(W_DEC.expand(n_instances, -1, -1))
+        sae.b_dec.copy_(B_DEC.expand(n_instances, -1))
     return sae
 
 
@@ -64,11 +65,7 @@ def test_topk_keeps_the_k_largest_per_sample():
     assert torch.allclose(sae.encode(X)[:, 0], torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.5, 0.0]]))
     assert torch.allclose(sae(X)[:, 0], torch.tensor([[2.0, 0.0], [1.0, 2.5]]))
     assert sae.recipe.loss(sae, X)["loss"].item() == pytest.approx((1.0 + 0.25) / 2)  # nothing dead: no AuxK
-    two = SAE(2, 3, n_instances=2, recipe="topk", device="cpu", k=[1, 2])
-    with torch.no_grad():
-        two.W_enc.copy_(W_ENC.expand(2, -1, -1))
-        two.b_enc.copy_(B_ENC.expand(2, -1))
-        two.b_dec.copy_(B_DEC.expand(2, -1))
+    two = hand_sae("topk", n_instances=2, k=[1, 2])
     acts = two.encode(X.expand(-1, 2, -1))
     assert (acts > 0).sum(-1).tolist() == [[1, 2], [1, 1]]  # instance 1 keeps two where two are positive
 
@@ -125,7 +122,8 @@ def test_jumprelu_forward_and_loss_by_hand():
 
 
 def test_jumprelu_anthropic_penalties_by_hand():
-    # Anthropic (January 2025): λ Σ tanh(c f ||W_dec,i||) + λ_P Σ ReLU(θ - π) ||W_dec,i||; ||W_dec|| = [1, 1, √2]
+    # Anthropic (January 2025): λ Σ tanh(c f ||W_dec,i||) + λ_P Σ ReLU(θ - π) ||W_dec,i||,
+    # with ||W_dec|| = [1, 1, √2] for the hand-worked decoder
     sae = hand_sae("jumprelu", l0_coefficient=0.5, tanh_scale=4.0, pre_act_coefficient=0.1)
     with torch.no_grad():
         sae.log_threshold.copy_(torch.tensor([[1.5, 0.4, 1.0]]).log())
@@ -136,13 +134,8 @@ def test_jumprelu_anthropic_penalties_by_hand():
     assert terms["pre_act"].item() == pytest.approx(pre_act)
     assert terms["loss"].item() == pytest.approx(0.75 + 0.5 * tanh_penalty + 0.1 * pre_act)
     # two instances, one with each penalty, in one batched SAE: each gets its own
-    both = SAE(2, 3, n_instances=2, recipe="jumprelu", device="cpu", l0_coefficient=0.5, tanh_scale=[0.0, 4.0],
-               pre_act_coefficient=0.0)
+    both = hand_sae("jumprelu", n_instances=2, l0_coefficient=0.5, tanh_scale=[0.0, 4.0], pre_act_coefficient=0.0)
     with torch.no_grad():
-        both.W_enc.copy_(W_ENC.expand(2, -1, -1))
-        both.b_enc.copy_(B_ENC.expand(2, -1))
-        both.W_dec.copy_(W_DEC.expand(2, -1, -1))
-        both.b_dec.copy_(B_DEC.expand(2, -1))
         both.log_threshold.copy_(torch.tensor([[1.5, 0.4, 1.0]]).log().expand(2, -1))
     sparsity = both.recipe.loss(both, X.expand(-1, 2, -1))["sparsity"]
     assert sparsity.tolist() == pytest.approx([1.5, tanh_penalty])  # L0 for the first, tanh for the second

@@ -169,13 +169,8 @@ class DictionarySource:
         """
         generator = make_generator(seed, self.device)
 
-        def draw(batch_size):
-            active = self.dist.sample_active(batch_size, generator)
-            signal = torch.zeros(batch_size, self.n_instances, self.d_hidden, device=self.device)
-            rows = active.value[:, None] * self.directions[active.instance, active.feature]
-            return signal.index_put_((active.sample, active.instance), rows, accumulate=True)
-
-        return _mean_power(draw, n_samples)
+        return _mean_power(lambda size: hidden_from_active(self.dist.sample_active(size, generator), self.directions),
+                           n_samples)
 
     def true_directions(self) -> torch.Tensor:
         return unit_rows(self.directions)

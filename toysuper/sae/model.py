@@ -143,11 +143,15 @@ class SAE(nn.Module):
         Computed as W_enc x - W_enc b_dec: the same numbers, but b_dec's gradient through the
         encoder then costs a vector-matrix product, not a backward matmul over the whole batch.
         """
-        return torch.einsum("bid,ids->bis", x, self.W_enc) - torch.einsum("id,ids->is", self.b_dec, self.W_enc)
+        return _batched_affine(x, self.W_enc, -self._encoded_b_dec())
 
     def centred_pre_activations(self, x: torch.Tensor) -> torch.Tensor:
         """W_enc (x - b_dec) + b_enc, the encoder of every recipe that subtracts b_dec first, (batch, inst, d_sae)."""
-        return _batched_affine(x, self.W_enc, self.b_enc - torch.einsum("id,ids->is", self.b_dec, self.W_enc))
+        return _batched_affine(x, self.W_enc, self.b_enc - self._encoded_b_dec())
+
+    def _encoded_b_dec(self) -> torch.Tensor:
+        """W_enc b_dec, (inst, d_sae)."""
+        return torch.einsum("id,ids->is", self.b_dec, self.W_enc)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Latent activations at inference, (batch, inst, d_hidden) -> (batch, inst, d_sae).

@@ -62,6 +62,12 @@ class Pattern(NamedTuple):
         return _csr(self.column_starts, self.rows[order], values[order], self.shape[::-1])
 
 
+def _dense_positions(rows: torch.Tensor, latents: torch.Tensor, d_sae: int) -> torch.Tensor:
+    """Where entries sit in the flattened dense code (batch, inst, d_sae): rows already hold
+    sample · n_instances + instance, latents instance · d_sae + latent."""
+    return rows * d_sae + latents % d_sae
+
+
 def _starts(sorted_index: torch.Tensor, n: int) -> torch.Tensor:
     """CSR pointers: where each of 0..n-1 starts in a sorted index, (n + 1,)."""
     counts = torch.bincount(sorted_index, minlength=n)
@@ -96,9 +102,8 @@ class SparseCode(NamedTuple):
     def to_dense(self) -> torch.Tensor:
         """The dense code, (batch, inst, d_sae); differentiable in `values`."""
         batch, n_instances, d_sae = self.shape
-        flat = self.rows * d_sae + self.latents % d_sae  # rows already hold sample · n_instances + instance
         dense = torch.zeros(batch * n_instances * d_sae, device=self.values.device, dtype=self.values.dtype)
-        return dense.index_add(0, flat, self.values).view(self.shape)
+        return dense.index_add(0, _dense_positions(self.rows, self.latents, d_sae), self.values).view(self.shape)
 
     def l0(self) -> torch.Tensor:
         """Mean number of non-zero latents per sample, (inst,)."""
@@ -158,7 +163,7 @@ def batch_top_k_code(sae, x_centred: torch.Tensor, pre: torch.Tensor, k: torch.T
     if n_instances > 1:  # batch_cut lists instance by instance; CSR wants sample by sample
         order = (rows * (n_instances * d_sae) + latents).argsort()
         rows, latents = rows[order], latents[order]
-    return _scored(sae, x_centred, pre, rows, latents, torch.ones_like(rows, dtype=torch.bool), k_max)
+    return _scored(sae, x_centred, pre, rows, latents, None, k_max)  # every entry listed is kept
 
 
 SUBSAMPLE_STRIDE = 17  # prime, so the subsample runs through every latent rather than a few fixed columns
@@ -259,24 +264,27 @@ class SparseDecode(torch.autograd.Function):
         pattern, grad = ctx.pattern, grad.contiguous()
         grad_values = grad_weight = None
         if ctx.needs_input_grad[0]:
-            grad_values = torch.sparse.sampled_addmm(pattern.matrix(torch.zeros_like(values)), grad, weight.t()).values()
+            at_pattern = pattern.matrix(torch.zeros_like(values))
+            grad_values = torch.sparse.sampled_addmm(at_pattern, grad, weight.t()).values()
         if ctx.needs_input_grad[1]:
             grad_weight = pattern.transposed(values) @ grad
         return grad_values, grad_weight, None
 
 
 def _scored(sae, x_centred, pre, rows, latents, keep, per_row) -> SparseCode:
-    """The code's values at the given entries (sorted by row, then column), ReLU'd and masked by `keep`."""
-    shape = pre.shape
-    if not is_sparse(per_row, sae.d_sae):  # dense: gradients reach the encoder through π
-        positions = rows * sae.d_sae + latents % sae.d_sae
-        return SparseCode(rows, latents, torch.relu(pre.reshape(-1).index_select(0, positions)) * keep, shape)
-    batch, n_instances, d_sae = shape
-    pattern = Pattern.of(rows, latents, (batch * n_instances, n_instances * d_sae))
-    encoder_columns = sae.W_enc.transpose(1, 2).reshape(-1, sae.d_hidden)  # (inst·d_sae, d_hidden)
-    inputs = x_centred.reshape(-1, sae.d_hidden)  # (batch·inst, d_hidden)
-    scored = SampledScores.apply(inputs, encoder_columns, sae.b_enc.reshape(-1), pattern)
-    return SparseCode(rows, latents, torch.relu(scored) * keep, shape, pattern)
+    """The code's values at the given entries (sorted by row, then column), ReLU'd and masked by
+    `keep` (None: every entry is kept)."""
+    batch, n_instances, d_sae = shape = pre.shape
+    pattern = None
+    if is_sparse(per_row, d_sae):
+        pattern = Pattern.of(rows, latents, (batch * n_instances, n_instances * d_sae))
+        encoder_columns = sae.W_enc.transpose(1, 2).reshape(-1, sae.d_hidden)  # (inst·d_sae, d_hidden)
+        inputs = x_centred.reshape(-1, sae.d_hidden)  # (batch·inst, d_hidden)
+        scored = SampledScores.apply(inputs, encoder_columns, sae.b_enc.reshape(-1), pattern)
+    else:  # dense: gradients reach the encoder through π
+        scored = pre.reshape(-1).index_select(0, _dense_positions(rows, latents, d_sae))
+    values = torch.relu(scored) if keep is None else torch.relu(scored) * keep
+    return SparseCode(rows, latents, values, shape, pattern)
 
 
 def decode_code(sae, code: SparseCode, bias: bool = True) -> torch.Tensor:

@@ -16,8 +16,9 @@ the encoder, and a pre-activation term pulls latents that never fire back toward
 thresholds,
     loss = ||x - x̂||² + λ Σ_i tanh(c · f_i ||W_dec,i||) + λ_P Σ_i ReLU(θ_i - π_i) ||W_dec,i||,
 (decoder rows are held at unit norm here, as in the public GDM code; θ is detached in the last
-term, whose job is to move the pre-activations). tanh_scale = c = 0 selects the Gemma Scope L0 penalty above,
-pre_act_coefficient = λ_P = 0 drops the pre-activation term; both are per instance.
+term, whose job is to move the pre-activations). tanh_scale = c = 0 selects the Gemma Scope
+L0 penalty above, pre_act_coefficient = λ_P = 0 drops the pre-activation term; both are per
+instance.
 
 Other choices kept from the papers: inputs scaled to E||x||² = 1, λ warmed up linearly from
 0 over the first 10% of training, Adam with β1 = 0, β2 = 0.999, W_enc initialised to W_decᵀ,
@@ -113,13 +114,16 @@ class JumpReLU(UnitNormDecoder, Recipe):
         mse = squared_error(x, sae.decode(acts))
         norms = sae.W_dec.norm(dim=-1)  # (inst, d_sae); 1 after every step, the decoder being held at unit norm
         sparsity = self.sparsity(sae, pre, threshold, bandwidth, acts, norms)
-        pre_act = torch.einsum("bis,is->bi", torch.relu(threshold.detach() - pre), norms).mean(0)
+        pre_act = pre.new_zeros(sae.n_instances)
+        if sae.hyperparameter_max("pre_act_coefficient") > 0:  # known on the host: skip it when no instance uses it
+            pre_act = torch.einsum("bis,is->bi", torch.relu(threshold.detach() - pre), norms).mean(0)
         loss = (mse + warmup(state, L0_WARMUP_FRACTION) * sae.l0_coefficient * sparsity
                 + sae.pre_act_coefficient * pre_act)
         return {"loss": loss, "mse": mse, "sparsity": sparsity, "pre_act": pre_act, **activity(acts)}
 
     def sparsity(self, sae, pre, threshold, bandwidth, acts, norms) -> torch.Tensor:
-        """Per instance (inst,): Σ tanh(c f ||W_dec||) where tanh_scale c > 0, the smoothed L0 Σ H(π - θ) where c = 0.
+        """Per instance (inst,): Σ tanh(c f ||W_dec||) where tanh_scale c > 0, the smoothed L0
+        Σ H(π - θ) where c = 0.
 
         Each form is computed only if some instance uses it (known on the host, no sync).
         """

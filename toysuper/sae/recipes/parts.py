@@ -17,7 +17,8 @@ def activity(acts: torch.Tensor) -> dict[str, torch.Tensor]:
     "l0", the mean number of firing latents per sample (inst,), and "fired", which latents fired
     in the batch, bool (inst, d_sae)."""
     active = acts > 0
-    return {"l0": active.sum(-1, dtype=torch.float32).mean(0), "fired": acts.amax(0) > 0}  # amax: a faster reduction than any
+    fired = acts.amax(0) > 0  # amax: a faster reduction than any() over the bool mask
+    return {"l0": active.sum(-1, dtype=torch.float32).mean(0), "fired": fired}
 
 
 def warmup(state: TrainState | None, fraction: float) -> float:

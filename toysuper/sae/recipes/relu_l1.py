@@ -12,7 +12,7 @@ re-initialised from an input drawn with probability proportional to the SAE's sq
 One deliberate change: the paper drew W_enc and W_dec independently (He-uniform). On the
 standard task that start leaves the SAE far from converged after 2 million samples
 (recovered@0.9 ≈ 0.02 at λ = 0.25, L0 ≈ 50); starting the encoder as the decoder's transpose
-scaled to rows of norm 0.1 (the small tied start of Anthropic's April 2024 update) gives 0.96.
+scaled to rows of norm 0.1 (the small tied start of Anthropic's April 2024 update) gives 0.95.
 """
 
 from __future__ import annotations

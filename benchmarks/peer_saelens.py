@@ -23,6 +23,7 @@ import toysuper as ts
 
 D_HIDDEN, N_FEATURES, D_SAE, K, BATCH = 128, 1024, 1024, 8, 1024
 FIRING = 8 / 1024
+PRECISION = "float32"
 
 
 class SingleSAE:
@@ -73,7 +74,7 @@ def run_toysuper(samples: int, seed: int = 0) -> dict:
     sae = ts.SAE(D_HIDDEN, D_SAE, recipe="batchtopk", k=K, seed=seed, device="cpu")
     build_s = time.perf_counter() - start
     start = time.perf_counter()
-    ts.train_sae(sae, source, steps=samples // BATCH, batch_size=BATCH, seed=seed, quiet=True)
+    ts.train_sae(sae, source, steps=samples // BATCH, batch_size=BATCH, seed=seed, quiet=True, precision=PRECISION)
     train_s = time.perf_counter() - start
     report = ts.evaluate(sae, source, n_samples=20_000)
     return {"pipeline": "toysuper", "samples": samples // BATCH * BATCH, "train_s": train_s, "setup_s": build_s,

@@ -200,7 +200,7 @@ def test_auxk_only_touches_dead_latents():
     dead[1, [0]] = True
     pre = sae.centred_pre_activations(x)
     x_hat = sae.decode(sae.encode(x))
-    aux = auxk_loss(sae, x - sae.b_dec, x - x_hat, dead, sae.k_aux.long(), 3)
+    aux = auxk_loss(sae, x, x - x_hat, dead, sae.k_aux.long(), 3)
     aux.sum().backward()
     assert (aux > 0).all()
     alive = ~dead
@@ -208,11 +208,41 @@ def test_auxk_only_touches_dead_latents():
     assert sae.b_enc.grad[alive].abs().sum() == 0
     assert sae.W_dec.grad[alive].abs().sum() == 0
     assert (sae.W_dec.grad[dead].abs().sum(-1) > 0).sum() >= 2
-    nothing_dead = auxk_loss(sae, x - sae.b_dec, x - x_hat, torch.zeros_like(dead), sae.k_aux.long(), 3)
+    nothing_dead = auxk_loss(sae, x, x - x_hat, torch.zeros_like(dead), sae.k_aux.long(), 3)
     assert torch.equal(nothing_dead, torch.zeros(2))
     # k_aux bounds how many dead latents reconstruct the residual: with k_aux = 1 only one per sample
-    one = auxk_loss(sae, x - sae.b_dec, x - x_hat, dead, torch.tensor([1, 1]), 1)
+    one = auxk_loss(sae, x, x - x_hat, dead, torch.tensor([1, 1]), 1)
     assert torch.isfinite(one).all()
+
+
+@pytest.mark.parametrize("k_aux", [2, 10])  # 2: rows with more positive dead latents than k_aux; 10: none
+def test_auxk_matches_the_dense_formula(k_aux):
+    torch.manual_seed(1)
+    sae = SAE(6, 10, n_instances=2, recipe="topk", seed=3, device="cpu", k=2, k_aux=k_aux)
+    with torch.no_grad():
+        sae.b_dec.normal_()
+        sae.b_enc.normal_()
+    x = torch.randn(32, 2, 6)
+    residual = torch.randn(32, 2, 6)
+    dead = torch.zeros(2, 10, dtype=torch.bool)
+    dead[0, [1, 4, 7, 8]] = True
+    dead[1, [0, 2, 3, 5, 9]] = True
+
+    def reference():  # Gao et al. eq. 4 over the whole width: alive latents masked out before the top-k
+        pre = torch.where(dead, sae.centred_pre_activations(x), -torch.inf)
+        top, index = pre.topk(k_aux, dim=-1)
+        z_aux = torch.zeros_like(pre).scatter(-1, index, torch.relu(top))
+        return (residual - torch.einsum("bis,isd->bid", z_aux, sae.W_dec)).pow(2).sum(-1).mean(0)
+
+    got = auxk_loss(sae, x, residual, dead, sae.k_aux.long(), k_aux)
+    got.sum().backward()
+    grads = {name: p.grad.clone() for name, p in sae.named_parameters()}
+    sae.zero_grad()
+    want = reference()
+    want.sum().backward()
+    torch.testing.assert_close(got, want)
+    for name, p in sae.named_parameters():
+        torch.testing.assert_close(grads[name], p.grad, msg=name)
 
 
 def test_resampling_only_touches_dead_latents():

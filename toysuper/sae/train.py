@@ -160,8 +160,6 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
     # The fused kernel updates all of a parameter's moments in one pass (CPU and CUDA have one).
     optimizer = torch.optim.Adam(parameters, lr=lr, betas=tuple(settings["betas"]),
                                  fused=sae.device.type in ("cpu", "cuda"))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_multiplier(step, steps, settings["lr_warmup"], settings["lr_decay"]))
     state = TrainState(steps=steps, batch_size=batch_size, dead_window=dead_window, optimizer=optimizer, draw=draw,
                        seed=0 if seed is None else int(seed),
                        samples_since_fired=torch.zeros(sae.n_instances, sae.d_sae, device=sae.device))
@@ -173,6 +171,9 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
     try:
         for step in progress_bar(range(steps), desc=f"SAE {sae.recipe.name}", quiet=quiet):
             state.step = step
+            current_lr = lr * lr_multiplier(step, steps, settings["lr_warmup"], settings["lr_decay"])
+            for group in optimizer.param_groups:  # set directly: a LambdaLR scheduler costs more than Adam's step here
+                group["lr"] = current_lr
             x = draw(batch_size)
             if step == 0:
                 finite_tensor("hidden activations", x)
@@ -184,7 +185,6 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
             if settings["grad_clip"] is not None:
                 clip_per_instance(parameters, settings["grad_clip"])
             optimizer.step()
-            scheduler.step()
             with torch.no_grad():
                 sae.recipe.after_optimizer_step(sae, state, terms)
                 state.samples_since_fired.add_(batch_size).masked_fill_(terms["fired"], 0.0)
@@ -203,7 +203,6 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
                 last_good = {k: v.detach().clone() for k, v in sae.state_dict().items()}
                 window = min(dead_window, (step + 1) * batch_size)
                 dead = (state.samples_since_fired >= window).float().mean(-1).cpu()
-                current_lr = scheduler.get_last_lr()[0]
                 for instance in range(sae.n_instances):
                     rows.append({"step": step, "instance": instance, "lr": current_lr,
                                  "dead_fraction": dead[instance].item(),

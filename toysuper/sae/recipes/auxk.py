@@ -21,28 +21,47 @@ def any_dead(dead: torch.Tensor | None) -> bool:
     return dead.device.type != "cpu" or bool(dead.any())
 
 
-def auxk_loss(sae, x_centred: torch.Tensor, residual: torch.Tensor, dead: torch.Tensor | None,
+def auxk_loss(sae, x: torch.Tensor, residual: torch.Tensor, dead: torch.Tensor | None,
               k_aux: torch.Tensor, k_aux_max: int) -> torch.Tensor:
     """L_aux per instance, (inst,); 0 for an instance with no dead latent.
 
-    x_centred: the encoder's input x - b_dec, (batch, inst, d_hidden); residual: x - x̂, same
-    shape; dead: bool (inst, d_sae); k_aux: (inst,) whole numbers, k_aux_max = max(k_aux).
+    x: the SAE's input, (batch, inst, d_hidden); residual: x - x̂, same shape; dead: bool
+    (inst, d_sae); k_aux: (inst,) whole numbers, k_aux_max = max(k_aux). Runs in float32 even
+    under bf16 autocast: its matmuls are narrow, and narrow bf16 matmuls are slow on CPUs.
     """
     n_instances = sae.n_instances
     if not any_dead(dead):
-        return x_centred.new_zeros(n_instances)
-    n_dead = dead.sum(-1)  # (inst,)
-    width = int(n_dead.max()) if dead.device.type == "cpu" else sae.d_sae
-    columns = torch.sort(dead.to(torch.uint8), dim=-1, descending=True, stable=True).indices[:, :width]  # dead first
-    valid = torch.arange(width, device=dead.device) < n_dead[:, None]  # (inst, width)
-    W_enc = sae.W_enc.gather(2, columns[:, None, :].expand(-1, sae.d_hidden, -1))  # (inst, d_hidden, width)
-    W_dec = sae.W_dec.gather(1, columns[:, :, None].expand(-1, -1, sae.d_hidden))  # (inst, width, d_hidden)
-    pre = torch.einsum("bid,idw->biw", x_centred, W_enc) + sae.b_enc.gather(1, columns)  # (batch, inst, width)
-    candidates = torch.where(valid, torch.relu(pre.detach()), -1.0)  # padding ranks below every dead latent
-    kept = min(k_aux_max, width)
-    top, index = candidates.topk(kept, dim=-1)
-    keep = (torch.arange(kept, device=dead.device) < k_aux[:, None]) & (top >= 0)
-    z_aux = torch.zeros_like(pre).scatter(-1, index, torch.relu(pre.gather(-1, index)) * keep)
-    e_hat = torch.einsum("biw,iwd->bid", z_aux, W_dec)
-    loss = (residual.detach() - e_hat).pow(2).sum(-1).mean(0)
+        return x.new_zeros(n_instances)
+    with torch.autocast(x.device.type, enabled=False):
+        n_dead = dead.sum(-1)  # (inst,)
+        width = int(n_dead.max()) if dead.device.type == "cpu" else sae.d_sae
+        columns = torch.sort(dead.to(torch.uint8), dim=-1, descending=True, stable=True).indices[:, :width]  # dead first
+        valid = torch.arange(width, device=dead.device) < n_dead[:, None]  # (inst, width)
+        W_enc = sae.W_enc.gather(2, columns[:, None, :].expand(-1, sae.d_hidden, -1))  # (inst, d_hidden, width)
+        W_dec = sae.W_dec.gather(1, columns[:, :, None].expand(-1, -1, sae.d_hidden))  # (inst, width, d_hidden)
+        # W_enc (x - b_dec) + b_enc as W_enc x + (b_enc - W_enc b_dec): b_dec's gradient then costs a
+        # vector-matrix product, not a backward matmul over the batch (as in SAE.centred_projection)
+        bias = sae.b_enc.gather(1, columns) - torch.einsum("id,idw->iw", sae.b_dec, W_enc)
+        pre = torch.baddbmm(bias[:, None, :], x.float().transpose(0, 1), W_enc).transpose(0, 1)  # (batch, inst, width)
+        z_aux = _top_dead(pre, valid, k_aux, k_aux_max)
+        e_hat = torch.einsum("biw,iwd->bid", z_aux, W_dec)
+        loss = (residual.detach().float() - e_hat).pow(2).sum(-1).mean(0)
     return torch.where(n_dead > 0, loss, 0.0)
+
+
+def _top_dead(pre: torch.Tensor, valid: torch.Tensor, k_aux: torch.Tensor, k_aux_max: int) -> torch.Tensor:
+    """z_aux: per row, the k_aux[i] largest positive entries of `pre` (batch, inst, width) among the
+    `valid` (inst, width) columns, ReLU'd, the rest 0.
+
+    On CPU a row seldom has more than k_aux positive dead pre-activations (on the standard
+    BatchTopK task, 2.6 rows in a million), and then every positive entry is kept without a
+    topk, which costs more than the rest of AuxK together.
+    """
+    positive = (pre.detach() > 0) & valid
+    if pre.device.type == "cpu" and bool((positive.sum(-1) <= k_aux).all()):
+        return torch.relu(pre) * valid
+    candidates = torch.where(positive, pre.detach(), -1.0)  # padding and non-positive entries rank last
+    kept = min(k_aux_max, pre.shape[-1])
+    top, index = candidates.topk(kept, dim=-1)
+    keep = (torch.arange(kept, device=pre.device) < k_aux[:, None]) & (top > 0)
+    return torch.zeros_like(pre).scatter(-1, index, torch.relu(pre.gather(-1, index)) * keep)

@@ -82,16 +82,18 @@ def grading_rows(sizes: list[int], n_samples: int) -> list[dict]:
 
 
 def peer_rows(samples: int) -> list[dict]:
-    ours, theirs = peer_saelens.compare(samples)
-    speedup = ours["samples_per_s"] / theirs["samples_per_s"]
-    return [row("peer", "SAELens synthetic: samples/s", theirs["samples_per_s"], "samples/s"),
-            row("peer", "toysuper: samples/s", ours["samples_per_s"], "samples/s"),
-            row("peer", "toysuper / SAELens samples/s", speedup, "×", "≥ 5", speedup >= 5),
-            row("peer", f"SAELens recovered@0.9 after {samples:,} samples", theirs["recovered@0.9"], "fraction"),
-            row("peer", f"toysuper recovered@0.9 after {samples:,} samples", ours["recovered@0.9"], "fraction",
-                "higher", ours["recovered@0.9"] > theirs["recovered@0.9"]),
-            row("peer", "SAELens dead latents", theirs["dead_fraction"], "fraction"),
-            row("peer", "toysuper dead latents", ours["dead_fraction"], "fraction")]
+    fp32, theirs, bf16 = peer_saelens.compare(samples)
+    rows = [row("peer", "SAELens synthetic: samples/s", theirs["samples_per_s"], "samples/s")]
+    for ours in (fp32, bf16):
+        speedup = ours["samples_per_s"] / theirs["samples_per_s"]
+        rows += [row("peer", f"{ours['pipeline']}: samples/s", ours["samples_per_s"], "samples/s"),
+                 row("peer", f"{ours['pipeline']} / SAELens samples/s", speedup, "×", "≥ 5", speedup >= 5)]
+    rows.append(row("peer", f"SAELens recovered@0.9 after {samples:,} samples", theirs["recovered@0.9"], "fraction"))
+    for ours in (fp32, bf16):
+        rows.append(row("peer", f"{ours['pipeline']} recovered@0.9 after {samples:,} samples", ours["recovered@0.9"],
+                        "fraction", "higher", ours["recovered@0.9"] > theirs["recovered@0.9"]))
+    dead = [row("peer", f"{r['pipeline']} dead latents", r["dead_fraction"], "fraction") for r in (theirs, fp32, bf16)]
+    return rows + dead
 
 
 def number(value: float) -> str:

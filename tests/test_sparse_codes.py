@@ -77,9 +77,8 @@ def test_sparse_training_loss_and_gradients_equal_the_dense_formula(recipe, arit
 def test_sparse_code_round_trips_to_dense_and_decodes(arithmetic):
     sae = SAE(4, 5, n_instances=2, recipe="topk", seed=0, device="cpu", k=2)
     x = torch.randn(3, 2, 4)
-    x_centred = x - sae.b_dec
     pre = sae.centred_pre_activations(x).detach()
-    code = top_k_code(sae, x_centred, pre, sae.k.long(), 2)
+    code = top_k_code(sae, x, pre, sae.k.long(), 2)
     assert code.sparse == (arithmetic == "sparse")
     dense = code.to_dense()
     assert torch.allclose(dense, torch.relu(dense_top_k(pre, [2, 2])), atol=1e-6)

@@ -133,10 +133,10 @@ def is_sparse(per_row: float, d_sae: int) -> bool:
     return per_row * SPARSE_BELOW <= d_sae
 
 
-def top_k_code(sae, x_centred: torch.Tensor, pre: torch.Tensor, k: torch.Tensor, k_max: int) -> SparseCode:
+def top_k_code(sae, x: torch.Tensor, pre: torch.Tensor, k: torch.Tensor, k_max: int) -> SparseCode:
     """Each row keeps its k[i] largest entries of `pre` (instance i), ReLU'd.
 
-    x_centred: (batch, inst, d_hidden), the encoder's input x - b_dec; pre: (batch, inst, d_sae),
+    x: (batch, inst, d_hidden), the SAE's input; pre: (batch, inst, d_sae),
     its pre-activations (with autograd: the dense path takes its gradient through them);
     k: (inst,) whole numbers, k_max = max(k); entries ranked past k[i] get value 0.
     """
@@ -148,11 +148,11 @@ def top_k_code(sae, x_centred: torch.Tensor, pre: torch.Tensor, k: torch.Tensor,
     keep = keep.gather(-1, order)
     instance = torch.arange(n_instances, device=pre.device)[None, :, None]
     rows = (torch.arange(batch, device=pre.device)[:, None, None] * n_instances + instance).expand_as(index)
-    return _scored(sae, x_centred, pre, rows.reshape(-1), (instance * d_sae + index).reshape(-1), keep.reshape(-1),
+    return _scored(sae, x, pre, rows.reshape(-1), (instance * d_sae + index).reshape(-1), keep.reshape(-1),
                    k_max)
 
 
-def batch_top_k_code(sae, x_centred: torch.Tensor, pre: torch.Tensor, k: torch.Tensor, k_max: int) -> SparseCode:
+def batch_top_k_code(sae, x: torch.Tensor, pre: torch.Tensor, k: torch.Tensor, k_max: int) -> SparseCode:
     """Per instance, the k[i]·batch largest entries of ReLU(pre) (batch, inst, d_sae) over the whole batch.
 
     Arguments as for `top_k_code`; only positive entries are kept.
@@ -165,7 +165,7 @@ def batch_top_k_code(sae, x_centred: torch.Tensor, pre: torch.Tensor, k: torch.T
     if n_instances > 1:  # batch_cut lists instance by instance; CSR wants sample by sample
         order = stable_argsort(rows, batch * n_instances)  # stable: latents stay ascending within a row
         rows, latents = rows[order], latents[order]
-    return _scored(sae, x_centred, pre, rows, latents, None, k_max)  # every entry listed is kept
+    return _scored(sae, x, pre, rows, latents, None, k_max)  # every entry listed is kept
 
 
 SUBSAMPLE_STRIDE = 61
@@ -291,7 +291,7 @@ class SparseDecode(torch.autograd.Function):
         return grad_values, grad_weight, None
 
 
-def _scored(sae, x_centred, pre, rows, latents, keep, per_row) -> SparseCode:
+def _scored(sae, x, pre, rows, latents, keep, per_row) -> SparseCode:
     """The code's values at the given entries (sorted by row, then column), ReLU'd and masked by
     `keep` (None: every entry is kept)."""
     batch, n_instances, d_sae = shape = pre.shape
@@ -299,8 +299,10 @@ def _scored(sae, x_centred, pre, rows, latents, keep, per_row) -> SparseCode:
     if is_sparse(per_row, d_sae):
         pattern = Pattern.of(rows, latents, (batch * n_instances, n_instances * d_sae))
         encoder_columns = sae.W_enc.transpose(1, 2).reshape(-1, sae.d_hidden)  # (inst·d_sae, d_hidden)
-        inputs = x_centred.reshape(-1, sae.d_hidden)  # (batch·inst, d_hidden)
-        scored = SampledScores.apply(inputs, encoder_columns, sae.b_enc.reshape(-1), pattern)
+        # W_enc (x - b_dec) + b_enc scored as W_enc x + (b_enc - W_enc b_dec), as in SAE.centred_projection:
+        # x needs no gradient, so the backward pass skips a sparse product
+        bias = (sae.b_enc - sae._encoded_b_dec()).reshape(-1)
+        scored = SampledScores.apply(x.reshape(-1, sae.d_hidden), encoder_columns, bias, pattern)
     else:  # dense: gradients reach the encoder through π
         scored = pre.reshape(-1).index_select(0, _dense_positions(rows, latents, d_sae))
     values = torch.relu(scored) if keep is None else torch.relu(scored) * keep

@@ -32,36 +32,69 @@ def auxk_loss(sae, x: torch.Tensor, residual: torch.Tensor, dead: torch.Tensor |
     n_instances = sae.n_instances
     if not any_dead(dead):
         return x.new_zeros(n_instances)
-    with torch.autocast(x.device.type, enabled=False):
+    device = x.device.type
+    matmul_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else torch.float32
+    with torch.autocast(device, enabled=False):
         n_dead = dead.sum(-1)  # (inst,)
         width = int(n_dead.max()) if dead.device.type == "cpu" else sae.d_sae
-        columns = torch.sort(dead.to(torch.uint8), dim=-1, descending=True, stable=True).indices[:, :width]  # dead first
+        # the dead latents' indices first, ascending
+        columns = torch.sort(dead.to(torch.uint8), dim=-1, descending=True, stable=True).indices[:, :width]
         valid = torch.arange(width, device=dead.device) < n_dead[:, None]  # (inst, width)
         W_enc = sae.W_enc.gather(2, columns[:, None, :].expand(-1, sae.d_hidden, -1))  # (inst, d_hidden, width)
         W_dec = sae.W_dec.gather(1, columns[:, :, None].expand(-1, -1, sae.d_hidden))  # (inst, width, d_hidden)
         # W_enc (x - b_dec) + b_enc as W_enc x + (b_enc - W_enc b_dec): b_dec's gradient then costs a
         # vector-matrix product, not a backward matmul over the batch (as in SAE.centred_projection)
         bias = sae.b_enc.gather(1, columns) - torch.einsum("id,idw->iw", sae.b_dec, W_enc)
-        pre = torch.baddbmm(bias[:, None, :], x.float().transpose(0, 1), W_enc).transpose(0, 1)  # (batch, inst, width)
-        z_aux = _top_dead(pre, valid, k_aux, k_aux_max)
-        e_hat = torch.einsum("biw,iwd->bid", z_aux, W_dec)
-        loss = (residual.detach().float() - e_hat).pow(2).sum(-1).mean(0)
+        loss = DeadLatentReconstruction.apply(x.float().transpose(0, 1), W_enc, bias, W_dec,
+                                              residual.detach().float().transpose(0, 1), valid, k_aux, k_aux_max,
+                                              matmul_dtype)
     return torch.where(n_dead > 0, loss, 0.0)
 
 
-def _top_dead(pre: torch.Tensor, valid: torch.Tensor, k_aux: torch.Tensor, k_aux_max: int) -> torch.Tensor:
-    """z_aux: per row, the k_aux[i] largest positive entries of `pre` (batch, inst, width) among the
-    `valid` (inst, width) columns, ReLU'd, the rest 0.
+class DeadLatentReconstruction(torch.autograd.Function):
+    """||r - z W_dec||² per instance, averaged over the batch, z = the kept part of ReLU(x W_enc + b).
+
+    x: (inst, batch, d) and r: (inst, batch, d), no gradient; W_enc: (inst, d, width);
+    b: (inst, width); W_dec: (inst, width, d); valid: bool (inst, width). The matmuls run in
+    `matmul_dtype` (bf16 under bf16 autocast: 2.5× float32's speed for these narrow shapes on a
+    CPU with AVX512-BF16), everything else in float32. The backward pass is written out (three
+    matmuls and a mask); tests/test_recipes.py checks it against the dense formula.
+    """
+
+    @staticmethod
+    def forward(ctx, x, W_enc, b, W_dec, r, valid, k_aux, k_aux_max, matmul_dtype=torch.float32):
+        low = matmul_dtype
+        pre = torch.bmm(x.to(low), W_enc.to(low)).float() + b[:, None, :]
+        z = kept_dead(pre, valid, k_aux, k_aux_max)  # (inst, batch, width)
+        error = r - torch.bmm(z.to(low), W_dec.to(low)).float()
+        ctx.save_for_backward(x, W_dec, z, error)
+        ctx.matmul_dtype = low
+        return error.pow(2).sum(-1).mean(-1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, W_dec, z, error = ctx.saved_tensors
+        low = ctx.matmul_dtype
+        grad_error = (error * (-2.0 / error.shape[1] * grad[:, None, None])).to(low)  # ∂/∂(z W_dec)
+        grad_W_dec = torch.bmm(z.to(low).transpose(1, 2), grad_error).float()
+        grad_pre = torch.bmm(grad_error, W_dec.to(low).transpose(1, 2)).float().mul_(z > 0)  # dropped entries: 0
+        grad_W_enc = torch.bmm(x.to(low).transpose(1, 2), grad_pre.to(low)).float()
+        return None, grad_W_enc, grad_pre.sum(1), grad_W_dec, None, None, None, None, None
+
+
+def kept_dead(pre: torch.Tensor, valid: torch.Tensor, k_aux: torch.Tensor, k_aux_max: int) -> torch.Tensor:
+    """z_aux: per row, the k_aux[i] largest positive entries of `pre` (inst, batch, width) among the
+    `valid` (inst, width) columns, the rest 0.
 
     On CPU a row seldom has more than k_aux positive dead pre-activations (on the standard
     BatchTopK task, 2.6 rows in a million), and then every positive entry is kept without a
     topk, which costs more than the rest of AuxK together.
     """
-    positive = (pre.detach() > 0) & valid
-    if pre.device.type == "cpu" and bool((positive.sum(-1) <= k_aux).all()):
-        return torch.relu(pre) * valid
-    candidates = torch.where(positive, pre.detach(), -1.0)  # padding and non-positive entries rank last
+    positive = (pre > 0) & valid[:, None, :]
+    if pre.device.type == "cpu" and bool((positive.sum(-1) <= k_aux[:, None]).all()):
+        return pre * positive
+    candidates = torch.where(positive, pre, -1.0)  # padding and non-positive entries rank last
     kept = min(k_aux_max, pre.shape[-1])
     top, index = candidates.topk(kept, dim=-1)
-    keep = (torch.arange(kept, device=pre.device) < k_aux[:, None]) & (top > 0)
-    return torch.zeros_like(pre).scatter(-1, index, torch.relu(pre.gather(-1, index)) * keep)
+    keep = (torch.arange(kept, device=pre.device) < k_aux[:, None, None]) & (top > 0)
+    return torch.zeros_like(pre).scatter(-1, index, top * keep)

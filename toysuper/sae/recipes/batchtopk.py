@@ -43,8 +43,8 @@ class BatchTopK(TopK):
         acts = torch.relu(sae.centred_pre_activations(x))
         return acts * (acts > sae.threshold[:, None])
 
-    def training_code(self, sae, x_centred, pre) -> SparseCode:
-        return batch_top_k_code(sae, x_centred, pre, sae.k.long(), int(sae.hyperparameter_max("k")))
+    def training_code(self, sae, x, pre) -> SparseCode:
+        return batch_top_k_code(sae, x, pre, sae.k.long(), int(sae.hyperparameter_max("k")))
 
     def code_statistics(self, sae, code):
         instance = code.rows % sae.n_instances

@@ -43,14 +43,13 @@ class TopK(UnitNormDecoder, Recipe):
     def encode(self, sae, x):
         return torch.relu(keep_top_k(sae.centred_pre_activations(x), sae.k.long(), int(sae.hyperparameter_max("k"))))
 
-    def training_code(self, sae, x_centred: torch.Tensor, pre: torch.Tensor) -> SparseCode:
+    def training_code(self, sae, x: torch.Tensor, pre: torch.Tensor) -> SparseCode:
         """The latents this recipe keeps in training, re-scored with autograd."""
-        return top_k_code(sae, x_centred, pre, sae.k.long(), int(sae.hyperparameter_max("k")))
+        return top_k_code(sae, x, pre, sae.k.long(), int(sae.hyperparameter_max("k")))
 
     def loss(self, sae, x, state=None):
-        x_centred = x - sae.b_dec
         pre = sae.centred_pre_activations(x)  # chooses the latents; gradients flow through it only on dense codes
-        code = self.training_code(sae, x_centred, pre)
+        code = self.training_code(sae, x, pre)
         x_hat = decode_code(sae, code)
         mse = squared_error(x, x_hat)
         dead = state.dead() if state is not None else None

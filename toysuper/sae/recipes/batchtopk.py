@@ -44,7 +44,7 @@ class BatchTopK(TopK):
         return acts * (acts > sae.threshold[:, None])
 
     def training_code(self, sae, x, pre) -> SparseCode:
-        return batch_top_k_code(sae, x, pre, sae.k.long(), int(sae.hyperparameter_max("k")))
+        return batch_top_k_code(sae, x, pre, sae.k.long(), self.per_row(sae))
 
     def code_statistics(self, sae, code):
         instance = code.rows % sae.n_instances

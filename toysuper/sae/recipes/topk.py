@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from ..sparse_codes import SparseCode, decode_code, top_k_code
+from ..sparse_codes import SparseCode, decode_code, is_sparse, top_k_code
 from .base import Recipe
 from .auxk import auxk_loss
 from .parts import UnitNormDecoder, keep_top_k, squared_error, tied_init
@@ -45,10 +45,11 @@ class TopK(UnitNormDecoder, Recipe):
 
     def training_code(self, sae, x: torch.Tensor, pre: torch.Tensor) -> SparseCode:
         """The latents this recipe keeps in training, re-scored with autograd."""
-        return top_k_code(sae, x, pre, sae.k.long(), int(sae.hyperparameter_max("k")))
+        return top_k_code(sae, x, pre, sae.k.long(), self.per_row(sae))
 
     def loss(self, sae, x, state=None):
-        pre = sae.centred_pre_activations(x)  # chooses the latents; gradients flow through it only on dense codes
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not is_sparse(self.per_row(sae), sae.d_sae)):
+            pre = sae.centred_pre_activations(x)  # chooses the latents; gradients flow through it only on dense codes
         code = self.training_code(sae, x, pre)
         x_hat = decode_code(sae, code)
         mse = squared_error(x, x_hat)
@@ -56,6 +57,10 @@ class TopK(UnitNormDecoder, Recipe):
         aux = auxk_loss(sae, x, x - x_hat, dead, sae.k_aux.long(), int(sae.hyperparameter_max("k_aux")))
         return {"loss": mse + sae.aux_coefficient * aux, "mse": mse, "auxk": aux, "l0": code.l0(),
                 "fired": code.fired(), **self.code_statistics(sae, code)}
+
+    def per_row(self, sae) -> int:
+        """The most latents the training code keeps per row (all instances)."""
+        return int(sae.hyperparameter_max("k"))
 
     def code_statistics(self, sae, code: SparseCode) -> dict[str, torch.Tensor]:
         """Further (inst,) terms a subclass reads off the training code."""

@@ -136,6 +136,24 @@ def test_geometric_walk_stays_exact_when_columns_run_short():
     assert abs(_phi(col[:-1], col[1:])) < Z / math.sqrt(batch)
 
 
+@pytest.mark.parametrize("spare", [True, False])
+def test_one_rate_walk_is_a_bernoulli_grid_sorted_by_sample(spare):
+    """Columns sharing one rate are walked as one sequence; without spare gaps it goes round many times."""
+    columns = BernoulliColumns(torch.full((7,), 0.03))
+    assert columns._one_rate
+    if not spare:
+        columns.spare_sigmas, columns.spare_gaps = 0.0, 0
+    batch = 40_000
+    unit, sample = columns.hits(batch, torch.Generator().manual_seed(0))
+    keys = sample * 7 + unit
+    assert torch.equal(keys, torch.unique(keys))  # each (sample, unit) once, in sample-major order
+    fires = torch.zeros(batch, 7, dtype=torch.bool)
+    fires[sample, unit] = True
+    assert _rates_match(fires, torch.full((7,), 0.03))
+    flat = fires.flatten()  # consecutive cells of the walk are independent
+    assert abs(_phi(flat[:-1], flat[1:])) < Z / math.sqrt(len(flat))
+
+
 def test_sparse_sampling_draws_no_dense_uniforms(monkeypatch):
     """16,384 features at L0 = 30: no random draw anywhere near batch × n_features entries."""
     sizes = []

@@ -5,6 +5,7 @@ import torch
 
 from toysuper import FeatureDistribution, ToyModel, train_toy_model
 from toysuper import superposition
+from toysuper.toy_models import importance_weighted_mse
 
 
 def _block_diag(*blocks):
@@ -114,3 +115,25 @@ def test_superposition_measures_have_an_instances_axis():
     assert superposition.interference(W).tolist() == [[0.0, 0.0], [4.0, 4.0]]
     assert superposition.dimensions_per_feature(W).tolist() == [1.0, 0.25]
     assert superposition.feature_norms(W).tolist() == [[1.0, 1.0], [2.0, 2.0]]
+
+
+@pytest.mark.parametrize("kind", ["linear", "relu_output", "hidden_relu"])
+def test_hand_written_loss_gradients_match_autograd(kind):
+    torch.manual_seed(0)
+    model = ToyModel(7, 3, n_instances=4, kind=kind, seed=1, device="cpu")
+    with torch.no_grad():
+        model.b.normal_(0, 0.3)  # some outputs below zero, so the output ReLU's mask matters
+    dist = FeatureDistribution(7, 0.4, n_instances=4, importance=0.8 ** torch.arange(7), device="cpu")
+    x = dist.sample(256, torch.Generator().manual_seed(2))
+    fused = importance_weighted_mse(model, x, dist.importance)
+    fused.sum().backward()
+    got = [model.W.grad.clone(), model.b.grad.clone()]
+    model.zero_grad()
+    reference = (dist.importance * (x - model(x)).pow(2)).sum(-1).mean(0)  # the paper's formula, by autograd
+    reference.sum().backward()
+    assert torch.allclose(fused, reference, atol=1e-6)
+    assert torch.allclose(got[0], model.W.grad, atol=1e-6) and torch.allclose(got[1], model.b.grad, atol=1e-6)
+    # inputs that need a gradient take the formula, and get one
+    x.requires_grad_(True)
+    importance_weighted_mse(model, x, dist.importance).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0

@@ -46,6 +46,12 @@ class Magnitude:
         params = [value.expand(batch_size, *value.shape) for value in self.params.values()]
         return self._draw(params, generator)
 
+    def from_uniform(self, v: torch.Tensor) -> torch.Tensor | None:
+        """Magnitudes from U[0, 1) numbers v (batch, inst, n_features) by the inverse CDF, or None
+        for a law without a cheap one. Lets a dense draw use one uniform per entry for both
+        firing and magnitude (features.FeatureDistribution._sample_dense)."""
+        return None
+
     def mean(self) -> torch.Tensor:
         """E[magnitude] per feature, (inst, n_features)."""
         raise NotImplementedError
@@ -91,6 +97,9 @@ class Uniform(Magnitude):
         # U[0, 1], the default, skips the affine map: training loops draw it every step
         return u if self._standard else low + (high - low) * u
 
+    def from_uniform(self, v):
+        return v if self._standard else self.params["low"] + (self.params["high"] - self.params["low"]) * v
+
     def mean(self):
         return (self.params["low"] + self.params["high"]) / 2
 
@@ -130,6 +139,9 @@ class Exponential(Magnitude):
     def _draw(self, params, generator):
         (mean,) = params
         return mean * torch.empty(mean.shape, device=mean.device).exponential_(generator=generator)
+
+    def from_uniform(self, v):
+        return -self.params["mean"] * torch.log1p(-v)
 
     def mean(self):
         return self.params["mean"]

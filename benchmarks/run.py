@@ -60,7 +60,11 @@ def throughput_rows(steps: int, device: str) -> list[dict]:
 def toy_rows(steps: int, device: str) -> list[dict]:
     result = toy_batching.compare(64, steps, device)
     return [row("toy models", f"64 batched vs 64 sequential ({steps} steps each)", result["speedup"], "× faster",
-                "≥ 20", result["speedup"] >= 20)]
+                "≥ 20", result["speedup"] >= 20),
+            row("toy models", "one sequential step", 1e3 * result["sequential_s"] / (64 * steps), "ms"),
+            row("toy models", "one batched step (64 instances)", 1e3 * result["batched_s"] / steps, "ms"),
+            row("toy models", "drawing one batched step's features", result["draw_ms"], "ms"),
+            row("toy models", "ceiling: 64 sequential steps / that draw alone", result["ceiling"], "×")]
 
 
 def sampling_rows(device: str) -> list[dict]:

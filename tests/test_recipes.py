@@ -11,7 +11,7 @@ import torch
 from toysuper import RECIPES, SAE, DictionarySource, FeatureDistribution, evaluate, random_directions, train_sae
 from toysuper.sae import TrainState
 from toysuper.sae.input_stats import geometric_median, input_scale
-from toysuper.sae.recipes.jumprelu import JumpReLUFunction, StepFunction
+from toysuper.sae.recipes.jumprelu import JumpReLUTerms
 from toysuper.sae.recipes.auxk import auxk_loss
 from toysuper.sae.resampling import resample_dead_latents
 from toysuper.sae.train import clip_per_instance, lr_multiplier
@@ -145,13 +145,15 @@ def test_jumprelu_straight_through_gradients_match_their_definition():
     theta, epsilon = 2.0, 0.5
     pre = torch.tensor([1.8, 2.2, 2.3, 3.0, 0.5]).reshape(5, 1, 1).requires_grad_()
     threshold = torch.tensor([[theta]], requires_grad=True)
-    bandwidth = torch.tensor([[epsilon]])
+    bandwidth, norms, no_tanh = torch.tensor([[epsilon]]), torch.ones(1, 1), torch.zeros(1)
     # (pre - θ)/ε = [-0.4, 0.4, 0.6, 2, -3]: the rectangle kernel is 1 for the first two only
-    JumpReLUFunction.apply(pre, threshold, bandwidth).sum().backward()
+    acts, sparsity, _ = JumpReLUTerms.apply(pre, threshold, norms, bandwidth, no_tanh, False, True, False)
+    acts.sum().backward()
     assert threshold.grad.item() == pytest.approx(-(theta / epsilon) * 2)
     assert pre.grad.flatten().tolist() == [0.0, 1.0, 1.0, 1.0, 0.0]  # ∂/∂π = H(π - θ)
     pre.grad, threshold.grad = None, None
-    StepFunction.apply(pre, threshold, bandwidth).sum().backward()
+    acts, sparsity, _ = JumpReLUTerms.apply(pre, threshold, norms, bandwidth, no_tanh, False, True, False)
+    (5 * sparsity).sum().backward()  # the step H summed over the batch (sparsity averages it)
     assert threshold.grad.item() == pytest.approx(-(1 / epsilon) * 2)
     assert pre.grad.abs().sum().item() == 0.0  # the step passes no gradient to π
 
@@ -169,6 +171,58 @@ def test_jumprelu_straight_through_gradients_match_their_definition():
     expected = (acts.grad * -(theta / epsilon) * kernel).sum(0) + 0.3 * (-(1 / epsilon) * kernel).mean(0)
     assert kernel.sum() == 3  # on the first input all three latents sit within ε/2 of θ
     assert torch.allclose(sae.log_threshold.grad, expected * theta, atol=1e-6)
+
+
+class StraightThroughJumpReLU(torch.autograd.Function):
+    """The papers' pseudo-derivatives as first written, the reference for JumpReLUTerms."""
+
+    @staticmethod
+    def forward(ctx, pre, threshold, bandwidth):
+        ctx.save_for_backward(pre, threshold, bandwidth)
+        return pre * (pre > threshold)
+
+    @staticmethod
+    def backward(ctx, grad):
+        pre, threshold, bandwidth = ctx.saved_tensors
+        kernel = (((pre - threshold) / bandwidth > -0.5) & ((pre - threshold) / bandwidth <= 0.5)).float()
+        return grad * (pre > threshold), -(threshold / bandwidth * kernel * grad).sum(0), None
+
+
+class StraightThroughStep(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, pre, threshold, bandwidth):
+        ctx.save_for_backward(pre, threshold, bandwidth)
+        return (pre > threshold).float()
+
+    @staticmethod
+    def backward(ctx, grad):
+        pre, threshold, bandwidth = ctx.saved_tensors
+        kernel = (((pre - threshold) / bandwidth > -0.5) & ((pre - threshold) / bandwidth <= 0.5)).float()
+        return torch.zeros_like(pre), -(kernel * grad / bandwidth).sum(0), None
+
+
+def test_jumprelu_terms_match_autograd_over_the_definitions():
+    torch.manual_seed(0)
+    batch, n_instances, d_sae = 64, 2, 10
+    threshold = (0.5 + torch.rand(n_instances, d_sae)).requires_grad_()
+    pre = (threshold.detach() + 0.4 * torch.randn(batch, n_instances, d_sae)).requires_grad_()  # many near θ
+    norms = (0.5 + torch.rand(n_instances, d_sae)).requires_grad_()
+    bandwidth, tanh_scale = torch.tensor([[0.3], [0.2]]), torch.tensor([0.0, 4.0])  # one instance per penalty
+    weights = torch.randn(batch, n_instances, d_sae), torch.randn(n_instances), torch.randn(n_instances)
+
+    def gradients(acts, sparsity, pre_act):
+        total = (acts * weights[0]).sum() + (sparsity * weights[1]).sum() + (pre_act * weights[2]).sum()
+        return [value.detach() for value in (acts, sparsity, pre_act)], torch.autograd.grad(
+            total, (pre, threshold, norms))
+
+    got = gradients(*JumpReLUTerms.apply(pre, threshold, norms, bandwidth, tanh_scale, True, True, True))
+    acts = StraightThroughJumpReLU.apply(pre, threshold, bandwidth)
+    saturating = torch.tanh(acts * (tanh_scale[:, None] * norms)).sum(-1).mean(0)
+    l0 = StraightThroughStep.apply(pre, threshold, bandwidth).sum(-1).mean(0)
+    pre_act = (torch.relu(threshold.detach() - pre) * norms).sum(-1).mean(0)
+    want = gradients(acts, torch.where(tanh_scale > 0, saturating, l0), pre_act)
+    for a, b in zip(got[0] + list(got[1]), want[0] + list(want[1])):
+        torch.testing.assert_close(a, b)
 
 
 def test_gated_forward_and_loss_by_hand():

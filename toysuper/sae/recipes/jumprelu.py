@@ -39,43 +39,75 @@ from .parts import UnitNormDecoder, activity, squared_error, tied_init, warmup
 L0_WARMUP_FRACTION = 0.1
 
 
-def rectangle(u: torch.Tensor) -> torch.Tensor:
-    """K(u) = 1 on (-1/2, 1/2], else 0."""
-    return ((u > -0.5) & (u <= 0.5)).to(u.dtype)
+def _positive(t: torch.Tensor) -> torch.Tensor:
+    """1 where t > 0, else 0, as floats, in place of t: float arithmetic on CPU runs about 4×
+    faster than the same step through a bool mask."""
+    return t.clamp_(0, 1).ceil_()
 
 
-class JumpReLUFunction(torch.autograd.Function):
-    """f = π · H(π - θ) with the straight-through gradients above.
+class JumpReLUTerms(torch.autograd.Function):
+    """The JumpReLU activations and both sparsity penalties, with the straight-through gradients
+    above written out: one pass of a few fused elementwise steps over the (batch, inst, d_sae)
+    block where autograd would keep and revisit a dozen intermediates.
 
-    pre: (batch, inst, d_sae); threshold: (inst, d_sae); bandwidth: (inst, 1).
+    Inputs: pre π (batch, inst, d_sae); threshold θ and decoder norms n (inst, d_sae);
+    bandwidth ε (inst, 1); tanh_scale c (inst,); and which terms some instance uses (host bools).
+    Returns f = π H(π - θ); the sparsity per instance, Σ tanh(c f n) where c > 0 and Σ H(π - θ)
+    where c = 0, averaged over the batch; and Σ ReLU(θ - π) n averaged over the batch (θ
+    treated as a constant there). tests/test_recipes.py checks values and gradients against
+    the same terms built from autograd and the pseudo-derivatives' definitions.
     """
 
     @staticmethod
-    def forward(ctx, pre, threshold, bandwidth):
-        ctx.save_for_backward(pre, threshold, bandwidth)
-        return pre * (pre > threshold)
+    def forward(ctx, pre, threshold, norms, bandwidth, tanh_scale, use_tanh, use_l0, use_pre_act):
+        batch, n_instances = pre.shape[0], pre.shape[1]
+        gap = pre - threshold  # π - θ
+        gate = _positive(gap.clone())  # H(π - θ)
+        acts = pre * gate
+        sparsity = pre.new_zeros(n_instances)
+        saturation = None
+        if use_tanh:  # 0 where c = 0; tanh(y) = 2 sigmoid(2y) - 1, as torch's CPU tanh is 10× slower than sigmoid
+            saturation = torch.sigmoid_(acts * (2 * tanh_scale[:, None] * norms)).mul_(2).sub_(1)
+            sparsity = saturation.sum(-1).sum(0) / batch
+        if use_l0:
+            sparsity = sparsity + torch.where(tanh_scale == 0, gate.sum(-1).sum(0) / batch, 0.0)
+        below, pre_act = None, pre.new_zeros(n_instances)
+        if use_pre_act:
+            below = gap.clamp(max=0).sum(0).neg_()  # Σ_batch ReLU(θ - π), (inst, d_sae)
+            pre_act = (below * norms).sum(-1) / batch
+        ctx.flags = (use_tanh, use_l0, use_pre_act)
+        ctx.save_for_backward(gap, gate, acts, saturation, threshold, norms, bandwidth, tanh_scale, below)
+        return acts, sparsity, pre_act
 
     @staticmethod
-    def backward(ctx, grad):
-        pre, threshold, bandwidth = ctx.saved_tensors
-        kernel = rectangle((pre - threshold) / bandwidth)
-        grad_threshold = -(threshold / bandwidth * kernel * grad).sum(0)
-        return grad * (pre > threshold), grad_threshold, None
-
-
-class StepFunction(torch.autograd.Function):
-    """H(π - θ) with ∂/∂π = 0 and ∂/∂θ = -(1/ε) K((π - θ)/ε)."""
-
-    @staticmethod
-    def forward(ctx, pre, threshold, bandwidth):
-        ctx.save_for_backward(pre, threshold, bandwidth)
-        return (pre > threshold).to(pre.dtype)
-
-    @staticmethod
-    def backward(ctx, grad):
-        pre, threshold, bandwidth = ctx.saved_tensors
-        kernel = rectangle((pre - threshold) / bandwidth)
-        return torch.zeros_like(pre), -(kernel * grad / bandwidth).sum(0), None
+    def backward(ctx, grad_acts, grad_sparsity, grad_pre_act):
+        gap, gate, acts, saturation, threshold, norms, bandwidth, tanh_scale, below = ctx.saved_tensors
+        use_tanh, use_l0, use_pre_act = ctx.flags
+        batch = gap.shape[0]
+        per_sample_sparsity = grad_sparsity / batch  # (inst,); autograd passes zeros for unused outputs
+        grad_f, grad_norms = grad_acts, torch.zeros_like(norms)
+        if use_tanh:  # ∂ tanh(c f n) = (1 - tanh²) · (c n ∂f + c f ∂n)
+            sech2 = torch.addcmul(torch.ones_like(saturation), saturation, saturation, value=-1)
+            scale = per_sample_sparsity[:, None] * tanh_scale[:, None]  # (inst, 1)
+            grad_f = torch.addcmul(grad_acts, sech2, scale * norms)
+            grad_norms += scale * sech2.mul_(acts).sum(0)
+        # θ through the rectangle kernel K((π - θ)/ε) = 1 where |π - θ| < ε/2 (its edges have measure 0)
+        kernel = _positive(gap.abs().neg_().add_(bandwidth / 2))
+        grad_threshold = torch.zeros_like(threshold)
+        if use_l0:  # from Σ H(π - θ), on the instances that use it
+            l0_weight = torch.where(tanh_scale == 0, per_sample_sparsity, 0.0)[:, None]
+            grad_threshold -= l0_weight / bandwidth * kernel.sum(0)
+        grad_threshold -= (threshold / bandwidth) * kernel.mul_(grad_f).sum(0)  # from f
+        # π: ∂f/∂π = H(π - θ); grad_f is ours to overwrite when the tanh term made it
+        owned = grad_f if use_tanh else grad_f.clone()
+        if use_pre_act:  # ∂ ReLU(θ - π) n = -[θ > π] n ∂π + ReLU(θ - π) ∂n, and [θ > π] = 1 - H off π = θ
+            per_sample_pre_act = (grad_pre_act / batch)[:, None]
+            pull = -per_sample_pre_act * norms  # (inst, d_sae)
+            grad_pre = owned.sub_(pull).mul_(gate).add_(pull)
+            grad_norms += per_sample_pre_act * below
+        else:
+            grad_pre = owned.mul_(gate)
+        return grad_pre, grad_threshold, grad_norms, None, None, None, None, None
 
 
 class JumpReLU(UnitNormDecoder, Recipe):
@@ -108,29 +140,13 @@ class JumpReLU(UnitNormDecoder, Recipe):
 
     def loss(self, sae, x, state=None):
         pre = sae.pre_activations(x)
-        threshold = sae.log_threshold.exp()
-        bandwidth = sae.bandwidth[:, None]
-        acts = JumpReLUFunction.apply(pre, threshold, bandwidth)
-        mse = squared_error(x, sae.decode(acts))
         norms = sae.W_dec.norm(dim=-1)  # (inst, d_sae); 1 after every step, the decoder being held at unit norm
-        sparsity = self.sparsity(sae, pre, threshold, bandwidth, acts, norms)
-        pre_act = pre.new_zeros(sae.n_instances)
-        if sae.hyperparameter_max("pre_act_coefficient") > 0:  # known on the host: skip it when no instance uses it
-            pre_act = torch.einsum("bis,is->bi", torch.relu(threshold.detach() - pre), norms).mean(0)
+        # each term is computed only if some instance uses it (known on the host, no sync)
+        acts, sparsity, pre_act = JumpReLUTerms.apply(
+            pre, sae.log_threshold.exp(), norms, sae.bandwidth[:, None], sae.tanh_scale,
+            sae.hyperparameter_max("tanh_scale") > 0, sae.hyperparameter_min("tanh_scale") == 0,
+            sae.hyperparameter_max("pre_act_coefficient") > 0)
+        mse = squared_error(x, sae.decode(acts))
         loss = (mse + warmup(state, L0_WARMUP_FRACTION) * sae.l0_coefficient * sparsity
                 + sae.pre_act_coefficient * pre_act)
         return {"loss": loss, "mse": mse, "sparsity": sparsity, "pre_act": pre_act, **activity(acts)}
-
-    def sparsity(self, sae, pre, threshold, bandwidth, acts, norms) -> torch.Tensor:
-        """Per instance (inst,): Σ tanh(c f ||W_dec||) where tanh_scale c > 0, the smoothed L0
-        Σ H(π - θ) where c = 0.
-
-        Each form is computed only if some instance uses it (known on the host, no sync).
-        """
-        total = 0.0
-        if sae.hyperparameter_max("tanh_scale") > 0:
-            total = torch.tanh(acts * (sae.tanh_scale[:, None] * norms)).sum(-1).mean(0)  # 0 where c = 0
-        if sae.hyperparameter_min("tanh_scale") == 0:
-            l0_smooth = StepFunction.apply(pre, threshold, bandwidth).sum(-1).mean(0)
-            total = total + torch.where(sae.tanh_scale == 0, l0_smooth, 0.0)
-        return total

@@ -116,3 +116,20 @@ def test_batch_cut_equals_topk_with_and_without_the_shortcut(case):
     assert set(zip(row.tolist(), position.tolist())) == reference_cut(flat.float(), counts)
     key = row * flat.shape[1] + position
     assert torch.equal(key, key.sort().values)  # sorted by row, then position
+
+
+def test_under_bf16_autocast_only_the_selection_is_bf16():
+    """The dense selection may run in bf16; the kept entries are re-scored exactly in float32."""
+    torch.manual_seed(0)
+    sae = SAE(16, 64, n_instances=2, recipe="topk", seed=0, device="cpu", k=3)  # 3 of 64: sparse arithmetic
+    with torch.no_grad():
+        sae.b_dec.normal_()
+        sae.b_enc.normal_()
+    x = torch.randn(32, 2, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        pre = sae.centred_pre_activations(x)
+        code = top_k_code(sae, x, pre, sae.k.long(), 3)
+    assert pre.dtype == torch.bfloat16 and code.sparse and code.values.dtype == torch.float32
+    exact = sae.centred_pre_activations(x).detach().reshape(-1)
+    positions = code.rows * 64 + code.latents % 64
+    torch.testing.assert_close(code.values.detach(), torch.relu(exact[positions]), rtol=1e-6, atol=1e-6)

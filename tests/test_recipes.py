@@ -147,12 +147,12 @@ def test_jumprelu_straight_through_gradients_match_their_definition():
     threshold = torch.tensor([[theta]], requires_grad=True)
     bandwidth, norms, no_tanh = torch.tensor([[epsilon]]), torch.ones(1, 1), torch.zeros(1)
     # (pre - θ)/ε = [-0.4, 0.4, 0.6, 2, -3]: the rectangle kernel is 1 for the first two only
-    acts, sparsity, _ = JumpReLUTerms.apply(pre, threshold, norms, bandwidth, no_tanh, False, True, False)
+    acts, sparsity, _, _ = JumpReLUTerms.apply(pre, threshold, norms, bandwidth, no_tanh, False, True, False)
     acts.sum().backward()
     assert threshold.grad.item() == pytest.approx(-(theta / epsilon) * 2)
     assert pre.grad.flatten().tolist() == [0.0, 1.0, 1.0, 1.0, 0.0]  # ∂/∂π = H(π - θ)
     pre.grad, threshold.grad = None, None
-    acts, sparsity, _ = JumpReLUTerms.apply(pre, threshold, norms, bandwidth, no_tanh, False, True, False)
+    acts, sparsity, _, _ = JumpReLUTerms.apply(pre, threshold, norms, bandwidth, no_tanh, False, True, False)
     (5 * sparsity).sum().backward()  # the step H summed over the batch (sparsity averages it)
     assert threshold.grad.item() == pytest.approx(-(1 / epsilon) * 2)
     assert pre.grad.abs().sum().item() == 0.0  # the step passes no gradient to π
@@ -215,7 +215,7 @@ def test_jumprelu_terms_match_autograd_over_the_definitions():
         return [value.detach() for value in (acts, sparsity, pre_act)], torch.autograd.grad(
             total, (pre, threshold, norms))
 
-    got = gradients(*JumpReLUTerms.apply(pre, threshold, norms, bandwidth, tanh_scale, True, True, True))
+    got = gradients(*JumpReLUTerms.apply(pre, threshold, norms, bandwidth, tanh_scale, True, True, True)[:3])
     acts = StraightThroughJumpReLU.apply(pre, threshold, bandwidth)
     saturating = torch.tanh(acts * (tanh_scale[:, None] * norms)).sum(-1).mean(0)
     l0 = StraightThroughStep.apply(pre, threshold, bandwidth).sum(-1).mean(0)

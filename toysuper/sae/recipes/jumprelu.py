@@ -34,7 +34,7 @@ from __future__ import annotations
 import torch
 
 from .base import Recipe
-from .parts import UnitNormDecoder, activity, squared_error, tied_init, warmup
+from .parts import UnitNormDecoder, squared_error, tied_init, warmup
 
 L0_WARMUP_FRACTION = 0.1
 
@@ -53,8 +53,8 @@ class JumpReLUTerms(torch.autograd.Function):
     Inputs: pre π (batch, inst, d_sae); threshold θ and decoder norms n (inst, d_sae);
     bandwidth ε (inst, 1); tanh_scale c (inst,); and which terms some instance uses (host bools).
     Returns f = π H(π - θ); the sparsity per instance, Σ tanh(c f n) where c > 0 and Σ H(π - θ)
-    where c = 0, averaged over the batch; and Σ ReLU(θ - π) n averaged over the batch (θ
-    treated as a constant there). tests/test_recipes.py checks values and gradients against
+    where c = 0, averaged over the batch; Σ ReLU(θ - π) n averaged over the batch (θ treated
+    as a constant there); and H(π - θ) itself as 0/1 floats, without gradient (which latents fire). tests/test_recipes.py checks values and gradients against
     the same terms built from autograd and the pseudo-derivatives' definitions.
     """
 
@@ -77,17 +77,18 @@ class JumpReLUTerms(torch.autograd.Function):
             pre_act = (below * norms).sum(-1) / batch
         ctx.flags = (use_tanh, use_l0, use_pre_act)
         ctx.save_for_backward(gap, gate, acts, saturation, threshold, norms, bandwidth, tanh_scale, below)
-        return acts, sparsity, pre_act
+        ctx.mark_non_differentiable(gate)
+        return acts, sparsity, pre_act, gate
 
     @staticmethod
-    def backward(ctx, grad_acts, grad_sparsity, grad_pre_act):
+    def backward(ctx, grad_acts, grad_sparsity, grad_pre_act, _):
         gap, gate, acts, saturation, threshold, norms, bandwidth, tanh_scale, below = ctx.saved_tensors
         use_tanh, use_l0, use_pre_act = ctx.flags
         batch = gap.shape[0]
         per_sample_sparsity = grad_sparsity / batch  # (inst,); autograd passes zeros for unused outputs
         grad_f, grad_norms = grad_acts, torch.zeros_like(norms)
         if use_tanh:  # ∂ tanh(c f n) = (1 - tanh²) · (c n ∂f + c f ∂n)
-            sech2 = torch.addcmul(torch.ones_like(saturation), saturation, saturation, value=-1)
+            sech2 = saturation.square().neg_().add_(1)
             scale = per_sample_sparsity[:, None] * tanh_scale[:, None]  # (inst, 1)
             grad_f = torch.addcmul(grad_acts, sech2, scale * norms)
             grad_norms += scale * sech2.mul_(acts).sum(0)
@@ -142,11 +143,13 @@ class JumpReLU(UnitNormDecoder, Recipe):
         pre = sae.pre_activations(x)
         norms = sae.W_dec.norm(dim=-1)  # (inst, d_sae); 1 after every step, the decoder being held at unit norm
         # each term is computed only if some instance uses it (known on the host, no sync)
-        acts, sparsity, pre_act = JumpReLUTerms.apply(
+        acts, sparsity, pre_act, fires = JumpReLUTerms.apply(
             pre, sae.log_threshold.exp(), norms, sae.bandwidth[:, None], sae.tanh_scale,
             sae.hyperparameter_max("tanh_scale") > 0, sae.hyperparameter_min("tanh_scale") == 0,
             sae.hyperparameter_max("pre_act_coefficient") > 0)
         mse = squared_error(x, sae.decode(acts))
         loss = (mse + warmup(state, L0_WARMUP_FRACTION) * sae.l0_coefficient * sparsity
                 + sae.pre_act_coefficient * pre_act)
-        return {"loss": loss, "mse": mse, "sparsity": sparsity, "pre_act": pre_act, **activity(acts)}
+        # f > 0 exactly where π > θ > 0: the activity terms read the gate, a float sum rather than a bool mask
+        return {"loss": loss, "mse": mse, "sparsity": sparsity, "pre_act": pre_act,
+                "l0": fires.sum(-1).mean(0), "fired": fires.amax(0) > 0}

@@ -54,6 +54,8 @@ def throughput_rows(steps: int, device: str) -> list[dict]:
         rows.append(row("SAE training", f"{r['recipe']}: matmul bound / step time", r["fraction_of_matmul_bound"],
                         "ratio", "≥ 0.6" if dense else "(sparse decoding)",
                         r["fraction_of_matmul_bound"] >= 0.6 if dense else None))
+        rows.append(row("SAE training", f"{r['recipe']}: samples/s with bf16 autocast", r["bf16_samples_per_s"],
+                        "samples/s"))
     return rows
 
 

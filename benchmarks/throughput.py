@@ -8,7 +8,8 @@ vector-matrix product, see SAE.centred_projection). `matmul_bound` times exactly
 products as bare torch.mm calls; a recipe's "fraction of matmul bound" is that time over its
 measured step time. `gated` decodes twice (its auxiliary loss reconstructs through a frozen
 decoder: a forward product and the gradient reaching the gate), so its bound is seven products.
-The TopK family decodes sparsely, so its fraction can exceed 1.
+The TopK family decodes sparsely, so its fraction can exceed 1. Each recipe is also timed with
+`precision="bfloat16"` (bf16 autocast), which pays on CPUs with AVX512-BF16 as well as on GPUs.
 
     python benchmarks/throughput.py [--steps 100] [--threads 2]
 """
@@ -55,7 +56,8 @@ def matmul_bound(batch: int, d_hidden: int, d_sae: int, device="cpu", repeats: i
     return statistics.median(times)
 
 
-def step_time(recipe: str, steps: int, device="cpu", hyperparameters: dict | None = None) -> float:
+def step_time(recipe: str, steps: int, device="cpu", hyperparameters: dict | None = None,
+              precision: str = "float32") -> float:
     """Seconds per training step of `recipe` at its defaults, init and warm-up excluded.
 
     Times train_sae over `steps` + 5 and over 5 steps on the same SAE and data, and divides
@@ -63,12 +65,13 @@ def step_time(recipe: str, steps: int, device="cpu", hyperparameters: dict | Non
     """
     source = task_source(STANDARD, device=device)
     sae = ts.SAE(STANDARD.d_hidden, STANDARD.d_sae, recipe=recipe, seed=0, device=device, **(hyperparameters or {}))
-    ts.train_sae(sae, source, steps=5, batch_size=STANDARD.batch_size, quiet=True)  # warm-up, b_dec init
+    ts.train_sae(sae, source, steps=5, batch_size=STANDARD.batch_size, quiet=True, precision=precision)  # warm-up
     timings = []
     for n in (5, steps + 5):
         _synchronize(device)
         start = time.perf_counter()
-        ts.train_sae(sae, source, steps=n, batch_size=STANDARD.batch_size, quiet=True, log_every=10**9)
+        ts.train_sae(sae, source, steps=n, batch_size=STANDARD.batch_size, quiet=True, log_every=10**9,
+                     precision=precision)
         _synchronize(device)
         timings.append(time.perf_counter() - start)
     return max(timings[1] - timings[0], 1e-9) / steps
@@ -87,15 +90,17 @@ def recipe_throughput(steps: int = 100, device="cpu", recipes=None, rounds: int 
     """
     rows = []
     for recipe in recipes or list(ts.RECIPES):
-        seconds, fractions = [], []
+        seconds, fractions, bf16_seconds = [], [], []
         for _ in range(rounds):
             bound = matmul_bound(STANDARD.batch_size, STANDARD.d_hidden, STANDARD.d_sae, device)
             bound *= MATMULS.get(recipe, 5) / 5
             seconds.append(step_time(recipe, steps, device))
             fractions.append(bound / seconds[-1])
-        step = statistics.median(seconds)
+            bf16_seconds.append(step_time(recipe, steps, device, precision="bfloat16"))
+        step, bf16_step = statistics.median(seconds), statistics.median(bf16_seconds)
         rows.append({"recipe": recipe, "step_ms": step * 1e3, "samples_per_s": STANDARD.batch_size / step,
-                     "fraction_of_matmul_bound": statistics.median(fractions)})
+                     "fraction_of_matmul_bound": statistics.median(fractions),
+                     "bf16_samples_per_s": STANDARD.batch_size / bf16_step})
     return rows
 
 

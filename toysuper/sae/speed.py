@@ -20,8 +20,11 @@ def autocast(device: torch.device, precision: str):
     """A context in which the forward pass runs in `precision`.
 
     "bfloat16" autocasts matmuls to bf16 (weights, Adam moments and the loss stay float32):
-    about twice the matmul throughput on recent GPUs. On a CPU without bf16 units it is slower;
-    it is allowed there only so that the same settings run everywhere.
+    about twice the matmul throughput on recent GPUs, and four times on CPUs with AVX512-BF16
+    (benchmarks/throughput.py: relu_l1's whole step about twice as fast). The TopK family keeps
+    only its latent selection in bf16 and computes the kept latents in float32
+    (sparse_codes.py). On a CPU without bf16 units it is slower; it is allowed there only so
+    that the same settings run everywhere.
     """
     if check_precision(precision) == "float32":
         return contextlib.nullcontext()

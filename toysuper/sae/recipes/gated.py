@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from .base import Recipe
-from .parts import UnitNormDecoder, activity, squared_error, tied_init
+from .parts import UnitNormDecoder, activity, positive, squared_error, tied_init
 
 INIT_ENCODER_NORM = 0.1
 
@@ -52,17 +52,17 @@ class Gated(UnitNormDecoder, Recipe):
     def paths(self, sae, x):
         """(π_gate, π_mag), each (batch, inst, d_sae)."""
         projection = sae.centred_projection(x)
-        return projection + sae.b_enc, sae.r_mag.exp() * projection + sae.b_mag
+        return projection + sae.b_enc, torch.addcmul(sae.b_mag, sae.r_mag.exp(), projection)
 
     def encode(self, sae, x):
         gate, magnitude = self.paths(sae, x)
-        return (gate > 0) * torch.relu(magnitude)
+        return positive(torch.relu(gate)) * torch.relu(magnitude)
 
     def loss(self, sae, x, state=None):
         gate, magnitude = self.paths(sae, x)
-        acts = (gate > 0) * torch.relu(magnitude)
-        mse = squared_error(x, sae.decode(acts))
         gate_acts = torch.relu(gate)
+        acts = positive(gate_acts.detach()) * torch.relu(magnitude)  # 1[π_gate > 0] passes no gradient
+        mse = squared_error(x, sae.decode(acts))
         sparsity = gate_acts.sum(-1).mean(0)
         frozen = torch.einsum("bis,isd->bid", gate_acts, sae.W_dec.detach()) + sae.b_dec.detach()
         aux = squared_error(x, frozen)

@@ -15,6 +15,7 @@ Needs the `[bench]` extra (sae-lens):  python benchmarks/peer_saelens.py [--samp
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -90,32 +91,49 @@ def _grades(report) -> dict:
 WARM_UP_SAMPLES = 20_480
 
 
-def compare(samples: int = 300_000) -> list[dict]:
+def compare(samples: int = 300_000, rounds: int = 1) -> list[dict]:
     """Both pipelines on the same task and number of samples: toysuper in float32 (its default),
     SAELens, then toysuper with bf16 autocast, whose dense selection matmul runs in bf16 (4× the
     float32 speed on a CPU with AVX512-BF16) while the kept latents are re-scored in float32.
     SAELens runs between the two so that a slow spell of a shared machine cannot favour one side.
 
-    Each first trains a short run that is not timed, so that neither pays for the process's
+    With several `rounds` each pipeline trains that many times (same seeds, so the same SAEs),
+    and each row reports its median speed and, as "speedup", the median over rounds of its
+    speed over SAELens's speed in the same round: on a shared machine whose speed drifts by a
+    third over minutes, one round's ratio is a noisy figure.
+
+    Each first trains a short run that is not timed, so that none pays for the process's
     one-time start-up (thread pools, kernel selection, first allocations) in its figure.
     """
     run_toysuper(WARM_UP_SAMPLES)
     run_toysuper(WARM_UP_SAMPLES, precision="bfloat16")
     run_saelens(WARM_UP_SAMPLES)
-    return [run_toysuper(samples), run_saelens(samples), run_toysuper(samples, precision="bfloat16")]
+    results = [[run_toysuper(samples), run_saelens(samples), run_toysuper(samples, precision="bfloat16")]
+               for _ in range(rounds)]
+    rows = []
+    for column in zip(*results):  # one pipeline over the rounds
+        row = dict(column[0])
+        row["samples_per_s"] = statistics.median(r["samples_per_s"] for r in column)
+        row["train_s"] = statistics.median(r["train_s"] for r in column)
+        row["speedup"] = statistics.median(r["samples_per_s"] / theirs["samples_per_s"]
+                                           for r, theirs in zip(column, (result[1] for result in results)))
+        row["rounds"] = rounds
+        rows.append(row)
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=300_000)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    rows = compare(args.samples)
+    rows = compare(args.samples, args.rounds)
     for row in rows:
         print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
     for ours in (rows[0], rows[2]):
-        print(f"{ours['pipeline']} / SAELens samples/s: {ours['samples_per_s'] / rows[1]['samples_per_s']:.1f}x")
+        print(f"{ours['pipeline']} / SAELens samples/s: {ours['speedup']:.2f}x (median over {args.rounds} rounds)")
 
 
 if __name__ == "__main__":

@@ -96,7 +96,6 @@ class BernoulliColumns:
             columns, start = columns[short], last[short] + 1
             owner, log_miss, ends = self._layout(columns, start, batch_size)
 
-
     def _walk_as_one(self, batch_size: int, generator) -> tuple[torch.Tensor, torch.Tensor]:
         """`_walk` when every walked column fires at the same rate: the (sample, column) grid is then
         one Bernoulli sequence, walked sample by sample in a single run of gaps. No per-column

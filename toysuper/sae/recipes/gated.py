@@ -21,7 +21,8 @@ from __future__ import annotations
 import torch
 
 from .base import Recipe
-from .parts import UnitNormDecoder, activity, positive, squared_error, tied_init
+from ...float_masks import positive
+from .parts import UnitNormDecoder, activity, squared_error, tied_init
 
 INIT_ENCODER_NORM = 0.1
 
@@ -56,7 +57,7 @@ class Gated(UnitNormDecoder, Recipe):
 
     def encode(self, sae, x):
         gate, magnitude = self.paths(sae, x)
-        return positive(torch.relu(gate)) * torch.relu(magnitude)
+        return positive(gate) * torch.relu(magnitude)
 
     def loss(self, sae, x, state=None):
         gate, magnitude = self.paths(sae, x)

@@ -34,7 +34,8 @@ from __future__ import annotations
 import torch
 
 from .base import Recipe
-from .parts import UnitNormDecoder, positive, squared_error, tied_init, warmup
+from ...float_masks import positive, positive_
+from .parts import UnitNormDecoder, squared_error, tied_init, warmup
 
 L0_WARMUP_FRACTION = 0.1
 
@@ -42,7 +43,7 @@ L0_WARMUP_FRACTION = 0.1
 class JumpReLUTerms(torch.autograd.Function):
     """The JumpReLU activations and both sparsity penalties, with the straight-through gradients
     above written out: a few fused elementwise steps over the (batch, inst, d_sae) block where
-    autograd would keep and revisit a dozen intermediates. Masks are 0/1 floats (parts.positive).
+    autograd would keep and revisit a dozen intermediates. Masks are 0/1 floats (float_masks.py).
 
     Inputs: pre π (batch, inst, d_sae); threshold θ and decoder norms n (inst, d_sae);
     bandwidth ε (inst, 1); tanh_scale c (inst,); and which terms some instance uses (host bools).
@@ -88,7 +89,7 @@ class JumpReLUTerms(torch.autograd.Function):
             grad_f = torch.addcmul(grad_acts, sech2, scale * norms)
             grad_norms += scale * sech2.mul_(acts).sum(0)
         # θ through the rectangle kernel K((π - θ)/ε) = 1 where |π - θ| < ε/2 (its edges have measure 0)
-        kernel = gap.abs().neg_().add_(bandwidth / 2).clamp_(0, 1).ceil_()  # positive(), in place
+        kernel = positive_(gap.abs().neg_().add_(bandwidth / 2))
         grad_threshold = torch.zeros_like(threshold)
         if use_l0:  # from Σ H(π - θ), on the instances that use it
             l0_weight = torch.where(tanh_scale == 0, per_sample_sparsity, 0.0)[:, None]

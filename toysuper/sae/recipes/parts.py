@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ...float_masks import positive
 from ..state import TrainState
 
 
@@ -18,12 +19,6 @@ def activity(acts: torch.Tensor) -> dict[str, torch.Tensor]:
     batch, bool (inst, d_sae)."""
     fired = acts.amax(0) > 0  # amax: a faster reduction than any() over a bool mask
     return {"l0": positive(acts.detach()).sum(-1).mean(0), "fired": fired}
-
-
-def positive(t: torch.Tensor) -> torch.Tensor:
-    """1 where t > 0, else 0, as floats. On CPU this (clamp to [0, 1], then ceil) runs about 4×
-    faster than a comparison, whose bool result later elementwise ops handle slowly."""
-    return t.clamp(0, 1).ceil_()
 
 
 def warmup(state: TrainState | None, fraction: float) -> float:

@@ -143,7 +143,7 @@ class ImportanceWeightedMSE(torch.autograd.Function):
             grad_out.mul_(on)
         grad_h_t = torch.bmm(W.transpose(1, 2), grad_out.transpose(1, 2))  # (inst, m, batch)
         if ctx.kind == "hidden_relu":
-            grad_h_t.mul_(h_t > 0)
+            grad_h_t.mul_(positive(h_t))
         grad_W = torch.bmm(h_t, grad_out) + torch.bmm(grad_h_t, x.transpose(0, 1))  # (inst, m, n)
         return None, grad_W.transpose(1, 2), grad_out.sum(1), None, None
 

@@ -31,6 +31,7 @@ import torch
 
 from ..integer_sort import stable_argsort
 
+
 class Pattern(NamedTuple):
     """Where a sparse matrix's n entries sit, in CSR form for it and for its transpose."""
 
@@ -301,9 +302,9 @@ def _scored(sae, x, pre, rows, latents, keep, per_row) -> SparseCode:
         encoder_columns = sae.W_enc.transpose(1, 2).reshape(-1, sae.d_hidden)  # (inst·d_sae, d_hidden)
         # W_enc (x - b_dec) + b_enc scored as W_enc x + (b_enc - W_enc b_dec), as in SAE.centred_projection:
         # x needs no gradient, so the backward pass skips a sparse product
-        with _in_float32(x):  # the kept entries exactly, even when bf16 autocast chose them
+        with _in_float32(x):  # the bias exactly, even when bf16 autocast chose the latents (SampledScores is float32)
             bias = (sae.b_enc - sae._encoded_b_dec()).reshape(-1)
-            scored = SampledScores.apply(x.reshape(-1, sae.d_hidden), encoder_columns, bias, pattern)
+        scored = SampledScores.apply(x.reshape(-1, sae.d_hidden), encoder_columns, bias, pattern)
     else:  # dense: gradients reach the encoder through π
         scored = pre.reshape(-1).index_select(0, _dense_positions(rows, latents, d_sae))
     values = torch.relu(scored) if keep is None else torch.relu(scored) * keep

@@ -26,8 +26,9 @@ def auxk_loss(sae, x: torch.Tensor, residual: torch.Tensor, dead: torch.Tensor |
     """L_aux per instance, (inst,); 0 for an instance with no dead latent.
 
     x: the SAE's input, (batch, inst, d_hidden); residual: x - x̂, same shape; dead: bool
-    (inst, d_sae); k_aux: (inst,) whole numbers, k_aux_max = max(k_aux). Runs in float32 even
-    under bf16 autocast: its matmuls are narrow, and narrow bf16 matmuls are slow on CPUs.
+    (inst, d_sae); k_aux: (inst,) whole numbers, k_aux_max = max(k_aux). Autocast is off
+    inside: under bf16 autocast the matmuls are cast to bf16 explicitly and everything else
+    stays float32 (see DeadLatentReconstruction).
     """
     n_instances = sae.n_instances
     if not any_dead(dead):

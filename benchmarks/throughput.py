@@ -9,7 +9,10 @@ products as bare torch.mm calls; a recipe's "fraction of matmul bound" is that t
 measured step time. `gated` decodes twice (its auxiliary loss reconstructs through a frozen
 decoder: a forward product and the gradient reaching the gate), so its bound is seven products.
 The TopK family decodes sparsely, so its fraction can exceed 1. Each recipe is also timed with
-`precision="bfloat16"` (bf16 autocast), which pays on CPUs with AVX512-BF16 as well as on GPUs.
+`precision="bfloat16"` (bf16 autocast), which pays on CPUs with AVX512-BF16 as well as on GPUs,
+and the recipes named in `compiled` with `compile=True` (the loss through torch.compile, which
+fuses the elementwise passes between the matmuls; on this CPU it pays for some recipes and not
+for others, so the table shows both).
 
     python benchmarks/throughput.py [--steps 100] [--threads 2]
 """
@@ -57,21 +60,24 @@ def matmul_bound(batch: int, d_hidden: int, d_sae: int, device="cpu", repeats: i
 
 
 def step_time(recipe: str, steps: int, device="cpu", hyperparameters: dict | None = None,
-              precision: str = "float32") -> float:
+              precision: str = "float32", compile: bool = False) -> float:
     """Seconds per training step of `recipe` at its defaults, init and warm-up excluded.
 
     Times train_sae over `steps` + 5 and over 5 steps on the same SAE and data, and divides
-    the difference: what is left is the steady state of the loop.
+    the difference: what is left is the steady state of the loop. The warm-up trains twice,
+    with different step counts, so that a compiled loss has been compiled for any step count
+    (the first call specialises on the numbers it sees) before the clock starts.
     """
     source = task_source(STANDARD, device=device)
     sae = ts.SAE(STANDARD.d_hidden, STANDARD.d_sae, recipe=recipe, seed=0, device=device, **(hyperparameters or {}))
-    ts.train_sae(sae, source, steps=5, batch_size=STANDARD.batch_size, quiet=True, precision=precision)  # warm-up
+    options = {"batch_size": STANDARD.batch_size, "quiet": True, "precision": precision, "compile": compile}
+    for n in (5, 6):  # warm-up
+        ts.train_sae(sae, source, steps=n, **options)
     timings = []
     for n in (5, steps + 5):
         _synchronize(device)
         start = time.perf_counter()
-        ts.train_sae(sae, source, steps=n, batch_size=STANDARD.batch_size, quiet=True, log_every=10**9,
-                     precision=precision)
+        ts.train_sae(sae, source, steps=n, log_every=10**9, **options)
         _synchronize(device)
         timings.append(time.perf_counter() - start)
     return max(timings[1] - timings[0], 1e-9) / steps
@@ -81,26 +87,34 @@ MATMULS = {"gated": 7}
 """B·d·s products in a dense step, where not the usual five."""
 
 
-def recipe_throughput(steps: int = 100, device="cpu", recipes=None, rounds: int = 3) -> list[dict]:
-    """One row per recipe: samples/s and the fraction of the matmul bound, all measured in this call.
+def recipe_throughput(steps: int = 100, device="cpu", recipes=None, rounds: int = 3,
+                      compiled=()) -> list[dict]:
+    """One row per recipe: samples/s and the fraction of the matmul bound, all measured in this call,
+    in float32, with bf16 autocast, and for the recipes in `compiled` also with torch.compile.
 
-    Each round times the bare matmuls and then the recipe's step, back to back; the row reports
-    the median over `rounds`, so that a moment's interference on a shared machine does not
+    Each round times the bare matmuls and then the recipe's steps, back to back; the row reports
+    the medians over `rounds`, so that a moment's interference on a shared machine does not
     decide the figure.
     """
     rows = []
     for recipe in recipes or list(ts.RECIPES):
-        seconds, fractions, bf16_seconds = [], [], []
+        modes = {"eager": {}, "bf16": {"precision": "bfloat16"}}
+        if recipe in compiled:
+            modes["compiled"] = {"compile": True}
+        seconds = {mode: [] for mode in modes}
+        fractions = {mode: [] for mode in modes}
         for _ in range(rounds):
             bound = matmul_bound(STANDARD.batch_size, STANDARD.d_hidden, STANDARD.d_sae, device)
             bound *= MATMULS.get(recipe, 5) / 5
-            seconds.append(step_time(recipe, steps, device))
-            fractions.append(bound / seconds[-1])
-            bf16_seconds.append(step_time(recipe, steps, device, precision="bfloat16"))
-        step, bf16_step = statistics.median(seconds), statistics.median(bf16_seconds)
-        rows.append({"recipe": recipe, "step_ms": step * 1e3, "samples_per_s": STANDARD.batch_size / step,
-                     "fraction_of_matmul_bound": statistics.median(fractions),
-                     "bf16_samples_per_s": STANDARD.batch_size / bf16_step})
+            for mode, options in modes.items():
+                seconds[mode].append(step_time(recipe, steps, device, **options))
+                fractions[mode].append(bound / seconds[mode][-1])
+        row = {"recipe": recipe, "step_ms": statistics.median(seconds["eager"]) * 1e3}
+        for mode in modes:
+            prefix = "" if mode == "eager" else f"{mode}_"
+            row[f"{prefix}samples_per_s"] = STANDARD.batch_size / statistics.median(seconds[mode])
+            row[f"{prefix}fraction_of_matmul_bound"] = statistics.median(fractions[mode])
+        rows.append(row)
     return rows
 
 
@@ -109,9 +123,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--compiled", nargs="*", default=[], metavar="RECIPE",
+                        help="recipes also timed with compile=True")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    for row in recipe_throughput(args.steps, args.device):
+    for row in recipe_throughput(args.steps, args.device, compiled=args.compiled):
         print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
 
 

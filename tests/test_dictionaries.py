@@ -70,13 +70,16 @@ def test_low_coherence_bad_arguments(kwargs, name):
         low_coherence_directions(device="cpu", **args)
 
 
-@pytest.mark.parametrize("firing_prob, noise", [(0.02, 0.0), (0.02, 0.1), (0.5, 0.0)])
-def test_dictionary_source_sparse_and_dense_paths_agree(firing_prob, noise):
+@pytest.mark.parametrize("firing_prob, noise, n_instances", [
+    (0.02, 0.0, 3), (0.02, 0.1, 3), (0.5, 0.0, 3), (0.02, 0.0, 1),
+    (torch.linspace(0.005, 0.05, 200), 0.0, 3),  # per-feature rates: hits come column by column, unsorted
+])
+def test_dictionary_source_sparse_and_dense_paths_agree(firing_prob, noise, n_instances):
     """Sparse draws build h = f D from the active features only; dense ones by matmul: both equal f D."""
-    directions = torch.randn(3, 200, 16)
-    source = DictionarySource(directions, FeatureDistribution(200, firing_prob, n_instances=3, device="cpu"),
-                              noise=noise)
-    assert source.dist.draws_sparse() == (firing_prob < 0.08)
+    directions = torch.randn(n_instances, 200, 16)
+    source = DictionarySource(directions, FeatureDistribution(200, firing_prob, n_instances=n_instances,
+                                                              device="cpu"), noise=noise)
+    assert source.dist.draws_sparse() == (float(torch.as_tensor(firing_prob).mean()) < 0.08)
     batch = source.sample(64, torch.Generator().manual_seed(5))
     hidden = source.sample_hidden(64, torch.Generator().manual_seed(5))
     assert torch.equal(hidden, batch.hidden)  # the same draw with or without the dense features

@@ -323,10 +323,14 @@ class FeatureDistribution:
         """(sample, instance, feature) of every active feature, each at most once."""
         n_units = self._unit_rates.shape[1]
         unit, sample = self._units.hits(batch_size, generator)
-        instance, unit = unit // n_units, unit % n_units
+        if self.n_instances == 1:  # unit = instance · n_units + unit: nothing to split
+            instance = torch.zeros_like(unit)
+        else:
+            instance, unit = unit // n_units, unit % n_units
         n_singles = len(self._singles)
         if n_singles == n_units:  # no groups: every unit is a feature firing on its own
-            found = [(sample, instance, self._singles[unit])]
+            # and without exclusive groups or a hierarchy, unit j is feature j
+            found = [(sample, instance, unit if n_singles == self.n_features else self._singles[unit])]
         else:
             single = unit < n_singles
             found = [(sample[single], instance[single], self._singles[unit[single]])]

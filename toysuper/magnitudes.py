@@ -39,7 +39,10 @@ class Magnitude:
 
     def sample_at(self, instance: torch.Tensor, feature: torch.Tensor, generator=None) -> torch.Tensor:
         """Magnitudes for the firing (instance, feature) pairs: two (k,) index tensors -> (k,)."""
-        return self._draw([value[instance, feature] for value in self.params.values()], generator)
+        if not hasattr(self, "_constant"):  # a parameter with one value everywhere needs no lookup per entry
+            self._constant = [bool((value == value.flatten()[0]).all()) for value in self.params.values()]
+        return self._draw([value.flatten()[0].expand(instance.shape) if constant else value[instance, feature]
+                           for value, constant in zip(self.params.values(), self._constant)], generator)
 
     def sample_dense(self, batch_size: int, generator=None) -> torch.Tensor:
         """A magnitude for every (sample, instance, feature): (batch, inst, n_features)."""

@@ -85,12 +85,14 @@ def hidden_from_active(active: ActiveFeatures, directions: torch.Tensor) -> torc
     """
     batch, n_instances, n_features = active.shape
     rows = active.sample * n_instances + active.instance
-    order = stable_argsort(rows, batch * n_instances)  # embedding_bag wants each bag's entries together
     counts = torch.bincount(rows, minlength=batch * n_instances)
     table = directions.reshape(n_instances * n_features, -1)
-    entries = (active.instance * n_features + active.feature)[order]
+    entries, weights = active.instance * n_features + active.feature, active.value.to(table.dtype)
+    if not bool((rows[1:] >= rows[:-1]).all()):  # embedding_bag wants each bag's entries together
+        order = stable_argsort(rows, batch * n_instances)  # (the samplers' walks list them so already)
+        entries, weights = entries[order], weights[order]
     hidden = torch.nn.functional.embedding_bag(entries, table, counts.cumsum(0) - counts, mode="sum",
-                                               per_sample_weights=active.value[order].to(table.dtype))
+                                               per_sample_weights=weights)
     return hidden.view(batch, n_instances, -1)
 
 

@@ -41,6 +41,8 @@ class BernoulliColumns:
         self.walked_rates = rates[self.walked_units]
         self.log_miss = torch.log1p(-self.walked_rates)
         self._one_rate = bool(len(self.walked_rates)) and bool((self.walked_rates == self.walked_rates[0]).all())
+        # every column walked (the usual case): a walked column's index is its unit, no lookup needed
+        self._walks_all = len(self.walked_units) == len(rates)
         self._layouts: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def hits(self, batch_size: int, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,7 +56,7 @@ class BernoulliColumns:
             samples.append(sample)
         if self.walked_units.numel():
             column, sample = self._walk(batch_size, generator)
-            units.append(self.walked_units[column])
+            units.append(column if self._walks_all else self.walked_units[column])
             samples.append(sample)
         if not units:
             empty = torch.zeros(0, dtype=torch.long, device=self.device)
@@ -109,8 +111,8 @@ class BernoulliColumns:
             n_gaps = int(expected + self.spare_sigmas * expected ** 0.5) + 1 + self.spare_gaps
             u = torch.rand(n_gaps, dtype=torch.float64, generator=generator, device=self.device)
             steps = (torch.log(u) / log_miss).clamp_(max=end).long() + 1  # as in _walk: misses before a hit, + 1
-            position = start - 1 + steps.cumsum(0)
-            found.append(position[position < end])
+            position = start - 1 + steps.cumsum(0)  # ascending, so the hits inside are a prefix
+            found.append(position[:int(torch.searchsorted(position, end))])
             start = int(position[-1]) + 1  # past the end unless the gaps ran out first
         position = torch.cat(found)
         return position % n_columns, position // n_columns

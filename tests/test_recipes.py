@@ -254,7 +254,7 @@ def test_auxk_only_touches_dead_latents():
     dead[1, [0]] = True
     pre = sae.centred_pre_activations(x)
     x_hat = sae.decode(sae.encode(x))
-    aux = auxk_loss(sae, x, x - x_hat, dead, sae.k_aux.long(), 3)
+    aux = auxk_loss(sae, x, pre, x - x_hat, dead, sae.k_aux.long(), 3)
     aux.sum().backward()
     assert (aux > 0).all()
     alive = ~dead
@@ -262,10 +262,10 @@ def test_auxk_only_touches_dead_latents():
     assert sae.b_enc.grad[alive].abs().sum() == 0
     assert sae.W_dec.grad[alive].abs().sum() == 0
     assert (sae.W_dec.grad[dead].abs().sum(-1) > 0).sum() >= 2
-    nothing_dead = auxk_loss(sae, x, x - x_hat, torch.zeros_like(dead), sae.k_aux.long(), 3)
+    nothing_dead = auxk_loss(sae, x, pre, x - x_hat, torch.zeros_like(dead), sae.k_aux.long(), 3)
     assert torch.equal(nothing_dead, torch.zeros(2))
     # k_aux bounds how many dead latents reconstruct the residual: with k_aux = 1 only one per sample
-    one = auxk_loss(sae, x, x - x_hat, dead, torch.tensor([1, 1]), 1)
+    one = auxk_loss(sae, x, pre, x - x_hat, dead, torch.tensor([1, 1]), 1)
     assert torch.isfinite(one).all()
 
 
@@ -288,7 +288,7 @@ def test_auxk_matches_the_dense_formula(k_aux):
         z_aux = torch.zeros_like(pre).scatter(-1, index, torch.relu(top))
         return (residual - torch.einsum("bis,isd->bid", z_aux, sae.W_dec)).pow(2).sum(-1).mean(0)
 
-    got = auxk_loss(sae, x, residual, dead, sae.k_aux.long(), k_aux)
+    got = auxk_loss(sae, x, sae.centred_pre_activations(x), residual, dead, sae.k_aux.long(), k_aux)
     got.sum().backward()
     grads = {name: p.grad.clone() for name, p in sae.named_parameters()}
     sae.zero_grad()

@@ -23,6 +23,7 @@ instance's weights are addressed in one product.
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import NamedTuple
 
@@ -171,8 +172,14 @@ def batch_top_k_code(sae, x: torch.Tensor, pre: torch.Tensor, k: torch.Tensor, k
 
 SUBSAMPLE_STRIDE = 61
 """The batch-wide cut is guessed on every 61st entry: prime, so the subsample runs through every
-latent rather than a few fixed columns. At k·batch = 8,192 the guess ranks 269 sampled entries,
-where 134 ± 12 lie above the true cut: it falls short with negligible probability."""
+latent rather than a few fixed columns."""
+
+GUESS_MARGIN = 4.0
+"""How far below the expected rank of the true cut in the subsample the guess is taken, in
+standard deviations (the count above the cut is close to Poisson). At k·batch = 8,192 the
+subsample holds 134 ± 12 entries above the true cut and the guess is its 181st largest: about
+11,000 candidates are ranked, and the guess lands above the true cut (the whole row is then
+ranked by topk, with the same result) with probability about 10⁻⁴."""
 
 
 def batch_cut(flat: torch.Tensor, counts: torch.Tensor, count_max: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -201,10 +208,11 @@ _ORDERED_INTEGERS = {torch.float32: torch.int32, torch.bfloat16: torch.int16, to
 def _cut_from_a_guess(flat, counts, count_max):
     """`batch_cut` without a topk over every entry, which on CPU costs more than the rest of a step.
 
-    The cut is first guessed on every SUBSAMPLE_STRIDE-th entry, where twice count_max entries
-    would pass, so it lies below the true cut with near certainty; only the entries above the
-    guess are ranked. None when the guess fails (some row has too few positive entries above
-    it) or does not help (most entries pass): the caller then ranks everything. On an
+    The cut is first guessed on every SUBSAMPLE_STRIDE-th entry, GUESS_MARGIN standard deviations
+    below where the true cut should fall, so it lies below the true cut with near certainty;
+    only the entries above the guess are ranked. None when the guess fails (some row has too
+    few positive entries above it) or does not help (most entries pass): the caller then
+    ranks everything. On an
     accelerator topk is fast and this would cost device syncs, so it is used on CPU only.
 
     The work is done in numpy (its selection and scans cost a fraction of torch's at these
@@ -212,7 +220,8 @@ def _cut_from_a_guess(flat, counts, count_max):
     positive values, the only ones kept: bf16 scores need no conversion.
     """
     rows, n = flat.shape
-    rank = -(-2 * count_max // SUBSAMPLE_STRIDE)
+    expected = count_max / SUBSAMPLE_STRIDE
+    rank = math.ceil(expected + GUESS_MARGIN * math.sqrt(expected)) + 1
     if flat.dtype not in _ORDERED_INTEGERS or rank >= (n // SUBSAMPLE_STRIDE) // 2:
         return None
     scores = flat.contiguous().view(_ORDERED_INTEGERS[flat.dtype]).numpy()  # (rows, n)
@@ -299,7 +308,9 @@ def _scored(sae, x, pre, rows, latents, keep, per_row) -> SparseCode:
     pattern = None
     if is_sparse(per_row, d_sae):
         pattern = Pattern.of(rows, latents, (batch * n_instances, n_instances * d_sae))
-        encoder_columns = sae.W_enc.transpose(1, 2).reshape(-1, sae.d_hidden)  # (inst·d_sae, d_hidden)
+        # (inst·d_sae, d_hidden), copied row-major: the sampled matmul reads each latent's weights as a
+        # contiguous row (given W_enc's own layout it makes that copy itself and then runs 4× slower)
+        encoder_columns = sae.W_enc.transpose(1, 2).reshape(-1, sae.d_hidden).contiguous()
         # W_enc (x - b_dec) + b_enc scored as W_enc x + (b_enc - W_enc b_dec), as in SAE.centred_projection:
         # x needs no gradient, so the backward pass skips a sparse product
         with _in_float32(x):  # the bias exactly, even when bf16 autocast chose the latents (SampledScores is float32)

@@ -21,14 +21,16 @@ def any_dead(dead: torch.Tensor | None) -> bool:
     return dead.device.type != "cpu" or bool(dead.any())
 
 
-def auxk_loss(sae, x: torch.Tensor, residual: torch.Tensor, dead: torch.Tensor | None,
+def auxk_loss(sae, x: torch.Tensor, pre: torch.Tensor, residual: torch.Tensor, dead: torch.Tensor | None,
               k_aux: torch.Tensor, k_aux_max: int) -> torch.Tensor:
     """L_aux per instance, (inst,); 0 for an instance with no dead latent.
 
-    x: the SAE's input, (batch, inst, d_hidden); residual: x - x̂, same shape; dead: bool
-    (inst, d_sae); k_aux: (inst,) whole numbers, k_aux_max = max(k_aux). Autocast is off
-    inside: under bf16 autocast the matmuls are cast to bf16 explicitly and everything else
-    stays float32 (see DeadLatentReconstruction).
+    x: the SAE's input, (batch, inst, d_hidden); pre: its centred pre-activations, (batch, inst,
+    d_sae), as the latent selection computed them (any dtype; AuxK reads the dead columns' values
+    and sends its gradient to the weights itself, so a matmul is not repeated); residual: x - x̂,
+    (batch, inst, d_hidden); dead: bool (inst, d_sae); k_aux: (inst,) whole numbers, k_aux_max =
+    max(k_aux). Autocast is off inside: under bf16 autocast the matmuls are cast to bf16
+    explicitly and everything else stays float32 (see DeadLatentReconstruction).
     """
     n_instances = sae.n_instances
     if not any_dead(dead):
@@ -46,26 +48,29 @@ def auxk_loss(sae, x: torch.Tensor, residual: torch.Tensor, dead: torch.Tensor |
         # W_enc (x - b_dec) + b_enc as W_enc x + (b_enc - W_enc b_dec): b_dec's gradient then costs a
         # vector-matrix product, not a backward matmul over the batch (as in SAE.centred_projection)
         bias = sae.b_enc.gather(1, columns) - torch.einsum("id,idw->iw", sae.b_dec, W_enc)
-        loss = DeadLatentReconstruction.apply(x.float().transpose(0, 1), W_enc, bias, W_dec,
+        batch = x.shape[0]
+        pre_dead = pre.detach().transpose(0, 1).gather(2, columns[:, None, :].expand(-1, batch, -1))
+        loss = DeadLatentReconstruction.apply(x.float().transpose(0, 1), pre_dead.float(), W_enc, bias, W_dec,
                                               residual.detach().float().transpose(0, 1), valid, k_aux, k_aux_max,
                                               matmul_dtype)
     return torch.where(n_dead > 0, loss, 0.0)
 
 
 class DeadLatentReconstruction(torch.autograd.Function):
-    """||r - z W_dec||² per instance, averaged over the batch, z = the kept part of ReLU(x W_enc + b).
+    """||r - z W_dec||² per instance, averaged over the batch, z = the kept part of ReLU(pre),
+    pre = x W_enc + b.
 
-    x: (inst, batch, d) and r: (inst, batch, d), no gradient; W_enc: (inst, d, width);
-    b: (inst, width); W_dec: (inst, width, d); valid: bool (inst, width). The matmuls run in
-    `matmul_dtype` (bf16 under bf16 autocast: 2.5× float32's speed for these narrow shapes on a
-    CPU with AVX512-BF16), everything else in float32. The backward pass is written out (three
-    matmuls and a mask); tests/test_recipes.py checks it against the dense formula.
+    x: (inst, batch, d) and r: (inst, batch, d), no gradient; pre: (inst, batch, width), already
+    computed (by the latent selection), no gradient; W_enc: (inst, d, width) and b: (inst,
+    width) take pre's gradient; W_dec: (inst, width, d); valid: bool (inst, width). The matmuls
+    run in `matmul_dtype` (bf16 under bf16 autocast: 2.5× float32's speed for these narrow
+    shapes on a CPU with AVX512-BF16), everything else in float32. The backward pass is written
+    out (three matmuls and a mask); tests/test_recipes.py checks it against the dense formula.
     """
 
     @staticmethod
-    def forward(ctx, x, W_enc, b, W_dec, r, valid, k_aux, k_aux_max, matmul_dtype=torch.float32):
+    def forward(ctx, x, pre, W_enc, b, W_dec, r, valid, k_aux, k_aux_max, matmul_dtype=torch.float32):
         low = matmul_dtype
-        pre = torch.bmm(x.to(low), W_enc.to(low)).float() + b[:, None, :]
         z = kept_dead(pre, valid, k_aux, k_aux_max)  # (inst, batch, width)
         error = r - torch.bmm(z.to(low), W_dec.to(low)).float()
         ctx.save_for_backward(x, W_dec, z, error)
@@ -80,7 +85,7 @@ class DeadLatentReconstruction(torch.autograd.Function):
         grad_W_dec = torch.bmm(z.to(low).transpose(1, 2), grad_error).float()
         grad_pre = torch.bmm(grad_error, W_dec.to(low).transpose(1, 2)).float().mul_(z > 0)  # dropped entries: 0
         grad_W_enc = torch.bmm(x.to(low).transpose(1, 2), grad_pre.to(low)).float()
-        return None, grad_W_enc, grad_pre.sum(1), grad_W_dec, None, None, None, None, None
+        return None, None, grad_W_enc, grad_pre.sum(1), grad_W_dec, None, None, None, None, None
 
 
 def kept_dead(pre: torch.Tensor, valid: torch.Tensor, k_aux: torch.Tensor, k_aux_max: int) -> torch.Tensor:

@@ -54,7 +54,7 @@ class TopK(UnitNormDecoder, Recipe):
         x_hat = decode_code(sae, code)
         mse = squared_error(x, x_hat)
         dead = state.dead() if state is not None else None
-        aux = auxk_loss(sae, x, x - x_hat, dead, sae.k_aux.long(), int(sae.hyperparameter_max("k_aux")))
+        aux = auxk_loss(sae, x, pre, x - x_hat, dead, sae.k_aux.long(), int(sae.hyperparameter_max("k_aux")))
         return {"loss": mse + sae.aux_coefficient * aux, "mse": mse, "auxk": aux, "l0": code.l0(),
                 "fired": code.fired(), **self.code_statistics(sae, code)}
 

@@ -299,6 +299,33 @@ def test_auxk_matches_the_dense_formula(k_aux):
         torch.testing.assert_close(grads[name], p.grad, msg=name)
 
 
+def test_auxk_under_bf16_autocast_matches_float32():
+    """Under bf16 autocast AuxK's matmuls (and ∂/∂pre between them) run in bf16: the loss and every
+    gradient stay within bf16's rounding of the float32 ones, and the weights' gradients are float32."""
+    torch.manual_seed(2)
+    sae = SAE(16, 40, n_instances=2, recipe="topk", seed=3, device="cpu", k=4, k_aux=6)
+    x, residual = torch.randn(256, 2, 16), torch.randn(256, 2, 16)
+    dead = torch.rand(2, 40) < 0.4
+
+    def run(precision):
+        sae.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+            pre = sae.centred_pre_activations(x)
+            loss = auxk_loss(sae, x, pre, residual, dead, sae.k_aux.long(), 6)
+        loss.sum().backward()
+        return loss.detach(), {name: p.grad.clone() for name, p in sae.named_parameters()}
+
+    want_loss, want_grads = run("float32")
+    got_loss, got_grads = run("bfloat16")
+    assert got_loss.dtype == torch.float32
+    torch.testing.assert_close(got_loss, want_loss, rtol=2e-2, atol=0)
+    for name, want in want_grads.items():
+        assert got_grads[name].dtype == torch.float32
+        scale = want.abs().max().item()
+        assert scale > 0, name
+        assert (got_grads[name] - want).abs().max().item() < 0.05 * scale, name
+
+
 def test_resampling_only_touches_dead_latents():
     directions = random_directions(8, 6, seed=0, device="cpu")[0]
     source = DictionarySource(directions, FeatureDistribution(8, 0.2, n_instances=2, device="cpu"))

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from ...float_masks import positive
+
 
 def any_dead(dead: torch.Tensor | None) -> bool:
     """Whether AuxK has anything to do. On CPU the answer is free; on an accelerator asking would
@@ -64,28 +66,30 @@ class DeadLatentReconstruction(torch.autograd.Function):
     computed (by the latent selection), no gradient; W_enc: (inst, d, width) and b: (inst,
     width) take pre's gradient; W_dec: (inst, width, d); valid: bool (inst, width). The matmuls
     run in `matmul_dtype` (bf16 under bf16 autocast: 2.5× float32's speed for these narrow
-    shapes on a CPU with AVX512-BF16), everything else in float32. The backward pass is written
-    out (three matmuls and a mask); tests/test_recipes.py checks it against the dense formula.
+    shapes on a CPU with AVX512-BF16), and so do z and the gradient passed between them; the
+    error, the loss and the weights' gradients are float32. The backward pass is written out
+    (three matmuls and a mask); tests/test_recipes.py checks it against the dense formula, and
+    its bf16 version against float32.
     """
 
     @staticmethod
     def forward(ctx, x, pre, W_enc, b, W_dec, r, valid, k_aux, k_aux_max, matmul_dtype=torch.float32):
         low = matmul_dtype
-        z = kept_dead(pre, valid, k_aux, k_aux_max)  # (inst, batch, width)
-        error = r - torch.bmm(z.to(low), W_dec.to(low)).float()
+        z = kept_dead(pre, valid, k_aux, k_aux_max).to(low)  # (inst, batch, width), as the matmuls take it
+        error = r - torch.bmm(z, W_dec.to(low)).float()
         ctx.save_for_backward(x, W_dec, z, error)
-        ctx.matmul_dtype = low
         return error.pow(2).sum(-1).mean(-1)
 
     @staticmethod
     def backward(ctx, grad):
         x, W_dec, z, error = ctx.saved_tensors
-        low = ctx.matmul_dtype
+        low = z.dtype
         grad_error = (error * (-2.0 / error.shape[1] * grad[:, None, None])).to(low)  # ∂/∂(z W_dec)
-        grad_W_dec = torch.bmm(z.to(low).transpose(1, 2), grad_error).float()
-        grad_pre = torch.bmm(grad_error, W_dec.to(low).transpose(1, 2)).float().mul_(z > 0)  # dropped entries: 0
-        grad_W_enc = torch.bmm(x.to(low).transpose(1, 2), grad_pre.to(low)).float()
-        return None, None, grad_W_enc, grad_pre.sum(1), grad_W_dec, None, None, None, None, None
+        grad_W_dec = torch.bmm(z.transpose(1, 2), grad_error).float()
+        # ∂/∂pre stays in the matmul dtype (it only feeds the next matmul and a sum); dropped entries: 0
+        grad_pre = torch.bmm(grad_error, W_dec.to(low).transpose(1, 2)).mul_(positive(z))
+        grad_W_enc = torch.bmm(x.to(low).transpose(1, 2), grad_pre).float()
+        return None, None, grad_W_enc, grad_pre.sum(1, dtype=torch.float32), grad_W_dec, None, None, None, None, None
 
 
 def kept_dead(pre: torch.Tensor, valid: torch.Tensor, k_aux: torch.Tensor, k_aux_max: int) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Performance benchmark: every figure of the Performance table, measured in one run.
 
-    python benchmarks/run.py            # the README table (about 4 minutes on a 2-core CPU)
+    python benchmarks/run.py            # the README table (about 7 minutes on a 2-core CPU)
     python benchmarks/run.py --quick    # the same rows at smaller sizes (under a minute)
     python benchmarks/run.py --no-peer  # without SAELens (the peer needs the [bench] extra)
 

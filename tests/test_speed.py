@@ -61,3 +61,16 @@ def test_compiled_or_eager_uses_the_compiled_function_when_it_works(monkeypatch)
     square = speed.CompiledOrEager(lambda t: t * t)
     assert square(torch.tensor(3.0)).item() == 9.0 and square(torch.tensor(2.0)).item() == 4.0
     assert len(calls) == 2
+
+
+def test_compiled_loss_trains_as_the_eager_one():
+    """compile=True for real (torch.compile of JumpReLU's loss, whose custom autograd function the
+    compiler traces): the run matches the eager one step for step, up to float rounding. Where the
+    machine cannot compile, the fallback is the eager run and this holds all the more."""
+    sae, source = small_task("jumprelu")
+    train_sae(sae, source, steps=6, batch_size=64, quiet=True, compile=True)
+    eager, _ = small_task("jumprelu")
+    train_sae(eager, source, steps=6, batch_size=64, quiet=True)
+    assert not torch.equal(eager.W_dec.detach(), small_task("jumprelu")[0].W_dec.detach())  # training moved it
+    for name, parameter in eager.named_parameters():
+        torch.testing.assert_close(getattr(sae, name), parameter, rtol=1e-4, atol=1e-5, msg=name)

@@ -35,12 +35,12 @@ class Magnitude:
             if not torch.isfinite(value).all():
                 raise ValueError(f"{type(self).__name__} {name} must be finite, got {self.params[name]!r}")
         resolved._validate()
+        # a parameter with one value everywhere needs no lookup per firing entry (sample_at)
+        resolved._constant = [bool((value == value.flatten()[0]).all()) for value in resolved.params.values()]
         return resolved
 
     def sample_at(self, instance: torch.Tensor, feature: torch.Tensor, generator=None) -> torch.Tensor:
         """Magnitudes for the firing (instance, feature) pairs: two (k,) index tensors -> (k,)."""
-        if not hasattr(self, "_constant"):  # a parameter with one value everywhere needs no lookup per entry
-            self._constant = [bool((value == value.flatten()[0]).all()) for value in self.params.values()]
         return self._draw([value.flatten()[0].expand(instance.shape) if constant else value[instance, feature]
                            for value, constant in zip(self.params.values(), self._constant)], generator)
 

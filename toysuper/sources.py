@@ -88,8 +88,10 @@ def hidden_from_active(active: ActiveFeatures, directions: torch.Tensor) -> torc
     counts = torch.bincount(rows, minlength=batch * n_instances)
     table = directions.reshape(n_instances * n_features, -1)
     entries, weights = active.instance * n_features + active.feature, active.value.to(table.dtype)
-    if not bool((rows[1:] >= rows[:-1]).all()):  # embedding_bag wants each bag's entries together
-        order = stable_argsort(rows, batch * n_instances)  # (the samplers' walks list them so already)
+    # embedding_bag wants each bag's entries together. The samplers' walks list them so already;
+    # checking that would stall an accelerator's queue, so there they are always sorted.
+    if rows.device.type != "cpu" or not bool((rows[1:] >= rows[:-1]).all()):
+        order = stable_argsort(rows, batch * n_instances)
         entries, weights = entries[order], weights[order]
     hidden = torch.nn.functional.embedding_bag(entries, table, counts.cumsum(0) - counts, mode="sum",
                                                per_sample_weights=weights)

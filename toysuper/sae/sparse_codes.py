@@ -212,8 +212,8 @@ def _cut_from_a_guess(flat, counts, count_max):
     below where the true cut should fall, so it lies below the true cut with near certainty;
     only the entries above the guess are ranked. None when the guess fails (some row has too
     few positive entries above it) or does not help (most entries pass): the caller then
-    ranks everything. On an
-    accelerator topk is fast and this would cost device syncs, so it is used on CPU only.
+    ranks everything. On an accelerator topk is fast and this would cost device syncs, so it
+    is used on CPU only.
 
     The work is done in numpy (its selection and scans cost a fraction of torch's at these
     sizes) on the floats' bit patterns read as integers, whose order is the floats' order for

@@ -13,6 +13,7 @@ from toysuper.sae import TrainState
 from toysuper.sae.input_stats import geometric_median, input_scale
 from toysuper.sae.recipes.jumprelu import JumpReLUTerms
 from toysuper.sae.recipes.auxk import auxk_loss
+from toysuper.sae.recipes.parts import squared_error
 from toysuper.sae.resampling import resample_dead_latents
 from toysuper.sae.train import clip_per_instance, lr_multiplier
 from toysuper.sources import Batch
@@ -243,6 +244,25 @@ def test_gated_forward_and_loss_by_hand():
     assert sae.W_dec.grad is None or sae.W_dec.grad.abs().sum() == 0
     assert sae.r_mag.grad is None or sae.r_mag.grad.abs().sum() == 0
     assert sae.W_enc.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])  # bf16: x̂ as a bf16-autocast decoder gives it
+def test_squared_error_matches_autograd(dtype):
+    torch.manual_seed(4)
+    x = torch.randn(64, 3, 8, requires_grad=True)
+    W = torch.randn(3, 8, 8, requires_grad=True)
+
+    def grads(loss_of):
+        x.grad = W.grad = None
+        loss = loss_of(x, torch.einsum("bid,ide->bie", x.detach(), W).to(dtype))
+        (loss * torch.tensor([1.0, 2.0, 3.0])).sum().backward()  # a different weight per instance
+        return loss.detach(), x.grad.clone(), W.grad.clone()
+
+    got = grads(squared_error)
+    want = grads(lambda x, x_hat: (x - x_hat).pow(2).sum(-1).mean(0))
+    assert got[0].dtype == torch.float32
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
 
 
 def test_auxk_only_touches_dead_latents():

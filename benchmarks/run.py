@@ -1,7 +1,7 @@
 """Performance benchmark: every figure of the Performance table, measured in one run.
 
     python benchmarks/run.py            # the README table (about 7 minutes on a 2-core CPU)
-    python benchmarks/run.py --quick    # the same rows at smaller sizes (under a minute)
+    python benchmarks/run.py --quick    # the same rows at smaller sizes (about a minute)
     python benchmarks/run.py --no-peer  # without SAELens (the peer needs the [bench] extra)
 
 Machines are shared and timings drift, so every target is a ratio of two timings taken here,
@@ -133,7 +133,7 @@ def machine() -> str:
 
 def main(argv=None) -> pd.DataFrame:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, under a minute")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, about a minute")
     parser.add_argument("--no-peer", action="store_true", help="skip the SAELens comparison")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")

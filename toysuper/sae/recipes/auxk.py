@@ -47,49 +47,53 @@ def auxk_loss(sae, x: torch.Tensor, pre: torch.Tensor, residual: torch.Tensor, d
         valid = torch.arange(width, device=dead.device) < n_dead[:, None]  # (inst, width)
         W_enc = sae.W_enc.gather(2, columns[:, None, :].expand(-1, sae.d_hidden, -1))  # (inst, d_hidden, width)
         W_dec = sae.W_dec.gather(1, columns[:, :, None].expand(-1, -1, sae.d_hidden))  # (inst, width, d_hidden)
-        # W_enc (x - b_dec) + b_enc as W_enc x + (b_enc - W_enc b_dec): b_dec's gradient then costs a
-        # vector-matrix product, not a backward matmul over the batch (as in SAE.centred_projection)
-        bias = sae.b_enc.gather(1, columns) - torch.einsum("id,idw->iw", sae.b_dec, W_enc)
+        b_enc = sae.b_enc.gather(1, columns)  # (inst, width)
         batch = x.shape[0]
         pre_dead = pre.detach().transpose(0, 1).gather(2, columns[:, None, :].expand(-1, batch, -1))
-        loss = DeadLatentReconstruction.apply(x.float().transpose(0, 1), pre_dead.float(), W_enc, bias, W_dec,
-                                              residual.detach().float().transpose(0, 1), valid, k_aux, k_aux_max,
-                                              matmul_dtype)
+        loss = DeadLatentReconstruction.apply(x.float().transpose(0, 1), pre_dead.float(), W_enc, b_enc, sae.b_dec,
+                                              W_dec, residual.detach().float().transpose(0, 1), valid, k_aux,
+                                              k_aux_max, matmul_dtype)
     return torch.where(n_dead > 0, loss, 0.0)
 
 
 class DeadLatentReconstruction(torch.autograd.Function):
     """||r - z W_dec||² per instance, averaged over the batch, z = the kept part of ReLU(pre),
-    pre = x W_enc + b.
+    pre = (x - b_dec) W_enc + b_enc.
 
     x: (inst, batch, d) and r: (inst, batch, d), no gradient; pre: (inst, batch, width), already
-    computed (by the latent selection), no gradient; W_enc: (inst, d, width) and b: (inst,
-    width) take pre's gradient; W_dec: (inst, width, d); valid: bool (inst, width). The matmuls
-    run in `matmul_dtype` (bf16 under bf16 autocast: 2.5× float32's speed for these narrow
-    shapes on a CPU with AVX512-BF16), and so do z and the gradient passed between them; the
-    error, the loss and the weights' gradients are float32. The backward pass is written out
-    (three matmuls and a mask); tests/test_recipes.py checks it against the dense formula, and
-    its bf16 version against float32.
+    computed (by the latent selection), no gradient; W_enc: (inst, d, width), b_enc: (inst,
+    width) and b_dec: (inst, d) take pre's gradient; W_dec: (inst, width, d); valid: bool
+    (inst, width). The matmuls run in `matmul_dtype` (bf16 under bf16 autocast: 2.5× float32's
+    speed for these narrow shapes on a CPU with AVX512-BF16), and so do z and the gradient
+    passed between them; the error, the loss and the weights' gradients are float32. The
+    backward pass is written out (three matmuls and a mask; b_dec's gradient is a
+    vector-matrix product, as in SAE.centred_projection); tests/test_recipes.py checks it
+    against the dense formula, and its bf16 version against float32.
     """
 
     @staticmethod
-    def forward(ctx, x, pre, W_enc, b, W_dec, r, valid, k_aux, k_aux_max, matmul_dtype=torch.float32):
+    def forward(ctx, x, pre, W_enc, b_enc, b_dec, W_dec, r, valid, k_aux, k_aux_max, matmul_dtype=torch.float32):
         low = matmul_dtype
         z = kept_dead(pre, valid, k_aux, k_aux_max).to(low)  # (inst, batch, width), as the matmuls take it
-        error = r - torch.bmm(z, W_dec.to(low)).float()
-        ctx.save_for_backward(x, W_dec, z, error)
+        W_dec_low = W_dec.to(low)
+        error = r - torch.bmm(z, W_dec_low).float()
+        ctx.save_for_backward(x, W_enc, b_dec, W_dec_low, z, error)
         return error.pow(2).sum(-1).mean(-1)
 
     @staticmethod
     def backward(ctx, grad):
-        x, W_dec, z, error = ctx.saved_tensors
+        x, W_enc, b_dec, W_dec_low, z, error = ctx.saved_tensors
         low = z.dtype
         grad_error = (error * (-2.0 / error.shape[1] * grad[:, None, None])).to(low)  # ∂/∂(z W_dec)
         grad_W_dec = torch.bmm(z.transpose(1, 2), grad_error).float()
         # ∂/∂pre stays in the matmul dtype (it only feeds the next matmul and a sum); dropped entries: 0
-        grad_pre = torch.bmm(grad_error, W_dec.to(low).transpose(1, 2)).mul_(positive(z))
+        grad_pre = torch.bmm(grad_error, W_dec_low.transpose(1, 2)).mul_(positive(z))
+        grad_b_enc = grad_pre.sum(1, dtype=torch.float32)  # (inst, width)
+        # pre = x W_enc - b_dec W_enc + b_enc: the b_dec terms are rank one over the batch
         grad_W_enc = torch.bmm(x.to(low).transpose(1, 2), grad_pre).float()
-        return None, None, grad_W_enc, grad_pre.sum(1, dtype=torch.float32), grad_W_dec, None, None, None, None, None
+        grad_W_enc.sub_(b_dec[:, :, None] * grad_b_enc[:, None, :])
+        grad_b_dec = -torch.bmm(W_enc, grad_b_enc[:, :, None]).squeeze(-1)
+        return None, None, grad_W_enc, grad_b_enc, grad_b_dec, grad_W_dec, None, None, None, None, None
 
 
 def kept_dead(pre: torch.Tensor, valid: torch.Tensor, k_aux: torch.Tensor, k_aux_max: int) -> torch.Tensor:

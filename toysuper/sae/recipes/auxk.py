@@ -31,8 +31,9 @@ def auxk_loss(sae, x: torch.Tensor, pre: torch.Tensor, residual: torch.Tensor, d
     d_sae), as the latent selection computed them (any dtype; AuxK reads the dead columns' values
     and sends its gradient to the weights itself, so a matmul is not repeated); residual: x - x̂,
     (batch, inst, d_hidden); dead: bool (inst, d_sae); k_aux: (inst,) whole numbers, k_aux_max =
-    max(k_aux). Autocast is off inside: under bf16 autocast the matmuls are cast to bf16
-    explicitly and everything else stays float32 (see DeadLatentReconstruction).
+    max(k_aux). Autocast is off inside: under bf16 autocast the matmuls and what passes between
+    them are cast to bf16 explicitly, and the error, the loss and the gradients reaching the
+    weights stay float32 (see DeadLatentReconstruction).
     """
     n_instances = sae.n_instances
     if not any_dead(dead):
@@ -66,8 +67,8 @@ class DeadLatentReconstruction(torch.autograd.Function):
     (inst, width). The matmuls run in `matmul_dtype` (bf16 under bf16 autocast: 2.5× float32's
     speed for these narrow shapes on a CPU with AVX512-BF16), and so do z and the gradient
     passed between them; the error, the loss and the weights' gradients are float32. The
-    backward pass is written out (three matmuls and a mask; b_dec's gradient is a
-    vector-matrix product, as in SAE.centred_projection); tests/test_recipes.py checks it
+    backward pass is written out (three matmuls over the batch and a mask; b_dec's gradient is
+    a vector-matrix product, as in SAE.centred_projection); tests/test_recipes.py checks it
     against the dense formula, and its bf16 version against float32.
     """
 

@@ -99,8 +99,8 @@ def compare(samples: int = 300_000, rounds: int = 1) -> list[dict]:
 
     With several `rounds` each pipeline trains that many times (same seeds, so the same SAEs),
     and each row reports its median speed and, as "speedup", the median over rounds of its
-    speed over SAELens's speed in the same round: on a shared machine whose speed drifts by a
-    third over minutes, one round's ratio is a noisy figure.
+    speed over SAELens's speed in the same round ("speedups": every round's): on a shared
+    machine whose speed drifts by a third over minutes, one round's ratio is a noisy figure.
 
     Each first trains a short run that is not timed, so that none pays for the process's
     one-time start-up (thread pools, kernel selection, first allocations) in its figure.
@@ -115,8 +115,9 @@ def compare(samples: int = 300_000, rounds: int = 1) -> list[dict]:
         row = dict(column[0])
         row["samples_per_s"] = statistics.median(r["samples_per_s"] for r in column)
         row["train_s"] = statistics.median(r["train_s"] for r in column)
-        row["speedup"] = statistics.median(r["samples_per_s"] / theirs["samples_per_s"]
-                                           for r, theirs in zip(column, (result[1] for result in results)))
+        row["speedups"] = [r["samples_per_s"] / theirs["samples_per_s"]
+                           for r, theirs in zip(column, (result[1] for result in results))]
+        row["speedup"] = statistics.median(row["speedups"])
         row["rounds"] = rounds
         rows.append(row)
     return rows

@@ -104,6 +104,9 @@ def peer_rows(samples: int, rounds: int) -> list[dict]:
         rows += [row("peer", f"{ours['pipeline']}: samples/s", ours["samples_per_s"], "samples/s"),
                  row("peer", f"{ours['pipeline']} / SAELens samples/s (median of {rounds} rounds)",
                      ours["speedup"], "×", "≥ 5", ours["speedup"] >= 5)]
+        if rounds > 1:  # the spread within this run, so that the median can be read against it
+            rows += [row("peer", f"{ours['pipeline']} / SAELens: lowest round", min(ours["speedups"]), "×"),
+                     row("peer", f"{ours['pipeline']} / SAELens: highest round", max(ours["speedups"]), "×")]
     rows.append(row("peer", f"SAELens recovered@0.9 after {samples:,} samples", theirs["recovered@0.9"], "fraction"))
     for ours in (fp32, bf16):
         rows.append(row("peer", f"{ours['pipeline']} recovered@0.9 after {samples:,} samples", ours["recovered@0.9"],

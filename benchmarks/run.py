@@ -76,7 +76,8 @@ def toy_rows(steps: int, device: str) -> list[dict]:
             row("toy models", "one sequential step", 1e3 * result["sequential_s"] / (64 * steps), "ms"),
             row("toy models", "one batched step (64 instances)", 1e3 * result["batched_s"] / steps, "ms"),
             row("toy models", "drawing one batched step's features", result["draw_ms"], "ms"),
-            row("toy models", "ceiling: 64 sequential steps / that draw alone", result["ceiling"], "×")]
+            row("toy models", "ceiling: 64 sequential steps / that draw alone", result["ceiling"], "×"),
+            row("toy models", "page faults per batched step", result["batched_page_faults"], "faults")]
 
 
 def sampling_rows(device: str) -> list[dict]:

@@ -9,11 +9,17 @@ the batched pass does it as one tensor program. The figure is the ratio, from on
 from __future__ import annotations
 
 import argparse
+import resource
 import time
 
 import torch
 
 from toysuper import FeatureDistribution, ToyModel, train_toy_model
+
+
+def page_faults() -> int:
+    """Minor page faults of this process so far (fresh pages the kernel had to hand over)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def train_time(n_instances: int, steps: int, device: str, seed: int = 0) -> float:
@@ -43,14 +49,18 @@ def sampling_time(n_instances: int, device: str, repeats: int = 50) -> float:
 
 
 def compare(instances: int = 64, steps: int = 300, device: str = "cpu") -> dict:
-    """Batched and sequential wall times and their ratio, and the ratio's ceiling set by drawing
-    the batched pass's features alone (the batched step cannot take less than that)."""
+    """Batched and sequential wall times and their ratio, the ratio's ceiling set by drawing the
+    batched pass's features alone (the batched step cannot take less than that), and the page
+    faults per batched step (toysuper/allocator.py keeps them near 0)."""
     train_time(1, 10, device)  # warm-up: first-call allocations and kernel selection
+    faults = page_faults()
     batched = train_time(instances, steps, device)
+    faults = (page_faults() - faults) / steps
     sequential = sum(train_time(1, steps, device, seed=i) for i in range(instances))
     draw = sampling_time(instances, device)
     return {"instances": instances, "steps": steps, "batched_s": batched, "sequential_s": sequential,
-            "speedup": sequential / batched, "draw_ms": 1e3 * draw, "ceiling": sequential / (steps * draw)}
+            "speedup": sequential / batched, "draw_ms": 1e3 * draw, "ceiling": sequential / (steps * draw),
+            "batched_page_faults": faults}
 
 
 def main() -> None:
@@ -62,7 +72,8 @@ def main() -> None:
     result = compare(args.instances, args.steps, args.device)
     print(f"{result['instances']} toy models x {result['steps']} steps: batched {result['batched_s']:.2f} s, "
           f"sequential {result['sequential_s']:.2f} s, speed-up {result['speedup']:.1f}x; drawing one batched "
-          f"batch takes {result['draw_ms']:.2f} ms, which caps the speed-up at {result['ceiling']:.1f}x")
+          f"batch takes {result['draw_ms']:.2f} ms, which caps the speed-up at {result['ceiling']:.1f}x; "
+          f"{result['batched_page_faults']:.0f} page faults per batched step")
 
 
 if __name__ == "__main__":

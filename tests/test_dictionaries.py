@@ -70,16 +70,16 @@ def test_low_coherence_bad_arguments(kwargs, name):
         low_coherence_directions(device="cpu", **args)
 
 
-@pytest.mark.parametrize("firing_prob, noise, n_instances", [
-    (0.02, 0.0, 3), (0.02, 0.1, 3), (0.5, 0.0, 3), (0.02, 0.0, 1),
-    (torch.linspace(0.005, 0.05, 200), 0.0, 3),  # per-feature rates: hits come column by column, unsorted
+@pytest.mark.parametrize("firing_prob, noise, n_instances, sampling", [
+    (0.02, 0.0, 3, "auto"), (0.02, 0.1, 3, "auto"), (0.5, 0.0, 3, "auto"), (0.02, 0.0, 1, "sparse"),
+    (torch.linspace(0.005, 0.05, 200), 0.0, 3, "auto"),  # per-feature rates: hits come column by column, unsorted
 ])
-def test_dictionary_source_sparse_and_dense_paths_agree(firing_prob, noise, n_instances):
+def test_dictionary_source_sparse_and_dense_paths_agree(firing_prob, noise, n_instances, sampling):
     """Sparse draws build h = f D from the active features only; dense ones by matmul: both equal f D."""
     directions = torch.randn(n_instances, 200, 16)
     source = DictionarySource(directions, FeatureDistribution(200, firing_prob, n_instances=n_instances,
-                                                              device="cpu"), noise=noise)
-    assert source.dist.draws_sparse() == (float(torch.as_tensor(firing_prob).mean()) < 0.08)
+                                                              sampling=sampling, device="cpu"), noise=noise)
+    assert source.dist.draws_sparse(64) == (float(torch.as_tensor(firing_prob).mean()) < 0.08)
     batch = source.sample(64, torch.Generator().manual_seed(5))
     hidden = source.sample_hidden(64, torch.Generator().manual_seed(5))
     assert torch.equal(hidden, batch.hidden)  # the same draw with or without the dense features

@@ -187,6 +187,23 @@ def test_dense_and_sparse_give_the_same_distribution_and_sample_active_the_same_
         FeatureDistribution(3, 0.1, sampling="fast", device="cpu")
 
 
+@pytest.mark.parametrize("n_features, firing_prob, n_instances, batch, sparse", [
+    (20, 0.1, 64, 1024, True),  # 1.3 M entries, one rate: walking 131 k hits is cheaper
+    (20, 0.1, 1, 1024, False),  # 20 k entries: the walk's fixed cost outweighs it
+    (1024, 0.15, 1, 1024, True),  # one rate: the walk wins up to about 20% firing
+    (1024, 0.3, 1, 1024, False),
+    (1024, 0.15 * torch.linspace(0.5, 1.5, 1024), 1, 1024, False),  # per-column rates: only up to about 8%
+    (1024, 0.05 * torch.linspace(0.5, 1.5, 1024), 1, 1024, True),
+])
+def test_auto_sampling_takes_the_cheaper_way(n_features, firing_prob, n_instances, batch, sparse):
+    """"auto" weighs one uniform per entry against walking the expected hits (benchmarks/sampling_crossover.py)."""
+    dist = FeatureDistribution(n_features, firing_prob, n_instances=n_instances, device="cpu")
+    assert dist.draws_sparse(batch) == sparse
+    x = dist.sample(batch, torch.Generator().manual_seed(0))
+    assert x.shape == (batch, n_instances, n_features)
+    assert (x > 0).float().mean().item() == pytest.approx(float(dist.firing_prob.mean()), rel=0.1)
+
+
 @pytest.mark.parametrize("law", [Uniform(0.5, 2.0), Constant(3.0), Exponential(0.4), FoldedNormal(0.5, 1.0),
                                  FoldedNormal(-2.0, 0.3)])
 @pytest.mark.parametrize("sampling", ["dense", "sparse"])

@@ -37,8 +37,6 @@ from .sparse_sampling import BernoulliColumns, expand_segments, pick_in_segments
 _per_instance_per_feature = per_instance_per_feature  # the name this module used to define
 
 SAMPLING = ("auto", "sparse", "dense")
-AUTO_DENSE_ABOVE = 0.1  # "auto" draws a plain distribution densely when more than this fraction fire (measured
-# crossover on 2 CPU threads: 0.08–0.14 by layout, between one draw per entry and the geometric walk)
 
 
 class ActiveFeatures(NamedTuple):
@@ -87,9 +85,11 @@ class FeatureDistribution:
             parent fires. A feature may be in one group at most; a child in none.
         sampling: "auto" (default), "sparse" or "dense". Sparse walks geometric gaps and
             costs about the number of active features; dense draws one uniform per
-            (sample, instance, feature) and wins when many features fire. "auto" draws
-            dense only for a distribution without groups or hierarchy where more than
-            8% of entries fire. Both give the same distribution, not the same numbers.
+            (sample, instance, feature) and wins when many features fire or the batch is
+            small. "auto" draws dense a distribution without groups or hierarchy when
+            that is expected to cost less (`toysuper.sparse_sampling.BernoulliColumns.cost`:
+            on 2 CPU threads, above about 20% firing when all features share one rate,
+            8% otherwise). Both give the same distribution, not the same numbers.
         device: where samples are generated; CUDA when present by default.
 
     Attributes:
@@ -152,7 +152,6 @@ class FeatureDistribution:
         if self.hierarchy is not None:
             self.firing_prob, self._child_cond = self.hierarchy.resolve(given)
         self._build_units()
-        self._dense = None  # decided on the first draw
         self._inverse_rate = self._can_fire = None  # for dense draws, made on the first one
 
     @classmethod
@@ -190,7 +189,7 @@ class FeatureDistribution:
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw feature activations, shape (batch, inst, n_features), on `self.device`."""
         batch_size = positive_int("batch_size", batch_size)
-        if self._draws_dense():
+        if self._draws_dense(batch_size):
             return self._sample_dense(batch_size, generator)
         return self.sample_active(batch_size, generator).to_dense()
 
@@ -198,7 +197,7 @@ class FeatureDistribution:
         """Draw a batch in sparse form: the (sample, instance, feature, value) of every active feature."""
         batch_size = positive_int("batch_size", batch_size)
         shape = (batch_size, self.n_instances, self.n_features)
-        if self._draws_dense():
+        if self._draws_dense(batch_size):
             dense = self._sample_dense(batch_size, generator)
             sample, instance, feature = dense.nonzero(as_tuple=True)
             return ActiveFeatures(sample, instance, feature, dense[sample, instance, feature], shape)
@@ -230,16 +229,16 @@ class FeatureDistribution:
 
     # ---- sampling -------------------------------------------------------------------
 
-    def draws_sparse(self) -> bool:
-        """Whether `sample` draws the sparse form first (then cheaper consumers can skip the dense one)."""
-        return not self._draws_dense()
+    def draws_sparse(self, batch_size: int) -> bool:
+        """Whether `sample(batch_size)` draws the sparse form first (then cheaper consumers can skip the dense one)."""
+        return not self._draws_dense(batch_size)
 
-    def _draws_dense(self) -> bool:
-        """Plain independent features with many firing: one uniform per entry is cheapest."""
-        if self._dense is None:
-            self._dense = not self.structured and self.sampling != "sparse" and (
-                self.sampling == "dense" or self.firing_prob.mean().item() > AUTO_DENSE_ABOVE)
-        return self._dense
+    def _draws_dense(self, batch_size: int) -> bool:
+        """One uniform per entry: asked for, or (on "auto") expected to cost less than walking the
+        hits, for plain independent features (a structure needs the walk)."""
+        if self.structured or self.sampling == "sparse":
+            return False
+        return self.sampling == "dense" or batch_size * self.firing_prob.numel() <= self._units.cost(batch_size)
 
     def _sample_dense(self, batch_size: int, generator) -> torch.Tensor:
         shape = (batch_size, self.n_instances, self.n_features)

@@ -148,7 +148,7 @@ class DictionarySource:
         self._noisy = bool((self.noise_std > 0).any())
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Batch:
-        if self.dist.draws_sparse():
+        if self.dist.draws_sparse(batch_size):
             active = self.dist.sample_active(batch_size, generator)
             return Batch(self._noised(hidden_from_active(active, self.directions), generator), active.to_dense())
         features = self.dist.sample(batch_size, generator)
@@ -160,7 +160,7 @@ class DictionarySource:
 
         The same generator state gives the same activations as `sample`.
         """
-        if self.dist.draws_sparse():
+        if self.dist.draws_sparse(batch_size):
             return self._noised(hidden_from_active(self.dist.sample_active(batch_size, generator), self.directions),
                                 generator)
         return self.sample(batch_size, generator).hidden

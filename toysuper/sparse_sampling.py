@@ -15,6 +15,14 @@ import torch
 
 DENSE_ABOVE = 0.5  # columns firing at least this often are drawn densely: that costs < 2 uniforms per hit
 
+# What a draw costs, counted in the uniforms of a dense draw (about 2 ns each on 2 CPU threads),
+# as measured by benchmarks/sampling_crossover.py: a walked hit costs about 5 when every walked
+# column shares one rate (one run of gaps), about 12 otherwise (per-column bookkeeping), and a
+# walk has a fixed cost of about 20,000 (a dozen small ops), which rules it out for small batches.
+HIT_COST_ONE_RATE = 5.0
+HIT_COST = 12.0
+WALK_OVERHEAD = 20_000.0
+
 
 class BernoulliColumns:
     """Independent Bernoulli(rates[u]) for each unit u and each sample of a batch, drawn as hits.
@@ -41,6 +49,7 @@ class BernoulliColumns:
         self.walked_rates = rates[self.walked_units]
         self.log_miss = torch.log1p(-self.walked_rates)
         self._one_rate = bool(len(self.walked_rates)) and bool((self.walked_rates == self.walked_rates[0]).all())
+        self._walked_rate_sum = float(self.walked_rates.sum())  # expected walked hits per sample
         # every column walked (the usual case): a walked column's index is its unit, no lookup needed
         self._walks_all = len(self.walked_units) == len(rates)
         self._layouts: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
@@ -62,6 +71,13 @@ class BernoulliColumns:
             empty = torch.zeros(0, dtype=torch.long, device=self.device)
             return empty, empty
         return torch.cat(units), torch.cat(samples)
+
+    def cost(self, batch_size: int) -> float:
+        """Expected cost of `hits(batch_size)`, in uniforms of a dense draw (see HIT_COST above)."""
+        if not self.walked_units.numel():
+            return float(batch_size * len(self.dense_units))
+        per_hit = HIT_COST_ONE_RATE if self._one_rate else HIT_COST
+        return batch_size * (len(self.dense_units) + per_hit * self._walked_rate_sum) + WALK_OVERHEAD
 
     def _layout(self, columns: torch.Tensor, start: torch.Tensor, batch_size: int):
         """How many gaps to draw per column (enough to pass the batch's end nearly always), as

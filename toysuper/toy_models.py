@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from . import superposition
+from .allocator import keep_freed_memory
 from .checks import non_negative, positive_int
 from .devices import make_generator, resolve_device
 from .features import FeatureDistribution
@@ -177,6 +178,8 @@ def train_toy_model(model: ToyModel, dist: FeatureDistribution, steps: int = 10_
             f"({model.n_instances}, {model.n_features})"
         )
     device = model.W.device
+    if device.type == "cpu":
+        keep_freed_memory()  # no page faults on each step's few-MB tensors (toysuper/allocator.py)
     dist = dist if dist.device == device else dist.to(device)
     generator = make_generator(seed, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
+from ..allocator import keep_freed_memory
 from ..checks import finite_tensor, non_negative, positive_int
 from ..devices import make_generator
 from ..progress import progress_bar
@@ -133,6 +134,8 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
         raise ValueError(f"source gives (n_instances, d_hidden)=({source.n_instances}, {source.d_hidden}) "
                          f"but the SAE has ({sae.n_instances}, {sae.d_hidden})")
 
+    if sae.device.type == "cpu":
+        keep_freed_memory()  # no page faults on each step's few-MB tensors (toysuper/allocator.py)
     generator = make_generator(seed, source.device)
     fresh = float(sae.samples_seen) == 0
     scaling = sae.recipe.input_scaling if settings["scale_inputs"] else None

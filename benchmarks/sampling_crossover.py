@@ -2,9 +2,9 @@
 
 A dense draw costs one uniform per (sample, instance, feature); a walk costs a fixed amount
 plus a price per hit, lower when every column fires at the same rate (one run of gaps) than
-when each column has its own (toysuper/sparse_sampling.py). This script times both ways at
-a few firing rates, takes cost = fixed cost + price · hits for each kind of walk, and prints
-the constants in units of one dense uniform, to set against
+when each column has its own (toysuper/sparse_sampling.py). This script times both ways,
+taking cost = fixed cost + price · hits for each kind of walk, and prints the constants in
+units of one dense uniform, to set against
 toysuper.sparse_sampling.HIT_COST_ONE_RATE, HIT_COST and WALK_OVERHEAD:
 
     python benchmarks/sampling_crossover.py [--threads 2] [--repeats 30]
@@ -21,48 +21,47 @@ import torch
 from toysuper import FeatureDistribution
 from toysuper import sparse_sampling
 
-def median_time(dist: FeatureDistribution, batch_size: int, repeats: int) -> float:
-    """Median seconds of dist.sample(batch_size), after three warm-up draws."""
-    generator = torch.Generator(device=dist.device).manual_seed(0)
-    for _ in range(3):
-        dist.sample(batch_size, generator)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        dist.sample(batch_size, generator)
-        if dist.device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+
+def median_times(dists: dict, batch_size: int, repeats: int) -> dict:
+    """Median seconds of dist.sample(batch_size) for each entry, the draws taken in turn so that
+    a drift of the machine's speed touches all alike (after three warm-up draws each)."""
+    generators = {name: torch.Generator(device=dist.device).manual_seed(0) for name, dist in dists.items()}
+    times = {name: [] for name in dists}
+    for rep in range(repeats + 3):
+        for name, dist in dists.items():
+            start = time.perf_counter()
+            dist.sample(batch_size, generators[name])
+            if dist.device.type == "cuda":
+                torch.cuda.synchronize()
+            if rep >= 3:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def measure(repeats: int = 30, device: str = "cpu") -> dict:
-    """The fitted costs, in dense uniforms: per hit of a one-rate walk and of a per-column walk
-    (slopes between two rates on a 1024 × 1024 grid), and a walk's fixed cost beyond a dense
-    draw's (from a small 1024 × 20 grid, where the fixed costs dominate)."""
+    """The costs in dense uniforms (a 1024 × 1024 dense draw's time per entry): per hit, on average,
+    of a one-rate walk (10% firing) and of a per-column walk (5% on average) on that grid; and a
+    walk's fixed cost beyond a dense draw's, from a small 1024 × 20 grid where fixed costs
+    dominate. Sparse draws include building the dense output, as `sample` does."""
     batch_size = 1024
 
-    def one_rate(n_features, rate, sampling):
-        return FeatureDistribution(n_features, rate, sampling=sampling, device=device)
+    def dists(n_features, rate):
+        return {sampling: FeatureDistribution(n_features, rate, sampling=sampling, device=device)
+                for sampling in ("sparse", "dense")}
 
-    def per_column(n_features, rate, sampling):  # rates spread over [0.5, 1.5] × rate, same mean
-        return FeatureDistribution(n_features, rate * torch.linspace(0.5, 1.5, n_features), sampling=sampling,
-                                   device=device)
-
-    def per_hit(make, low, high):
-        """Seconds per extra hit of a walk between firing rates low and high."""
-        dists = [make(1024, rate, "sparse") for rate in (low, high)]
-        seconds = [median_time(dist, batch_size, repeats) for dist in dists]
-        hits = [batch_size * float(dist.firing_prob.sum()) for dist in dists]
-        return (seconds[1] - seconds[0]) / (hits[1] - hits[0])
-
-    dense = median_time(one_rate(1024, 0.1, "dense"), batch_size, repeats) / (batch_size * 1024)
-    hit_one, hit_many = per_hit(one_rate, 0.03, 0.15), per_hit(per_column, 0.02, 0.1)
-    small = {sampling: one_rate(20, 0.05, sampling) for sampling in ("sparse", "dense")}
-    small_s = {sampling: median_time(dist, batch_size, repeats) for sampling, dist in small.items()}
-    fixed = small_s["sparse"] - batch_size * 20 * 0.05 * hit_one - (small_s["dense"] - batch_size * 20 * dense)
-    return {"dense_ns_per_entry": 1e9 * dense, "hit_cost_one_rate": hit_one / dense, "hit_cost": hit_many / dense,
-            "walk_overhead": fixed / dense}
+    costs, entries = {}, batch_size * 1024
+    for key, rate in (("hit_cost_one_rate", torch.tensor(0.1)), ("hit_cost", 0.05 * torch.linspace(0.5, 1.5, 1024))):
+        timed = median_times(dists(1024, rate), batch_size, repeats)
+        per_entry = timed["dense"] / entries
+        # the walk's fixed cost is a small part of its time at these sizes (< 0.5 dense uniforms a hit)
+        costs[key] = timed["sparse"] / per_entry / (batch_size * float(rate.expand(1024).sum()))
+        costs["dense_ns_per_entry"] = 1e9 * per_entry
+    # fixed costs: the small grid's sparse - dense time, less its hits' price, plus its entries' price
+    small = median_times(dists(20, 0.05), batch_size, repeats)
+    small_entries = batch_size * 20
+    costs["walk_overhead"] = (small["sparse"] - small["dense"]) / (1e-9 * costs["dense_ns_per_entry"]) \
+        - 0.05 * small_entries * costs["hit_cost_one_rate"] + small_entries
+    return costs
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ from .groups import CorrelatedGroups, ExclusiveGroups
 from .hierarchy import Hierarchy
 from .magnitudes import Magnitude, Uniform
 from .shapes import per_instance_per_feature
-from .sparse_sampling import BernoulliColumns, expand_segments, pick_in_segments
+from .sparse_sampling import BernoulliColumns, expand_segments, joined, pick_in_segments, split_index
 
 _per_instance_per_feature = per_instance_per_feature  # the name this module used to define
 
@@ -88,7 +88,7 @@ class FeatureDistribution:
             (sample, instance, feature) and wins when many features fire or the batch is
             small. "auto" draws dense a distribution without groups or hierarchy when
             that is expected to cost less (`toysuper.sparse_sampling.BernoulliColumns.cost`:
-            on 2 CPU threads, above about 20% firing when all features share one rate,
+            on 2 CPU threads, above about 25% firing when all features share one rate,
             8% otherwise). Both give the same distribution, not the same numbers.
         device: where samples are generated; CUDA when present by default.
 
@@ -325,7 +325,7 @@ class FeatureDistribution:
         if self.n_instances == 1:  # unit = instance · n_units + unit: nothing to split
             instance = torch.zeros_like(unit)
         else:
-            instance, unit = unit // n_units, unit % n_units
+            instance, unit = split_index(unit, n_units, self.n_instances * n_units)
         n_singles = len(self._singles)
         if n_singles == n_units:  # no groups: every unit is a feature firing on its own
             # and without exclusive groups or a hierarchy, unit j is feature j
@@ -360,7 +360,7 @@ class FeatureDistribution:
             found.append((s[event], i[event], members[item]))
         if self._tree is not None:
             found += self._descendants(found, generator)
-        sample, instance, feature = (torch.cat(column) for column in zip(*found))
+        sample, instance, feature = (joined(list(column)) for column in zip(*found))
         return sample, instance, feature
 
     def _descendants(self, found, generator) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:

@@ -16,12 +16,35 @@ import torch
 DENSE_ABOVE = 0.5  # columns firing at least this often are drawn densely: that costs < 2 uniforms per hit
 
 # What a draw costs, counted in the uniforms of a dense draw (about 2 ns each on 2 CPU threads),
-# as measured by benchmarks/sampling_crossover.py: a walked hit costs about 5 when every walked
-# column shares one rate (one run of gaps), about 12 otherwise (per-column bookkeeping), and a
+# as measured by benchmarks/sampling_crossover.py: a walked hit costs about 4 when every walked
+# column shares one rate (one run of gaps), about 13 otherwise (per-column bookkeeping), and a
 # walk has a fixed cost of about 20,000 (a dozen small ops), which rules it out for small batches.
-HIT_COST_ONE_RATE = 5.0
-HIT_COST = 12.0
+HIT_COST_ONE_RATE = 4.0
+HIT_COST = 13.0
 WALK_OVERHEAD = 20_000.0
+
+# Gaps come from float32 uniforms (1.5× faster to draw, 2× to take the log of) when every walked
+# rate r is at least this. A uniform on the 2^-24 grid then gives the same gap as an exact one
+# except with probability below 1e-6 / r <= 2.6e-4 per gap, and then one position off.
+FLOAT32_GAPS_FROM = 1 / 256
+
+
+def joined(parts: list[torch.Tensor]) -> torch.Tensor:
+    """torch.cat(parts), without the copy when there is only one part (the common case here)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def split_index(flat: torch.Tensor, n: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(flat // n, flat % n) for a long tensor of values in [0, end).
+
+    Done in float64 when end <= 2^50: torch's CPU int64 division is scalar, and these passes take
+    half its time. (flat + 0.5) / n then sits at least 0.5 / n from an integer, far beyond
+    float64's rounding error there.
+    """
+    if end > 2 ** 50:
+        return flat // n, flat % n
+    quotient = flat.double().add_(0.5).mul_(1.0 / n).floor_().long()
+    return quotient, flat - quotient * n
 
 
 class BernoulliColumns:
@@ -47,7 +70,9 @@ class BernoulliColumns:
         self.dense_rates = rates[self.dense_units].float()
         self.walked_units = ((rates > 0) & ~dense).nonzero().squeeze(1)
         self.walked_rates = rates[self.walked_units]
-        self.log_miss = torch.log1p(-self.walked_rates)
+        self._gap_dtype = torch.float32 if len(self.walked_rates) and float(self.walked_rates.min()) >= \
+            FLOAT32_GAPS_FROM else torch.float64
+        self.log_miss = torch.log1p(-self.walked_rates).to(self._gap_dtype)
         self._one_rate = bool(len(self.walked_rates)) and bool((self.walked_rates == self.walked_rates[0]).all())
         self._walked_rate_sum = float(self.walked_rates.sum())  # expected walked hits per sample
         # every column walked (the usual case): a walked column's index is its unit, no lookup needed
@@ -70,7 +95,7 @@ class BernoulliColumns:
         if not units:
             empty = torch.zeros(0, dtype=torch.long, device=self.device)
             return empty, empty
-        return torch.cat(units), torch.cat(samples)
+        return joined(units), joined(samples)
 
     def cost(self, batch_size: int) -> float:
         """Expected cost of `hits(batch_size)`, in uniforms of a dense draw (see HIT_COST above)."""
@@ -98,9 +123,7 @@ class BernoulliColumns:
         owner, log_miss, ends = self._layouts[batch_size]
         found_columns, found_positions = [], []
         while True:
-            u = torch.rand(len(owner), dtype=torch.float64, generator=generator, device=self.device)
-            # misses before the next hit, floor(log U / log(1 - r)); log(0) = -inf gives +inf: past the end
-            steps = (torch.log(u) / log_miss).clamp_(max=batch_size).long() + 1
+            steps = self._steps(log_miss, batch_size, generator)
             total = steps.cumsum(0)
             before = torch.cat([total.new_zeros(1), total[ends[:-1] - 1]])
             position = start[owner] + total - before[owner] - 1
@@ -110,7 +133,7 @@ class BernoulliColumns:
             last = position[ends - 1]
             short = last < batch_size - 1  # gaps ran out before the batch ended: go on after the last hit
             if not short.any():
-                return torch.cat(found_columns), torch.cat(found_positions)
+                return joined(found_columns), joined(found_positions)
             columns, start = columns[short], last[short] + 1
             owner, log_miss, ends = self._layout(columns, start, batch_size)
 
@@ -125,13 +148,19 @@ class BernoulliColumns:
         while start < end:
             expected = (end - start) * rate
             n_gaps = int(expected + self.spare_sigmas * expected ** 0.5) + 1 + self.spare_gaps
-            u = torch.rand(n_gaps, dtype=torch.float64, generator=generator, device=self.device)
-            steps = (torch.log(u) / log_miss).clamp_(max=end).long() + 1  # as in _walk: misses before a hit, + 1
-            position = start - 1 + steps.cumsum(0)  # ascending, so the hits inside are a prefix
+            steps = self._steps(log_miss.expand(n_gaps), end, generator)
+            position = steps.cumsum_(0).add_(start - 1)  # ascending, so the hits inside are a prefix
             found.append(position[:int(torch.searchsorted(position, end))])
             start = int(position[-1]) + 1  # past the end unless the gaps ran out first
-        position = torch.cat(found)
-        return position % n_columns, position // n_columns
+        sample, column = split_index(joined(found), n_columns, end)
+        return column, sample
+
+    def _steps(self, log_miss: torch.Tensor, limit: int, generator) -> torch.Tensor:
+        """One geometric gap per entry of log_miss = log(1 - r), plus one: the steps from one hit to the
+        next, floor(log U / log(1 - r)) + 1, each at most limit + 1."""
+        u = torch.rand(log_miss.shape, dtype=self._gap_dtype, generator=generator, device=self.device)
+        # 1 - u lies in (0, 1]: no log(0), whose infinite gap would end a float32 walk 1 time in 2^24
+        return (torch.log(u.neg_().add_(1)) / log_miss).clamp_(max=limit).long() + 1
 
 
 def expand_segments(segment: torch.Tensor, ptr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -232,6 +232,17 @@ def test_auto_sampling_takes_the_cheaper_way(n_features, firing_prob, n_instance
     assert (x > 0).float().mean().item() == pytest.approx(float(dist.firing_prob.mean()), rel=0.1)
 
 
+@pytest.mark.parametrize("sampling", ["dense", "sparse"])
+def test_samples_are_stored_instance_major(sampling):
+    """(batch, inst, n) with each instance's (batch, n) block contiguous, which batched models read faster."""
+    dist = FeatureDistribution(20, 0.1, n_instances=4, sampling=sampling, device="cpu")
+    x = dist.sample(300, torch.Generator().manual_seed(0))
+    assert x.shape == (300, 4, 20) and x.transpose(0, 1).is_contiguous()
+    active = dist.sample_active(300, torch.Generator().manual_seed(0))
+    assert torch.equal(x, active.to_dense())
+    assert torch.equal(x[active.sample, active.instance, active.feature], active.value)
+
+
 @pytest.mark.parametrize("law", [Uniform(0.5, 2.0), Constant(3.0), Exponential(0.4), FoldedNormal(0.5, 1.0),
                                  FoldedNormal(-2.0, 0.3)])
 @pytest.mark.parametrize("sampling", ["dense", "sparse"])

@@ -182,7 +182,9 @@ def train_toy_model(model: ToyModel, dist: FeatureDistribution, steps: int = 10_
         keep_freed_memory()  # no page faults on each step's few-MB tensors (toysuper/allocator.py)
     dist = dist if dist.device == device else dist.to(device)
     generator = make_generator(seed, device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    # the fused kernel updates a parameter in one pass (CPU and CUDA have one): half the optimiser's time here
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay,
+                                  fused=device.type in ("cpu", "cuda"))
     history, logged_steps, tail = [], [], []
     tail_start = steps - max(1, steps // 100)
     last_good = {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -55,23 +55,17 @@ class ActiveFeatures(NamedTuple):
     """(batch, inst, n_features) of the dense form."""
 
     def to_dense(self) -> torch.Tensor:
-        """The dense activations, (batch, inst, n_features), stored instance-major (see `instance_major`)."""
+        """The dense activations, (batch, inst, n_features), stored instance-major.
+
+        The tensor is a (batch, inst, n) view of an (inst, batch, n) one, so batched models read each
+        instance's (batch, n) block as one contiguous matrix: the 64-instance toy model's forward and
+        backward passes take about 25% less time than on a batch-major tensor (same numbers).
+        """
         batch, n_instances, n_features = self.shape
         out = torch.zeros(n_instances, batch, n_features, device=self.value.device)
         flat = (self.instance * batch + self.sample) * n_features + self.feature
         out.view(-1).scatter_(0, flat, self.value)  # positions are unique, so scatter is exact (and fast)
         return out.transpose(0, 1)
-
-
-def instance_major(shape: tuple[int, int, int], make) -> torch.Tensor:
-    """A (batch, inst, n) tensor stored as (inst, batch, n): make((inst, batch, n)) seen through a transpose.
-
-    Batched models read each instance's (batch, n) block as one matrix; stored contiguously, the
-    64-instance toy model's forward and backward passes take about 25% less time than on a
-    batch-major tensor (same numbers, different strides).
-    """
-    batch, n_instances, n = shape
-    return make((n_instances, batch, n)).transpose(0, 1)
 
 
 class FeatureDistribution:
@@ -252,12 +246,11 @@ class FeatureDistribution:
         return self.sampling == "dense" or batch_size * self.firing_prob.numel() <= self._units.cost(batch_size)
 
     def _sample_dense(self, batch_size: int, generator) -> torch.Tensor:
-        shape = (batch_size, self.n_instances, self.n_features)
         inverse_rate, can_fire = self._dense_rates()
         # A feature fires when u < p, and given that, v = u / p is again uniform on [0, 1): one draw
         # decides both firing and magnitude (half the random numbers; this CPU draws them serially).
-        v = instance_major(shape, lambda size: torch.rand(size, generator=generator, device=self.device))
-        v.mul_(inverse_rate)
+        v = torch.rand(self.n_instances, batch_size, self.n_features, generator=generator, device=self.device)
+        v = v.transpose(0, 1).mul_(inverse_rate)  # stored instance-major, as ActiveFeatures.to_dense explains
         fires = positive_(1 - v)  # 1 where v < 1
         if can_fire is not None:
             fires.mul_(can_fire)

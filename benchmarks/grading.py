@@ -54,7 +54,7 @@ def build(n: int, seed: int = 0):
 def one(n: int, n_samples: int) -> dict:
     """Grade one size in this process; returns the figures (memory in GB)."""
     from toysuper import evaluate
-    from toysuper.matching import candidate_edges, cosine_tops, match
+    from toysuper.grade.matching import candidate_edges, cosine_tops, match
 
     torch.set_num_threads(2)
     source, sae = build(n)
@@ -79,7 +79,7 @@ def one(n: int, n_samples: int) -> dict:
 
 def check_exact(n: int) -> dict:
     """Sparse vs exact Hungarian on the same case (the exact one is slow: minutes at n = 4096)."""
-    from toysuper.matching import match
+    from toysuper.grade.matching import match
 
     torch.set_num_threads(2)
     source, sae = build(n)

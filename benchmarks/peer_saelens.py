@@ -7,7 +7,7 @@ number of training samples for both. SAELens builds its data with its own Featur
 ReLU(N(0.5, 0.29²)), matching U[0, 1]'s mean and spread) and trains with `train_toy_sae`
 (its defaults). toysuper uses a DictionarySource of random unit directions with U[0, 1]
 magnitudes and its `batchtopk` recipe with the recipe's defaults. Both SAEs are graded by
-toysuper.evaluate against the directions that made their own data.
+toysuper.grade.evaluate against the directions that made their own data.
 
 Needs the `[bench]` extra (sae-lens):  python benchmarks/peer_saelens.py [--samples 300000]
 """
@@ -27,7 +27,7 @@ FIRING = 8 / 1024
 
 
 class SingleSAE:
-    """Wraps an outside SAE with encode(x: (batch, d)) and W_dec (d_sae, d) for toysuper.evaluate."""
+    """Wraps an outside SAE with encode(x: (batch, d)) and W_dec (d_sae, d) for toysuper.grade.evaluate."""
 
     def __init__(self, encode, decoder: torch.Tensor, b_dec: torch.Tensor):
         self._encode, self.W = encode, decoder.detach()

@@ -17,7 +17,7 @@ import time
 import torch
 
 from toysuper import FeatureDistribution
-from toysuper.frequencies import Zipf
+from toysuper.truth.frequencies import Zipf
 
 
 def best_time(draw, device: torch.device, batch_size: int, repeats: int) -> float:

@@ -5,7 +5,7 @@ plus a price per hit, lower when every column fires at the same rate (one run of
 when each column has its own (toysuper/sparse_sampling.py). This script times both ways,
 taking cost = fixed cost + price · hits for each kind of walk, and prints the constants in
 units of one dense uniform, to set against
-toysuper.sparse_sampling.HIT_COST_ONE_RATE, HIT_COST and WALK_OVERHEAD:
+toysuper.truth.sparse_sampling.HIT_COST_ONE_RATE, HIT_COST and WALK_OVERHEAD:
 
     python benchmarks/sampling_crossover.py [--threads 2] [--repeats 30]
 """
@@ -73,7 +73,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     costs = measure(args.repeats, args.device)
     print(f"dense draw: {costs['dense_ns_per_entry']:.2f} ns per entry ({args.threads} thread(s), {args.device})")
-    print("in dense uniforms:   measured   toysuper.sparse_sampling")
+    print("in dense uniforms:   measured   toysuper.truth.sparse_sampling")
     for key, constant in (("hit_cost_one_rate", "HIT_COST_ONE_RATE"), ("hit_cost", "HIT_COST"),
                           ("walk_overhead", "WALK_OVERHEAD")):
         print(f"  {key:18s} {costs[key]:10.1f}   {constant} = {getattr(sparse_sampling, constant):g}")

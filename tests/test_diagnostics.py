@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from toysuper import Batch, DictionarySource, FeatureDistribution, TensorSAE, Thresholds, evaluate
-from toysuper.diagnostics import parent_index
+from toysuper.grade.diagnostics import parent_index
 
 N_SAMPLES = 20_000
 

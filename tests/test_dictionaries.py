@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from toysuper import DictionarySource, FeatureDistribution
-from toysuper.dictionaries import Dictionary, low_coherence_directions, max_abs_cos, random_directions, welch_bound
+from toysuper.truth.dictionaries import Dictionary, low_coherence_directions, max_abs_cos, random_directions, welch_bound
 
 
 def test_random_directions_are_unit_and_seeded():

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from toysuper import SAE, DictionarySource, FeatureDistribution, evaluate, hungarian, mmcs, recovered
-from toysuper.matching import cosine_matrix
+from toysuper.grade.matching import cosine_matrix
 
 
 def _orthonormal(n, d, seed=0):
@@ -110,7 +110,7 @@ def test_evaluate_rejects_mismatched_shapes_and_bad_threshold():
 
 # --- matching at scale: chunked cosines and the sparse candidate matching ---------------------
 
-from toysuper.matching import candidate_edges, cosine_tops, match  # noqa: E402
+from toysuper.grade.matching import candidate_edges, cosine_tops, match  # noqa: E402
 
 
 def test_cosine_tops_in_chunks_equal_the_full_matrix():

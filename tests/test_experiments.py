@@ -1,9 +1,9 @@
 import pandas as pd
 import pytest
 
-from toysuper import cli, config as config_io
-from toysuper.experiments import dry_run, plan, run
-from toysuper.planner import estimate_mb
+from toysuper.sweep import cli, config as config_io
+from toysuper.sweep.experiments import dry_run, plan, run
+from toysuper.sweep.planner import estimate_mb
 
 TINY = """
 name = "tiny"
@@ -185,7 +185,7 @@ def test_cli_list_names_recipes_sources_and_metrics(capsys):
 def test_ground_truth_options_build_the_distribution_they_name():
     import torch
 
-    from toysuper import assemble
+    from toysuper.sweep import assemble
 
     torch.set_num_threads(1)  # tiny tensors: a second thread only adds contention
     config = config_io.resolve({

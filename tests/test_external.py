@@ -11,8 +11,8 @@ from safetensors.torch import save_file
 
 from toysuper import (RECIPES, SAE, DictionarySource, FeatureDistribution, OneInstance, TensorSAE, evaluate, load_saelens,
                       random_directions, save_saelens)
-from toysuper.external import as_gradeable
-from toysuper.saelens_format import EXPORTS
+from toysuper.grade.external import as_gradeable
+from toysuper.grade.saelens_format import EXPORTS
 
 
 def _source(n_instances=1, n=12, d=10, seed=0):

@@ -4,12 +4,12 @@ import pytest
 import torch
 
 from toysuper import FeatureDistribution
-from toysuper.features import ActiveFeatures
-from toysuper.frequencies import Zipf
-from toysuper.groups import CorrelatedGroups, ExclusiveGroups
-from toysuper.hierarchy import Hierarchy
-from toysuper.magnitudes import Constant, Exponential, FoldedNormal, Uniform
-from toysuper.sparse_sampling import FLOAT32_GAPS_FROM, BernoulliColumns, split_index
+from toysuper.truth.distribution import ActiveFeatures
+from toysuper.truth.frequencies import Zipf
+from toysuper.truth.groups import CorrelatedGroups, ExclusiveGroups
+from toysuper.truth.hierarchy import Hierarchy
+from toysuper.truth.magnitudes import Constant, Exponential, FoldedNormal, Uniform
+from toysuper.truth.sparse_sampling import FLOAT32_GAPS_FROM, BernoulliColumns, split_index
 
 
 def test_sample_shape_and_firing_rate_per_instance():

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from toysuper import DictionarySource, FeatureDistribution, ToyModel, ToyModelSource
-from toysuper.dictionaries import random_directions
-from toysuper.groups import CorrelatedGroups
+from toysuper.truth.dictionaries import random_directions
+from toysuper.truth.groups import CorrelatedGroups
 
 
 def _measured_snr(signal: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:

@@ -6,8 +6,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from toysuper import config as config_io
-from toysuper.plots import draw_figures, feature_norm_bars, pareto_figure, recovery_heatmap, recovery_vs_frequency
+from toysuper.sweep import config as config_io
+from toysuper.sweep.plots import draw_figures, feature_norm_bars, pareto_figure, recovery_heatmap, recovery_vs_frequency
 
 SPARSITY, WIDTH, SEEDS = [0.5, 0.9, 0.99], [2, 5], [0, 1]
 

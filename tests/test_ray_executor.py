@@ -3,8 +3,8 @@
 import pandas as pd
 import ray
 
-from toysuper import config as config_io
-from toysuper.experiments import run
+from toysuper.sweep import config as config_io
+from toysuper.sweep.experiments import run
 
 SWEEP = {
     "name": "ray",

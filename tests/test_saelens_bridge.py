@@ -10,7 +10,7 @@ from sae_lens import (SAE as SAELensSAE, BatchTopKTrainingSAE, BatchTopKTraining
 from sae_lens.config import LoggingConfig, SAETrainerConfig
 
 import toysuper as ts
-from toysuper.saelens_format import EXPORTS
+from toysuper.grade.saelens_format import EXPORTS
 
 from test_external import _perturbed_sae  # noqa: E402  (tests/ is on the path under pytest)
 

@@ -6,10 +6,10 @@ import time
 
 import pandas as pd
 
-from toysuper import config as config_io
-from toysuper.planner import plan
-from toysuper.runner import BatchResult
-from toysuper.store import RunStore
+from toysuper.sweep import config as config_io
+from toysuper.sweep.planner import plan
+from toysuper.sweep.runner import BatchResult
+from toysuper.sweep.store import RunStore
 
 # Three shapes (d_hidden) -> three batches of two instances, each a second or two of training.
 THREE_BATCHES = """
@@ -39,7 +39,7 @@ def test_a_killed_run_resumes_with_every_row_once(tmp_path):
     path = tmp_path / "resume.toml"
     path.write_text(THREE_BATCHES)
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "toysuper.cli", "run", str(path), "--out", str(out), "--device", "cpu",
+    command = [sys.executable, "-m", "toysuper.sweep.cli", "run", str(path), "--out", str(out), "--device", "cpu",
                "--quiet"]
     expected = {config_io.point_key(p) for p in config_io.expand(config_io.load(path))}
     assert len(expected) == 6 and len(plan(config_io.load(path))) == 3
@@ -57,7 +57,7 @@ def test_a_killed_run_resumes_with_every_row_once(tmp_path):
     assert before[["mmcs", "l0"]].notna().all().all()  # only whole rows
 
     # The same command again (checking on the way that the in-process executor never imports Ray).
-    rerun = subprocess.run([sys.executable, "-c", "import sys; from toysuper.cli import main; code = main(sys.argv[1:]); "
+    rerun = subprocess.run([sys.executable, "-c", "import sys; from toysuper.sweep.cli import main; code = main(sys.argv[1:]); "
                             "sys.exit(code or (3 if 'ray' in sys.modules else 0))", *command[3:]],
                            cwd=tmp_path, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr[-2000:]

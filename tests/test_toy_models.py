@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from toysuper import FeatureDistribution, ToyModel, train_toy_model
-from toysuper import superposition
-from toysuper.toy_models import importance_weighted_mse
+from toysuper.toy import superposition
+from toysuper.toy.model import importance_weighted_mse
 
 
 def _block_diag(*blocks):

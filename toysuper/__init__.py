@@ -5,21 +5,21 @@ dimensions (superposition), fit sparse autoencoders to the hidden activations, a
 each SAE by how well it recovers the planted features.
 """
 
-from .diagnostics import Thresholds
-from .evaluate import Report, evaluate
-from .external import GradeableSAE, OneInstance, TensorSAE
-from .dictionaries import Dictionary, low_coherence_directions
-from .features import ActiveFeatures, FeatureDistribution
-from .frequencies import Zipf
-from .groups import CorrelatedGroups, ExclusiveGroups
-from .hierarchy import Hierarchy
-from .magnitudes import Constant, Exponential, FoldedNormal, Uniform
-from .matching import cosine_matrix, hungarian, match, mmcs, recovered
-from .saelens_bridge import SAELensActivations
-from .saelens_format import load_saelens, save_saelens
+from .grade.diagnostics import Thresholds
+from .grade.evaluate import Report, evaluate
+from .grade.external import GradeableSAE, OneInstance, TensorSAE
+from .truth.dictionaries import Dictionary, low_coherence_directions
+from .truth.distribution import ActiveFeatures, FeatureDistribution
+from .truth.frequencies import Zipf
+from .truth.groups import CorrelatedGroups, ExclusiveGroups
+from .truth.hierarchy import Hierarchy
+from .truth.magnitudes import Constant, Exponential, FoldedNormal, Uniform
+from .grade.matching import cosine_matrix, hungarian, match, mmcs, recovered
+from .grade.saelens_bridge import SAELensActivations
+from .grade.saelens_format import load_saelens, save_saelens
 from .sae import RECIPES, SAE, SAETrainResult, train_sae
 from .sources import ActivationSource, Batch, DictionarySource, ToyModelSource, random_directions
-from .toy_models import ToyModel, ToyTrainResult, train_toy_model
+from .toy.model import ToyModel, ToyTrainResult, train_toy_model
 
 __version__ = "0.1.0"
 

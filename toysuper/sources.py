@@ -13,10 +13,10 @@ import torch
 
 from .checks import finite_float, finite_tensor, non_negative, positive_int
 from .devices import make_generator
-from .dictionaries import Dictionary, random_directions, unit_rows
-from .features import ActiveFeatures, FeatureDistribution
+from .truth.dictionaries import Dictionary, random_directions, unit_rows
+from .truth.distribution import ActiveFeatures, FeatureDistribution
 from .integer_sort import stable_argsort
-from .toy_models import ToyModel
+from .toy.model import ToyModel
 
 SNR_SAMPLES = 65_536  # samples behind the signal power that sets the noise for a stated SNR
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ..evaluate import evaluate
-from ..features import FeatureDistribution
+from ..grade.evaluate import evaluate
+from ..truth.distribution import FeatureDistribution
 from ..sources import DictionarySource, random_directions
 from .model import SAE
 from .recipes import RECIPES

@@ -22,14 +22,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .checks import positive_int
-from .devices import make_generator
+from ..checks import positive_int
+from ..devices import make_generator
 from .diagnostics import (AbsorptionCounter, Thresholds, compositions, explain, firing_probabilities, firing_scores,
                           near_counts, parent_index, recovery_by_frequency, source_hierarchy)
 from .external import as_gradeable
 from .matching import CANDIDATES, EXACT_LIMIT, candidate_edges, cosine_tops, match, recovered, unit_rows
-from .progress import progress_bar
-from .sources import ActivationSource
+from ..progress import progress_bar
+from ..sources import ActivationSource
 
 EVAL_SEED = 12_345  # differs from the training seeds' default, so grading sees held-out samples
 BATCH_ENTRIES = 1 << 24  # batch × inst × max(n_features, d_sae) per chunk of held-out samples

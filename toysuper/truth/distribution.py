@@ -25,9 +25,9 @@ from typing import NamedTuple
 
 import torch
 
-from .checks import as_tensor, positive_int, probability_tensor
-from .devices import resolve_device
-from .float_masks import positive_
+from ..checks import as_tensor, positive_int, probability_tensor
+from ..devices import resolve_device
+from ..float_masks import positive_
 from .groups import CorrelatedGroups, ExclusiveGroups
 from .hierarchy import Hierarchy
 from .magnitudes import Magnitude, Uniform

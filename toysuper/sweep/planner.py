@@ -12,7 +12,8 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from . import checks, config as config_io
+from .. import checks
+from . import config as config_io
 from .assemble import check_point, toy_identity
 
 BYTES = 4  # float32

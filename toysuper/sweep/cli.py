@@ -89,10 +89,10 @@ def _metric_names() -> list[str]:
     """The report's summary columns, read off a tiny grading so the list never goes stale."""
     import torch
 
-    from .evaluate import evaluate
-    from .features import FeatureDistribution
-    from .sae import SAE
-    from .sources import DictionarySource
+    from ..grade.evaluate import evaluate
+    from ..truth.distribution import FeatureDistribution
+    from ..sae import SAE
+    from ..sources import DictionarySource
 
     source = DictionarySource(torch.eye(2), FeatureDistribution(2, 0.5, device="cpu"))
     report = evaluate(SAE(2, 2, 1, device="cpu"), source, n_samples=64)
@@ -102,9 +102,10 @@ def _metric_names() -> list[str]:
 def command_list(args) -> int:
     import inspect
 
-    from . import assemble, config as config_io
-    from .magnitudes import MAGNITUDES
-    from .sae import RECIPES
+    from . import assemble
+    from . import config as config_io
+    from ..truth.magnitudes import MAGNITUDES
+    from ..sae import RECIPES
 
     print("recipes ([sae] recipe = NAME; its hyperparameters are [sae] keys and sweepable):")
     for name, recipe in RECIPES.items():

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .checks import finite_float, positive_int
+from ..checks import finite_float, positive_int
 
 
 @dataclass(frozen=True)

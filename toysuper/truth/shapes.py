@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .checks import as_tensor
+from ..checks import as_tensor
 
 
 def per_instance_per_feature(name: str, value, n_instances: int, n_features: int, device) -> torch.Tensor:

@@ -27,7 +27,7 @@ from typing import Callable, Protocol, runtime_checkable
 
 import torch
 
-from .sources import ActivationSource, Batch
+from ..sources import ActivationSource, Batch
 
 
 @runtime_checkable
@@ -142,7 +142,7 @@ def as_gradeable(sae) -> Graded:
 def load_directory(path) -> object:
     """An SAE saved in SAELens's format or toysuper's, by the files in `path`."""
     from .saelens_format import CONFIG_FILE as SAELENS_CONFIG, load_saelens
-    from .sae.model import CONFIG_FILE, SAE
+    from ..sae.model import CONFIG_FILE, SAE
 
     path = Path(path)
     if (path / SAELENS_CONFIG).is_file():

@@ -15,9 +15,9 @@ from typing import NamedTuple
 
 import torch
 
-from .checks import non_negative, positive_int
-from .devices import make_generator, resolve_device
-from .progress import progress_bar
+from ..checks import non_negative, positive_int
+from ..devices import make_generator, resolve_device
+from ..progress import progress_bar
 
 
 class Dictionary(NamedTuple):

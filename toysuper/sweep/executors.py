@@ -28,7 +28,7 @@ def _ray_task(batch: Batch, device: str, keep_models: bool, threads: int) -> Bat
     """One batch inside a Ray worker: 'auto' picks the GPU Ray gave the task, if any."""
     import torch
 
-    from .devices import resolve_device
+    from ..devices import resolve_device
 
     torch.set_num_threads(threads)  # as many as the CPUs the task claimed
     return run_batch(batch, resolve_device(device), quiet=True, keep_models=keep_models)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .checks import as_tensor
+from ..checks import as_tensor
 
 
 class _Groups:

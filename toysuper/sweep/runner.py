@@ -11,11 +11,13 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from . import assemble, config as config_io, superposition
-from .evaluate import evaluate
+from . import assemble
+from . import config as config_io
+from ..toy import superposition
+from ..grade.evaluate import evaluate
 from .planner import Batch
-from .sae import SAE, train_sae
-from .toy_models import ToyModel, train_toy_model
+from ..sae import SAE, train_sae
+from ..toy.model import ToyModel, train_toy_model
 
 
 @dataclass

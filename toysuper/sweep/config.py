@@ -99,7 +99,7 @@ NON_IDENTITY_SECTIONS = ("run",)
 
 
 def _recipes() -> dict:
-    from .sae import RECIPES  # torch is only imported once a config is resolved
+    from ..sae import RECIPES  # torch is only imported once a config is resolved
 
     return RECIPES
 
@@ -153,7 +153,7 @@ def _check_magnitude_keys(flat: dict) -> None:
     """Every features.magnitude_params.<name> must be a parameter of each swept magnitude law."""
     import inspect
 
-    from .magnitudes import MAGNITUDES
+    from ..truth.magnitudes import MAGNITUDES
 
     laws = _as_list(flat.get("features.magnitude", "uniform"))
     for law in laws:

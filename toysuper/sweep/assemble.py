@@ -11,17 +11,17 @@ import functools
 
 import torch
 
-from . import checks
+from .. import checks
 from .config import MAGNITUDE_PARAMS
-from .dictionaries import low_coherence_directions
-from .features import FeatureDistribution
-from .groups import CorrelatedGroups, ExclusiveGroups
-from .hierarchy import Hierarchy
-from .magnitudes import MAGNITUDES
-from .sae import SAE, get_recipe
-from .sources import DictionarySource, ToyModelSource, random_directions
-from .toy_models import KINDS as TOY_MODEL_KINDS
-from .toy_models import ToyModel
+from ..truth.dictionaries import low_coherence_directions
+from ..truth.distribution import FeatureDistribution
+from ..truth.groups import CorrelatedGroups, ExclusiveGroups
+from ..truth.hierarchy import Hierarchy
+from ..truth.magnitudes import MAGNITUDES
+from ..sae import SAE, get_recipe
+from ..sources import DictionarySource, ToyModelSource, random_directions
+from ..toy.model import KINDS as TOY_MODEL_KINDS
+from ..toy.model import ToyModel
 
 SOURCE_KINDS = ("toy_model", "dictionary")
 DICTIONARIES = ("random", "low_coherence")
@@ -195,7 +195,7 @@ def firing_probabilities(point: dict) -> torch.Tensor:
     n = point["features.n_features"]
     l0 = point["features.l0"] if "features.l0" in point else n * (1.0 - point["features.sparsity"])
     if point["features.frequency"] == "zipf":
-        from .frequencies import Zipf
+        from ..truth.frequencies import Zipf
 
         if l0 == 0:
             return torch.zeros(n)

@@ -24,9 +24,9 @@ from collections.abc import Iterator
 
 import torch
 
-from .checks import positive_int
-from .devices import make_generator, resolve_device
-from .sources import ActivationSource
+from ..checks import positive_int
+from ..devices import make_generator, resolve_device
+from ..sources import ActivationSource
 
 
 class SAELensActivations(Iterator[torch.Tensor]):

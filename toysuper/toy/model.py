@@ -17,12 +17,12 @@ import torch
 from torch import nn
 
 from . import superposition
-from .allocator import keep_freed_memory
-from .checks import non_negative, positive_int
-from .devices import make_generator, resolve_device
-from .features import FeatureDistribution
-from .float_masks import positive
-from .progress import progress_bar
+from ..allocator import keep_freed_memory
+from ..checks import non_negative, positive_int
+from ..devices import make_generator, resolve_device
+from ..truth.distribution import FeatureDistribution
+from ..float_masks import positive
+from ..progress import progress_bar
 
 KINDS = ("linear", "relu_output", "hidden_relu")
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .checks import finite_float
+from ..checks import finite_float
 from .shapes import per_instance
 
 

@@ -16,10 +16,10 @@ import pandas as pd
 import torch
 
 from . import config as config_io
-from .devices import resolve_device
+from ..devices import resolve_device
 from .executors import make_executor
 from .planner import Batch, describe, plan
-from .progress import progress_bar
+from ..progress import progress_bar
 from .store import RunStore
 
 __all__ = ["Batch", "default_run_dir", "describe", "dry_run", "order_rows", "plan", "run"]

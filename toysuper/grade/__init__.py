@@ -1,0 +1,1 @@
+"""Grading SAEs against the ground truth: matching, metrics, diagnostics, formats."""

@@ -1,0 +1,1 @@
+"""Experiments: TOML configs, planning, running, the results store, figures, the CLI."""

@@ -1,0 +1,1 @@
+"""Ground truth: the planted features, how they fire and where they point."""

@@ -1,11 +1,13 @@
-"""The sparse training path of TopK and BatchTopK equals the dense formulas, gradients included."""
+"""The sparse training code of TopK and BatchTopK equals the dense formulas, gradients included, on the
+fixed-shape path and on the CPU's data-sized paths alike."""
 
 import pytest
 import torch
 
 from toysuper import SAE
-from toysuper.sae import sparse_codes
-from toysuper.sae.sparse_codes import _cut_from_a_guess, batch_cut, decode_code, top_k_code
+from toysuper.sae import selection
+from toysuper.sae.selection import _cut_from_a_guess
+from toysuper.sae.sparse import code_at, decode_code
 from toysuper.sae.state import TrainState
 
 
@@ -36,21 +38,15 @@ def dense_reference_loss(sae, x, dead, k, k_aux, batch_wide):
     x_hat = torch.einsum("bis,isd->bid", acts, sae.W_dec) + sae.b_dec
     mse = (x - x_hat).pow(2).sum(-1).mean(0)
     candidates = torch.where(dead, torch.relu(pre), -1.0)
-    z_aux = torch.relu(dense_top_k(candidates, k_aux))  # every instance here has at least k_aux dead
+    z_aux = torch.relu(dense_top_k(candidates, k_aux))
     e_hat = torch.einsum("bis,isd->bid", z_aux, sae.W_dec)
     aux = ((x - x_hat).detach() - e_hat).pow(2).sum(-1).mean(0)
     return mse + sae.aux_coefficient * aux, acts
 
 
-@pytest.fixture(params=["sparse", "dense"])
-def arithmetic(request, monkeypatch):
-    """Run a test with the code computed from its entries (sparse) and with matmuls (dense)."""
-    monkeypatch.setattr(sparse_codes, "SPARSE_BELOW", 1 if request.param == "sparse" else 10**9)
-    return request.param
-
-
+@pytest.mark.parametrize("fixed_shapes", [True, False])
 @pytest.mark.parametrize("recipe", ["topk", "batchtopk"])
-def test_sparse_training_loss_and_gradients_equal_the_dense_formula(recipe, arithmetic):
+def test_sparse_training_loss_and_gradients_equal_the_dense_formula(recipe, fixed_shapes):
     torch.manual_seed(0)
     sae = SAE(6, 12, n_instances=2, recipe=recipe, seed=1, device="cpu", k=[2, 3], k_aux=[3, 4])
     with torch.no_grad():
@@ -60,76 +56,97 @@ def test_sparse_training_loss_and_gradients_equal_the_dense_formula(recipe, arit
     since_fired = torch.zeros(2, 12)
     since_fired[0, [1, 4, 7, 8]] = 100.0
     since_fired[1, [0, 2, 5, 9, 11]] = 100.0
-    state = TrainState(samples_since_fired=since_fired, dead_window=50)
+    state = TrainState(samples_since_fired=since_fired, dead_window=50, step=torch.zeros(()),
+                       fixed_shapes=fixed_shapes)
     terms = sae.recipe.loss(sae, x, state)
     terms["loss"].sum().backward()
     sparse_grads = {name: p.grad.clone() for name, p in sae.named_parameters()}
     sae.zero_grad()
     reference, acts = dense_reference_loss(sae, x, since_fired >= 50, [2, 3], [3, 4], recipe == "batchtopk")
     reference.sum().backward()
-    assert torch.allclose(terms["loss"], reference, atol=1e-5)
+    assert (terms["auxk"] > 0).all()
+    torch.testing.assert_close(terms["loss"], reference, atol=1e-5, rtol=1e-5)
     assert torch.allclose(terms["l0"], (acts > 0).float().sum(-1).mean(0))
     assert torch.equal(terms["fired"], (acts > 0).any(0))
     for name, p in sae.named_parameters():
-        assert torch.allclose(sparse_grads[name], p.grad, atol=1e-5), name
+        torch.testing.assert_close(sparse_grads[name], p.grad, atol=1e-5, rtol=1e-5, msg=name)
 
 
-def test_sparse_code_round_trips_to_dense_and_decodes(arithmetic):
+def test_code_round_trips_to_dense_and_decodes():
     sae = SAE(4, 5, n_instances=2, recipe="topk", seed=0, device="cpu", k=2)
+    with torch.no_grad():
+        sae.b_dec.normal_()
     x = torch.randn(3, 2, 4)
     pre = sae.centred_pre_activations(x).detach()
-    code = top_k_code(sae, x, pre, sae.k.long(), 2)
-    assert code.sparse == (arithmetic == "sparse")
+    code = code_at(sae, x, *selection.top_k(pre, sae.k.long(), 2))
     dense = code.to_dense()
     assert torch.allclose(dense, torch.relu(dense_top_k(pre, [2, 2])), atol=1e-6)
     assert torch.allclose(decode_code(sae, code), sae.decode(dense), atol=1e-6)
     assert torch.allclose(decode_code(sae, code, bias=False), sae.decode(dense) - sae.b_dec, atol=1e-6)
+    assert torch.equal(code.fired(), (dense > 0).any(0))
 
 
-def reference_cut(flat, counts):
-    """The (row, position) pairs of each row's counts[i] largest positive entries, from a plain topk."""
-    pairs = set()
-    for i, count in enumerate(counts.tolist()):
-        top, index = flat[i].topk(count)
-        pairs |= {(i, p) for v, p in zip(top.tolist(), index.tolist()) if v > 0}
-    return pairs
-
-
-def distinct_bf16(rows, n):
-    """Rows of n distinct bf16 magnitudes in random order, half negative (rounding randn to bf16 would tie)."""
-    bits = torch.stack([0x1000 + torch.randperm(n) for _ in range(rows)]).to(torch.int16)
-    return bits.view(torch.bfloat16) * torch.where(torch.rand(rows, n) < 0.5, -1.0, 1.0).bfloat16()
-
-
-@pytest.mark.parametrize("case", ["random", "raw", "bfloat16", "mostly_zeros", "sorted_rows", "one_row"])
-def test_batch_cut_equals_topk_with_and_without_the_shortcut(case):
+@pytest.mark.parametrize("case", ["random", "bfloat16", "ties", "mostly_zeros"])
+def test_batch_top_k_cpu_cut_equals_the_fixed_shape_topk(case):
+    """The CPU path keeps the same entries as torch.topk (ties at the cut: the same count, the lowest
+    positions), in the same fixed-shape layout; where its guess cannot work it falls back to topk."""
     torch.manual_seed(0)
-    flat = {"random": torch.relu(torch.randn(3, 20_000)),  # the guessed cut applies
-            "raw": torch.randn(3, 20_000),  # negative entries are never kept
-            "bfloat16": distinct_bf16(3, 20_000),  # compared as bit patterns, without conversion
-            "mostly_zeros": torch.zeros(2, 20_000).index_fill_(1, torch.arange(10), 1.0),  # plain topk
-            "sorted_rows": torch.randn(2, 20_000).sort(dim=-1).values,  # the strided guess still works
-            "one_row": torch.relu(torch.randn(1, 20_000))}[case]
-    counts = torch.tensor([500, 300, 400][:len(flat)])
-    assert (_cut_from_a_guess(flat, counts, int(counts.max())) is None) == (case == "mostly_zeros")
-    row, position = batch_cut(flat, counts, int(counts.max()))
-    assert set(zip(row.tolist(), position.tolist())) == reference_cut(flat.float(), counts)
-    key = row * flat.shape[1] + position
-    assert torch.equal(key, key.sort().values)  # sorted by row, then position
+    batch, d_sae = 40, 700
+    pre = {"random": torch.randn(batch, 3, d_sae),
+           "bfloat16": torch.randn(batch, 3, d_sae).bfloat16(),  # compared as bit patterns: no conversion
+           "ties": torch.randint(0, 40, (batch, 3, d_sae)).float(),
+           "mostly_zeros": torch.zeros(batch, 3, d_sae).index_fill_(2, torch.arange(3), 1.0)}[case]
+    k = torch.tensor([6, 3, 4])
+    flat = pre.transpose(0, 1).reshape(3, -1)
+    assert (_cut_from_a_guess(flat, k * batch, 6 * batch) is None) == (case == "mostly_zeros")
+    rows, latents, keep = selection.batch_top_k(pre, k, 6, fixed_shapes=False)
+    want_rows, want_latents, want_keep = selection.batch_top_k(pre, k, 6, fixed_shapes=True)
+    assert rows.shape == want_rows.shape == (3 * 6 * batch,)
+    assert torch.equal(rows, rows.sort().values)  # ascending rows, as the code's pattern needs
+    kept = {(r, l) for r, l, kk in zip(rows.tolist(), latents.tolist(), keep.tolist()) if kk}
+    want = {(r, l) for r, l, kk in zip(want_rows.tolist(), want_latents.tolist(), want_keep.tolist()) if kk}
+    assert len(kept) == len(want) == int((k * batch).sum())
+    if case in ("ties", "bfloat16"):  # equal scores at the cut: the same values kept, not always the same places
+        values = pre.transpose(0, 1).reshape(-1, d_sae).float()
+        assert sorted(values[r, l].item() for r, l in kept) == sorted(values[r, l].item() for r, l in want)
+    else:
+        assert kept == want
+
+
+@pytest.mark.parametrize("k_aux", [2, 10])  # 2: rows with more positive dead latents than k_aux; 10: none
+def test_aux_k_cpu_path_keeps_what_the_fixed_shape_path_keeps(k_aux):
+    torch.manual_seed(1)
+    pre = torch.randn(32, 2, 10)
+    dead = torch.zeros(2, 10, dtype=torch.bool)
+    dead[0, [1, 4, 7, 8]] = True
+    dead[1, [0, 2, 3, 5, 9]] = True
+    k = torch.tensor([k_aux, k_aux])
+
+    def kept(fixed):
+        rows, latents, keep = selection.aux_k(pre, dead, k, k_aux, fixed_shapes=fixed)
+        return {(r, l) for r, l, kk in zip(rows.tolist(), latents.tolist(), keep.tolist()) if kk}
+
+    reference = set()
+    for i in range(2):
+        scores = torch.where(dead[i], pre[:, i], -torch.inf)
+        top, index = scores.topk(k_aux, dim=-1)
+        reference |= {(i * 32 + b, l) for b in range(32) for v, l in zip(top[b].tolist(), index[b].tolist()) if v > 0}
+    assert kept(True) == kept(False) == reference
+    assert selection.aux_k(pre, torch.zeros_like(dead), k, k_aux, fixed_shapes=False) is None  # nothing dead
 
 
 def test_under_bf16_autocast_only_the_selection_is_bf16():
-    """The dense selection may run in bf16; the kept entries are re-scored exactly in float32."""
+    """The dense selection may run in bf16; the kept entries are scored exactly in float32."""
     torch.manual_seed(0)
-    sae = SAE(16, 64, n_instances=2, recipe="topk", seed=0, device="cpu", k=3)  # 3 of 64: sparse arithmetic
+    sae = SAE(16, 64, n_instances=2, recipe="topk", seed=0, device="cpu", k=3)
     with torch.no_grad():
         sae.b_dec.normal_()
         sae.b_enc.normal_()
     x = torch.randn(32, 2, 16)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         pre = sae.centred_pre_activations(x)
-        code = top_k_code(sae, x, pre, sae.k.long(), 3)
-    assert pre.dtype == torch.bfloat16 and code.sparse and code.values.dtype == torch.float32
-    exact = sae.centred_pre_activations(x).detach().reshape(-1)
-    positions = code.rows * 64 + code.latents % 64
-    torch.testing.assert_close(code.values.detach(), torch.relu(exact[positions]), rtol=1e-6, atol=1e-6)
+        rows, latents, keep = selection.top_k(pre, sae.k.long(), 3)
+        code = code_at(sae, x, rows, latents, keep)
+    assert pre.dtype == torch.bfloat16 and code.values.dtype == torch.float32
+    exact = sae.centred_pre_activations(x).detach().transpose(0, 1).reshape(-1, 64)
+    torch.testing.assert_close(code.values.detach(), torch.relu(exact[rows, latents]), rtol=1e-6, atol=1e-6)

@@ -1,10 +1,11 @@
-"""The training step's speed options: bf16 autocast, torch.compile and its fallback."""
+"""The step's options: bf16 autocast, and capture in a CUDA graph with its fallback to eager."""
 
 import pytest
 import torch
 
 from toysuper import SAE, RECIPES, DictionarySource, FeatureDistribution, random_directions, train_sae
-from toysuper.sae import speed
+from toysuper import capture as capture_module
+from toysuper.capture import StepRunner
 
 
 def small_task(recipe, **hyperparameters):
@@ -27,50 +28,37 @@ def test_bfloat16_autocast_trains_every_recipe_with_float32_weights(recipe):
     assert torch.allclose(sae.W_dec.detach(), reference.W_dec.detach(), atol=0.05)
 
 
-def test_precision_is_checked():
+def test_precision_and_capture_are_checked():
     sae, source = small_task("topk")
     with pytest.raises(ValueError, match="precision"):
         train_sae(sae, source, steps=1, quiet=True, precision="float16x")
+    with pytest.raises(ValueError, match="capture must be one of .*'graph'"):
+        train_sae(sae, source, steps=1, quiet=True, capture="graph")
 
 
-def test_compile_falls_back_to_eager_with_a_warning(monkeypatch):
-    def broken_compile(function, **kwargs):
-        def fails(*args):
-            raise RuntimeError("no C++ compiler here")
-        return fails
-
-    monkeypatch.setattr(torch, "compile", broken_compile)
-    sae, source = small_task("relu_l1")
-    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler here"):
-        train_sae(sae, source, steps=5, batch_size=64, quiet=True, compile=True)
-    eager, _ = small_task("relu_l1")
-    train_sae(eager, source, steps=5, batch_size=64, quiet=True)
-    assert torch.equal(sae.W_dec, eager.W_dec)  # the fallback is the eager run, step for step
+def test_capture_is_off_on_the_cpu_and_the_run_is_the_eager_one():
+    sae, source = small_task("batchtopk")
+    result = train_sae(sae, source, steps=8, batch_size=64, quiet=True, capture="auto")
+    assert not result.captured
+    eager, _ = small_task("batchtopk")
+    train_sae(eager, source, steps=8, batch_size=64, quiet=True, capture="off")
+    assert torch.equal(sae.W_dec, eager.W_dec)
 
 
-def test_compiled_or_eager_uses_the_compiled_function_when_it_works(monkeypatch):
+def test_a_failed_capture_warns_with_its_reason_and_training_goes_on_eagerly(monkeypatch):
+    """Where capturing fails (an op that syncs, a driver without graphs), the step runs eagerly from then on."""
+    monkeypatch.setattr(capture_module, "captures", lambda capture, device: True)
+    monkeypatch.setattr(StepRunner, "_on_side_stream", lambda self: self.step())  # warm-up steps, no CUDA here
+
+    def no_graphs(self):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(StepRunner, "_capture", no_graphs)
     calls = []
-
-    def fake_compile(function, **kwargs):
-        def compiled(*args):
-            calls.append(args)
-            return function(*args)
-        return compiled
-
-    monkeypatch.setattr(torch, "compile", fake_compile)
-    square = speed.CompiledOrEager(lambda t: t * t)
-    assert square(torch.tensor(3.0)).item() == 9.0 and square(torch.tensor(2.0)).item() == 4.0
-    assert len(calls) == 2
-
-
-def test_compiled_loss_trains_as_the_eager_one():
-    """compile=True for real (torch.compile of JumpReLU's loss, whose custom autograd function the
-    compiler traces): the run matches the eager one step for step, up to float rounding. Where the
-    machine cannot compile, the fallback is the eager run and this holds all the more."""
-    sae, source = small_task("jumprelu")
-    train_sae(sae, source, steps=6, batch_size=64, quiet=True, compile=True)
-    eager, _ = small_task("jumprelu")
-    train_sae(eager, source, steps=6, batch_size=64, quiet=True)
-    assert not torch.equal(eager.W_dec.detach(), small_task("jumprelu")[0].W_dec.detach())  # training moved it
-    for name, parameter in eager.named_parameters():
-        torch.testing.assert_close(getattr(sae, name), parameter, rtol=1e-4, atol=1e-5, msg=name)
+    resets = []
+    runner = StepRunner(lambda: calls.append(1) or {"n": torch.tensor(len(calls))}, torch.device("cpu"),
+                        before_capture=lambda: resets.append(1))
+    with pytest.warns(RuntimeWarning, match="operation not permitted when stream is capturing"):
+        outputs = [int(runner()["n"]) for _ in range(capture_module.WARMUP_STEPS + 3)]
+    assert outputs == list(range(1, capture_module.WARMUP_STEPS + 4))  # every call ran one step
+    assert not runner.captured and "RuntimeError" in runner.failure and resets == [1]

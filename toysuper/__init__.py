@@ -19,7 +19,8 @@ from .grade.saelens_bridge import SAELensActivations
 from .grade.saelens_format import load_saelens, save_saelens
 from .sae import RECIPES, SAE, SAETrainResult, train_sae
 from .sources import ActivationSource, Batch, DictionarySource, ToyModelSource, random_directions
-from .toy.model import ToyModel, ToyTrainResult, train_toy_model
+from .toy.model import ToyModel
+from .toy.train import ToyTrainResult, train_toy_model
 
 __version__ = "0.1.0"
 

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..checks import as_tensor, positive_int
-from ..devices import make_generator, resolve_device
+from ..devices import instance_seeds, make_generator, resolve_device
 from .recipes import get_recipe
 
 CONFIG_FILE = "config.json"
@@ -26,19 +26,6 @@ def instance_generator(seed: int, device) -> torch.Generator:
     exactly on the true directions.
     """
     return make_generator((seed * 0x9E3779B97F4A7C15 + SEED_SALT) % 2**63, device)
-
-
-def instance_seeds(seed, n_instances: int) -> list[int]:
-    """One seed per instance: an int s gives s, s+1, …; a list gives itself; None draws fresh ones."""
-    if seed is None:
-        seed = int(torch.Generator().seed()) % 2**62
-    if isinstance(seed, (list, tuple)):
-        if len(seed) != n_instances or not all(isinstance(s, int) and not isinstance(s, bool) for s in seed):
-            raise ValueError(f"seed must be an int, None or {n_instances} ints (one per instance), got {seed!r}")
-        return list(seed)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, None or a list of ints, got {seed!r}")
-    return [seed + i for i in range(n_instances)]
 
 
 def _batched_affine(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -143,13 +130,13 @@ class SAE(nn.Module):
         Computed as W_enc x - W_enc b_dec: the same numbers, but b_dec's gradient through the
         encoder then costs a vector-matrix product, not a backward matmul over the whole batch.
         """
-        return _batched_affine(x, self.W_enc, -self._encoded_b_dec())
+        return _batched_affine(x, self.W_enc, -self.encoded_b_dec())
 
     def centred_pre_activations(self, x: torch.Tensor) -> torch.Tensor:
         """W_enc (x - b_dec) + b_enc, the encoder of every recipe that subtracts b_dec first, (batch, inst, d_sae)."""
-        return _batched_affine(x, self.W_enc, self.b_enc - self._encoded_b_dec())
+        return _batched_affine(x, self.W_enc, self.b_enc - self.encoded_b_dec())
 
-    def _encoded_b_dec(self) -> torch.Tensor:
+    def encoded_b_dec(self) -> torch.Tensor:
         """W_enc b_dec, (inst, d_sae)."""
         return torch.einsum("id,ids->is", self.b_dec, self.W_enc)
 

@@ -7,6 +7,10 @@ median; inputs scaled per instance when the recipe asks for it, with the scale f
 the weights at the end; dead latents tracked over a window of samples and, for recipes that
 resample, re-initialised. Every setting left at `FROM_RECIPE` takes the recipe's value from
 `recipe.train_defaults`, else the value in `TRAIN_DEFAULTS`.
+
+The step itself (sae/step.py) has fixed shapes and no host sync; on CUDA it is captured in a CUDA
+graph and replayed (toysuper/capture.py). The loop reads numbers back only every `log_every` steps
+(logging and the NaN check) and at the few steps where dead latents are resampled.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from ..allocator import keep_freed_memory
+from ..capture import StepRunner, captures, check_capture
 from ..checks import finite_tensor, non_negative, positive_int
 from ..devices import make_generator
 from ..progress import progress_bar
@@ -24,8 +28,8 @@ from ..sources import ActivationSource
 from .input_stats import b_dec_start, input_scale
 from .model import SAE
 from .resampling import resample_dead_latents, resample_steps, resample_window
-from .speed import CompiledOrEager, autocast, check_precision
 from .state import TrainState
+from .step import check_precision, sae_step
 
 FROM_RECIPE = "from recipe"
 
@@ -55,28 +59,8 @@ class SAETrainResult:
     """Per instance, the factor inputs were multiplied by in training (folded into the weights), or None."""
     resampled: int = 0
     """Dead latents re-initialised over the run, all instances together."""
-
-
-def lr_multiplier(step: int, steps: int, warmup: float = 0.0, decay: float = 0.2) -> float:
-    """Linear warm-up over the first `warmup` of steps, constant, linear decay to 0 over the last `decay`."""
-    warmup_steps = warmup * steps
-    decay_start = steps * (1 - decay)
-    if step < warmup_steps:
-        return (step + 1) / (warmup_steps + 1)
-    if step < decay_start:
-        return 1.0
-    return max(0.0, (steps - step) / (steps - decay_start))
-
-
-def clip_per_instance(parameters: list[torch.Tensor], max_norm: float) -> torch.Tensor:
-    """Scale each instance's gradient (axis 0 of every parameter) to norm <= max_norm; returns the norms (inst,)."""
-    grads = [p.grad for p in parameters if p.grad is not None]
-    squares = sum(g.pow(2).reshape(g.shape[0], -1).sum(-1) for g in grads)
-    norms = squares.sqrt()
-    factor = (max_norm / (norms + 1e-6)).clamp(max=1.0)
-    for g in grads:
-        g.mul_(factor.reshape(-1, *[1] * (g.ndim - 1)))
-    return norms
+    captured: bool = False
+    """Whether the step ran from a CUDA graph (toysuper/capture.py)."""
 
 
 def _settings(sae: SAE, given: dict) -> dict:
@@ -89,7 +73,7 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
               seed: int | None = 0, grad_clip=FROM_RECIPE, log_every: int = 100, dead_window=FROM_RECIPE,
               quiet: bool = False, *, betas=FROM_RECIPE, lr_warmup=FROM_RECIPE, lr_decay=FROM_RECIPE,
               b_dec_init=FROM_RECIPE, resample=FROM_RECIPE, scale_inputs=FROM_RECIPE, precision: str = "float32",
-              compile: bool = False) -> SAETrainResult:
+              capture: str = "auto") -> SAETrainResult:
     """Train every instance of `sae` on fresh batches from `source` with Adam.
 
     Args:
@@ -99,7 +83,7 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
         lr, betas: Adam's learning rate and betas (recipe defaults).
         seed: seed of the data stream (and, with the SAE's own seeds, of resampling).
         grad_clip: clip each instance's gradient norm to this; None: no clipping.
-        log_every: record the loss terms every this many steps.
+        log_every: record the loss terms (and check them for NaN) every this many steps.
         dead_window: a latent that has not fired in this many samples counts as dead (AuxK and
             the reported dead fraction).
         quiet: no progress bar.
@@ -108,9 +92,9 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
             SAE that has not been trained yet.
         resample: re-initialise dead latents at 10/20/30/40% of training (Towards Monosemanticity).
         scale_inputs: multiply inputs by the recipe's per-instance scale while training.
-        precision: "float32", or "bfloat16" to autocast the forward pass (for GPUs; see speed.py).
-        compile: run the recipe's loss through torch.compile, falling back to eager with a
-            warning where compiling fails (see benchmarks/throughput.py for when it pays).
+        precision: "float32", or "bfloat16" to autocast the forward pass (see sae/step.py).
+        capture: "auto" captures the step in a CUDA graph on CUDA and replays it (several times
+            faster there; toysuper/capture.py), "off" runs every step eagerly. On a CPU both are eager.
 
     Equal seeds give equal runs, and instances are independent: an instance trained alone
     (same SAE seed, same per-instance data) follows the same trajectory as inside a batch.
@@ -119,6 +103,7 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
     steps = positive_int("steps", steps)
     batch_size = positive_int("batch_size", batch_size)
     check_precision(precision)
+    check_capture(capture)
     log_every = positive_int("log_every", log_every)
     settings = _settings(sae, dict(lr=lr, betas=betas, grad_clip=grad_clip, lr_warmup=lr_warmup, lr_decay=lr_decay,
                                    b_dec_init=b_dec_init, resample=resample, scale_inputs=scale_inputs,
@@ -134,14 +119,13 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
         raise ValueError(f"source gives (n_instances, d_hidden)=({source.n_instances}, {source.d_hidden}) "
                          f"but the SAE has ({sae.n_instances}, {sae.d_hidden})")
 
-    if sae.device.type == "cpu":
-        keep_freed_memory()  # no page faults on each step's few-MB tensors (toysuper/allocator.py)
+    device = sae.device
     generator = make_generator(seed, source.device)
     fresh = float(sae.samples_seen) == 0
     scaling = sae.recipe.input_scaling if settings["scale_inputs"] else None
     scale = None
     if scaling is not None or (fresh and settings["b_dec_init"] != "zeros"):
-        x0 = finite_tensor("hidden activations", source.sample(INIT_SAMPLES, generator).hidden.to(sae.device))
+        x0 = finite_tensor("hidden activations", source.sample(INIT_SAMPLES, generator).hidden.to(device))
         if scaling is not None:
             scale = input_scale(x0, scaling)
             x0 = x0 * scale[:, None]
@@ -156,62 +140,58 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
 
     def draw(n: int) -> torch.Tensor:
         hidden = sample_hidden(n, generator) if sample_hidden else source.sample(n, generator).hidden
-        hidden = hidden.to(sae.device)
+        hidden = hidden.to(device)
         return hidden if scale is None else hidden * scale[:, None]
 
-    parameters = list(sae.parameters())
-    # The fused kernel updates all of a parameter's moments in one pass (CPU and CUDA have one).
-    optimizer = torch.optim.Adam(parameters, lr=lr, betas=tuple(settings["betas"]),
-                                 fused=sae.device.type in ("cpu", "cuda"))
+    captured = captures(capture, device)
+    lr_now = torch.tensor(lr, device=device)  # the schedule writes it in place: a captured step reads it
+    # The fused kernel updates a parameter's moments in one pass (CPU and CUDA have one); capturable keeps
+    # Adam's step count on the device, as a CUDA graph needs.
+    optimizer = torch.optim.Adam(sae.parameters(), lr=lr_now, betas=tuple(settings["betas"]),
+                                 fused=device.type in ("cpu", "cuda"), capturable=captured)
     state = TrainState(steps=steps, batch_size=batch_size, dead_window=dead_window, optimizer=optimizer, draw=draw,
-                       seed=0 if seed is None else int(seed),
-                       samples_since_fired=torch.zeros(sae.n_instances, sae.d_sae, device=sae.device))
-    loss = CompiledOrEager(sae.recipe.loss) if compile else sae.recipe.loss
+                       step=torch.zeros((), device=device),
+                       samples_since_fired=torch.zeros(sae.n_instances, sae.d_sae, device=device),
+                       fixed_shapes=device.type != "cpu")
+    schedule = {"warmup": settings["lr_warmup"], "decay": settings["lr_decay"]}
+    step_fn = sae_step(sae, state, optimizer, lr_now, lr, schedule, settings["grad_clip"], precision)
+    run = StepRunner(step_fn, device, capture, [generator] if source.device.type == "cuda" else [],
+                     before_capture=lambda: optimizer.zero_grad(set_to_none=True))
     resample_at = resample_steps(steps) if settings["resample"] else set()
     resampled = 0
     rows = []
     last_good = {k: v.detach().clone() for k, v in sae.state_dict().items()}
     try:
         for step in progress_bar(range(steps), desc=f"SAE {sae.recipe.name}", quiet=quiet):
-            state.step = step
-            current_lr = lr * lr_multiplier(step, steps, settings["lr_warmup"], settings["lr_decay"])
-            for group in optimizer.param_groups:  # set directly: a LambdaLR scheduler costs more than Adam's step here
-                group["lr"] = current_lr
-            x = draw(batch_size)
-            if step == 0:
-                finite_tensor("hidden activations", x)
-            with autocast(sae.device, precision):
-                terms = loss(sae, x, state)
-            optimizer.zero_grad(set_to_none=True)
-            terms["loss"].sum().backward()  # instances are independent: their losses simply add
-            sae.recipe.before_optimizer_step(sae, state)
-            if settings["grad_clip"] is not None:
-                clip_per_instance(parameters, settings["grad_clip"])
-            optimizer.step()
-            with torch.no_grad():
-                sae.recipe.after_optimizer_step(sae, state, terms)
-                state.samples_since_fired.add_(batch_size).masked_fill_(terms["fired"], 0.0)
-                sae.samples_seen += batch_size
-            if step in resample_at:
+            terms = run()
+            if step in resample_at:  # between steps: resampling reads counts back to the host
                 dead = state.dead(resample_window(steps, batch_size))
-                resampled += resample_dead_latents(sae, state, dead)
+                resampled += resample_dead_latents(sae, state, dead, step, 0 if seed is None else int(seed))
                 state.samples_since_fired.masked_fill_(dead, 0.0)
             if step % log_every == 0 or step == steps - 1:
-                logged = {name: value.detach().cpu() for name, value in terms.items()
-                          if name != "fired" and value.shape == (sae.n_instances,)}
-                if not torch.isfinite(logged["loss"]).all():
-                    sae.load_state_dict(last_good)
-                    raise ValueError(f"SAE loss became NaN/inf at step {step} (lr={lr}, "
-                                     f"{sae.hyperparameter_values()}); weights restored to the last good check")
+                rows += _log(sae, state, terms, step, float(lr_now), last_good)
                 last_good = {k: v.detach().clone() for k, v in sae.state_dict().items()}
-                window = min(dead_window, (step + 1) * batch_size)
-                dead = (state.samples_since_fired >= window).float().mean(-1).cpu()
-                for instance in range(sae.n_instances):
-                    rows.append({"step": step, "instance": instance, "lr": current_lr,
-                                 "dead_fraction": dead[instance].item(),
-                                 **{name: value[instance].item() for name, value in logged.items()}})
     finally:
         if scale is not None:  # the saved and returned SAE reads raw inputs
             sae.fold_input_scale(scale)
     dead_fraction = (state.samples_since_fired >= min(dead_window, steps * batch_size)).float().mean(-1).cpu()
-    return SAETrainResult(pd.DataFrame(rows), dead_fraction, None if scale is None else scale.cpu(), resampled)
+    return SAETrainResult(pd.DataFrame(rows), dead_fraction, None if scale is None else scale.cpu(), resampled,
+                          run.captured)
+
+
+def _log(sae: SAE, state: TrainState, terms: dict, step: int, lr: float, last_good: dict) -> list[dict]:
+    """The logged rows of one step, one per instance; restores `last_good` and raises on NaN."""
+    bad_inputs = int(terms["bad_inputs"])
+    logged = {name: value.cpu() for name, value in terms.items() if value.shape == (sae.n_instances,)}
+    if bad_inputs or not torch.isfinite(logged["loss"]).all():
+        sae.load_state_dict(last_good)
+        if bad_inputs:
+            raise ValueError(f"hidden activations contains {bad_inputs} NaN or infinite value(s) (step {step}); "
+                             f"weights restored to the last good check")
+        raise ValueError(f"SAE loss became NaN/inf at step {step} (lr={lr}, {sae.hyperparameter_values()}); "
+                         f"weights restored to the last good check")
+    window = min(state.dead_window, (step + 1) * state.batch_size)
+    dead = (state.samples_since_fired >= window).float().mean(-1).cpu()
+    return [{"step": step, "instance": instance, "lr": lr, "dead_fraction": dead[instance].item(),
+             **{name: value[instance].item() for name, value in logged.items()}}
+            for instance in range(sae.n_instances)]

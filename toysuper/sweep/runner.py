@@ -17,7 +17,8 @@ from ..toy import superposition
 from ..grade.evaluate import evaluate
 from .planner import Batch
 from ..sae import SAE, train_sae
-from ..toy.model import ToyModel, train_toy_model
+from ..toy.model import ToyModel
+from ..toy.train import train_toy_model
 
 
 @dataclass

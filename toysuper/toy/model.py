@@ -11,18 +11,13 @@ trained on loss = Σ_i I_i (x_i - x'_i)², averaged over the batch. Here W is st
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from . import superposition
-from ..allocator import keep_freed_memory
-from ..checks import non_negative, positive_int
-from ..devices import make_generator, resolve_device
-from ..truth.distribution import FeatureDistribution
+from ..checks import positive_int
+from ..devices import instance_generators, instance_seeds, resolve_device
 from ..float_masks import positive
-from ..progress import progress_bar
 
 KINDS = ("linear", "relu_output", "hidden_relu")
 
@@ -35,12 +30,13 @@ class ToyModel(nn.Module):
         d_hidden: m, the hidden width.
         n_instances: independent models trained side by side.
         kind: "linear", "relu_output" or "hidden_relu".
-        seed: seed of the initial weights (Xavier-normal W, zero b).
+        seed: seed of the initial weights (Xavier-normal W, zero b): an int s (instance i is drawn
+            from seed s + i) or one int per instance, so an instance starts the same in any batch.
         device: CUDA when present by default.
     """
 
     def __init__(self, n_features: int, d_hidden: int, n_instances: int = 1, kind: str = "relu_output",
-                 seed: int | None = 0, device=None):
+                 seed=0, device=None):
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -49,10 +45,12 @@ class ToyModel(nn.Module):
         self.n_instances = positive_int("n_instances", n_instances)
         self.kind = kind
         device = resolve_device(device)
-        generator = make_generator(seed, device)
-        std = (2.0 / (n_features + d_hidden)) ** 0.5  # Xavier normal, as in the paper's code
-        self.W = nn.Parameter(std * torch.randn(n_instances, n_features, d_hidden, generator=generator, device=device))
-        self.b = nn.Parameter(torch.zeros(n_instances, n_features, device=device))
+        self.seeds = instance_seeds(seed, self.n_instances)
+        std = (2.0 / (self.n_features + self.d_hidden)) ** 0.5  # Xavier normal, as in the paper's code
+        W = [torch.randn(self.n_features, self.d_hidden, generator=g, device=device)
+             for g in instance_generators(self.seeds, device)]
+        self.W = nn.Parameter(std * torch.stack(W))
+        self.b = nn.Parameter(torch.zeros(self.n_instances, self.n_features, device=device))
 
     def hidden(self, x: torch.Tensor) -> torch.Tensor:
         """h from features x: (batch, inst, n_features) -> (batch, inst, d_hidden)."""
@@ -147,62 +145,3 @@ class ImportanceWeightedMSE(torch.autograd.Function):
             grad_h_t.mul_(positive(h_t))
         grad_W = torch.bmm(h_t, grad_out) + torch.bmm(grad_h_t, x.transpose(0, 1))  # (inst, m, n)
         return None, grad_W.transpose(1, 2), grad_out.sum(1), None, None
-
-
-@dataclass
-class ToyTrainResult:
-    """What training a toy model leaves behind."""
-
-    final_loss: torch.Tensor
-    """Loss per instance averaged over the last 1% of steps (at least one), shape (inst,)."""
-    loss_history: torch.Tensor
-    """Loss per instance at each logged step, shape (n_logs, inst)."""
-    logged_steps: list[int]
-    """The step index of each row of loss_history."""
-
-
-def train_toy_model(model: ToyModel, dist: FeatureDistribution, steps: int = 10_000, batch_size: int = 1024,
-                    lr: float = 1e-3, seed: int | None = 0, weight_decay: float = 1e-2, log_every: int = 100,
-                    quiet: bool = False) -> ToyTrainResult:
-    """Train every instance of `model` on samples from `dist` with AdamW (the paper's setup).
-
-    Data are drawn fresh each step on the model's device. Raises ValueError if the loss
-    becomes NaN, leaving the model's weights as they were at the last good check.
-    """
-    steps = positive_int("steps", steps)
-    batch_size = positive_int("batch_size", batch_size)
-    lr = non_negative("lr", lr)
-    if (dist.n_instances, dist.n_features) != (model.n_instances, model.n_features):
-        raise ValueError(
-            f"dist has (n_instances, n_features)=({dist.n_instances}, {dist.n_features}) but the model has "
-            f"({model.n_instances}, {model.n_features})"
-        )
-    device = model.W.device
-    if device.type == "cpu":
-        keep_freed_memory()  # no page faults on each step's few-MB tensors (toysuper/allocator.py)
-    dist = dist if dist.device == device else dist.to(device)
-    generator = make_generator(seed, device)
-    # the fused kernel updates a parameter in one pass (CPU and CUDA have one): half the optimiser's time here
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay,
-                                  fused=device.type in ("cpu", "cuda"))
-    history, logged_steps, tail = [], [], []
-    tail_start = steps - max(1, steps // 100)
-    last_good = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    for step in progress_bar(range(steps), desc="toy model", quiet=quiet):
-        x = dist.sample(batch_size, generator)
-        per_instance = importance_weighted_mse(model, x, dist.importance)
-        optimizer.zero_grad(set_to_none=True)
-        per_instance.sum().backward()  # instances are independent: their losses simply add
-        optimizer.step()
-        if step >= tail_start:
-            tail.append(per_instance.detach())
-        if step % log_every == 0 or step == steps - 1:
-            losses = per_instance.detach().cpu()
-            if not torch.isfinite(losses).all():
-                model.load_state_dict(last_good)
-                raise ValueError(f"toy-model loss became NaN/inf at step {step} (lr={lr}); weights restored to step "
-                                 f"{logged_steps[-1] if logged_steps else 0}")
-            last_good = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            history.append(losses)
-            logged_steps.append(step)
-    return ToyTrainResult(torch.stack(tail).mean(0).cpu(), torch.stack(history), logged_steps)

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import torch
 
-from ..sparse_codes import SparseCode, batch_top_k_code
+from .. import selection
+from ..state import fixed_shapes
 from .topk import TopK
 
 THRESHOLD_EMA = 0.01  # weight of the newest batch once 100 batches have been averaged
@@ -43,15 +44,14 @@ class BatchTopK(TopK):
         acts = torch.relu(sae.centred_pre_activations(x))
         return acts * (acts > sae.threshold[:, None])
 
-    def training_code(self, sae, x, pre) -> SparseCode:
-        return batch_top_k_code(sae, x, pre, sae.k.long(), self.per_row(sae))
+    def select(self, sae, pre, state):
+        return selection.batch_top_k(pre, sae.k.long(), int(sae.hyperparameter_max("k")),
+                                     fixed_shapes(state, pre.device))
 
     def code_statistics(self, sae, code):
-        instance = code.rows % sae.n_instances
-        kept = torch.where(code.values > 0, code.values.detach().float(), torch.inf)
-        min_active = torch.full((sae.n_instances,), torch.inf, device=kept.device).scatter_reduce(
-            0, instance, kept, "amin")  # (inst,): the smallest activation the batch-wide cut kept
-        return {"min_active": min_active}
+        kept = torch.where(code.values > 0, code.values.detach(), torch.inf)
+        # every instance has the same number of entries, instance after instance
+        return {"min_active": kept.view(sae.n_instances, -1).amin(-1)}  # (inst,): the smallest kept activation
 
     def after_optimizer_step(self, sae, state, terms):
         super().after_optimizer_step(sae, state, terms)

@@ -10,25 +10,7 @@ from ..state import TrainState
 
 def squared_error(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
     """||x - x̂||² per sample, averaged over the batch: (batch, inst, d) -> (inst,)."""
-    return SquaredError.apply(x, x_hat)
-
-
-class SquaredError(torch.autograd.Function):
-    """`squared_error` with its backward pass written out, r (2/B) per input: one product where
-    autograd's chain (sub, pow, sum, mean) takes several passes, 2× as long at the standard
-    task's shapes. The gradient reaches x̂ in its own dtype (autograd casts it)."""
-
-    @staticmethod
-    def forward(ctx, x, x_hat):
-        residual = torch.sub(x_hat, x)  # in the wider of the two dtypes
-        ctx.save_for_backward(residual)
-        return residual.pow(2).sum(-1).mean(0)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (residual,) = ctx.saved_tensors
-        grad_x_hat = residual * (grad * (2.0 / residual.shape[0]))[:, None]
-        return (-grad_x_hat if ctx.needs_input_grad[0] else None), grad_x_hat
+    return (x_hat - x).pow(2).sum(-1).mean(0)
 
 
 def activity(acts: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -39,11 +21,11 @@ def activity(acts: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"l0": positive(acts.detach()).sum(-1).mean(0), "fired": fired}
 
 
-def warmup(state: TrainState | None, fraction: float) -> float:
-    """Linear ramp from 0 to 1 over the first `fraction` of training (1 outside training)."""
+def warmup(state: TrainState | None, fraction: float) -> torch.Tensor | float:
+    """Linear ramp from 0 to 1 over the first `fraction` of training (1 outside training), a 0-d tensor."""
     if state is None or fraction <= 0:
         return 1.0
-    return min(1.0, state.progress / fraction)
+    return (state.progress() / fraction).clamp(max=1.0)
 
 
 def per_instance(generators: list[torch.Generator], draw) -> torch.Tensor:

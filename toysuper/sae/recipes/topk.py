@@ -4,24 +4,26 @@ Gao et al. 2024, "Scaling and evaluating sparse autoencoders" (OpenAI):
     z = ReLU(TopK_k(W_enc (x - b_pre) + b_enc)),   x̂ = W_dec z + b_pre,
     loss = ||x - x̂||² + α ||e - ê||²,
 where e = x - x̂ and ê = W_dec z_aux, z_aux the k_aux largest pre-activations among the dead
-latents (no firing in the last `dead_window` samples), α = 1/32 and k_aux = d_model / 2
-(64 on the standard 128-dimensional task). Here b_pre is b_dec. The decoder rows are held at
-unit norm (gradient projection + renormalisation), the encoder starts as the decoder's
-transpose, and b_pre starts at the geometric median of the data. Sparsity is set by k, so
-there is no sparsity penalty. The paper's formula has no b_enc; their released code has one,
-and so does this recipe.
+latents (no firing in the last `dead_window` samples), α = 1/32. Here b_pre is b_dec. The decoder
+rows are held at unit norm (gradient projection + renormalisation), the encoder starts as the
+decoder's transpose, and b_pre starts at the geometric median of the data. Sparsity is set by k,
+so there is no sparsity penalty. The paper's formula has no b_enc; their released code has one,
+and so does this recipe. k_aux defaults to 64, which is the paper's d_model / 2 on the standard
+128-dimensional task; set it per task.
 
-Training holds the code sparsely (toysuper/sae/sparse_codes.py): the encoder's forward pass is
-dense, everything after the selection costs in proportion to the k kept latents.
+Training computes the code sparsely (sae/sparse.py): the encoder's forward pass is a dense matmul
+that only chooses the latents (sae/selection.py); everything after the choice costs in proportion
+to the kept latents.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..sparse_codes import SparseCode, decode_code, is_sparse, top_k_code
-from .base import Recipe
+from .. import selection
+from ..sparse import SparseCode, code_at, decode_code
 from .auxk import auxk_loss
+from .base import Recipe
 from .parts import UnitNormDecoder, keep_top_k, squared_error, tied_init
 
 
@@ -43,24 +45,23 @@ class TopK(UnitNormDecoder, Recipe):
     def encode(self, sae, x):
         return torch.relu(keep_top_k(sae.centred_pre_activations(x), sae.k.long(), int(sae.hyperparameter_max("k"))))
 
-    def training_code(self, sae, x: torch.Tensor, pre: torch.Tensor) -> SparseCode:
-        """The latents this recipe keeps in training, re-scored with autograd."""
-        return top_k_code(sae, x, pre, sae.k.long(), self.per_row(sae))
+    def select(self, sae, pre: torch.Tensor, state) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The entries this recipe keeps: (rows, latents, keep), see sae/selection.py."""
+        return selection.top_k(pre, sae.k.long(), int(sae.hyperparameter_max("k")))
+
+    def training_code(self, sae, x: torch.Tensor, state=None) -> tuple[SparseCode, torch.Tensor]:
+        """The code training uses for inputs x (batch, inst, d_hidden), and the pre-activations that chose it."""
+        with torch.no_grad():
+            pre = sae.centred_pre_activations(x)  # chooses the latents; the kept ones are scored afresh
+        return code_at(sae, x, *self.select(sae, pre, state)), pre
 
     def loss(self, sae, x, state=None):
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not is_sparse(self.per_row(sae), sae.d_sae)):
-            pre = sae.centred_pre_activations(x)  # chooses the latents; gradients flow through it only on dense codes
-        code = self.training_code(sae, x, pre)
+        code, pre = self.training_code(sae, x, state)
         x_hat = decode_code(sae, code)
         mse = squared_error(x, x_hat)
-        dead = state.dead() if state is not None else None
-        aux = auxk_loss(sae, x, pre, x - x_hat, dead, sae.k_aux.long(), int(sae.hyperparameter_max("k_aux")))
+        aux = auxk_loss(sae, x, pre, x - x_hat, state, sae.k_aux.long(), int(sae.hyperparameter_max("k_aux")))
         return {"loss": mse + sae.aux_coefficient * aux, "mse": mse, "auxk": aux, "l0": code.l0(),
                 "fired": code.fired(), **self.code_statistics(sae, code)}
-
-    def per_row(self, sae) -> int:
-        """The most latents the training code keeps per row (all instances)."""
-        return int(sae.hyperparameter_max("k"))
 
     def code_statistics(self, sae, code: SparseCode) -> dict[str, torch.Tensor]:
         """Further (inst,) terms a subclass reads off the training code."""

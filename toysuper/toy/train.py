@@ -1,0 +1,105 @@
+"""Training toy models: every instance in one batched step, captured in a CUDA graph on CUDA.
+
+The paper's setup (Elhage et al. 2022, "Toy Models of Superposition"): fresh samples of the features
+every step, the importance-weighted squared error, AdamW. The step (draw, loss, backward, AdamW,
+the running mean of the last losses) has fixed shapes and no host sync, so on CUDA it is captured
+once and replayed (toysuper/capture.py); the loop reads the loss back every `log_every` steps only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..capture import StepRunner, captures, check_capture
+from ..checks import non_negative, positive_int
+from ..devices import make_generator
+from ..progress import progress_bar
+from ..truth.distribution import FeatureDistribution
+from .model import ToyModel, importance_weighted_mse
+
+
+@dataclass
+class ToyTrainResult:
+    """What training a toy model leaves behind."""
+
+    final_loss: torch.Tensor
+    """Loss per instance averaged over the last 1% of steps (at least one), shape (inst,)."""
+    loss_history: torch.Tensor
+    """Loss per instance at each logged step, shape (n_logs, inst)."""
+    logged_steps: list[int]
+    """The step index of each row of loss_history."""
+    captured: bool = False
+    """Whether the step ran from a CUDA graph."""
+
+
+def toy_step(model: ToyModel, dist: FeatureDistribution, optimizer: torch.optim.Optimizer, batch_size: int,
+             generator, step: torch.Tensor, tail_start: int, tail_sum: torch.Tensor):
+    """One training step of every instance as a function of no arguments; returns the loss per instance.
+
+    step: steps done (a 0-d device tensor, advanced in place); the losses of steps >= tail_start are
+    added to tail_sum (inst,) in place, for the final loss.
+    """
+
+    def run() -> torch.Tensor:
+        x = dist.sample(batch_size, generator)
+        per_instance = importance_weighted_mse(model, x, dist.importance)
+        optimizer.zero_grad(set_to_none=True)
+        per_instance.sum().backward()  # instances are independent: their losses simply add
+        optimizer.step()
+        with torch.no_grad():
+            tail_sum.add_(per_instance * (step >= tail_start))
+            step.add_(1)
+        return per_instance.detach()
+
+    return run
+
+
+def train_toy_model(model: ToyModel, dist: FeatureDistribution, steps: int = 10_000, batch_size: int = 1024,
+                    lr: float = 1e-3, seed: int | None = 0, weight_decay: float = 1e-2, log_every: int = 100,
+                    quiet: bool = False, capture: str = "auto") -> ToyTrainResult:
+    """Train every instance of `model` on samples from `dist` with AdamW (the paper's setup).
+
+    Data are drawn fresh each step on the model's device. `capture`: "auto" replays the step from a
+    CUDA graph on CUDA, "off" runs it eagerly (toysuper/capture.py). Raises ValueError if the loss
+    becomes NaN, leaving the model's weights as they were at the last good check.
+    """
+    steps = positive_int("steps", steps)
+    batch_size = positive_int("batch_size", batch_size)
+    lr = non_negative("lr", lr)
+    log_every = positive_int("log_every", log_every)
+    check_capture(capture)
+    if (dist.n_instances, dist.n_features) != (model.n_instances, model.n_features):
+        raise ValueError(
+            f"dist has (n_instances, n_features)=({dist.n_instances}, {dist.n_features}) but the model has "
+            f"({model.n_instances}, {model.n_features})"
+        )
+    device = model.W.device
+    dist = dist if dist.device == device else dist.to(device)
+    generator = make_generator(seed, device)
+    # the fused kernel updates a parameter in one pass (CPU and CUDA have one); capturable keeps the
+    # step count on the device, as a CUDA graph needs
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay,
+                                  fused=device.type in ("cpu", "cuda"), capturable=captures(capture, device))
+    tail_start = steps - max(1, steps // 100)
+    step = torch.zeros((), device=device)
+    tail_sum = torch.zeros(model.n_instances, device=device)
+    run = StepRunner(toy_step(model, dist, optimizer, batch_size, generator, step, tail_start, tail_sum),
+                     device, capture, [generator] if device.type == "cuda" else [],
+                     before_capture=lambda: optimizer.zero_grad(set_to_none=True))
+    history, logged_steps = [], []
+    last_good = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    for index in progress_bar(range(steps), desc="toy model", quiet=quiet):
+        losses = run()
+        if index % log_every == 0 or index == steps - 1:
+            losses = losses.cpu()
+            if not torch.isfinite(losses).all():
+                model.load_state_dict(last_good)
+                raise ValueError(f"toy-model loss became NaN/inf at step {index} (lr={lr}); weights restored to step "
+                                 f"{logged_steps[-1] if logged_steps else 0}")
+            last_good = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            history.append(losses)
+            logged_steps.append(index)
+    final_loss = (tail_sum / (steps - tail_start)).cpu()
+    return ToyTrainResult(final_loss, torch.stack(history), logged_steps, run.captured)

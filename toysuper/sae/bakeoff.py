@@ -22,7 +22,7 @@ from .train import train_sae
 
 MEAN_ACTIVE = 8
 SPARSITY_KNOB = {"anthropic_2024": "l1_coefficient", "relu_l1": "l1_coefficient", "topk": "k", "batchtopk": "k",
-                 "jumprelu": "l0_coefficient", "gated": "l1_coefficient"}
+                 "jumprelu": "l0_coefficient", "gated": "l1_coefficient", "matryoshka": "k"}
 """The hyperparameter that sets each recipe's sparsity."""
 COLUMNS = ["recipe", "hyperparameters", "recovered@0.9", "mmcs", "hungarian_cos", "activation_mcc", "fvu", "l0",
            "dead_fraction", "wall_s"]

@@ -11,11 +11,13 @@ from .base import Recipe
 from .batchtopk import BatchTopK
 from .gated import Gated
 from .jumprelu import JumpReLU
+from .matryoshka import MatryoshkaBatchTopK
 from .relu_l1 import ReluL1
 from .topk import TopK
 
 RECIPES: dict[str, Recipe] = {
-    recipe.name: recipe for recipe in (Anthropic2024(), ReluL1(), TopK(), BatchTopK(), JumpReLU(), Gated())
+    recipe.name: recipe for recipe in (Anthropic2024(), ReluL1(), TopK(), BatchTopK(), JumpReLU(), Gated(),
+                                        MatryoshkaBatchTopK())
 }
 
 

@@ -10,6 +10,7 @@ so that E||x||₂ = √d_hidden (the trainer folds the scale back into the weigh
 ends); λ is warmed up linearly from 0 over the first 5% of training; the learning rate decays
 linearly to 0 over the last 20%; gradients are clipped to norm 1. Decoder rows start as random
 directions of norm 0.1 and the encoder starts tied to the decoder (W_enc = W_decᵀ), biases 0.
+With `target_l0` set, λ is scaled by a controller that reaches that L0 (recipes/target_l0.py).
 """
 
 from __future__ import annotations
@@ -17,15 +18,17 @@ from __future__ import annotations
 import torch
 
 from .base import Recipe
+from . import target_l0
 from .parts import activity, squared_error, tied_init, warmup
+from .target_l0 import TargetL0
 
 L1_WARMUP_FRACTION = 0.05
 INIT_DECODER_NORM = 0.1
 
 
-class Anthropic2024(Recipe):
+class Anthropic2024(TargetL0, Recipe):
     name = "anthropic_2024"
-    hyperparameters = {"l1_coefficient": 1.0}
+    hyperparameters = {"l1_coefficient": 1.0, **target_l0.HYPERPARAMETERS}
     citation = "Templeton et al. 2024, Scaling Monosemanticity; Conerly et al., Anthropic April 2024 update"
     input_scaling = "mean_norm_sqrt_d"
     train_defaults = {"lr": 3e-3, "grad_clip": 1.0, "b_dec_init": "zeros"}
@@ -41,5 +44,6 @@ class Anthropic2024(Recipe):
         x_hat = sae.decode(acts)
         mse = squared_error(x, x_hat)
         sparsity = (acts * sae.W_dec.norm(dim=-1)).sum(-1).mean(0)  # decoder norms: (inst, d_sae)
-        loss = mse + warmup(state, L1_WARMUP_FRACTION) * sae.l1_coefficient * sparsity
+        coefficient = sae.l1_coefficient * self.coefficient_multiplier(sae)
+        loss = mse + warmup(state, L1_WARMUP_FRACTION) * coefficient * sparsity
         return {"loss": loss, "mse": mse, "sparsity": sparsity, **activity(acts)}

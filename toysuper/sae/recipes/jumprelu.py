@@ -35,7 +35,9 @@ import torch
 
 from .base import Recipe
 from ...float_masks import positive, positive_
+from . import target_l0
 from .parts import UnitNormDecoder, squared_error, tied_init, warmup
+from .target_l0 import TargetL0
 
 L0_WARMUP_FRACTION = 0.1
 
@@ -107,10 +109,10 @@ class JumpReLUTerms(torch.autograd.Function):
         return grad_pre, grad_threshold, grad_norms, None, None, None, None, None
 
 
-class JumpReLU(UnitNormDecoder, Recipe):
+class JumpReLU(TargetL0, UnitNormDecoder, Recipe):
     name = "jumprelu"
     hyperparameters = {"l0_coefficient": 0.04, "threshold_init": 0.05, "bandwidth": 0.05, "tanh_scale": 4.0,
-                       "pre_act_coefficient": 3e-4}
+                       "pre_act_coefficient": 3e-4, **target_l0.HYPERPARAMETERS}
     positive_hyperparameters = frozenset({"threshold_init", "bandwidth"})
     citation = ("Rajamanoharan et al. 2024, Jumping Ahead (JumpReLU SAEs); Lieberum et al. 2024, Gemma Scope; "
                 "Conerly et al., Anthropic Circuits Updates January 2025")
@@ -118,6 +120,7 @@ class JumpReLU(UnitNormDecoder, Recipe):
     train_defaults = {"lr": 3e-3, "betas": (0.0, 0.999), "b_dec_init": "zeros", "grad_clip": None}
 
     def register(self, sae):
+        super().register(sae)
         sae.log_threshold = torch.nn.Parameter(torch.zeros(sae.n_instances, sae.d_sae, device=sae.W_dec.device))
 
     def init_parameters(self, sae, generators):
@@ -144,7 +147,8 @@ class JumpReLU(UnitNormDecoder, Recipe):
             sae.hyperparameter_max("tanh_scale") > 0, sae.hyperparameter_min("tanh_scale") == 0,
             sae.hyperparameter_max("pre_act_coefficient") > 0)
         mse = squared_error(x, sae.decode(acts))
-        loss = (mse + warmup(state, L0_WARMUP_FRACTION) * sae.l0_coefficient * sparsity
+        coefficient = sae.l0_coefficient * self.coefficient_multiplier(sae)
+        loss = (mse + warmup(state, L0_WARMUP_FRACTION) * coefficient * sparsity
                 + sae.pre_act_coefficient * pre_act)
         # f > 0 exactly where π > θ > 0: the activity terms read the gate, a float sum rather than a bool mask
         return {"loss": loss, "mse": mse, "sparsity": sparsity, "pre_act": pre_act,

@@ -13,6 +13,7 @@ One deliberate change: the paper drew W_enc and W_dec independently (He-uniform)
 standard task that start leaves the SAE far from converged after 2 million samples
 (recovered@0.9 ≈ 0.02 at λ = 0.25, L0 ≈ 50); starting the encoder as the decoder's transpose
 scaled to rows of norm 0.1 (the small tied start of Anthropic's April 2024 update) gives 0.95.
+With `target_l0` set, λ is scaled by a controller that reaches that L0 (recipes/target_l0.py).
 """
 
 from __future__ import annotations
@@ -20,14 +21,16 @@ from __future__ import annotations
 import torch
 
 from .base import Recipe
+from . import target_l0
 from .parts import UnitNormDecoder, activity, squared_error, tied_init
+from .target_l0 import TargetL0
 
 INIT_ENCODER_NORM = 0.1
 
 
-class ReluL1(UnitNormDecoder, Recipe):
+class ReluL1(TargetL0, UnitNormDecoder, Recipe):
     name = "relu_l1"
-    hyperparameters = {"l1_coefficient": 0.25}
+    hyperparameters = {"l1_coefficient": 0.25, **target_l0.HYPERPARAMETERS}
     citation = "Bricken et al. 2023, Towards Monosemanticity"
     train_defaults = {"lr": 3e-3, "b_dec_init": "geometric_median", "resample": True, "grad_clip": None}
 
@@ -41,5 +44,5 @@ class ReluL1(UnitNormDecoder, Recipe):
         acts = self.encode(sae, x)
         mse = squared_error(x, sae.decode(acts))
         sparsity = acts.sum(-1).mean(0)
-        loss = mse + sae.l1_coefficient * sparsity
+        loss = mse + sae.l1_coefficient * self.coefficient_multiplier(sae) * sparsity
         return {"loss": loss, "mse": mse, "sparsity": sparsity, **activity(acts)}

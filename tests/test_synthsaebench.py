@@ -104,6 +104,7 @@ def test_the_hierarchy_reaches_the_grader(model):
                                       .feature_vectors.detach().T), world, n_samples=1000, quiet=True)
     assert (report.features["parent"].to_numpy() == parent.numpy()).all()
     assert report.summary["absorption"].notna().all()
+    assert report.summary[["sb_shrinkage", "sb_explained_variance"]].isna().all().all()  # no decode: no x̂
 
 
 def test_firing_probabilities_are_exact_without_a_hierarchy():

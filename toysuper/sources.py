@@ -294,6 +294,11 @@ class SAELensWorld:
     generator, exactly as `SyntheticModel.sample_with_features` does.
     SAELens's sampler has data-dependent shapes (nonzero), so this source is not for a
     captured step; cost per batch grows with batch × n_features.
+
+    Attributes:
+        model: the SyntheticModel.
+        dist: `WorldFacts` for the grader: the hierarchy as a parent per feature, and each
+            feature's firing probability where it is known exactly (see `_marginal_firing_prob`).
     """
 
     def __init__(self, model, n_instances: int = 1, *, device=None):
@@ -370,14 +375,14 @@ def _import_saelens_synthetic_model():
 
 @contextmanager
 def _global_rng_seeded(device: torch.device, seed: int):
-    """torch's global generator of `device` seeded with `seed` inside the block, restored after it."""
+    """torch's global generators (the CPU's, and `device`'s if it is a GPU) seeded with `seed` inside the
+    block, and restored after it."""
     cuda = [device.index] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
+        torch.random.default_generator.manual_seed(seed)
         if cuda:
             with torch.cuda.device(device):
                 torch.cuda.manual_seed(seed)
-        else:
-            torch.random.default_generator.manual_seed(seed)
         yield
 
 

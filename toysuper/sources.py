@@ -286,8 +286,8 @@ class SAELensWorld:
             rebuilds its sampler, so build or load the model on the device you want).
 
     Random streams: SAELens draws from torch's global generator. Given a `generator`, each
-    draw takes a seed from it (one integer, a host read) and runs SAELens's sampler with the
-    global generator of the world's device set to that seed, restoring its state afterwards:
+    draw takes a seed from it (one integer, a host read) and runs SAELens's sampler with torch's
+    global generators (the CPU's and the world's GPU's) set to that seed, restoring them afterwards:
     same generator state, same samples, and the global stream is left alone. A sequence of
     n_instances generators gives instance i its samples from generator i alone; one
     generator draws all instances' rows at once. `generator=None` draws from the global

@@ -18,7 +18,7 @@ from .grade.matching import cosine_matrix, hungarian, match, mmcs, recovered
 from .grade.saelens_bridge import SAELensActivations
 from .grade.saelens_format import load_saelens, save_saelens
 from .sae import RECIPES, SAE, SAETrainResult, train_sae
-from .sources import ActivationSource, Batch, DictionarySource, ToyModelSource, random_directions
+from .sources import ActivationSource, Batch, DictionarySource, SAELensWorld, ToyModelSource, random_directions
 from .toy.model import ToyModel
 from .toy.train import ToyTrainResult, train_toy_model
 
@@ -32,4 +32,5 @@ __all__ = [
     "save_saelens",
     "ActiveFeatures", "Constant", "CorrelatedGroups", "Dictionary", "ExclusiveGroups", "Exponential", "FoldedNormal",
     "Hierarchy", "Uniform", "Zipf", "low_coherence_directions",
+    "SAELensWorld",
 ]

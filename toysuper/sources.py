@@ -7,12 +7,15 @@ in hidden space, (inst, n_features, d_hidden), and which features are gradeable.
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
+from pathlib import Path
 from typing import NamedTuple, Protocol, runtime_checkable
 
 import torch
 
 from .checks import finite_float, finite_tensor, non_negative, positive_int
-from .devices import make_generator
+from .devices import make_generator, resolve_device
 from .truth.dictionaries import Dictionary, random_directions, unit_rows
 from .truth.distribution import ActiveFeatures, FeatureDistribution
 from .integer_sort import stable_argsort
@@ -254,3 +257,162 @@ class ToyModelSource:
     def gradeable(self) -> torch.Tensor:
         """The features the toy model represents (||W_i|| >= 0.5): a dropped one has no direction."""
         return self.model.represented()[self.instances] & (self.dist.firing_prob[self.instances] > 0)
+
+
+class WorldFacts(NamedTuple):
+    """What the grader may read about an outside world's features (as it reads `source.dist`)."""
+
+    firing_prob: torch.Tensor | None
+    """Marginal firing probability per feature, (inst, n_features), or None where not known."""
+    parent: torch.Tensor | None
+    """Parent feature per feature, (n_features,), -1 for none; None without a hierarchy."""
+
+
+class SAELensWorld:
+    """SAELens's synthetic world (`sae_lens.synthetic.SyntheticModel`) as a source: SynthSAEBench's data.
+
+    Samples come from SAELens's own sampler (its ActivationGenerator, hierarchy and
+    correlation included) and SAELens's own feature dictionary (h = f W + bias), so
+    training and grading here see exactly the world SAELens builds (Chanin &
+    Garriga-Alonso 2026, "SynthSAEBench", arXiv 2602.14687). Needs the `[saelens]` extra.
+
+    Args:
+        model: a `SyntheticModel` (e.g. `SyntheticModel(SyntheticModelConfig(...))`, or the
+            released world from `SyntheticModel.from_pretrained(...)`), or the directory it
+            was saved to with `model.save(directory)`.
+        n_instances: how many SAEs read this world; each instance gets its own samples.
+        device: for a directory, where to load it (default CUDA when present); for a model
+            object, None or the device it already lives on (SAELens's `model.to(...)`
+            rebuilds its sampler, so build or load the model on the device you want).
+
+    Random streams: SAELens draws from torch's global generator. Given a `generator`, each
+    draw takes a seed from it (one integer, a host read) and runs SAELens's sampler with torch's
+    global generators (the CPU's and the world's GPU's) set to that seed, restoring them afterwards:
+    same generator state, same samples, and the global stream is left alone. A sequence of
+    n_instances generators gives instance i its samples from generator i alone; one
+    generator draws all instances' rows at once. `generator=None` draws from the global
+    generator, exactly as `SyntheticModel.sample_with_features` does.
+    SAELens's sampler has data-dependent shapes (nonzero), so this source is not for a
+    captured step; cost per batch grows with batch × n_features.
+
+    Attributes:
+        model: the SyntheticModel.
+        dist: `WorldFacts` for the grader: the hierarchy as a parent per feature, and each
+            feature's firing probability where it is known exactly (see `_marginal_firing_prob`).
+    """
+
+    def __init__(self, model, n_instances: int = 1, *, device=None):
+        synthetic_model = _import_saelens_synthetic_model()
+        if isinstance(model, (str, os.PathLike)):
+            path = Path(model)
+            if not (path / "synthetic_model_config.json").is_file():
+                raise ValueError(f"model={str(model)!r} is not a directory saved by SyntheticModel.save "
+                                 f"(no synthetic_model_config.json in it)")
+            model = synthetic_model.load_from_disk(path, device=str(resolve_device(device)))
+        elif not isinstance(model, synthetic_model):
+            raise TypeError(f"model must be a sae_lens SyntheticModel or the directory it was saved to, "
+                            f"got {type(model).__name__}")
+        elif device is not None and resolve_device(device) != torch.device(model.device):
+            raise ValueError(f"device={device!r} but the SyntheticModel lives on {model.device!r}; build or load it "
+                             f"on the device you want (SyntheticModel.to rebuilds its sampler)")
+        self.model = model
+        self.device = torch.device(model.device)
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.n_instances = positive_int("n_instances", n_instances)
+        self.n_features, self.d_hidden = model.cfg.num_features, model.cfg.hidden_dim
+        firing_prob = _marginal_firing_prob(model)
+        self.dist = WorldFacts(None if firing_prob is None else firing_prob.float().expand(self.n_instances, -1),
+                               None if model.hierarchy is None else _parents(model.hierarchy, self.n_features))
+
+    @torch.no_grad()
+    def sample(self, batch_size: int, generator=None) -> Batch:
+        batch_size = positive_int("batch_size", batch_size)
+        if generator is None or isinstance(generator, torch.Generator):
+            hidden, features = self._draw(batch_size * self.n_instances, generator)
+            return Batch(hidden.view(batch_size, self.n_instances, -1), features.view(batch_size, self.n_instances, -1))
+        generators = list(generator) if isinstance(generator, (list, tuple)) else None
+        if generators is None or len(generators) != self.n_instances \
+                or not all(isinstance(g, torch.Generator) for g in generators):
+            raise TypeError(f"generator must be None, a torch.Generator or a list of {self.n_instances} "
+                            f"torch.Generators (one per instance), got {generator!r}")
+        draws = [self._draw(batch_size, g) for g in generators]  # per-instance streams: one draw each
+        return Batch(torch.stack([h for h, _ in draws], 1), torch.stack([f for _, f in draws], 1))
+
+    def sample_hidden(self, batch_size: int, generator=None) -> torch.Tensor:
+        """`sample(...).hidden`, (batch, inst, d_hidden); SAELens builds the dense features either way."""
+        return self.sample(batch_size, generator).hidden
+
+    def _draw(self, rows: int, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(hidden (rows, d), features (rows, n)) from SAELens's sampler."""
+        if generator is None:
+            features = self.model.activation_generator.sample(rows)
+        else:
+            seed = int(torch.randint(2**62, (), generator=generator, device=generator.device))  # host read
+            with _global_rng_seeded(self.device, seed):
+                features = self.model.activation_generator.sample(rows)
+        hidden = self.model.feature_dict(features)
+        return hidden, (features.to_dense() if features.is_sparse else features)
+
+    def true_directions(self) -> torch.Tensor:
+        vectors = unit_rows(self.model.feature_dict.feature_vectors.detach().float())
+        return vectors.to(self.device).expand(self.n_instances, -1, -1)
+
+    def gradeable(self) -> torch.Tensor:
+        """Every feature with a non-zero direction and a chance to fire."""
+        fires = self.model.activation_generator.firing_probabilities > 0
+        has_direction = self.model.feature_dict.feature_vectors.detach().norm(dim=-1) > 0
+        return (fires & has_direction).to(self.device).expand(self.n_instances, -1)
+
+
+def _import_saelens_synthetic_model():
+    try:
+        from sae_lens.synthetic import SyntheticModel
+    except ImportError as error:
+        raise ImportError("SAELensWorld needs SAELens: pip install 'toysuper[saelens]'") from error
+    return SyntheticModel
+
+
+@contextmanager
+def _global_rng_seeded(device: torch.device, seed: int):
+    """torch's global generators (the CPU's, and `device`'s if it is a GPU) seeded with `seed` inside the
+    block, and restored after it."""
+    cuda = [device.index] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.random.default_generator.manual_seed(seed)
+        if cuda:
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(seed)
+        yield
+
+
+def _parents(hierarchy, n_features: int) -> torch.Tensor:
+    """A SAELens Hierarchy as the parent of every feature, (n,), -1 for none; nodes without a feature pass
+    their parent through (the hierarchy gates a child by its nearest ancestor that is a feature)."""
+    parent = torch.full((n_features,), -1, dtype=torch.long)
+    stack = [(root, -1) for root in hierarchy.roots]
+    while stack:
+        node, above = stack.pop()
+        if node.feature_index is not None:
+            parent[node.feature_index] = above
+            above = node.feature_index
+        stack.extend((child, above) for child in node.children)
+    return parent
+
+
+def _marginal_firing_prob(model) -> torch.Tensor | None:
+    """P(f_i > 0) per feature, (n,), where it is known exactly: in a world without a hierarchy.
+
+    SAELens draws feature i active with probability p_i (a Gaussian copula keeps that marginal
+    when firing is correlated) and gives it the value ReLU(mean_i + std_i z), so
+    P(f_i > 0) = p_i Φ(mean_i / std_i). Under a hierarchy a child is also gated by its parent
+    and, for mutually exclusive siblings, by a random pick; SAELens's compensation only aims at
+    the configured rates (off by up to 40% in the tests' small world), so no rate is claimed
+    there and the report bins by the measured frequency instead.
+    """
+    if model.hierarchy is not None:
+        return None
+    generator = model.activation_generator
+    mean, std = generator.mean_firing_magnitudes.double(), generator.std_firing_magnitudes.double()
+    positive = torch.where(std > 0, 0.5 * torch.erfc(-mean / (std.clamp_min(1e-300) * 2**0.5)), (mean > 0).double())
+    return (generator.firing_probabilities.double() * positive).cpu()

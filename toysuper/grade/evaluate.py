@@ -28,6 +28,7 @@ from .diagnostics import (AbsorptionCounter, Thresholds, compositions, explain, 
                           near_counts, parent_index, recovery_by_frequency, source_hierarchy)
 from .external import as_gradeable
 from .matching import CANDIDATES, EXACT_LIMIT, candidate_edges, cosine_tops, match, recovered, unit_rows
+from .synthsaebench_metrics import SynthSAEBenchSums, best_abs_feature, mcc as synthsaebench_mcc
 from ..progress import progress_bar
 from ..sources import ActivationSource
 
@@ -46,12 +47,15 @@ class Report:
     summary: pd.DataFrame
     """One row per instance: n_graded, matching, mmcs, hungarian_cos, recovered@τ, activation_mcc,
     precision, recall, f1, split_fraction, absorption, mse, fvu, l0, dead_fraction,
-    dense_fraction, mixed_fraction, unmatched_latent_fraction."""
+    dense_fraction, mixed_fraction, unmatched_latent_fraction, and SynthSAEBench's metrics
+    (`synthsaebench_metrics`): sb_mcc, sb_uniqueness, sb_precision, sb_recall, sb_f1, sb_accuracy,
+    sb_explained_variance, sb_l0, sb_dead_latents, sb_shrinkage, sb_true_l0."""
     threshold: float
     """τ of recovered@τ."""
     latents: pd.DataFrame = field(default_factory=pd.DataFrame)
     """One row per (instance, latent): frequency, dead, dense, best_feature, best_cos,
-    matched_feature, near_feature, composed_of, composition_cos, matched_to_nothing."""
+    matched_feature, near_feature, composed_of, composition_cos, matched_to_nothing, and SynthSAEBench's
+    sb_best_feature (by |cos|), sb_precision, sb_recall, sb_f1, sb_accuracy against it."""
     thresholds: Thresholds = field(default_factory=Thresholds)
     """The cosines and rates behind the diagnostics."""
 
@@ -131,7 +135,7 @@ def evaluate(sae, source: ActivationSource, n_samples: int = 20_000, batch_size:
     best_cos, best_latent = tops.row_cos[..., 0].cpu(), tops.row_latent[..., 0].cpu()
     matched_latent = torch.full((n_inst, n), -1, dtype=torch.long)
     matched_cos = torch.zeros((n_inst, n), dtype=torch.float64)
-    methods = []
+    methods, sb_mcc = [], []
     gradeable_cpu = gradeable.cpu()
     for instance in range(n_inst):  # the assignment is a per-instance CPU algorithm
         rows = gradeable_cpu[instance].nonzero().squeeze(-1)
@@ -140,6 +144,8 @@ def evaluate(sae, source: ActivationSource, n_samples: int = 20_000, batch_size:
         matched_latent[instance, rows] = torch.from_numpy(found.assignment.latent)
         matched_cos[instance, rows] = torch.from_numpy(found.assignment.cosine)
         methods.append(found.method)
+        sb_mcc.append(synthsaebench_mcc(G[instance, rows.to(device)], D[instance], matching, candidates=candidates,
+                                        exact_limit=exact_limit))
     parts, fit = compositions(G, D, tops.col_cos, tops.col_feature, thresholds)
 
     # Activation level, streamed over held-out samples as running sums and counts.
@@ -153,6 +159,7 @@ def evaluate(sae, source: ActivationSource, n_samples: int = 20_000, batch_size:
     sum_xx = torch.zeros(n_inst, dtype=torch.float64, device=device)
     absorption = None if parents is None else AbsorptionCounter(parents, matched_latent, gradeable, G, D,
                                                                 thresholds.absorption)
+    sb_sums = SynthSAEBenchSums(best_abs_feature(G, D, gradeable))  # SynthSAEBench's metrics, from the same samples
     generator = make_generator(seed, source.device)
     batch_size = min(batch_size, max(64, BATCH_ENTRIES // (n_inst * max(n, k))))  # bounds memory at 64k latents
     sizes = [min(batch_size, n_samples - start) for start in range(0, n_samples, batch_size)]
@@ -174,14 +181,17 @@ def evaluate(sae, source: ActivationSource, n_samples: int = 20_000, batch_size:
         latent_fires += (acts > 0).sum(0)
         if absorption is not None:
             absorption.update(batch.features.to(device), acts)
-        if sae.has_decode:
-            squared_error += (x - sae.decode(acts)).double().pow(2).sum((0, 2))
+        x_hat = sae.decode(acts) if sae.has_decode else None
+        if x_hat is not None:
+            squared_error += (x - x_hat).double().pow(2).sum((0, 2))
+        sb_sums.update(acts, f, x, x_hat)
         sum_x += x.double().sum(0)
         sum_xx += x.double().pow(2).sum((0, 2))
     correlation = _pearson(n_samples, sums["a"], sums["f"], sums["aa"], sums["ff"], sums["af"]).cpu()
     correlation = torch.where(matched_latent >= 0, correlation, 0.0)  # no latent: no correlation
     precision, recall, f1 = firing_scores(counts["both"].cpu(), counts["feature"].cpu(), counts["latent"].cpu(),
                                           matched_latent >= 0)
+    sb_summary, sb_latents = sb_sums.summary(n_samples, counts["feature"], squared_error, sum_x, sum_xx, sae.has_decode)
     total_variance = (sum_xx - sum_x.pow(2).sum(-1) / n_samples).cpu()
     squared_error = squared_error.cpu() if sae.has_decode else torch.full((n_inst,), torch.nan, dtype=torch.float64)
     absorbed, parent_miss = absorption.rates(n_inst) if absorption is not None else \
@@ -225,7 +235,7 @@ def evaluate(sae, source: ActivationSource, n_samples: int = 20_000, batch_size:
         "frequency": latent_frequency, "dead": dead, "dense": dense, "best_feature": nearest_feature,
         "best_cos": nearest_cos, "matched_feature": matched_feature, "near_feature": near_feature,
         "composed_of": composed_of, "composition_cos": torch.where(composed, fit, torch.nan),
-        "matched_to_nothing": nothing,
+        "matched_to_nothing": nothing, **sb_latents,
     }
     latents = pd.DataFrame({name: (value.reshape(-1).numpy() if isinstance(value, torch.Tensor) else value)
                             for name, value in latent_columns.items()})
@@ -254,5 +264,6 @@ def evaluate(sae, source: ActivationSource, n_samples: int = 20_000, batch_size:
             "dense_fraction": float(dense[instance].double().mean()),
             "mixed_fraction": float(composed[instance].double().mean()),
             "unmatched_latent_fraction": float(nothing[instance].double().mean()),
+            "sb_mcc": sb_mcc[instance], **{name: value[instance].item() for name, value in sb_summary.items()},
         })
     return Report(features, pd.DataFrame(summary_rows), threshold, latents, thresholds)

@@ -96,8 +96,9 @@ class CosineTops(NamedTuple):
 
 
 def cosine_tops(true_directions: torch.Tensor, decoder_directions: torch.Tensor, row_mask: torch.Tensor | None = None,
-                per_row: int = CANDIDATES, per_col: int = 4, chunk_entries: int = CHUNK_ENTRIES) -> CosineTops:
-    """Top cosines per row and per column of C = G Dᵀ without ever holding C.
+                per_row: int = CANDIDATES, per_col: int = 4, chunk_entries: int = CHUNK_ENTRIES,
+                absolute: bool = False) -> CosineTops:
+    """Top cosines per row and per column of C = G Dᵀ (or of |C|) without ever holding C.
 
     Args:
         true_directions: G, (inst, n, d).
@@ -105,6 +106,7 @@ def cosine_tops(true_directions: torch.Tensor, decoder_directions: torch.Tensor,
         row_mask: bool (inst, n); rows left out of the column tops (e.g. features not graded).
         per_row, per_col: how many to keep per row and per column.
         chunk_entries: cosines computed at once; rows are processed in chunks of this size.
+        absolute: rank |C| instead of C (SynthSAEBench's matching, where a latent may point either way).
     """
     G, D = unit_rows(true_directions), unit_rows(decoder_directions)
     n_inst, n, _ = G.shape
@@ -119,6 +121,7 @@ def cosine_tops(true_directions: torch.Tensor, decoder_directions: torch.Tensor,
     col_feature = torch.zeros((n_inst, 0, k), dtype=torch.long, device=G.device)
     for start in range(0, n, rows):
         C = G[:, start:start + rows] @ D.transpose(-1, -2)  # (inst, rows, k)
+        C = C.abs_() if absolute else C
         values, index = C.topk(per_row, dim=-1)
         row_cos.append(values)
         row_latent.append(index)
@@ -151,8 +154,9 @@ def _sparse_assignment(n_rows: int, n_cols: int, rows: np.ndarray, cols: np.ndar
     return matched
 
 
-def _cosines(G: torch.Tensor, D: torch.Tensor) -> np.ndarray:
-    return (G.double() @ D.double().T).cpu().numpy()
+def _cosines(G: torch.Tensor, D: torch.Tensor, absolute: bool = False) -> np.ndarray:
+    C = G.double() @ D.double().T
+    return (C.abs() if absolute else C).cpu().numpy()
 
 
 Edges = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -181,8 +185,8 @@ def candidate_edges(tops: CosineTops, instance: int = 0, rows: np.ndarray | None
     return feature[keep], latent[keep], cos[keep]
 
 
-def _sparse_match(G: torch.Tensor, D: torch.Tensor, candidates: int, exact_limit: int, edges: Edges | None
-                  ) -> np.ndarray:
+def _sparse_match(G: torch.Tensor, D: torch.Tensor, candidates: int, exact_limit: int, edges: Edges | None,
+                  absolute: bool = False) -> np.ndarray:
     """Column per row of the sparse assignment, for unit G (n, d), D (k, d) with n <= k.
 
     Rows whose candidates were all taken are matched again among the unused columns, with
@@ -190,13 +194,13 @@ def _sparse_match(G: torch.Tensor, D: torch.Tensor, candidates: int, exact_limit
     """
     n, k = G.shape[0], D.shape[0]
     if edges is None:
-        edges = candidate_edges(cosine_tops(G[None], D[None], per_row=candidates))
+        edges = candidate_edges(cosine_tops(G[None], D[None], per_row=candidates, absolute=absolute))
     matched = _sparse_assignment(n, k, *edges)
     left = np.flatnonzero(matched < 0)
     if len(left):
         free = np.setdiff1d(np.arange(k), matched[matched >= 0])
         sub = match(G[torch.as_tensor(left, device=G.device)], D[torch.as_tensor(free, device=G.device)],
-                    candidates=candidates, exact_limit=exact_limit)
+                    candidates=candidates, exact_limit=exact_limit, absolute=absolute)
         matched[left] = np.where(sub.assignment.latent >= 0, free[sub.assignment.latent.clip(0)], -1)
     return matched
 
@@ -211,7 +215,7 @@ class Match(NamedTuple):
 
 def match(true_directions: torch.Tensor, decoder_directions: torch.Tensor, method: str = "auto",
           candidates: int = CANDIDATES, exact_limit: int = EXACT_LIMIT,
-          edges: Edges | None = None) -> Match:
+          edges: Edges | None = None, absolute: bool = False) -> Match:
     """The one-to-one assignment of true features to latents maximising Σ C_{i,π(i)}, at any size.
 
     Args:
@@ -221,6 +225,8 @@ def match(true_directions: torch.Tensor, decoder_directions: torch.Tensor, metho
             latent's 4 best features, LAPJVsp) or "auto" (exact while n × k <= exact_limit).
         edges: candidate edges (feature indices, latent indices, cosines) when already known
             (see `candidate_edges`).
+        absolute: maximise Σ |C_{i,π(i)}| instead, and report |C| (SynthSAEBench's MCC; edges, if
+            given, must then hold |C|).
     Returns the assignment (latent -1 and cosine 0 for a feature left without one) and the method used.
     """
     if method not in ("auto", "exact", "sparse"):
@@ -228,12 +234,12 @@ def match(true_directions: torch.Tensor, decoder_directions: torch.Tensor, metho
     G, D = unit_rows(true_directions), unit_rows(decoder_directions)
     n, k = G.shape[0], D.shape[0]
     if method == "exact" or (method == "auto" and n * k <= exact_limit) or min(n, k) == 0:
-        return Match(hungarian(_cosines(G, D)), "exact")
+        return Match(hungarian(_cosines(G, D, absolute)), "exact")
     if n <= k:
-        latent = _sparse_match(G, D, candidates, exact_limit, edges)
+        latent = _sparse_match(G, D, candidates, exact_limit, edges, absolute)
     else:  # more features than latents: match each latent to a feature, then invert
         flipped = None if edges is None else (edges[1], edges[0], edges[2])
-        feature_of_latent = _sparse_match(D, G, candidates, exact_limit, flipped)
+        feature_of_latent = _sparse_match(D, G, candidates, exact_limit, flipped, absolute)
         latent = np.full(n, -1, dtype=np.int64)
         has = feature_of_latent >= 0
         latent[feature_of_latent[has]] = np.flatnonzero(has)
@@ -241,4 +247,5 @@ def match(true_directions: torch.Tensor, decoder_directions: torch.Tensor, metho
     has = latent >= 0
     index = torch.as_tensor(np.flatnonzero(has), device=G.device)
     cosine[has] = (G[index].double() * D[torch.as_tensor(latent[has], device=G.device)].double()).sum(-1).cpu().numpy()
+    cosine = np.abs(cosine) if absolute else cosine
     return Match(Assignment(latent, cosine), "sparse")

@@ -1,20 +1,17 @@
-"""SAE training throughput per recipe, against the matmul throughput of the same shapes.
+"""SAE training throughput per recipe, at 1 and 64 instances, eager and captured, against its matmul bound.
 
-The task is the standard recovery task (1024 features in 128 dimensions, width 1024, batch
-1024). A dense SAE step needs five matmuls of B·d·s multiply-adds each: the encoder and the
-decoder forward, and in backward the decoder's weight gradient, the gradient reaching the
-latents, and the encoder's weight gradient (b_dec's gradient through the encoder is a
-vector-matrix product, see SAE.centred_projection). `matmul_bound` times exactly those five
-products as bare torch.mm calls; a recipe's "fraction of matmul bound" is that time over its
-measured step time. `gated` decodes twice (its auxiliary loss reconstructs through a frozen
-decoder: a forward product and the gradient reaching the gate), so its bound is seven products.
-The TopK family decodes sparsely, so its fraction can exceed 1. Each recipe is also timed with
-`precision="bfloat16"` (bf16 autocast), which pays on CPUs with AVX512-BF16 as well as on GPUs,
-and the recipes named in `compiled` with `compile=True` (the loss through torch.compile, which
-fuses the elementwise passes between the matmuls; on this CPU it pays for some recipes and not
-for others, so the table shows both).
+The task is the peer task P (1024 features in 128 dimensions, p = 8/1024, width 1024, batch 1024),
+n_instances SAEs trained side by side in one step. The matmul bound is the time of the products a
+step cannot avoid, run bare as batched matmuls of the same shapes:
+    dense recipes (anthropic_2024, relu_l1, jumprelu): five B·d·s products per instance, the encoder
+        and decoder forward and, backward, the decoder's weight gradient, the gradient reaching the
+        latents and the encoder's weight gradient; gated decodes twice (its frozen-decoder term), seven;
+    the TopK family (topk, batchtopk, matryoshka): one, the dense encoder product that chooses the
+        latents; everything after the choice costs in proportion to the kept latents (sae/sparse.py).
+A recipe's "fraction of the matmul bound" is that time over its measured step. "captured" replays the
+step from a CUDA graph (capture="auto", CUDA only); "eager" runs it op by op (capture="off").
 
-    python benchmarks/throughput.py [--steps 100] [--threads 2]
+    python benchmarks/throughput.py [--device cuda] [--instances 1 64] [--steps 50]
 """
 
 from __future__ import annotations
@@ -26,109 +23,97 @@ import time
 import torch
 
 import toysuper as ts
-from toysuper.sae.bakeoff import STANDARD, task_source
+from toysuper.sae.bakeoff import MEAN_ACTIVE, STANDARD
+
+SPARSE_RECIPES = ("topk", "batchtopk", "matryoshka")
+MATMULS = {"gated": 7, **{recipe: 1 for recipe in SPARSE_RECIPES}}
+"""B·d·s products per instance the step cannot avoid, where not the dense five."""
 
 
-def _synchronize(device) -> None:
+def synchronize(device) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
 
 
-def matmul_bound(batch: int, d_hidden: int, d_sae: int, device="cpu", repeats: int = 50) -> float:
-    """Seconds for the five matmuls of one dense SAE step: the median of `repeats` after a warm-up
-    (robust to a moment's interference from elsewhere on a shared machine)."""
-    x, g_x = torch.randn(batch, d_hidden, device=device), torch.randn(batch, d_hidden, device=device)
-    acts, g_acts = torch.randn(batch, d_sae, device=device), torch.randn(batch, d_sae, device=device)
-    W_enc, W_dec = torch.randn(d_hidden, d_sae, device=device), torch.randn(d_sae, d_hidden, device=device)
+def task_p(n_instances: int, device, seed: int = 0) -> ts.DictionarySource:
+    """Task P with n_instances independent streams over one set of directions."""
+    directions = ts.random_directions(STANDARD.n_features, STANDARD.d_hidden, seed=seed, device=device)[0]
+    dist = ts.FeatureDistribution(STANDARD.n_features, MEAN_ACTIVE / STANDARD.n_features, n_instances=n_instances,
+                                  device=device)
+    return ts.DictionarySource(directions, dist)
 
-    def step():
-        x @ W_enc            # encoder forward
-        acts @ W_dec         # decoder forward
-        acts.T @ g_x         # decoder weight gradient
-        g_x @ W_dec.T        # gradient reaching the latents
-        x.T @ g_acts         # encoder weight gradient
 
-    step()
+def matmul_bound(recipe: str, n_instances: int, device, repeats: int = 20) -> float:
+    """Seconds for the products of one step that the recipe cannot avoid (median of `repeats`)."""
+    batch, d, s = STANDARD.batch_size, STANDARD.d_hidden, STANDARD.d_sae
+    x = torch.randn(n_instances, batch, d, device=device)
+    acts = torch.randn(n_instances, batch, s, device=device)
+    W_enc, W_dec = torch.randn(n_instances, d, s, device=device), torch.randn(n_instances, s, d, device=device)
+    products = [lambda: torch.bmm(x, W_enc), lambda: torch.bmm(acts, W_dec),
+                lambda: torch.bmm(acts.transpose(1, 2), x), lambda: torch.bmm(x, W_dec.transpose(1, 2)),
+                lambda: torch.bmm(x.transpose(1, 2), acts)]
+    count = MATMULS.get(recipe, 5)
+    chosen = [products[i % 5] for i in range(count)]
+    for product in chosen:
+        product()
     times = []
     for _ in range(repeats):
-        _synchronize(device)
+        synchronize(device)
         start = time.perf_counter()
-        step()
-        _synchronize(device)
+        for product in chosen:
+            product()
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
-def step_time(recipe: str, steps: int, device="cpu", hyperparameters: dict | None = None,
-              precision: str = "float32", compile: bool = False) -> float:
-    """Seconds per training step of `recipe` at its defaults, init and warm-up excluded.
-
-    Times train_sae over `steps` + 5 and over 5 steps on the same SAE and data, and divides
-    the difference: what is left is the steady state of the loop. The warm-up trains twice,
-    with different step counts, so that a compiled loss has been compiled for any step count
-    (the first call specialises on the numbers it sees) before the clock starts.
-    """
-    source = task_source(STANDARD, device=device)
-    sae = ts.SAE(STANDARD.d_hidden, STANDARD.d_sae, recipe=recipe, seed=0, device=device, **(hyperparameters or {}))
-    options = {"batch_size": STANDARD.batch_size, "quiet": True, "precision": precision, "compile": compile}
-    for n in (5, 6):  # warm-up
-        ts.train_sae(sae, source, steps=n, **options)
+def step_time(recipe: str, n_instances: int, steps: int, device, capture: str = "off",
+              precision: str = "float32") -> float:
+    """Seconds per training step at the recipe's defaults, set-up and warm-up excluded: train_sae over
+    `steps` + 10 steps and over 10 steps on the same SAE and data, and the difference divided by `steps`."""
+    source = task_p(n_instances, device)
+    sae = ts.SAE(STANDARD.d_hidden, STANDARD.d_sae, n_instances, recipe=recipe, seed=0, device=device)
+    options = {"batch_size": STANDARD.batch_size, "quiet": True, "capture": capture, "precision": precision,
+               "log_every": 10**9}
+    ts.train_sae(sae, source, steps=10, **options)  # warm-up: kernels chosen, caches filled
     timings = []
-    for n in (5, steps + 5):
-        _synchronize(device)
+    for n in (10, steps + 10):
+        synchronize(device)
         start = time.perf_counter()
-        ts.train_sae(sae, source, steps=n, log_every=10**9, **options)
-        _synchronize(device)
+        ts.train_sae(sae, source, steps=n, **options)
+        synchronize(device)
         timings.append(time.perf_counter() - start)
     return max(timings[1] - timings[0], 1e-9) / steps
 
 
-MATMULS = {"gated": 7}
-"""B·d·s products in a dense step, where not the usual five."""
-
-
-def recipe_throughput(steps: int = 100, device="cpu", recipes=None, rounds: int = 3,
-                      compiled=()) -> list[dict]:
-    """One row per recipe: samples/s and the fraction of the matmul bound, all measured in this call,
-    in float32, with bf16 autocast, and for the recipes in `compiled` also with torch.compile.
-
-    Each round times the bare matmuls and then the recipe's steps, back to back; the row reports
-    the medians over `rounds`, so that a moment's interference on a shared machine does not
-    decide the figure.
-    """
+def recipe_throughput(steps: int, device, instances=(1, 64), recipes=None, precision: str = "float32") -> list[dict]:
+    """One row per (recipe, instances, mode): SAE-samples/s and the fraction of the matmul bound."""
+    modes = ["eager", "captured"] if torch.device(device).type == "cuda" else ["eager"]
     rows = []
     for recipe in recipes or list(ts.RECIPES):
-        modes = {"eager": {}, "bf16": {"precision": "bfloat16"}}
-        if recipe in compiled:
-            modes["compiled"] = {"compile": True}
-        seconds = {mode: [] for mode in modes}
-        fractions = {mode: [] for mode in modes}
-        for _ in range(rounds):
-            bound = matmul_bound(STANDARD.batch_size, STANDARD.d_hidden, STANDARD.d_sae, device)
-            bound *= MATMULS.get(recipe, 5) / 5
-            for mode, options in modes.items():
-                seconds[mode].append(step_time(recipe, steps, device, **options))
-                fractions[mode].append(bound / seconds[mode][-1])
-        row = {"recipe": recipe, "step_ms": statistics.median(seconds["eager"]) * 1e3}
-        for mode in modes:
-            prefix = "" if mode == "eager" else f"{mode}_"
-            row[f"{prefix}samples_per_s"] = STANDARD.batch_size / statistics.median(seconds[mode])
-            row[f"{prefix}fraction_of_matmul_bound"] = statistics.median(fractions[mode])
-        rows.append(row)
+        for n_instances in instances:
+            bound = matmul_bound(recipe, n_instances, device)
+            for mode in modes:
+                seconds = step_time(recipe, n_instances, steps, device, "auto" if mode == "captured" else "off",
+                                    precision)
+                rows.append({"recipe": recipe, "instances": n_instances, "mode": mode, "step_ms": 1e3 * seconds,
+                             "samples_per_s": n_instances * STANDARD.batch_size / seconds,
+                             "fraction_of_matmul_bound": bound / seconds})
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--instances", type=int, nargs="+", default=[1, 64])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--compiled", nargs="*", default=[], metavar="RECIPE",
-                        help="recipes also timed with compile=True")
+    parser.add_argument("--precision", default="float32")
+    parser.add_argument("--recipes", nargs="*")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    for row in recipe_throughput(args.steps, args.device, compiled=args.compiled):
-        print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+    for row in recipe_throughput(args.steps, args.device, args.instances, args.recipes, args.precision):
+        print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
 
 
 if __name__ == "__main__":

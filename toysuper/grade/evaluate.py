@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from ..checks import positive_int
-from ..devices import make_generator
+from ..devices import instance_generators, make_generator
 from .diagnostics import (AbsorptionCounter, Thresholds, compositions, explain, firing_probabilities, firing_scores,
                           near_counts, parent_index, recovery_by_frequency, source_hierarchy)
 from .external import as_gradeable
@@ -83,7 +83,7 @@ def _nanmean(values: torch.Tensor) -> float:
 
 @torch.no_grad()
 def evaluate(sae, source: ActivationSource, n_samples: int = 20_000, batch_size: int = 4096,
-             threshold: float = 0.9, seed: int | None = EVAL_SEED, *, hierarchy=None,
+             threshold: float = 0.9, seed: int | list[int] | None = EVAL_SEED, *, hierarchy=None,
              thresholds: Thresholds | None = None, matching: str = "auto", candidates: int = CANDIDATES,
              exact_limit: int = EXACT_LIMIT, quiet: bool = False) -> Report:
     """Grade every instance of `sae` on `source`.
@@ -97,7 +97,10 @@ def evaluate(sae, source: ActivationSource, n_samples: int = 20_000, batch_size:
         batch_size: samples per chunk, at most (memory; capped so that a chunk holds about
             BATCH_ENTRIES activations).
         threshold: τ of recovered@τ.
-        seed: seed of the held-out samples (by default not the training stream's).
+        seed: seed of the held-out samples (by default not the training stream's): an int
+            (one stream for all instances) or one int per instance, each instance's samples
+            then drawn from its own stream alone (and in chunks whose size does not depend
+            on the other instances), so an instance is graded alike alone or in any batch.
         hierarchy: parent -> children ({parent: [children]}) or a parent index per feature
             ((n,) or (inst, n), -1 for none), for the absorption diagnostic; by default the
             source distribution's, if it has one.
@@ -153,8 +156,15 @@ def evaluate(sae, source: ActivationSource, n_samples: int = 20_000, batch_size:
     sum_xx = torch.zeros(n_inst, dtype=torch.float64, device=device)
     absorption = None if parents is None else AbsorptionCounter(parents, matched_latent, gradeable, G, D,
                                                                 thresholds.absorption)
-    generator = make_generator(seed, source.device)
-    batch_size = min(batch_size, max(64, BATCH_ENTRIES // (n_inst * max(n, k))))  # bounds memory at 64k latents
+    if isinstance(seed, (list, tuple)):
+        if len(seed) != n_inst:
+            raise ValueError(f"seed must be an int or one int per instance ({n_inst}), got {len(seed)} values")
+        generator = instance_generators(list(seed), source.device)
+        per_chunk = max(n, k)  # chunks sized per instance: an instance's draws never depend on its batch-mates
+    else:
+        generator = make_generator(seed, source.device)
+        per_chunk = n_inst * max(n, k)
+    batch_size = min(batch_size, max(64, BATCH_ENTRIES // per_chunk))  # bounds memory at 64k latents
     sizes = [min(batch_size, n_samples - start) for start in range(0, n_samples, batch_size)]
     for size in progress_bar(sizes, desc="grading", quiet=quiet):
         batch = source.sample(size, generator)

@@ -3,6 +3,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 
@@ -31,6 +32,10 @@ n_samples = 2000
 """
 
 
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}  # the subprocesses import this checkout, not an installed copy
+
+
 def _rows(path):
     return pd.read_csv(path, dtype={"key": str, "batch": str}) if path.exists() else pd.DataFrame()
 
@@ -44,7 +49,7 @@ def test_a_killed_run_resumes_with_every_row_once(tmp_path):
     expected = {config_io.point_key(p) for p in config_io.expand(config_io.load(path))}
     assert len(expected) == 6 and len(plan(config_io.load(path))) == 3
 
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
     deadline = time.monotonic() + 120
     while len(_rows(out / "results.csv")) == 0 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -59,7 +64,7 @@ def test_a_killed_run_resumes_with_every_row_once(tmp_path):
     # The same command again (checking on the way that the in-process executor never imports Ray).
     rerun = subprocess.run([sys.executable, "-c", "import sys; from toysuper.sweep.cli import main; code = main(sys.argv[1:]); "
                             "sys.exit(code or (3 if 'ray' in sys.modules else 0))", *command[3:]],
-                           cwd=tmp_path, capture_output=True, text=True)
+                           cwd=tmp_path, capture_output=True, text=True, env=ENV)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     after = _rows(out / "results.csv")
     assert sorted(after["key"]) == sorted(expected)  # every row, each exactly once

@@ -35,6 +35,25 @@ def summary_table(results: pd.DataFrame, config: dict) -> str:
     return note + shown.to_string(index=False, float_format=lambda v: f"{v:.3f}")
 
 
+def failure_lines(results: pd.DataFrame, config: dict, limit: int = 20) -> list[str]:
+    """The configurations whose last try failed: their swept keys and the reason (empty when none failed)."""
+    from . import config as config_io
+
+    if results.empty or "status" not in results:
+        return []
+    failed = results[results["status"].fillna("ok") != "ok"]
+    if failed.empty:
+        return []
+    sweep = [k for k in config_io.axes(config) if k in failed]
+    lines = [f"{len(failed)} configuration(s) failed; the same command again retries them:"]
+    for _, row in failed.head(limit).iterrows():
+        where = ", ".join(f"{k.split('.')[-1]}={row[k]}" for k in sweep) or row["key"]
+        lines.append(f"  {where} (key {row['key']}): {row['error']}")
+    if len(failed) > limit:
+        lines.append(f"  ... and {len(failed) - limit} more (the status and error columns of results.csv)")
+    return lines
+
+
 def _written(run_dir: Path) -> str:
     names = ["results.csv", "features.csv", "config.toml"] + sorted(p.name for p in run_dir.glob("*.png"))
     return ", ".join(str(run_dir / n) for n in names if (run_dir / n).exists())
@@ -56,31 +75,55 @@ def command_run(args) -> int:
         print(f"\ninterrupted: finished batches are saved in {out_dir}; run the same command again to resume",
               file=sys.stderr)
         return 130
-    print(summary_table(results, config))
+    from .experiments import finished
+
+    if not finished(results).empty:
+        print(summary_table(finished(results), config))
+    failures = failure_lines(results, config)
+    if failures:
+        print("\n" + "\n".join(failures), file=sys.stderr)
     print(f"\nwrote {_written(out_dir)}")
-    return 0
+    return 1 if failures else 0
 
 
 def command_report(args) -> int:
+    from . import config as config_io
+    from .experiments import finished, order_rows
     from .plots import draw_figures
     from .store import RunStore
 
     store = RunStore(args.run_dir)
+    if not Path(args.run_dir).is_dir():
+        raise ValueError(f"run folder {args.run_dir!r} does not exist")
     if not store.exists():
         raise ValueError(f"{args.run_dir!r} is not a run folder (it has no config.toml)")
     config = store.read_config()
-    results = store.results()
-    if results.empty:
+    try:
+        if store.sync():
+            print(f"rebuilt {store.results_path.name} and {store.features_path.name} from the batch files")
+    except OSError as error:  # a read-only folder: report from the batch files without writing
+        print(f"toysuper: warning: cannot update the tables in {args.run_dir} ({error.strerror or error})",
+              file=sys.stderr)
+    results = order_rows(store.results(), config)
+    done = finished(results)
+    failures = failure_lines(results, config)
+    if done.empty and not failures:
         raise ValueError(f"run folder {args.run_dir!r} has no finished rows yet")
-    from .experiments import order_rows
-    from . import config as config_io
-
-    results = order_rows(results, config)
     n_points = len({config_io.point_key(p) for p in config_io.expand(config)})
-    print(f"{config['name']}: {len(results)} of {n_points} configurations finished"
+    print(f"{config['name']}: {len(done)} of {n_points} configurations finished"
           + (f"\n{config['description']}" if config.get("description") else ""))
-    print(summary_table(results, config))
-    paths = draw_figures(store.directory, results=results, features=store.features(), config=config)
+    if not done.empty:
+        print(summary_table(done, config))
+    if failures:
+        print("\n" + "\n".join(failures))
+    if done.empty:
+        return 1
+    try:
+        paths = draw_figures(store.directory, results=done, features=store.features(), config=config)
+    except OSError as error:
+        print(f"toysuper: warning: cannot write the figures into {args.run_dir} ({error.strerror or error})",
+              file=sys.stderr)
+        return 0
     print("\nfigures: " + ", ".join(str(p) for p in paths))
     return 0
 

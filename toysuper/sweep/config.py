@@ -301,8 +301,59 @@ def identity(point: dict) -> dict:
 
 def point_key(point: dict) -> str:
     """A stable 16-hex-digit key of what a grid point computes (its identity keys and values)."""
-    canonical = json.dumps({k: _canonical(v) for k, v in sorted(identity(point).items())}, sort_keys=True)
-    return hashlib.sha1(canonical.encode()).hexdigest()[:16]
+    return _key(identity(point))
+
+
+def _key(items: dict, length: int = 16) -> str:
+    canonical = json.dumps({k: _canonical(v) for k, v in sorted(items.items())}, sort_keys=True)
+    return hashlib.sha1(canonical.encode()).hexdigest()[:length]
+
+
+GRADING = "evaluate."
+"""Keys under [evaluate] change only how a trained SAE is graded, never what trains."""
+TOY_MODEL_KEYS = ("source.kind", "source.d_hidden", "source.toy_model", "source.steps", "source.batch_size",
+                  "source.lr")
+"""The [source] keys that shape a toy model (with every [features] key and the seed)."""
+DICTIONARY_KEYS = ("seed", "features.n_features", "source.d_hidden", "source.dictionary")
+"""What a dictionary's directions depend on: every sparsity of a seed reads the same dictionary."""
+
+
+def train_key(point: dict) -> str:
+    """A stable key of what a grid point trains: its identity without the grading keys.
+
+    Points that differ only in [evaluate] share it, and one trained SAE serves them all.
+    """
+    return _key({k: v for k, v in identity(point).items() if not k.startswith(GRADING)})
+
+
+def toy_key(point: dict) -> str:
+    """A stable key of the toy model a grid point reads: [features], the toy-model keys of [source], the seed."""
+    return _key({k: v for k, v in identity(point).items()
+                 if k.startswith("features.") or k in TOY_MODEL_KEYS or k == "seed"})
+
+
+STREAMS = ("directions", "toy_init", "toy_data", "sae_init", "sae_data", "evaluate")
+
+
+def stream_seed(point: dict, stream: str) -> int:
+    """The seed of one random stream of a grid point: a function of the point's configuration alone.
+
+    Every random number a configuration uses comes from one of these streams, so packing
+    (which points share a batched pass, how many) never changes a result. Each stream hashes
+    the keys it depends on with its own name: the toy model's streams the toy_key (points
+    that read one toy model share it), the SAE's and the held-out samples' the train_key
+    (grading variants of one SAE share them), the dictionary's only the seed and its shape.
+    Seeds are below 2**52, exact in any JSON reader.
+    """
+    if stream == "directions":
+        key = _key({k: point.get(k) for k in DICTIONARY_KEYS})
+    elif stream.startswith("toy_"):
+        key = toy_key(point)
+    elif stream in STREAMS:
+        key = train_key(point)
+    else:
+        raise ValueError(f"stream must be one of {STREAMS}, got {stream!r}")
+    return int(hashlib.sha1(f"{stream}:{key}".encode()).hexdigest()[:13], 16)
 
 
 def config_key(config: dict) -> str:

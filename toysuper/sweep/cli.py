@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -41,7 +42,7 @@ def failure_lines(results: pd.DataFrame, config: dict, limit: int = 20) -> list[
 
     if results.empty or "status" not in results:
         return []
-    failed = results[results["status"].fillna("ok") != "ok"]
+    failed = results[results["status"].notna() & (results["status"] != "ok")]
     if failed.empty:
         return []
     sweep = [k for k in config_io.axes(config) if k in failed]
@@ -193,13 +194,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"toysuper: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.handler(args)
-    except (ValueError, TypeError) as error:  # bad input: a clear message, not a traceback
-        print(f"toysuper: error: {error}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning  # one line each, no source location
+        try:
+            return args.handler(args)
+        except (ValueError, TypeError) as error:  # bad input: a clear message, not a traceback
+            print(f"toysuper: error: {error}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":

@@ -100,4 +100,4 @@ def finished(results: pd.DataFrame) -> pd.DataFrame:
     """The rows of configurations that finished (not those that failed)."""
     if results.empty or "status" not in results:
         return results
-    return results[results["status"].fillna(OK) == OK].reset_index(drop=True)
+    return results[results["status"].isna() | (results["status"] == OK)].reset_index(drop=True)

@@ -3,7 +3,8 @@
     RUN/config.toml           the resolved config (a rerun must match it)
     RUN/meta.json             package versions, git commit, seeds, each session's start
     RUN/batches/ID.rows.csv   one file per finished batch, written atomically: its presence
-                              means the batch is done (ID.features.csv and ID.json beside it)
+                              means the batch is done (ID.features.csv and ID.json beside it;
+                              a second try of the same batch writes ID.2.rows.csv, ...)
     RUN/results.csv           one row per (configuration, instance), appended as batches finish
     RUN/features.csv          one row per (configuration, true feature)
     RUN/models/ID/            trained SAEs and toy models (safetensors + JSON) and instances.json
@@ -238,11 +239,15 @@ class RunStore:
                 [{"key": key, "sae_instance": int(i), "toy_instance": None if t is None else int(t)} for key, i, t in
                  zip(ok["key"], ok["instance"], ok["toy_instance"] if "toy_instance" in ok else [None] * len(ok))],
                 indent=2))
-        atomic_write(self.batches / f"{batch}.features.csv", _csv(result.features))
-        atomic_write(self.batches / f"{batch}.json", json.dumps({"batch": batch, "seconds": result.seconds,
-                                                                 "instances": len(result.rows),
-                                                                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
-        atomic_write(self.batches / f"{batch}.rows.csv", _csv(result.rows))  # from here on the batch is done
+        stem, tries = batch, 1
+        while (self.batches / f"{stem}.rows.csv").exists():  # a retry of the same batch keeps the earlier try's file
+            tries += 1
+            stem = f"{batch}.{tries}"
+        atomic_write(self.batches / f"{stem}.features.csv", _csv(result.features))
+        atomic_write(self.batches / f"{stem}.json", json.dumps({"batch": batch, "seconds": result.seconds,
+                                                                "instances": len(result.rows),
+                                                                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
+        atomic_write(self.batches / f"{stem}.rows.csv", _csv(result.rows))  # from here on the batch is done
         self._append(result.rows, result.features)
 
     def _append(self, rows: pd.DataFrame, features: pd.DataFrame) -> None:
@@ -274,11 +279,12 @@ class RunStore:
                 current = _read_table(path, ("key",), missing_ok=True)
             except ValueError:
                 current = None
-            if table.empty and (current is None or current.empty) and not path.exists():
+            if current is not None and _same_rows(current, table, columns) and (path.exists() or table.empty):
                 continue
-            if current is not None and _same_rows(current, table, columns):
-                continue
-            atomic_write(path, _csv(table))
+            if table.empty:  # nothing finished (any more): no table rather than an unreadable empty file
+                path.unlink(missing_ok=True)
+            else:
+                atomic_write(path, _csv(table))
             rewritten = True
         return rewritten
 
@@ -287,7 +293,7 @@ def _status(rows: pd.DataFrame) -> pd.Series:
     """Each row's status; rows written before failures were recorded have none and finished."""
     if "status" not in rows:
         return pd.Series(OK, index=rows.index)
-    return rows["status"].fillna(OK)
+    return rows["status"].astype(object).where(rows["status"].notna(), OK)
 
 
 def best_rows(tables: list[pd.DataFrame]) -> pd.DataFrame:

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..checks import as_tensor, positive_int
-from ..devices import make_generator, resolve_device
+from ..devices import check_seed, make_generator, resolve_device
 from .recipes import get_recipe
 
 CONFIG_FILE = "config.json"
@@ -35,10 +35,10 @@ def instance_seeds(seed, n_instances: int) -> list[int]:
     if isinstance(seed, (list, tuple)):
         if len(seed) != n_instances or not all(isinstance(s, int) and not isinstance(s, bool) for s in seed):
             raise ValueError(f"seed must be an int, None or {n_instances} ints (one per instance), got {seed!r}")
-        return list(seed)
+        return [check_seed(s) for s in seed]
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, None or a list of ints, got {seed!r}")
-    return [seed + i for i in range(n_instances)]
+    return [check_seed(seed + i) for i in range(n_instances)]
 
 
 def _batched_affine(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -82,9 +82,11 @@ class SAE(nn.Module):
         if unknown:
             raise ValueError(f"recipe {recipe!r} has no hyperparameter(s) {sorted(unknown)}; "
                              f"it takes {sorted(self.recipe.hyperparameters)}")
-        for name, default in self.recipe.hyperparameters.items():
-            self.register_buffer(name, self._hyperparameter(name, hyperparameters.get(name, default), device))
+        for name in self.recipe.hyperparameters:
+            value = hyperparameters.get(name, self.recipe.default(name, self.d_sae))
+            self.register_buffer(name, self._hyperparameter(name, value, device))
         self.register_buffer("samples_seen", torch.zeros((), dtype=torch.float64, device=device))
+        n_instances, d_hidden, d_sae = self.n_instances, self.d_hidden, self.d_sae  # 3.0 -> 3
         self.W_enc = nn.Parameter(torch.empty(n_instances, d_hidden, d_sae, device=device))
         self.b_enc = nn.Parameter(torch.empty(n_instances, d_sae, device=device))
         self.W_dec = nn.Parameter(torch.empty(n_instances, d_sae, d_hidden, device=device))
@@ -97,6 +99,9 @@ class SAE(nn.Module):
 
     def _hyperparameter(self, name: str, value, device) -> torch.Tensor:
         """`value` as a checked (inst,) tensor."""
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(v, bool) or (isinstance(v, torch.Tensor) and v.dtype == torch.bool) for v in values):
+            raise TypeError(f"{name} must be a number or one number per instance, not a boolean, got {value!r}")
         value = as_tensor(name, value, device).reshape(-1)
         if value.numel() == 1:
             value = value.expand(self.n_instances)
@@ -214,10 +219,22 @@ class SAE(nn.Module):
             raise ValueError(f"cannot load an SAE from {str(directory)!r}: {error}") from error
         if not isinstance(config, dict):
             raise ValueError(f"cannot load an SAE from {str(directory)!r}: config.json is not a JSON object")
+        missing = [key for key in ("d_hidden", "d_sae", "n_instances", "recipe") if key not in config]
+        if missing:
+            raise ValueError(f"config.json in {str(directory)!r} has no {', '.join(repr(k) for k in missing)} "
+                             f"(an SAE's config names its d_hidden, d_sae, n_instances and recipe)")
         try:
             sae = cls(device=device, **config)
         except (TypeError, ValueError) as error:
             raise ValueError(f"config.json in {str(directory)!r} does not describe an SAE: {error}") from error
+        for name, tensor in tensors.items():
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                raise ValueError(f"weights in {str(directory)!r}: {name} contains "
+                                 f"{int((~torch.isfinite(tensor)).sum())} NaN or infinite value(s)")
+        for name in sae.recipe.hyperparameters:  # saved twice, as JSON and as a buffer: they must agree
+            if name in tensors and not torch.equal(tensors[name].to(sae.device), getattr(sae, name)):
+                raise ValueError(f"config.json in {str(directory)!r} says {name}={getattr(sae, name).tolist()} but "
+                                 f"its weights.safetensors holds {name}={tensors[name].tolist()}; the two must agree")
         try:
             sae.load_state_dict(tensors)
         except RuntimeError as error:

@@ -22,7 +22,7 @@ from torch import nn
 
 from . import superposition
 from ..allocator import keep_freed_memory
-from ..checks import non_negative, positive_int
+from ..checks import positive_float, positive_int
 from ..devices import make_generator, resolve_device
 from ..truth.distribution import FeatureDistribution
 from ..float_masks import positive
@@ -210,7 +210,7 @@ def train_toy_model(model: ToyModel, dist: FeatureDistribution, steps: int = 10_
     """
     steps = positive_int("steps", steps)
     batch_size = positive_int("batch_size", batch_size)
-    lr = non_negative("lr", lr)
+    lr = positive_float("lr", lr)
     if (dist.n_instances, dist.n_features) != (model.n_instances, model.n_features):
         raise ValueError(
             f"dist has (n_instances, n_features)=({dist.n_instances}, {dist.n_features}) but the model has "

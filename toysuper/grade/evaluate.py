@@ -119,6 +119,9 @@ def evaluate(sae, source: ActivationSource, n_samples: int = 20_000, batch_size:
     thresholds = Thresholds() if thresholds is None else thresholds
     if not isinstance(thresholds, Thresholds):
         raise TypeError(f"thresholds must be a toysuper.Thresholds, got {type(thresholds).__name__}")
+    if not isinstance(source, ActivationSource):
+        raise TypeError(f"source must be an activation source (sample(), true_directions(), gradeable(), e.g. "
+                        f"DictionarySource or ToyModelSource), got {type(source).__name__}")
     sae = as_gradeable(sae)
     if (source.n_instances, source.d_hidden) != (sae.n_instances, sae.d_hidden):
         raise ValueError(f"source gives (n_instances, d_hidden)=({source.n_instances}, {source.d_hidden}) "
@@ -128,7 +131,12 @@ def evaluate(sae, source: ActivationSource, n_samples: int = 20_000, batch_size:
 
     # Direction level: the best cosines per feature and per latent, in chunks, then the matching.
     G = unit_rows(source.true_directions().to(device).float())  # (inst, n, d)
-    D = unit_rows(sae.decoder_directions().to(device).float())  # (inst, k, d)
+    D = sae.decoder_directions().to(device).float()
+    if not torch.isfinite(D).all():  # scipy's matching would fail on them with a message naming nothing
+        bad = (~torch.isfinite(D)).flatten(1).any(-1).nonzero().squeeze(-1).tolist()
+        raise ValueError(f"the SAE's decoder directions contain NaN or infinite values (instances {bad}): "
+                         f"was it trained to a NaN loss?")
+    D = unit_rows(D)  # (inst, k, d)
     gradeable = source.gradeable().to(device)
     tops = cosine_tops(G, D, gradeable, per_row=candidates, per_col=max(4, thresholds.max_parts))
     best_cos, best_latent = tops.row_cos[..., 0].cpu(), tops.row_latent[..., 0].cpu()

@@ -352,3 +352,12 @@ def test_a_failure_spoils_only_its_own_row_and_a_rerun_retries_only_it(tmp_path,
     again = pd.read_csv(out / "results.csv", dtype={"key": str})
     assert len(again) == 6 and (again["status"] == "ok").all()
     assert_same_rows(done, again[again["key"].isin(done["key"])], "key")  # the finished rows were not redone
+
+
+def test_an_sae_that_diverges_without_a_nan_is_a_failed_row(tmp_path):
+    path = write(tmp_path, FAILING)
+    config = config_io.load(path, ["source.d_hidden=3", "sae.l1_coefficient=0.1", "sae.lr=1e4"])
+    with pytest.warns(RuntimeWarning, match="diverged"):
+        results, _ = run(config, tmp_path / "run", device="cpu", quiet=True, figures=False)
+    assert results["status"].tolist() == ["failed"]
+    assert results["error"].iloc[0].startswith("diverged") and "sae.lr" in results["error"].iloc[0]

@@ -172,3 +172,23 @@ def test_a_failed_row_gives_way_to_a_later_try_and_a_finished_row_never_does(tmp
     late = _fake_result(batches[0], 0.75)
     store.commit(late)  # ... and so does a late finished one
     assert sorted(RunStore(store.directory).results()["mmcs"]) == [0.25, 0.25, 0.5, 0.5]
+
+
+def test_report_on_a_read_only_folder_reports_without_writing(tmp_path, capsys, monkeypatch):
+    import matplotlib.figure
+
+    from toysuper.sweep import cli, store as store_module
+
+    config, batches, store = _damaged_folder(tmp_path)
+    store.results_path.unlink()  # report would rebuild it, but may not write
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(store_module, "atomic_write", refuse)  # root ignores chmod, so the file system is faked
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", refuse)
+    assert cli.main(["report", str(store.directory)]) == 0
+    captured = capsys.readouterr()
+    assert "4 of 4 configurations finished" in captured.out
+    assert "cannot update the tables" in captured.err and "cannot write the figures" in captured.err
+    assert not store.results_path.exists()

@@ -46,10 +46,10 @@ def check_point(point: dict) -> None:
         checks.positive_int(key, point[key])
     if isinstance(point["seed"], bool) or not isinstance(point["seed"], int) or point["seed"] < 0:
         raise ValueError(f"seed must be a whole number >= 0, got {point['seed']!r}")
-    for key in ("source.lr", "source.noise"):
-        checks.non_negative(key, point[key])
+    checks.non_negative("source.noise", point["source.noise"])
+    checks.positive_float("source.lr", point["source.lr"])
     if point.get("sae.lr") is not None:
-        checks.non_negative("sae.lr", point["sae.lr"])
+        checks.positive_float("sae.lr", point["sae.lr"])
     n_features = point["features.n_features"]
     if "features.l0" in point:
         l0 = checks.finite_float("features.l0", point["features.l0"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -64,8 +65,12 @@ def command_run(args) -> int:
     from . import config as config_io
     from .experiments import default_run_dir, dry_run, run
 
+    from .planner import check_device
+
     overrides = list(args.set) + ([f"run.executor={args.executor}"] if args.executor else [])
     config = config_io.load(args.config, overrides)
+    if args.device is not None:
+        check_device(args.device)
     if args.dry_run:
         print(dry_run(config, args.out))
         return 0
@@ -207,6 +212,14 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, TypeError) as error:  # bad input: a clear message, not a traceback
             print(f"toysuper: error: {error}", file=sys.stderr)
             return 2
+        except BrokenPipeError:  # `toysuper list | head`: the reader has gone; so do we, quietly
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout at exit
+            return 141
+        except OSError as error:  # the file system said no (a full disk, a folder we may not write)
+            print(f"toysuper: error: {error.strerror or error}" + (f": {error.filename}" if error.filename else ""),
+                  file=sys.stderr)
+            return 1
 
 
 if __name__ == "__main__":

@@ -129,7 +129,26 @@ def check_run_settings(config: dict) -> tuple[float, int]:
         checks.non_negative(key, run[key])
     if run["run.executor"] not in EXECUTORS:
         raise ValueError(f"run.executor must be one of {list(EXECUTORS)}, got {run['run.executor']!r}")
+    if not isinstance(run["run.save_models"], bool):
+        raise ValueError(f"run.save_models must be true or false, got {run['run.save_models']!r}")
+    if not isinstance(run["run.ray_address"], str):
+        raise ValueError(f"run.ray_address must be a string ('' starts a local Ray, 'auto' joins one), "
+                         f"got {run['run.ray_address']!r}")
+    check_device(config["device"])
     return memory_mb, run["run.max_instances"]
+
+
+def check_device(device) -> None:
+    """'auto', 'cpu', 'cuda', 'cuda:1', ...: a name torch knows (whether this machine has it is checked at run time,
+    so a plan can be made on a laptop for a GPU machine)."""
+    import torch
+
+    if device == "auto":
+        return
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}") from None
 
 
 def plan(config: dict, done: set[str] = frozenset()) -> list[Batch]:

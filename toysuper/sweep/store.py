@@ -124,7 +124,16 @@ class RunStore:
     def open(self, config: dict, executor: str = "local") -> None:
         """Create the folder (or check it holds this experiment), write config and metadata, tidy up."""
         self.check_config(config)
-        self.batches.mkdir(parents=True, exist_ok=True)
+        if self.directory.exists() and not self.directory.is_dir():
+            raise ValueError(f"the run folder {str(self.directory)!r} is a file; give --out a folder")
+        try:
+            self.batches.mkdir(parents=True, exist_ok=True)
+            probe = self.batches / f".probe.{os.getpid()}.tmp"
+            probe.write_bytes(b"")  # a folder we can list but not write into fails here, before any training
+            probe.unlink()
+        except OSError as error:
+            raise ValueError(f"cannot write the run folder {str(self.directory)!r}: {error.strerror or error}"
+                             + (f" ({error.filename})" if error.filename else "")) from error
         for stale in list(self.directory.glob(".*.tmp")) + list(self.batches.glob(".*.tmp")):
             stale.unlink(missing_ok=True)  # left by a session killed mid-write
         if not self.exists():

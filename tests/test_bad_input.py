@@ -214,3 +214,11 @@ def test_list_under_a_closed_pipe_exits_quietly():
     command = f"{sys.executable} -m toysuper.sweep.cli list | head -1"
     done = subprocess.run(command, shell=True, capture_output=True, text=True, cwd=ROOT)
     assert done.stdout.startswith("recipes") and done.stderr == "", done.stderr
+
+
+def test_topk_k_aux_is_a_fixed_64_capped_at_the_width():
+    """What the docs say: k_aux defaults to 64 (Gao et al.'s d/2 on the 128-dimensional standard task), at most
+    d_sae; a larger k_aux given by hand is an error."""
+    assert ts.SAE(4, 128, recipe="topk", device="cpu").k_aux.tolist() == [64.0]
+    assert ts.SAE(4, 12, recipe="topk", k=2, device="cpu").k_aux.tolist() == [12.0]
+    assert ts.SAE(512, 1024, recipe="topk", device="cpu").k_aux.tolist() == [64.0]  # not d/2 = 256

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -154,7 +156,7 @@ def test_cli_run_report_and_dry_run(tmp_path, capsys):
 def test_models_are_saved_when_asked_and_another_experiment_is_refused(tmp_path):
     import torch
 
-    from toysuper import SAE
+    from toysuper import SAE, ToyModel
 
     config = config_io.load(write(tmp_path), ["source.steps=30", "sae.steps=20", "source.d_hidden=2",
                                               "features.sparsity=0.9", "run.save_models=true"])
@@ -163,7 +165,11 @@ def test_models_are_saved_when_asked_and_another_experiment_is_refused(tmp_path)
     sae = SAE.load(out / "models" / batch / "sae")
     assert sae.n_instances == 2 and sae.l1_coefficient.tolist() == pytest.approx([0.1, 0.3])
     assert sae.d_sae == 12 and torch.isfinite(sae.W_dec).all()
-    assert (out / "models" / batch / "toy_model" / "weights.safetensors").stat().st_size > 0
+    toy = ToyModel.load(out / "models" / batch / "toy_model")
+    assert toy.n_instances == 1 and torch.isfinite(toy.W).all()  # one sparsity: one toy model for both SAEs
+    instances = json.loads((out / "models" / batch / "instances.json").read_text())
+    assert sorted(i["key"] for i in instances) == sorted(results["key"])
+    assert {i["toy_instance"] for i in instances} == {0} and sorted(i["sae_instance"] for i in instances) == [0, 1]
     other = config_io.resolve(config, ["sae.d_sae=13"])
     with pytest.raises(ValueError, match="sae.d_sae"):
         run(other, tmp_path / "run", device="cpu", quiet=True)

@@ -121,3 +121,16 @@ def test_feature_norm_colour_bar_covers_every_value():
     colour_bar = fig.axes[-1]
     assert colour_bar.get_ylim()[1] >= 2.4
     plt.close(fig)
+
+
+def test_figures_show_one_threshold_of_a_swept_threshold():
+    from toysuper.sweep.plots import one_grading
+
+    results, features, config = _table()
+    swept = config_io.resolve(config, ["evaluate.threshold=[0.8, 0.9]"])
+    graded = pd.concat([results.assign(**{"evaluate.threshold": 0.9}),
+                        results.assign(**{"evaluate.threshold": 0.8, "key": results["key"] + "x"})], ignore_index=True)
+    both = pd.concat([features, features.assign(key=features["key"] + "x")], ignore_index=True)
+    shown, shown_features = one_grading(graded, both, swept)
+    assert (shown["evaluate.threshold"] == 0.9).all() and len(shown) == len(results)
+    assert set(shown_features["key"]) == set(results["key"])

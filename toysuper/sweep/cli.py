@@ -19,9 +19,9 @@ def summary_table(results: pd.DataFrame, config: dict) -> str:
     from . import config as config_io
 
     sweep = [k for k in config_io.axes(config) if k in results]
-    threshold = config["evaluate"]["threshold"]
-    recovered = f"recovered@{threshold:g}" if not isinstance(threshold, list) else None
-    metrics = [recovered if c == "RECOVERED" else c for c in SUMMARY_COLUMNS]
+    thresholds = config["evaluate"]["threshold"]
+    recovered = [f"recovered@{t:g}" for t in (thresholds if isinstance(thresholds, list) else [thresholds])]
+    metrics = [m for c in SUMMARY_COLUMNS for m in (recovered if c == "RECOVERED" else [c])]
     metrics = [c for c in metrics if c in results and results[c].notna().any()]
     table = results
     if "seed" in sweep and results["seed"].nunique() > 1:
@@ -34,7 +34,7 @@ def summary_table(results: pd.DataFrame, config: dict) -> str:
     short = [k.split(".")[-1] for k in sweep]
     names = {k: (s if short.count(s) == 1 else k) for k, s in zip(sweep, short)}
     shown = table[sweep + metrics].rename(columns=names)
-    return note + shown.to_string(index=False, float_format=lambda v: f"{v:.3f}")
+    return note + shown.to_string(index=False, float_format=lambda v: f"{v:.3f}" if abs(v) < 1e4 else f"{v:.3g}")
 
 
 def failure_lines(results: pd.DataFrame, config: dict, limit: int = 20) -> list[str]:

@@ -67,7 +67,22 @@ def _label(key: str) -> str:
 
 
 def _threshold(config: dict) -> float:
-    return config["evaluate"]["threshold"] if isinstance(config["evaluate"]["threshold"], (int, float)) else 0.9
+    """τ of the recovered@τ the figures show: the config's, or of a swept τ 0.9 if it is one, else the first."""
+    threshold = config["evaluate"]["threshold"]
+    if isinstance(threshold, list):
+        return 0.9 if 0.9 in threshold else threshold[0]
+    return threshold
+
+
+def one_grading(results: pd.DataFrame, features: pd.DataFrame | None, config: dict):
+    """The rows graded at the figures' τ when evaluate.threshold is swept: the other thresholds re-grade the same
+    SAEs, so their scores (MMCS, L0, ...) are the same and their recovered@τ is another column."""
+    if "evaluate.threshold" not in results or results["evaluate.threshold"].nunique() < 2:
+        return results, features
+    results = results[results["evaluate.threshold"] == _threshold(config)]
+    if features is not None and not features.empty:
+        features = features[features["key"].isin(results["key"])]
+    return results, features
 
 
 def _swept(results: pd.DataFrame, config: dict) -> list[str]:
@@ -236,11 +251,12 @@ def pareto_figure(results: pd.DataFrame, features: pd.DataFrame | None, config: 
                 panel.axvline(true_l0, color="grey", ls=":", lw=1, label="planted L0")
             if (part["l0"] > 0).all() and part["l0"].max() / part["l0"].min() > 20:
                 panel.set_xscale("log")
+            panel.margins(x=0.1)  # room for the knob labels
             panel.set_xlabel("SAE L0 (active latents per sample)")
             panel.set_ylabel(metric)
             panel.set_ylim(-0.02, 1.05)
             panel.set_title(f"{metric} against L0" + (f" ({label})" if label else ""), fontsize=10)
-            if row == 0 and metric == recovered:
+            if row == 0 and metric == recovered and panel.get_legend_handles_labels()[0]:
                 panel.legend(fontsize=8, title="line: Pareto frontier", title_fontsize=8)
     fig.suptitle(f"{config.get('name', '')}: recovery against the SAE's L0; each recipe's settings and their "
                  f"Pareto frontier")
@@ -374,6 +390,7 @@ def draw_figures(run_dir, results: pd.DataFrame | None = None, features: pd.Data
     results = results if results is not None else store.results()
     features = features if features is not None else store.features()
     written = []
+    results, features = one_grading(results, features, config)
     if results.empty:
         return written
     for name, draw in FIGURES.items():

@@ -127,7 +127,7 @@ def _train_and_grade(trainings: list[list[dict]], device, quiet: bool) -> _Outco
 
 
 def _failed(trainings: list[list[dict]], error: BaseException) -> _Outcome:
-    reason = f"{type(error).__name__}: {error}"
+    reason = " ".join(f"{type(error).__name__}: {error}".split())[:2000]  # one line in the CSV and the listing
     rows = [{"instance": -1, "status": FAILED, "error": reason} for points in trainings for _ in points]
     return _Outcome(rows, [None] * len(rows), None, None, None)
 

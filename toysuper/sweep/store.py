@@ -231,11 +231,6 @@ class RunStore:
         rows = self.results()
         return set(rows["key"][_status(rows) == OK]) if not rows.empty else set()
 
-    def failed(self) -> pd.DataFrame:
-        """The rows of configurations whose last try failed: key, the config's keys, error."""
-        rows = self.results()
-        return rows[_status(rows) != OK].reset_index(drop=True) if not rows.empty else rows
-
     def commit(self, result) -> None:
         """Store one finished batch (a runner.BatchResult): its files first, then its rows, then the merged tables."""
         batch = result.batch_id

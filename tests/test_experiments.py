@@ -351,7 +351,9 @@ def test_a_failure_spoils_only_its_own_row_and_a_rerun_retries_only_it(tmp_path,
     assert_same_rows(expected.drop(columns=["status", "error"]), mates.drop(columns=["status", "error"]), "key")
     # report lists the failure; a rerun retries it alone and, once it trains, replaces the failed row
     assert cli.main(["report", str(out)]) == 0
-    assert "5 of 6 configurations finished" in capsys.readouterr().out
+    reported = capsys.readouterr().out
+    assert "5 of 6 configurations finished" in reported and "1 configuration(s) failed" in reported
+    assert "SAE loss became NaN/inf at step 99" in reported
     assert [b.keys for b in plan(config_io.load(path), RunStore(out).done_keys())] == [failed["key"].tolist()]
     monkeypatch.setattr(runner, "train_sae", real_train_sae)
     assert cli.main(["run", str(path), "--out", str(out), "--device", "cpu", "--quiet"]) == 0

@@ -190,3 +190,24 @@ def test_evaluate_reports_the_matching_it_used_and_sparse_grades_like_exact():
     assert np.allclose(exact.features["matched_cos"], sparse.features["matched_cos"])
     with pytest.raises(ValueError, match="matching"):
         evaluate(sae, source, matching="greedy")
+
+
+def test_per_instance_seeds_grade_an_instance_alike_alone_and_in_a_batch():
+    """evaluate(seed=[one per instance]) draws instance i's held-out samples from seed i alone, in chunks whose
+    size does not depend on the other instances (needs the per-instance draws of FeatureDistribution)."""
+    from toysuper import random_directions
+
+    directions = random_directions(12, 6, n_instances=3, seed=1, device="cpu")
+    firing = torch.tensor([[0.1], [0.2], [0.3]])
+    sae = SAE(6, 16, n_instances=3, seed=[4, 5, 6], device="cpu")
+    source = DictionarySource(directions, FeatureDistribution(12, firing, n_instances=3, device="cpu"))
+    together = evaluate(sae, source, n_samples=3000, batch_size=1000, seed=[7, 8, 9])
+    for i in range(3):
+        alone = SAE(6, 16, seed=[4 + i], device="cpu")
+        alone.load_state_dict({k: v[i:i + 1] if v.ndim else v for k, v in sae.state_dict().items()})
+        one = DictionarySource(directions[i:i + 1], FeatureDistribution(12, firing[i:i + 1], device="cpu"))
+        report = evaluate(alone, one, n_samples=3000, batch_size=1000, seed=[7 + i])
+        for column in ("mmcs", "activation_mcc", "mse", "l0", "f1"):
+            assert report.summary[column].iloc[0] == pytest.approx(together.summary[column].iloc[i], rel=1e-6)
+    with pytest.raises(ValueError, match="one int per instance"):
+        evaluate(sae, source, n_samples=100, seed=[1, 2])

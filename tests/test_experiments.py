@@ -1,9 +1,13 @@
+import json
+
+import numpy as np
 import pandas as pd
 import pytest
 
 from toysuper.sweep import cli, config as config_io
 from toysuper.sweep.experiments import dry_run, plan, run
 from toysuper.sweep.planner import estimate_mb
+from toysuper.sweep.store import RunStore
 
 TINY = """
 name = "tiny"
@@ -41,9 +45,9 @@ def test_grid_expansion_and_batching(tmp_path):
     assert [b.n_toy_models for b in batches] == [4, 4]
     keys = [k for b in batches for k in b.keys]
     assert len(set(keys)) == 16
-    # the plan is a function of the config alone: same batches, same ids, same seeds
+    # the plan is a function of the config alone: same batches, same ids
     again = plan(config_io.load(write(tmp_path), ["seed=[0, 1]"]))
-    assert [(b.id, b.seed) for b in again] == [(b.id, b.seed) for b in batches]
+    assert [b.id for b in again] == [b.id for b in batches]
 
 
 def test_packing_respects_max_instances_and_the_memory_budget(tmp_path):
@@ -152,7 +156,7 @@ def test_cli_run_report_and_dry_run(tmp_path, capsys):
 def test_models_are_saved_when_asked_and_another_experiment_is_refused(tmp_path):
     import torch
 
-    from toysuper import SAE
+    from toysuper import SAE, ToyModel
 
     config = config_io.load(write(tmp_path), ["source.steps=30", "sae.steps=20", "source.d_hidden=2",
                                               "features.sparsity=0.9", "run.save_models=true"])
@@ -161,7 +165,11 @@ def test_models_are_saved_when_asked_and_another_experiment_is_refused(tmp_path)
     sae = SAE.load(out / "models" / batch / "sae")
     assert sae.n_instances == 2 and sae.l1_coefficient.tolist() == pytest.approx([0.1, 0.3])
     assert sae.d_sae == 12 and torch.isfinite(sae.W_dec).all()
-    assert (out / "models" / batch / "toy_model" / "weights.safetensors").stat().st_size > 0
+    toy = ToyModel.load(out / "models" / batch / "toy_model")
+    assert toy.n_instances == 1 and torch.isfinite(toy.W).all()  # one sparsity: one toy model for both SAEs
+    instances = json.loads((out / "models" / batch / "instances.json").read_text())
+    assert sorted(i["key"] for i in instances) == sorted(results["key"])
+    assert {i["toy_instance"] for i in instances} == {0} and sorted(i["sae_instance"] for i in instances) == [0, 1]
     other = config_io.resolve(config, ["sae.d_sae=13"])
     with pytest.raises(ValueError, match="sae.d_sae"):
         run(other, tmp_path / "run", device="cpu", quiet=True)
@@ -216,3 +224,148 @@ def test_ground_truth_options_build_the_distribution_they_name():
                      (dict(source={"dictionary": "low_coherence"}), "source.dictionary")):
         with pytest.raises(ValueError, match=key):
             plan(config_io.resolve(bad))
+
+
+PACKING = """
+name = "packing"
+[features]
+n_features = 6
+sparsity = [0.8, 0.95]
+[source]
+kind = "KIND"
+d_hidden = 3
+steps = 200
+[sae]
+d_sae = 12
+l1_coefficient = [0.1, 0.3]
+steps = 150
+batch_size = 256
+[evaluate]
+n_samples = 1000
+threshold = [0.8, 0.9]
+"""
+PACKING_ONLY = ("batch", "instance", "toy_instance")  # where a row sits in its batch, nothing it computed
+
+
+def assert_same_rows(a, b, index):
+    """Every column but PACKING_ONLY equal: numbers to float32 rounding (rtol 1e-4), everything else exactly.
+
+    Why rounding and not bits: one instance's matmuls and reductions run through other kernels
+    than the same instance's inside a batch of 32 (a single matrix takes torch's mm path, a
+    strided batch sums in another order), so the same random numbers train to weights that
+    agree to about 1e-7 relative after these few hundred steps. A row seeded from its batch, as
+    before, differs in the second decimal (MMCS 0.95 against 0.94).
+    """
+    a, b = a.set_index(index).sort_index(), b.set_index(index).sort_index()
+    assert list(a.index) == list(b.index)
+    columns = [c for c in a.columns if c not in PACKING_ONLY]
+    assert set(columns) == {c for c in b.columns if c not in PACKING_ONLY}
+    for column in columns:
+        left, right = a[column], b[column]
+        if pd.api.types.is_numeric_dtype(left) and not pd.api.types.is_bool_dtype(left):
+            assert np.allclose(left.astype(float), right.astype(float), rtol=1e-4, atol=1e-6, equal_nan=True), column
+        else:
+            assert [str(v) if pd.notna(v) else "" for v in left] == [str(v) if pd.notna(v) else "" for v in right], column
+
+
+@pytest.mark.parametrize("kind", ["toy_model", "dictionary"])
+def test_a_row_depends_on_its_configuration_alone(tmp_path, kind):
+    """The same grid packed 32 to a batch and 1 to a batch gives the same rows; so does a grid with one more
+    sparsity, on the rows the two share; and grading variants re-grade one trained SAE."""
+    path = write(tmp_path, PACKING.replace("KIND", kind))
+    extra = ["source.snr=20.0"] if kind == "dictionary" else []  # noise from each point's own stream too
+    wide = config_io.load(path, extra + ["run.max_instances=32"])
+    narrow = config_io.load(path, extra + ["run.max_instances=1"])
+    more = config_io.load(path, extra + ["run.max_instances=32", "features.sparsity=[0.8, 0.9, 0.95]"])
+    assert [len(b.points) for b in plan(wide)] == [8] and [b.n_saes for b in plan(wide)] == [4]
+    assert [b.n_saes for b in plan(narrow)] == [1] * 4  # a threshold never separates a point from its SAE
+    runs = {}
+    for name, config in (("wide", wide), ("narrow", narrow), ("more", more)):
+        results, out = run(config, tmp_path / name, device="cpu", quiet=True, figures=False)
+        runs[name] = (results, pd.read_csv(out / "features.csv", dtype={"key": str}))
+    assert runs["wide"][0]["batch"].nunique() == 1 and runs["narrow"][0]["batch"].nunique() == 4
+    assert_same_rows(runs["wide"][0], runs["narrow"][0], "key")
+    assert_same_rows(runs["wide"][1], runs["narrow"][1], ["key", "feature"])
+    shared = runs["more"][0][runs["more"][0]["key"].isin(runs["wide"][0]["key"])]
+    assert len(shared) == 8 and len(runs["more"][0]) == 12
+    assert_same_rows(runs["wide"][0], shared, "key")
+    assert_same_rows(runs["wide"][1], runs["more"][1][runs["more"][1]["key"].isin(shared["key"])], ["key", "feature"])
+    # the two thresholds of one configuration grade one SAE: equal scores, recovered@0.8 >= recovered@0.9
+    results = runs["wide"][0]
+    by_threshold = {t: results[results["evaluate.threshold"] == t].sort_values(["features.sparsity",
+                                                                                 "sae.l1_coefficient"])
+                    for t in (0.8, 0.9)}
+    for column in ("mmcs", "fvu", "l0", "activation_mcc"):
+        assert by_threshold[0.8][column].tolist() == by_threshold[0.9][column].tolist()
+    assert (by_threshold[0.8]["recovered@0.8"].to_numpy() >= by_threshold[0.9]["recovered@0.9"].to_numpy()).all()
+
+
+FAILING = """
+name = "failing"
+[features]
+n_features = 6
+sparsity = 0.9
+[source]
+kind = "dictionary"
+d_hidden = [3, 4]
+[sae]
+d_sae = 12
+l1_coefficient = [0.1, 0.3, 0.7]
+steps = 100
+batch_size = 256
+[evaluate]
+n_samples = 1000
+"""
+
+
+def test_a_failure_spoils_only_its_own_row_and_a_rerun_retries_only_it(tmp_path, monkeypatch, capsys):
+    from toysuper.sweep import runner
+
+    path = write(tmp_path, FAILING)
+    real_train_sae, calls = runner.train_sae, []
+
+    def diverging(sae, source, **kwargs):  # lambda = 0.3 with d_hidden = 3 diverges, as a too-large lr would
+        calls.append(sae.l1_coefficient.tolist())
+        result = real_train_sae(sae, source, **kwargs)
+        if sae.d_hidden == 3 and any(abs(v - 0.3) < 1e-6 for v in sae.l1_coefficient.tolist()):
+            raise ValueError("SAE loss became NaN/inf at step 99")
+        return result
+
+    monkeypatch.setattr(runner, "train_sae", diverging)
+    out = tmp_path / "run"
+    assert cli.main(["run", str(path), "--out", str(out), "--device", "cpu", "--quiet"]) == 1
+    printed = capsys.readouterr()
+    assert "1 configuration(s) failed" in printed.err and "l1_coefficient=0.3" in printed.err
+    results = pd.read_csv(out / "results.csv", dtype={"key": str})
+    assert len(results) == 6
+    failed = results[results["status"] == "failed"]
+    assert len(failed) == 1 and failed["source.d_hidden"].tolist() == [3]
+    assert failed["sae.l1_coefficient"].tolist() == [0.3] and "NaN" in failed["error"].iloc[0]
+    assert failed["mmcs"].isna().all()
+    done = results[results["status"] == "ok"]
+    assert done["mmcs"].notna().all() and len(done) == 5  # its batch-mates and the other batch kept their results
+    # the batch-mates' rows are those of a run without the failing configuration (their streams are their own)
+    clean = config_io.load(path, ["sae.l1_coefficient=[0.1, 0.7]", "source.d_hidden=3"])
+    expected, _ = run(clean, tmp_path / "clean", device="cpu", quiet=True, figures=False)
+    mates = done[done["source.d_hidden"] == 3]
+    assert_same_rows(expected.drop(columns=["status", "error"]), mates.drop(columns=["status", "error"]), "key")
+    # report lists the failure; a rerun retries it alone and, once it trains, replaces the failed row
+    assert cli.main(["report", str(out)]) == 0
+    reported = capsys.readouterr().out
+    assert "5 of 6 configurations finished" in reported and "1 configuration(s) failed" in reported
+    assert "SAE loss became NaN/inf at step 99" in reported
+    assert [b.keys for b in plan(config_io.load(path), RunStore(out).done_keys())] == [failed["key"].tolist()]
+    monkeypatch.setattr(runner, "train_sae", real_train_sae)
+    assert cli.main(["run", str(path), "--out", str(out), "--device", "cpu", "--quiet"]) == 0
+    again = pd.read_csv(out / "results.csv", dtype={"key": str})
+    assert len(again) == 6 and (again["status"] == "ok").all()
+    assert_same_rows(done, again[again["key"].isin(done["key"])], "key")  # the finished rows were not redone
+
+
+def test_an_sae_that_diverges_without_a_nan_is_a_failed_row(tmp_path):
+    path = write(tmp_path, FAILING)
+    config = config_io.load(path, ["source.d_hidden=3", "sae.l1_coefficient=0.1", "sae.lr=1e4"])
+    with pytest.warns(RuntimeWarning, match="diverged"):
+        results, _ = run(config, tmp_path / "run", device="cpu", quiet=True, figures=False)
+    assert results["status"].tolist() == ["failed"]
+    assert results["error"].iloc[0].startswith("diverged") and "sae.lr" in results["error"].iloc[0]

@@ -2,6 +2,7 @@
 
 import itertools
 
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -61,19 +62,75 @@ def test_figures_appear_only_where_they_apply(tmp_path):
                                                "recovery_vs_frequency.png"]
 
 
-def test_pareto_draws_each_recipes_sweep_in_order_of_l0():
-    config = config_io.resolve({"sae": {"recipe": ["relu_l1", "topk"], "l1_coefficient": [0.1, 1.0],
-                                        "k": [2, 8]}, "features": {"n_features": 4}})
+def test_pareto_draws_each_recipes_frontier_and_labels_its_knobs():
+    config = config_io.resolve({"sae": {"recipe": ["relu_l1", "topk"], "l1_coefficient": [0.1, 0.3, 1.0],
+                                        "k": [2, 4, 8]}, "features": {"n_features": 4}})
     rows = [{"key": "a", "sae.recipe": "relu_l1", "sae.l1_coefficient": 0.1, "l0": 6.0, "mmcs": 0.5},
-            {"key": "b", "sae.recipe": "relu_l1", "sae.l1_coefficient": 1.0, "l0": 1.5, "mmcs": 0.9},
-            {"key": "c", "sae.recipe": "topk", "sae.k": 2, "l0": 2.0, "mmcs": 0.8},
-            {"key": "d", "sae.recipe": "topk", "sae.k": 8, "l0": 8.0, "mmcs": 0.4}]
+            {"key": "b", "sae.recipe": "relu_l1", "sae.l1_coefficient": 0.3, "l0": 3.0, "mmcs": 0.7},
+            {"key": "e", "sae.recipe": "relu_l1", "sae.l1_coefficient": 1.0, "l0": 1.5, "mmcs": 0.9},
+            {"key": "c", "sae.recipe": "topk", "sae.k": 2, "l0": 2.0, "mmcs": 0.6},
+            {"key": "d", "sae.recipe": "topk", "sae.k": 4, "l0": 4.0, "mmcs": 0.8},
+            {"key": "f", "sae.recipe": "topk", "sae.k": 8, "l0": 8.0, "mmcs": 0.4}]
     results = pd.DataFrame(rows).assign(**{"recovered@0.9": lambda t: t["mmcs"] - 0.1})
-    features = pd.DataFrame({"key": list("aabbccdd"), "feature": [0, 1] * 4, "firing_prob": 0.75})
+    features = pd.DataFrame({"key": list("aabbeeccddff"), "feature": [0, 1] * 6, "firing_prob": 0.75})
     fig = pareto_figure(results, features, config)
-    lines = {line.get_label(): line for line in fig.axes[1].lines}
-    assert list(lines["relu_l1"].get_xdata()) == [1.5, 6.0] and list(lines["relu_l1"].get_ydata()) == [0.9, 0.5]
-    assert list(lines["topk"].get_xdata()) == [2.0, 8.0] and list(lines["topk"].get_ydata()) == [0.8, 0.4]
+    mmcs_panel = fig.axes[1]
+    lines = {line.get_label(): line for line in mmcs_panel.lines}
+    # relu_l1's λ = 1 beats the others (lower L0, higher MMCS): its frontier is that one point
+    assert list(lines["relu_l1"].get_xdata()) == [1.5] and list(lines["relu_l1"].get_ydata()) == [0.9]
+    # topk's k = 8 is beaten by k = 4 (lower L0, higher MMCS); k = 2 and k = 4 trade L0 against MMCS
+    assert list(lines["topk"].get_xdata()) == [2.0, 4.0] and list(lines["topk"].get_ydata()) == [0.6, 0.8]
     assert list(lines["planted L0"].get_xdata()) == [1.5, 1.5]  # two features firing with p = 0.75 each
+    # every setting is drawn and labelled with its knob, the beaten ones too
+    assert sum(len(c.get_offsets()) for c in mmcs_panel.collections) == 6
+    labels = sorted(t.get_text() for t in mmcs_panel.texts)
+    assert labels == ["k 2", "k 4", "k 8", "λ 0.1", "λ 0.3", "λ 1"]
     assert recovery_heatmap(results, features, config) is None  # only the SAE varies
+    # one colour per recipe, the same in recovery_vs_frequency
+    features = pd.DataFrame({"key": np.repeat(list("abecdf"), 2), "feature": [0, 1] * 6,
+                             "firing_prob": [0.1, 0.3] * 6, "matched_cos": 0.8, "recovered": True})
+    frequency = recovery_vs_frequency(results, features, config)
+    colours = {line.get_label(): line.get_color() for line in frequency.axes[0].lines if not line.get_label().startswith("_")}
+    assert set(colours) == {"relu_l1", "topk"}
+    for recipe in ("relu_l1", "topk"):
+        assert matplotlib.colors.same_color(colours[recipe], lines[recipe].get_color())
     plt.close(fig)
+    plt.close(frequency)
+
+
+def test_recovery_vs_frequency_labels_a_narrow_range_and_keeps_lines_visible():
+    results, features, config = _table()
+    narrow = features.assign(firing_prob=0.1 + 0.01 * features["feature"])  # 0.10 to 0.13: not a decade
+    fig = recovery_vs_frequency(results, narrow, config)
+    for panel in fig.axes:
+        fig.canvas.draw()
+        shown = [t.get_text() for t in panel.get_xticklabels() if t.get_text()]
+        assert len(shown) >= 3, shown
+        for line in panel.lines:
+            if line.get_label().startswith("_"):
+                continue
+            r, g, b, _ = matplotlib.colors.to_rgba(line.get_color())
+            assert 0.2126 * r + 0.7152 * g + 0.0722 * b < 0.75  # no pale yellow on white
+    plt.close(fig)
+
+
+def test_feature_norm_colour_bar_covers_every_value():
+    results, features, config = _table()
+    features = features.assign(interference=0.8 * features["feature"])  # up to 2.4, past the old bar's end at 1
+    fig = feature_norm_bars(results, features, config)
+    colour_bar = fig.axes[-1]
+    assert colour_bar.get_ylim()[1] >= 2.4
+    plt.close(fig)
+
+
+def test_figures_show_one_threshold_of_a_swept_threshold():
+    from toysuper.sweep.plots import one_grading
+
+    results, features, config = _table()
+    swept = config_io.resolve(config, ["evaluate.threshold=[0.8, 0.9]"])
+    graded = pd.concat([results.assign(**{"evaluate.threshold": 0.9}),
+                        results.assign(**{"evaluate.threshold": 0.8, "key": results["key"] + "x"})], ignore_index=True)
+    both = pd.concat([features, features.assign(key=features["key"] + "x")], ignore_index=True)
+    shown, shown_features = one_grading(graded, both, swept)
+    assert (shown["evaluate.threshold"] == 0.9).all() and len(shown) == len(results)
+    assert set(shown_features["key"]) == set(results["key"])

@@ -3,8 +3,10 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from toysuper.sweep import config as config_io
 from toysuper.sweep.planner import plan
@@ -31,6 +33,10 @@ n_samples = 2000
 """
 
 
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}  # the subprocesses import this checkout, not an installed copy
+
+
 def _rows(path):
     return pd.read_csv(path, dtype={"key": str, "batch": str}) if path.exists() else pd.DataFrame()
 
@@ -44,7 +50,7 @@ def test_a_killed_run_resumes_with_every_row_once(tmp_path):
     expected = {config_io.point_key(p) for p in config_io.expand(config_io.load(path))}
     assert len(expected) == 6 and len(plan(config_io.load(path))) == 3
 
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
     deadline = time.monotonic() + 120
     while len(_rows(out / "results.csv")) == 0 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -59,7 +65,7 @@ def test_a_killed_run_resumes_with_every_row_once(tmp_path):
     # The same command again (checking on the way that the in-process executor never imports Ray).
     rerun = subprocess.run([sys.executable, "-c", "import sys; from toysuper.sweep.cli import main; code = main(sys.argv[1:]); "
                             "sys.exit(code or (3 if 'ray' in sys.modules else 0))", *command[3:]],
-                           cwd=tmp_path, capture_output=True, text=True)
+                           cwd=tmp_path, capture_output=True, text=True, env=ENV)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     after = _rows(out / "results.csv")
     assert sorted(after["key"]) == sorted(expected)  # every row, each exactly once
@@ -97,3 +103,92 @@ def test_store_rebuilds_results_from_batch_files_after_a_crash_between_them(tmp_
     assert len(_rows(tmp_path / "run" / "results.csv")) == 4
     assert len(_rows(tmp_path / "run" / "features.csv")) == 4
     assert not list((tmp_path / "run").glob(".*.tmp"))
+
+
+def _damaged_folder(tmp_path):
+    """A run folder of two finished batches (two configurations each), written from made-up results."""
+    config = config_io.resolve({"source": {"kind": "dictionary", "d_hidden": [2, 3]},
+                                "features": {"sparsity": [0.5, 0.9]}})
+    batches = plan(config)
+    store = RunStore(tmp_path / "run")
+    store.open(config)
+    for batch, value in zip(batches, (0.25, 0.5)):
+        result = _fake_result(batch, value)
+        result.rows = result.rows.assign(**{"recovered@0.9": value, "l0": 1.0, "n_graded": 20,
+                                            "source.d_hidden": batch.points[0]["source.d_hidden"],
+                                            "features.sparsity": [p["features.sparsity"] for p in batch.points]})
+        store.commit(result)
+    return config, batches, store
+
+
+def test_report_rebuilds_missing_or_corrupt_tables_from_the_batch_files(tmp_path, capsys):
+    from toysuper.sweep import cli
+
+    config, batches, store = _damaged_folder(tmp_path)
+    expected = sorted(batches[0].keys + batches[1].keys)
+    damage = {"missing": None, "garbled": b"\x00\xff\xfe key,batch\n1,2,3,4\n\"unterminated",
+              "headerless": b"just some text\n"}
+    for name, content in damage.items():
+        for path in (store.results_path, store.features_path):
+            path.unlink()
+            if content is not None:
+                path.write_bytes(content)
+        assert cli.main(["report", str(store.directory)]) == 0, name
+        out = capsys.readouterr().out
+        assert "4 of 4 configurations finished" in out and "rebuilt results.csv" in out, name
+        assert sorted(_rows(store.results_path)["key"]) == expected, name
+        assert sorted(_rows(store.features_path)["key"]) == expected, name
+
+
+def test_a_corrupt_batch_file_is_named_and_the_rest_carries_on(tmp_path, capsys):
+    from toysuper.sweep import cli
+
+    config, batches, store = _damaged_folder(tmp_path)
+    broken = store.batches / f"{batches[0].id}.rows.csv"
+    broken.write_text("key,batch,mmcs\n\"unterminated,1\n")
+    store.results_path.unlink()
+    assert cli.main(["report", str(store.directory)]) == 0
+    captured = capsys.readouterr()
+    assert str(broken) in captured.err and "not a readable CSV" in captured.err
+    assert "2 of 4 configurations finished" in captured.out  # the other batch still reports
+    assert sorted(_rows(store.results_path)["key"]) == sorted(batches[1].keys)
+    # a run moves the broken file aside, names it, and plans its configurations again
+    features = store.batches / f"{batches[1].id}.features.csv"
+    features.write_text("")  # a batch whose rows are fine but whose features are lost runs again too
+    with pytest.warns(RuntimeWarning, match="cannot be read"):
+        RunStore(store.directory).open(config)
+    assert broken.with_name(broken.name + ".corrupt").exists() and not broken.exists()
+    assert RunStore(store.directory).done_keys() == set()
+    assert sorted(k for b in plan(config, set()) for k in b.keys) == sorted(batches[0].keys + batches[1].keys)
+    assert not store.results_path.exists() and not store.features_path.exists()  # nothing finished is left
+
+
+def test_a_failed_row_gives_way_to_a_later_try_and_a_finished_row_never_does(tmp_path):
+    config, batches, store = _damaged_folder(tmp_path)
+    failed = _fake_result(batches[0], float("nan"))
+    failed.rows = failed.rows.assign(status="failed", error="ValueError: boom")
+    store.commit(failed)  # a rerun that raced a finished batch and failed: the finished rows stay
+    assert (RunStore(store.directory).results()["mmcs"].notna()).all()
+    late = _fake_result(batches[0], 0.75)
+    store.commit(late)  # ... and so does a late finished one
+    assert sorted(RunStore(store.directory).results()["mmcs"]) == [0.25, 0.25, 0.5, 0.5]
+
+
+def test_report_on_a_read_only_folder_reports_without_writing(tmp_path, capsys, monkeypatch):
+    import matplotlib.figure
+
+    from toysuper.sweep import cli, store as store_module
+
+    config, batches, store = _damaged_folder(tmp_path)
+    store.results_path.unlink()  # report would rebuild it, but may not write
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(store_module, "atomic_write", refuse)  # root ignores chmod, so the file system is faked
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", refuse)
+    assert cli.main(["report", str(store.directory)]) == 0
+    captured = capsys.readouterr()
+    assert "4 of 4 configurations finished" in captured.out
+    assert "cannot update the tables" in captured.err and "cannot write the figures" in captured.err
+    assert not store.results_path.exists()

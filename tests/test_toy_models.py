@@ -137,3 +137,22 @@ def test_hand_written_loss_gradients_match_autograd(kind):
     x.requires_grad_(True)
     importance_weighted_mse(model, x, dist.importance).sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_a_saved_toy_model_loads_back(tmp_path):
+    import json
+
+    model = ToyModel(6, 2, n_instances=3, kind="hidden_relu", seed=4, device="cpu")
+    with torch.no_grad():
+        model.b.normal_()
+    loaded = ToyModel.load(model.save(tmp_path / "toy"), device="cpu")
+    assert (loaded.kind, loaded.n_features, loaded.d_hidden, loaded.n_instances) == ("hidden_relu", 6, 2, 3)
+    assert torch.equal(loaded.W, model.W) and torch.equal(loaded.b, model.b)
+    x = torch.rand(5, 3, 6)
+    assert torch.equal(loaded(x), model(x))
+    config = json.loads((tmp_path / "toy" / "config.json").read_text())
+    (tmp_path / "toy" / "config.json").write_text(json.dumps({**config, "d_hidden": 3}))
+    with pytest.raises(ValueError, match="do not fit its config.json"):
+        ToyModel.load(tmp_path / "toy")
+    with pytest.raises(ValueError, match="cannot load a toy model"):
+        ToyModel.load(tmp_path / "nowhere")

@@ -27,6 +27,14 @@ def non_negative(name: str, value) -> float:
     return value
 
 
+def positive_float(name: str, value) -> float:
+    """`value` as a finite float > 0 (a learning rate of 0 trains nothing)."""
+    value = finite_float(name, value)
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return value
+
+
 def finite_float(name: str, value) -> float:
     """`value` as a finite float."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):

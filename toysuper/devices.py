@@ -30,8 +30,20 @@ def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
     if seed is None:
         generator.seed()
     else:
-        generator.manual_seed(int(seed))
+        generator.manual_seed(check_seed(seed))
     return generator
+
+
+def check_seed(seed, name: str = "seed") -> int:
+    """`seed` as an int in [0, 2**63), else a ValueError/TypeError naming `name` (booleans are not seeds)."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        if isinstance(seed, float) and seed.is_integer():
+            seed = int(seed)
+        else:
+            raise TypeError(f"{name} must be a whole number >= 0, got {seed!r}")
+    if not 0 <= seed < 2**63:
+        raise ValueError(f"{name} must be a whole number in [0, 2**63), got {seed!r}")
+    return seed
 
 
 def instance_seeds(seed, n_instances: int) -> list[int]:
@@ -41,17 +53,22 @@ def instance_seeds(seed, n_instances: int) -> list[int]:
     if isinstance(seed, (list, tuple)):
         if len(seed) != n_instances or not all(isinstance(s, int) and not isinstance(s, bool) for s in seed):
             raise ValueError(f"seed must be an int, None or {n_instances} ints (one per instance), got {seed!r}")
-        return list(seed)
+        return [check_seed(s) for s in seed]
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, None or a list of ints, got {seed!r}")
-    return [seed + i for i in range(n_instances)]
+    return [check_seed(seed + i) for i in range(n_instances)]
 
 
 def instance_generators(seeds, device, n_instances: int | None = None) -> list[torch.Generator]:
-    """One generator per instance on `device`, seeded by `instance_seeds(seeds, n_instances)`."""
-    if n_instances is None:
-        if not isinstance(seeds, (list, tuple)):
-            raise TypeError(f"seeds must be a list of ints when n_instances is not given, got {seeds!r}")
-        n_instances = len(seeds)
-    seeds = instance_seeds(seeds, n_instances)
-    return [make_generator(s, device) for s in seeds]
+    """One generator per instance, so that instance i's random numbers come from its own stream alone.
+
+    `seeds` is a list of ints (one per instance) or an int s, which gives instance i the seed
+    s + i (then `n_instances` says how many).
+    """
+    if isinstance(seeds, bool) or not isinstance(seeds, (int, list, tuple)):
+        raise TypeError(f"seeds must be an int or a list of ints, got {seeds!r}")
+    if isinstance(seeds, int) and n_instances is None:
+        raise TypeError("instance_generators needs n_instances when seeds is a single int")
+    seeds = instance_seeds(seeds, len(seeds) if n_instances is None else n_instances)
+    device = resolve_device(device) if not isinstance(device, torch.device) else device
+    return [make_generator(seed, device) for seed in seeds]

@@ -134,6 +134,11 @@ class DictionarySource:
                 f"({dist.n_instances}, {dist.n_features}, d_hidden) to match dist"
             )
         finite_tensor("directions", directions)
+        zero = directions.norm(dim=-1) == 0
+        if zero.any():
+            instance, feature = zero.nonzero()[0].tolist()
+            raise ValueError(f"directions has a zero row (feature {feature}, instance {instance}; {int(zero.sum())} "
+                             f"in all): every feature needs a direction to lie along")
         self.dist = dist
         self.device = dist.device
         self.directions = directions.to(self.device).contiguous()

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from ..checks import positive_int
-from ..devices import make_generator
+from ..devices import instance_generators, make_generator
 from .diagnostics import (AbsorptionCounter, Thresholds, compositions, explain, firing_probabilities, firing_scores,
                           near_counts, parent_index, recovery_by_frequency, source_hierarchy)
 from .external import as_gradeable
@@ -87,7 +87,7 @@ def _nanmean(values: torch.Tensor) -> float:
 
 @torch.no_grad()
 def evaluate(sae, source: ActivationSource, n_samples: int = 20_000, batch_size: int = 4096,
-             threshold: float = 0.9, seed: int | None = EVAL_SEED, *, hierarchy=None,
+             threshold: float = 0.9, seed: int | list[int] | None = EVAL_SEED, *, hierarchy=None,
              thresholds: Thresholds | None = None, matching: str = "auto", candidates: int = CANDIDATES,
              exact_limit: int = EXACT_LIMIT, quiet: bool = False) -> Report:
     """Grade every instance of `sae` on `source`.
@@ -101,7 +101,10 @@ def evaluate(sae, source: ActivationSource, n_samples: int = 20_000, batch_size:
         batch_size: samples per chunk, at most (memory; capped so that a chunk holds about
             BATCH_ENTRIES activations).
         threshold: τ of recovered@τ.
-        seed: seed of the held-out samples (by default not the training stream's).
+        seed: seed of the held-out samples (by default not the training stream's): an int
+            (one stream for all instances) or one int per instance, each instance's samples
+            then drawn from its own stream alone (and in chunks whose size does not depend
+            on the other instances), so an instance is graded alike alone or in any batch.
         hierarchy: parent -> children ({parent: [children]}) or a parent index per feature
             ((n,) or (inst, n), -1 for none), for the absorption diagnostic; by default the
             source distribution's, if it has one.
@@ -120,6 +123,9 @@ def evaluate(sae, source: ActivationSource, n_samples: int = 20_000, batch_size:
     thresholds = Thresholds() if thresholds is None else thresholds
     if not isinstance(thresholds, Thresholds):
         raise TypeError(f"thresholds must be a toysuper.Thresholds, got {type(thresholds).__name__}")
+    if not isinstance(source, ActivationSource):
+        raise TypeError(f"source must be an activation source (sample(), true_directions(), gradeable(), e.g. "
+                        f"DictionarySource or ToyModelSource), got {type(source).__name__}")
     sae = as_gradeable(sae)
     if (source.n_instances, source.d_hidden) != (sae.n_instances, sae.d_hidden):
         raise ValueError(f"source gives (n_instances, d_hidden)=({source.n_instances}, {source.d_hidden}) "
@@ -129,7 +135,12 @@ def evaluate(sae, source: ActivationSource, n_samples: int = 20_000, batch_size:
 
     # Direction level: the best cosines per feature and per latent, in chunks, then the matching.
     G = unit_rows(source.true_directions().to(device).float())  # (inst, n, d)
-    D = unit_rows(sae.decoder_directions().to(device).float())  # (inst, k, d)
+    D = sae.decoder_directions().to(device).float()
+    if not torch.isfinite(D).all():  # scipy's matching would fail on them with a message naming nothing
+        bad = (~torch.isfinite(D)).flatten(1).any(-1).nonzero().squeeze(-1).tolist()
+        raise ValueError(f"the SAE's decoder directions contain NaN or infinite values (instances {bad}): "
+                         f"was it trained to a NaN loss?")
+    D = unit_rows(D)  # (inst, k, d)
     gradeable = source.gradeable().to(device)
     tops = cosine_tops(G, D, gradeable, per_row=candidates, per_col=max(4, thresholds.max_parts))
     best_cos, best_latent = tops.row_cos[..., 0].cpu(), tops.row_latent[..., 0].cpu()
@@ -160,8 +171,15 @@ def evaluate(sae, source: ActivationSource, n_samples: int = 20_000, batch_size:
     absorption = None if parents is None else AbsorptionCounter(parents, matched_latent, gradeable, G, D,
                                                                 thresholds.absorption)
     sb_sums = SynthSAEBenchSums(best_abs_feature(G, D, gradeable))  # SynthSAEBench's metrics, from the same samples
-    generator = make_generator(seed, source.device)
-    batch_size = min(batch_size, max(64, BATCH_ENTRIES // (n_inst * max(n, k))))  # bounds memory at 64k latents
+    if isinstance(seed, (list, tuple)):
+        if len(seed) != n_inst:
+            raise ValueError(f"seed must be an int or one int per instance ({n_inst}), got {len(seed)} values")
+        generator = instance_generators(list(seed), source.device)
+        per_chunk = max(n, k)  # chunks sized per instance: an instance's draws never depend on its batch-mates
+    else:
+        generator = make_generator(seed, source.device)
+        per_chunk = n_inst * max(n, k)
+    batch_size = min(batch_size, max(64, BATCH_ENTRIES // per_chunk))  # bounds memory at 64k latents
     sizes = [min(batch_size, n_samples - start) for start in range(0, n_samples, batch_size)]
     for size in progress_bar(sizes, desc="grading", quiet=quiet):
         batch = source.sample(size, generator)

@@ -22,6 +22,18 @@ def unit_rows(directions: torch.Tensor) -> torch.Tensor:
 
 def cosine_matrix(true_directions: torch.Tensor, decoder_directions: torch.Tensor) -> torch.Tensor:
     """C = G Dᵀ of unit rows: (..., n, d) and (..., k, d) -> (..., n, k)."""
+    for name, value in (("true_directions", true_directions), ("decoder_directions", decoder_directions)):
+        if not isinstance(value, torch.Tensor) or value.ndim < 2:
+            raise TypeError(f"{name} must be a tensor of shape (..., rows, d), got {type(value).__name__} of shape "
+                            f"{tuple(getattr(value, 'shape', ()))}")
+    if true_directions.shape[-1] != decoder_directions.shape[-1]:
+        raise ValueError(f"true_directions {tuple(true_directions.shape)} and decoder_directions "
+                         f"{tuple(decoder_directions.shape)} must share their last dimension (d)")
+    try:
+        torch.broadcast_shapes(true_directions.shape[:-2], decoder_directions.shape[:-2])
+    except RuntimeError:
+        raise ValueError(f"true_directions {tuple(true_directions.shape)} and decoder_directions "
+                         f"{tuple(decoder_directions.shape)} have leading (instance) dimensions that do not match") from None
     return unit_rows(true_directions) @ unit_rows(decoder_directions).transpose(-1, -2)
 
 

@@ -126,15 +126,20 @@ def load_saelens(path, device=None) -> SAELensSAE:
     except (OSError, ValueError, SafetensorError) as error:
         raise ValueError(f"cannot read a SAELens SAE from {str(path)!r}: {error}") from error
     architecture = config["architecture"]
-    if architecture not in _PARAMETERS:
+    if not isinstance(architecture, str) or architecture not in _PARAMETERS:
         raise ValueError(f"{str(path)!r}: architecture {architecture!r} is not supported; supported: "
                          f"{sorted(_PARAMETERS)} (a BatchTopK SAE is saved by SAELens's save_inference_model "
                          f"as jumprelu)")
     if config["normalize_activations"] not in _IDENTITY_NORMALISATIONS:
         raise ValueError(f"{str(path)!r}: normalize_activations={config['normalize_activations']!r} is not "
                          f"supported; fold it into the weights first")
-    if architecture == "topk" and not isinstance(config.get("k"), int):
-        raise ValueError(f"{str(path)!r}: a topk SAE needs an integer k in {CONFIG_FILE}, got {config.get('k')!r}")
+    for key in ("d_in", "d_sae"):
+        if isinstance(config.get(key), bool) or not isinstance(config.get(key), int) or config[key] < 1:
+            raise ValueError(f"{str(path)!r}: {CONFIG_FILE} needs a whole number {key} >= 1, got {config.get(key)!r}")
+    k = config.get("k")
+    if architecture == "topk" and (isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= config["d_sae"]):
+        raise ValueError(f"{str(path)!r}: a topk SAE needs a whole number k in [1, d_sae={config['d_sae']}] in "
+                         f"{CONFIG_FILE}, got k={k!r}")
     if "log_threshold" in tensors and "threshold" not in tensors:  # older JumpReLU checkpoints
         tensors["threshold"] = tensors.pop("log_threshold").exp()
     dtype = _DTYPES.get(str(config.get("dtype", "float32")).removeprefix("torch."), torch.float32)
@@ -147,6 +152,9 @@ def load_saelens(path, device=None) -> SAELensSAE:
         if tuple(tensors[name].shape) != expected:
             raise ValueError(f"{str(path)!r}: {name} has shape {tuple(tensors[name].shape)}, but {CONFIG_FILE} "
                              f"(d_in={d_in}, d_sae={d_sae}) needs {expected}")
+        if not torch.isfinite(tensors[name]).all():
+            raise ValueError(f"{str(path)!r}: {name} in {WEIGHTS_FILE} contains "
+                             f"{int((~torch.isfinite(tensors[name])).sum())} NaN or infinite value(s)")
         tensors[name] = tensors[name].to(device=device or "cpu", dtype=dtype)
     return SAELensSAE(config, tensors)
 

@@ -69,9 +69,11 @@ class SAE(nn.Module):
         if unknown:
             raise ValueError(f"recipe {recipe!r} has no hyperparameter(s) {sorted(unknown)}; "
                              f"it takes {sorted(self.recipe.hyperparameters)}")
-        for name, default in self.recipe.hyperparameters.items():
-            self.register_buffer(name, self._hyperparameter(name, hyperparameters.get(name, default), device))
+        for name in self.recipe.hyperparameters:
+            value = hyperparameters.get(name, self.recipe.default(name, self.d_sae))
+            self.register_buffer(name, self._hyperparameter(name, value, device))
         self.register_buffer("samples_seen", torch.zeros((), dtype=torch.float64, device=device))
+        n_instances, d_hidden, d_sae = self.n_instances, self.d_hidden, self.d_sae  # 3.0 -> 3
         self.W_enc = nn.Parameter(torch.empty(n_instances, d_hidden, d_sae, device=device))
         self.b_enc = nn.Parameter(torch.empty(n_instances, d_sae, device=device))
         self.W_dec = nn.Parameter(torch.empty(n_instances, d_sae, d_hidden, device=device))
@@ -84,6 +86,9 @@ class SAE(nn.Module):
 
     def _hyperparameter(self, name: str, value, device) -> torch.Tensor:
         """`value` as a checked (inst,) tensor."""
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(v, bool) or (isinstance(v, torch.Tensor) and v.dtype == torch.bool) for v in values):
+            raise TypeError(f"{name} must be a number or one number per instance, not a boolean, got {value!r}")
         value = as_tensor(name, value, device).reshape(-1)
         if value.numel() == 1:
             value = value.expand(self.n_instances)
@@ -201,10 +206,22 @@ class SAE(nn.Module):
             raise ValueError(f"cannot load an SAE from {str(directory)!r}: {error}") from error
         if not isinstance(config, dict):
             raise ValueError(f"cannot load an SAE from {str(directory)!r}: config.json is not a JSON object")
+        missing = [key for key in ("d_hidden", "d_sae", "n_instances", "recipe") if key not in config]
+        if missing:
+            raise ValueError(f"config.json in {str(directory)!r} has no {', '.join(repr(k) for k in missing)} "
+                             f"(an SAE's config names its d_hidden, d_sae, n_instances and recipe)")
         try:
             sae = cls(device=device, **config)
         except (TypeError, ValueError) as error:
             raise ValueError(f"config.json in {str(directory)!r} does not describe an SAE: {error}") from error
+        for name, tensor in tensors.items():
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                raise ValueError(f"weights in {str(directory)!r}: {name} contains "
+                                 f"{int((~torch.isfinite(tensor)).sum())} NaN or infinite value(s)")
+        for name in sae.recipe.hyperparameters:  # saved twice, as JSON and as a buffer: they must agree
+            if name in tensors and not torch.equal(tensors[name].to(sae.device), getattr(sae, name)):
+                raise ValueError(f"config.json in {str(directory)!r} says {name}={getattr(sae, name).tolist()} but "
+                                 f"its weights.safetensors holds {name}={tensors[name].tolist()}; the two must agree")
         try:
             sae.load_state_dict(tensors)
         except RuntimeError as error:

@@ -15,13 +15,14 @@ graph and replayed (toysuper/capture.py). The loop reads numbers back only every
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import pandas as pd
 import torch
 
 from ..capture import StepRunner, captures, check_capture
-from ..checks import finite_tensor, non_negative, positive_int
+from ..checks import finite_tensor, non_negative, positive_float, positive_int
 from ..devices import make_generator
 from ..progress import progress_bar
 from ..sources import ActivationSource
@@ -100,6 +101,14 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
     (same SAE seed, same per-instance data) follows the same trajectory as inside a batch.
     Raises ValueError on NaN activations or a NaN loss; weights then hold the last good state.
     """
+    if not isinstance(sae, SAE):
+        raise TypeError(f"sae must be a toysuper SAE, got {type(sae).__name__}")
+    missing = [name for name in ("sample", "n_instances", "d_hidden", "device") if not hasattr(source, name)]
+    if missing:
+        raise TypeError(f"source must be an activation source (sample(), n_instances, d_hidden, device: e.g. "
+                        f"DictionarySource or ToyModelSource), got {type(source).__name__}"
+                        + (f" of shape {tuple(source.shape)}" if isinstance(source, torch.Tensor) else "")
+                        + f", which has no {', '.join(missing)}")
     steps = positive_int("steps", steps)
     batch_size = positive_int("batch_size", batch_size)
     check_precision(precision)
@@ -109,7 +118,7 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
                                    b_dec_init=b_dec_init, resample=resample, scale_inputs=scale_inputs,
                                    dead_window=dead_window))
     dead_window = positive_int("dead_window", settings["dead_window"])
-    lr = non_negative("lr", settings["lr"])
+    lr = positive_float("lr", settings["lr"])
     if settings["grad_clip"] is not None:
         non_negative("grad_clip", settings["grad_clip"])
     for key in ("lr_warmup", "lr_decay"):
@@ -175,8 +184,9 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
         if scale is not None:  # the saved and returned SAE reads raw inputs
             sae.fold_input_scale(scale)
     dead_fraction = (state.samples_since_fired >= min(dead_window, steps * batch_size)).float().mean(-1).cpu()
-    return SAETrainResult(pd.DataFrame(rows), dead_fraction, None if scale is None else scale.cpu(), resampled,
-                          run.captured)
+    history = pd.DataFrame(rows)
+    _warn_if_diverged(history, lr)
+    return SAETrainResult(history, dead_fraction, None if scale is None else scale.cpu(), resampled, run.captured)
 
 
 def _log(sae: SAE, state: TrainState, terms: dict, step: int, lr: float, last_good: dict) -> list[dict]:
@@ -195,3 +205,22 @@ def _log(sae: SAE, state: TrainState, terms: dict, step: int, lr: float, last_go
     return [{"step": step, "instance": instance, "lr": lr, "dead_fraction": dead[instance].item(),
              **{name: value[instance].item() for name, value in logged.items()}}
             for instance in range(sae.n_instances)]
+
+
+DIVERGED = 10.0  # a reconstruction error that ends 10x above where it started: the lr is too large
+
+
+def _warn_if_diverged(history: pd.DataFrame, lr: float) -> None:
+    """Warn when an instance's reconstruction error ends far above its start (a finite divergence, which the NaN
+    check cannot see)."""
+    term = "mse" if "mse" in history else "loss"
+    if history.empty or history["step"].nunique() < 2:
+        return
+    first, last = (history[history["step"] == history["step"].agg(end)].set_index("instance")[term]
+                   for end in ("min", "max"))
+    rose = last > DIVERGED * first.clip(lower=1e-12)
+    if rose.any():
+        worst = (last / first.clip(lower=1e-12))[rose].idxmax()
+        warnings.warn(f"SAE training diverged in instance(s) {rose[rose].index.tolist()}: the {term} rose from "
+                      f"{first[worst]:.3g} to {last[worst]:.3g} (instance {worst}) at lr={lr:g}; a smaller lr may "
+                      f"train", RuntimeWarning, stacklevel=3)

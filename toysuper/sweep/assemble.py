@@ -12,7 +12,7 @@ import functools
 import torch
 
 from .. import checks
-from .config import MAGNITUDE_PARAMS
+from .config import MAGNITUDE_PARAMS, stream_seed, toy_key
 from ..truth.dictionaries import low_coherence_directions
 from ..truth.distribution import FeatureDistribution
 from ..truth.groups import CorrelatedGroups, ExclusiveGroups
@@ -26,15 +26,6 @@ from ..toy.model import ToyModel
 SOURCE_KINDS = ("toy_model", "dictionary")
 DICTIONARIES = ("random", "low_coherence")
 FREQUENCY_LAWS = ("constant", "zipf")
-
-# Keys of [features] that vary between toy-model instances (one toy model per distinct setting and seed).
-TOY_INSTANCE_KEYS = ("features.sparsity", "features.l0", "features.zipf_exponent", "features.importance_decay", "seed")
-
-
-def toy_identity(point: dict) -> tuple:
-    """What decides a point's toy-model instance: points that agree on it can read the same toy model."""
-    return tuple((key, point[key]) for key in TOY_INSTANCE_KEYS if key in point)
-
 
 def _in_unit_interval(key: str, value, low_open: bool = False) -> float:
     value = checks.finite_float(key, value)
@@ -55,10 +46,10 @@ def check_point(point: dict) -> None:
         checks.positive_int(key, point[key])
     if isinstance(point["seed"], bool) or not isinstance(point["seed"], int) or point["seed"] < 0:
         raise ValueError(f"seed must be a whole number >= 0, got {point['seed']!r}")
-    for key in ("source.lr", "source.noise"):
-        checks.non_negative(key, point[key])
+    checks.non_negative("source.noise", point["source.noise"])
+    checks.positive_float("source.lr", point["source.lr"])
     if point.get("sae.lr") is not None:
-        checks.non_negative("sae.lr", point["sae.lr"])
+        checks.positive_float("sae.lr", point["sae.lr"])
     n_features = point["features.n_features"]
     if "features.l0" in point:
         l0 = checks.finite_float("features.l0", point["features.l0"])
@@ -219,19 +210,30 @@ def distribution(points: list[dict], device) -> FeatureDistribution:
                                device=device, **extra)
 
 
-def toy_model(points: list[dict], seed: int, device) -> ToyModel:
-    """An untrained toy model with one instance per point."""
+def toy_model(points: list[dict], device) -> ToyModel:
+    """An untrained toy model with one instance per point, each initialised from the point's own stream."""
     first = points[0]
     return ToyModel(first["features.n_features"], first["source.d_hidden"], len(points), kind=first["source.toy_model"],
-                    seed=seed, device=device)
+                    seed=[stream_seed(p, "toy_init") for p in points], device=device)
+
+
+def toy_model_view(model: ToyModel, instances: list[int]) -> ToyModel:
+    """A toy model whose instance j is a copy of `model`'s instance instances[j] (one per SAE that reads it)."""
+    view = ToyModel(model.n_features, model.d_hidden, len(instances), kind=model.kind, device=model.W.device)
+    index = torch.as_tensor(instances, device=model.W.device)
+    with torch.no_grad():
+        view.W.copy_(model.W[index])
+        view.b.copy_(model.b[index])
+    return view
 
 
 def directions(point: dict, device) -> torch.Tensor:
-    """A point's dictionary, (1, n_features, d_hidden); it depends on the point's seed and shape only."""
-    n, d = point["features.n_features"], point["source.d_hidden"]
+    """A point's dictionary, (1, n_features, d_hidden): it depends on the point's seed and shape only
+    (config.DICTIONARY_KEYS), so every sparsity of a seed reads the same dictionary."""
+    n, d, seed = point["features.n_features"], point["source.d_hidden"], stream_seed(point, "directions")
     if point.get("source.dictionary", "random") == "low_coherence":
-        return low_coherence_directions(n, d, seed=point["seed"], device=device).directions
-    return random_directions(n, d, seed=point["seed"], device=device)
+        return low_coherence_directions(n, d, seed=seed, device=device).directions
+    return random_directions(n, d, seed=seed, device=device)
 
 
 def _snr(point: dict) -> dict:
@@ -242,24 +244,36 @@ def dictionary_source(points: list[dict], device) -> DictionarySource:
     """Fixed unit directions per point (random or low-coherence, from the point's seed)."""
     first = points[0]
     cache: dict[int, torch.Tensor] = {}
-    for p in points:  # one dictionary per distinct seed, shared by the points that have it
-        if p["seed"] not in cache:
-            cache[p["seed"]] = directions(p, device)
-    stacked = torch.cat([cache[p["seed"]] for p in points])
+    seeds = [stream_seed(p, "directions") for p in points]
+    for seed, p in zip(seeds, points):  # one dictionary per distinct seed, shared by the points that have it
+        if seed not in cache:
+            cache[seed] = directions(p, device)
+    stacked = torch.cat([cache[seed] for seed in seeds])
     return DictionarySource(stacked, distribution(points, device), noise=first["source.noise"], **_snr(first))
 
 
-def toy_model_source(model: ToyModel, dist: FeatureDistribution, instances: list[int], point: dict) -> ToyModelSource:
-    return ToyModelSource(model, dist, instances=instances, **_snr(point))
+def toy_model_source(model: ToyModel, toy_instance: list[int], points: list[dict], device) -> ToyModelSource:
+    """The hidden activations SAE instance j reads: toy-model instance toy_instance[j] on point j's features.
+
+    One source instance per SAE point, so that each SAE's data come from its own stream.
+    """
+    return ToyModelSource(toy_model_view(model, toy_instance), distribution(points, device), **_snr(points[0]))
 
 
-def sae(points: list[dict], seed: int, device) -> SAE:
-    """An untrained SAE with one instance per point, each with its point's hyperparameters."""
+def distinct_toy_models(points: list[dict]) -> tuple[list[dict], list[int]]:
+    """(one point per distinct toy model, in order; the toy-model instance of each point)."""
+    keys = [toy_key(p) for p in points]
+    order = list(dict.fromkeys(keys))
+    return [points[keys.index(k)] for k in order], [order.index(k) for k in keys]
+
+
+def sae(points: list[dict], device) -> SAE:
+    """An untrained SAE with one instance per point, each with its point's hyperparameters and own seed."""
     first = points[0]
     recipe = get_recipe(first["sae.recipe"])
     hyper = {name: [p[f"sae.{name}"] for p in points] for name in recipe.hyperparameters}
-    return SAE(first["source.d_hidden"], first["sae.d_sae"], len(points), recipe=recipe.name, seed=seed,
-               device=device, **hyper)
+    return SAE(first["source.d_hidden"], first["sae.d_sae"], len(points), recipe=recipe.name,
+               seed=[stream_seed(p, "sae_init") for p in points], device=device, **hyper)
 
 
 def sae_train_settings(point: dict) -> dict:

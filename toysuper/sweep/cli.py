@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -17,9 +19,9 @@ def summary_table(results: pd.DataFrame, config: dict) -> str:
     from . import config as config_io
 
     sweep = [k for k in config_io.axes(config) if k in results]
-    threshold = config["evaluate"]["threshold"]
-    recovered = f"recovered@{threshold:g}" if not isinstance(threshold, list) else None
-    metrics = [recovered if c == "RECOVERED" else c for c in SUMMARY_COLUMNS]
+    thresholds = config["evaluate"]["threshold"]
+    recovered = [f"recovered@{t:g}" for t in (thresholds if isinstance(thresholds, list) else [thresholds])]
+    metrics = [m for c in SUMMARY_COLUMNS for m in (recovered if c == "RECOVERED" else [c])]
     metrics = [c for c in metrics if c in results and results[c].notna().any()]
     table = results
     if "seed" in sweep and results["seed"].nunique() > 1:
@@ -32,7 +34,26 @@ def summary_table(results: pd.DataFrame, config: dict) -> str:
     short = [k.split(".")[-1] for k in sweep]
     names = {k: (s if short.count(s) == 1 else k) for k, s in zip(sweep, short)}
     shown = table[sweep + metrics].rename(columns=names)
-    return note + shown.to_string(index=False, float_format=lambda v: f"{v:.3f}")
+    return note + shown.to_string(index=False, float_format=lambda v: f"{v:.3f}" if abs(v) < 1e4 else f"{v:.3g}")
+
+
+def failure_lines(results: pd.DataFrame, config: dict, limit: int = 20) -> list[str]:
+    """The configurations whose last try failed: their swept keys and the reason (empty when none failed)."""
+    from . import config as config_io
+
+    if results.empty or "status" not in results:
+        return []
+    failed = results[results["status"].notna() & (results["status"] != "ok")]
+    if failed.empty:
+        return []
+    sweep = [k for k in config_io.axes(config) if k in failed]
+    lines = [f"{len(failed)} configuration(s) failed; the same command again retries them:"]
+    for _, row in failed.head(limit).iterrows():
+        where = ", ".join(f"{k.split('.')[-1]}={row[k]}" for k in sweep) or row["key"]
+        lines.append(f"  {where} (key {row['key']}): {row['error']}")
+    if len(failed) > limit:
+        lines.append(f"  ... and {len(failed) - limit} more (the status and error columns of results.csv)")
+    return lines
 
 
 def _written(run_dir: Path) -> str:
@@ -44,8 +65,12 @@ def command_run(args) -> int:
     from . import config as config_io
     from .experiments import default_run_dir, dry_run, run
 
+    from .planner import check_device
+
     overrides = list(args.set) + ([f"run.executor={args.executor}"] if args.executor else [])
     config = config_io.load(args.config, overrides)
+    if args.device is not None:
+        check_device(args.device)
     if args.dry_run:
         print(dry_run(config, args.out))
         return 0
@@ -56,31 +81,55 @@ def command_run(args) -> int:
         print(f"\ninterrupted: finished batches are saved in {out_dir}; run the same command again to resume",
               file=sys.stderr)
         return 130
-    print(summary_table(results, config))
+    from .experiments import finished
+
+    if not finished(results).empty:
+        print(summary_table(finished(results), config))
+    failures = failure_lines(results, config)
+    if failures:
+        print("\n" + "\n".join(failures), file=sys.stderr)
     print(f"\nwrote {_written(out_dir)}")
-    return 0
+    return 1 if failures else 0
 
 
 def command_report(args) -> int:
+    from . import config as config_io
+    from .experiments import finished, order_rows
     from .plots import draw_figures
     from .store import RunStore
 
     store = RunStore(args.run_dir)
+    if not Path(args.run_dir).is_dir():
+        raise ValueError(f"run folder {args.run_dir!r} does not exist")
     if not store.exists():
         raise ValueError(f"{args.run_dir!r} is not a run folder (it has no config.toml)")
     config = store.read_config()
-    results = store.results()
-    if results.empty:
+    try:
+        if store.sync():
+            print(f"rebuilt {store.results_path.name} and {store.features_path.name} from the batch files")
+    except OSError as error:  # a read-only folder: report from the batch files without writing
+        print(f"toysuper: warning: cannot update the tables in {args.run_dir} ({error.strerror or error})",
+              file=sys.stderr)
+    results = order_rows(store.results(), config)
+    done = finished(results)
+    failures = failure_lines(results, config)
+    if done.empty and not failures:
         raise ValueError(f"run folder {args.run_dir!r} has no finished rows yet")
-    from .experiments import order_rows
-    from . import config as config_io
-
-    results = order_rows(results, config)
     n_points = len({config_io.point_key(p) for p in config_io.expand(config)})
-    print(f"{config['name']}: {len(results)} of {n_points} configurations finished"
+    print(f"{config['name']}: {len(done)} of {n_points} configurations finished"
           + (f"\n{config['description']}" if config.get("description") else ""))
-    print(summary_table(results, config))
-    paths = draw_figures(store.directory, results=results, features=store.features(), config=config)
+    if not done.empty:
+        print(summary_table(done, config))
+    if failures:
+        print("\n" + "\n".join(failures))
+    if done.empty:
+        return 1
+    try:
+        paths = draw_figures(store.directory, results=done, features=store.features(), config=config)
+    except OSError as error:
+        print(f"toysuper: warning: cannot write the figures into {args.run_dir} ({error.strerror or error})",
+              file=sys.stderr)
+        return 0
     print("\nfigures: " + ", ".join(str(p) for p in paths))
     return 0
 
@@ -150,13 +199,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"toysuper: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.handler(args)
-    except (ValueError, TypeError) as error:  # bad input: a clear message, not a traceback
-        print(f"toysuper: error: {error}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning  # one line each, no source location
+        try:
+            return args.handler(args)
+        except (ValueError, TypeError) as error:  # bad input: a clear message, not a traceback
+            print(f"toysuper: error: {error}", file=sys.stderr)
+            return 2
+        except BrokenPipeError:  # `toysuper list | head`: the reader has gone; so do we, quietly
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout at exit
+            return 141
+        except OSError as error:  # the file system said no (a full disk, a folder we may not write)
+            print(f"toysuper: error: {error.strerror or error}" + (f": {error.filename}" if error.filename else ""),
+                  file=sys.stderr)
+            return 1
 
 
 if __name__ == "__main__":

@@ -14,9 +14,11 @@ the recipes that take it, so sweeping `recipe = ["relu_l1", "topk"]` with both
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import itertools
 import json
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +95,11 @@ SCHEMA: dict[str, Key] = {
     "run.cpus_per_batch": Key(1.0, "CPUs a Ray task claims"),
 }
 
+INTEGER_KEYS = frozenset(k for k, spec in SCHEMA.items() if type(spec.default) is int) | {
+    "features.correlated_groups", "features.correlated_group_size", "features.exclusive_groups",
+    "features.exclusive_group_size", "features.hierarchy_parents", "features.hierarchy_children"}
+"""Keys that count things: a whole-number float (6.0) is taken as the int it names, as everywhere in toysuper."""
+
 # Keys that do not change what a configuration computes: left out of its identity.
 NON_IDENTITY = ("name", "description", "device")
 NON_IDENTITY_SECTIONS = ("run",)
@@ -130,16 +137,55 @@ def unflatten(flat: dict) -> dict:
 DEFAULTS: dict = unflatten({key: spec.default for key, spec in SCHEMA.items() if spec.default is not None})
 
 
+BARE_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+
+
 def parse_override(text: str) -> tuple[str, object]:
-    """"sae.l1_coefficient=[0.1, 0.3]" -> ("sae.l1_coefficient", [0.1, 0.3]); values are TOML."""
+    """"sae.l1_coefficient=[0.1, 0.3]" -> ("sae.l1_coefficient", [0.1, 0.3]); values are TOML.
+
+    A bare word (relu_output) is taken as a string; anything else that is not TOML is an error.
+    """
     if "=" not in text:
         raise ValueError(f"--set takes key=value, got {text!r}")
     key, raw = (part.strip() for part in text.split("=", 1))
     try:
-        value = tomllib.loads(f"value = {raw}")["value"]
-    except tomllib.TOMLDecodeError:
-        value = raw  # a bare word such as relu_output is a string
-    return key, value
+        return key, tomllib.loads(f"value = {raw}")["value"]
+    except tomllib.TOMLDecodeError as error:
+        if raw in ("True", "False"):
+            raise ValueError(f"--set {key}={raw}: TOML's booleans are lowercase, {raw.lower()}") from None
+        if not BARE_WORD.fullmatch(raw):
+            hint = ""
+            if raw.startswith("["):
+                words = [w.strip() for w in raw.strip("[]").split(",")]
+                hint = f"; strings in a list need quotes: {key}=[{', '.join(json.dumps(w) for w in words)}]"
+            raise ValueError(f"--set {key}={raw}: not a TOML value ({error}){hint}") from None
+        return key, raw  # a bare word such as relu_output is a string
+
+
+def did_you_mean(key: str, known) -> str:
+    """"; did you mean 'features.sparsity'?" for a near miss, else where to look."""
+    close = difflib.get_close_matches(key, list(known), n=3, cutoff=0.6)
+    if close:
+        return f"; did you mean {' or '.join(repr(k) for k in close)}? (`toysuper list` shows every key)"
+    section = key.split(".")[0]
+    same = sorted(k for k in known if k.startswith(section + "."))
+    if same:
+        return f"; [{section}] takes {', '.join(same)}"
+    sections = sorted({k.split(".")[0] for k in known if "." in k})
+    return f"; the sections are {', '.join(f'[{s}]' for s in sections)} (`toysuper list` shows every key)"
+
+
+def _whole(value):
+    """6.0 -> 6 (a whole-number float for a count); anything else unchanged, for the checks to name."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _check_name(name) -> None:
+    """The name becomes a folder under runs/: one plain path component, so a run never writes elsewhere."""
+    if not isinstance(name, str) or not name or name.startswith(".") or any(c in name for c in "/\\:\0") \
+            or not name.isprintable():
+        raise ValueError(f"name must be a plain folder name (letters, digits, '-', '_', '.'; no '/', no leading "
+                         f"'.'), since the run folder is runs/NAME-KEY; got {name!r}")
 
 
 def _as_list(value) -> list:
@@ -183,9 +229,13 @@ def _check_recipe_keys(flat: dict) -> None:
             takers = [r for r in recipes if parts[1] in registry[r].hyperparameters]
             if not takers:
                 offered = {r: sorted(registry[r].hyperparameters) for r in recipes}
+                known = [k for k in SCHEMA if k.startswith("sae.")] + [f"sae.{h}" for r in registry
+                                                                      for h in registry[r].hyperparameters]
+                near = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+                hint = f"; did you mean {' or '.join(repr(k) for k in near)}?" if near and key not in known else ""
                 raise ValueError(f"unknown config key {key!r}: no recipe in sae.recipe={flat['sae.recipe']!r} "
-                                 f"has a hyperparameter {parts[1]!r}; they take {offered} and the [sae] "
-                                 f"section also takes {sorted(k for k in SCHEMA if k.startswith('sae.'))}")
+                                 f"has a hyperparameter {parts[1]!r}{hint} (they take {offered}, and the [sae] "
+                                 f"section also takes {sorted(k for k in SCHEMA if k.startswith('sae.'))})")
         elif len(parts) == 3 and parts[1] in registry:
             if parts[1] not in recipes:
                 raise ValueError(f"config key {key!r} sets recipe {parts[1]!r}, which sae.recipe={flat['sae.recipe']!r} "
@@ -194,8 +244,11 @@ def _check_recipe_keys(flat: dict) -> None:
                 raise ValueError(f"unknown config key {key!r}: recipe {parts[1]!r} has no hyperparameter "
                                  f"{parts[2]!r}; it takes {sorted(registry[parts[1]].hyperparameters)}")
         else:
-            raise ValueError(f"unknown config key {key!r}; [sae] takes {sorted(k for k in SCHEMA if k.startswith('sae.'))}, "
-                             f"a recipe's hyperparameters, or a [sae.RECIPE] table of them")
+            near = difflib.get_close_matches(parts[1], list(registry), n=1, cutoff=0.6)
+            hint = f"; did you mean a [sae.{near[0]}] table?" if near and len(parts) == 3 else ""
+            raise ValueError(f"unknown config key {key!r}{hint}; [sae] takes "
+                             f"{sorted(k for k in SCHEMA if k.startswith('sae.'))}, a recipe's hyperparameters, "
+                             f"or a [sae.RECIPE] table of them")
 
 
 def resolve(user: dict, overrides: list[str] = ()) -> dict:
@@ -210,9 +263,9 @@ def resolve(user: dict, overrides: list[str] = ()) -> dict:
             given[key] = value
     for key, value in given.items():
         if key not in SCHEMA and not key.startswith(("sae.", MAGNITUDE_PARAMS)):
-            section = key.split(".")[0]
-            near = sorted(k for k in SCHEMA if k.startswith(section + ".")) or sorted(SCHEMA)
-            raise ValueError(f"unknown config key {key!r}; known keys: {', '.join(near)}")
+            raise ValueError(f"unknown config key {key!r}{did_you_mean(key, SCHEMA)}")
+        if key in INTEGER_KEYS:
+            value = [_whole(v) for v in value] if isinstance(value, list) else _whole(value)
         if isinstance(value, list) and not value:
             raise ValueError(f"config key {key!r} is an empty list: a sweep axis needs at least one value")
         if isinstance(value, list) and key in SCHEMA and key.split(".")[0] in NON_IDENTITY_SECTIONS + NON_IDENTITY:
@@ -225,6 +278,9 @@ def resolve(user: dict, overrides: list[str] = ()) -> dict:
                          f"(got sparsity={given['features.sparsity']!r}, l0={given['features.l0']!r})")
     if "features.l0" in given:
         del flat["features.sparsity"]
+    _check_name(flat["name"])
+    if not isinstance(flat["description"], str):
+        raise ValueError(f"description must be a string, got {flat['description']!r}")
     _check_recipe_keys(flat)
     _check_magnitude_keys(flat)
     return unflatten(flat)
@@ -237,6 +293,10 @@ def load(path, overrides: list[str] = ()) -> dict:
         user = tomllib.loads(path.read_text())
     except FileNotFoundError as error:
         raise ValueError(f"config file {str(path)!r} does not exist") from error
+    except IsADirectoryError as error:
+        raise ValueError(f"config file {str(path)!r} is a directory; give the path of a TOML file") from error
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"config file {str(path)!r} cannot be read: {error}") from error
     except tomllib.TOMLDecodeError as error:
         raise ValueError(f"config file {str(path)!r} is not valid TOML: {error}") from error
     return resolve(user, overrides)
@@ -284,7 +344,10 @@ def expand(config: dict) -> list[dict]:
         base.update(zip(sweep, values))
         recipe = base["sae.recipe"]
         hyper = {}
+        d_sae = base["sae.d_sae"]
         for name, default in registry[recipe].hyperparameters.items():
+            if isinstance(d_sae, int) and not isinstance(d_sae, bool):  # a default may depend on the width (k_aux)
+                default = registry[recipe].default(name, d_sae)
             hyper[f"sae.{name}"] = flat.get(f"sae.{recipe}.{name}", flat.get(f"sae.{name}", default))
         hyper_axes = {k: v for k, v in hyper.items() if isinstance(v, list)}
         for hyper_values in itertools.product(*hyper_axes.values()):
@@ -301,8 +364,59 @@ def identity(point: dict) -> dict:
 
 def point_key(point: dict) -> str:
     """A stable 16-hex-digit key of what a grid point computes (its identity keys and values)."""
-    canonical = json.dumps({k: _canonical(v) for k, v in sorted(identity(point).items())}, sort_keys=True)
-    return hashlib.sha1(canonical.encode()).hexdigest()[:16]
+    return _key(identity(point))
+
+
+def _key(items: dict, length: int = 16) -> str:
+    canonical = json.dumps({k: _canonical(v) for k, v in sorted(items.items())}, sort_keys=True)
+    return hashlib.sha1(canonical.encode()).hexdigest()[:length]
+
+
+GRADING = "evaluate."
+"""Keys under [evaluate] change only how a trained SAE is graded, never what trains."""
+TOY_MODEL_KEYS = ("source.kind", "source.d_hidden", "source.toy_model", "source.steps", "source.batch_size",
+                  "source.lr")
+"""The [source] keys that shape a toy model (with every [features] key and the seed)."""
+DICTIONARY_KEYS = ("seed", "features.n_features", "source.d_hidden", "source.dictionary")
+"""What a dictionary's directions depend on: every sparsity of a seed reads the same dictionary."""
+
+
+def train_key(point: dict) -> str:
+    """A stable key of what a grid point trains: its identity without the grading keys.
+
+    Points that differ only in [evaluate] share it, and one trained SAE serves them all.
+    """
+    return _key({k: v for k, v in identity(point).items() if not k.startswith(GRADING)})
+
+
+def toy_key(point: dict) -> str:
+    """A stable key of the toy model a grid point reads: [features], the toy-model keys of [source], the seed."""
+    return _key({k: v for k, v in identity(point).items()
+                 if k.startswith("features.") or k in TOY_MODEL_KEYS or k == "seed"})
+
+
+STREAMS = ("directions", "toy_init", "toy_data", "sae_init", "sae_data", "evaluate")
+
+
+def stream_seed(point: dict, stream: str) -> int:
+    """The seed of one random stream of a grid point: a function of the point's configuration alone.
+
+    Every random number a configuration uses comes from one of these streams, so packing
+    (which points share a batched pass, how many) never changes a result. Each stream hashes
+    the keys it depends on with its own name: the toy model's streams the toy_key (points
+    that read one toy model share it), the SAE's and the held-out samples' the train_key
+    (grading variants of one SAE share them), the dictionary's only the seed and its shape.
+    Seeds are below 2**52, exact in any JSON reader.
+    """
+    if stream == "directions":
+        key = _key({k: point.get(k) for k in DICTIONARY_KEYS})
+    elif stream.startswith("toy_"):
+        key = toy_key(point)
+    elif stream in STREAMS:
+        key = train_key(point)
+    else:
+        raise ValueError(f"stream must be one of {STREAMS}, got {stream!r}")
+    return int(hashlib.sha1(f"{stream}:{key}".encode()).hexdigest()[:13], 16)
 
 
 def config_key(config: dict) -> str:

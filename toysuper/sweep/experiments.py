@@ -20,9 +20,9 @@ from ..devices import resolve_device
 from .executors import make_executor
 from .planner import Batch, describe, plan
 from ..progress import progress_bar
-from .store import RunStore
+from .store import OK, RunStore
 
-__all__ = ["Batch", "default_run_dir", "describe", "dry_run", "order_rows", "plan", "run"]
+__all__ = ["Batch", "default_run_dir", "describe", "dry_run", "finished", "order_rows", "plan", "run"]
 
 
 def default_run_dir(config: dict) -> Path:
@@ -62,7 +62,10 @@ def run(config: dict, out_dir=None, device=None, quiet: bool = False, executor: 
         quiet: no progress bars.
         executor: "local" or "ray" (default: the config's run.executor).
         figures: draw the figures next to results.csv at the end.
-    Raises ValueError for a config that cannot run (naming the key) before anything trains.
+    Returns every configuration's row; one that failed (say its loss became NaN) has status
+    "failed" and the reason in `error`, its batch-mates keep their results, and running again
+    retries it. Raises ValueError for a config that cannot run (naming the key) before anything
+    trains.
     """
     device_spec = device if device is not None else config["device"]
     chosen = make_executor(config, executor)
@@ -84,9 +87,17 @@ def run(config: dict, out_dir=None, device=None, quiet: bool = False, executor: 
     finally:
         bar.close()
         torch.set_num_threads(previous_threads)
+    store.sync()
     results = order_rows(store.results(), config)
-    if figures and not results.empty:
+    if figures and not finished(results).empty:
         from .plots import draw_figures  # matplotlib only once there is something to draw
 
-        draw_figures(store.directory, results=results, features=store.features(), config=config)
+        draw_figures(store.directory, results=finished(results), features=store.features(), config=config)
     return results, store.directory
+
+
+def finished(results: pd.DataFrame) -> pd.DataFrame:
+    """The rows of configurations that finished (not those that failed)."""
+    if results.empty or "status" not in results:
+        return results
+    return results[results["status"].isna() | (results["status"] == OK)].reset_index(drop=True)

@@ -1,9 +1,12 @@
 """Packing a sweep's grid points into instance batches: configurations that train in one pass.
 
 Grid points whose shape-deciding keys agree (n_features, d_hidden, d_sae, recipe, steps, ...)
-may train together: each becomes one SAE instance and each distinct feature setting (with its
-seed) one toy-model instance. A group larger than the memory budget or `run.max_instances` is
-cut into several batches, keeping points that share a toy model together where it can.
+may train together: each distinct training (points that differ only in [evaluate] share one)
+becomes one SAE instance and each distinct toy model one toy-model instance. A group larger
+than the memory budget or `run.max_instances` is cut into several batches, keeping points
+that share a toy model together where it can and points that share an SAE always.
+Packing decides only what runs side by side: every random stream of a point comes from its
+own configuration (config.stream_seed), so its row is the same in any batch.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from dataclasses import dataclass, field
 
 from .. import checks
 from . import config as config_io
-from .assemble import check_point, toy_identity
+from .assemble import check_point
 
 BYTES = 4  # float32
 
@@ -24,7 +27,7 @@ class Batch:
     """Grid points that train as the instances of one batched pass."""
 
     points: list[dict]
-    """Flat grid points (see config.expand), one per SAE instance."""
+    """Flat grid points (see config.expand), one result row each."""
     keys: list[str] = field(default_factory=list)
     """config.point_key of each point."""
 
@@ -37,27 +40,38 @@ class Batch:
         """A stable name for the batch, from its points' keys."""
         return hashlib.sha1(json.dumps(sorted(self.keys)).encode()).hexdigest()[:12]
 
+    def trainings(self) -> list[list[int]]:
+        """The points of each SAE instance: indices of points that share a train_key (differ only in grading)."""
+        groups: dict[str, list[int]] = {}
+        for i, point in enumerate(self.points):
+            groups.setdefault(config_io.train_key(point), []).append(i)
+        return list(groups.values())
+
     @property
-    def seed(self) -> int:
-        """The batch's seed: a function of its content only, so the same batch gives the same rows anywhere."""
-        return int(self.id[:8], 16) % 2**31
+    def n_saes(self) -> int:
+        """SAE instances this batch trains."""
+        return len({config_io.train_key(p) for p in self.points})
 
     @property
     def n_toy_models(self) -> int:
         """Toy-model instances this batch trains (0 for a dictionary source)."""
         if self.points[0]["source.kind"] != "toy_model":
             return 0
-        return len({toy_identity(p) for p in self.points})
+        return len({config_io.toy_key(p) for p in self.points})
 
     def estimate_mb(self) -> float:
-        return estimate_mb(self.points[0], len(self.points), self.n_toy_models)
+        return estimate_mb(_largest_grading(self.points), self.n_saes, self.n_toy_models)
 
     def samples(self) -> dict[str, int]:
         """Samples drawn to train the toy models, the SAEs, and to grade, summed over instances."""
         first = self.points[0]
         return {"toy_model": self.n_toy_models * first["source.steps"] * first["source.batch_size"],
-                "sae": len(self.points) * first["sae.steps"] * first["sae.batch_size"],
-                "evaluate": len(self.points) * first["evaluate.n_samples"]}
+                "sae": self.n_saes * first["sae.steps"] * first["sae.batch_size"],
+                "evaluate": sum(p["evaluate.n_samples"] for p in self.points)}
+
+
+def _largest_grading(points: list[dict]) -> dict:
+    return max(points, key=lambda p: p["evaluate.n_samples"])
 
 
 def estimate_mb(point: dict, n_sae: int, n_toy: int) -> float:
@@ -71,26 +85,31 @@ def estimate_mb(point: dict, n_sae: int, n_toy: int) -> float:
 
 
 def group_key(point: dict) -> tuple:
-    """What must agree for two points to train in one pass: every identity key that is not an instance axis."""
+    """What must agree for two points to train in one pass: every identity key that is neither an instance
+    axis nor a grading key."""
     return tuple((k, v) for k, v in sorted(point.items())
-                 if config_io.is_identity(k) and not config_io.is_instance_axis(k))
+                 if config_io.is_identity(k) and not config_io.is_instance_axis(k)
+                 and not k.startswith(config_io.GRADING))
 
 
 def _split(points: list[dict], memory_mb: float, max_instances: int) -> list[list[dict]]:
-    """Cut one group into chunks within the budget, toy-model siblings kept adjacent."""
+    """Cut one group into chunks within the budget: the points of one SAE never apart, toy-model siblings adjacent."""
     toy_model = points[0]["source.kind"] == "toy_model"
-    order = sorted(range(len(points)), key=lambda i: (toy_identity(points[i]) if toy_model else (), i))
-    chunks, current, toys = [], [], set()
-    for i in order:
-        point = points[i]
-        trial_toys = toys | {toy_identity(point)} if toy_model else toys
-        over_count = max_instances and len(current) + 1 > max_instances
-        over_memory = estimate_mb(point, len(current) + 1, len(trial_toys)) > memory_mb
+    trainings: dict[str, list[dict]] = {}
+    for point in points:
+        trainings.setdefault(config_io.train_key(point), []).append(point)
+    units = sorted(trainings.values(), key=lambda unit: config_io.toy_key(unit[0]) if toy_model else "")
+    chunks, current, toys, n_saes = [], [], set(), 0
+    for unit in units:
+        toy = {config_io.toy_key(unit[0])} if toy_model else set()
+        over_count = max_instances and n_saes + 1 > max_instances
+        over_memory = estimate_mb(_largest_grading(current + unit), n_saes + 1, len(toys | toy)) > memory_mb
         if current and (over_count or over_memory):
             chunks.append(current)
-            current, trial_toys = [], {toy_identity(point)} if toy_model else set()
-        current.append(point)
-        toys = trial_toys
+            current, toys, n_saes = [], set(), 0
+        current += unit
+        toys |= toy
+        n_saes += 1
     chunks.append(current)
     return chunks
 
@@ -110,7 +129,26 @@ def check_run_settings(config: dict) -> tuple[float, int]:
         checks.non_negative(key, run[key])
     if run["run.executor"] not in EXECUTORS:
         raise ValueError(f"run.executor must be one of {list(EXECUTORS)}, got {run['run.executor']!r}")
+    if not isinstance(run["run.save_models"], bool):
+        raise ValueError(f"run.save_models must be true or false, got {run['run.save_models']!r}")
+    if not isinstance(run["run.ray_address"], str):
+        raise ValueError(f"run.ray_address must be a string ('' starts a local Ray, 'auto' joins one), "
+                         f"got {run['run.ray_address']!r}")
+    check_device(config["device"])
     return memory_mb, run["run.max_instances"]
+
+
+def check_device(device) -> None:
+    """'auto', 'cpu', 'cuda', 'cuda:1', ...: a name torch knows (whether this machine has it is checked at run time,
+    so a plan can be made on a laptop for a GPU machine)."""
+    import torch
+
+    if device == "auto":
+        return
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}") from None
 
 
 def plan(config: dict, done: set[str] = frozenset()) -> list[Batch]:
@@ -144,9 +182,11 @@ def describe(config: dict, batches: list[Batch], n_done: int = 0) -> str:
         lines.append(f"  {config['description']}")
     if sweep:
         lines.append("axes: " + ", ".join(f"{k} x{len(v)}" for k, v in sweep.items()))
-    n_instances = sum(len(b.points) for b in batches)
+    n_instances = sum(b.n_saes for b in batches)
+    n_rows = sum(len(b.points) for b in batches)
     n_toys = sum(b.n_toy_models for b in batches)
-    lines.append(f"plan: {len(batches)} batches, {n_instances} SAE instances, {n_toys} toy-model instances "
+    graded = f" (graded {n_rows} ways)" if n_rows != n_instances else ""
+    lines.append(f"plan: {len(batches)} batches, {n_instances} SAE instances{graded}, {n_toys} toy-model instances "
                  f"(memory budget {flat['run.memory_mb']} MB, at most {flat['run.max_instances'] or 'any'} "
                  f"instances a batch)")
     varying = [k for k, _ in group_key(batches[0].points[0])] if batches else []
@@ -158,7 +198,7 @@ def describe(config: dict, batches: list[Batch], n_done: int = 0) -> str:
         samples = batch.samples()
         for name in totals:
             totals[name] += samples[name]
-        rows.append([batch.id, *[str(batch.points[0].get(k, "-")) for k in varying], str(len(batch.points)),
+        rows.append([batch.id, *[str(batch.points[0].get(k, "-")) for k in varying], str(batch.n_saes),
                      str(batch.n_toy_models), f"{batch.estimate_mb():.0f}", f"{sum(samples.values()):.3g}"])
     if rows:
         widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]

@@ -1,7 +1,7 @@
 """Figures of experiment results (seaborn on matplotlib), drawn next to the CSV that made them.
 
 - `recovery_heatmap`: recovered@τ and MMCS over sparsity (or L0) × d_hidden.
-- `pareto_figure`: recovered@τ and MMCS against the SAE's L0, one curve per recipe.
+- `pareto_figure`: recovered@τ and MMCS against the SAE's L0, each recipe's settings and Pareto frontier.
 - `feature_norm_bars`: each toy model's feature norms ||W_i||, coloured by how much other
   features overlap feature i (Elhage et al. 2022, "Toy Models of Superposition", fig. 3 style).
 - `recovery_vs_frequency`: how well a feature is recovered against how often it fires.
@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-from matplotlib.ticker import MaxNLocator, NullFormatter
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -28,12 +28,61 @@ HUE_AXES = ("sae.d_sae", "source.d_hidden", "sae.recipe", "features.zipf_exponen
 SAE_AXES_PREFIX = "sae."
 
 
+def recipe_colours() -> dict[str, tuple]:
+    """One colour per recipe, the same in every figure: tab10 in the registry's order."""
+    from ..sae import RECIPES
+
+    return dict(zip(RECIPES, sns.color_palette("tab10", max(10, len(RECIPES)))))
+
+
+def _hue_palette(table: pd.DataFrame, hue: str | None):
+    """Colours for the lines of one swept axis: the recipes' own, or viridis stopped short of its pale yellow end."""
+    if hue is None:
+        return None
+    if hue == "sae.recipe":
+        return recipe_colours()
+    values = sorted(table[hue].dropna().unique())
+    if not pd.api.types.is_numeric_dtype(table[hue]):
+        return None
+    cmap = plt.get_cmap("viridis")
+    return dict(zip(values, (cmap(x) for x in np.linspace(0, 0.8, len(values)))))
+
+
+def _log_ticks(panel, low: float, high: float) -> None:
+    """Readable tick labels on a log axis, also over less than a decade (where matplotlib labels no tick)."""
+    decades = range(int(np.floor(np.log10(low))), int(np.ceil(np.log10(high))) + 1)
+    for steps in ((1,), (1, 2, 5), (1, 1.5, 2, 3, 5, 7)):
+        ticks = [m * 10.0**e for e in decades for m in steps if low <= m * 10.0**e <= high]
+        if len(ticks) >= 3:
+            break
+    else:
+        ticks = list(np.geomspace(low, high, 4))
+    panel.xaxis.set_major_locator(FixedLocator(ticks))
+    panel.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
+    panel.xaxis.set_minor_formatter(NullFormatter())
+
+
 def _label(key: str) -> str:
     return key.split(".")[-1].replace("_", " ")
 
 
 def _threshold(config: dict) -> float:
-    return config["evaluate"]["threshold"] if isinstance(config["evaluate"]["threshold"], (int, float)) else 0.9
+    """τ of the recovered@τ the figures show: the config's, or of a swept τ 0.9 if it is one, else the first."""
+    threshold = config["evaluate"]["threshold"]
+    if isinstance(threshold, list):
+        return 0.9 if 0.9 in threshold else threshold[0]
+    return threshold
+
+
+def one_grading(results: pd.DataFrame, features: pd.DataFrame | None, config: dict):
+    """The rows graded at the figures' τ when evaluate.threshold is swept: the other thresholds re-grade the same
+    SAEs, so their scores (MMCS, L0, ...) are the same and their recovered@τ is another column."""
+    if "evaluate.threshold" not in results or results["evaluate.threshold"].nunique() < 2:
+        return results, features
+    results = results[results["evaluate.threshold"] == _threshold(config)]
+    if features is not None and not features.empty:
+        features = features[features["key"].isin(results["key"])]
+    return results, features
 
 
 def _swept(results: pd.DataFrame, config: dict) -> list[str]:
@@ -125,15 +174,38 @@ def _true_l0(results: pd.DataFrame, features: pd.DataFrame | None) -> float | No
     return float(per_key.iloc[0]) if per_key.nunique() == 1 else None
 
 
+KNOB_NAMES = {"l1_coefficient": "λ", "l0_coefficient": "λ", "k": "k", "threshold_init": "θ0"}
+"""Short names for the knobs written next to the points of pareto.png."""
+
+
+def pareto_front(l0: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Which points no other point beats: none has an L0 as low or lower and a higher score.
+
+    The sparsity-fidelity frontier (lower L0 and higher recovery are both better): walking the
+    points by increasing L0, a point is on it when it scores higher than every point before it.
+    Returns a boolean mask over the points.
+    """
+    order = np.lexsort((-score, l0))  # by L0, the best score first among equal L0
+    front = np.zeros(len(l0), dtype=bool)
+    best = -np.inf
+    for i in order:
+        if score[i] > best:
+            front[i], best = True, score[i]
+    return front
+
+
 def pareto_figure(results: pd.DataFrame, features: pd.DataFrame | None, config: dict,
                   max_rows: int = 4) -> plt.Figure | None:
-    """Recovered@τ and MMCS against the SAE's measured L0: one curve per recipe through its sweep.
+    """Recovered@τ and MMCS against the SAE's measured L0: every setting of each recipe, and its Pareto frontier.
 
     The sparsity-fidelity plot of the SAE literature (e.g. Gao et al. 2024): a recipe is better
-    where its curve lies higher at the same L0. Drawn when the sweep varies the SAE (its recipe
-    or a hyperparameter), so that L0 moves. One row of panels per setting of the other swept
-    axes (seeds averaged), so that a curve only joins SAEs trained on the same activations; a
-    dotted line marks the planted features' own mean L0.
+    where its frontier lies higher at the same L0. Each point is one setting of the recipe's
+    knobs (labelled, e.g. "λ 0.3"), seeds averaged; the line joins the settings that no other
+    setting of the same recipe beats (as low an L0 or lower and a higher score), so a setting
+    off the line is one to skip. Drawn when the sweep varies the SAE (its recipe or a
+    hyperparameter), so that L0 moves. One row of panels per setting of the other swept axes,
+    so that a frontier only joins SAEs trained on the same activations; a dotted line marks
+    the planted features' own mean L0. Colours are the recipes' own (`recipe_colours`).
     """
     swept = [k for k in _swept(results, config) if k != "seed"]
     sae_axes = [k for k in swept if k.startswith(SAE_AXES_PREFIX) and k != "sae.d_sae"]
@@ -143,9 +215,12 @@ def pareto_figure(results: pd.DataFrame, features: pd.DataFrame | None, config: 
     others = [k for k in swept if k not in sae_axes]
     by = list(dict.fromkeys(["sae.recipe", *sae_axes, *others]))
     means = results.groupby(by, dropna=False)[[recovered, "mmcs", "l0"]].mean().reset_index()
-    settings = [()] if not others else _spread(list(means.groupby(others).groups), max_rows)
+    settings = [()] if not others else _spread(list(means.groupby(others[0] if len(others) == 1 else others).groups),
+                                               max_rows)
     recipes = list(dict.fromkeys(means["sae.recipe"]))
-    palette = dict(zip(recipes, sns.color_palette("tab10", len(recipes))))
+    palette = recipe_colours()
+    knobs = {recipe: [k for k in sae_axes if k != "sae.recipe"
+                      and means.loc[means["sae.recipe"] == recipe, k].nunique() > 1] for recipe in recipes}
     true_l0 = _true_l0(results, features)
     fig, panels = plt.subplots(len(settings), 2, figsize=(11, 3.8 * len(settings) + 0.6), squeeze=False,
                                layout="constrained")
@@ -158,19 +233,33 @@ def pareto_figure(results: pd.DataFrame, features: pd.DataFrame | None, config: 
         label = ", ".join(f"{_label(k)} {v}" for k, v in zip(others, setting))
         for panel, metric in zip(panels[row], [recovered, "mmcs"]):
             for recipe in recipes:
-                curve = part[part["sae.recipe"] == recipe].sort_values("l0")
-                panel.plot(curve["l0"], curve[metric], marker="o", color=palette[recipe], label=recipe, alpha=0.85)
+                points = part[(part["sae.recipe"] == recipe) & part[metric].notna()].sort_values("l0")
+                if points.empty:
+                    continue
+                front = pareto_front(points["l0"].to_numpy(), points[metric].to_numpy())
+                colour = palette.get(recipe)
+                panel.scatter(points["l0"], points[metric], color=colour, alpha=0.35, s=22, zorder=2)
+                panel.plot(points["l0"][front], points[metric][front], marker="o", color=colour, label=recipe,
+                           alpha=0.9, zorder=3)
+                for _, point in points.iterrows():
+                    text = " ".join(f"{KNOB_NAMES.get(k.split('.')[-1], k.split('.')[-1])} {point[k]:g}"
+                                    for k in knobs[recipe])
+                    if text:
+                        panel.annotate(text, (point["l0"], point[metric]), xytext=(3, 3), textcoords="offset points",
+                                       fontsize=7, color=colour)
             if true_l0:
                 panel.axvline(true_l0, color="grey", ls=":", lw=1, label="planted L0")
             if (part["l0"] > 0).all() and part["l0"].max() / part["l0"].min() > 20:
                 panel.set_xscale("log")
+            panel.margins(x=0.1)  # room for the knob labels
             panel.set_xlabel("SAE L0 (active latents per sample)")
             panel.set_ylabel(metric)
-            panel.set_ylim(-0.02, 1.02)
+            panel.set_ylim(-0.02, 1.05)
             panel.set_title(f"{metric} against L0" + (f" ({label})" if label else ""), fontsize=10)
-            if row == 0 and metric == recovered:
-                panel.legend(fontsize=8)
-    fig.suptitle(f"{config.get('name', '')}: recovery against the SAE's L0, one curve per recipe")
+            if row == 0 and metric == recovered and panel.get_legend_handles_labels()[0]:
+                panel.legend(fontsize=8, title="line: Pareto frontier", title_fontsize=8)
+    fig.suptitle(f"{config.get('name', '')}: recovery against the SAE's L0; each recipe's settings and their "
+                 f"Pareto frontier")
     return fig
 
 
@@ -208,6 +297,9 @@ def feature_norm_bars(results: pd.DataFrame, features: pd.DataFrame | None, conf
     fig, panels = plt.subplots(len(rows), len(columns), figsize=(2.3 * len(columns) + 1.2, row_height * len(rows) + 0.6),
                                squeeze=False, layout="constrained")
     cmap = plt.get_cmap("viridis")
+    # Σ_j≠i (Ŵ_i·W_j)² exceeds 1 wherever a feature shares its direction with more than one other's worth
+    shown = features[features["key"].isin(toys["key"])]["interference"]
+    colour_norm = plt.Normalize(0, max(1.0, float(np.nanmax(shown)) if len(shown) else 1.0))
     for r, y_value in enumerate(rows):
         for c, x_value in enumerate(columns):
             panel = panels[r][c]
@@ -221,7 +313,7 @@ def feature_norm_bars(results: pd.DataFrame, features: pd.DataFrame | None, conf
                 continue
             toy = chosen.iloc[0]
             bars = features[features["key"] == toy["key"]].sort_values("feature")
-            colours = cmap(np.clip(bars["interference"].to_numpy(), 0, 1))
+            colours = cmap(colour_norm(bars["interference"].to_numpy()))
             panel.barh(bars["feature"], bars["norm"], color=colours)
             panel.axvline(0.5, color="grey", lw=0.6, ls=":")
             panel.set_ylim(bars["feature"].max() + 0.6, -0.6)  # feature 0 on top
@@ -234,7 +326,7 @@ def feature_norm_bars(results: pd.DataFrame, features: pd.DataFrame | None, conf
             panel.set_xlabel("||W_i||" if r == len(rows) - 1 else "")
             panel.set_ylabel("feature" if c == 0 else "")
             panel.tick_params(labelsize=7)
-    mappable = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, 1))
+    mappable = plt.cm.ScalarMappable(cmap=cmap, norm=colour_norm)
     fig.colorbar(mappable, ax=panels, label="Σ_j≠i (Ŵ_i·W_j)²  (superposition)", shrink=0.8)
     fig.suptitle(f"{config.get('name', '')}: toy-model feature norms (dotted: represented at 0.5)")
     return fig
@@ -267,9 +359,9 @@ def recovery_vs_frequency(results: pd.DataFrame, features: pd.DataFrame | None, 
     fig, panels = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
     for panel, (metric, label) in zip(panels[0], metrics):
         sns.lineplot(data=table, x="frequency", y=metric, hue=hue, marker="o", ax=panel, errorbar=None,
-                     palette="viridis" if hue and pd.api.types.is_numeric_dtype(table[hue]) else None)
+                     palette=_hue_palette(table, hue))
         panel.set_xscale("log")
-        panel.xaxis.set_minor_formatter(NullFormatter())
+        _log_ticks(panel, float(table["frequency"].min()), float(table["frequency"].max()))
         panel.set_ylim(-0.02, 1.02)
         panel.set_xlabel("feature firing probability")
         panel.set_ylabel(label)
@@ -298,6 +390,7 @@ def draw_figures(run_dir, results: pd.DataFrame | None = None, features: pd.Data
     results = results if results is not None else store.results()
     features = features if features is not None else store.features()
     written = []
+    results, features = one_grading(results, features, config)
     if results.empty:
         return written
     for name, draw in FIGURES.items():

@@ -1,7 +1,12 @@
 """Training and grading one instance batch: its points -> result rows (and, if asked, the models).
 
-A batch is seeded from its content (`Batch.seed`), so the same batch gives the same rows in
-this process, in a Ray worker, or on a rerun after an interruption.
+Every random stream of a point comes from its own configuration (`config.stream_seed`), and
+every API below draws each instance from its own stream, so a point's row is the same
+whichever points share its batch: in this process, in a Ray worker, alone or among 32.
+
+A failure spoils only its own rows: when the batched pass raises (a NaN loss, say), each
+training runs again alone, and one that still fails becomes a row with status "failed" and
+its reason, while the others keep their results (the same numbers, from the same streams).
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ import time
 from dataclasses import dataclass
 
 import pandas as pd
+import torch
 
 from . import assemble
 from . import config as config_io
@@ -19,6 +25,11 @@ from .planner import Batch
 from ..sae import SAE, train_sae
 from ..toy.model import ToyModel
 from ..toy.train import train_toy_model
+from .store import FAILED, OK
+
+DIVERGED_FVU = 100.0
+"""An SAE that reconstructs its data 100 times worse than their mean does has diverged (a learning rate too
+large, typically): its row is failed rather than averaged into figures. Healthy SAEs sit below 1."""
 
 
 @dataclass
@@ -27,31 +38,42 @@ class BatchResult:
 
     batch_id: str
     rows: pd.DataFrame
-    """One row per point: key, batch, instance, the point's keys, toy-model columns, the report's summary."""
+    """One row per point: key, batch, instance, the point's keys, status ("ok" or "failed"), error (the
+    reason of a failure, else empty), toy-model columns, the report's summary."""
     features: pd.DataFrame
-    """One row per (point, true feature): key, feature, firing_prob, importance, toy-model norms and the
-    report's per-feature columns."""
+    """One row per (finished point, true feature): key, feature, firing_prob, importance, toy-model norms
+    and the report's per-feature columns."""
     seconds: float
     """Wall time of the batch."""
     sae: SAE | None = None
-    """The trained SAEs (on the CPU), when models are kept."""
+    """The trained SAEs (on the CPU), when models are kept: instance i is the row with `instance` i."""
     toy_model: ToyModel | None = None
     """The trained toy models (on the CPU), when models are kept and the source is a toy model."""
     toy_instance: list[int] | None = None
     """Toy-model instance of each SAE instance."""
 
 
-def _toy_model_source(points: list[dict], seed: int, device, quiet: bool):
-    """Train one toy-model instance per distinct feature setting of the batch; the source maps SAE
-    instances onto them. Returns (source, toy instance per point, row columns, per-feature columns)."""
-    identities = list(dict.fromkeys(assemble.toy_identity(p) for p in points))  # distinct, in order
-    toy_points = [next(p for p in points if assemble.toy_identity(p) == ident) for ident in identities]
+@dataclass
+class _Outcome:
+    rows: list[dict]
+    """Per point: status, instance and toy-model columns and the summary (no key or config columns yet)."""
+    features: list[pd.DataFrame]
+    sae: SAE | None
+    toy_model: ToyModel | None
+    toy_instance: list[int] | None
+
+
+def _train_toy_models(points: list[dict], device, quiet: bool):
+    """One toy-model instance per distinct toy model of `points` (one point per SAE instance).
+
+    Returns (model, toy instance per point, row columns per point, per-feature columns per point).
+    """
+    toy_points, toy_instance = assemble.distinct_toy_models(points)
     first = points[0]
-    dist = assemble.distribution(toy_points, device)
-    model = assemble.toy_model(toy_points, seed, device)
-    trained = train_toy_model(model, dist, steps=first["source.steps"], batch_size=first["source.batch_size"],
-                              lr=first["source.lr"], seed=seed + 1, quiet=quiet)
-    toy_instance = [identities.index(assemble.toy_identity(p)) for p in points]
+    model = assemble.toy_model(toy_points, device)
+    trained = train_toy_model(model, assemble.distribution(toy_points, device), steps=first["source.steps"],
+                              batch_size=first["source.batch_size"], lr=first["source.lr"],
+                              seed=[config_io.stream_seed(p, "toy_data") for p in toy_points], quiet=quiet)
     W = model.W.detach()
     represented, dims = model.represented().sum(-1).tolist(), model.dimensions_per_feature().tolist()
     norms, interference = superposition.feature_norms(W).cpu(), superposition.interference(W).cpu()
@@ -60,44 +82,126 @@ def _toy_model_source(points: list[dict], seed: int, device, quiet: bool):
                 "toy_loss": final_loss[t]} for t in toy_instance]
     per_feature = [{"norm": norms[t].tolist(), "interference": interference[t].tolist(),
                     "dimensionality": dimensionality[t].tolist()} for t in toy_instance]
-    return assemble.toy_model_source(model, dist, toy_instance, first), toy_instance, columns, per_feature
+    return model, toy_instance, columns, per_feature
+
+
+def _train_and_grade(trainings: list[list[dict]], device, quiet: bool) -> _Outcome:
+    """Train one SAE instance per training (on its toy model, if any), then grade it once per grading
+    setting of its points. Raises whatever training or grading raises."""
+    sae_points = [points[0] for points in trainings]
+    first = sae_points[0]
+    model = toy_instance = None
+    if first["source.kind"] == "toy_model":
+        model, toy_instance, point_columns, feature_columns = _train_toy_models(sae_points, device, quiet)
+        source = assemble.toy_model_source(model, toy_instance, sae_points, device)
+    else:
+        source = assemble.dictionary_source(sae_points, device)
+        point_columns, feature_columns = [{} for _ in sae_points], [{} for _ in sae_points]
+    sae = assemble.sae(sae_points, device)
+    train_sae(sae, source, seed=[config_io.stream_seed(p, "sae_data") for p in sae_points], quiet=quiet,
+              **assemble.sae_train_settings(first))
+
+    firing, weight = source.dist.firing_prob.cpu(), source.dist.importance.cpu()
+    settings = {}  # grading setting -> [(training, point index)], each setting graded once over all instances
+    for t, points in enumerate(trainings):
+        for j, point in enumerate(points):
+            settings.setdefault((point["evaluate.n_samples"], point["evaluate.threshold"]), []).append((t, j))
+    rows = [[None] * len(points) for points in trainings]
+    features = [[None] * len(points) for points in trainings]
+    eval_seeds = [config_io.stream_seed(p, "evaluate") for p in sae_points]
+    for (n_samples, threshold), members in settings.items():
+        report = evaluate(sae, source, n_samples=n_samples, threshold=threshold, seed=eval_seeds, quiet=quiet)
+        summaries = report.summary.to_dict("records")
+        for t, j in members:
+            summary = {k: v for k, v in summaries[t].items() if k != "instance"}
+            rows[t][j] = {"instance": t, "status": OK, "error": "", **point_columns[t], **summary}
+            if not summary["fvu"] <= DIVERGED_FVU:  # NaN too
+                rows[t][j].update(status=FAILED, error=f"diverged: the trained SAE's reconstruction error is "
+                                  f"{summary['fvu']:.3g} times the data's variance (FVU; mse {summary['mse']:.3g}); "
+                                  f"a smaller sae.lr may train")
+            table = report.features[report.features["instance"] == t].drop(columns=["instance"])
+            table = table.reset_index(drop=True)
+            extra = {"firing_prob": firing[t].tolist(), "importance": weight[t].tolist(), **feature_columns[t]}
+            extra = {name: values for name, values in extra.items() if name not in table}  # the report's own win
+            features[t][j] = pd.concat([table, pd.DataFrame(extra, index=table.index)], axis=1)
+    return _Outcome([r for per in rows for r in per], [f for per in features for f in per], sae, model, toy_instance)
+
+
+def _failed(trainings: list[list[dict]], error: BaseException) -> _Outcome:
+    reason = " ".join(f"{type(error).__name__}: {error}".split())[:2000]  # one line in the CSV and the listing
+    rows = [{"instance": -1, "status": FAILED, "error": reason} for points in trainings for _ in points]
+    return _Outcome(rows, [None] * len(rows), None, None, None)
+
+
+def _one_at_a_time(trainings: list[list[dict]], device, quiet: bool) -> _Outcome:
+    """Each training alone; those that fail become failed rows. The others give the rows they give in
+    any batch (their streams are their own), and their models are stacked back into one of each."""
+    outcomes = []
+    for points in trainings:
+        try:
+            outcomes.append(_train_and_grade([points], device, quiet))
+        except Exception as error:  # noqa: BLE001 - any failure of one configuration is its own row
+            outcomes.append(_failed([points], error))
+    done = [o for o in outcomes if o.sae is not None]
+    rows, features = [], []
+    for outcome in outcomes:
+        if outcome.sae is not None:
+            index = done.index(outcome)
+            outcome.rows = [{**row, "instance": index, **({"toy_instance": index} if "toy_instance" in row else {})}
+                            for row in outcome.rows]
+        rows += outcome.rows
+        features += outcome.features
+    sae = _stack([o.sae for o in done]) if done else None
+    toys = [o.toy_model for o in done if o.toy_model is not None]
+    toy = _stack(toys) if toys else None
+    return _Outcome(rows, features, sae, toy, list(range(len(toys))) if toys else None)
+
+
+def _stack(models: list):
+    """Models of one kind and shape, their instances stacked into one model (instance order kept)."""
+    if len(models) == 1:
+        return models[0]
+    first = models[0]
+    if isinstance(first, SAE):
+        seeds = [s for m in models for s in m.seeds]
+        hyper = {name: [v for m in models for v in m.hyperparameter_values()[name]]
+                 for name in first.recipe.hyperparameters}
+        stacked = SAE(first.d_hidden, first.d_sae, len(seeds), recipe=first.recipe.name, seed=seeds,
+                      device=first.device, **hyper)
+    else:
+        stacked = ToyModel(first.n_features, first.d_hidden, sum(m.n_instances for m in models), kind=first.kind,
+                           device=first.W.device)
+    states = [m.state_dict() for m in models]
+    stacked.load_state_dict({name: torch.cat([s[name] for s in states]) if value.ndim else value
+                             for name, value in states[0].items()})
+    if isinstance(stacked, SAE):
+        stacked._refresh_hyperparameter_max()
+    return stacked
 
 
 def run_batch(batch: Batch, device, quiet: bool = False, keep_models: bool = False) -> BatchResult:
-    """Train the toy models (if any) and SAEs of one batch, grade them, and return the rows."""
-    start = time.perf_counter()
-    points, seed = batch.points, batch.seed
-    first = points[0]
-    if first["source.kind"] == "toy_model":
-        source, toy_instance, point_columns, feature_columns = _toy_model_source(points, seed, device, quiet)
-        source_instance = toy_instance
-    else:
-        source, toy_instance = assemble.dictionary_source(points, device), None
-        point_columns, feature_columns = [{} for _ in points], [{} for _ in points]
-        source_instance = list(range(len(points)))
-    sae = assemble.sae(points, seed + 2, device)
-    train_sae(sae, source, seed=seed + 3, quiet=quiet, **assemble.sae_train_settings(first))
-    report = evaluate(sae, source, n_samples=first["evaluate.n_samples"], threshold=first["evaluate.threshold"],
-                      quiet=quiet)
+    """Train the toy models (if any) and SAEs of one batch, grade them, and return the rows.
 
-    firing, weight = source.dist.firing_prob.cpu(), source.dist.importance.cpu()
-    rows, feature_tables = [], []
-    summaries = report.summary.to_dict("records")
-    for instance, (point, key) in enumerate(zip(points, batch.keys)):
-        summary = {k: v for k, v in summaries[instance].items() if k != "instance"}
-        rows.append({"key": key, "batch": batch.id, "instance": instance, **config_io.identity(point),
-                     **point_columns[instance], **summary})
-        table = report.features[report.features["instance"] == instance].drop(columns=["instance"])
-        table = table.reset_index(drop=True)
-        s = source_instance[instance]
-        extra = {"firing_prob": firing[s].tolist(), "importance": weight[s].tolist(), **feature_columns[instance]}
-        extra = {name: values for name, values in extra.items() if name not in table}  # the report's own win
-        table = pd.concat([pd.DataFrame({"key": key}, index=table.index), table,
-                           pd.DataFrame(extra, index=table.index)], axis=1)
-        feature_tables.append(table)
+    Never raises for a failure of a configuration (only for an interrupt): a failed point's
+    row says why in its `error` column.
+    """
+    start = time.perf_counter()
+    order = batch.trainings()
+    trainings = [[batch.points[i] for i in indices] for indices in order]
+    try:
+        outcome = _train_and_grade(trainings, device, quiet)
+    except Exception as error:  # noqa: BLE001 - find which configurations fail; the rest keep their rows
+        outcome = _failed(trainings, error) if len(trainings) == 1 else _one_at_a_time(trainings, device, quiet)
+    rows, tables = [], []
+    for point_index, row, table in zip([i for indices in order for i in indices], outcome.rows, outcome.features):
+        point, key = batch.points[point_index], batch.keys[point_index]
+        rows.append({"key": key, "batch": batch.id, "instance": row["instance"], "status": row["status"],
+                     "error": row["error"], **config_io.identity(point), **row})
+        if table is not None and row["status"] == OK:
+            tables.append(pd.concat([pd.DataFrame({"key": key}, index=table.index), table], axis=1))
     kept = {}
-    if keep_models:
-        kept = {"sae": sae.to("cpu"), "toy_model": source.model.to("cpu") if toy_instance is not None else None,
-                "toy_instance": toy_instance}
-    return BatchResult(batch.id, pd.DataFrame(rows), pd.concat(feature_tables, ignore_index=True),
-                       time.perf_counter() - start, **kept)
+    if keep_models and outcome.sae is not None:
+        kept = {"sae": outcome.sae.to("cpu"), "toy_model": outcome.toy_model.to("cpu") if outcome.toy_model else None,
+                "toy_instance": outcome.toy_instance}
+    features = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame({"key": pd.Series(dtype=str)})
+    return BatchResult(batch.id, pd.DataFrame(rows), features, time.perf_counter() - start, **kept)

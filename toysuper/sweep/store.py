@@ -3,15 +3,19 @@
     RUN/config.toml           the resolved config (a rerun must match it)
     RUN/meta.json             package versions, git commit, seeds, each session's start
     RUN/batches/ID.rows.csv   one file per finished batch, written atomically: its presence
-                              means the batch is done (ID.features.csv and ID.json beside it)
+                              means the batch is done (ID.features.csv and ID.json beside it;
+                              a second try of the same batch writes ID.2.rows.csv, ...)
     RUN/results.csv           one row per (configuration, instance), appended as batches finish
     RUN/features.csv          one row per (configuration, true feature)
-    RUN/models/ID/            trained SAEs and toy models (safetensors + JSON), when asked
+    RUN/models/ID/            trained SAEs and toy models (safetensors + JSON) and instances.json
+                              (which configuration each instance is), when asked
 
 Every file is written to a temporary name, flushed, fsynced and renamed into place, so a
 kill at any moment leaves either the old file or the new one, never a partial row. The
-batch files are the truth; results.csv and features.csv are rebuilt from them when a
-previous session died between the two.
+batch files are the truth; results.csv and features.csv are rebuilt from them whenever they
+are missing, unreadable or behind (a session died between the two, a hand edit broke them).
+A configuration that failed has a row with status "failed" and the reason in `error`; a
+rerun tries it again, and its new row replaces the failed one.
 """
 
 from __future__ import annotations
@@ -24,9 +28,14 @@ import sys
 import time
 from pathlib import Path
 
+import warnings
+
 import pandas as pd
 
 from . import config as config_io
+
+OK, FAILED = "ok", "failed"
+"""A row's status: its configuration finished, or failed (the reason in its `error` column)."""
 
 RESULTS = "results.csv"
 FEATURES = "features.csv"
@@ -75,7 +84,14 @@ def git_commit() -> dict:
 
 
 class RunStore:
-    """A run folder. `open` it with the resolved config, `commit` each finished batch, read `results()`."""
+    """A run folder. `open` it with the resolved config, `commit` each finished batch, read `results()`.
+
+    The batch files are the truth: `results()` and `features()` are read from them (each
+    configuration's row once: its first finished row, else its latest failed one), and
+    results.csv / features.csv are their merged copies, rebuilt whenever they are missing,
+    unreadable or out of date. A batch file that cannot be read is named in a warning and
+    left out (`open` also moves it aside, to NAME.corrupt, so that its configurations run again).
+    """
 
     def __init__(self, directory):
         self.directory = Path(directory)
@@ -108,7 +124,16 @@ class RunStore:
     def open(self, config: dict, executor: str = "local") -> None:
         """Create the folder (or check it holds this experiment), write config and metadata, tidy up."""
         self.check_config(config)
-        self.batches.mkdir(parents=True, exist_ok=True)
+        if self.directory.exists() and not self.directory.is_dir():
+            raise ValueError(f"the run folder {str(self.directory)!r} is a file; give --out a folder")
+        try:
+            self.batches.mkdir(parents=True, exist_ok=True)
+            probe = self.batches / f".probe.{os.getpid()}.tmp"
+            probe.write_bytes(b"")  # a folder we can list but not write into fails here, before any training
+            probe.unlink()
+        except OSError as error:
+            raise ValueError(f"cannot write the run folder {str(self.directory)!r}: {error.strerror or error}"
+                             + (f" ({error.filename})" if error.filename else "")) from error
         for stale in list(self.directory.glob(".*.tmp")) + list(self.batches.glob(".*.tmp")):
             stale.unlink(missing_ok=True)  # left by a session killed mid-write
         if not self.exists():
@@ -122,22 +147,89 @@ class RunStore:
         meta["sessions"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "executor": executor,
                                  "argv": sys.argv, "versions": package_versions(), **git_commit()})
         atomic_write(self.directory / META, json.dumps(meta, indent=2))
-        self._reconcile()
+        self._set_aside_unreadable()
+        self.sync()
 
     def meta(self) -> dict:
+        """meta.json, or {} when it is missing or unreadable (then a warning names it)."""
         path = self.directory / META
-        return json.loads(path.read_text()) if path.exists() else {}
+        if not path.exists():
+            return {}
+        try:
+            meta = json.loads(path.read_text())
+            if not isinstance(meta, dict) or not isinstance(meta.get("sessions"), list):
+                raise ValueError("not a JSON object with a list of sessions")
+            return meta
+        except (OSError, ValueError) as error:
+            warnings.warn(f"{path} is unreadable ({error}); a new one is written", RuntimeWarning, stacklevel=2)
+            return {}
 
     def finished_batches(self) -> list[Path]:
         """Row files of the finished batches, oldest first."""
         return sorted(self.batches.glob("*.rows.csv"), key=lambda p: (p.stat().st_mtime_ns, p.name))
 
-    def done_keys(self) -> set[str]:
-        """Keys of every configuration with a finished row."""
-        keys: set[str] = set()
+    def _read_batches(self) -> tuple[list[tuple[pd.DataFrame, pd.DataFrame]], list[tuple[Path, str]]]:
+        """(rows and features of each readable batch, oldest first; (path, problem) of each unreadable one)."""
+        readable, problems = [], []
         for path in self.finished_batches():
-            keys.update(pd.read_csv(path, usecols=["key"], dtype={"key": str})["key"])
-        return keys
+            features_path = path.with_name(path.name.replace(".rows.csv", ".features.csv"))
+            try:
+                rows = _read_table(path, ("key", "batch"))
+            except ValueError as error:
+                problems.append((path, str(error)))
+                continue
+            try:
+                features = _read_table(features_path, ("key",), allow_empty=not (_status(rows) == OK).any())
+            except ValueError as error:
+                problems.append((features_path, str(error)))
+                continue
+            readable.append((rows, features))
+        return readable, problems
+
+    def _batches(self) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
+        readable, problems = self._read_batches()
+        for path, problem in problems:
+            warnings.warn(f"batch file {path} cannot be read ({problem}); its configurations are left out",
+                          RuntimeWarning, stacklevel=3)
+        return readable
+
+    def _set_aside_unreadable(self) -> None:
+        """Move each unreadable batch's rows file to NAME.corrupt (kept for a look), so its configurations run again."""
+        for path, problem in self._read_batches()[1]:
+            rows_path = path.with_name(path.name.replace(".features.csv", ".rows.csv"))
+            warnings.warn(f"batch file {path} cannot be read ({problem}); moved {rows_path.name} aside to "
+                          f"{rows_path.name}.corrupt, and its configurations run again", RuntimeWarning, stacklevel=3)
+            os.replace(rows_path, rows_path.with_name(rows_path.name + ".corrupt"))
+
+    def _truth(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(every configuration's row once, their features), from the batch files."""
+        batches = self._batches()
+        rows = best_rows([rows for rows, _ in batches])
+        if rows.empty:
+            return rows, pd.DataFrame()
+        chosen = set(zip(rows["key"], rows["batch"]))
+        features = []
+        for batch_rows, batch_features in batches:
+            batch = batch_rows["batch"].iloc[0] if len(batch_rows) else None
+            if not batch_features.empty:
+                features.append(batch_features[[(key, batch) in chosen for key in batch_features["key"]]])
+        features = pd.concat(features, ignore_index=True) if features else pd.DataFrame()
+        if not features.empty:
+            features = features.drop_duplicates(["key", "feature"], ignore_index=True)
+        return rows, features
+
+    def results(self) -> pd.DataFrame:
+        """Every configuration's row once (its first finished row, else its latest failed one), from the batch files."""
+        return self._truth()[0]
+
+    def features(self) -> pd.DataFrame:
+        """Every finished configuration's per-feature rows, from the batch files."""
+        return self._truth()[1]
+
+    def done_keys(self) -> set[str]:
+        """Keys of every configuration with a finished row (failed ones run again)."""
+        rows = self.results()
+        return set(rows["key"][_status(rows) == OK]) if not rows.empty else set()
 
     def commit(self, result) -> None:
         """Store one finished batch (a runner.BatchResult): its files first, then its rows, then the merged tables."""
@@ -145,63 +237,117 @@ class RunStore:
         if result.sae is not None:
             result.sae.save(self.directory / "models" / batch / "sae")
             if result.toy_model is not None:
-                save_toy_model(result.toy_model, self.directory / "models" / batch / "toy_model", result.toy_instance)
-        atomic_write(self.batches / f"{batch}.features.csv", _csv(result.features))
-        atomic_write(self.batches / f"{batch}.json", json.dumps({"batch": batch, "seconds": result.seconds,
-                                                                 "instances": len(result.rows),
-                                                                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
-        atomic_write(self.batches / f"{batch}.rows.csv", _csv(result.rows))  # from here on the batch is done
+                result.toy_model.save(self.directory / "models" / batch / "toy_model")
+            ok = result.rows[_status(result.rows) == OK]
+            atomic_write(self.directory / "models" / batch / "instances.json", json.dumps(
+                [{"key": key, "sae_instance": int(i), "toy_instance": None if t is None else int(t)} for key, i, t in
+                 zip(ok["key"], ok["instance"], ok["toy_instance"] if "toy_instance" in ok else [None] * len(ok))],
+                indent=2))
+        stem, tries = batch, 1
+        while (self.batches / f"{stem}.rows.csv").exists():  # a retry of the same batch keeps the earlier try's file
+            tries += 1
+            stem = f"{batch}.{tries}"
+        atomic_write(self.batches / f"{stem}.features.csv", _csv(result.features))
+        atomic_write(self.batches / f"{stem}.json", json.dumps({"batch": batch, "seconds": result.seconds,
+                                                                "instances": len(result.rows),
+                                                                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
+        atomic_write(self.batches / f"{stem}.rows.csv", _csv(result.rows))  # from here on the batch is done
         self._append(result.rows, result.features)
 
     def _append(self, rows: pd.DataFrame, features: pd.DataFrame) -> None:
-        """Add a batch's rows to results.csv and features.csv, skipping any key already there."""
-        for path, new in ((self.features_path, features), (self.results_path, rows)):
-            old = _read(path)
-            if not old.empty:
-                new = new[~new["key"].isin(set(old["key"]))]
-                if new.empty:
-                    continue
-            merged = new if old.empty else pd.concat([old, new], ignore_index=True)
-            atomic_write(path, _csv(merged))
+        """Merge a batch's rows into results.csv and features.csv (a failed row gives way to a newer one; a
+        finished row stays); an unreadable results.csv or features.csv is rebuilt from the batch files."""
+        try:
+            old = _read_table(self.results_path, ("key",), missing_ok=True)
+            old_features = _read_table(self.features_path, ("key",), missing_ok=True)
+        except ValueError:
+            self.sync()
+            return
+        merged = best_rows([old, rows])
+        if merged.equals(old):
+            return
+        taken = set(merged["key"]) - (set(old["key"][_status(old) == OK]) if not old.empty else set())
+        kept = old_features[~old_features["key"].isin(taken)] if not old_features.empty else old_features
+        added = features[features["key"].isin(taken)] if not features.empty else features
+        atomic_write(self.features_path, _csv(pd.concat([kept, added], ignore_index=True)))
+        atomic_write(self.results_path, _csv(merged))
 
-    def _reconcile(self) -> None:
-        """Bring results.csv and features.csv up to date with the finished batch files."""
-        have = set(_read(self.results_path).get("key", pd.Series(dtype=str)))
-        have_features = set(_read(self.features_path).get("key", pd.Series(dtype=str)))
-        for path in self.finished_batches():
-            rows = pd.read_csv(path, dtype={"key": str, "batch": str})
-            missing_rows = not set(rows["key"]) <= have
-            missing_features = not set(rows["key"]) <= have_features
-            if missing_rows or missing_features:
-                features_file = path.with_name(path.name.replace(".rows.csv", ".features.csv"))
-                self._append(rows, pd.read_csv(features_file, dtype={"key": str}))
-                have |= set(rows["key"])
-                have_features |= set(rows["key"])
-
-    def results(self) -> pd.DataFrame:
-        """Every finished row, once each."""
-        return _read(self.results_path).drop_duplicates("key", ignore_index=True)
-
-    def features(self) -> pd.DataFrame:
-        """Every finished per-feature row, once each."""
-        return _read(self.features_path).drop_duplicates(["key", "feature"], ignore_index=True)
+    def sync(self) -> bool:
+        """Rewrite results.csv and features.csv from the batch files where they are missing, unreadable or out of
+        date. Returns whether anything was rewritten."""
+        rows, features = self._truth()
+        rewritten = False
+        for path, table, columns in ((self.features_path, features, ["key", "feature"]),
+                                     (self.results_path, rows, ["key"])):
+            try:
+                current = _read_table(path, ("key",), missing_ok=True)
+            except ValueError:
+                current = None
+            if current is not None and _same_rows(current, table, columns) and (path.exists() or table.empty):
+                continue
+            if table.empty:  # nothing finished (any more): no table rather than an unreadable empty file
+                path.unlink(missing_ok=True)
+            else:
+                atomic_write(path, _csv(table))
+            rewritten = True
+        return rewritten
 
 
-def _read(path: Path) -> pd.DataFrame:
-    if not path.exists():
+def _status(rows: pd.DataFrame) -> pd.Series:
+    """Each row's status; rows written before failures were recorded have none and finished."""
+    if "status" not in rows:
+        return pd.Series(OK, index=rows.index)
+    return rows["status"].astype(object).where(rows["status"].notna(), OK)
+
+
+def best_rows(tables: list[pd.DataFrame]) -> pd.DataFrame:
+    """One row per key from tables given oldest first: its first finished row, else its latest failed row.
+
+    A finished configuration is never replaced (a rerun that raced it changes nothing); a failed
+    one gives way to any later try.
+    """
+    tables = [t for t in tables if not t.empty]
+    if not tables:
         return pd.DataFrame()
-    return pd.read_csv(path, dtype={"key": str, "batch": str})
+    rows = pd.concat(tables, ignore_index=True)
+    order = pd.Series(range(len(rows)), index=rows.index)
+    ok = _status(rows) == OK
+    preference = order.where(ok, 2 * len(rows) - order)  # finished rows first, oldest first; then newest failed
+    rows = rows.assign(_preference=preference).sort_values("_preference").drop_duplicates("key")
+    return rows.sort_index().drop(columns="_preference").reset_index(drop=True)
 
 
-def save_toy_model(model, directory, instances=None) -> Path:
-    """Write a toy model as weights.safetensors plus config.json (what ToyModel needs to be rebuilt)."""
-    from safetensors.torch import save_file
+def _same_rows(a: pd.DataFrame, b: pd.DataFrame, columns: list[str]) -> bool:
+    """Whether two tables hold the same rows (by `columns`, with the same status)."""
+    if len(a) != len(b) or set(a.columns) != set(b.columns):
+        return False
+    if a.empty:
+        return True
+    def index(t):
+        return sorted(zip(*(t[c].astype(str) for c in columns), _status(t)))
+    return index(a) == index(b)
 
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    save_file({name: t.detach().contiguous().cpu() for name, t in model.state_dict().items()},
-              str(directory / "weights.safetensors"))
-    config = {"n_features": model.n_features, "d_hidden": model.d_hidden, "n_instances": model.n_instances,
-              "kind": model.kind, "sae_instance_to_toy_instance": instances}
-    (directory / "config.json").write_text(json.dumps(config, indent=2))
-    return directory
+
+def _read_table(path: Path, required: tuple[str, ...], missing_ok: bool = False,
+                allow_empty: bool = False) -> pd.DataFrame:
+    """A CSV of the run folder; ValueError saying what is wrong when it cannot be read or lacks `required`."""
+    if not path.exists():
+        if missing_ok:
+            return pd.DataFrame()
+        raise ValueError("the file is missing")
+    try:
+        table = pd.read_csv(path, dtype={"key": str, "batch": str})
+    except pd.errors.EmptyDataError:
+        if missing_ok or allow_empty:
+            return pd.DataFrame()
+        raise ValueError("the file is empty") from None
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError) as error:
+        raise ValueError(f"not a readable CSV: {str(error).strip()}") from error
+    if table.empty and allow_empty:
+        return table
+    missing = [c for c in required if c not in table]
+    if missing:
+        raise ValueError(f"it has no {', '.join(repr(c) for c in missing)} column (columns: {list(table.columns)[:8]})")
+    if table["key"].isna().any():
+        raise ValueError(f"row {int(table['key'].isna().to_numpy().argmax()) + 2} has no key")
+    return table

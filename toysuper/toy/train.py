@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from ..capture import StepRunner, captures, check_capture
-from ..checks import non_negative, positive_int
+from ..checks import positive_float, positive_int
 from ..devices import make_generator
 from ..progress import progress_bar
 from ..truth.distribution import FeatureDistribution
@@ -67,7 +67,7 @@ def train_toy_model(model: ToyModel, dist: FeatureDistribution, steps: int = 10_
     """
     steps = positive_int("steps", steps)
     batch_size = positive_int("batch_size", batch_size)
-    lr = non_negative("lr", lr)
+    lr = positive_float("lr", lr)
     log_every = positive_int("log_every", log_every)
     check_capture(capture)
     if (dist.n_instances, dist.n_features) != (model.n_instances, model.n_features):

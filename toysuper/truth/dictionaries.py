@@ -39,6 +39,8 @@ def unit_rows(directions: torch.Tensor) -> torch.Tensor:
 def random_directions(n_features: int, d_hidden: int, n_instances: int = 1, seed: int | None = 0,
                       device=None) -> torch.Tensor:
     """Random unit directions, uniform on the sphere: (inst, n_features, d_hidden)."""
+    n_features, d_hidden = positive_int("n_features", n_features), positive_int("d_hidden", d_hidden)
+    n_instances = positive_int("n_instances", n_instances)
     device = resolve_device(device)
     generator = make_generator(seed, device)
     return unit_rows(torch.randn(n_instances, n_features, d_hidden, generator=generator, device=device))

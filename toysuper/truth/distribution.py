@@ -166,7 +166,9 @@ class FeatureDistribution:
 
         Other keyword arguments (magnitude, groups, hierarchy, sampling) pass through.
         """
-        values = torch.as_tensor(sparsities, dtype=torch.float32).reshape(-1, 1)
+        values = as_tensor("sparsities", sparsities, resolve_device(device)).reshape(-1, 1)
+        if len(values) == 0:
+            raise ValueError(f"sparsities must hold at least one value (one instance each), got {sparsities!r}")
         return cls(n_features, sparsity=values, n_instances=len(values), importance=importance, device=device,
                    **kwargs)
 

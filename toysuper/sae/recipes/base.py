@@ -31,6 +31,10 @@ class Recipe:
     input_scaling: str | None = None
     """None, "mean_norm_sqrt_d" (E||x|| = √d_hidden, Anthropic) or "unit_mean_squared_norm" (E||x||² = 1, Gemma Scope)."""
 
+    def default(self, name: str, d_sae: int) -> float:
+        """The value an SAE of `d_sae` latents takes for a hyperparameter its caller leaves out."""
+        return self.hyperparameters[name]
+
     def register(self, sae) -> None:
         """Create the recipe's own parameters or buffers on `sae` (before `init_parameters`)."""
 

@@ -4,12 +4,13 @@ Gao et al. 2024, "Scaling and evaluating sparse autoencoders" (OpenAI):
     z = ReLU(TopK_k(W_enc (x - b_pre) + b_enc)),   x̂ = W_dec z + b_pre,
     loss = ||x - x̂||² + α ||e - ê||²,
 where e = x - x̂ and ê = W_dec z_aux, z_aux the k_aux largest pre-activations among the dead
-latents (no firing in the last `dead_window` samples), α = 1/32. Here b_pre is b_dec. The decoder
-rows are held at unit norm (gradient projection + renormalisation), the encoder starts as the
-decoder's transpose, and b_pre starts at the geometric median of the data. Sparsity is set by k,
-so there is no sparsity penalty. The paper's formula has no b_enc; their released code has one,
-and so does this recipe. k_aux defaults to 64, which is the paper's d_model / 2 on the standard
-128-dimensional task; set it per task.
+latents (no firing in the last `dead_window` samples), α = 1/32. The paper sets k_aux =
+d_model / 2; here k_aux is a fixed 64 by default (d_model / 2 on the standard 128-dimensional
+task, whatever d_hidden is), capped at d_sae (AuxK can use at most every latent). Here b_pre is b_dec. The decoder rows are held at
+unit norm (gradient projection + renormalisation), the encoder starts as the decoder's
+transpose, and b_pre starts at the geometric median of the data. Sparsity is set by k, so
+there is no sparsity penalty. The paper's formula has no b_enc; their released code has one,
+and so does this recipe.
 
 Training computes the code sparsely (sae/sparse.py): the encoder's forward pass is a dense matmul
 that only chooses the latents (sae/selection.py); everything after the choice costs in proportion
@@ -35,9 +36,13 @@ class TopK(UnitNormDecoder, Recipe):
     citation = "Gao et al. 2024, Scaling and evaluating sparse autoencoders"
     train_defaults = {"lr": 3e-3, "b_dec_init": "geometric_median", "grad_clip": None}
 
+    def default(self, name, d_sae):
+        return min(self.hyperparameters[name], d_sae) if name == "k_aux" else self.hyperparameters[name]
+
     def check(self, sae):
-        if sae.hyperparameter_max("k") > sae.d_sae:
-            raise ValueError(f"k must be at most d_sae={sae.d_sae}, got {sae.k.tolist()}")
+        for name in ("k", "k_aux"):
+            if sae.hyperparameter_max(name) > sae.d_sae:
+                raise ValueError(f"{name} must be at most d_sae={sae.d_sae}, got {getattr(sae, name).tolist()}")
 
     def init_parameters(self, sae, generators):
         tied_init(sae, generators, 1.0)

@@ -348,7 +348,7 @@ def test_resampling_only_touches_dead_latents():
     dead[1, [11]] = True
     x = source.sample(500).hidden
     state = TrainState(optimizer=optimizer)
-    assert resample_dead_latents(sae, state, dead, step=10, seed=0, x=x) == 3
+    assert resample_dead_latents(sae, state, dead, step=10, seeds=[0, 1], x=x) == 3
     alive = ~dead
     assert torch.equal(sae.b_dec, before["b_dec"])
     assert torch.equal(sae.W_dec[alive], before["W_dec"][alive])
@@ -376,17 +376,18 @@ def test_resampling_only_touches_dead_latents():
 
 
 class ReplaySource:
-    """Fixed per-instance data: which rows a batch takes depends on the generator only, never on
-    how many instances there are, so one instance sees the same data alone as in a batch."""
+    """Fixed per-instance data: instance i takes the rows its own generator picks, so one instance sees
+    the same data alone as in a batch."""
 
     def __init__(self, data: torch.Tensor):
         self.data = data
         self.n_instances, self.d_hidden = data.shape[1], data.shape[2]
         self.n_features, self.device = 1, torch.device("cpu")
 
-    def sample(self, batch_size, generator=None):
-        rows = torch.randint(len(self.data), (batch_size,), generator=generator)
-        return Batch(self.data[rows], torch.zeros(batch_size, self.n_instances, 1))
+    def sample(self, batch_size, generator):
+        rows = [torch.randint(len(self.data), (batch_size,), generator=g) for g in generator]
+        hidden = torch.stack([self.data[r, i] for i, r in enumerate(rows)], dim=1)
+        return Batch(hidden, torch.zeros(batch_size, self.n_instances, 1))
 
 
 PER_INSTANCE = {  # three instances, each with its own settings
@@ -423,7 +424,7 @@ def test_batched_training_equals_one_instance_at_a_time(recipe):
         alone = SAE(8, 24, recipe=recipe, seed=[10 + i], device="cpu",
                     **{name: values[i] for name, values in PER_INSTANCE[recipe].items()})
         silence(alone)
-        train_sae(alone, ReplaySource(data[:, i:i + 1]), **settings)
+        train_sae(alone, ReplaySource(data[:, i:i + 1]), **{**settings, "seed": [settings["seed"] + i]})
         for name, tensor in alone.state_dict().items():
             if name == "samples_seen":
                 continue

@@ -62,13 +62,13 @@ def instance_seeds(seed, n_instances: int) -> list[int]:
 def instance_generators(seeds, device, n_instances: int | None = None) -> list[torch.Generator]:
     """One generator per instance, so that instance i's random numbers come from its own stream alone.
 
-    `seeds` is a list of ints (one per instance) or an int s, which gives instance i the seed
-    s + i (then `n_instances` says how many).
+    `seeds` is a list of ints (one per instance), an int s, which gives instance i the seed s + i, or
+    None for fresh random seeds (with an int or None, `n_instances` says how many).
     """
-    if isinstance(seeds, bool) or not isinstance(seeds, (int, list, tuple)):
+    if isinstance(seeds, bool) or not (seeds is None or isinstance(seeds, (int, list, tuple))):
         raise TypeError(f"seeds must be an int or a list of ints, got {seeds!r}")
-    if isinstance(seeds, int) and n_instances is None:
-        raise TypeError("instance_generators needs n_instances when seeds is a single int")
+    if not isinstance(seeds, (list, tuple)) and n_instances is None:
+        raise TypeError("instance_generators needs n_instances when seeds is a single int or None")
     seeds = instance_seeds(seeds, len(seeds) if n_instances is None else n_instances)
     device = resolve_device(device) if not isinstance(device, torch.device) else device
     return [make_generator(seed, device) for seed in seeds]

@@ -43,14 +43,14 @@ def per_sample_loss(sae, x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def resample_dead_latents(sae, state: TrainState, dead: torch.Tensor, step: int, seed: int = 0,
+def resample_dead_latents(sae, state: TrainState, dead: torch.Tensor, step: int, seeds=None,
                           x: torch.Tensor | None = None) -> int:
     """Re-initialise the latents where `dead` (inst, d_sae) is True; returns how many.
 
-    step: the training step it happens after; seed: the run's data seed. x: the scored inputs
-    (n, inst, d_hidden), drawn with `state.draw` when None. Instance i draws its picks from a
-    generator seeded by (its SAE seed, the run seed, the step), so its result does not depend on
-    the other instances. Runs between training steps (it reads counts back to the host).
+    step: the training step it happens after; seeds: the instances' data seeds (list; None: 0s).
+    x: the scored inputs (n, inst, d_hidden), drawn with `state.draw` when None. Instance i draws
+    its picks from a generator seeded by (its SAE seed, its data seed, the step), so its result does
+    not depend on the other instances. Runs between training steps (it reads counts back to the host).
     """
     if not bool(dead.any()):
         return 0
@@ -65,7 +65,7 @@ def resample_dead_latents(sae, state: TrainState, dead: torch.Tensor, step: int,
         latents = dead[instance].nonzero().squeeze(-1)
         if len(latents) == 0:
             continue
-        generator = make_generator(hash((sae.seeds[instance], seed, step)) % 2**62, x.device)
+        generator = make_generator(hash((sae.seeds[instance], 0 if seeds is None else seeds[instance], step)) % 2**62, x.device)
         probability = weights[:, instance]
         if not bool((probability > 0).any()):
             probability = torch.ones_like(probability)

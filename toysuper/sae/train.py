@@ -23,7 +23,7 @@ import torch
 
 from ..capture import StepRunner, captures, check_capture
 from ..checks import finite_tensor, non_negative, positive_float, positive_int
-from ..devices import make_generator
+from ..devices import instance_generators, instance_seeds
 from ..progress import progress_bar
 from ..sources import ActivationSource
 from .input_stats import b_dec_start, input_scale
@@ -71,7 +71,7 @@ def _settings(sae: SAE, given: dict) -> dict:
 
 
 def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size: int = 1024, lr=FROM_RECIPE,
-              seed: int | None = 0, grad_clip=FROM_RECIPE, log_every: int = 100, dead_window=FROM_RECIPE,
+              seed=0, grad_clip=FROM_RECIPE, log_every: int = 100, dead_window=FROM_RECIPE,
               quiet: bool = False, *, betas=FROM_RECIPE, lr_warmup=FROM_RECIPE, lr_decay=FROM_RECIPE,
               b_dec_init=FROM_RECIPE, resample=FROM_RECIPE, scale_inputs=FROM_RECIPE, precision: str = "float32",
               capture: str = "auto") -> SAETrainResult:
@@ -82,7 +82,8 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
         source: yields hidden activations (batch, inst, d_hidden).
         steps, batch_size: optimisation length and samples per step.
         lr, betas: Adam's learning rate and betas (recipe defaults).
-        seed: seed of the data stream (and, with the SAE's own seeds, of resampling).
+        seed: seeds of the data streams, one per instance: an int s (instance i reads the stream
+            seeded s + i) or a list of ints; with the SAE's own seeds, they also seed resampling.
         grad_clip: clip each instance's gradient norm to this; None: no clipping.
         log_every: record the loss terms (and check them for NaN) every this many steps.
         dead_window: a latent that has not fired in this many samples counts as dead (AuxK and
@@ -97,8 +98,8 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
         capture: "auto" captures the step in a CUDA graph on CUDA and replays it (several times
             faster there; toysuper/capture.py), "off" runs every step eagerly. On a CPU both are eager.
 
-    Equal seeds give equal runs, and instances are independent: an instance trained alone
-    (same SAE seed, same per-instance data) follows the same trajectory as inside a batch.
+    Equal seeds give equal runs, and instances are independent: an instance trained alone (its SAE
+    seed, its data seed) follows the same trajectory as inside a batch.
     Raises ValueError on NaN activations or a NaN loss; weights then hold the last good state.
     """
     if not isinstance(sae, SAE):
@@ -129,7 +130,8 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
                          f"but the SAE has ({sae.n_instances}, {sae.d_hidden})")
 
     device = sae.device
-    generator = make_generator(seed, source.device)
+    data_seeds = instance_seeds(seed, sae.n_instances)
+    generator = instance_generators(data_seeds, source.device)  # one stream per instance
     fresh = float(sae.samples_seen) == 0
     scaling = sae.recipe.input_scaling if settings["scale_inputs"] else None
     scale = None
@@ -164,7 +166,7 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
                        fixed_shapes=device.type != "cpu")
     schedule = {"warmup": settings["lr_warmup"], "decay": settings["lr_decay"]}
     step_fn = sae_step(sae, state, optimizer, lr_now, lr, schedule, settings["grad_clip"], precision)
-    run = StepRunner(step_fn, device, capture, [generator] if source.device.type == "cuda" else [],
+    run = StepRunner(step_fn, device, capture, generator if source.device.type == "cuda" else [],
                      before_capture=lambda: optimizer.zero_grad(set_to_none=True))
     resample_at = resample_steps(steps) if settings["resample"] else set()
     resampled = 0
@@ -175,7 +177,7 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
             terms = run()
             if step in resample_at:  # between steps: resampling reads counts back to the host
                 dead = state.dead(resample_window(steps, batch_size))
-                resampled += resample_dead_latents(sae, state, dead, step, 0 if seed is None else int(seed))
+                resampled += resample_dead_latents(sae, state, dead, step, data_seeds)
                 state.samples_since_fired.masked_fill_(dead, 0.0)
             if step % log_every == 0 or step == steps - 1:
                 rows += _log(sae, state, terms, step, float(lr_now), last_good)

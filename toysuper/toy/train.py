@@ -14,7 +14,7 @@ import torch
 
 from ..capture import StepRunner, captures, check_capture
 from ..checks import positive_float, positive_int
-from ..devices import make_generator
+from ..devices import instance_generators
 from ..progress import progress_bar
 from ..truth.distribution import FeatureDistribution
 from .model import ToyModel, importance_weighted_mse
@@ -57,11 +57,12 @@ def toy_step(model: ToyModel, dist: FeatureDistribution, optimizer: torch.optim.
 
 
 def train_toy_model(model: ToyModel, dist: FeatureDistribution, steps: int = 10_000, batch_size: int = 1024,
-                    lr: float = 1e-3, seed: int | None = 0, weight_decay: float = 1e-2, log_every: int = 100,
+                    lr: float = 1e-3, seed=0, weight_decay: float = 1e-2, log_every: int = 100,
                     quiet: bool = False, capture: str = "auto") -> ToyTrainResult:
     """Train every instance of `model` on samples from `dist` with AdamW (the paper's setup).
 
-    Data are drawn fresh each step on the model's device. `capture`: "auto" replays the step from a
+    Data are drawn fresh each step on the model's device, one stream per instance: `seed` is an int s
+    (instance i reads the stream seeded s + i) or one int per instance. `capture`: "auto" replays the step from a
     CUDA graph on CUDA, "off" runs it eagerly (toysuper/capture.py). Raises ValueError if the loss
     becomes NaN, leaving the model's weights as they were at the last good check.
     """
@@ -77,7 +78,7 @@ def train_toy_model(model: ToyModel, dist: FeatureDistribution, steps: int = 10_
         )
     device = model.W.device
     dist = dist if dist.device == device else dist.to(device)
-    generator = make_generator(seed, device)
+    generator = instance_generators(seed, device, model.n_instances)  # one stream per instance
     # the fused kernel updates a parameter in one pass (CPU and CUDA have one); capturable keeps the
     # step count on the device, as a CUDA graph needs
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay,
@@ -86,7 +87,7 @@ def train_toy_model(model: ToyModel, dist: FeatureDistribution, steps: int = 10_
     step = torch.zeros((), device=device)
     tail_sum = torch.zeros(model.n_instances, device=device)
     run = StepRunner(toy_step(model, dist, optimizer, batch_size, generator, step, tail_start, tail_sum),
-                     device, capture, [generator] if device.type == "cuda" else [],
+                     device, capture, generator if device.type == "cuda" else [],
                      before_capture=lambda: optimizer.zero_grad(set_to_none=True))
     history, logged_steps = [], []
     last_good = {k: v.detach().clone() for k, v in model.state_dict().items()}

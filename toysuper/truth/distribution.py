@@ -7,16 +7,25 @@ number, one per feature, one per instance, or a power law (`Zipf`), so sparsity 
 a sweep axis that trains as the instances of a single batched model. Real features are
 not independent either; the distribution composes:
 
-- `magnitude=`: how strongly a firing feature fires (`toysuper.magnitudes`);
+- `magnitude=`: how strongly a firing feature fires (`toysuper.truth.magnitudes`);
 - `correlated_groups=` / `exclusive_groups=`: features that fire together / never
-  together (`toysuper.groups`);
-- `hierarchy=`: children that fire only inside their parent (`toysuper.hierarchy`).
+  together (`toysuper.truth.groups`);
+- `hierarchy=`: children that fire only inside their parent (`toysuper.truth.hierarchy`);
+- `correlation=`: a low-rank Gaussian copula over all features (`toysuper.truth.correlation`).
 
 None of these changes a feature's marginal firing probability `firing_prob` (except a
 hierarchy given `child_prob=`, which sets the children's rates; `firing_prob` then shows
-the result). Sparse distributions are drawn by walking geometric gaps
-(`toysuper.sparse_sampling`): the cost grows with the number of active features, not with
-batch × n_features.
+the result).
+
+How a batch is drawn, on every device, with shapes set by the configuration and no host sync:
+first the random numbers (`numbers`: a few calls, fixed shapes), then a pure transform from them
+to features (`transform`, which compiles with torch.compile(fullgraph=True)). Per instance, the
+rule is simple: a feature that fires on its own with probability below 1/4 (no group, no
+hierarchy, no copula) is drawn sparsely, by the Poisson events of `toysuper.truth.poisson`
+(about 2 (-log(1 - p)) uniforms a row, exact, with a fixed budget); every other feature is a
+dense slot, one uniform per (sample, slot) deciding both firing and magnitude. A dense draw of
+an independent feature: u < p fires, and then v = u / p is again uniform and gives the
+magnitude by the inverse CDF. Group and hierarchy decisions share one uniform per group (below).
 """
 
 from __future__ import annotations
@@ -26,46 +35,64 @@ from typing import NamedTuple
 import torch
 
 from ..checks import as_tensor, positive_int, probability_tensor
-from ..devices import resolve_device
+from ..devices import per_instance_generators, resolve_device
 from ..float_masks import positive_
+from . import poisson
+from .correlation import LowRankCorrelation
 from .groups import CorrelatedGroups, ExclusiveGroups
 from .hierarchy import Hierarchy
 from .magnitudes import Magnitude, Uniform
 from .shapes import per_instance_per_feature
-from .sparse_sampling import BernoulliColumns, expand_segments, joined, pick_in_segments, split_index
 
-_per_instance_per_feature = per_instance_per_feature  # the name this module used to define
+SAMPLING = {"auto": 0.25, "sparse": 1.0, "dense": 0.0}
+"""sampling= choices: a feature firing on its own below this rate is drawn by Poisson events."""
 
-SAMPLING = ("auto", "sparse", "dense")
+_LAST_BELOW_ONE = 1 - 2.0 ** -24  # the largest float32 below 1: uniforms stay inside [0, 1)
 
 
-class ActiveFeatures(NamedTuple):
-    """The firing features of a batch in sparse form: one entry per active (sample, instance, feature),
-    in no particular order, each at most once."""
+class SparseFeatures(NamedTuple):
+    """A batch in sparse form with a fixed number M of slots per (sample, instance).
 
-    sample: torch.Tensor
-    """(k,) batch index."""
-    instance: torch.Tensor
-    """(k,) instance index."""
-    feature: torch.Tensor
-    """(k,) feature index."""
+    A feature appears at most once per row; unused slots hold value 0 (and some valid index).
+    """
+
+    index: torch.Tensor
+    """(batch, inst, M) long: feature indices."""
     value: torch.Tensor
-    """(k,) magnitude, float32."""
-    shape: tuple[int, int, int]
-    """(batch, inst, n_features) of the dense form."""
+    """(batch, inst, M) float32: their activations."""
 
-    def to_dense(self) -> torch.Tensor:
-        """The dense activations, (batch, inst, n_features), stored instance-major.
+    def to_dense(self, n_features: int) -> torch.Tensor:
+        """The dense activations, (batch, inst, n_features)."""
+        batch, n_instances, _ = self.index.shape
+        out = torch.zeros(batch, n_instances, n_features, device=self.value.device)
+        return out.scatter_add_(-1, self.index, self.value)
 
-        The tensor is a (batch, inst, n) view of an (inst, batch, n) one, so batched models read each
-        instance's (batch, n) block as one contiguous matrix: the 64-instance toy model's forward and
-        backward passes take about 25% less time than on a batch-major tensor (same numbers).
-        """
-        batch, n_instances, n_features = self.shape
-        out = torch.zeros(n_instances, batch, n_features, device=self.value.device)
-        flat = (self.instance * batch + self.sample) * n_features + self.feature
-        out.view(-1).scatter_(0, flat, self.value)  # positions are unique, so scatter is exact (and fast)
-        return out.transpose(0, 1)
+
+class Numbers(NamedTuple):
+    """The random numbers of one draw (`FeatureDistribution.numbers`), instance-major."""
+
+    events: torch.Tensor
+    """(inst, 2K) uniforms: the Poisson part's gaps, then its magnitudes (K = 0: no Poisson part)."""
+    slots: torch.Tensor
+    """(inst, batch, G + m) uniforms: one per group decision, then one per dense slot."""
+    normals: torch.Tensor
+    """(inst, batch, r + c) standard normals of the copula ((inst, batch, 0) without one)."""
+
+
+class Draw(NamedTuple):
+    """A drawn batch, instance-major: dense slots plus Poisson events. `FeatureDistribution.to_dense`,
+    `to_sparse` and `toysuper.sources.hidden_from_draw` build what a consumer needs from it."""
+
+    slots: torch.Tensor
+    """(inst, batch, m): the values of the dense slots (`FeatureDistribution.slot_feature`)."""
+    row: torch.Tensor
+    """(inst, K) long: each event's row, batch_size for an unused slot (in increasing order)."""
+    feature: torch.Tensor
+    """(inst, K) long: each event's feature."""
+    value: torch.Tensor
+    """(inst, K): its activation, 0 for repeats and unused slots."""
+    overflow: torch.Tensor
+    """(inst,): 1 where the Poisson budget may have cut events off (below 1e-12 per draw)."""
 
 
 class FeatureDistribution:
@@ -82,19 +109,17 @@ class FeatureDistribution:
         importance: weight I_i of each feature's reconstruction error (same shapes as
             firing_prob); 1 by default.
         magnitude: the law of a firing feature's value, `Uniform()` (U[0, 1]) by default;
-            see `toysuper.magnitudes`.
+            see `toysuper.truth.magnitudes`.
         correlated_groups: a `CorrelatedGroups`: features that tend to fire together.
         exclusive_groups: an `ExclusiveGroups` (or a list of lists of feature indices):
             at most one feature of a group fires.
         hierarchy: a `Hierarchy` (or {parent: [children]}): a child fires only when its
             parent fires. A feature may be in one group at most; a child in none.
-        sampling: "auto" (default), "sparse" or "dense". Sparse walks geometric gaps and
-            costs about the number of active features; dense draws one uniform per
-            (sample, instance, feature) and wins when many features fire or the batch is
-            small. "auto" draws dense a distribution without groups or hierarchy when
-            that is expected to cost less (`toysuper.sparse_sampling.BernoulliColumns.cost`:
-            on 2 CPU threads, above about 25% firing when all features share one rate,
-            8% otherwise). Both give the same distribution, not the same numbers.
+        correlation: a `LowRankCorrelation`: a Gaussian copula over the features that fire on
+            their own (all but hierarchy children, whose rates it would otherwise shift).
+        sampling: "auto" (default): features firing on their own below 1/4 are drawn by Poisson
+            events, the rest densely; "sparse": every such feature below 1 by events; "dense":
+            every feature densely. All three give the same distribution, not the same numbers.
         device: where samples are generated; CUDA when present by default.
 
     Attributes:
@@ -103,7 +128,9 @@ class FeatureDistribution:
         importance: (inst, n_features).
         magnitude: the magnitude law, its parameters broadcast to (inst, n_features).
         parent: (n_features,) long, each feature's parent in the hierarchy, -1 for roots.
-        hierarchy, correlated_groups, exclusive_groups: the structure objects, or None.
+        hierarchy, correlated_groups, exclusive_groups, correlation: the structures, or None.
+        overflow: (inst,) running count of draws whose Poisson budget may have cut events off
+            (a device tensor: read it between steps; expect 0).
     """
 
     def __init__(
@@ -118,6 +145,7 @@ class FeatureDistribution:
         correlated_groups: CorrelatedGroups | None = None,
         exclusive_groups=None,
         hierarchy=None,
+        correlation: LowRankCorrelation | None = None,
         sampling: str = "auto",
         device=None,
     ):
@@ -141,23 +169,23 @@ class FeatureDistribution:
         if (self.importance < 0).any() or not torch.isfinite(self.importance).all():
             raise ValueError(f"importance must be finite and >= 0, got {importance!r}")
         if sampling not in SAMPLING:
-            raise ValueError(f"sampling must be one of {SAMPLING}, got {sampling!r}")
+            raise ValueError(f"sampling must be one of {list(SAMPLING)}, got {sampling!r}")
         self.sampling = sampling
         magnitude = Uniform() if magnitude is None else magnitude
         if not isinstance(magnitude, Magnitude):
-            raise TypeError(f"magnitude must be a toysuper.magnitudes law such as Uniform(), got {magnitude!r}")
+            raise TypeError(f"magnitude must be a toysuper.truth.magnitudes law such as Uniform(), got {magnitude!r}")
         self._magnitude_spec = magnitude
         self.magnitude = magnitude.resolve(*shape_args)
         self.correlated_groups = _as_structure("correlated_groups", correlated_groups, CorrelatedGroups, None)
         self.exclusive_groups = _as_structure("exclusive_groups", exclusive_groups, ExclusiveGroups, ExclusiveGroups)
         self.hierarchy = _as_structure("hierarchy", hierarchy, Hierarchy, Hierarchy)
+        self.correlation = _as_structure("correlation", correlation, LowRankCorrelation, None)
         self._given_prob = given
-        self.firing_prob = given
         self._check_structure()
-        if self.hierarchy is not None:
-            self.firing_prob, self._child_cond = self.hierarchy.resolve(given)
-        self._build_units()
-        self._inverse_rate = self._can_fire = None  # for dense draws, made on the first one
+        self.firing_prob, child_cond = (given, None) if self.hierarchy is None else self.hierarchy.resolve(given)
+        self._lay_out(child_cond)
+        self.overflow = torch.zeros(self.n_instances, device=self.device)
+        self._budgets: dict[int, tuple[list[int], int]] = {}
 
     @classmethod
     def sparsity_sweep(cls, n_features: int, sparsities, *, importance=None, device=None,
@@ -182,90 +210,197 @@ class FeatureDistribution:
             return torch.full((self.n_features,), -1, dtype=torch.long, device=self.device)
         return self.hierarchy.parent(self.n_features, self.device)
 
-    @property
-    def structured(self) -> bool:
-        """Whether any feature's firing depends on another's (groups or hierarchy)."""
-        return any(s is not None for s in (self.correlated_groups, self.exclusive_groups, self.hierarchy))
-
     def expected_l0(self) -> torch.Tensor:
         """Mean number of active features per sample, shape (inst,)."""
         return self.firing_prob.sum(-1)
 
-    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Draw feature activations, shape (batch, inst, n_features), on `self.device`."""
-        batch_size = positive_int("batch_size", batch_size)
-        if self._draws_dense(batch_size):
-            return self._sample_dense(batch_size, generator)
-        return self.sample_active(batch_size, generator).to_dense()
+    # ---- drawing: numbers, then a pure transform ---------------------------------------
 
-    def sample_active(self, batch_size: int, generator: torch.Generator | None = None) -> ActiveFeatures:
-        """Draw a batch in sparse form: the (sample, instance, feature, value) of every active feature."""
+    def sample(self, batch_size: int, generator=None) -> torch.Tensor:
+        """Draw feature activations, (batch, inst, n_features), on `self.device`.
+
+        `generator`: None, one torch.Generator, or a list of one per instance (instance i's
+        numbers then come from generator i alone, `toysuper.devices.instance_generators`).
+        The tensor is stored instance-major (a view of an (inst, batch, n) one), which batched
+        toy models read about 25% faster.
+        """
+        return self.to_dense(self.draw(batch_size, generator))
+
+    def sample_sparse(self, batch_size: int, generator=None) -> SparseFeatures:
+        """Draw a batch in sparse form: (batch, inst, M) indices and values, M fixed by the configuration."""
+        return self.to_sparse(self.draw(batch_size, generator))
+
+    def draw(self, batch_size: int, generator=None) -> Draw:
+        """`transform(numbers(...))`, counting Poisson overflows in `self.overflow` (no host sync)."""
+        drawn = self.transform(self.numbers(batch_size, generator))
+        self.overflow.add_(drawn.overflow)
+        return drawn
+
+    def numbers(self, batch_size: int, generator=None) -> Numbers:
+        """The random numbers of one draw: fixed shapes, set by the configuration and batch_size."""
         batch_size = positive_int("batch_size", batch_size)
-        shape = (batch_size, self.n_instances, self.n_features)
-        if self._draws_dense(batch_size):
-            dense = self._sample_dense(batch_size, generator)
-            sample, instance, feature = dense.nonzero(as_tuple=True)
-            return ActiveFeatures(sample, instance, feature, dense[sample, instance, feature], shape)
-        sample, instance, feature = self._active(batch_size, generator)
-        value = self.magnitude.sample_at(instance, feature, generator)
-        return ActiveFeatures(sample, instance, feature, value, shape)
+        budgets, width = self._budget(batch_size), self._n_groups + max(self._own_columns)
+        n_normals = 0 if self._copula is None else self.correlation.rank + len(self._copula[0])
+        generators = per_instance_generators(generator, self.n_instances, self.device)
+        kwargs = {"device": self.device}
+        if not isinstance(generators, list):
+            budget = budgets[1]
+            u = torch.rand(self.n_instances, 2 * budget + batch_size * width, generator=generators, **kwargs)
+            normals = torch.randn(self.n_instances, batch_size, n_normals, generator=generators, **kwargs)
+            return Numbers(u[:, :2 * budget], u[:, 2 * budget:].view(self.n_instances, batch_size, width), normals)
+        events, slots, normals = [], [], []
+        for i, g in enumerate(generators):  # each instance's numbers from its own stream, with its own shapes
+            budget, own_width = budgets[0][i], self._n_groups + self._own_columns[i]
+            u = torch.rand(2 * budget + batch_size * own_width, generator=g, **kwargs)
+            pad = budgets[1] - budget  # padded gaps are infinite (1 - u = 0): no event; padded slots never fire
+            events.append(torch.cat([u[:budget], u.new_ones(pad), u[budget:2 * budget], u.new_zeros(pad)]))
+            slots.append(torch.nn.functional.pad(u[2 * budget:].view(batch_size, own_width), (0, width - own_width)))
+            normals.append(torch.randn(batch_size, n_normals, generator=g, **kwargs))
+        return Numbers(torch.stack(events), torch.stack(slots), torch.stack(normals))
+
+    def transform(self, numbers: Numbers) -> Draw:
+        """Numbers to features: pure, fixed-shape, no host sync (compiles with fullgraph=True)."""
+        batch_size = numbers.slots.shape[1]
+        slots = self._slot_values(numbers.slots, numbers.normals) if self._n_slots else numbers.slots
+        budget = numbers.events.shape[1] // 2
+        if self._table is None:
+            empty = torch.zeros(self.n_instances, 0, device=self.device)
+            return Draw(slots, empty.long(), empty.long(), empty, torch.zeros(self.n_instances, device=self.device))
+        events = poisson.events(numbers.events[:, :budget], self._table, batch_size)
+        value = self.magnitude.quantile(numbers.events[:, budget:], self.magnitude.gather(events.feature)) * events.keep
+        return Draw(slots, events.row, events.feature, value, events.overflow)
+
+    def to_dense(self, drawn: Draw) -> torch.Tensor:
+        """(batch, inst, n_features) from a draw (stored instance-major, see `sample`)."""
+        n_instances, batch_size, _ = drawn.slots.shape
+        if self.identity_slots:
+            out = drawn.slots if self._table is None else drawn.slots.clone()
+        else:
+            out = torch.zeros(n_instances, batch_size, self.n_features, device=self.device)
+            out.scatter_add_(-1, self.slot_feature[:, None, :].expand(-1, batch_size, -1), drawn.slots)
+        if self._table is not None:
+            flat = drawn.row.clamp(max=batch_size - 1) * self.n_features + drawn.feature
+            out.view(n_instances, -1).scatter_add_(1, flat, drawn.value)  # unused slots add 0
+        return out.transpose(0, 1)
+
+    def to_sparse(self, drawn: Draw) -> SparseFeatures:
+        """SparseFeatures from a draw: M = the per-row event budget plus the dense slots.
+
+        Rows with more events than the per-row budget (below 1e-12 per row) lose the extra
+        ones; they are counted in `overflow` (no host sync).
+        """
+        n_instances, batch_size, n_slots = drawn.slots.shape
+        index = self.slot_feature[:, None, :].expand(-1, batch_size, -1)
+        value = drawn.slots
+        if self._table is not None:
+            width = self._row_budget
+            start, counts = poisson.row_starts(drawn.row, batch_size)
+            place = torch.arange(drawn.row.shape[1], device=self.device) - start.gather(1, drawn.row)
+            fits = (drawn.row < batch_size) & (place < width)
+            target = torch.where(fits, drawn.row * width + place, batch_size * width)  # the rest to a spare slot
+            events_index = drawn.feature.new_zeros(n_instances, batch_size * width + 1).scatter_(1, target,
+                                                                                                  drawn.feature)
+            events_value = drawn.value.new_zeros(n_instances, batch_size * width + 1).scatter_(1, target, drawn.value)
+            self.overflow.add_((counts[:, :batch_size] > width).sum(1))
+            index = torch.cat([events_index[:, :-1].view(n_instances, batch_size, width), index], -1)
+            value = torch.cat([events_value[:, :-1].view(n_instances, batch_size, width), value], -1)
+        return SparseFeatures(index.transpose(0, 1), value.transpose(0, 1))
 
     def to(self, device) -> "FeatureDistribution":
         """A copy of this distribution that samples on `device`."""
+        return self.select(range(self.n_instances), device)
+
+    def select(self, instances, device=None) -> "FeatureDistribution":
+        """A distribution whose instance k has the settings of this one's instance instances[k]."""
+        index = torch.as_tensor(list(instances), dtype=torch.long)
+        if index.ndim != 1 or not len(index) or index.min() < 0 or index.max() >= self.n_instances:
+            raise ValueError(f"instances must be a non-empty list of indices below {self.n_instances}, "
+                             f"got {instances!r}")
+        hierarchy = self.hierarchy
+        if hierarchy is not None and hierarchy.child_prob is not None:
+            cond = per_instance_per_feature("child_prob", hierarchy.child_prob, self.n_instances, self.n_features,
+                                            torch.device("cpu"))[index]
+            hierarchy = Hierarchy(hierarchy.edges, hierarchy.exclusive_children, cond,
+                                  hierarchy.scale_children_by_parent)
+        magnitude = type(self._magnitude_spec)(**{name: value.cpu()[index]
+                                                  for name, value in self.magnitude.params.items()})
         return FeatureDistribution(
-            self.n_features,
-            self._given_prob,
-            n_instances=self.n_instances,
-            importance=self.importance,
-            magnitude=self._magnitude_spec,
-            correlated_groups=self.correlated_groups,
-            exclusive_groups=self.exclusive_groups,
-            hierarchy=self.hierarchy,
-            sampling=self.sampling,
-            device=device,
+            self.n_features, self._given_prob.cpu()[index], n_instances=len(index),
+            importance=self.importance.cpu()[index], magnitude=magnitude, correlated_groups=self.correlated_groups,
+            exclusive_groups=self.exclusive_groups, hierarchy=hierarchy, correlation=self.correlation,
+            sampling=self.sampling, device=self.device if device is None else device,
         )
 
     def __repr__(self) -> str:
         p = self.firing_prob
         parts = [f"n_features={self.n_features}", f"n_instances={self.n_instances}",
                  f"firing_prob in [{p.min().item():.4g}, {p.max().item():.4g}]", f"magnitude={self.magnitude!r}"]
-        parts += [repr(s) for s in (self.correlated_groups, self.exclusive_groups, self.hierarchy) if s is not None]
+        parts += [repr(s) for s in (self.correlated_groups, self.exclusive_groups, self.hierarchy, self.correlation)
+                  if s is not None]
         return f"FeatureDistribution({', '.join(parts)}, device={self.device})"
 
-    # ---- sampling -------------------------------------------------------------------
+    # ---- the dense slots -------------------------------------------------------------
 
-    def draws_sparse(self, batch_size: int) -> bool:
-        """Whether `sample(batch_size)` draws the sparse form first (then cheaper consumers can skip the dense one)."""
-        return not self._draws_dense(batch_size)
+    def _slot_values(self, u: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
+        """Values of the dense slots, (inst, batch, m), from their uniforms (inst, batch, G + m).
 
-    def _draws_dense(self, batch_size: int) -> bool:
-        """One uniform per entry: asked for, or (on "auto") expected to cost less than walking the
-        hits, for plain independent features (a structure needs the walk)."""
-        if self.structured or self.sampling == "sparse":
-            return False
-        return self.sampling == "dense" or batch_size * self.firing_prob.numel() <= self._units.cost(batch_size)
+        Slot j reads one uniform x (its own, or its group's) and fires when lo_j <= x < hi_j;
+        then (x - lo_j) / (hi_j - lo_j) is again uniform and gives its magnitude:
+        - an independent feature: its own x, [0, p);
+        - an exclusive group's members: the group's x, consecutive intervals of widths p_i, so
+          exactly one fires with probability p_i each and none with 1 - Σ p_i;
+        - exclusive children: the same with P(child | parent) as widths, then gated by the parent;
+        - other children: their own x, [0, P(child | parent)), gated by the parent;
+        - a correlated group's members: their own x, [0, a_i), or the group's shared event
+          (its x below q); fired by the shared event alone, (x - a_i) / (1 - a_i) is the uniform
+          (`toysuper.truth.groups.CorrelatedGroups` derives q and a_i);
+        - under a copula, x = Φ(-z) for the copula's Gaussian z, and the own uniform gives the
+          magnitude instead.
+        Hierarchy gating runs level by level, parents first, so a child follows its parent's
+        final state (and, with scale_children_by_parent, its parent's value over its mean).
+        """
+        lo, hi, inv_width = self._intervals
+        if self._plain:  # independent features only: x is the own uniform, lo = 0
+            fires = positive_(hi - u)  # 1 where u < hi, as a float (bool kernels are slow on CPU)
+            v = (u * inv_width * fires).clamp_(max=_LAST_BELOW_ONE)
+        else:
+            x = u.index_select(-1, self._column)
+            if self._copula is not None:
+                copula_slots, loadings, own_scale = self._copula
+                rank = loadings.shape[1]
+                z = torch.matmul(normals[..., :rank], loadings.T) + own_scale * normals[..., rank:]
+                x = x.index_copy(-1, copula_slots, torch.special.ndtr(-z))
+            inside = (x >= lo) & (x < hi)
+            v = torch.where(inside, (x - lo) * inv_width, (x - hi) * self._inv_rest)
+            fires = inside
+            if self._shared is not None:
+                shared_column, shared_rate = self._shared
+                fires = fires | (u.index_select(-1, shared_column) < shared_rate)
+            if self._copula is not None:  # the copula decided firing; the own uniform gives the magnitude
+                own = u.index_select(-1, self._column.index_select(0, self._copula[0]))
+                v = v.index_copy(-1, self._copula[0], own)
+            fires = fires.float()
+            v = (v * fires).clamp_(0, _LAST_BELOW_ONE)
+        value = self.magnitude.quantile(v, self._slot_magnitude) * fires
+        for child, parent, parent_mean in self._levels:
+            gate = fires.index_select(-1, parent)
+            fires = fires.index_copy(-1, child, fires.index_select(-1, child) * gate)
+            if parent_mean is not None:
+                gate = value.index_select(-1, parent) / parent_mean
+            value = value.index_copy(-1, child, value.index_select(-1, child) * gate)
+        return value
 
-    def _sample_dense(self, batch_size: int, generator) -> torch.Tensor:
-        inverse_rate, can_fire = self._dense_rates()
-        # A feature fires when u < p, and given that, v = u / p is again uniform on [0, 1): one draw
-        # decides both firing and magnitude (half the random numbers; this CPU draws them serially).
-        v = torch.rand(self.n_instances, batch_size, self.n_features, generator=generator, device=self.device)
-        v = v.transpose(0, 1).mul_(inverse_rate)  # stored instance-major, as ActiveFeatures.to_dense explains
-        fires = positive_(1 - v)  # 1 where v < 1
-        if can_fire is not None:
-            fires.mul_(can_fire)
-        magnitude = self.magnitude.from_uniform(v.mul_(fires))  # v · fires keeps the inverse CDF finite
-        if magnitude is None:
-            return self.magnitude.sample_dense(batch_size, generator).mul_(fires)
-        return magnitude.mul_(fires)
+    def _budget(self, batch_size: int) -> tuple[list[int], int]:
+        """Poisson gaps per instance for a batch (P(more events) < 1e-12), and their maximum."""
+        if batch_size not in self._budgets:
+            if self._table is None:
+                self._budgets[batch_size] = ([0] * self.n_instances, 0)
+            else:
+                own = [poisson.budget(batch_size * float(rate)) for rate in self._row_rates]
+                self._budgets[batch_size] = (own, max(own))
+        return self._budgets[batch_size]
 
-    def _dense_rates(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """1/p per (inst, feature), finite (2^100) where p = 0, and then a 0/1 mask of p > 0 (else None)."""
-        if self._inverse_rate is None:
-            p = self.firing_prob
-            self._inverse_rate = torch.where(p > 0, 1 / p.clamp_min(2.0 ** -100), 2.0 ** 100)
-            self._can_fire = (p > 0).float() if bool((p == 0).any()) else None
-        return self._inverse_rate, self._can_fire
+    # ---- layout, built once from the configuration -----------------------------------------
 
     def _check_structure(self) -> None:
         n = self.n_features
@@ -286,107 +421,115 @@ class FeatureDistribution:
                     raise ValueError(f"feature {f} is a hierarchy child and in {owner[f]}; a child fires only through "
                                      f"its parent, so it cannot be in a group (its parent can)")
 
-    def _build_units(self) -> None:
-        """Lay out the independent 'units' whose Bernoulli draws decide everything else.
-
-        Units, in column order: single features (roots outside exclusive groups, firing on
-        their own), the shared events of correlated groups, and exclusive groups. Their
-        rates form `_unit_rates` (inst, K); hierarchy children hang off the features.
-        """
-        device, n = self.device, self.n_features
-        exclusive = set(self.exclusive_groups.features) if self.exclusive_groups else set()
-        children = set(self.hierarchy.children) if self.hierarchy else set()
-        singles = [f for f in range(n) if f not in exclusive and f not in children]
-        self._singles = torch.tensor(singles, dtype=torch.long, device=device)
-        rates = [self.firing_prob[:, self._singles].double()]
-        self._corr = None
-        if self.correlated_groups is not None:
-            ptr, members = self.correlated_groups.csr(device)
-            shared, own = self.correlated_groups.rates(self.firing_prob)
-            column = torch.full((n,), -1, dtype=torch.long, device=device)
-            column[self._singles] = torch.arange(len(singles), device=device)
-            rates[0][:, column[members]] = own
-            group_of = torch.full((n,), -1, dtype=torch.long, device=device)
-            group_of[members] = torch.repeat_interleave(torch.arange(len(ptr) - 1, device=device), ptr.diff())
-            self._corr = (ptr, members, group_of)
-            rates.append(shared)
-        self._excl = None
+    def _lay_out(self, child_cond: torch.Tensor | None) -> None:
+        """Decide, per instance, which features are dense slots and which Poisson units, and build
+        the tables of both. Structured features come first, in the same slots for every instance."""
+        n, device, p = self.n_features, self.device, self.firing_prob.double().cpu()
+        column, lo, hi, shared_column, shared_rate = {}, {}, {}, {}, {}  # by feature; lo/hi/rate (inst,)
+        n_groups = 0
         if self.exclusive_groups is not None:
-            ptr, members = self.exclusive_groups.csr(device)
-            total, share = self.exclusive_groups.rates(self.firing_prob)
-            self._excl = (ptr, members, share)
-            rates.append(total)
-        self._tree = None
+            self.exclusive_groups.rates(self.firing_prob)  # checks that each group's rates sum to at most 1
+            for g, members in enumerate(self.exclusive_groups.groups):
+                _consecutive(members, p[:, list(members)], g, column, lo, hi)
+            n_groups = len(self.exclusive_groups)
+        if self.correlated_groups is not None:
+            ptr, members = self.correlated_groups.csr("cpu")
+            q, own = self.correlated_groups.rates(self.firing_prob.cpu())
+            for g in range(len(self.correlated_groups)):
+                for t in range(int(ptr[g]), int(ptr[g + 1])):
+                    f = int(members[t])
+                    lo[f], hi[f] = torch.zeros(self.n_instances, dtype=torch.float64), own[:, t]
+                    shared_column[f], shared_rate[f] = n_groups + g, q[:, g]
+            n_groups += len(self.correlated_groups)
+        levels = []
         if self.hierarchy is not None:
-            ptr, items = self.hierarchy.csr(n, device)
-            self._tree = (ptr, items, self._child_cond, ptr.diff() > 0)
-        self._unit_rates = torch.cat(rates, dim=1)
-        self._units = BernoulliColumns(self._unit_rates, sparse=self.sampling != "dense")
+            ptr, items = self.hierarchy.csr(n, "cpu")
+            cond = child_cond.cpu()
+            for parent in range(n):
+                kids = items[ptr[parent]:ptr[parent + 1]].tolist()
+                if not kids:
+                    continue
+                if self.hierarchy.exclusive_children:
+                    _consecutive(kids, cond[:, ptr[parent]:ptr[parent + 1]], n_groups, column, lo, hi)
+                    n_groups += 1
+                else:
+                    for t, kid in zip(range(int(ptr[parent]), int(ptr[parent + 1])), kids):
+                        lo[kid], hi[kid] = torch.zeros(self.n_instances, dtype=torch.float64), cond[:, t]
+            levels = self.hierarchy.levels()
+        structured = set(lo) | ({p_ for p_, _ in self.hierarchy.edges} if self.hierarchy else set())
+        if self.correlation is not None:
+            structured = set(range(n))
+        structured = sorted(structured)
+        # the rest fire on their own: Poisson units below the rule's rate, dense slots above it
+        free = torch.ones(n, dtype=torch.bool)
+        free[structured] = False
+        cutoff = SAMPLING[self.sampling]
+        dense_free = [torch.nonzero(free & (p[i] >= cutoff)).squeeze(1) for i in range(self.n_instances)]
+        units = [torch.nonzero(free & (p[i] < cutoff)).squeeze(1) for i in range(self.n_instances)]
+        n_slots = [len(structured) + len(d) for d in dense_free]
+        self._n_slots, self._n_groups = max(n_slots), n_groups
+        # the slots that read a uniform of their own (not a group's) get one column each, in slot order
+        own_structured = [f for f in structured if f not in column]
+        self._own_columns = [len(own_structured) + len(d) for d in dense_free]
+        slot_feature = torch.zeros(self.n_instances, self._n_slots, dtype=torch.long)
+        slot_lo = torch.zeros(self.n_instances, self._n_slots, dtype=torch.float64)
+        slot_hi = torch.zeros_like(slot_lo)
+        for i in range(self.n_instances):
+            features = torch.cat([torch.tensor(structured, dtype=torch.long), dense_free[i]])
+            slot_feature[i, :len(features)] = features
+            slot_hi[i, :len(features)] = p[i, features]  # features on their own: [0, p)
+            for j, f in enumerate(structured):
+                if f in lo:
+                    slot_lo[i, j], slot_hi[i, j] = lo[f][i], hi[f][i]
+        local = {f: j for j, f in enumerate(structured)}
+        own = {f: n_groups + k for k, f in enumerate(own_structured)}
+        self._column = torch.tensor([column.get(f, own.get(f)) for f in structured]
+                                    + list(range(n_groups + len(own), n_groups + len(own) + self._n_slots - len(structured))),
+                                    dtype=torch.long, device=device)
+        self._plain = self._n_groups == 0 and self.hierarchy is None and self.correlation is None
+        width = slot_hi - slot_lo
+        self._intervals = tuple(t.float().to(device)[:, None, :] for t in
+                                (slot_lo, slot_hi, 1 / width.clamp_min(2.0 ** -100)))
+        self._inv_rest = (1 / (1 - slot_hi).clamp_min(2.0 ** -100)).float().to(device)[:, None, :]
+        self._shared = None
+        if shared_column:
+            columns = torch.zeros(self._n_slots, dtype=torch.long)
+            rates = torch.zeros(self.n_instances, self._n_slots, dtype=torch.float64)
+            for f, c in shared_column.items():
+                columns[local[f]], rates[:, local[f]] = c, shared_rate[f]
+            self._shared = (columns.to(device), rates.float().to(device)[:, None, :])
+        self._levels = []
+        parent_of = self.parent.cpu()
+        mean = self.magnitude.mean()
+        for level in levels:
+            child = torch.tensor([local[c] for c in level], dtype=torch.long)
+            parent = torch.tensor([local[int(parent_of[c])] for c in level], dtype=torch.long)
+            parent_mean = None
+            if self.hierarchy.scale_children_by_parent:
+                parent_mean = mean[:, parent_of[level].to(mean.device)].clamp_min(1e-30)[:, None, :]
+            self._levels.append((child.to(device), parent.to(device), parent_mean))
+        self._copula = None
+        if self.correlation is not None:
+            children = set(self.hierarchy.children) if self.hierarchy else set()
+            driven = torch.tensor([j for j, f in enumerate(structured) if f not in children], dtype=torch.long)
+            loadings, own_scale = self.correlation.factor(n, device)
+            self._copula = (driven.to(device), loadings[driven.to(device)], own_scale[driven.to(device)])
+        self.slot_feature = slot_feature.to(device)
+        """(inst, m) long: the feature of each dense slot (padding: 0, never firing)."""
+        self.identity_slots = self._n_slots == n and bool((slot_feature == torch.arange(n)).all())
+        self._slot_magnitude = [t[:, None, :] if t.ndim else t for t in self.magnitude.gather(self.slot_feature)]
+        self._table = None
+        if any(len(u) for u in units):
+            self._table = poisson.build_table([p[i, u] for i, u in enumerate(units)], units, device)
+            self._row_rates = self._table.row_rate.flatten().tolist()  # host copy: budgets need no sync
+            self._row_budget = poisson.budget(max(self._row_rates))  # event slots per row in `to_sparse`
 
-    def _active(self, batch_size: int, generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(sample, instance, feature) of every active feature, each at most once."""
-        n_units = self._unit_rates.shape[1]
-        unit, sample = self._units.hits(batch_size, generator)
-        if self.n_instances == 1:  # unit = instance · n_units + unit: nothing to split
-            instance = torch.zeros_like(unit)
-        else:
-            instance, unit = split_index(unit, n_units, self.n_instances * n_units)
-        n_singles = len(self._singles)
-        if n_singles == n_units:  # no groups: every unit is a feature firing on its own
-            # and without exclusive groups or a hierarchy, unit j is feature j
-            found = [(sample, instance, unit if n_singles == self.n_features else self._singles[unit])]
-        else:
-            single = unit < n_singles
-            found = [(sample[single], instance[single], self._singles[unit[single]])]
-        offset = n_singles
-        if self._corr is not None:
-            ptr, members, group_of = self._corr
-            n_groups = len(ptr) - 1
-            shared = (unit >= offset) & (unit < offset + n_groups)
-            s, i, g = sample[shared], instance[shared], unit[shared] - offset
-            # a member's own firing counts only where its group's shared event did not fire
-            # (the model is "shared event, else each on its own"), so nothing fires twice
-            fired = torch.zeros(batch_size, self.n_instances, n_groups, dtype=torch.bool, device=self.device)
-            fired[s, i, g] = True
-            s0, i0, f0 = found[0]
-            g0 = group_of[f0]
-            own = g0 >= 0
-            keep = ~own
-            keep[own] = ~fired[s0[own], i0[own], g0[own]]
-            found[0] = (s0[keep], i0[keep], f0[keep])
-            event, item = expand_segments(g, ptr)
-            found.append((s[event], i[event], members[item]))
-            offset += n_groups
-        if self._excl is not None:
-            ptr, members, share = self._excl
-            chosen = unit >= offset
-            s, i, g = sample[chosen], instance[chosen], unit[chosen] - offset
-            event, item = pick_in_segments(i, g, ptr, share, generator, always=True)
-            found.append((s[event], i[event], members[item]))
-        if self._tree is not None:
-            found += self._descendants(found, generator)
-        sample, instance, feature = (joined(list(column)) for column in zip(*found))
-        return sample, instance, feature
 
-    def _descendants(self, found, generator) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Children of the active parents, level by level down the hierarchy."""
-        ptr, items, cond, has_children = self._tree
-        s, i, f = (torch.cat(column) for column in zip(*found))
-        new = []
-        while True:
-            parents = has_children[f]
-            if not parents.any():
-                return new
-            s, i, f = s[parents], i[parents], f[parents]
-            if self.hierarchy.exclusive_children:
-                event, item = pick_in_segments(i, f, ptr, cond, generator)
-            else:
-                event, item = expand_segments(f, ptr)
-                u = torch.rand(len(event), dtype=torch.float64, generator=generator, device=self.device)
-                fires = u < cond[i[event], item]
-                event, item = event[fires], item[fires]
-            s, i, f = s[event], i[event], items[item]
-            new.append((s, i, f))
+def _consecutive(members, rates: torch.Tensor, column: int, columns: dict, lo: dict, hi: dict) -> None:
+    """Members sharing one uniform: consecutive intervals of the given widths, (inst, k) rates."""
+    edges = torch.cat([torch.zeros(rates.shape[0], 1, dtype=torch.float64), rates.double().cumsum(1)], 1)
+    for k, f in enumerate(members):
+        columns[f], lo[f], hi[f] = column, edges[:, k], edges[:, k + 1]
 
 
 def _as_structure(name: str, value, kind: type, convert):

@@ -21,6 +21,7 @@ from .grade.saelens_format import load_saelens, save_saelens
 from .sae import RECIPES, SAE, SAETrainResult, train_sae
 from .sources import ActivationSource, Batch, DictionarySource, ToyModelSource, random_directions
 from .toy.model import ToyModel, ToyTrainResult, train_toy_model
+from .truth import worlds
 from .devices import instance_generators
 
 __version__ = "0.1.0"
@@ -33,5 +34,5 @@ __all__ = [
     "save_saelens",
     "Constant", "CorrelatedGroups", "Dictionary", "ExclusiveGroups", "Exponential", "FoldedNormal",
     "Hierarchy", "LowRankCorrelation", "SparseFeatures", "TruncatedNormal", "Uniform", "Zipf", "instance_generators",
-    "low_coherence_directions",
+    "low_coherence_directions", "worlds",
 ]

@@ -91,10 +91,12 @@ def hidden_from_draw(drawn: Draw, directions: torch.Tensor, slot_directions: tor
     if n_events:
         n_features, d_hidden = directions.shape[1:]
         start, _ = row_starts(drawn.row, batch_size)
-        instance = torch.arange(n_instances, device=drawn.row.device)[:, None]
+        entries, offsets = drawn.feature, start[:, :batch_size]
+        if n_instances > 1:  # instance i's rows of the flattened table, and its bags' bounds
+            instance = torch.arange(n_instances, device=drawn.row.device)[:, None]
+            entries, offsets = entries + instance * n_features, offsets + instance * n_events
         bags = torch.nn.functional.embedding_bag(
-            (drawn.feature + instance * n_features).flatten(), directions.reshape(-1, d_hidden),
-            (start[:, :batch_size] + instance * n_events).flatten(), mode="sum",
+            entries.flatten(), directions.reshape(-1, d_hidden), offsets.flatten(), mode="sum",
             per_sample_weights=drawn.value.flatten())  # an instance's unused slots fall in its last bag, with weight 0
         bags = bags.view(n_instances, batch_size, d_hidden)
         hidden = bags if hidden is None else hidden + bags
@@ -113,7 +115,7 @@ class SourceNumbers(NamedTuple):
 
     features: Numbers
     noise: torch.Tensor
-    """(inst, batch, d_hidden) standard normals, or (inst, batch, 0) for a noiseless source."""
+    """(inst, batch, d_hidden) standard normals; an empty tensor for a noiseless source."""
 
 
 class DictionarySource:
@@ -197,8 +199,10 @@ class DictionarySource:
     def numbers(self, batch_size: int, generator=None) -> SourceNumbers:
         """The random numbers of one batch: the features', then (for a noisy source) the noise's."""
         features = self.dist.numbers(batch_size, generator)
-        noise_shape = (batch_size, self.d_hidden if self._noisy else 0)
-        return SourceNumbers(features, per_instance_normals(noise_shape, generator, self.n_instances, self.device))
+        if not self._noisy:
+            return SourceNumbers(features, features.normals[:, :0])
+        return SourceNumbers(features, per_instance_normals((batch_size, self.d_hidden), generator, self.n_instances,
+                                                            self.device))
 
     def transform(self, numbers: SourceNumbers) -> tuple[torch.Tensor, Draw]:
         """Numbers to (hidden (batch, inst, d_hidden), the draw): pure, fixed-shape, no host sync."""
@@ -292,8 +296,10 @@ class ToyModelSource:
 
     def numbers(self, batch_size: int, generator=None) -> SourceNumbers:
         features = self.dist.numbers(batch_size, generator)
-        noise_shape = (batch_size, 0 if self.noise_std is None else self.d_hidden)
-        return SourceNumbers(features, per_instance_normals(noise_shape, generator, self.n_instances, self.device))
+        if self.noise_std is None:
+            return SourceNumbers(features, features.normals[:, :0])
+        return SourceNumbers(features, per_instance_normals((batch_size, self.d_hidden), generator, self.n_instances,
+                                                            self.device))
 
     def transform(self, numbers: SourceNumbers) -> tuple[torch.Tensor, Draw]:
         """Numbers to (hidden (batch, inst, d_hidden), the draw): h = W x, ReLU'd for hidden_relu models."""

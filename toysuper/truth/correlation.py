@@ -28,7 +28,8 @@ class LowRankCorrelation:
         rank: r, the number of shared Gaussian factors.
         scale: the standard deviation of the factor loadings (0.1 in SynthSAEBench-16k); the
             typical correlation of two features' latent Gaussians is scale² · sqrt(r).
-        seed: seed of the loadings (drawn on the CPU, so equal on every device).
+        seed: seed of the loadings (drawn on the CPU, so equal on every device, and equal to
+            SAELens's for the same seed on a CPU).
     """
 
     def __init__(self, rank: int = 25, scale: float = 0.1, seed: int = 0):
@@ -40,8 +41,8 @@ class LowRankCorrelation:
 
     def factor(self, n_features: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
         """(F (n_features, rank), s (n_features,)): the loadings and each feature's own noise scale."""
-        generator = torch.Generator().manual_seed(self.seed)
-        loadings = self.scale * torch.randn(n_features, self.rank, generator=generator, dtype=torch.float64)
+        generator = torch.Generator().manual_seed(self.seed)  # float32 draws: SAELens's loadings for the same seed
+        loadings = (torch.randn(n_features, self.rank, generator=generator) * self.scale).double()
         shared = loadings.pow(2).sum(1, keepdim=True)
         loadings = loadings * torch.where(shared > MAX_SHARED_VARIANCE, (MAX_SHARED_VARIANCE / shared).sqrt(), 1.0)
         own = (1 - loadings.pow(2).sum(1)).clamp_min(0).sqrt()

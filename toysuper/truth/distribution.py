@@ -74,9 +74,10 @@ class Numbers(NamedTuple):
     events: torch.Tensor
     """(inst, 2K) uniforms: the Poisson part's gaps, then its magnitudes (K = 0: no Poisson part)."""
     slots: torch.Tensor
-    """(inst, batch, G + m) uniforms: one per group decision, then one per dense slot."""
+    """Uniforms: one per group decision, then one per dense slot that reads its own: (inst, batch, m) for
+    independent features, slot-major (inst, G + own, batch) for structured ones."""
     normals: torch.Tensor
-    """(inst, batch, r + c) standard normals of the copula ((inst, batch, 0) without one)."""
+    """(inst, r + c, batch) standard normals of the copula ((inst, 0, batch) without one)."""
 
 
 class Draw(NamedTuple):
@@ -91,6 +92,8 @@ class Draw(NamedTuple):
     """(inst, K) long: each event's feature."""
     value: torch.Tensor
     """(inst, K): its activation, 0 for repeats and unused slots."""
+    flat: torch.Tensor
+    """(inst, K) long: row · n_features + feature (an unused slot lands past the last row)."""
     overflow: torch.Tensor
     """(inst,): 1 where the Poisson budget may have cut events off (below 1e-12 per draw)."""
 
@@ -243,45 +246,53 @@ class FeatureDistribution:
         n_normals = 0 if self._copula is None else self.correlation.rank + len(self._copula[0])
         generators = per_instance_generators(generator, self.n_instances, self.device)
         kwargs = {"device": self.device}
+        # independent features: (inst, batch, m), the layout batched toy models read fastest; structured
+        # ones slot-major, (inst, G + own, batch), so that gathers along the slots copy whole rows
+        layout = (lambda n_rows, n, width: (n_rows, n, width)) if self._plain else (lambda n_rows, n, width: (n_rows, width, n))
         if not isinstance(generators, list):
             budget = budgets[1]
             u = torch.rand(self.n_instances, 2 * budget + batch_size * width, generator=generators, **kwargs)
-            normals = torch.randn(self.n_instances, batch_size, n_normals, generator=generators, **kwargs)
-            return Numbers(u[:, :2 * budget], u[:, 2 * budget:].view(self.n_instances, batch_size, width), normals)
+            normals = torch.randn(self.n_instances, n_normals, batch_size, generator=generators, **kwargs)
+            return Numbers(u[:, :2 * budget], u[:, 2 * budget:].view(layout(self.n_instances, batch_size, width)),
+                           normals)
         events, slots, normals = [], [], []
         for i, g in enumerate(generators):  # each instance's numbers from its own stream, with its own shapes
             budget, own_width = budgets[0][i], self._n_groups + self._own_columns[i]
             u = torch.rand(2 * budget + batch_size * own_width, generator=g, **kwargs)
             pad = budgets[1] - budget  # padded gaps are infinite (1 - u = 0): no event; padded slots never fire
             events.append(torch.cat([u[:budget], u.new_ones(pad), u[budget:2 * budget], u.new_zeros(pad)]))
-            slots.append(torch.nn.functional.pad(u[2 * budget:].view(batch_size, own_width), (0, width - own_width)))
-            normals.append(torch.randn(batch_size, n_normals, generator=g, **kwargs))
+            own = u[2 * budget:].view(layout(1, batch_size, own_width))[0]
+            slots.append(torch.nn.functional.pad(own, (0, width - own_width) if self._plain
+                                                 else (0, 0, 0, width - own_width)))
+            normals.append(torch.randn(n_normals, batch_size, generator=g, **kwargs))
         return Numbers(torch.stack(events), torch.stack(slots), torch.stack(normals))
 
     def transform(self, numbers: Numbers) -> Draw:
         """Numbers to features: pure, fixed-shape, no host sync (compiles with fullgraph=True)."""
-        batch_size = numbers.slots.shape[1]
+        batch_size = numbers.slots.shape[1 if self._plain else 2]
         slots = self._slot_values(numbers.slots, numbers.normals) if self._n_slots else numbers.slots
         budget = numbers.events.shape[1] // 2
         if self._table is None:
             empty = torch.zeros(self.n_instances, 0, device=self.device)
-            return Draw(slots, empty.long(), empty.long(), empty, torch.zeros(self.n_instances, device=self.device))
+            return Draw(slots, empty.long(), empty.long(), empty, empty.long(),
+                        torch.zeros(self.n_instances, device=self.device))
         events = poisson.events(numbers.events[:, :budget], self._table, batch_size)
         value = self.magnitude.quantile(numbers.events[:, budget:], self.magnitude.gather(events.feature)) * events.keep
-        return Draw(slots, events.row, events.feature, value, events.overflow)
+        return Draw(slots, events.row, events.feature, value, events.flat, events.overflow)
 
     def to_dense(self, drawn: Draw) -> torch.Tensor:
         """(batch, inst, n_features) from a draw (stored instance-major, see `sample`)."""
         n_instances, batch_size, _ = drawn.slots.shape
-        if self.identity_slots:
-            out = drawn.slots if self._table is None else drawn.slots.clone()
-        else:
-            out = torch.zeros(n_instances, batch_size, self.n_features, device=self.device)
-            out.scatter_add_(-1, self.slot_feature[:, None, :].expand(-1, batch_size, -1), drawn.slots)
+        if self.identity_slots and self._table is None:
+            return drawn.slots.transpose(0, 1)
+        # one spare row past the batch takes the unused event slots (which add 0)
+        out = torch.zeros(n_instances, batch_size + 1, self.n_features, device=self.device)
+        if self._n_slots:
+            out[:, :batch_size].scatter_add_(-1, self.slot_feature[:, None, :].expand(-1, batch_size, -1),
+                                             drawn.slots)
         if self._table is not None:
-            flat = drawn.row.clamp(max=batch_size - 1) * self.n_features + drawn.feature
-            out.view(n_instances, -1).scatter_add_(1, flat, drawn.value)  # unused slots add 0
-        return out.transpose(0, 1)
+            out.view(n_instances, -1).scatter_add_(1, drawn.flat, drawn.value)
+        return out[:, :batch_size].transpose(0, 1)
 
     def to_sparse(self, drawn: Draw) -> SparseFeatures:
         """SparseFeatures from a draw: M = the per-row event budget plus the dense slots.
@@ -342,7 +353,7 @@ class FeatureDistribution:
     # ---- the dense slots -------------------------------------------------------------
 
     def _slot_values(self, u: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
-        """Values of the dense slots, (inst, batch, m), from their uniforms (inst, batch, G + m).
+        """Values of the dense slots, (inst, batch, m), from their uniforms (`Numbers.slots`).
 
         Slot j reads one uniform x (its own, or its group's) and fires when lo_j <= x < hi_j;
         then (x - lo_j) / (hi_j - lo_j) is again uniform and gives its magnitude:
@@ -354,41 +365,39 @@ class FeatureDistribution:
         - a correlated group's members: their own x, [0, a_i), or the group's shared event
           (its x below q); fired by the shared event alone, (x - a_i) / (1 - a_i) is the uniform
           (`toysuper.truth.groups.CorrelatedGroups` derives q and a_i);
-        - under a copula, x = Φ(-z) for the copula's Gaussian z, and the own uniform gives the
-          magnitude instead.
+        - under a copula, x = Φ(-z) for the copula's Gaussian z (exactly uniform), and the own
+          uniform gives the magnitude instead.
         Hierarchy gating runs level by level, parents first, so a child follows its parent's
         final state (and, with scale_children_by_parent, its parent's value over its mean).
+        Masks are 0/1 floats (`toysuper.float_masks`).
         """
         lo, hi, inv_width = self._intervals
         if self._plain:  # independent features only: x is the own uniform, lo = 0
-            fires = positive_(hi - u)  # 1 where u < hi, as a float (bool kernels are slow on CPU)
+            fires = positive_(hi - u)
             v = (u * inv_width * fires).clamp_(max=_LAST_BELOW_ONE)
-        else:
-            x = u.index_select(-1, self._column)
-            if self._copula is not None:
-                copula_slots, loadings, own_scale = self._copula
-                rank = loadings.shape[1]
-                z = torch.matmul(normals[..., :rank], loadings.T) + own_scale * normals[..., rank:]
-                x = x.index_copy(-1, copula_slots, torch.special.ndtr(-z))
-            inside = (x >= lo) & (x < hi)
-            v = torch.where(inside, (x - lo) * inv_width, (x - hi) * self._inv_rest)
-            fires = inside
-            if self._shared is not None:
-                shared_column, shared_rate = self._shared
-                fires = fires | (u.index_select(-1, shared_column) < shared_rate)
-            if self._copula is not None:  # the copula decided firing; the own uniform gives the magnitude
-                own = u.index_select(-1, self._column.index_select(0, self._copula[0]))
-                v = v.index_copy(-1, self._copula[0], own)
-            fires = fires.float()
-            v = (v * fires).clamp_(0, _LAST_BELOW_ONE)
-        value = self.magnitude.quantile(v, self._slot_magnitude) * fires
+            return self.magnitude.quantile(v, self._slot_magnitude) * fires
+        x = u.index_select(1, self._column)  # (inst, m, batch)
+        if self._copula is not None:
+            slots, loadings, own_scale = self._copula
+            rank = loadings.shape[1]
+            z = torch.matmul(loadings, normals[:, :rank]) + own_scale * normals[:, rank:]
+            x = x.index_copy(1, slots, torch.special.ndtr(-z))
+        fires = positive_(hi - x) - positive_(lo - x)  # 1 where lo <= x < hi
+        v = (x - lo) * inv_width * fires
+        if self._shared is not None:
+            shared_column, shared_rate = self._shared
+            inside, fires = fires, torch.maximum(fires, positive_(shared_rate - u.index_select(1, shared_column)))
+            v = v + (x - hi) * self._inv_rest * (fires - inside)
+        if self._copula is not None:  # the copula decided firing; the own uniform gives the magnitude
+            v = v.index_copy(1, slots, u.index_select(1, self._column.index_select(0, slots)))
+        value = self.magnitude.quantile((v * fires).clamp_(0, _LAST_BELOW_ONE), self._slot_magnitude) * fires
         for child, parent, parent_mean in self._levels:
-            gate = fires.index_select(-1, parent)
-            fires = fires.index_copy(-1, child, fires.index_select(-1, child) * gate)
+            gate = fires.index_select(1, parent)
+            fires = fires.index_copy(1, child, fires.index_select(1, child) * gate)
             if parent_mean is not None:
-                gate = value.index_select(-1, parent) / parent_mean
-            value = value.index_copy(-1, child, value.index_select(-1, child) * gate)
-        return value
+                gate = value.index_select(1, parent) / parent_mean
+            value = value.index_copy(1, child, value.index_select(1, child) * gate)
+        return value.transpose(1, 2)
 
     def _budget(self, batch_size: int) -> tuple[list[int], int]:
         """Poisson gaps per instance for a batch (P(more events) < 1e-12), and their maximum."""
@@ -487,17 +496,18 @@ class FeatureDistribution:
                                     + list(range(n_groups + len(own), n_groups + len(own) + self._n_slots - len(structured))),
                                     dtype=torch.long, device=device)
         self._plain = self._n_groups == 0 and self.hierarchy is None and self.correlation is None
+        # per-slot tables broadcast against the slots' layout: (inst, 1, m), or (inst, m, 1) slot-major
+        along = (lambda t: t.float().to(device)[:, None, :]) if self._plain else (lambda t: t.float().to(device)[..., None])
         width = slot_hi - slot_lo
-        self._intervals = tuple(t.float().to(device)[:, None, :] for t in
-                                (slot_lo, slot_hi, 1 / width.clamp_min(2.0 ** -100)))
-        self._inv_rest = (1 / (1 - slot_hi).clamp_min(2.0 ** -100)).float().to(device)[:, None, :]
+        self._intervals = tuple(along(t) for t in (slot_lo, slot_hi, 1 / width.clamp_min(2.0 ** -100)))
+        self._inv_rest = along(1 / (1 - slot_hi).clamp_min(2.0 ** -100))
         self._shared = None
         if shared_column:
             columns = torch.zeros(self._n_slots, dtype=torch.long)
             rates = torch.zeros(self.n_instances, self._n_slots, dtype=torch.float64)
             for f, c in shared_column.items():
                 columns[local[f]], rates[:, local[f]] = c, shared_rate[f]
-            self._shared = (columns.to(device), rates.float().to(device)[:, None, :])
+            self._shared = (columns.to(device), along(rates))
         self._levels = []
         parent_of = self.parent.cpu()
         mean = self.magnitude.mean()
@@ -506,21 +516,21 @@ class FeatureDistribution:
             parent = torch.tensor([local[int(parent_of[c])] for c in level], dtype=torch.long)
             parent_mean = None
             if self.hierarchy.scale_children_by_parent:
-                parent_mean = mean[:, parent_of[level].to(mean.device)].clamp_min(1e-30)[:, None, :]
+                parent_mean = along(mean[:, parent_of[level].to(mean.device)].clamp_min(1e-30))
             self._levels.append((child.to(device), parent.to(device), parent_mean))
         self._copula = None
         if self.correlation is not None:
             children = set(self.hierarchy.children) if self.hierarchy else set()
             driven = torch.tensor([j for j, f in enumerate(structured) if f not in children], dtype=torch.long)
             loadings, own_scale = self.correlation.factor(n, device)
-            self._copula = (driven.to(device), loadings[driven.to(device)], own_scale[driven.to(device)])
+            self._copula = (driven.to(device), loadings[driven.to(device)], own_scale[driven.to(device), None])
         self.slot_feature = slot_feature.to(device)
         """(inst, m) long: the feature of each dense slot (padding: 0, never firing)."""
         self.identity_slots = self._n_slots == n and bool((slot_feature == torch.arange(n)).all())
-        self._slot_magnitude = [t[:, None, :] if t.ndim else t for t in self.magnitude.gather(self.slot_feature)]
+        self._slot_magnitude = [along(t) if t.ndim else t for t in self.magnitude.gather(self.slot_feature)]
         self._table = None
         if any(len(u) for u in units):
-            self._table = poisson.build_table([p[i, u] for i, u in enumerate(units)], units, device)
+            self._table = poisson.build_table([p[i, u] for i, u in enumerate(units)], units, device, n)
             self._row_rates = self._table.row_rate.flatten().tolist()  # host copy: budgets need no sync
             self._row_budget = poisson.budget(max(self._row_rates))  # event slots per row in `to_sparse`
 

@@ -34,14 +34,15 @@ class Magnitude:
             if not torch.isfinite(value).all():
                 raise ValueError(f"{type(self).__name__} {name} must be finite, got {self.params[name]!r}")
         resolved._validate()
-        # a parameter with one value everywhere needs no lookup per entry (`gather`)
-        resolved._constant = [bool((value == value.flatten()[0]).all()) for value in resolved.params.values()]
+        # a parameter with one value everywhere needs no lookup per entry (`gather`): kept as a 0-d tensor
+        resolved._constant = [value.flatten()[0].clone() if bool((value == value.flatten()[0]).all()) else None
+                              for value in resolved.params.values()]
         return resolved
 
     def gather(self, feature: torch.Tensor) -> list[torch.Tensor]:
         """Each parameter at (instance i, feature[i, k]): (inst, k) from a (inst, k) long index;
         a parameter with one value everywhere comes back as a 0-d tensor (broadcast, no gather)."""
-        return [value.flatten()[0] if constant else value.gather(1, feature)
+        return [value.gather(1, feature) if constant is None else constant
                 for value, constant in zip(self.params.values(), self._constant)]
 
     def quantile(self, v: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:

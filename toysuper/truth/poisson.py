@@ -68,10 +68,14 @@ class PoissonTable(NamedTuple):
     """(inst, 1) float64: -1/μ where every unit of each instance shares one rate μ (no search needed), else None."""
     n_units: torch.Tensor
     """(inst, 1) float64: each instance's number of units."""
+    n_features: int
+    """The distribution's feature count (for each event's index into the (batch + 1) x n_features grid)."""
 
 
-def build_table(rates: list[torch.Tensor], features: list[torch.Tensor], device) -> PoissonTable:
-    """Tables for one list of (rates p, global feature indices) per instance, p in [0, 1)."""
+def build_table(rates: list[torch.Tensor], features: list[torch.Tensor], device, n_features: int | None = None
+                ) -> PoissonTable:
+    """Tables for one list of (rates p, global feature indices) per instance, p in [0, 1); n_features:
+    the distribution's (the largest index + 1 by default)."""
     n_units = max(1, max(len(f) for f in features))
     n_buckets = 2 * n_units
     bounds, guides, totals, steps, unit_rates = [], [], [], 1, []
@@ -99,7 +103,8 @@ def build_table(rates: list[torch.Tensor], features: list[torch.Tensor], device)
         one_rate = -1 / torch.tensor(unit_rates, dtype=torch.float64, device=device)[:, None]
     return PoissonTable(None if identity else feature.to(device), bounds.to(device), torch.stack(guides).to(device),
                         torch.tensor(totals, dtype=torch.float64, device=device)[:, None], steps, one_rate,
-                        torch.tensor([len(f) for f in features], dtype=torch.float64, device=device)[:, None])
+                        torch.tensor([len(f) for f in features], dtype=torch.float64, device=device)[:, None],
+                        n_units if n_features is None else n_features)
 
 
 class Events(NamedTuple):
@@ -111,6 +116,8 @@ class Events(NamedTuple):
     """long: the feature it fired (a valid index in every slot)."""
     keep: torch.Tensor
     """float 0/1: 1 for the first point of each fired (row, feature), 0 for repeats and unused slots."""
+    flat: torch.Tensor
+    """long: row · n_features + feature, the point's place in a (batch + 1, n_features) grid."""
     overflow: torch.Tensor
     """(inst,) float: 1 where the budget may have cut points off (P < 1e-12 per draw)."""
 
@@ -125,9 +132,12 @@ def events(uniforms: torch.Tensor, table: PoissonTable, batch_size: int) -> Even
     # S_k = Σ log(1 - U) = -T_k: the points' times, negated (1 - U lies in (0, 1], so all finite)
     neg_times = torch.cumsum(torch.log(1 - uniforms), dim=-1, dtype=torch.float64)
     if table.neg_inv_unit_rate is not None:  # one rate μ per instance: the cell row·P + unit is ⌊T/μ⌋
-        cell = torch.floor(neg_times * table.neg_inv_unit_rate)
-        row = torch.floor(cell / table.n_units)
-        unit = cell - row * table.n_units  # in [0, P) even past the last row
+        # cell arithmetic in float32 when every cell index is below 2^24 (exact there, and half the traffic)
+        exact = torch.float32 if (batch_size + 2) * n_units < 2 ** 24 else torch.float64
+        cell = torch.floor(neg_times * table.neg_inv_unit_rate).to(exact)
+        per_row = table.n_units.to(exact)
+        row = torch.floor(cell / per_row)
+        unit = cell - row * per_row  # in [0, P) even past the last row
         row = row.clamp_(max=batch_size)  # batch_size: past the last row, an unused slot
     else:
         times, rate = neg_times.neg_(), table.row_rate.clamp_min(1e-300)
@@ -143,9 +153,12 @@ def events(uniforms: torch.Tensor, table: PoissonTable, batch_size: int) -> Even
     fresh = cell.diff(dim=1, prepend=cell.new_full((cell.shape[0], 1), -1.0)).clamp_(max=1)
     inside = (batch_size - row).clamp_(0, 1)
     overflow = inside[:, -1].float()  # the last slot still inside the batch: points past it may be missing
-    unit = unit.long()
+    unit, row = unit.long(), row.long()
+    if table.feature is None and n_units == table.n_features:  # units are the features: the cell is the place
+        place = cell.clamp_(max=(batch_size + 1) * n_units - 1).long()  # unused slots: into the spare row
+        return Events(row, unit, inside.mul_(fresh).float(), place, overflow)
     feature = unit if table.feature is None else table.feature.gather(1, unit)
-    return Events(row.long(), feature, inside.mul_(fresh).float(), overflow)
+    return Events(row, feature, inside.mul_(fresh).float(), row * table.n_features + feature, overflow)
 
 
 def row_starts(row: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -116,6 +116,15 @@ def report(name: str, old: list[float], new: list[float], old_label: str = "old"
             "ratio": ratio}
 
 
+def timings(device: str = "cpu", n_rounds: int = 10) -> dict:
+    """Median milliseconds of this version's draws (for benchmarks/run.py)."""
+    device = torch.device(device)
+    result = {}
+    for name, call in draws(ts, device).items():
+        result[name] = statistics.median(rounds(call, call, n_rounds, device)[1]) * 1e3
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--compare-with", default="main", help="git revision of the old side ('' for none)")

@@ -63,6 +63,20 @@ def synthsaebench_16k(seed: int = 42, n_instances: int = 1, device=None, quiet: 
     return synthsaebench(N_FEATURES_16K, D_HIDDEN_16K, seed=seed, n_instances=n_instances, device=device, quiet=quiet)
 
 
+WORLDS = {
+    "synthsaebench_16k": (N_FEATURES_16K, D_HIDDEN_16K),
+    "synthsaebench_4k": (4096, 192),  # the same structure at a quarter of the size, for CPUs
+}
+"""Named preset worlds, for configs (`source.world`): name -> (n_features, d_hidden) of `synthsaebench`."""
+
+
+def named(name: str, seed: int = 42, n_instances: int = 1, device=None) -> DictionarySource:
+    """The preset world `name` (a key of WORLDS)."""
+    if name not in WORLDS:
+        raise ValueError(f"world must be one of {sorted(WORLDS)}, got {name!r}")
+    return synthsaebench(*WORLDS[name], seed=seed, n_instances=n_instances, device=device)
+
+
 def synthsaebench(n_features: int = N_FEATURES_16K, d_hidden: int = D_HIDDEN_16K, *, seed: int = 42,
                   n_instances: int = 1, device=None, n_roots: int | None = None, quiet: bool = True,
                   **settings) -> DictionarySource:

@@ -73,6 +73,7 @@ def test_low_coherence_bad_arguments(kwargs, name):
 @pytest.mark.parametrize("firing_prob, noise, n_instances, sampling", [
     (0.02, 0.0, 3, "auto"), (0.02, 0.1, 3, "auto"), (0.5, 0.0, 3, "auto"), (0.02, 0.0, 1, "dense"),
     (torch.linspace(0.005, 0.4, 200), 0.0, 3, "auto"),  # events for the rare, dense slots for the rest
+    (torch.tensor([[0.5], [0.01], [0.0]]), 0.1, 3, "auto"),  # one instance dense, one by events, one silent
 ])
 def test_dictionary_source_hidden_is_f_d_from_the_same_draw(firing_prob, noise, n_instances, sampling):
     """Events build h = f D by a gather-and-sum, dense slots by a matmul: both equal f D."""

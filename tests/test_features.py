@@ -129,10 +129,10 @@ def test_poisson_events_are_an_exact_independent_bernoulli_grid(rates):
     batch = 200_000
     budget = poisson.budget(batch * float(table.row_rate.max()))
     events = poisson.events(torch.rand(2, budget, generator=torch.Generator().manual_seed(0)), table, batch)
-    fires = torch.zeros(2, batch + 1, len(rates))
-    fires.index_put_((torch.arange(2)[:, None].expand(-1, budget), events.row, events.feature), events.keep,
-                     accumulate=True)
-    assert fires.max() == 1  # each (row, feature) at most once
+    fires = torch.zeros(2, (batch + 1) * len(rates))
+    fires.scatter_add_(1, events.place, events.keep)
+    fires = fires.view(2, batch + 1, len(rates))  # the last row, past the batch, takes the unused slots
+    assert fires[:, :batch].max() == 1  # each (row, feature) at most once
     fires = fires[:, :batch].transpose(0, 1)
     assert _rates_match(fires > 0, torch.stack([rates, rates.flip(0)]))
     assert torch.equal(events.overflow, torch.zeros(2))
@@ -145,7 +145,7 @@ def test_poisson_overflow_is_counted_and_keeps_events_inside_the_batch():
     table = poisson.build_table([torch.full((10,), 0.3)], [torch.arange(10)], "cpu")
     events = poisson.events(torch.rand(1, 50, generator=torch.Generator().manual_seed(0)), table, 100)
     assert events.overflow.tolist() == [1.0]  # ~357 points expected in 100 rows: 50 slots cannot hold them
-    assert (events.row < 100).all()
+    assert (events.place < 100 * 10).all()
     dist = FeatureDistribution(10, 0.3, sampling="sparse", device="cpu")
     dist.sample(100, torch.Generator().manual_seed(0))
     assert dist.overflow.tolist() == [0.0]
@@ -193,7 +193,7 @@ def test_the_rule_draws_rare_free_features_by_events_and_the_rest_in_dense_slots
     dist = FeatureDistribution(4, p, n_instances=2, device="cpu")
     assert dist.slot_feature[0].tolist() == [1, 3] and dist.slot_feature[1].tolist() == [0, 1]
     drawn = dist.draw(8, torch.Generator().manual_seed(0))
-    assert drawn.slots.shape == (2, 8, 2) and drawn.row.shape[1] == poisson.budget(8 * -math.log(0.9 * 0.8))
+    assert drawn.slots.shape == (2, 8, 2) and drawn.place.shape[1] == poisson.budget(8 * -math.log(0.9 * 0.8))
     structured = FeatureDistribution(4, 0.01, hierarchy={0: [1]}, device="cpu")
     assert structured.slot_feature[0].tolist() == [0, 1]  # a hierarchy's features are dense slots
 
@@ -231,6 +231,14 @@ def test_per_instance_generators_make_each_instance_its_own_stream():
         alone = dist.select([i])
         assert torch.equal(alone.sample(200, instance_generators([7 + i], "cpu")), together[:, [i]])
         assert torch.equal(alone.sample(200, torch.Generator().manual_seed(7 + i)), together[:, [i]])
+    # a sweep that mixes dense instances, sparse ones and one that never fires
+    sweep = FeatureDistribution.sparsity_sweep(20, [0.0, 0.7, 0.99, 1.0, 0.9], device="cpu")
+    assert sweep.dense_instances == [0, 1] and sweep.event_instances == [2, 4]
+    together = sweep.sample(300, instance_generators(3, "cpu", n_instances=5))
+    assert (together[:, 3] == 0).all() and (together[:, 0] > 0).all()
+    for i in range(5):
+        alone = sweep.select([i]).sample(300, torch.Generator().manual_seed(3 + i))
+        assert torch.equal(alone, together[:, [i]])
     with pytest.raises(ValueError, match="one torch.Generator per instance"):
         dist.sample(10, instance_generators(0, "cpu", n_instances=2))
     with pytest.raises(TypeError, match="seeds"):

@@ -16,7 +16,7 @@ from .devices import make_generator, per_instance_normals
 from .toy.model import ToyModel
 from .truth.dictionaries import Dictionary, random_directions, unit_rows
 from .truth.distribution import Draw, FeatureDistribution, Numbers
-from .truth.poisson import row_starts
+from .truth.poisson import row_starts, rows_and_features
 
 SNR_SAMPLES = 65_536  # samples behind the signal power that sets the noise for a stated SNR
 
@@ -81,33 +81,42 @@ def hidden_from_draw(drawn: Draw, directions: torch.Tensor, slot_directions: tor
     """h = f D from a draw, (inst, batch, d_hidden), with fixed shapes and no host sync.
 
     directions: (inst, n_features, d_hidden); slot_directions: the rows of the draw's dense slots,
-    (inst, m, d_hidden) (`slot_directions`). The dense slots go through one batched matmul; the
+    (D, m, d_hidden) (`slot_directions`). The dense slots go through one batched matmul; the
     Poisson events through one embedding_bag, a gather-and-sum of weighted direction rows per
-    (instance, sample) bag whose bounds come from the events' rows (they arrive in order).
+    (instance, sample) bag whose bounds come from the events' rows (they arrive in order; a spare
+    bag past the batch takes the unused slots).
     """
-    n_instances, batch_size, n_slots = drawn.slots.shape
-    n_events = drawn.row.shape[1]
-    hidden = torch.bmm(drawn.slots, slot_directions) if n_slots or not n_events else None
+    n_instances, n_features, d_hidden = directions.shape
+    n_dense, batch_size, n_slots = drawn.slots.shape
+    n_event_rows, n_events = drawn.place.shape
+    parts = []
+    if n_slots:
+        parts.append((drawn.dense_instances, torch.bmm(drawn.slots, slot_directions)))
     if n_events:
-        n_features, d_hidden = directions.shape[1:]
-        start, _ = row_starts(drawn.row, batch_size)
-        entries, offsets = drawn.feature, start[:, :batch_size]
-        if n_instances > 1:  # instance i's rows of the flattened table, and its bags' bounds
-            instance = torch.arange(n_instances, device=drawn.row.device)[:, None]
-            entries, offsets = entries + instance * n_features, offsets + instance * n_events
+        row, feature = rows_and_features(drawn.place, n_features)
+        start, _ = row_starts(row, batch_size)  # (E, batch + 1): the last bag takes the unused slots
+        if n_instances > 1:  # the instance's rows of the flattened table, and its bags' bounds
+            feature = feature + drawn.event_instances[:, None] * n_features
+            start = start + torch.arange(n_event_rows, device=start.device)[:, None] * n_events
         bags = torch.nn.functional.embedding_bag(
-            entries.flatten(), directions.reshape(-1, d_hidden), offsets.flatten(), mode="sum",
-            per_sample_weights=drawn.value.flatten())  # an instance's unused slots fall in its last bag, with weight 0
-        bags = bags.view(n_instances, batch_size, d_hidden)
-        hidden = bags if hidden is None else hidden + bags
+            feature.flatten(), directions.reshape(-1, d_hidden), start.flatten(), mode="sum",
+            per_sample_weights=drawn.value.flatten())
+        parts.append((drawn.event_instances, bags.view(n_event_rows, batch_size + 1, d_hidden)[:, :batch_size]))
+    if len(parts) == 1 and parts[0][1].shape[0] == n_instances:
+        return parts[0][1]  # one part covering every instance (rows in order)
+    hidden = directions.new_zeros(n_instances, batch_size, d_hidden)
+    for rows, part in parts:
+        hidden.index_add_(0, rows, part)  # rows are distinct: each entry gets one addition
     return hidden
 
 
 def slot_directions(dist: FeatureDistribution, directions: torch.Tensor) -> torch.Tensor:
-    """The direction of each of the draw's dense slots, (inst, m, d_hidden) (padding slots never fire)."""
+    """The direction of each of the draw's dense slots, (D, m, d_hidden) (padding slots never fire)."""
     if dist.identity_slots:
         return directions
-    return directions.gather(1, dist.slot_feature[..., None].expand(-1, -1, directions.shape[-1]))
+    rows = directions.index_select(0, torch.as_tensor(dist.dense_instances, dtype=torch.long,
+                                                      device=directions.device))
+    return rows.gather(1, dist.slot_feature[..., None].expand(-1, -1, directions.shape[-1]))
 
 
 class SourceNumbers(NamedTuple):
@@ -286,13 +295,12 @@ class ToyModelSource:
 
     @torch.no_grad()
     def sample(self, batch_size: int, generator=None) -> Batch:
-        hidden, drawn = self._hidden_and_draw(batch_size, generator)
-        return Batch(hidden, self.dist.to_dense(drawn))
+        return Batch(*self._hidden_and_features(batch_size, generator))
 
     @torch.no_grad()
     def sample_hidden(self, batch_size: int, generator=None) -> torch.Tensor:
-        """`sample(...).hidden` without building the dense features, (batch, inst, d_hidden)."""
-        return self._hidden_and_draw(batch_size, generator)[0]
+        """`sample(...).hidden`, (batch, inst, d_hidden)."""
+        return self._hidden_and_features(batch_size, generator)[0]
 
     def numbers(self, batch_size: int, generator=None) -> SourceNumbers:
         features = self.dist.numbers(batch_size, generator)
@@ -301,21 +309,23 @@ class ToyModelSource:
         return SourceNumbers(features, per_instance_normals((batch_size, self.d_hidden), generator, self.n_instances,
                                                             self.device))
 
-    def transform(self, numbers: SourceNumbers) -> tuple[torch.Tensor, Draw]:
-        """Numbers to (hidden (batch, inst, d_hidden), the draw): h = W x, ReLU'd for hidden_relu models."""
+    def transform(self, numbers: SourceNumbers) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Numbers to (hidden (batch, inst, d_hidden), features (batch, inst, n_features), Poisson overflow
+        (inst,)): h = W x, ReLU'd for hidden_relu models. Toy models have few features, so the dense
+        features and one batched matmul are the cheap way here."""
         drawn = self.dist.transform(numbers.features)
-        W = self.model.W.detach()[self.instances]
-        hidden = hidden_from_draw(drawn, W, slot_directions(self.dist, W))
+        features = self.dist.to_dense(drawn)
+        hidden = torch.bmm(features.transpose(0, 1), self.model.W.detach()[self.instances])
         if self.model.kind == "hidden_relu":
             hidden = torch.relu(hidden)
         if self.noise_std is not None:
             hidden = hidden + self.noise_std[:, None, None] * numbers.noise
-        return hidden.transpose(0, 1), drawn
+        return hidden.transpose(0, 1), features, drawn.overflow
 
-    def _hidden_and_draw(self, batch_size: int, generator) -> tuple[torch.Tensor, Draw]:
-        hidden, drawn = self.transform(self.numbers(batch_size, generator))
-        self.dist.overflow.add_(drawn.overflow)
-        return hidden, drawn
+    def _hidden_and_features(self, batch_size: int, generator) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden, features, overflow = self.transform(self.numbers(batch_size, generator))
+        self.dist.overflow.add_(overflow)
+        return hidden, features
 
     @torch.no_grad()
     def signal_power(self, n_samples: int = SNR_SAMPLES, seed: int = 0) -> torch.Tensor:
@@ -324,7 +334,7 @@ class ToyModelSource:
         W = self.model.W.detach()[self.instances]
 
         def draw(size):
-            hidden = hidden_from_draw(self.dist.draw(size, generator), W, slot_directions(self.dist, W))
+            hidden = torch.bmm(self.dist.sample(size, generator).transpose(0, 1), W)
             return torch.relu(hidden) if self.model.kind == "hidden_relu" else hidden
 
         return _mean_power(draw, n_samples, instance_major=True)

@@ -69,33 +69,37 @@ class SparseFeatures(NamedTuple):
 
 
 class Numbers(NamedTuple):
-    """The random numbers of one draw (`FeatureDistribution.numbers`), instance-major."""
+    """The random numbers of one draw (`FeatureDistribution.numbers`), instance-major. Only the
+    instances with dense slots (`dense_instances`, D) draw slot numbers, and only those with Poisson
+    units (`event_instances`, E) draw event numbers."""
 
     events: torch.Tensor
-    """(inst, 2K) uniforms: the Poisson part's gaps, then its magnitudes (K = 0: no Poisson part)."""
+    """(E, 2K) uniforms: the Poisson part's gaps, then its magnitudes."""
     slots: torch.Tensor
-    """Uniforms: one per group decision, then one per dense slot that reads its own: (inst, batch, m) for
-    independent features, slot-major (inst, G + own, batch) for structured ones."""
+    """Uniforms: one per group decision, then one per dense slot that reads its own: (D, batch, m) for
+    independent features, slot-major (D, G + own, batch) for structured ones."""
     normals: torch.Tensor
-    """(inst, r + c, batch) standard normals of the copula ((inst, 0, batch) without one)."""
+    """(D, r + c, batch) standard normals of the copula ((D, 0, 0) without one)."""
 
 
 class Draw(NamedTuple):
-    """A drawn batch, instance-major: dense slots plus Poisson events. `FeatureDistribution.to_dense`,
-    `to_sparse` and `toysuper.sources.hidden_from_draw` build what a consumer needs from it."""
+    """A drawn batch, instance-major: dense slots for the instances D that have them, Poisson events for
+    the instances E that have them. `FeatureDistribution.to_dense`, `to_sparse` and
+    `toysuper.sources.hidden_from_draw` build what a consumer needs from it."""
 
     slots: torch.Tensor
-    """(inst, batch, m): the values of the dense slots (`FeatureDistribution.slot_feature`)."""
-    row: torch.Tensor
-    """(inst, K) long: each event's row, batch_size for an unused slot (in increasing order)."""
-    feature: torch.Tensor
-    """(inst, K) long: each event's feature."""
+    """(D, batch, m): the values of the dense slots (`FeatureDistribution.slot_feature`)."""
+    place: torch.Tensor
+    """(E, K) long: each event's row · n_features + feature, non-decreasing; an unused slot lands in a
+    spare row past the batch (`toysuper.truth.poisson.Events`)."""
     value: torch.Tensor
-    """(inst, K): its activation, 0 for repeats and unused slots."""
-    flat: torch.Tensor
-    """(inst, K) long: row · n_features + feature (an unused slot lands past the last row)."""
+    """(E, K): its activation, 0 for repeats."""
     overflow: torch.Tensor
     """(inst,): 1 where the Poisson budget may have cut events off (below 1e-12 per draw)."""
+    dense_instances: torch.Tensor
+    """(D,) long: the instances of the slots' rows."""
+    event_instances: torch.Tensor
+    """(E,) long: the instances of the events' rows."""
 
 
 class FeatureDistribution:
@@ -236,62 +240,84 @@ class FeatureDistribution:
     def draw(self, batch_size: int, generator=None) -> Draw:
         """`transform(numbers(...))`, counting Poisson overflows in `self.overflow` (no host sync)."""
         drawn = self.transform(self.numbers(batch_size, generator))
-        self.overflow.add_(drawn.overflow)
+        if self._table is not None:
+            self.overflow.add_(drawn.overflow)
         return drawn
 
     def numbers(self, batch_size: int, generator=None) -> Numbers:
         """The random numbers of one draw: fixed shapes, set by the configuration and batch_size."""
         batch_size = positive_int("batch_size", batch_size)
-        budgets, width = self._budget(batch_size), self._n_groups + max(self._own_columns)
+        budgets, width = self._budget(batch_size), self._n_groups + max(self._own_columns, default=0)
         n_normals = 0 if self._copula is None else self.correlation.rank + len(self._copula[0])
         generators = per_instance_generators(generator, self.n_instances, self.device)
         kwargs = {"device": self.device}
-        # independent features: (inst, batch, m), the layout batched toy models read fastest; structured
-        # ones slot-major, (inst, G + own, batch), so that gathers along the slots copy whole rows
-        layout = (lambda n_rows, n, width: (n_rows, n, width)) if self._plain else (lambda n_rows, n, width: (n_rows, width, n))
+        n_dense, n_events = len(self._dense_rows), len(self._event_rows)
         if not isinstance(generators, list):
-            budget = budgets[1]
-            u = torch.rand(self.n_instances, 2 * budget + batch_size * width, generator=generators, **kwargs)
-            normals = torch.randn(self.n_instances, n_normals, batch_size, generator=generators, **kwargs)
-            return Numbers(u[:, :2 * budget], u[:, 2 * budget:].view(layout(self.n_instances, batch_size, width)),
-                           normals)
+            no_events, no_normals = self._empty
+            events = torch.rand(n_events, 2 * budgets[1], generator=generators, **kwargs) if n_events else no_events
+            slots = torch.rand(self._slot_shape(n_dense, batch_size, width), generator=generators, **kwargs)
+            normals = torch.randn(n_dense, n_normals, batch_size, generator=generators, **kwargs) if n_normals \
+                else no_normals
+            return Numbers(events, slots, normals)
         events, slots, normals = [], [], []
         for i, g in enumerate(generators):  # each instance's numbers from its own stream, with its own shapes
-            budget, own_width = budgets[0][i], self._n_groups + self._own_columns[i]
+            budget = budgets[0].get(i, 0)
+            own_width = self._own_width.get(i, 0)
             u = torch.rand(2 * budget + batch_size * own_width, generator=g, **kwargs)
-            pad = budgets[1] - budget  # padded gaps are infinite (1 - u = 0): no event; padded slots never fire
-            events.append(torch.cat([u[:budget], u.new_ones(pad), u[budget:2 * budget], u.new_zeros(pad)]))
-            own = u[2 * budget:].view(layout(1, batch_size, own_width))[0]
-            slots.append(torch.nn.functional.pad(own, (0, width - own_width) if self._plain
-                                                 else (0, 0, 0, width - own_width)))
-            normals.append(torch.randn(n_normals, batch_size, generator=g, **kwargs))
-        return Numbers(torch.stack(events), torch.stack(slots), torch.stack(normals))
+            if i in budgets[0]:  # padded gaps are infinite (1 - u = 0): no event
+                pad = budgets[1] - budget
+                events.append(torch.cat([u[:budget], u.new_ones(pad), u[budget:2 * budget], u.new_zeros(pad)]))
+            if i in self._own_width:  # padded slots never fire
+                own = u[2 * budget:].view(self._slot_shape(1, batch_size, own_width))[0]
+                if self._own_features is not None:  # into the columns of the instance's dense features
+                    own = torch.zeros(batch_size, width, **kwargs).index_copy_(1, self._own_features[i], own)
+                padding = (0, width - own.shape[-1]) if self._plain else (0, 0, 0, width - own_width)
+                slots.append(torch.nn.functional.pad(own, padding))
+                normals.append(torch.randn(n_normals, batch_size, generator=g, **kwargs))
+        no_events, no_normals = self._empty
+        return Numbers(torch.stack(events) if events else no_events,
+                       torch.stack(slots) if slots else torch.zeros(self._slot_shape(0, batch_size, 0), **kwargs),
+                       torch.stack(normals) if n_normals else no_normals)
 
     def transform(self, numbers: Numbers) -> Draw:
         """Numbers to features: pure, fixed-shape, no host sync (compiles with fullgraph=True)."""
         batch_size = numbers.slots.shape[1 if self._plain else 2]
         slots = self._slot_values(numbers.slots, numbers.normals) if self._n_slots else numbers.slots
-        budget = numbers.events.shape[1] // 2
         if self._table is None:
-            empty = torch.zeros(self.n_instances, 0, device=self.device)
-            return Draw(slots, empty.long(), empty.long(), empty, empty.long(),
-                        torch.zeros(self.n_instances, device=self.device))
+            return Draw(slots, *self._no_events, self._dense_rows, self._event_rows)
+        budget = numbers.events.shape[1] // 2
         events = poisson.events(numbers.events[:, :budget], self._table, batch_size)
-        value = self.magnitude.quantile(numbers.events[:, budget:], self.magnitude.gather(events.feature)) * events.keep
-        return Draw(slots, events.row, events.feature, value, events.flat, events.overflow)
+        params = self._event_magnitude
+        if any(p.ndim for p in params):  # per-feature parameters: looked up at each event's feature
+            feature = poisson.rows_and_features(events.place, self.n_features)[1].clamp_(max=self.n_features - 1)
+            params = [p if p.ndim == 0 else p.gather(1, feature) for p in params]
+        value = self.magnitude.quantile(numbers.events[:, budget:], params) * events.keep
+        overflow = events.overflow
+        if len(self._event_rows) < self.n_instances:
+            overflow = overflow.new_zeros(self.n_instances).index_copy(0, self._event_rows, overflow)
+        return Draw(slots, events.place, value, overflow, self._dense_rows, self._event_rows)
 
     def to_dense(self, drawn: Draw) -> torch.Tensor:
         """(batch, inst, n_features) from a draw (stored instance-major, see `sample`)."""
-        n_instances, batch_size, _ = drawn.slots.shape
-        if self.identity_slots and self._table is None:
+        batch_size, n = drawn.slots.shape[1], self.n_features
+        if self.identity_slots and self._table is None:  # the slots are the dense output
             return drawn.slots.transpose(0, 1)
         # one spare row past the batch takes the unused event slots (which add 0)
-        out = torch.zeros(n_instances, batch_size + 1, self.n_features, device=self.device)
+        out = torch.zeros(self.n_instances, batch_size + 1, n, device=self.device)
         if self._n_slots:
-            out[:, :batch_size].scatter_add_(-1, self.slot_feature[:, None, :].expand(-1, batch_size, -1),
-                                             drawn.slots)
+            slots = drawn.slots
+            if self._slot_feature_is_identity:
+                out[:, :batch_size].index_copy_(0, self._dense_rows, slots)
+            else:  # each slot's place in the whole output: (instance row · (batch + 1) + sample) · n + feature
+                place = (self._dense_rows[:, None, None] * (batch_size + 1)
+                         + torch.arange(batch_size, device=self.device)[:, None]) * n + self.slot_feature[:, None, :]
+                out.view(-1).scatter_add_(0, place.flatten(), slots.flatten())
         if self._table is not None:
-            out.view(n_instances, -1).scatter_add_(1, drawn.flat, drawn.value)
+            if len(self._event_rows) == self.n_instances:
+                out.view(self.n_instances, -1).scatter_add_(1, drawn.place, drawn.value)
+            else:
+                place = drawn.place + (self._event_rows * ((batch_size + 1) * n))[:, None]
+                out.view(-1).scatter_add_(0, place.flatten(), drawn.value.flatten())
         return out[:, :batch_size].transpose(0, 1)
 
     def to_sparse(self, drawn: Draw) -> SparseFeatures:
@@ -300,21 +326,26 @@ class FeatureDistribution:
         Rows with more events than the per-row budget (below 1e-12 per row) lose the extra
         ones; they are counted in `overflow` (no host sync).
         """
-        n_instances, batch_size, n_slots = drawn.slots.shape
-        index = self.slot_feature[:, None, :].expand(-1, batch_size, -1)
-        value = drawn.slots
+        batch_size, n_slots = drawn.slots.shape[1], self._n_slots
+        width = self._row_budget if self._table is not None else 0
+        index = torch.zeros(self.n_instances, batch_size, width + n_slots, dtype=torch.long, device=self.device)
+        value = torch.zeros(self.n_instances, batch_size, width + n_slots, device=self.device)
+        if n_slots:
+            index[..., width:].index_copy_(0, self._dense_rows, self.slot_feature[:, None, :].expand(
+                -1, batch_size, -1).contiguous())
+            value[..., width:].index_copy_(0, self._dense_rows, drawn.slots)
         if self._table is not None:
-            width = self._row_budget
-            start, counts = poisson.row_starts(drawn.row, batch_size)
-            place = torch.arange(drawn.row.shape[1], device=self.device) - start.gather(1, drawn.row)
-            fits = (drawn.row < batch_size) & (place < width)
-            target = torch.where(fits, drawn.row * width + place, batch_size * width)  # the rest to a spare slot
-            events_index = drawn.feature.new_zeros(n_instances, batch_size * width + 1).scatter_(1, target,
-                                                                                                  drawn.feature)
-            events_value = drawn.value.new_zeros(n_instances, batch_size * width + 1).scatter_(1, target, drawn.value)
-            self.overflow.add_((counts[:, :batch_size] > width).sum(1))
-            index = torch.cat([events_index[:, :-1].view(n_instances, batch_size, width), index], -1)
-            value = torch.cat([events_value[:, :-1].view(n_instances, batch_size, width), value], -1)
+            n_events = len(self._event_rows)
+            row, feature = poisson.rows_and_features(drawn.place, self.n_features)
+            start, counts = poisson.row_starts(row, batch_size)
+            place = torch.arange(row.shape[1], device=self.device) - start.gather(1, row)
+            fits = (row < batch_size) & (place < width)
+            target = torch.where(fits, row * width + place, batch_size * width)  # the rest to a spare slot
+            events_index = feature.new_zeros(n_events, batch_size * width + 1).scatter_(1, target, feature)
+            events_value = drawn.value.new_zeros(n_events, batch_size * width + 1).scatter_(1, target, drawn.value)
+            self.overflow.index_add_(0, self._event_rows, (counts[:, :batch_size] > width).sum(1).float())
+            index[..., :width].index_copy_(0, self._event_rows, events_index[:, :-1].view(n_events, batch_size, width))
+            value[..., :width].index_copy_(0, self._event_rows, events_value[:, :-1].view(n_events, batch_size, width))
         return SparseFeatures(index.transpose(0, 1), value.transpose(0, 1))
 
     def to(self, device) -> "FeatureDistribution":
@@ -374,8 +405,8 @@ class FeatureDistribution:
         lo, hi, inv_width = self._intervals
         if self._plain:  # independent features only: x is the own uniform, lo = 0
             fires = positive_(hi - u)
-            v = (u * inv_width * fires).clamp_(max=_LAST_BELOW_ONE)
-            return self.magnitude.quantile(v, self._slot_magnitude) * fires
+            value = self.magnitude.quantile(u.mul(inv_width).mul_(fires), self._slot_magnitude)
+            return value if self.magnitude.zero_at_zero else value.mul_(fires)
         x = u.index_select(1, self._column)  # (inst, m, batch)
         if self._copula is not None:
             slots, loadings, own_scale = self._copula
@@ -399,15 +430,17 @@ class FeatureDistribution:
             value = value.index_copy(1, child, value.index_select(1, child) * gate)
         return value.transpose(1, 2)
 
-    def _budget(self, batch_size: int) -> tuple[list[int], int]:
-        """Poisson gaps per instance for a batch (P(more events) < 1e-12), and their maximum."""
+    def _budget(self, batch_size: int) -> tuple[dict[int, int], int]:
+        """Poisson gaps per instance with events for a batch (P(more events) < 1e-12), and their maximum."""
         if batch_size not in self._budgets:
-            if self._table is None:
-                self._budgets[batch_size] = ([0] * self.n_instances, 0)
-            else:
-                own = [poisson.budget(batch_size * float(rate)) for rate in self._row_rates]
-                self._budgets[batch_size] = (own, max(own))
+            own = {i: poisson.budget(batch_size * rate) for i, rate in zip(self.event_instances, self._row_rates)}
+            self._budgets[batch_size] = (own, max(own.values(), default=0))
         return self._budgets[batch_size]
+
+    def _slot_shape(self, n_rows: int, batch_size: int, width: int) -> tuple[int, int, int]:
+        """Independent features: (rows, batch, m), the layout batched toy models read fastest; structured
+        ones slot-major, (rows, G + own, batch), so that gathers along the slots copy whole rows."""
+        return (n_rows, batch_size, width) if self._plain else (n_rows, width, batch_size)
 
     # ---- layout, built once from the configuration -----------------------------------------
 
@@ -475,28 +508,45 @@ class FeatureDistribution:
         cutoff = SAMPLING[self.sampling]
         dense_free = [torch.nonzero(free & (p[i] >= cutoff)).squeeze(1) for i in range(self.n_instances)]
         units = [torch.nonzero(free & (p[i] < cutoff)).squeeze(1) for i in range(self.n_instances)]
-        n_slots = [len(structured) + len(d) for d in dense_free]
-        self._n_slots, self._n_groups = max(n_slots), n_groups
+        # D: the instances with dense slots; E: those with Poisson units that can fire. Only they draw
+        # (and compute) that part, so a sweep that mixes dense and sparse instances pays each part once.
+        dense_rows = [i for i in range(self.n_instances) if structured or len(dense_free[i])]
+        event_rows = [i for i in range(self.n_instances) if len(units[i]) and p[i, units[i]].sum() > 0]
+        self._dense_rows = torch.tensor(dense_rows, dtype=torch.long, device=device)
+        self._event_rows = torch.tensor(event_rows, dtype=torch.long, device=device)
+        self._n_groups = n_groups
+        self._n_slots = max((len(structured) + len(dense_free[i]) for i in dense_rows), default=0)
         # the slots that read a uniform of their own (not a group's) get one column each, in slot order
         own_structured = [f for f in structured if f not in column]
-        self._own_columns = [len(own_structured) + len(d) for d in dense_free]
-        slot_feature = torch.zeros(self.n_instances, self._n_slots, dtype=torch.long)
-        slot_lo = torch.zeros(self.n_instances, self._n_slots, dtype=torch.float64)
+        self._own_width = {i: n_groups + len(own_structured) + len(dense_free[i]) for i in dense_rows}
+        slot_feature = torch.zeros(len(dense_rows), self._n_slots, dtype=torch.long)
+        slot_lo = torch.zeros(len(dense_rows), self._n_slots, dtype=torch.float64)
         slot_hi = torch.zeros_like(slot_lo)
-        for i in range(self.n_instances):
+        # independent features, and some instance draws every one densely: then every instance gets the
+        # identity layout (slot j is feature j; features it draws by events never fire there), so the
+        # slots are the dense output; an instance's own uniforms go to its dense features' columns
+        self._own_features = None
+        if not structured and self._n_slots == n:
+            self._own_features = {i: dense_free[i].to(device) for i in dense_rows}
+        for row, i in enumerate(dense_rows):
             features = torch.cat([torch.tensor(structured, dtype=torch.long), dense_free[i]])
-            slot_feature[i, :len(features)] = features
-            slot_hi[i, :len(features)] = p[i, features]  # features on their own: [0, p)
+            if self._own_features is not None:
+                slot_feature[row], slot_hi[row, features] = torch.arange(n), p[i, features]
+                continue
+            slot_feature[row, :len(features)] = features
+            slot_hi[row, :len(features)] = p[i, features]  # features on their own: [0, p)
             for j, f in enumerate(structured):
                 if f in lo:
-                    slot_lo[i, j], slot_hi[i, j] = lo[f][i], hi[f][i]
+                    slot_lo[row, j], slot_hi[row, j] = lo[f][i], hi[f][i]
+        self._own_columns = [self._n_slots if self._own_features is not None else self._own_width[i] - n_groups
+                             for i in dense_rows]
         local = {f: j for j, f in enumerate(structured)}
         own = {f: n_groups + k for k, f in enumerate(own_structured)}
         self._column = torch.tensor([column.get(f, own.get(f)) for f in structured]
                                     + list(range(n_groups + len(own), n_groups + len(own) + self._n_slots - len(structured))),
                                     dtype=torch.long, device=device)
         self._plain = self._n_groups == 0 and self.hierarchy is None and self.correlation is None
-        # per-slot tables broadcast against the slots' layout: (inst, 1, m), or (inst, m, 1) slot-major
+        # per-slot tables broadcast against the slots' layout: (D, 1, m), or (D, m, 1) slot-major
         along = (lambda t: t.float().to(device)[:, None, :]) if self._plain else (lambda t: t.float().to(device)[..., None])
         width = slot_hi - slot_lo
         self._intervals = tuple(along(t) for t in (slot_lo, slot_hi, 1 / width.clamp_min(2.0 ** -100)))
@@ -507,16 +557,16 @@ class FeatureDistribution:
             rates = torch.zeros(self.n_instances, self._n_slots, dtype=torch.float64)
             for f, c in shared_column.items():
                 columns[local[f]], rates[:, local[f]] = c, shared_rate[f]
-            self._shared = (columns.to(device), along(rates))
+            self._shared = (columns.to(device), along(rates[dense_rows]))
         self._levels = []
         parent_of = self.parent.cpu()
-        mean = self.magnitude.mean()
+        mean = self.magnitude.mean().cpu()[dense_rows]
         for level in levels:
             child = torch.tensor([local[c] for c in level], dtype=torch.long)
             parent = torch.tensor([local[int(parent_of[c])] for c in level], dtype=torch.long)
             parent_mean = None
             if self.hierarchy.scale_children_by_parent:
-                parent_mean = along(mean[:, parent_of[level].to(mean.device)].clamp_min(1e-30))
+                parent_mean = along(mean[:, parent_of[level]].clamp_min(1e-30))
             self._levels.append((child.to(device), parent.to(device), parent_mean))
         self._copula = None
         if self.correlation is not None:
@@ -525,14 +575,22 @@ class FeatureDistribution:
             loadings, own_scale = self.correlation.factor(n, device)
             self._copula = (driven.to(device), loadings[driven.to(device)], own_scale[driven.to(device), None])
         self.slot_feature = slot_feature.to(device)
-        """(inst, m) long: the feature of each dense slot (padding: 0, never firing)."""
-        self.identity_slots = self._n_slots == n and bool((slot_feature == torch.arange(n)).all())
-        self._slot_magnitude = [along(t) if t.ndim else t for t in self.magnitude.gather(self.slot_feature)]
-        self._table = None
-        if any(len(u) for u in units):
-            self._table = poisson.build_table([p[i, u] for i, u in enumerate(units)], units, device, n)
+        """(D, m) long: the feature of each dense slot of the instances in `dense_instances` (padding never fires)."""
+        self.dense_instances, self.event_instances = dense_rows, event_rows
+        self._slot_feature_is_identity = self._n_slots == n and bool((slot_feature == torch.arange(n)).all())
+        self.identity_slots = self._slot_feature_is_identity and len(dense_rows) == self.n_instances
+        self._slot_magnitude = [along(t) if t.ndim else t for t in self.magnitude.gather(self.slot_feature,
+                                                                                       self._dense_rows)]
+        empty = torch.zeros(0, 0, device=device)
+        self._empty = (empty, torch.zeros(len(dense_rows), 0, 0, device=device))  # no events, no copula normals
+        self._no_events = (empty.long(), empty, torch.zeros(self.n_instances, device=device))
+        self._table, self._row_rates = None, []
+        if event_rows:
+            self._table = poisson.build_table([p[i, units[i]] for i in event_rows], [units[i] for i in event_rows],
+                                              device, n)
             self._row_rates = self._table.row_rate.flatten().tolist()  # host copy: budgets need no sync
             self._row_budget = poisson.budget(max(self._row_rates))  # event slots per row in `to_sparse`
+            self._event_magnitude = self.magnitude.gather(None, self._event_rows)
 
 
 def _consecutive(members, rates: torch.Tensor, column: int, columns: dict, lo: dict, hi: dict) -> None:

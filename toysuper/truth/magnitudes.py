@@ -39,14 +39,24 @@ class Magnitude:
                               for value in resolved.params.values()]
         return resolved
 
-    def gather(self, feature: torch.Tensor) -> list[torch.Tensor]:
-        """Each parameter at (instance i, feature[i, k]): (inst, k) from a (inst, k) long index;
-        a parameter with one value everywhere comes back as a 0-d tensor (broadcast, no gather)."""
-        return [value.gather(1, feature) if constant is None else constant
-                for value, constant in zip(self.params.values(), self._constant)]
+    def gather(self, feature: torch.Tensor | None, rows: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Each parameter at (instance rows[r], feature[r, k]): (R, k) from an (R, k) long index (rows:
+        every instance by default; feature None: the rows' whole (R, n_features) tables). A parameter
+        with one value everywhere comes back as a 0-d tensor (broadcast, no gather)."""
+        out = []
+        for value, constant in zip(self.params.values(), self._constant):
+            if constant is not None:
+                out.append(constant)
+                continue
+            value = value if rows is None else value.index_select(0, rows.to(value.device))
+            out.append(value if feature is None else value.gather(1, feature))
+        return out
+
+    zero_at_zero = False
+    """Whether quantile(0) = 0 everywhere (then a draw need not mask the values of silent entries)."""
 
     def quantile(self, v: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
-        """The inverse CDF at v in [0, 1), with `params` broadcast against v."""
+        """The inverse CDF at v in [0, 1], with `params` broadcast against v."""
         raise NotImplementedError
 
     def mean(self) -> torch.Tensor:
@@ -89,6 +99,7 @@ class Uniform(Magnitude):
         self._require("low", low >= 0, ">= 0")
         self._require("high", high >= low, ">= low")
         self._standard = bool((low == 0).all() and (high == 1).all())
+        self.zero_at_zero = bool((low == 0).all())
 
     def quantile(self, v, params):
         low, high = params
@@ -125,6 +136,8 @@ class Constant(Magnitude):
 class Exponential(Magnitude):
     """Exponential with the given `mean` > 0: most values small, a long tail of large ones."""
 
+    zero_at_zero = True
+
     def __init__(self, mean=1.0):
         super().__init__(mean=mean)
 
@@ -132,7 +145,7 @@ class Exponential(Magnitude):
         self._require("mean", self.params["mean"] > 0, "> 0")
 
     def quantile(self, v, params):
-        return -params[0] * torch.log1p(-v)
+        return -params[0] * torch.log1p(-v.clamp(max=1 - 2.0 ** -24))  # v = 1 (float rounding) stays finite
 
     def mean(self):
         return self.params["mean"]

@@ -92,7 +92,9 @@ def build_table(rates: list[torch.Tensor], features: list[torch.Tensor], device,
         bounds.append(padded)
         guides.append(guide[:-1])
         totals.append(total)
-        unit_rates.append(float(mu[0]) if len(mu) and bool((mu == mu[0]).all()) and mu[0] > 0 else None)
+        if total == 0:
+            raise ValueError("poisson.build_table: every instance needs a unit that can fire (leave the others out)")
+        unit_rates.append(float(mu[0]) if bool((mu == mu[0]).all()) else None)
     feature = torch.zeros(len(features), n_units, dtype=torch.long)
     for i, f in enumerate(features):
         feature[i, :len(f)] = f
@@ -110,14 +112,12 @@ def build_table(rates: list[torch.Tensor], features: list[torch.Tensor], device,
 class Events(NamedTuple):
     """Where the points of a Poisson draw landed, one slot per point; (inst, K) each."""
 
-    row: torch.Tensor
-    """long: the row (sample) of the point, `batch_size` for an unused slot (rows come in order)."""
-    feature: torch.Tensor
-    """long: the feature it fired (a valid index in every slot)."""
+    place: torch.Tensor
+    """long: row · n_features + feature, the point's place in a (batch + 1, n_features) grid whose last
+    row, past the batch, takes the unused slots (places never decrease along the slots)."""
     keep: torch.Tensor
-    """float 0/1: 1 for the first point of each fired (row, feature), 0 for repeats and unused slots."""
-    flat: torch.Tensor
-    """long: row · n_features + feature, the point's place in a (batch + 1, n_features) grid."""
+    """float 0/1: 1 for the first point of each (row, feature), 0 for repeats (unused slots land in the
+    spare row, whatever their keep)."""
     overflow: torch.Tensor
     """(inst,) float: 1 where the budget may have cut points off (P < 1e-12 per draw)."""
 
@@ -128,37 +128,45 @@ def events(uniforms: torch.Tensor, table: PoissonTable, batch_size: int) -> Even
     A pure, fixed-shape transform (the module docstring proves the draw exact). Masks are kept as
     0/1 floats: this CPU runs float arithmetic several times faster than bool kernels.
     """
-    n_units = table.bounds.shape[1] - table.steps
+    n_units, n_features = table.bounds.shape[1] - table.steps, table.n_features
     # S_k = Σ log(1 - U) = -T_k: the points' times, negated (1 - U lies in (0, 1], so all finite)
     neg_times = torch.cumsum(torch.log(1 - uniforms), dim=-1, dtype=torch.float64)
     if table.neg_inv_unit_rate is not None:  # one rate μ per instance: the cell row·P + unit is ⌊T/μ⌋
         # cell arithmetic in float32 when every cell index is below 2^24 (exact there, and half the traffic)
-        exact = torch.float32 if (batch_size + 2) * n_units < 2 ** 24 else torch.float64
+        exact = torch.float32 if (batch_size + 2) * max(n_units, n_features) < 2 ** 24 else torch.float64
         cell = torch.floor(neg_times * table.neg_inv_unit_rate).to(exact)
-        per_row = table.n_units.to(exact)
-        row = torch.floor(cell / per_row)
-        unit = cell - row * per_row  # in [0, P) even past the last row
-        row = row.clamp_(max=batch_size)  # batch_size: past the last row, an unused slot
+        last = cell[:, -1:]
+        inside_last = last < table.n_units.to(exact) * batch_size
+        if table.feature is None and n_units == n_features:  # units are the features: the cell is the place
+            place = cell
+        else:
+            per_row = table.n_units.to(exact)
+            row = torch.floor(cell / per_row).clamp_(max=batch_size)
+            unit = (cell - row * per_row).clamp_(max=n_units - 1)
+            feature = unit if table.feature is None else table.feature.gather(1, unit.long()).to(exact)
+            place = row * n_features + feature
     else:
-        times, rate = neg_times.neg_(), table.row_rate.clamp_min(1e-300)
+        times, rate = neg_times.neg_(), table.row_rate
         row = torch.floor(times / rate).clamp_(max=batch_size)
         t = times - row * rate  # the point's place inside its row
         n_buckets = table.guide.shape[1]
         first = table.guide.gather(1, (t * (n_buckets / rate)).clamp_(0, n_buckets - 1).long())
         candidates = first.unsqueeze(-1) + torch.arange(table.steps, device=first.device)
         passed = table.bounds.gather(1, candidates.flatten(1)).view_as(candidates) <= t.unsqueeze(-1)
-        unit = (first + passed.sum(-1)).clamp_(max=n_units - 1).double()
-        cell = row * n_units + unit
-    # cells never decrease along the slots: a repeat is a zero step
-    fresh = cell.diff(dim=1, prepend=cell.new_full((cell.shape[0], 1), -1.0)).clamp_(max=1)
-    inside = (batch_size - row).clamp_(0, 1)
-    overflow = inside[:, -1].float()  # the last slot still inside the batch: points past it may be missing
-    unit, row = unit.long(), row.long()
-    if table.feature is None and n_units == table.n_features:  # units are the features: the cell is the place
-        place = cell.clamp_(max=(batch_size + 1) * n_units - 1).long()  # unused slots: into the spare row
-        return Events(row, unit, inside.mul_(fresh).float(), place, overflow)
-    feature = unit if table.feature is None else table.feature.gather(1, unit)
-    return Events(row, feature, inside.mul_(fresh).float(), row * table.n_features + feature, overflow)
+        unit = (first + passed.sum(-1)).clamp_(max=n_units - 1)
+        feature = unit if table.feature is None else table.feature.gather(1, unit)
+        place = row * n_features + feature
+        inside_last = row[:, -1:] < batch_size
+    # places never decrease along the slots: a repeat is a zero step
+    keep = place.diff(dim=1, prepend=place.new_full((place.shape[0], 1), -1)).clamp_(max=1).float()
+    spare = (batch_size + 1) * n_features - 1
+    return Events(place.clamp_(max=spare).long(), keep, inside_last[:, 0].float())
+
+
+def rows_and_features(place: torch.Tensor, n_features: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, feature) of each event from its place row · n_features + feature: two long (inst, K)."""
+    row = torch.div(place, n_features, rounding_mode="floor")
+    return row, place - row * n_features
 
 
 def row_starts(row: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -74,7 +74,7 @@ class Numbers(NamedTuple):
     units (`event_instances`, E) draw event numbers."""
 
     events: torch.Tensor
-    """(E, 2K) uniforms: the Poisson part's gaps, then its magnitudes."""
+    """(E, K, 2) uniforms: per event slot of the Poisson part, its gap and its magnitude."""
     slots: torch.Tensor
     """Uniforms: one per group decision, then one per dense slot that reads its own: (D, batch, m) for
     independent features, slot-major (D, G + own, batch) for structured ones."""
@@ -252,32 +252,34 @@ class FeatureDistribution:
         generators = per_instance_generators(generator, self.n_instances, self.device)
         kwargs = {"device": self.device}
         n_dense, n_events = len(self._dense_rows), len(self._event_rows)
+        slot_shape = self._slot_shape(n_dense, batch_size, width)
+        no_events, no_normals = self._empty
         if not isinstance(generators, list):
-            no_events, no_normals = self._empty
-            events = torch.rand(n_events, 2 * budgets[1], generator=generators, **kwargs) if n_events else no_events
-            slots = torch.rand(self._slot_shape(n_dense, batch_size, width), generator=generators, **kwargs)
+            events = torch.rand(n_events, budgets[1], 2, generator=generators, **kwargs) if n_events else no_events
+            slots = torch.rand(slot_shape, generator=generators, **kwargs)
             normals = torch.randn(n_dense, n_normals, batch_size, generator=generators, **kwargs) if n_normals \
                 else no_normals
             return Numbers(events, slots, normals)
-        events, slots, normals = [], [], []
-        for i, g in enumerate(generators):  # each instance's numbers from its own stream, with its own shapes
-            budget = budgets[0].get(i, 0)
-            own_width = self._own_width.get(i, 0)
-            u = torch.rand(2 * budget + batch_size * own_width, generator=g, **kwargs)
-            if i in budgets[0]:  # padded gaps are infinite (1 - u = 0): no event
-                pad = budgets[1] - budget
-                events.append(torch.cat([u[:budget], u.new_ones(pad), u[budget:2 * budget], u.new_zeros(pad)]))
-            if i in self._own_width:  # padded slots never fire
-                own = u[2 * budget:].view(self._slot_shape(1, batch_size, own_width))[0]
+        # each instance's numbers from its own stream, with its own shapes, written into the padded batch:
+        # padded gaps are infinite (1 - u = 0, so no event) and padded slots never fire
+        events = torch.tensor([1.0, 0.0], **kwargs).expand(n_events, budgets[1], 2).clone() if n_events else no_events
+        slots = torch.zeros(slot_shape, **kwargs)
+        normals = torch.empty(n_dense, n_normals, batch_size, **kwargs) if n_normals else no_normals
+        for i, g in enumerate(generators):
+            if i in budgets[0]:
+                torch.rand(budgets[0][i], 2, generator=g, out=events[self._event_row[i], :budgets[0][i]])
+            if i in self._own_width:
+                row, own_width = self._dense_row[i], self._own_width[i]
+                own = torch.rand(self._slot_shape(1, batch_size, own_width)[1:], generator=g, **kwargs)
                 if self._own_features is not None:  # into the columns of the instance's dense features
-                    own = torch.zeros(batch_size, width, **kwargs).index_copy_(1, self._own_features[i], own)
-                padding = (0, width - own.shape[-1]) if self._plain else (0, 0, 0, width - own_width)
-                slots.append(torch.nn.functional.pad(own, padding))
-                normals.append(torch.randn(n_normals, batch_size, generator=g, **kwargs))
-        no_events, no_normals = self._empty
-        return Numbers(torch.stack(events) if events else no_events,
-                       torch.stack(slots) if slots else torch.zeros(self._slot_shape(0, batch_size, 0), **kwargs),
-                       torch.stack(normals) if n_normals else no_normals)
+                    slots[row].index_copy_(1, self._own_features[i], own)
+                elif self._plain:
+                    slots[row, :, :own_width] = own
+                else:
+                    slots[row, :own_width] = own
+                if n_normals:
+                    torch.randn(n_normals, batch_size, generator=g, out=normals[row])
+        return Numbers(events, slots, normals)
 
     def transform(self, numbers: Numbers) -> Draw:
         """Numbers to features: pure, fixed-shape, no host sync (compiles with fullgraph=True)."""
@@ -285,13 +287,12 @@ class FeatureDistribution:
         slots = self._slot_values(numbers.slots, numbers.normals) if self._n_slots else numbers.slots
         if self._table is None:
             return Draw(slots, *self._no_events, self._dense_rows, self._event_rows)
-        budget = numbers.events.shape[1] // 2
-        events = poisson.events(numbers.events[:, :budget], self._table, batch_size)
+        events = poisson.events(numbers.events[..., 0], self._table, batch_size)
         params = self._event_magnitude
         if any(p.ndim for p in params):  # per-feature parameters: looked up at each event's feature
             feature = poisson.rows_and_features(events.place, self.n_features)[1].clamp_(max=self.n_features - 1)
             params = [p if p.ndim == 0 else p.gather(1, feature) for p in params]
-        value = self.magnitude.quantile(numbers.events[:, budget:], params) * events.keep
+        value = self.magnitude.quantile(numbers.events[..., 1], params) * events.keep
         overflow = events.overflow
         if len(self._event_rows) < self.n_instances:
             overflow = overflow.new_zeros(self.n_instances).index_copy(0, self._event_rows, overflow)
@@ -582,7 +583,9 @@ class FeatureDistribution:
         self._slot_magnitude = [along(t) if t.ndim else t for t in self.magnitude.gather(self.slot_feature,
                                                                                        self._dense_rows)]
         empty = torch.zeros(0, 0, device=device)
-        self._empty = (empty, torch.zeros(len(dense_rows), 0, 0, device=device))  # no events, no copula normals
+        self._empty = (torch.zeros(0, 0, 2, device=device), torch.zeros(len(dense_rows), 0, 0, device=device))
+        self._dense_row = {i: row for row, i in enumerate(dense_rows)}
+        self._event_row = {i: row for row, i in enumerate(event_rows)}
         self._no_events = (empty.long(), empty, torch.zeros(self.n_instances, device=device))
         self._table, self._row_rates = None, []
         if event_rows:

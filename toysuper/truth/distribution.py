@@ -256,13 +256,14 @@ class FeatureDistribution:
         no_events, no_normals = self._empty
         if not isinstance(generators, list):
             events = torch.rand(n_events, budgets[1], 2, generator=generators, **kwargs) if n_events else no_events
-            slots = torch.rand(slot_shape, generator=generators, **kwargs)
+            slots = torch.rand(slot_shape, generator=generators, **kwargs) if n_dense else torch.empty(slot_shape,
+                                                                                                     **kwargs)
             normals = torch.randn(n_dense, n_normals, batch_size, generator=generators, **kwargs) if n_normals \
                 else no_normals
             return Numbers(events, slots, normals)
         # each instance's numbers from its own stream, with its own shapes, written into the padded batch:
         # padded gaps are infinite (1 - u = 0, so no event) and padded slots never fire
-        events = torch.tensor([1.0, 0.0], **kwargs).expand(n_events, budgets[1], 2).clone() if n_events else no_events
+        events = self._event_padding.expand(n_events, budgets[1], 2).clone() if n_events else no_events
         slots = torch.zeros(slot_shape, **kwargs)
         normals = torch.empty(n_dense, n_normals, batch_size, **kwargs) if n_normals else no_normals
         for i, g in enumerate(generators):
@@ -584,6 +585,7 @@ class FeatureDistribution:
                                                                                        self._dense_rows)]
         empty = torch.zeros(0, 0, device=device)
         self._empty = (torch.zeros(0, 0, 2, device=device), torch.zeros(len(dense_rows), 0, 0, device=device))
+        self._event_padding = torch.tensor([1.0, 0.0], device=device)  # made once: no host copy while drawing
         self._dense_row = {i: row for row, i in enumerate(dense_rows)}
         self._event_row = {i: row for row, i in enumerate(event_rows)}
         self._no_events = (empty.long(), empty, torch.zeros(self.n_instances, device=device))

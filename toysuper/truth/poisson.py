@@ -135,8 +135,7 @@ def events(uniforms: torch.Tensor, table: PoissonTable, batch_size: int) -> Even
         # cell arithmetic in float32 when every cell index is below 2^24 (exact there, and half the traffic)
         exact = torch.float32 if (batch_size + 2) * max(n_units, n_features) < 2 ** 24 else torch.float64
         cell = torch.floor(neg_times * table.neg_inv_unit_rate).to(exact)
-        last = cell[:, -1:]
-        inside_last = last < table.n_units.to(exact) * batch_size
+        inside_last = cell[:, -1:] < table.n_units * batch_size
         if table.feature is None and n_units == n_features:  # units are the features: the cell is the place
             place = cell
         else:
@@ -158,7 +157,8 @@ def events(uniforms: torch.Tensor, table: PoissonTable, batch_size: int) -> Even
         place = row * n_features + feature
         inside_last = row[:, -1:] < batch_size
     # places never decrease along the slots: a repeat is a zero step
-    keep = place.diff(dim=1, prepend=place.new_full((place.shape[0], 1), -1)).clamp_(max=1).float()
+    keep = torch.ones_like(place, dtype=torch.float32)
+    keep[:, 1:] = (place[:, 1:] - place[:, :-1]).clamp_(max=1)
     spare = (batch_size + 1) * n_features - 1
     return Events(place.clamp_(max=spare).long(), keep, inside_last[:, 0].float())
 

@@ -26,6 +26,8 @@ hierarchy, no copula) is drawn sparsely, by the Poisson events of `toysuper.trut
 dense slot, one uniform per (sample, slot) deciding both firing and magnitude. A dense draw of
 an independent feature: u < p fires, and then v = u / p is again uniform and gives the
 magnitude by the inverse CDF. Group and hierarchy decisions share one uniform per group (below).
+Each part is drawn and computed only for the instances that have it (`dense_instances`,
+`event_instances`), so a sweep that mixes dense and sparse instances pays each part once.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ one right after the other:
       fraction of the time the step's five matmuls take alone, eager, with torch.compile for
       the dense recipes, and with bf16 autocast (benchmarks/throughput.py);
     - 64 toy models in one batched pass against 64 single-instance runs (toy_batching.py);
-    - our sparse sampler against a dense Bernoulli draw at 16,384 features, L0 = 30 (sampling.py);
+    - the feature draws: the peer task's, 64 toy models', 16,384 Zipf features (sampling.py, which also
+      times them against an earlier revision);
     - grading time at 1k, 4k and 16k true features (grading.py; 16k only without --quick);
     - the peer task, BatchTopK k = 8 on 1024 features in 128 dims, trained by SAELens's
       synthetic pipeline and by toysuper on the same 2 million samples, three rounds (peer_saelens.py).
@@ -81,9 +82,7 @@ def toy_rows(steps: int, device: str) -> list[dict]:
 
 
 def sampling_rows(device: str) -> list[dict]:
-    result = sampling.compare(batch_size=4096, n_features=16384, l0=30.0, repeats=5, device=device)
-    return [row("sampling", "dense Bernoulli / our sampler (dense output)", result["dense"] / result["sparse"], "×"),
-            row("sampling", "dense Bernoulli / our sampler (sparse form)", result["dense"] / result["active"], "×")]
+    return [row("sampling", name, ms, "ms") for name, ms in sampling.timings(device).items()]
 
 
 def grading_rows(sizes: list[int], n_samples: int) -> list[dict]:

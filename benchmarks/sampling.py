@@ -1,74 +1,158 @@
-"""Sparse vs dense sampling of ground-truth features: 4,096 samples × 16,384 features at L0 ≈ 30.
+"""The feature draw, old against new, in one process, back to back.
 
-The dense way draws one uniform per (sample, feature) to decide who fires (67 M per
-batch) and one more for every magnitude; the sparse way walks geometric gaps and draws
-about as many numbers as there are active features. Both return the same dense
-(batch, inst, n_features) tensor; `sample_active`, the sparse form, skips building it. Timings on a shared machine are noisy, so the figure
-to quote is the ratio, measured in one run:
+Cases (the draws that sit on the training benchmarks' critical path, and the big ones):
+    peer    the peer task's data: DictionarySource, 1024 random directions in 128 dims,
+            p = 8/1024, U[0, 1] magnitudes, batch 1024, sample_hidden
+    toy     64 toy-model instances, n = 20, S = 0.9, batch 1024, sample()
+    zipf    4096 x 16,384 features, Zipf(1.0) at L0 = 30: the sparse form (sample_sparse; an
+            old version's sample_active) and the dense output (sample)
+    world   a SynthSAEBench world (toysuper.worlds.synthsaebench), sample_hidden, against
+            SAELens's own SyntheticModel.sample of the same configuration when SAELens is installed
 
-    python benchmarks/sampling.py [--repeats 5] [--threads 2] [--zipf]
+Timings on a shared machine drift, so the figure to quote is a ratio: each round times the old
+call and then the new one, and the ratio is the median over rounds of old / new.
+
+    python benchmarks/sampling.py [--compare-with REV] [--threads 1] [--rounds 30] [--device cpu]
+                                  [--world-features 4096] [--world-batch 1024]
+
+--compare-with REV imports the toysuper of git revision REV (default: main) as the "old" side.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
-from toysuper import FeatureDistribution
-from toysuper.truth.frequencies import Zipf
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import toysuper as ts  # noqa: E402
+from toysuper.truth.frequencies import Zipf  # noqa: E402
 
 
-def best_time(draw, device: torch.device, batch_size: int, repeats: int) -> float:
-    """Fastest of `repeats` calls of draw(batch_size, generator) (after one warm-up), in seconds."""
+def old_toysuper(revision: str):
+    """The toysuper package of a git revision, imported as `toysuper_old` (None if it cannot be)."""
+    folder = Path(tempfile.mkdtemp(prefix="toysuper_old_"))
+    try:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision, "toysuper"], check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    except (subprocess.CalledProcessError, FileNotFoundError) as error:
+        print(f"(no old side: cannot read toysuper at {revision!r}: {error})")
+        return None
+    (folder / "toysuper").rename(folder / "toysuper_old")
+    sys.path.insert(0, str(folder))
+    return importlib.import_module("toysuper_old")
+
+
+def draws(lib, device: torch.device) -> dict:
+    """The benchmark's calls against one version of the library (absent where that version lacks them)."""
     generator = torch.Generator(device=device).manual_seed(0)
-    draw(batch_size, generator)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        draw(batch_size, generator)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    zipf_law = importlib.import_module(f"{lib.__name__}.truth.frequencies").Zipf
+    peer = lib.DictionarySource(lib.random_directions(1024, 128, device=device)[0],
+                                lib.FeatureDistribution(1024, 8 / 1024, device=device))
+    toy = lib.FeatureDistribution.sparsity_sweep(20, [0.9] * 64, device=device)
+    zipf = lib.FeatureDistribution(16384, zipf_law(1.0, 30), device=device)
+    sparse = getattr(zipf, "sample_sparse", None) or getattr(zipf, "sample_active")
+    return {
+        "peer: sample_hidden(1024)": lambda: peer.sample_hidden(1024, generator),
+        "toy: 64 x 20 features, sample(1024)": lambda: toy.sample(1024, generator),
+        "zipf: 16384 features, sparse form (4096)": lambda: sparse(4096, generator),
+        "zipf: 16384 features, dense sample(4096)": lambda: zipf.sample(4096, generator),
+    }
 
 
-def compare(batch_size: int = 4096, n_features: int = 16384, l0: float = 30.0, repeats: int = 5, zipf: bool = False,
-            device="cpu") -> dict:
-    """Best-of-`repeats` seconds for the dense draw, our sampler (dense output) and its sparse form."""
+def saelens_world(n_features: int, d_hidden: int, device: torch.device):
+    """SAELens's SynthSAEBench configuration at this size (no orthogonalisation: it does not change the
+    draw's cost), or None without SAELens."""
+    try:
+        from sae_lens.synthetic import SyntheticModel, SyntheticModelConfig
+        from sae_lens.synthetic.firing_magnitudes import FoldedNormalMagnitudeConfig, LinearMagnitudeConfig
+        from sae_lens.synthetic.firing_probabilities import ZipfianFiringProbabilityConfig
+        from sae_lens.synthetic.hierarchy import HierarchyConfig
+        from sae_lens.synthetic.synthetic_model import LowRankCorrelationConfig
+    except ImportError:
+        return None
+    config = SyntheticModelConfig(
+        num_features=n_features, hidden_dim=d_hidden,
+        firing_probability=ZipfianFiringProbabilityConfig(exponent=0.5, max_prob=0.4, min_prob=5e-4),
+        hierarchy=HierarchyConfig(total_root_nodes=max(1, round(128 * n_features / 16384)), branching_factor=4,
+                                  max_depth=3, mutually_exclusive_portion=1.0, compensate_probabilities=True,
+                                  scale_children_by_parent=True),
+        correlation=LowRankCorrelationConfig(rank=25, correlation_scale=0.1),
+        std_firing_magnitudes=FoldedNormalMagnitudeConfig(mean=0.5, std=0.5),
+        mean_firing_magnitudes=LinearMagnitudeConfig(start=5.0, end=4.0), bias=0.5, seed=42)
+    return SyntheticModel(config, device=str(device))
+
+
+def rounds(first, second, n_rounds: int, device: torch.device) -> tuple[list[float], list[float]]:
+    """Seconds of `first` then `second`, each round one call of each (after two warm-up calls each)."""
+    for f in (first, second):
+        f(), f()
+    a, b = [], []
+    for _ in range(n_rounds):
+        for f, times in ((first, a), (second, b)):
+            start = time.perf_counter()
+            f()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+    return a, b
+
+
+def report(name: str, old: list[float], new: list[float], old_label: str = "old") -> dict:
+    ratio = statistics.median(o / n for o, n in zip(old, new))
+    print(f"{name:44s} {old_label} {statistics.median(old) * 1e3:9.3f} ms   new {statistics.median(new) * 1e3:9.3f} ms"
+          f"   {old_label}/new {ratio:6.2f}x   (fastest {min(old) * 1e3:.3f} / {min(new) * 1e3:.3f} ms)")
+    return {"draw": name, "old_ms": statistics.median(old) * 1e3, "new_ms": statistics.median(new) * 1e3,
+            "ratio": ratio}
+
+
+def timings(device: str = "cpu", n_rounds: int = 10) -> dict:
+    """Median milliseconds of this version's draws (for benchmarks/run.py)."""
     device = torch.device(device)
-    rate = Zipf(1.0, l0) if zipf else l0 / n_features
-    timings = {}
-    for method in ("dense", "sparse"):
-        dist = FeatureDistribution(n_features, rate, sampling=method, device=device)
-        timings[method] = best_time(dist.sample, dist.device, batch_size, repeats)
-    timings["active"] = best_time(dist.sample_active, dist.device, batch_size, repeats)
-    return timings
+    result = {}
+    for name, call in draws(ts, device).items():
+        result[name] = statistics.median(rounds(call, call, n_rounds, device)[1]) * 1e3
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-size", type=int, default=4096)
-    parser.add_argument("--n-features", type=int, default=16384)
-    parser.add_argument("--l0", type=float, default=30.0)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--zipf", action="store_true", help="Zipf(1.0) frequencies instead of equal ones")
+    parser.add_argument("--compare-with", default="main", help="git revision of the old side ('' for none)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--world-features", type=int, default=4096)
+    parser.add_argument("--world-batch", type=int, default=1024)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    timings = compare(args.batch_size, args.n_features, args.l0, args.repeats, args.zipf, args.device)
-    zeros = time.perf_counter()
-    torch.zeros(args.batch_size, 1, args.n_features, device=args.device)
-    zeros = time.perf_counter() - zeros
-    print(f"{args.batch_size} x {args.n_features} features, L0 = {args.l0:g} "
-          f"({'Zipf 1.0' if args.zipf else 'equal rates'}), {args.threads} thread(s), {args.device}")
-    print(f"dense  {timings['dense'] * 1e3:8.1f} ms")
-    print(f"sparse {timings['sparse'] * 1e3:8.1f} ms   (of which ~{zeros * 1e3:.1f} ms is zero-filling the dense output)")
-    print(f"sparse form (sample_active, no dense output) {timings['active'] * 1e3:.1f} ms")
-    print(f"dense / sparse = {timings['dense'] / timings['sparse']:.1f}x; "
-          f"dense / sparse form = {timings['dense'] / timings['active']:.1f}x")
+    device = torch.device(args.device)
+    print(f"{args.threads} thread(s), {device}; median of {args.rounds} rounds, each old then new")
+    new = draws(ts, device)
+    old = old_toysuper(args.compare_with) if args.compare_with else None
+    if old is not None:
+        for name, call in draws(old, device).items():
+            report(name, *rounds(call, new[name], args.rounds, device))
+    n, d = args.world_features, round(768 * args.world_features / 16384)
+    world = ts.worlds.synthsaebench(n, d, device=device, orthogonalize_steps=1)
+    ours = lambda: world.sample_hidden(args.world_batch)  # noqa: E731
+    reference = saelens_world(n, d, device)
+    name = f"world: {n} features in {d} dims, sample_hidden({args.world_batch})"
+    world_rounds = max(3, args.rounds // 10)
+    if reference is None:
+        report(name, *rounds(ours, ours, world_rounds, device), old_label="same")
+    else:
+        report(name, *rounds(lambda: reference.sample(args.world_batch), ours, world_rounds, device),
+               old_label="SAELens")
 
 
 if __name__ == "__main__":

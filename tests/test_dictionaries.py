@@ -71,20 +71,38 @@ def test_low_coherence_bad_arguments(kwargs, name):
 
 
 @pytest.mark.parametrize("firing_prob, noise, n_instances, sampling", [
-    (0.02, 0.0, 3, "auto"), (0.02, 0.1, 3, "auto"), (0.5, 0.0, 3, "auto"), (0.02, 0.0, 1, "sparse"),
-    (torch.linspace(0.005, 0.05, 200), 0.0, 3, "auto"),  # per-feature rates: hits come column by column, unsorted
+    (0.02, 0.0, 3, "auto"), (0.02, 0.1, 3, "auto"), (0.5, 0.0, 3, "auto"), (0.02, 0.0, 1, "dense"),
+    (torch.linspace(0.005, 0.4, 200), 0.0, 3, "auto"),  # events for the rare, dense slots for the rest
+    (torch.tensor([[0.5], [0.01], [0.0]]), 0.1, 3, "auto"),  # one instance dense, one by events, one silent
 ])
-def test_dictionary_source_sparse_and_dense_paths_agree(firing_prob, noise, n_instances, sampling):
-    """Sparse draws build h = f D from the active features only; dense ones by matmul: both equal f D."""
+def test_dictionary_source_hidden_is_f_d_from_the_same_draw(firing_prob, noise, n_instances, sampling):
+    """Events build h = f D by a gather-and-sum, dense slots by a matmul: both equal f D."""
     directions = torch.randn(n_instances, 200, 16)
+    bias = torch.randn(16)
     source = DictionarySource(directions, FeatureDistribution(200, firing_prob, n_instances=n_instances,
-                                                              sampling=sampling, device="cpu"), noise=noise)
-    assert source.dist.draws_sparse(64) == (float(torch.as_tensor(firing_prob).mean()) < 0.08)
+                                                              sampling=sampling, device="cpu"), noise=noise, bias=bias)
     batch = source.sample(64, torch.Generator().manual_seed(5))
     hidden = source.sample_hidden(64, torch.Generator().manual_seed(5))
     assert torch.equal(hidden, batch.hidden)  # the same draw with or without the dense features
+    residual = batch.hidden - torch.einsum("bif,ifd->bid", batch.features, directions) - bias
     if noise == 0:
-        assert torch.allclose(batch.hidden, torch.einsum("bif,ifd->bid", batch.features, directions), atol=1e-5)
+        assert residual.abs().max() < 1e-4
     else:
-        residual = batch.hidden - torch.einsum("bif,ifd->bid", batch.features, directions)
         assert residual.std().item() == pytest.approx(noise, rel=0.15)
+
+
+def test_dictionary_source_transform_compiles_whole_and_matches_eager():
+    dist = FeatureDistribution(300, torch.linspace(0.001, 0.5, 300), n_instances=2, device="cpu")
+    source = DictionarySource(torch.randn(300, 8), dist, noise=0.1, bias=torch.ones(2, 8))
+    numbers = source.numbers(32, torch.Generator().manual_seed(0))
+    hidden, drawn = source.transform(numbers)
+    compiled = torch.compile(source.transform, fullgraph=True, dynamic=False, backend="aot_eager")(numbers)
+    assert torch.allclose(compiled[0], hidden, atol=1e-6) and torch.equal(compiled[1].value, drawn.value)
+
+
+def test_dictionary_source_bias_is_checked():
+    dist = FeatureDistribution(4, 0.5, device="cpu")
+    with pytest.raises(ValueError, match="bias"):
+        DictionarySource(torch.eye(4), dist, bias=torch.ones(3))
+    with pytest.raises(ValueError, match="bias"):
+        DictionarySource(torch.eye(4), dist, bias=torch.tensor([0.0, float("nan"), 0.0, 0.0]))

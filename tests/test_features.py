@@ -4,12 +4,14 @@ import pytest
 import torch
 
 from toysuper import FeatureDistribution
-from toysuper.truth.distribution import ActiveFeatures
+from toysuper.devices import instance_generators
+from toysuper.truth import poisson
+from toysuper.truth.correlation import LowRankCorrelation
+from toysuper.truth.distribution import SparseFeatures
 from toysuper.truth.frequencies import Zipf
 from toysuper.truth.groups import CorrelatedGroups, ExclusiveGroups
 from toysuper.truth.hierarchy import Hierarchy
-from toysuper.truth.magnitudes import Constant, Exponential, FoldedNormal, Uniform
-from toysuper.truth.sparse_sampling import FLOAT32_GAPS_FROM, BernoulliColumns, split_index
+from toysuper.truth.magnitudes import Constant, Exponential, FoldedNormal, TruncatedNormal, Uniform
 
 
 def test_sample_shape_and_firing_rate_per_instance():
@@ -107,79 +109,51 @@ def test_zipf_bad_exponent_names_it():
         Zipf(-1.0, 3)
 
 
-def test_sparse_sampler_keeps_exact_rates_including_dense_columns_and_certainties():
-    p = torch.tensor([[0.0, 1.0, 0.9, 0.3, 0.01, 0.002], [0.5, 0.0, 0.05, 0.6, 1e-4, 1.0]])
-    dist = FeatureDistribution(6, p, n_instances=2, sampling="sparse", device="cpu")
-    x = dist.sample(100_000, torch.Generator().manual_seed(3))
-    fires = x > 0
-    assert _rates_match(fires, p)
-    assert not fires[:, 0, 0].any() and not fires[:, 1, 1].any()  # p = 0 never fires
-    assert fires[:, 0, 1].all() and fires[:, 1, 5].all()  # p = 1 always fires
-    assert x.max() <= 1 and abs(x[fires].mean().item() - 0.5) < 0.01  # U[0, 1] magnitudes
+def test_poisson_budget_is_the_least_with_a_tail_below_1e_12():
+    from scipy.special import pdtrc
+
+    for mean in (0.0, 0.3, 8.03, 2157.0, 123_000.0):
+        k = poisson.budget(mean)
+        assert pdtrc(k, mean) < 1e-12
+        assert k == 1 or pdtrc(k - 1, mean) >= 1e-12
 
 
-def test_geometric_walk_stays_exact_when_columns_run_short():
-    """With almost no spare gaps most columns go round again; hits stay unique and rates exact."""
-    rates = torch.tensor([0.3, 0.02, 0.001, 0.45, 0.1])
-    columns = BernoulliColumns(rates)
-    columns.spare_sigmas, columns.spare_gaps = 0.0, 0
-    batch = 50_000
-    unit, sample = columns.hits(batch, torch.Generator().manual_seed(0))
-    keys = unit * batch + sample
-    assert len(torch.unique(keys)) == len(keys)
-    assert sample.min() >= 0 and sample.max() < batch
-    fires = torch.zeros(batch, 5, dtype=torch.bool)
-    fires[sample, unit] = True
-    assert _rates_match(fires, rates)
-    # gaps are geometric: the hits of one column are a Bernoulli process, so neighbours are independent
-    col = fires[:, 0]
-    assert abs(_phi(col[:-1], col[1:])) < Z / math.sqrt(batch)
+@pytest.mark.parametrize("rates", [
+    torch.full((12,), 0.03),  # one rate: the cell is ⌊T/μ⌋
+    torch.tensor([0.2, 0.24, 0.0, 0.01, 1e-4, 0.05, 0.05, 0.13]),  # several: the guide-table search
+])
+def test_poisson_events_are_an_exact_independent_bernoulli_grid(rates):
+    """Every cell fires with its rate (5 standard errors) and neighbouring cells are uncorrelated."""
+    table = poisson.build_table([rates, rates.flip(0)], [torch.arange(len(rates))] * 2, "cpu")
+    assert (table.neg_inv_unit_rate is not None) == bool((rates == rates[0]).all())
+    batch = 200_000
+    budget = poisson.budget(batch * float(table.row_rate.max()))
+    events = poisson.events(torch.rand(2, budget, generator=torch.Generator().manual_seed(0)), table, batch)
+    fires = torch.zeros(2, (batch + 1) * len(rates))
+    fires.scatter_add_(1, events.place, events.keep)
+    fires = fires.view(2, batch + 1, len(rates))  # the last row, past the batch, takes the unused slots
+    assert fires[:, :batch].max() == 1  # each (row, feature) at most once
+    fires = fires[:, :batch].transpose(0, 1)
+    assert _rates_match(fires > 0, torch.stack([rates, rates.flip(0)]))
+    assert torch.equal(events.overflow, torch.zeros(2))
+    column = fires[:, 0, 0] > 0  # neighbours along the line are independent: across rows and within a row
+    assert abs(_phi(column[:-1], column[1:])) < Z / math.sqrt(batch)
+    assert abs(_phi(column, fires[:, 0, 1] > 0)) < Z / math.sqrt(batch)
 
 
-@pytest.mark.parametrize("spare", [True, False])
-def test_one_rate_walk_is_a_bernoulli_grid_sorted_by_sample(spare):
-    """Columns sharing one rate are walked as one sequence; without spare gaps it goes round many times."""
-    columns = BernoulliColumns(torch.full((7,), 0.03))
-    assert columns._one_rate
-    if not spare:
-        columns.spare_sigmas, columns.spare_gaps = 0.0, 0
-    batch = 40_000
-    unit, sample = columns.hits(batch, torch.Generator().manual_seed(0))
-    keys = sample * 7 + unit
-    assert torch.equal(keys, torch.unique(keys))  # each (sample, unit) once, in sample-major order
-    fires = torch.zeros(batch, 7, dtype=torch.bool)
-    fires[sample, unit] = True
-    assert _rates_match(fires, torch.full((7,), 0.03))
-    flat = fires.flatten()  # consecutive cells of the walk are independent
-    assert abs(_phi(flat[:-1], flat[1:])) < Z / math.sqrt(len(flat))
-
-
-@pytest.mark.parametrize("rate", [0.05, FLOAT32_GAPS_FROM, 0.002])
-def test_walked_gaps_are_geometric_in_float32_and_float64(rate):
-    """Gaps between hits follow r (1 - r)^k, whether drawn from float32 uniforms (r >= 1/256) or float64."""
-    columns = BernoulliColumns(torch.tensor([rate]))
-    assert columns._gap_dtype == (torch.float32 if rate >= FLOAT32_GAPS_FROM else torch.float64)
-    unit, sample = columns.hits(4_000_000, torch.Generator().manual_seed(1))
-    gaps = sample.sort().values.diff() - 1  # misses between consecutive hits
-    n_bins = int(3 / rate)  # the last bin holds the tail beyond 3 / r (5% of gaps)
-    counts = torch.bincount(gaps.clamp(max=n_bins), minlength=n_bins + 1).double()
-    k = torch.arange(n_bins + 1, dtype=torch.float64)
-    expected = len(gaps) * rate * (1 - rate) ** k
-    expected[-1] = len(gaps) * (1 - rate) ** n_bins
-    chi2 = ((counts - expected) ** 2 / expected).sum().item()
-    assert chi2 < n_bins + 4 * math.sqrt(2 * n_bins), (chi2, n_bins)  # mean n_bins, sd sqrt(2 n_bins)
-
-
-def test_split_index_is_integer_division():
-    n = 1280
-    flat = torch.tensor([0, 1, n - 1, n, n + 1, 7 * n, 7 * n - 1, 2 ** 50 - 1, 2 ** 50 - n, 123_456_789])
-    for end in (2 ** 50, 2 ** 60):  # float64 arithmetic below 2^50, integer division above
-        quotient, remainder = split_index(flat, n, end)
-        assert torch.equal(quotient, flat // n) and torch.equal(remainder, flat % n)
-    flat = torch.randint(0, 2 ** 50, (100_000,), generator=torch.Generator().manual_seed(0))
-    for n in (3, 20, 1280, 16_384, 10 ** 9 + 7):
-        quotient, remainder = split_index(flat, n, 2 ** 50)
-        assert torch.equal(quotient, flat // n) and torch.equal(remainder, flat % n)
+def test_poisson_overflow_is_counted_and_keeps_events_inside_the_batch():
+    table = poisson.build_table([torch.full((10,), 0.3)], [torch.arange(10)], "cpu")
+    events = poisson.events(torch.rand(1, 50, generator=torch.Generator().manual_seed(0)), table, 100)
+    assert events.overflow.tolist() == [1.0]  # ~357 points expected in 100 rows: 50 slots cannot hold them
+    assert (events.place < 100 * 10).all()
+    dist = FeatureDistribution(10, 0.3, sampling="sparse", device="cpu")
+    dist.sample(100, torch.Generator().manual_seed(0))
+    assert dist.overflow.tolist() == [0.0]
+    tight = FeatureDistribution(10, 0.3, sampling="sparse", device="cpu")
+    tight._budgets[100] = ([50], 50)  # a budget far too small, to see the counter move
+    tight.sample(100, torch.Generator().manual_seed(0))
+    tight.sample_sparse(100, torch.Generator().manual_seed(1))
+    assert tight.overflow.item() >= 2
 
 
 def test_sparse_sampling_draws_no_dense_uniforms(monkeypatch):
@@ -196,55 +170,115 @@ def test_sparse_sampling_draws_no_dense_uniforms(monkeypatch):
     batch, n = 1024, 16384
     x = FeatureDistribution(n, Zipf(1.0, 30), device="cpu").sample(batch, torch.Generator().manual_seed(0))
     assert x.shape == (batch, 1, n)
-    assert max(sizes) < batch * n / 20  # the walk draws ~ hits + a few per column, not 16.8 M
+    assert sum(sizes) < batch * n / 50  # ~2 uniforms per Poisson point, one per row of the few dense features
     assert (x > 0).sum(-1).float().mean().item() == pytest.approx(30, rel=0.05)
 
 
-def test_dense_and_sparse_give_the_same_distribution_and_sample_active_the_same_numbers():
-    p = torch.linspace(0.01, 0.2, 30)
-    rates = {}
-    for sampling in ("dense", "sparse"):
-        dist = FeatureDistribution(30, p, sampling=sampling, device="cpu")
-        x = dist.sample(40_000, torch.Generator().manual_seed(5))
-        assert _rates_match(x[:, 0] > 0, p)
-        rates[sampling] = (x > 0).float().mean(0)
-        active = dist.sample_active(500, torch.Generator().manual_seed(6))
-        assert isinstance(active, ActiveFeatures)
-        assert torch.equal(active.to_dense(), dist.sample(500, torch.Generator().manual_seed(6)))
+@pytest.mark.parametrize("sampling", ["auto", "sparse", "dense"])
+def test_every_sampling_gives_exact_rates_and_the_same_magnitudes(sampling):
+    p = torch.tensor([[0.0, 1.0, 0.9, 0.3, 0.01, 0.002], [0.5, 0.0, 0.05, 0.6, 1e-4, 1.0]])
+    dist = FeatureDistribution(6, p, n_instances=2, sampling=sampling, device="cpu")
+    x = dist.sample(100_000, torch.Generator().manual_seed(3))
+    fires = x > 0
+    assert _rates_match(fires, p)
+    assert not fires[:, 0, 0].any() and not fires[:, 1, 1].any()  # p = 0 never fires
+    assert fires[:, 0, 1].all() and fires[:, 1, 5].all()  # p = 1 always fires
+    assert x.max() < 1 and abs(x[fires].mean().item() - 0.5) < 0.01  # U[0, 1) magnitudes
     with pytest.raises(ValueError, match="sampling"):
         FeatureDistribution(3, 0.1, sampling="fast", device="cpu")
 
 
-@pytest.mark.parametrize("n_features, firing_prob, n_instances, batch, sparse", [
-    (20, 0.1, 64, 1024, True),  # 1.3 M entries, one rate: walking 131 k hits is cheaper
-    (20, 0.1, 1, 1024, False),  # 20 k entries: the walk's fixed cost outweighs it
-    (1024, 0.15, 1, 1024, True),  # one rate: the walk wins up to about 25% firing
-    (1024, 0.3, 1, 1024, False),
-    (1024, 0.15 * torch.linspace(0.5, 1.5, 1024), 1, 1024, False),  # per-column rates: only up to about 8%
-    (1024, 0.05 * torch.linspace(0.5, 1.5, 1024), 1, 1024, True),
-])
-def test_auto_sampling_takes_the_cheaper_way(n_features, firing_prob, n_instances, batch, sparse):
-    """"auto" weighs one uniform per entry against walking the expected hits (benchmarks/sampling_crossover.py)."""
-    dist = FeatureDistribution(n_features, firing_prob, n_instances=n_instances, device="cpu")
-    assert dist.draws_sparse(batch) == sparse
-    x = dist.sample(batch, torch.Generator().manual_seed(0))
-    assert x.shape == (batch, n_instances, n_features)
-    assert (x > 0).float().mean().item() == pytest.approx(float(dist.firing_prob.mean()), rel=0.1)
+def test_the_rule_draws_rare_free_features_by_events_and_the_rest_in_dense_slots():
+    p = torch.tensor([[0.1, 0.3, 0.2, 0.9], [0.5, 0.5, 0.01, 0.0]])
+    dist = FeatureDistribution(4, p, n_instances=2, device="cpu")
+    assert dist.slot_feature[0].tolist() == [1, 3] and dist.slot_feature[1].tolist() == [0, 1]
+    drawn = dist.draw(8, torch.Generator().manual_seed(0))
+    assert drawn.slots.shape == (2, 8, 2) and drawn.place.shape[1] == poisson.budget(8 * -math.log(0.9 * 0.8))
+    structured = FeatureDistribution(4, 0.01, hierarchy={0: [1]}, device="cpu")
+    assert structured.slot_feature[0].tolist() == [0, 1]  # a hierarchy's features are dense slots
 
 
-@pytest.mark.parametrize("sampling", ["dense", "sparse"])
-def test_samples_are_stored_instance_major(sampling):
+@pytest.mark.parametrize("sampling", ["auto", "dense"])
+def test_samples_are_stored_instance_major_and_the_sparse_form_is_the_same_draw(sampling):
     """(batch, inst, n) with each instance's (batch, n) block contiguous, which batched models read faster."""
     dist = FeatureDistribution(20, 0.1, n_instances=4, sampling=sampling, device="cpu")
     x = dist.sample(300, torch.Generator().manual_seed(0))
-    assert x.shape == (300, 4, 20) and x.transpose(0, 1).is_contiguous()
-    active = dist.sample_active(300, torch.Generator().manual_seed(0))
-    assert torch.equal(x, active.to_dense())
-    assert torch.equal(x[active.sample, active.instance, active.feature], active.value)
+    assert x.shape == (300, 4, 20) and x.stride(0) == 20 and x.stride(2) == 1  # each (batch, n) block contiguous
+    sparse = dist.sample_sparse(300, torch.Generator().manual_seed(0))
+    assert isinstance(sparse, SparseFeatures) and sparse.index.shape == sparse.value.shape
+    assert sparse.index.shape[:2] == (300, 4)
+    assert torch.equal(sparse.to_dense(20), x)
+    fired = torch.zeros(300, 4, 20).scatter_add_(-1, sparse.index, (sparse.value > 0).float())
+    assert fired.max() == 1  # a feature at most once per row
+
+
+def test_sparse_form_has_fixed_slots_whatever_the_draw():
+    dist = FeatureDistribution(1024, 8 / 1024, device="cpu")
+    shapes = {dist.sample_sparse(256, torch.Generator().manual_seed(s)).index.shape for s in range(5)}
+    assert shapes == {(256, 1, poisson.budget(-1024 * math.log(1 - 8 / 1024)))}
+    assert dist.overflow.tolist() == [0.0]
+
+
+def test_per_instance_generators_make_each_instance_its_own_stream():
+    """Instance i of a batch equals the one-instance distribution of its settings on generator i."""
+    law = Zipf(1.0, [2.0, 4.0, 1.0])
+    tree = Hierarchy.regular(2, 2, start=10, exclusive_children=True, child_prob=[[0.4], [0.3], [0.2]])
+    settings = dict(magnitude=Exponential([[0.5], [1.0], [2.0]]), hierarchy=tree,
+                    correlated_groups=CorrelatedGroups([[20, 21]], 0.5), device="cpu")
+    dist = FeatureDistribution(60, law, n_instances=3, **settings)
+    together = dist.sample(200, instance_generators(7, "cpu", n_instances=3))
+    for i in range(3):
+        alone = dist.select([i])
+        assert torch.equal(alone.sample(200, instance_generators([7 + i], "cpu")), together[:, [i]])
+        assert torch.equal(alone.sample(200, torch.Generator().manual_seed(7 + i)), together[:, [i]])
+    # a sweep that mixes dense instances, sparse ones and one that never fires
+    sweep = FeatureDistribution.sparsity_sweep(20, [0.0, 0.7, 0.99, 1.0, 0.9], device="cpu")
+    assert sweep.dense_instances == [0, 1] and sweep.event_instances == [2, 4]
+    together = sweep.sample(300, instance_generators(3, "cpu", n_instances=5))
+    assert (together[:, 3] == 0).all() and (together[:, 0] > 0).all()
+    for i in range(5):
+        alone = sweep.select([i]).sample(300, torch.Generator().manual_seed(3 + i))
+        assert torch.equal(alone, together[:, [i]])
+    with pytest.raises(ValueError, match="one torch.Generator per instance"):
+        dist.sample(10, instance_generators(0, "cpu", n_instances=2))
+    with pytest.raises(TypeError, match="seeds"):
+        instance_generators([1, True], "cpu")
+    with pytest.raises(ValueError, match="n_instances"):
+        instance_generators(3, "cpu")
+
+
+def _dists_to_compile():
+    return {
+        "independent": FeatureDistribution(300, torch.linspace(0.001, 0.4, 300), n_instances=2, device="cpu"),
+        "one rate": FeatureDistribution(300, 0.02, n_instances=2, device="cpu"),
+        "structured": FeatureDistribution(
+            40, Zipf(1.0, 4.0), n_instances=2, magnitude=TruncatedNormal(1.0, 0.5),
+            hierarchy=Hierarchy.regular(4, 3, exclusive_children=True, scale_children_by_parent=True),
+            exclusive_groups=ExclusiveGroups.consecutive(3, 4, start=16),
+            correlated_groups=CorrelatedGroups.consecutive(2, 5, start=28, correlation=0.5), device="cpu"),
+        "copula": FeatureDistribution(50, 0.1, n_instances=2, correlation=LowRankCorrelation(4, 0.2),
+                                      hierarchy=Hierarchy.regular(2, 3), magnitude=FoldedNormal(1.0, 0.3),
+                                      device="cpu"),
+    }
+
+
+@pytest.mark.parametrize("name", ["independent", "one rate", "structured", "copula"])
+def test_every_transform_compiles_whole_and_matches_eager(name):
+    """The CI proof that a draw has fixed shapes and no host sync: numbers -> features compiles with
+    fullgraph=True (a graph break or a data-dependent shape would raise) and equals eager."""
+    dist = _dists_to_compile()[name]
+    numbers = dist.numbers(64, torch.Generator().manual_seed(0))
+    eager = dist.transform(numbers)
+    compiled = torch.compile(dist.transform, fullgraph=True, dynamic=False, backend="aot_eager")(numbers)
+    assert all(torch.equal(a, b) for a, b in zip(eager, compiled))
+    for form in (dist.to_dense, dist.to_sparse):
+        compiled = torch.compile(form, fullgraph=True, dynamic=False, backend="aot_eager")(eager)
+        assert all(torch.equal(a, b) for a, b in zip(form(eager), compiled))
+
 
 
 @pytest.mark.parametrize("law", [Uniform(0.5, 2.0), Constant(3.0), Exponential(0.4), FoldedNormal(0.5, 1.0),
-                                 FoldedNormal(-2.0, 0.3)])
+                                 FoldedNormal(-2.0, 0.3), TruncatedNormal(0.5, 1.0), TruncatedNormal(4.0, 0.5)])
 @pytest.mark.parametrize("sampling", ["dense", "sparse"])
 def test_magnitude_laws_match_their_moments(law, sampling):
     dist = FeatureDistribution(4, 0.3, n_instances=2, magnitude=law, sampling=sampling, device="cpu")
@@ -268,6 +302,7 @@ def test_magnitudes_per_feature():
     (lambda: Uniform(-0.1, 1.0), "low"), (lambda: Uniform(1.0, 0.5), "high"), (lambda: Constant(0.0), "value"),
     (lambda: Exponential([1.0, -1.0, 1.0]), "mean"), (lambda: FoldedNormal(0.0, 0.0), "std"),
     (lambda: Uniform(0.0, [1.0, 2.0]), "high"), (lambda: Exponential(float("inf")), "mean"),
+    (lambda: TruncatedNormal(1.0, 0.0), "std"), (lambda: TruncatedNormal(-6.0, 1.0), "mean"),
 ])
 def test_bad_magnitudes_name_the_parameter(law, name):
     with pytest.raises(ValueError, match=name):
@@ -295,8 +330,7 @@ def test_correlated_groups_reach_the_stated_correlation_and_keep_rates(rho):
 def test_correlated_groups_with_unequal_rates_follow_the_stated_formula():
     """corr(i, j) = q/(1-q) sqrt(o_i o_j), o = (1-p)/p, q/(1-q) = ρ p_min/(1-p_min): at most ρ."""
     rho, p = 0.6, torch.tensor([0.05, 0.2, 0.4])
-    dist = FeatureDistribution(3, p, correlated_groups=CorrelatedGroups([[0, 1, 2]], rho), sampling="sparse",
-                               device="cpu")
+    dist = FeatureDistribution(3, p, correlated_groups=CorrelatedGroups([[0, 1, 2]], rho), device="cpu")
     fires = dist.sample(200_000, torch.Generator().manual_seed(4))[:, 0] > 0
     assert _rates_match(fires, p)
     odds = (1 - p) / p
@@ -320,7 +354,7 @@ def test_hierarchy_children_fire_only_with_their_parent_and_at_most_one_when_exc
     # 0 -> {1, 2, 3}, 1 -> {4, 5} (two levels); 6 -> {7, 8}; 9 free
     tree = Hierarchy({0: [1, 2, 3], 1: [4, 5], 6: [7, 8]}, exclusive_children=True)
     p = torch.tensor([0.3, 0.12, 0.06, 0.09, 0.05, 0.06, 0.2, 0.1, 0.1, 0.05])
-    dist = FeatureDistribution(10, p, hierarchy=tree, sampling="sparse", device="cpu")
+    dist = FeatureDistribution(10, p, hierarchy=tree, device="cpu")
     assert dist.parent.tolist() == [-1, 0, 0, 0, 1, 1, -1, 6, 6, -1]
     assert torch.allclose(dist.firing_prob[0], p)  # marginal rates as given
     fires = dist.sample(200_000, torch.Generator().manual_seed(1))[:, 0] > 0

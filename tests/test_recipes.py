@@ -568,7 +568,8 @@ def test_dead_fraction_is_logged_through_training():
     assert "dead_fraction" in history and len(history) == 7
     assert history["dead_fraction"].between(0, 1).all()
     assert history["dead_fraction"].iloc[-1] == pytest.approx(result.dead_fraction.item())
-    assert result.dead_fraction.item() > 0.3  # k = 1 with 40 latents for 8 features: most never fire
+    # k = 1 with 40 latents for 8 features: many never fire (0.275-0.425 over data seeds 0-9, either draw)
+    assert result.dead_fraction.item() > 0.2
 
 
 def test_recipe_hyperparameters_are_checked():

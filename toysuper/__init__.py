@@ -9,18 +9,21 @@ from .grade.diagnostics import Thresholds
 from .grade.evaluate import Report, evaluate
 from .grade.external import GradeableSAE, OneInstance, TensorSAE
 from .truth.dictionaries import Dictionary, low_coherence_directions
-from .truth.distribution import ActiveFeatures, FeatureDistribution
+from .truth.correlation import LowRankCorrelation
+from .truth.distribution import FeatureDistribution, SparseFeatures
 from .truth.frequencies import Zipf
 from .truth.groups import CorrelatedGroups, ExclusiveGroups
 from .truth.hierarchy import Hierarchy
-from .truth.magnitudes import Constant, Exponential, FoldedNormal, Uniform
+from .truth.magnitudes import Constant, Exponential, FoldedNormal, TruncatedNormal, Uniform
 from .grade.matching import cosine_matrix, hungarian, match, mmcs, recovered
 from .grade.saelens_bridge import SAELensActivations
 from .grade.saelens_format import load_saelens, save_saelens
 from .sae import RECIPES, SAE, SAETrainResult, train_sae
+from .devices import instance_generators
 from .sources import ActivationSource, Batch, DictionarySource, SAELensWorld, ToyModelSource, random_directions
 from .toy.model import ToyModel
 from .toy.train import ToyTrainResult, train_toy_model
+from .truth import worlds
 
 __version__ = "0.1.0"
 
@@ -30,7 +33,7 @@ __all__ = [
     "mmcs", "random_directions", "recovered", "train_sae", "train_toy_model",
     "GradeableSAE", "OneInstance", "SAELensActivations", "TensorSAE", "Thresholds", "load_saelens", "match",
     "save_saelens",
-    "ActiveFeatures", "Constant", "CorrelatedGroups", "Dictionary", "ExclusiveGroups", "Exponential", "FoldedNormal",
-    "Hierarchy", "Uniform", "Zipf", "low_coherence_directions",
-    "SAELensWorld",
+    "Constant", "CorrelatedGroups", "Dictionary", "ExclusiveGroups", "Exponential", "FoldedNormal",
+    "Hierarchy", "LowRankCorrelation", "SparseFeatures", "TruncatedNormal", "Uniform", "Zipf", "instance_generators",
+    "low_coherence_directions", "worlds", "SAELensWorld",
 ]

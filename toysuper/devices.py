@@ -72,3 +72,28 @@ def instance_generators(seeds, device, n_instances: int | None = None) -> list[t
     seeds = instance_seeds(seeds, len(seeds) if n_instances is None else n_instances)
     device = resolve_device(device) if not isinstance(device, torch.device) else device
     return [make_generator(seed, device) for seed in seeds]
+
+
+def per_instance_generators(generator, n_instances: int, device: torch.device):
+    """`generator` as given (None or one Generator), or checked as a list of n_instances Generators."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return generator
+    try:
+        generators = list(generator)
+    except TypeError as error:
+        raise TypeError(f"generator must be a torch.Generator or a list of them, got {generator!r}") from error
+    if len(generators) != n_instances or not all(isinstance(g, torch.Generator) for g in generators):
+        raise ValueError(f"generator: a list must hold one torch.Generator per instance ({n_instances}), got "
+                         f"{generator!r}")
+    if any(g.device.type != device.type for g in generators):
+        raise ValueError(f"generator: every generator must be on {device.type}, got "
+                         f"{sorted({g.device.type for g in generators})}")
+    return generators
+
+
+def per_instance_normals(shape: tuple[int, ...], generator, n_instances: int, device: torch.device) -> torch.Tensor:
+    """Standard normals (inst, *shape): from one generator, or instance i's from generator i of a list."""
+    generators = per_instance_generators(generator, n_instances, device)
+    if isinstance(generators, list):
+        return torch.stack([torch.randn(shape, generator=g, device=device) for g in generators])
+    return torch.randn((n_instances, *shape), generator=generators, device=device)

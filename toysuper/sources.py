@@ -15,11 +15,11 @@ from typing import NamedTuple, Protocol, runtime_checkable
 import torch
 
 from .checks import finite_float, finite_tensor, non_negative, positive_int
-from .devices import make_generator, resolve_device
-from .truth.dictionaries import Dictionary, random_directions, unit_rows
-from .truth.distribution import ActiveFeatures, FeatureDistribution
-from .integer_sort import stable_argsort
+from .devices import make_generator, per_instance_normals, resolve_device
 from .toy.model import ToyModel
+from .truth.dictionaries import Dictionary, random_directions, unit_rows
+from .truth.distribution import Draw, FeatureDistribution, Numbers
+from .truth.poisson import row_starts, rows_and_features
 
 SNR_SAMPLES = 65_536  # samples behind the signal power that sets the noise for a stated SNR
 
@@ -69,45 +69,74 @@ def noise_std_for_snr(signal_power: torch.Tensor, d_hidden: int, snr) -> torch.T
     return (signal_power / (d_hidden * _check_snr(snr))).sqrt()
 
 
-def _mean_power(draw, n_samples: int, chunk: int = 8192) -> torch.Tensor:
-    """E||s||² per instance over `n_samples` draws of `draw(batch) -> (batch, inst, d)`."""
+def _mean_power(draw, n_samples: int, chunk: int = 8192, instance_major: bool = False) -> torch.Tensor:
+    """E||s||² per instance over `n_samples` draws of `draw(batch) -> (batch, inst, d)` ((inst, batch, d)
+    when instance_major)."""
     total, done = 0.0, 0
     while done < n_samples:
         size = min(chunk, n_samples - done)
-        total = total + draw(size).pow(2).sum(-1).sum(0)
+        total = total + draw(size).pow(2).sum(-1).sum(1 if instance_major else 0)
         done += size
     return total / n_samples
 
 
-def hidden_from_active(active: ActiveFeatures, directions: torch.Tensor) -> torch.Tensor:
-    """h = f D from the active features only: cost ∝ active features × d_hidden, not n_features × d_hidden.
+def hidden_from_draw(drawn: Draw, directions: torch.Tensor, slot_directions: torch.Tensor) -> torch.Tensor:
+    """h = f D from a draw, (inst, batch, d_hidden), with fixed shapes and no host sync.
 
-    active: a batch in sparse form; directions: (inst, n_features, d_hidden). Returns (batch, inst, d_hidden).
-    Each (sample, instance) row is a weighted bag of direction rows, which embedding_bag sums
-    in one pass (4× faster on CPU than scattering the products with index_add).
+    directions: (inst, n_features, d_hidden); slot_directions: the rows of the draw's dense slots,
+    (D, m, d_hidden) (`slot_directions`). The dense slots go through one batched matmul; the
+    Poisson events through one embedding_bag, a gather-and-sum of weighted direction rows per
+    (instance, sample) bag whose bounds come from the events' rows (they arrive in order; a spare
+    bag past the batch takes the unused slots).
     """
-    batch, n_instances, n_features = active.shape
-    rows = active.sample * n_instances + active.instance
-    counts = torch.bincount(rows, minlength=batch * n_instances)
-    table = directions.reshape(n_instances * n_features, -1)
-    entries, weights = active.instance * n_features + active.feature, active.value.to(table.dtype)
-    # embedding_bag wants each bag's entries together. The samplers' walks list them so already;
-    # checking that would stall an accelerator's queue, so there they are always sorted.
-    if rows.device.type != "cpu" or not bool((rows[1:] >= rows[:-1]).all()):
-        order = stable_argsort(rows, batch * n_instances)
-        entries, weights = entries[order], weights[order]
-    hidden = torch.nn.functional.embedding_bag(entries, table, counts.cumsum(0) - counts, mode="sum",
-                                               per_sample_weights=weights)
-    return hidden.view(batch, n_instances, -1)
+    n_instances, n_features, d_hidden = directions.shape
+    n_dense, batch_size, n_slots = drawn.slots.shape
+    n_event_rows, n_events = drawn.place.shape
+    parts = []
+    if n_slots:
+        parts.append((drawn.dense_instances, torch.bmm(drawn.slots, slot_directions)))
+    if n_events:
+        row, feature = rows_and_features(drawn.place, n_features)
+        start, _ = row_starts(row, batch_size)  # (E, batch + 1): the last bag takes the unused slots
+        if n_instances > 1:  # the instance's rows of the flattened table, and its bags' bounds
+            feature = feature + drawn.event_instances[:, None] * n_features
+            start = start + torch.arange(n_event_rows, device=start.device)[:, None] * n_events
+        bags = torch.nn.functional.embedding_bag(
+            feature.flatten(), directions.reshape(-1, d_hidden), start.flatten(), mode="sum",
+            per_sample_weights=drawn.value.flatten())
+        parts.append((drawn.event_instances, bags.view(n_event_rows, batch_size + 1, d_hidden)[:, :batch_size]))
+    if len(parts) == 1 and parts[0][1].shape[0] == n_instances:
+        return parts[0][1]  # one part covering every instance (rows in order)
+    hidden = directions.new_zeros(n_instances, batch_size, d_hidden)
+    for rows, part in parts:
+        hidden.index_add_(0, rows, part)  # rows are distinct: each entry gets one addition
+    return hidden
+
+
+def slot_directions(dist: FeatureDistribution, directions: torch.Tensor) -> torch.Tensor:
+    """The direction of each of the draw's dense slots, (D, m, d_hidden) (padding slots never fire)."""
+    if dist.identity_slots:
+        return directions
+    rows = directions.index_select(0, torch.as_tensor(dist.dense_instances, dtype=torch.long,
+                                                      device=directions.device))
+    return rows.gather(1, dist.slot_feature[..., None].expand(-1, -1, directions.shape[-1]))
+
+
+class SourceNumbers(NamedTuple):
+    """The random numbers of one batch of a source: the features', then the noise's."""
+
+    features: Numbers
+    noise: torch.Tensor
+    """(inst, batch, d_hidden) standard normals; an empty tensor for a noiseless source."""
 
 
 class DictionarySource:
-    """h = f D (+ Gaussian noise): features laid along fixed directions.
+    """h = f D + bias (+ Gaussian noise): features laid along fixed directions.
 
     Args:
         directions: (n_features, d_hidden), shared by all instances, or
             (inst, n_features, d_hidden), or a `Dictionary` (from
-            `toysuper.dictionaries`). Used as given; their unit versions are the truth.
+            `toysuper.truth.dictionaries`). Used as given; their unit versions are the truth.
         dist: the feature distribution; its n_instances sets the source's.
         noise: standard deviation σ of isotropic Gaussian noise added in hidden space.
         snr: instead of `noise`, the signal-to-noise ratio to achieve, as a power ratio
@@ -116,13 +145,19 @@ class DictionarySource:
             estimated on `snr_samples` draws of `dist` with a fixed seed (its relative
             error is about CV(||f D||²) / sqrt(snr_samples), well under 1% by default).
         snr_samples: how many samples estimate the signal power.
+        bias: a fixed hidden-space offset added to every sample, (d_hidden,) or
+            (inst, d_hidden) (SynthSAEBench's worlds have one); not part of the signal for `snr`.
+
+    A batch is drawn as random numbers (`numbers`) and a pure transform (`transform`) with
+    fixed shapes and no host sync, which training can capture on a GPU.
 
     Attributes:
         noise_std: σ of the added noise per instance, (inst,).
+        bias: (inst, d_hidden) or None.
     """
 
     def __init__(self, directions: torch.Tensor, dist: FeatureDistribution, noise: float = 0.0, *, snr=None,
-                 snr_samples: int = SNR_SAMPLES):
+                 snr_samples: int = SNR_SAMPLES, bias=None):
         if isinstance(directions, Dictionary):
             directions = directions.directions
         directions = torch.as_tensor(directions, dtype=torch.float32)
@@ -143,6 +178,14 @@ class DictionarySource:
         self.device = dist.device
         self.directions = directions.to(self.device).contiguous()
         self.n_instances, self.n_features, self.d_hidden = self.directions.shape
+        self._slot_directions = slot_directions(dist, self.directions)
+        self.bias = None
+        if bias is not None:
+            bias = torch.as_tensor(bias, dtype=torch.float32)
+            if bias.shape not in ((self.d_hidden,), (self.n_instances, self.d_hidden)):
+                raise ValueError(f"bias has shape {tuple(bias.shape)}; expected ({self.d_hidden},) or "
+                                 f"({self.n_instances}, {self.d_hidden})")
+            self.bias = finite_tensor("bias", bias).expand(self.n_instances, self.d_hidden).to(self.device)
         self.noise = non_negative("noise", noise)
         self.snr = snr
         if snr is None:
@@ -155,41 +198,53 @@ class DictionarySource:
             self.noise_std = noise_std_for_snr(power, self.d_hidden, snr)
         self._noisy = bool((self.noise_std > 0).any())
 
-    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Batch:
-        if self.dist.draws_sparse(batch_size):
-            active = self.dist.sample_active(batch_size, generator)
-            return Batch(self._noised(hidden_from_active(active, self.directions), generator), active.to_dense())
-        features = self.dist.sample(batch_size, generator)
-        hidden = torch.einsum("bif,ifd->bid", features, self.directions)
-        return Batch(self._noised(hidden, generator), features)
+    def sample(self, batch_size: int, generator=None) -> Batch:
+        """Hidden activations and the features behind them, each (batch, inst, ·).
 
-    def sample_hidden(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        `generator`: None, one torch.Generator, or a list of one per instance.
+        """
+        hidden, drawn = self._hidden_and_draw(batch_size, generator)
+        return Batch(hidden, self.dist.to_dense(drawn))
+
+    def sample_hidden(self, batch_size: int, generator=None) -> torch.Tensor:
         """`sample(...).hidden` without building the dense features (what training needs), (batch, inst, d_hidden).
 
         The same generator state gives the same activations as `sample`.
         """
-        if self.dist.draws_sparse(batch_size):
-            return self._noised(hidden_from_active(self.dist.sample_active(batch_size, generator), self.directions),
-                                generator)
-        return self.sample(batch_size, generator).hidden
+        return self._hidden_and_draw(batch_size, generator)[0]
 
-    def _noised(self, hidden: torch.Tensor, generator) -> torch.Tensor:
+    def numbers(self, batch_size: int, generator=None) -> SourceNumbers:
+        """The random numbers of one batch: the features', then (for a noisy source) the noise's."""
+        features = self.dist.numbers(batch_size, generator)
         if not self._noisy:
-            return hidden
-        noise = torch.randn(hidden.shape, generator=generator, device=self.device)
-        return hidden + self.noise_std[:, None] * noise
+            return SourceNumbers(features, features.normals[:, :0])
+        return SourceNumbers(features, per_instance_normals((batch_size, self.d_hidden), generator, self.n_instances,
+                                                            self.device))
+
+    def transform(self, numbers: SourceNumbers) -> tuple[torch.Tensor, Draw]:
+        """Numbers to (hidden (batch, inst, d_hidden), the draw): pure, fixed-shape, no host sync."""
+        drawn = self.dist.transform(numbers.features)
+        hidden = hidden_from_draw(drawn, self.directions, self._slot_directions)
+        if self.bias is not None:
+            hidden = hidden + self.bias[:, None, :]
+        if self._noisy:
+            hidden = hidden + self.noise_std[:, None, None] * numbers.noise
+        return hidden.transpose(0, 1), drawn
+
+    def _hidden_and_draw(self, batch_size: int, generator) -> tuple[torch.Tensor, Draw]:
+        hidden, drawn = self.transform(self.numbers(batch_size, generator))
+        self.dist.overflow.add_(drawn.overflow)
+        return hidden, drawn
 
     @torch.no_grad()
     def signal_power(self, n_samples: int = SNR_SAMPLES, seed: int = 0) -> torch.Tensor:
-        """E||f D||² per instance, (inst,), estimated on `n_samples` noiseless draws.
-
-        Uses the sparse form of the draws (cost ∝ active features × d_hidden), so large
-        dictionaries are cheap.
-        """
+        """E||f D||² per instance, (inst,), estimated on `n_samples` noiseless draws (no bias)."""
         generator = make_generator(seed, self.device)
 
-        return _mean_power(lambda size: hidden_from_active(self.dist.sample_active(size, generator), self.directions),
-                           n_samples)
+        def draw(size):
+            return hidden_from_draw(self.dist.draw(size, generator), self.directions, self._slot_directions)
+
+        return _mean_power(draw, n_samples, instance_major=True)
 
     def true_directions(self) -> torch.Tensor:
         return unit_rows(self.directions)
@@ -206,7 +261,8 @@ class ToyModelSource:
         model: a trained `ToyModel`.
         dist: the feature distribution (same n_features and n_instances as the model).
         instances: optional index per source instance into the model's instances, e.g.
-            [0, 0, 1, 1] to let two SAEs each read the same toy model. Default: one to one.
+            [0, 0, 1, 1] to let two SAEs each read the same toy model (each with its own
+            draws of that model's features). Default: one to one.
         snr: optional signal-to-noise ratio of Gaussian noise added to the hidden
             activations, defined as for `DictionarySource` with the signal the model's
             hidden vector h: SNR = E||h||² / E||ε||², ε ~ N(0, σ² I), per source instance.
@@ -222,14 +278,19 @@ class ToyModelSource:
             )
         self.model = model
         self.device = model.W.device
-        self.dist = dist if dist.device == self.device else dist.to(self.device)
         if instances is None:
-            instances = torch.arange(model.n_instances)
-        self.instances = torch.as_tensor(instances, dtype=torch.long, device=self.device)
-        if self.instances.ndim != 1 or len(self.instances) == 0 or self.instances.min() < 0 \
-                or self.instances.max() >= model.n_instances:
+            instances = list(range(model.n_instances))
+        index = torch.as_tensor(instances, dtype=torch.long)
+        if index.ndim != 1 or len(index) == 0 or index.min() < 0 or index.max() >= model.n_instances:
             raise ValueError(f"instances must be a non-empty list of indices below {model.n_instances}, "
                              f"got {instances!r}")
+        self.instances = index.to(self.device)
+        self.dist = dist
+        if not torch.equal(index, torch.arange(model.n_instances)):
+            # source instance k draws its own features, with the settings of model instance instances[k]
+            self.dist = dist.select(index.tolist(), self.device)
+        elif dist.device != self.device:
+            self.dist = dist.to(self.device)
         self.n_instances = len(self.instances)
         self.n_features = model.n_features
         self.d_hidden = model.d_hidden
@@ -241,27 +302,57 @@ class ToyModelSource:
             self.noise_std = noise_std_for_snr(power, self.d_hidden, snr)
 
     @torch.no_grad()
-    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Batch:
-        features = self.dist.sample(batch_size, generator)
-        hidden = self.model.hidden(features)[:, self.instances]
+    def sample(self, batch_size: int, generator=None) -> Batch:
+        return Batch(*self._hidden_and_features(batch_size, generator))
+
+    @torch.no_grad()
+    def sample_hidden(self, batch_size: int, generator=None) -> torch.Tensor:
+        """`sample(...).hidden`, (batch, inst, d_hidden)."""
+        return self._hidden_and_features(batch_size, generator)[0]
+
+    def numbers(self, batch_size: int, generator=None) -> SourceNumbers:
+        features = self.dist.numbers(batch_size, generator)
+        if self.noise_std is None:
+            return SourceNumbers(features, features.normals[:, :0])
+        return SourceNumbers(features, per_instance_normals((batch_size, self.d_hidden), generator, self.n_instances,
+                                                            self.device))
+
+    def transform(self, numbers: SourceNumbers) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Numbers to (hidden (batch, inst, d_hidden), features (batch, inst, n_features), Poisson overflow
+        (inst,)): h = W x, ReLU'd for hidden_relu models. Toy models have few features, so the dense
+        features and one batched matmul are the cheap way here."""
+        drawn = self.dist.transform(numbers.features)
+        features = self.dist.to_dense(drawn)
+        hidden = torch.bmm(features.transpose(0, 1), self.model.W.detach()[self.instances])
+        if self.model.kind == "hidden_relu":
+            hidden = torch.relu(hidden)
         if self.noise_std is not None:
-            hidden = hidden + self.noise_std[:, None] * torch.randn(hidden.shape, generator=generator,
-                                                                     device=self.device)
-        return Batch(hidden, features[:, self.instances])
+            hidden = hidden + self.noise_std[:, None, None] * numbers.noise
+        return hidden.transpose(0, 1), features, drawn.overflow
+
+    def _hidden_and_features(self, batch_size: int, generator) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden, features, overflow = self.transform(self.numbers(batch_size, generator))
+        self.dist.overflow.add_(overflow)
+        return hidden, features
 
     @torch.no_grad()
     def signal_power(self, n_samples: int = SNR_SAMPLES, seed: int = 0) -> torch.Tensor:
         """E||h||² per source instance, (inst,), estimated on `n_samples` noiseless draws."""
         generator = make_generator(seed, self.device)
-        return _mean_power(lambda size: self.model.hidden(self.dist.sample(size, generator))[:, self.instances],
-                           n_samples)
+        W = self.model.W.detach()[self.instances]
+
+        def draw(size):
+            hidden = torch.bmm(self.dist.sample(size, generator).transpose(0, 1), W)
+            return torch.relu(hidden) if self.model.kind == "hidden_relu" else hidden
+
+        return _mean_power(draw, n_samples, instance_major=True)
 
     def true_directions(self) -> torch.Tensor:
         return self.model.feature_directions()[self.instances]
 
     def gradeable(self) -> torch.Tensor:
         """The features the toy model represents (||W_i|| >= 0.5): a dropped one has no direction."""
-        return self.model.represented()[self.instances] & (self.dist.firing_prob[self.instances] > 0)
+        return self.model.represented()[self.instances] & (self.dist.firing_prob > 0)
 
 
 class WorldFacts(NamedTuple):

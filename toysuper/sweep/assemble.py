@@ -18,6 +18,7 @@ from ..truth.distribution import FeatureDistribution
 from ..truth.groups import CorrelatedGroups, ExclusiveGroups
 from ..truth.hierarchy import Hierarchy
 from ..truth.magnitudes import MAGNITUDES
+from ..truth import worlds
 from ..sae import SAE, get_recipe
 from ..sources import DictionarySource, ToyModelSource, random_directions
 from ..toy.model import KINDS as TOY_MODEL_KINDS
@@ -83,9 +84,21 @@ def check_point(point: dict) -> None:
             raise ValueError(f"source.dictionary applies only to source.kind = \"dictionary\", got kind "
                              f"{point['source.kind']!r}")
         _choice("source.dictionary", point["source.dictionary"], DICTIONARIES)
+    if "source.world" in point:
+        _check_world(point)
     recipe = get_recipe(point["sae.recipe"])
     hyper = tuple((name, point[f"sae.{name}"]) for name in recipe.hyperparameters)
     _check_sae(recipe.name, point["source.d_hidden"], point["sae.d_sae"], hyper)
+
+
+def _check_world(point: dict) -> None:
+    _choice("source.world", point["source.world"], worlds.WORLDS)
+    if point["source.kind"] != "dictionary":
+        raise ValueError(f"source.world applies only to source.kind = \"dictionary\", got {point['source.kind']!r}")
+    n_features, d_hidden = worlds.WORLDS[point["source.world"]]
+    if (point["features.n_features"], point["source.d_hidden"]) != (n_features, d_hidden):
+        raise ValueError(f"source.world {point['source.world']!r} has {n_features} features in {d_hidden} dims: set "
+                         f"features.n_features = {n_features} and source.d_hidden = {d_hidden}")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -241,8 +254,11 @@ def _snr(point: dict) -> dict:
 
 
 def dictionary_source(points: list[dict], device) -> DictionarySource:
-    """Fixed unit directions per point (random or low-coherence, from the point's seed)."""
+    """Fixed unit directions per point (random or low-coherence, from the point's seed), or a preset world
+    (every point the same world, each its own data stream)."""
     first = points[0]
+    if "source.world" in first:
+        return worlds.named(first["source.world"], n_instances=len(points), device=device)
     cache: dict[int, torch.Tensor] = {}
     seeds = [stream_seed(p, "directions") for p in points]
     for seed, p in zip(seeds, points):  # one dictionary per distinct seed, shared by the points that have it

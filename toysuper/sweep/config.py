@@ -74,6 +74,8 @@ SCHEMA: dict[str, Key] = {
     "source.snr": Key(None, "signal-to-noise power ratio of Gaussian noise added to the hidden activations "
                             "(either source kind; instead of noise)"),
     "source.dictionary": Key(None, "dictionary source: random (default) or low_coherence directions"),
+    "source.world": Key(None, "dictionary source: a preset world instead of [features] and the dictionary: "
+                              "synthsaebench_16k or synthsaebench_4k (toysuper.worlds)"),
     # the SAE (its recipe's hyperparameters are added dynamically, see sae_keys)
     "sae.recipe": Key("anthropic_2024", "SAE recipe (toysuper list shows them)"),
     "sae.d_sae": Key(40, "number of SAE latents"),

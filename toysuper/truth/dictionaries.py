@@ -61,6 +61,32 @@ def welch_bound(n_features: int, d_hidden: int) -> float:
     return math.sqrt((n_features - d_hidden) / (d_hidden * (n_features - 1)))
 
 
+def orthogonalize(directions: torch.Tensor, steps: int = 100, lr: float = 3e-4, quiet: bool = True) -> torch.Tensor:
+    """SynthSAEBench's dictionary step (Chanin & Garriga-Alonso 2026; SAELens's `orthogonalize_embeddings`):
+    from unit rows D (n, d), `steps` of Adam at `lr` on
+
+        L(D) = Σ_{i≠j} (d_i · d_j)² + n Σ_i (||d_i||² - 1)²,
+
+    then rows scaled back to unit norm. The off-diagonal sum equals ||DᵀD||_F² - Σ_i ||d_i||⁴, so a
+    step costs a d × d Gram matrix, O(n d²), instead of the n × n one (16,384 × 768: 20 GFLOP, not 1.2 TFLOP).
+    """
+    steps = positive_int("steps", steps)
+    lr = non_negative("lr", lr)
+    if directions.ndim != 2:
+        raise ValueError(f"directions must be (n_features, d_hidden), got shape {tuple(directions.shape)}")
+    x = unit_rows(directions.float()).clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([x], lr=lr)
+    n_features = x.shape[0]
+    for _ in progress_bar(range(steps), desc="orthogonalize", quiet=quiet):
+        squared_norms = x.pow(2).sum(1)
+        off_diagonal = (x.T @ x).pow(2).sum() - squared_norms.pow(2).sum()
+        loss = off_diagonal + n_features * (squared_norms - 1).pow(2).sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return unit_rows(x.detach())
+
+
 def low_coherence_directions(n_features: int, d_hidden: int, n_instances: int = 1, seed: int | None = 0,
                              steps: int = 1000, lr: float = 0.01, device=None, quiet: bool = True) -> Dictionary:
     """Unit directions spread to overlap as little as gradient descent can make them.

@@ -7,16 +7,27 @@ number, one per feature, one per instance, or a power law (`Zipf`), so sparsity 
 a sweep axis that trains as the instances of a single batched model. Real features are
 not independent either; the distribution composes:
 
-- `magnitude=`: how strongly a firing feature fires (`toysuper.magnitudes`);
+- `magnitude=`: how strongly a firing feature fires (`toysuper.truth.magnitudes`);
 - `correlated_groups=` / `exclusive_groups=`: features that fire together / never
-  together (`toysuper.groups`);
-- `hierarchy=`: children that fire only inside their parent (`toysuper.hierarchy`).
+  together (`toysuper.truth.groups`);
+- `hierarchy=`: children that fire only inside their parent (`toysuper.truth.hierarchy`);
+- `correlation=`: a low-rank Gaussian copula over all features (`toysuper.truth.correlation`).
 
 None of these changes a feature's marginal firing probability `firing_prob` (except a
 hierarchy given `child_prob=`, which sets the children's rates; `firing_prob` then shows
-the result). Sparse distributions are drawn by walking geometric gaps
-(`toysuper.sparse_sampling`): the cost grows with the number of active features, not with
-batch × n_features.
+the result).
+
+How a batch is drawn, on every device, with shapes set by the configuration and no host sync:
+first the random numbers (`numbers`: a few calls, fixed shapes), then a pure transform from them
+to features (`transform`, which compiles with torch.compile(fullgraph=True)). Per instance, the
+rule is simple: a feature that fires on its own with probability below 1/4 (no group, no
+hierarchy, no copula) is drawn sparsely, by the Poisson events of `toysuper.truth.poisson`
+(about 2 (-log(1 - p)) uniforms a row, exact, with a fixed budget); every other feature is a
+dense slot, one uniform per (sample, slot) deciding both firing and magnitude. A dense draw of
+an independent feature: u < p fires, and then v = u / p is again uniform and gives the
+magnitude by the inverse CDF. Group and hierarchy decisions share one uniform per group (below).
+Each part is drawn and computed only for the instances that have it (`dense_instances`,
+`event_instances`), so a sweep that mixes dense and sparse instances pays each part once.
 """
 
 from __future__ import annotations
@@ -26,46 +37,71 @@ from typing import NamedTuple
 import torch
 
 from ..checks import as_tensor, positive_int, probability_tensor
-from ..devices import resolve_device
+from ..devices import per_instance_generators, resolve_device
 from ..float_masks import positive_
+from . import poisson
+from .correlation import LowRankCorrelation
 from .groups import CorrelatedGroups, ExclusiveGroups
 from .hierarchy import Hierarchy
 from .magnitudes import Magnitude, Uniform
 from .shapes import per_instance_per_feature
-from .sparse_sampling import BernoulliColumns, expand_segments, joined, pick_in_segments, split_index
 
-_per_instance_per_feature = per_instance_per_feature  # the name this module used to define
+SAMPLING = {"auto": 0.25, "sparse": 1.0, "dense": 0.0}
+"""sampling= choices: a feature firing on its own below this rate is drawn by Poisson events."""
 
-SAMPLING = ("auto", "sparse", "dense")
+_LAST_BELOW_ONE = 1 - 2.0 ** -24  # the largest float32 below 1: uniforms stay inside [0, 1)
 
 
-class ActiveFeatures(NamedTuple):
-    """The firing features of a batch in sparse form: one entry per active (sample, instance, feature),
-    in no particular order, each at most once."""
+class SparseFeatures(NamedTuple):
+    """A batch in sparse form with a fixed number M of slots per (sample, instance).
 
-    sample: torch.Tensor
-    """(k,) batch index."""
-    instance: torch.Tensor
-    """(k,) instance index."""
-    feature: torch.Tensor
-    """(k,) feature index."""
+    A feature appears at most once per row; unused slots hold value 0 (and some valid index).
+    """
+
+    index: torch.Tensor
+    """(batch, inst, M) long: feature indices."""
     value: torch.Tensor
-    """(k,) magnitude, float32."""
-    shape: tuple[int, int, int]
-    """(batch, inst, n_features) of the dense form."""
+    """(batch, inst, M) float32: their activations."""
 
-    def to_dense(self) -> torch.Tensor:
-        """The dense activations, (batch, inst, n_features), stored instance-major.
+    def to_dense(self, n_features: int) -> torch.Tensor:
+        """The dense activations, (batch, inst, n_features)."""
+        batch, n_instances, _ = self.index.shape
+        out = torch.zeros(batch, n_instances, n_features, device=self.value.device)
+        return out.scatter_add_(-1, self.index, self.value)
 
-        The tensor is a (batch, inst, n) view of an (inst, batch, n) one, so batched models read each
-        instance's (batch, n) block as one contiguous matrix: the 64-instance toy model's forward and
-        backward passes take about 25% less time than on a batch-major tensor (same numbers).
-        """
-        batch, n_instances, n_features = self.shape
-        out = torch.zeros(n_instances, batch, n_features, device=self.value.device)
-        flat = (self.instance * batch + self.sample) * n_features + self.feature
-        out.view(-1).scatter_(0, flat, self.value)  # positions are unique, so scatter is exact (and fast)
-        return out.transpose(0, 1)
+
+class Numbers(NamedTuple):
+    """The random numbers of one draw (`FeatureDistribution.numbers`), instance-major. Only the
+    instances with dense slots (`dense_instances`, D) draw slot numbers, and only those with Poisson
+    units (`event_instances`, E) draw event numbers."""
+
+    events: torch.Tensor
+    """(E, K, 2) uniforms: per event slot of the Poisson part, its gap and its magnitude."""
+    slots: torch.Tensor
+    """Uniforms: one per group decision, then one per dense slot that reads its own: (D, batch, m) for
+    independent features, slot-major (D, G + own, batch) for structured ones."""
+    normals: torch.Tensor
+    """(D, r + c, batch) standard normals of the copula ((D, 0, 0) without one)."""
+
+
+class Draw(NamedTuple):
+    """A drawn batch, instance-major: dense slots for the instances D that have them, Poisson events for
+    the instances E that have them. `FeatureDistribution.to_dense`, `to_sparse` and
+    `toysuper.sources.hidden_from_draw` build what a consumer needs from it."""
+
+    slots: torch.Tensor
+    """(D, batch, m): the values of the dense slots (`FeatureDistribution.slot_feature`)."""
+    place: torch.Tensor
+    """(E, K) long: each event's row · n_features + feature, non-decreasing; an unused slot lands in a
+    spare row past the batch (`toysuper.truth.poisson.Events`)."""
+    value: torch.Tensor
+    """(E, K): its activation, 0 for repeats."""
+    overflow: torch.Tensor
+    """(inst,): 1 where the Poisson budget may have cut events off (below 1e-12 per draw)."""
+    dense_instances: torch.Tensor
+    """(D,) long: the instances of the slots' rows."""
+    event_instances: torch.Tensor
+    """(E,) long: the instances of the events' rows."""
 
 
 class FeatureDistribution:
@@ -82,19 +118,17 @@ class FeatureDistribution:
         importance: weight I_i of each feature's reconstruction error (same shapes as
             firing_prob); 1 by default.
         magnitude: the law of a firing feature's value, `Uniform()` (U[0, 1]) by default;
-            see `toysuper.magnitudes`.
+            see `toysuper.truth.magnitudes`.
         correlated_groups: a `CorrelatedGroups`: features that tend to fire together.
         exclusive_groups: an `ExclusiveGroups` (or a list of lists of feature indices):
             at most one feature of a group fires.
         hierarchy: a `Hierarchy` (or {parent: [children]}): a child fires only when its
             parent fires. A feature may be in one group at most; a child in none.
-        sampling: "auto" (default), "sparse" or "dense". Sparse walks geometric gaps and
-            costs about the number of active features; dense draws one uniform per
-            (sample, instance, feature) and wins when many features fire or the batch is
-            small. "auto" draws dense a distribution without groups or hierarchy when
-            that is expected to cost less (`toysuper.sparse_sampling.BernoulliColumns.cost`:
-            on 2 CPU threads, above about 25% firing when all features share one rate,
-            8% otherwise). Both give the same distribution, not the same numbers.
+        correlation: a `LowRankCorrelation`: a Gaussian copula over the features that fire on
+            their own (all but hierarchy children, whose rates it would otherwise shift).
+        sampling: "auto" (default): features firing on their own below 1/4 are drawn by Poisson
+            events, the rest densely; "sparse": every such feature below 1 by events; "dense":
+            every feature densely. All three give the same distribution, not the same numbers.
         device: where samples are generated; CUDA when present by default.
 
     Attributes:
@@ -103,7 +137,9 @@ class FeatureDistribution:
         importance: (inst, n_features).
         magnitude: the magnitude law, its parameters broadcast to (inst, n_features).
         parent: (n_features,) long, each feature's parent in the hierarchy, -1 for roots.
-        hierarchy, correlated_groups, exclusive_groups: the structure objects, or None.
+        hierarchy, correlated_groups, exclusive_groups, correlation: the structures, or None.
+        overflow: (inst,) running count of draws whose Poisson budget may have cut events off
+            (a device tensor: read it between steps; expect 0).
     """
 
     def __init__(
@@ -118,6 +154,7 @@ class FeatureDistribution:
         correlated_groups: CorrelatedGroups | None = None,
         exclusive_groups=None,
         hierarchy=None,
+        correlation: LowRankCorrelation | None = None,
         sampling: str = "auto",
         device=None,
     ):
@@ -141,23 +178,23 @@ class FeatureDistribution:
         if (self.importance < 0).any() or not torch.isfinite(self.importance).all():
             raise ValueError(f"importance must be finite and >= 0, got {importance!r}")
         if sampling not in SAMPLING:
-            raise ValueError(f"sampling must be one of {SAMPLING}, got {sampling!r}")
+            raise ValueError(f"sampling must be one of {list(SAMPLING)}, got {sampling!r}")
         self.sampling = sampling
         magnitude = Uniform() if magnitude is None else magnitude
         if not isinstance(magnitude, Magnitude):
-            raise TypeError(f"magnitude must be a toysuper.magnitudes law such as Uniform(), got {magnitude!r}")
+            raise TypeError(f"magnitude must be a toysuper.truth.magnitudes law such as Uniform(), got {magnitude!r}")
         self._magnitude_spec = magnitude
         self.magnitude = magnitude.resolve(*shape_args)
         self.correlated_groups = _as_structure("correlated_groups", correlated_groups, CorrelatedGroups, None)
         self.exclusive_groups = _as_structure("exclusive_groups", exclusive_groups, ExclusiveGroups, ExclusiveGroups)
         self.hierarchy = _as_structure("hierarchy", hierarchy, Hierarchy, Hierarchy)
+        self.correlation = _as_structure("correlation", correlation, LowRankCorrelation, None)
         self._given_prob = given
-        self.firing_prob = given
         self._check_structure()
-        if self.hierarchy is not None:
-            self.firing_prob, self._child_cond = self.hierarchy.resolve(given)
-        self._build_units()
-        self._inverse_rate = self._can_fire = None  # for dense draws, made on the first one
+        self.firing_prob, child_cond = (given, None) if self.hierarchy is None else self.hierarchy.resolve(given)
+        self._lay_out(child_cond)
+        self.overflow = torch.zeros(self.n_instances, device=self.device)
+        self._budgets: dict[int, tuple[list[int], int]] = {}
 
     @classmethod
     def sparsity_sweep(cls, n_features: int, sparsities, *, importance=None, device=None,
@@ -184,90 +221,234 @@ class FeatureDistribution:
             return torch.full((self.n_features,), -1, dtype=torch.long, device=self.device)
         return self.hierarchy.parent(self.n_features, self.device)
 
-    @property
-    def structured(self) -> bool:
-        """Whether any feature's firing depends on another's (groups or hierarchy)."""
-        return any(s is not None for s in (self.correlated_groups, self.exclusive_groups, self.hierarchy))
-
     def expected_l0(self) -> torch.Tensor:
         """Mean number of active features per sample, shape (inst,)."""
         return self.firing_prob.sum(-1)
 
-    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Draw feature activations, shape (batch, inst, n_features), on `self.device`."""
-        batch_size = positive_int("batch_size", batch_size)
-        if self._draws_dense(batch_size):
-            return self._sample_dense(batch_size, generator)
-        return self.sample_active(batch_size, generator).to_dense()
+    # ---- drawing: numbers, then a pure transform ---------------------------------------
 
-    def sample_active(self, batch_size: int, generator: torch.Generator | None = None) -> ActiveFeatures:
-        """Draw a batch in sparse form: the (sample, instance, feature, value) of every active feature."""
+    def sample(self, batch_size: int, generator=None) -> torch.Tensor:
+        """Draw feature activations, (batch, inst, n_features), on `self.device`.
+
+        `generator`: None, one torch.Generator, or a list of one per instance (instance i's
+        numbers then come from generator i alone, `toysuper.devices.instance_generators`).
+        The tensor is stored instance-major (a view of an (inst, batch, n) one), which batched
+        toy models read about 25% faster.
+        """
+        return self.to_dense(self.draw(batch_size, generator))
+
+    def sample_sparse(self, batch_size: int, generator=None) -> SparseFeatures:
+        """Draw a batch in sparse form: (batch, inst, M) indices and values, M fixed by the configuration."""
+        return self.to_sparse(self.draw(batch_size, generator))
+
+    def draw(self, batch_size: int, generator=None) -> Draw:
+        """`transform(numbers(...))`, counting Poisson overflows in `self.overflow` (no host sync)."""
+        drawn = self.transform(self.numbers(batch_size, generator))
+        if self._table is not None:
+            self.overflow.add_(drawn.overflow)
+        return drawn
+
+    def numbers(self, batch_size: int, generator=None) -> Numbers:
+        """The random numbers of one draw: fixed shapes, set by the configuration and batch_size."""
         batch_size = positive_int("batch_size", batch_size)
-        shape = (batch_size, self.n_instances, self.n_features)
-        if self._draws_dense(batch_size):
-            dense = self._sample_dense(batch_size, generator)
-            sample, instance, feature = dense.nonzero(as_tuple=True)
-            return ActiveFeatures(sample, instance, feature, dense[sample, instance, feature], shape)
-        sample, instance, feature = self._active(batch_size, generator)
-        value = self.magnitude.sample_at(instance, feature, generator)
-        return ActiveFeatures(sample, instance, feature, value, shape)
+        budgets, width = self._budget(batch_size), self._n_groups + max(self._own_columns, default=0)
+        n_normals = 0 if self._copula is None else self.correlation.rank + len(self._copula[0])
+        generators = per_instance_generators(generator, self.n_instances, self.device)
+        kwargs = {"device": self.device}
+        n_dense, n_events = len(self._dense_rows), len(self._event_rows)
+        slot_shape = self._slot_shape(n_dense, batch_size, width)
+        no_events, no_normals = self._empty
+        if not isinstance(generators, list):
+            events = torch.rand(n_events, budgets[1], 2, generator=generators, **kwargs) if n_events else no_events
+            slots = torch.rand(slot_shape, generator=generators, **kwargs) if n_dense else torch.empty(slot_shape,
+                                                                                                     **kwargs)
+            normals = torch.randn(n_dense, n_normals, batch_size, generator=generators, **kwargs) if n_normals \
+                else no_normals
+            return Numbers(events, slots, normals)
+        # each instance's numbers from its own stream, with its own shapes, written into the padded batch:
+        # padded gaps are infinite (1 - u = 0, so no event) and padded slots never fire
+        events = self._event_padding.expand(n_events, budgets[1], 2).clone() if n_events else no_events
+        slots = torch.zeros(slot_shape, **kwargs)
+        normals = torch.empty(n_dense, n_normals, batch_size, **kwargs) if n_normals else no_normals
+        for i, g in enumerate(generators):
+            if i in budgets[0]:
+                torch.rand(budgets[0][i], 2, generator=g, out=events[self._event_row[i], :budgets[0][i]])
+            if i in self._own_width:
+                row, own_width = self._dense_row[i], self._own_width[i]
+                own = torch.rand(self._slot_shape(1, batch_size, own_width)[1:], generator=g, **kwargs)
+                if self._own_features is not None:  # into the columns of the instance's dense features
+                    slots[row].index_copy_(1, self._own_features[i], own)
+                elif self._plain:
+                    slots[row, :, :own_width] = own
+                else:
+                    slots[row, :own_width] = own
+                if n_normals:
+                    torch.randn(n_normals, batch_size, generator=g, out=normals[row])
+        return Numbers(events, slots, normals)
+
+    def transform(self, numbers: Numbers) -> Draw:
+        """Numbers to features: pure, fixed-shape, no host sync (compiles with fullgraph=True)."""
+        batch_size = numbers.slots.shape[1 if self._plain else 2]
+        slots = self._slot_values(numbers.slots, numbers.normals) if self._n_slots else numbers.slots
+        if self._table is None:
+            return Draw(slots, *self._no_events, self._dense_rows, self._event_rows)
+        events = poisson.events(numbers.events[..., 0], self._table, batch_size)
+        params = self._event_magnitude
+        if any(p.ndim for p in params):  # per-feature parameters: looked up at each event's feature
+            feature = poisson.rows_and_features(events.place, self.n_features)[1].clamp_(max=self.n_features - 1)
+            params = [p if p.ndim == 0 else p.gather(1, feature) for p in params]
+        value = self.magnitude.quantile(numbers.events[..., 1], params) * events.keep
+        overflow = events.overflow
+        if len(self._event_rows) < self.n_instances:
+            overflow = overflow.new_zeros(self.n_instances).index_copy(0, self._event_rows, overflow)
+        return Draw(slots, events.place, value, overflow, self._dense_rows, self._event_rows)
+
+    def to_dense(self, drawn: Draw) -> torch.Tensor:
+        """(batch, inst, n_features) from a draw (stored instance-major, see `sample`)."""
+        batch_size, n = drawn.slots.shape[1], self.n_features
+        if self.identity_slots and self._table is None:  # the slots are the dense output
+            return drawn.slots.transpose(0, 1)
+        # one spare row past the batch takes the unused event slots (which add 0)
+        out = torch.zeros(self.n_instances, batch_size + 1, n, device=self.device)
+        if self._n_slots:
+            slots = drawn.slots
+            if self._slot_feature_is_identity:
+                out[:, :batch_size].index_copy_(0, self._dense_rows, slots)
+            else:  # each slot's place in the whole output: (instance row · (batch + 1) + sample) · n + feature
+                place = (self._dense_rows[:, None, None] * (batch_size + 1)
+                         + torch.arange(batch_size, device=self.device)[:, None]) * n + self.slot_feature[:, None, :]
+                out.view(-1).scatter_add_(0, place.flatten(), slots.flatten())
+        if self._table is not None:
+            if len(self._event_rows) == self.n_instances:
+                out.view(self.n_instances, -1).scatter_add_(1, drawn.place, drawn.value)
+            else:
+                place = drawn.place + (self._event_rows * ((batch_size + 1) * n))[:, None]
+                out.view(-1).scatter_add_(0, place.flatten(), drawn.value.flatten())
+        return out[:, :batch_size].transpose(0, 1)
+
+    def to_sparse(self, drawn: Draw) -> SparseFeatures:
+        """SparseFeatures from a draw: M = the per-row event budget plus the dense slots.
+
+        Rows with more events than the per-row budget (below 1e-12 per row) lose the extra
+        ones; they are counted in `overflow` (no host sync).
+        """
+        batch_size, n_slots = drawn.slots.shape[1], self._n_slots
+        width = self._row_budget if self._table is not None else 0
+        index = torch.zeros(self.n_instances, batch_size, width + n_slots, dtype=torch.long, device=self.device)
+        value = torch.zeros(self.n_instances, batch_size, width + n_slots, device=self.device)
+        if n_slots:
+            index[..., width:].index_copy_(0, self._dense_rows, self.slot_feature[:, None, :].expand(
+                -1, batch_size, -1).contiguous())
+            value[..., width:].index_copy_(0, self._dense_rows, drawn.slots)
+        if self._table is not None:
+            n_events = len(self._event_rows)
+            row, feature = poisson.rows_and_features(drawn.place, self.n_features)
+            start, counts = poisson.row_starts(row, batch_size)
+            place = torch.arange(row.shape[1], device=self.device) - start.gather(1, row)
+            fits = (row < batch_size) & (place < width)
+            target = torch.where(fits, row * width + place, batch_size * width)  # the rest to a spare slot
+            events_index = feature.new_zeros(n_events, batch_size * width + 1).scatter_(1, target, feature)
+            events_value = drawn.value.new_zeros(n_events, batch_size * width + 1).scatter_(1, target, drawn.value)
+            self.overflow.index_add_(0, self._event_rows, (counts[:, :batch_size] > width).sum(1).float())
+            index[..., :width].index_copy_(0, self._event_rows, events_index[:, :-1].view(n_events, batch_size, width))
+            value[..., :width].index_copy_(0, self._event_rows, events_value[:, :-1].view(n_events, batch_size, width))
+        return SparseFeatures(index.transpose(0, 1), value.transpose(0, 1))
 
     def to(self, device) -> "FeatureDistribution":
         """A copy of this distribution that samples on `device`."""
+        return self.select(range(self.n_instances), device)
+
+    def select(self, instances, device=None) -> "FeatureDistribution":
+        """A distribution whose instance k has the settings of this one's instance instances[k]."""
+        index = torch.as_tensor(list(instances), dtype=torch.long)
+        if index.ndim != 1 or not len(index) or index.min() < 0 or index.max() >= self.n_instances:
+            raise ValueError(f"instances must be a non-empty list of indices below {self.n_instances}, "
+                             f"got {instances!r}")
+        hierarchy = self.hierarchy
+        if hierarchy is not None and hierarchy.child_prob is not None:
+            cond = per_instance_per_feature("child_prob", hierarchy.child_prob, self.n_instances, self.n_features,
+                                            torch.device("cpu"))[index]
+            hierarchy = Hierarchy(hierarchy.edges, hierarchy.exclusive_children, cond,
+                                  hierarchy.scale_children_by_parent)
+        magnitude = type(self._magnitude_spec)(**{name: value.cpu()[index]
+                                                  for name, value in self.magnitude.params.items()})
         return FeatureDistribution(
-            self.n_features,
-            self._given_prob,
-            n_instances=self.n_instances,
-            importance=self.importance,
-            magnitude=self._magnitude_spec,
-            correlated_groups=self.correlated_groups,
-            exclusive_groups=self.exclusive_groups,
-            hierarchy=self.hierarchy,
-            sampling=self.sampling,
-            device=device,
+            self.n_features, self._given_prob.cpu()[index], n_instances=len(index),
+            importance=self.importance.cpu()[index], magnitude=magnitude, correlated_groups=self.correlated_groups,
+            exclusive_groups=self.exclusive_groups, hierarchy=hierarchy, correlation=self.correlation,
+            sampling=self.sampling, device=self.device if device is None else device,
         )
 
     def __repr__(self) -> str:
         p = self.firing_prob
         parts = [f"n_features={self.n_features}", f"n_instances={self.n_instances}",
                  f"firing_prob in [{p.min().item():.4g}, {p.max().item():.4g}]", f"magnitude={self.magnitude!r}"]
-        parts += [repr(s) for s in (self.correlated_groups, self.exclusive_groups, self.hierarchy) if s is not None]
+        parts += [repr(s) for s in (self.correlated_groups, self.exclusive_groups, self.hierarchy, self.correlation)
+                  if s is not None]
         return f"FeatureDistribution({', '.join(parts)}, device={self.device})"
 
-    # ---- sampling -------------------------------------------------------------------
+    # ---- the dense slots -------------------------------------------------------------
 
-    def draws_sparse(self, batch_size: int) -> bool:
-        """Whether `sample(batch_size)` draws the sparse form first (then cheaper consumers can skip the dense one)."""
-        return not self._draws_dense(batch_size)
+    def _slot_values(self, u: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
+        """Values of the dense slots, (inst, batch, m), from their uniforms (`Numbers.slots`).
 
-    def _draws_dense(self, batch_size: int) -> bool:
-        """One uniform per entry: asked for, or (on "auto") expected to cost less than walking the
-        hits, for plain independent features (a structure needs the walk)."""
-        if self.structured or self.sampling == "sparse":
-            return False
-        return self.sampling == "dense" or batch_size * self.firing_prob.numel() <= self._units.cost(batch_size)
+        Slot j reads one uniform x (its own, or its group's) and fires when lo_j <= x < hi_j;
+        then (x - lo_j) / (hi_j - lo_j) is again uniform and gives its magnitude:
+        - an independent feature: its own x, [0, p);
+        - an exclusive group's members: the group's x, consecutive intervals of widths p_i, so
+          exactly one fires with probability p_i each and none with 1 - Σ p_i;
+        - exclusive children: the same with P(child | parent) as widths, then gated by the parent;
+        - other children: their own x, [0, P(child | parent)), gated by the parent;
+        - a correlated group's members: their own x, [0, a_i), or the group's shared event
+          (its x below q); fired by the shared event alone, (x - a_i) / (1 - a_i) is the uniform
+          (`toysuper.truth.groups.CorrelatedGroups` derives q and a_i);
+        - under a copula, x = Φ(-z) for the copula's Gaussian z (exactly uniform), and the own
+          uniform gives the magnitude instead.
+        Hierarchy gating runs level by level, parents first, so a child follows its parent's
+        final state (and, with scale_children_by_parent, its parent's value over its mean).
+        Masks are 0/1 floats (`toysuper.float_masks`).
+        """
+        lo, hi, inv_width = self._intervals
+        if self._plain:  # independent features only: x is the own uniform, lo = 0
+            fires = positive_(hi - u)
+            value = self.magnitude.quantile(u.mul(inv_width).mul_(fires), self._slot_magnitude)
+            return value if self.magnitude.zero_at_zero else value.mul_(fires)
+        x = u.index_select(1, self._column)  # (inst, m, batch)
+        if self._copula is not None:
+            slots, loadings, own_scale = self._copula
+            rank = loadings.shape[1]
+            z = torch.matmul(loadings, normals[:, :rank]) + own_scale * normals[:, rank:]
+            x = x.index_copy(1, slots, torch.special.ndtr(-z))
+        fires = positive_(hi - x) - positive_(lo - x)  # 1 where lo <= x < hi
+        v = (x - lo) * inv_width * fires
+        if self._shared is not None:
+            shared_column, shared_rate = self._shared
+            inside, fires = fires, torch.maximum(fires, positive_(shared_rate - u.index_select(1, shared_column)))
+            v = v + (x - hi) * self._inv_rest * (fires - inside)
+        if self._copula is not None:  # the copula decided firing; the own uniform gives the magnitude
+            v = v.index_copy(1, slots, u.index_select(1, self._column.index_select(0, slots)))
+        value = self.magnitude.quantile((v * fires).clamp_(0, _LAST_BELOW_ONE), self._slot_magnitude) * fires
+        for child, parent, parent_mean in self._levels:
+            gate = fires.index_select(1, parent)
+            fires = fires.index_copy(1, child, fires.index_select(1, child) * gate)
+            if parent_mean is not None:
+                gate = value.index_select(1, parent) / parent_mean
+            value = value.index_copy(1, child, value.index_select(1, child) * gate)
+        return value.transpose(1, 2)
 
-    def _sample_dense(self, batch_size: int, generator) -> torch.Tensor:
-        inverse_rate, can_fire = self._dense_rates()
-        # A feature fires when u < p, and given that, v = u / p is again uniform on [0, 1): one draw
-        # decides both firing and magnitude (half the random numbers; this CPU draws them serially).
-        v = torch.rand(self.n_instances, batch_size, self.n_features, generator=generator, device=self.device)
-        v = v.transpose(0, 1).mul_(inverse_rate)  # stored instance-major, as ActiveFeatures.to_dense explains
-        fires = positive_(1 - v)  # 1 where v < 1
-        if can_fire is not None:
-            fires.mul_(can_fire)
-        magnitude = self.magnitude.from_uniform(v.mul_(fires))  # v · fires keeps the inverse CDF finite
-        if magnitude is None:
-            return self.magnitude.sample_dense(batch_size, generator).mul_(fires)
-        return magnitude.mul_(fires)
+    def _budget(self, batch_size: int) -> tuple[dict[int, int], int]:
+        """Poisson gaps per instance with events for a batch (P(more events) < 1e-12), and their maximum."""
+        if batch_size not in self._budgets:
+            own = {i: poisson.budget(batch_size * rate) for i, rate in zip(self.event_instances, self._row_rates)}
+            self._budgets[batch_size] = (own, max(own.values(), default=0))
+        return self._budgets[batch_size]
 
-    def _dense_rates(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """1/p per (inst, feature), finite (2^100) where p = 0, and then a 0/1 mask of p > 0 (else None)."""
-        if self._inverse_rate is None:
-            p = self.firing_prob
-            self._inverse_rate = torch.where(p > 0, 1 / p.clamp_min(2.0 ** -100), 2.0 ** 100)
-            self._can_fire = (p > 0).float() if bool((p == 0).any()) else None
-        return self._inverse_rate, self._can_fire
+    def _slot_shape(self, n_rows: int, batch_size: int, width: int) -> tuple[int, int, int]:
+        """Independent features: (rows, batch, m), the layout batched toy models read fastest; structured
+        ones slot-major, (rows, G + own, batch), so that gathers along the slots copy whole rows."""
+        return (n_rows, batch_size, width) if self._plain else (n_rows, width, batch_size)
+
+    # ---- layout, built once from the configuration -----------------------------------------
 
     def _check_structure(self) -> None:
         n = self.n_features
@@ -288,107 +469,144 @@ class FeatureDistribution:
                     raise ValueError(f"feature {f} is a hierarchy child and in {owner[f]}; a child fires only through "
                                      f"its parent, so it cannot be in a group (its parent can)")
 
-    def _build_units(self) -> None:
-        """Lay out the independent 'units' whose Bernoulli draws decide everything else.
-
-        Units, in column order: single features (roots outside exclusive groups, firing on
-        their own), the shared events of correlated groups, and exclusive groups. Their
-        rates form `_unit_rates` (inst, K); hierarchy children hang off the features.
-        """
-        device, n = self.device, self.n_features
-        exclusive = set(self.exclusive_groups.features) if self.exclusive_groups else set()
-        children = set(self.hierarchy.children) if self.hierarchy else set()
-        singles = [f for f in range(n) if f not in exclusive and f not in children]
-        self._singles = torch.tensor(singles, dtype=torch.long, device=device)
-        rates = [self.firing_prob[:, self._singles].double()]
-        self._corr = None
-        if self.correlated_groups is not None:
-            ptr, members = self.correlated_groups.csr(device)
-            shared, own = self.correlated_groups.rates(self.firing_prob)
-            column = torch.full((n,), -1, dtype=torch.long, device=device)
-            column[self._singles] = torch.arange(len(singles), device=device)
-            rates[0][:, column[members]] = own
-            group_of = torch.full((n,), -1, dtype=torch.long, device=device)
-            group_of[members] = torch.repeat_interleave(torch.arange(len(ptr) - 1, device=device), ptr.diff())
-            self._corr = (ptr, members, group_of)
-            rates.append(shared)
-        self._excl = None
+    def _lay_out(self, child_cond: torch.Tensor | None) -> None:
+        """Decide, per instance, which features are dense slots and which Poisson units, and build
+        the tables of both. Structured features come first, in the same slots for every instance."""
+        n, device, p = self.n_features, self.device, self.firing_prob.double().cpu()
+        column, lo, hi, shared_column, shared_rate = {}, {}, {}, {}, {}  # by feature; lo/hi/rate (inst,)
+        n_groups = 0
         if self.exclusive_groups is not None:
-            ptr, members = self.exclusive_groups.csr(device)
-            total, share = self.exclusive_groups.rates(self.firing_prob)
-            self._excl = (ptr, members, share)
-            rates.append(total)
-        self._tree = None
+            self.exclusive_groups.rates(self.firing_prob)  # checks that each group's rates sum to at most 1
+            for g, members in enumerate(self.exclusive_groups.groups):
+                _consecutive(members, p[:, list(members)], g, column, lo, hi)
+            n_groups = len(self.exclusive_groups)
+        if self.correlated_groups is not None:
+            ptr, members = self.correlated_groups.csr("cpu")
+            q, own = self.correlated_groups.rates(self.firing_prob.cpu())
+            for g in range(len(self.correlated_groups)):
+                for t in range(int(ptr[g]), int(ptr[g + 1])):
+                    f = int(members[t])
+                    lo[f], hi[f] = torch.zeros(self.n_instances, dtype=torch.float64), own[:, t]
+                    shared_column[f], shared_rate[f] = n_groups + g, q[:, g]
+            n_groups += len(self.correlated_groups)
+        levels = []
         if self.hierarchy is not None:
-            ptr, items = self.hierarchy.csr(n, device)
-            self._tree = (ptr, items, self._child_cond, ptr.diff() > 0)
-        self._unit_rates = torch.cat(rates, dim=1)
-        self._units = BernoulliColumns(self._unit_rates, sparse=self.sampling != "dense")
+            ptr, items = self.hierarchy.csr(n, "cpu")
+            cond = child_cond.cpu()
+            for parent in range(n):
+                kids = items[ptr[parent]:ptr[parent + 1]].tolist()
+                if not kids:
+                    continue
+                if self.hierarchy.exclusive_children:
+                    _consecutive(kids, cond[:, ptr[parent]:ptr[parent + 1]], n_groups, column, lo, hi)
+                    n_groups += 1
+                else:
+                    for t, kid in zip(range(int(ptr[parent]), int(ptr[parent + 1])), kids):
+                        lo[kid], hi[kid] = torch.zeros(self.n_instances, dtype=torch.float64), cond[:, t]
+            levels = self.hierarchy.levels()
+        structured = set(lo) | ({p_ for p_, _ in self.hierarchy.edges} if self.hierarchy else set())
+        if self.correlation is not None:
+            structured = set(range(n))
+        structured = sorted(structured)
+        # the rest fire on their own: Poisson units below the rule's rate, dense slots above it
+        free = torch.ones(n, dtype=torch.bool)
+        free[structured] = False
+        cutoff = SAMPLING[self.sampling]
+        dense_free = [torch.nonzero(free & (p[i] >= cutoff)).squeeze(1) for i in range(self.n_instances)]
+        units = [torch.nonzero(free & (p[i] < cutoff)).squeeze(1) for i in range(self.n_instances)]
+        # D: the instances with dense slots; E: those with Poisson units that can fire. Only they draw
+        # (and compute) that part, so a sweep that mixes dense and sparse instances pays each part once.
+        dense_rows = [i for i in range(self.n_instances) if structured or len(dense_free[i])]
+        event_rows = [i for i in range(self.n_instances) if len(units[i]) and p[i, units[i]].sum() > 0]
+        self._dense_rows = torch.tensor(dense_rows, dtype=torch.long, device=device)
+        self._event_rows = torch.tensor(event_rows, dtype=torch.long, device=device)
+        self._n_groups = n_groups
+        self._n_slots = max((len(structured) + len(dense_free[i]) for i in dense_rows), default=0)
+        # the slots that read a uniform of their own (not a group's) get one column each, in slot order
+        own_structured = [f for f in structured if f not in column]
+        self._own_width = {i: n_groups + len(own_structured) + len(dense_free[i]) for i in dense_rows}
+        slot_feature = torch.zeros(len(dense_rows), self._n_slots, dtype=torch.long)
+        slot_lo = torch.zeros(len(dense_rows), self._n_slots, dtype=torch.float64)
+        slot_hi = torch.zeros_like(slot_lo)
+        # independent features, and some instance draws every one densely: then every instance gets the
+        # identity layout (slot j is feature j; features it draws by events never fire there), so the
+        # slots are the dense output; an instance's own uniforms go to its dense features' columns
+        self._own_features = None
+        if not structured and self._n_slots == n:
+            self._own_features = {i: dense_free[i].to(device) for i in dense_rows}
+        for row, i in enumerate(dense_rows):
+            features = torch.cat([torch.tensor(structured, dtype=torch.long), dense_free[i]])
+            if self._own_features is not None:
+                slot_feature[row], slot_hi[row, features] = torch.arange(n), p[i, features]
+                continue
+            slot_feature[row, :len(features)] = features
+            slot_hi[row, :len(features)] = p[i, features]  # features on their own: [0, p)
+            for j, f in enumerate(structured):
+                if f in lo:
+                    slot_lo[row, j], slot_hi[row, j] = lo[f][i], hi[f][i]
+        self._own_columns = [self._n_slots if self._own_features is not None else self._own_width[i] - n_groups
+                             for i in dense_rows]
+        local = {f: j for j, f in enumerate(structured)}
+        own = {f: n_groups + k for k, f in enumerate(own_structured)}
+        self._column = torch.tensor([column.get(f, own.get(f)) for f in structured]
+                                    + list(range(n_groups + len(own), n_groups + len(own) + self._n_slots - len(structured))),
+                                    dtype=torch.long, device=device)
+        self._plain = self._n_groups == 0 and self.hierarchy is None and self.correlation is None
+        # per-slot tables broadcast against the slots' layout: (D, 1, m), or (D, m, 1) slot-major
+        along = (lambda t: t.float().to(device)[:, None, :]) if self._plain else (lambda t: t.float().to(device)[..., None])
+        width = slot_hi - slot_lo
+        self._intervals = tuple(along(t) for t in (slot_lo, slot_hi, 1 / width.clamp_min(2.0 ** -100)))
+        self._inv_rest = along(1 / (1 - slot_hi).clamp_min(2.0 ** -100))
+        self._shared = None
+        if shared_column:
+            columns = torch.zeros(self._n_slots, dtype=torch.long)
+            rates = torch.zeros(self.n_instances, self._n_slots, dtype=torch.float64)
+            for f, c in shared_column.items():
+                columns[local[f]], rates[:, local[f]] = c, shared_rate[f]
+            self._shared = (columns.to(device), along(rates[dense_rows]))
+        self._levels = []
+        parent_of = self.parent.cpu()
+        mean = self.magnitude.mean().cpu()[dense_rows]
+        for level in levels:
+            child = torch.tensor([local[c] for c in level], dtype=torch.long)
+            parent = torch.tensor([local[int(parent_of[c])] for c in level], dtype=torch.long)
+            parent_mean = None
+            if self.hierarchy.scale_children_by_parent:
+                parent_mean = along(mean[:, parent_of[level]].clamp_min(1e-30))
+            self._levels.append((child.to(device), parent.to(device), parent_mean))
+        self._copula = None
+        if self.correlation is not None:
+            children = set(self.hierarchy.children) if self.hierarchy else set()
+            driven = torch.tensor([j for j, f in enumerate(structured) if f not in children], dtype=torch.long)
+            loadings, own_scale = self.correlation.factor(n, device)
+            self._copula = (driven.to(device), loadings[driven.to(device)], own_scale[driven.to(device), None])
+        self.slot_feature = slot_feature.to(device)
+        """(D, m) long: the feature of each dense slot of the instances in `dense_instances` (padding never fires)."""
+        self.dense_instances, self.event_instances = dense_rows, event_rows
+        self._slot_feature_is_identity = self._n_slots == n and bool((slot_feature == torch.arange(n)).all())
+        self.identity_slots = self._slot_feature_is_identity and len(dense_rows) == self.n_instances
+        self._slot_magnitude = [along(t) if t.ndim else t for t in self.magnitude.gather(self.slot_feature,
+                                                                                       self._dense_rows)]
+        empty = torch.zeros(0, 0, device=device)
+        self._empty = (torch.zeros(0, 0, 2, device=device), torch.zeros(len(dense_rows), 0, 0, device=device))
+        self._event_padding = torch.tensor([1.0, 0.0], device=device)  # made once: no host copy while drawing
+        self._dense_row = {i: row for row, i in enumerate(dense_rows)}
+        self._event_row = {i: row for row, i in enumerate(event_rows)}
+        self._no_events = (empty.long(), empty, torch.zeros(self.n_instances, device=device))
+        self._table, self._row_rates = None, []
+        if event_rows:
+            self._table = poisson.build_table([p[i, units[i]] for i in event_rows], [units[i] for i in event_rows],
+                                              device, n)
+            self._row_rates = self._table.row_rate.flatten().tolist()  # host copy: budgets need no sync
+            self._row_budget = poisson.budget(max(self._row_rates))  # event slots per row in `to_sparse`
+            self._event_magnitude = self.magnitude.gather(None, self._event_rows)
 
-    def _active(self, batch_size: int, generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(sample, instance, feature) of every active feature, each at most once."""
-        n_units = self._unit_rates.shape[1]
-        unit, sample = self._units.hits(batch_size, generator)
-        if self.n_instances == 1:  # unit = instance · n_units + unit: nothing to split
-            instance = torch.zeros_like(unit)
-        else:
-            instance, unit = split_index(unit, n_units, self.n_instances * n_units)
-        n_singles = len(self._singles)
-        if n_singles == n_units:  # no groups: every unit is a feature firing on its own
-            # and without exclusive groups or a hierarchy, unit j is feature j
-            found = [(sample, instance, unit if n_singles == self.n_features else self._singles[unit])]
-        else:
-            single = unit < n_singles
-            found = [(sample[single], instance[single], self._singles[unit[single]])]
-        offset = n_singles
-        if self._corr is not None:
-            ptr, members, group_of = self._corr
-            n_groups = len(ptr) - 1
-            shared = (unit >= offset) & (unit < offset + n_groups)
-            s, i, g = sample[shared], instance[shared], unit[shared] - offset
-            # a member's own firing counts only where its group's shared event did not fire
-            # (the model is "shared event, else each on its own"), so nothing fires twice
-            fired = torch.zeros(batch_size, self.n_instances, n_groups, dtype=torch.bool, device=self.device)
-            fired[s, i, g] = True
-            s0, i0, f0 = found[0]
-            g0 = group_of[f0]
-            own = g0 >= 0
-            keep = ~own
-            keep[own] = ~fired[s0[own], i0[own], g0[own]]
-            found[0] = (s0[keep], i0[keep], f0[keep])
-            event, item = expand_segments(g, ptr)
-            found.append((s[event], i[event], members[item]))
-            offset += n_groups
-        if self._excl is not None:
-            ptr, members, share = self._excl
-            chosen = unit >= offset
-            s, i, g = sample[chosen], instance[chosen], unit[chosen] - offset
-            event, item = pick_in_segments(i, g, ptr, share, generator, always=True)
-            found.append((s[event], i[event], members[item]))
-        if self._tree is not None:
-            found += self._descendants(found, generator)
-        sample, instance, feature = (joined(list(column)) for column in zip(*found))
-        return sample, instance, feature
 
-    def _descendants(self, found, generator) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Children of the active parents, level by level down the hierarchy."""
-        ptr, items, cond, has_children = self._tree
-        s, i, f = (torch.cat(column) for column in zip(*found))
-        new = []
-        while True:
-            parents = has_children[f]
-            if not parents.any():
-                return new
-            s, i, f = s[parents], i[parents], f[parents]
-            if self.hierarchy.exclusive_children:
-                event, item = pick_in_segments(i, f, ptr, cond, generator)
-            else:
-                event, item = expand_segments(f, ptr)
-                u = torch.rand(len(event), dtype=torch.float64, generator=generator, device=self.device)
-                fires = u < cond[i[event], item]
-                event, item = event[fires], item[fires]
-            s, i, f = s[event], i[event], items[item]
-            new.append((s, i, f))
+def _consecutive(members, rates: torch.Tensor, column: int, columns: dict, lo: dict, hi: dict) -> None:
+    """Members sharing one uniform: consecutive intervals of the given widths, (inst, k) rates."""
+    edges = torch.cat([torch.zeros(rates.shape[0], 1, dtype=torch.float64), rates.double().cumsum(1)], 1)
+    for k, f in enumerate(members):
+        columns[f], lo[f], hi[f] = column, edges[:, k], edges[:, k + 1]
 
 
 def _as_structure(name: str, value, kind: type, convert):

@@ -3,8 +3,9 @@
 Features in real models fire with a heavy-tailed frequency distribution: a few fire on
 most tokens, most fire rarely (Bricken et al. 2023, "Towards Monosemanticity", feature
 density histograms). `Zipf` plants that: the feature of rank r (r = 1 for feature 0)
-fires with probability proportional to r^(-exponent), scaled so the expected number of
-active features per sample is `l0`.
+fires with probability following r^(-exponent), set either by the expected number of
+active features per sample (`l0`) or by the rates of the most and least frequent features
+(`p_max`, `p_min`, as SynthSAEBench does).
 """
 
 from __future__ import annotations
@@ -19,31 +20,57 @@ from .shapes import per_instance
 
 @dataclass(frozen=True)
 class Zipf:
-    """p_i = min(1, c · (i + 1)^(-exponent)), with c chosen so that Σ_i p_i = l0.
+    """A power law over feature rank r = i + 1, feature 0 the most frequent. Two ways to set it:
+
+    - `Zipf(exponent, l0)`: p_i = min(1, c · r^(-exponent)) with c chosen so that Σ_i p_i = l0.
+      Rates the scaling would push above 1 are held at 1 and the rest rescaled (water-filling),
+      so the sum holds exactly.
+    - `Zipf(exponent, p_max=, p_min=)`: r^(-exponent) mapped linearly onto [p_min, p_max], so
+      feature 0 fires with p_max and the last with p_min (Chanin & Garriga-Alonso 2026,
+      SynthSAEBench; SAELens's `zipfian_firing_probabilities`).
 
     Args:
-        exponent: the power-law exponent α >= 0 (0 gives every feature the rate l0 / n).
-        l0: the mean number of active features per sample, in (0, n_features]; a number,
-            or one per instance `(n_instances,)` to sweep L0 across instances.
-
-    Feature 0 is the most frequent. Rates that the scaling would push above 1 are held at
-    1 and the rest rescaled (water-filling), so Σ p_i = l0 holds exactly.
+        exponent: the power-law exponent α >= 0 (0 gives every feature the rate l0 / n); > 0
+            with p_max and p_min.
+        l0: the mean number of active features per sample, in (0, n_features]; a number, or
+            one per instance `(n_instances,)` to sweep L0 across instances. 30 when neither
+            l0 nor p_max/p_min is given.
+        p_max, p_min: the rates of the most and least frequent features, 0 < p_min < p_max <= 1.
     """
 
     exponent: float = 1.0
-    l0: float | tuple = 30.0
+    l0: float | tuple | None = None
+    p_max: float | None = None
+    p_min: float | None = None
 
     def __post_init__(self):
         exponent = finite_float("exponent", self.exponent)
         if exponent < 0:
             raise ValueError(f"exponent must be >= 0, got {self.exponent!r}")
+        if self.p_max is None and self.p_min is None:
+            return
+        if self.l0 is not None:
+            raise ValueError(f"give l0 or (p_max, p_min), not both: l0={self.l0!r}, p_max={self.p_max!r}, "
+                             f"p_min={self.p_min!r}")
+        if self.p_max is None or self.p_min is None:
+            raise ValueError(f"p_max and p_min go together, got p_max={self.p_max!r}, p_min={self.p_min!r}")
+        p_max, p_min = finite_float("p_max", self.p_max), finite_float("p_min", self.p_min)
+        if not 0 < p_min < p_max <= 1:
+            raise ValueError(f"need 0 < p_min < p_max <= 1, got p_min={self.p_min!r}, p_max={self.p_max!r}")
+        if exponent == 0:
+            raise ValueError(f"exponent must be > 0 with p_max and p_min, got {self.exponent!r}")
 
     def resolve(self, n_instances: int, n_features: int, device) -> torch.Tensor:
         """The firing probabilities, (inst, n_features), float32 on `device`."""
-        l0 = per_instance("l0", self.l0, n_instances, torch.device("cpu")).double()
+        weights = torch.arange(1, n_features + 1, dtype=torch.float64).pow(-float(self.exponent))
+        if self.p_max is not None:
+            if n_features == 1:
+                return torch.full((n_instances, 1), float(self.p_max), device=device)
+            spread = (weights - weights[-1]) / (weights[0] - weights[-1])
+            return (self.p_min + (self.p_max - self.p_min) * spread).float().expand(n_instances, -1).to(device)
+        l0 = per_instance("l0", 30.0 if self.l0 is None else self.l0, n_instances, torch.device("cpu")).double()
         if not torch.isfinite(l0).all() or (l0 <= 0).any() or (l0 > n_features).any():
             raise ValueError(f"l0 must lie in (0, n_features={n_features}], got {self.l0!r}")
-        weights = torch.arange(1, n_features + 1, dtype=torch.float64).pow(-float(self.exponent))
         return _water_fill(weights.expand(n_instances, -1), l0).float().to(device)
 
 

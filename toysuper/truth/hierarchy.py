@@ -5,7 +5,9 @@ Absorption"): a latent for the parent learns to stay silent where a child fires.
 testbed plants them so that failure can be measured.
 
 A `Hierarchy` is a forest over feature indices. Its children fire only in samples where
-their parent fires; with `exclusive_children=True` at most one child of a parent fires.
+their parent fires; with `exclusive_children=True` at most one child of a parent fires; with
+`scale_children_by_parent=True` a child's value is multiplied by its parent's value over the
+parent's mean magnitude (SynthSAEBench's hierarchy, Chanin & Garriga-Alonso 2026).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from ..checks import positive_int
 from .shapes import per_instance_per_feature
 
 _TOLERANCE = 1e-6  # slack for float32 rates when checking p_child <= p_parent
@@ -34,12 +37,16 @@ class Hierarchy:
             non-children are ignored); each child's marginal rate then becomes
             p_parent · child_prob, replacing its `firing_prob` entry, so the distribution's
             `firing_prob` and `expected_l0()` report the rates that actually result.
+        scale_children_by_parent: multiply a firing child's magnitude by its parent's value
+            over the parent's mean magnitude (level by level, so a grandchild follows the
+            scaled child). Firing is unchanged.
 
     Attributes:
         edges: list of (parent, tuple of children), in the order given.
     """
 
-    def __init__(self, children, exclusive_children: bool = False, child_prob=None):
+    def __init__(self, children, exclusive_children: bool = False, child_prob=None,
+                 scale_children_by_parent: bool = False):
         items = children.items() if isinstance(children, Mapping) else children
         try:
             self.edges = [(int(parent), tuple(int(c) for c in kids)) for parent, kids in items]
@@ -50,7 +57,10 @@ class Hierarchy:
             raise ValueError(f"hierarchy needs at least one parent and every parent at least one child, got {children!r}")
         if not isinstance(exclusive_children, bool):
             raise TypeError(f"exclusive_children must be True or False, got {exclusive_children!r}")
+        if not isinstance(scale_children_by_parent, bool):
+            raise TypeError(f"scale_children_by_parent must be True or False, got {scale_children_by_parent!r}")
         self.exclusive_children = exclusive_children
+        self.scale_children_by_parent = scale_children_by_parent
         self.child_prob = child_prob
         parents = [parent for parent, _ in self.edges]
         if len(set(parents)) != len(parents):
@@ -75,6 +85,36 @@ class Hierarchy:
         first_child = start + n_parents
         return cls({start + k: range(first_child + k * n_children, first_child + (k + 1) * n_children)
                     for k in range(n_parents)}, **kwargs)
+
+    @classmethod
+    def tree(cls, n_roots: int, branching: int, depth: int, *, start: int = 0, limit: int | None = None,
+             **kwargs) -> "Hierarchy":
+        """A forest of `n_roots` trees in which every node above `depth` has `branching` children.
+
+        Laid out breadth first, as SynthSAEBench's generator does (Chanin & Garriga-Alonso 2026):
+        the roots are features start .. start + n_roots - 1, then each level's children in turn,
+        a parent's children consecutive. `limit`: stop before this feature index (the last
+        parents may then have fewer children). Other keyword arguments go to `Hierarchy`.
+        """
+        n_roots, branching, depth = (positive_int(name, value) for name, value in
+                                     (("n_roots", n_roots), ("branching", branching), ("depth", depth)))
+        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+            raise ValueError(f"start must be a whole number >= 0, got {start!r}")
+        end = start + n_roots * sum(branching ** level for level in range(depth + 1))
+        end = end if limit is None else min(end, positive_int("limit", limit))
+        if start + n_roots >= end:
+            raise ValueError(f"tree: no room for children: roots {start}..{start + n_roots - 1}, limit={limit!r}")
+        edges, level, following = {}, list(range(start, start + n_roots)), start + n_roots
+        for _ in range(depth):
+            next_level = []
+            for parent in level:
+                kids = list(range(following, min(following + branching, end)))
+                following += len(kids)
+                if kids:
+                    edges[parent] = kids
+                    next_level += kids
+            level = next_level
+        return cls(edges, **kwargs)
 
     @property
     def children(self) -> list[int]:
@@ -152,7 +192,8 @@ class Hierarchy:
 
     def __repr__(self) -> str:
         return (f"Hierarchy({len(self.edges)} parents, {len(self.children)} children, "
-                f"exclusive_children={self.exclusive_children})")
+                f"exclusive_children={self.exclusive_children}, "
+                f"scale_children_by_parent={self.scale_children_by_parent})")
 
 
 def _first_repeat(values: list[int]) -> int:

@@ -2,11 +2,13 @@
 
 Elhage et al. 2022 draw the value of a firing feature from U[0, 1] (`Uniform`, the
 default). Real features have other shapes: a fixed value (`Constant`, a binary feature),
-a heavy tail (`Exponential`), or |N(μ, σ²)| (`FoldedNormal`). Each parameter may be a
-number, one per feature `(n_features,)`, one per instance `(n_instances, 1)` or
-`(n_instances, n_features)`. A law is a small spec; `FeatureDistribution` calls
-`resolve` to broadcast it to (inst, n_features) and then draws only at the positions of
-the features that fire.
+a heavy tail (`Exponential`), |N(μ, σ²)| (`FoldedNormal`), or N(μ, σ²) kept above 0
+(`TruncatedNormal`, SynthSAEBench's magnitudes). Each parameter may be a number, one per
+feature `(n_features,)`, one per instance `(n_instances, 1)` or `(n_instances, n_features)`.
+A law is a small spec; `FeatureDistribution` calls `resolve` to broadcast it to
+(inst, n_features). Every law is drawn by its inverse CDF (`quantile`) from a uniform v, so a
+draw is uniforms followed by a pure transform: a dense draw reuses the uniform that decided the
+firing (u < p, and then u / p is again uniform).
 """
 
 from __future__ import annotations
@@ -17,11 +19,8 @@ import torch
 
 from .shapes import per_instance_per_feature
 
-
 class Magnitude:
     """Base class: a law with named parameters, each broadcast to (inst, n_features) by `resolve`."""
-
-    names: tuple[str, ...] = ()
 
     def __init__(self, **params):
         self.params = params
@@ -35,25 +34,30 @@ class Magnitude:
             if not torch.isfinite(value).all():
                 raise ValueError(f"{type(self).__name__} {name} must be finite, got {self.params[name]!r}")
         resolved._validate()
-        # a parameter with one value everywhere needs no lookup per firing entry (sample_at)
-        resolved._constant = [bool((value == value.flatten()[0]).all()) for value in resolved.params.values()]
+        # a parameter with one value everywhere needs no lookup per entry (`gather`): kept as a 0-d tensor
+        resolved._constant = [value.flatten()[0].clone() if bool((value == value.flatten()[0]).all()) else None
+                              for value in resolved.params.values()]
         return resolved
 
-    def sample_at(self, instance: torch.Tensor, feature: torch.Tensor, generator=None) -> torch.Tensor:
-        """Magnitudes for the firing (instance, feature) pairs: two (k,) index tensors -> (k,)."""
-        return self._draw([value.flatten()[0].expand(instance.shape) if constant else value[instance, feature]
-                           for value, constant in zip(self.params.values(), self._constant)], generator)
+    def gather(self, feature: torch.Tensor | None, rows: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Each parameter at (instance rows[r], feature[r, k]): (R, k) from an (R, k) long index (rows:
+        every instance by default; feature None: the rows' whole (R, n_features) tables). A parameter
+        with one value everywhere comes back as a 0-d tensor (broadcast, no gather)."""
+        out = []
+        for value, constant in zip(self.params.values(), self._constant):
+            if constant is not None:
+                out.append(constant)
+                continue
+            value = value if rows is None else value.index_select(0, rows.to(value.device))
+            out.append(value if feature is None else value.gather(1, feature))
+        return out
 
-    def sample_dense(self, batch_size: int, generator=None) -> torch.Tensor:
-        """A magnitude for every (sample, instance, feature): (batch, inst, n_features)."""
-        params = [value.expand(batch_size, *value.shape) for value in self.params.values()]
-        return self._draw(params, generator)
+    zero_at_zero = False
+    """Whether quantile(0) = 0 everywhere (then a draw need not mask the values of silent entries)."""
 
-    def from_uniform(self, v: torch.Tensor) -> torch.Tensor | None:
-        """Magnitudes from U[0, 1) numbers v (batch, inst, n_features) by the inverse CDF, or None
-        for a law without a cheap one. Lets a dense draw use one uniform per entry for both
-        firing and magnitude (features.FeatureDistribution._sample_dense)."""
-        return None
+    def quantile(self, v: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
+        """The inverse CDF at v in [0, 1], with `params` broadcast against v."""
+        raise NotImplementedError
 
     def mean(self) -> torch.Tensor:
         """E[magnitude] per feature, (inst, n_features)."""
@@ -65,9 +69,6 @@ class Magnitude:
 
     def _validate(self) -> None:
         pass
-
-    def _draw(self, params: list[torch.Tensor], generator) -> torch.Tensor:
-        raise NotImplementedError
 
     def _require(self, name: str, ok: torch.Tensor, rule: str) -> None:
         if not ok.all():
@@ -82,6 +83,11 @@ class Magnitude:
         return f"{type(self).__name__}({', '.join(f'{k}={show(v)}' for k, v in self.params.items())})"
 
 
+def _normal_quantile(v: torch.Tensor) -> torch.Tensor:
+    """Φ⁻¹(v), v kept inside (0, 1) so the tails stay finite (|z| <= 5.4 on float32's grid)."""
+    return torch.special.ndtri(v.clamp(2.0 ** -26, 1 - 2.0 ** -24))
+
+
 class Uniform(Magnitude):
     """U[low, high], 0 <= low <= high; U[0, 1] by default (Elhage et al. 2022)."""
 
@@ -93,15 +99,12 @@ class Uniform(Magnitude):
         self._require("low", low >= 0, ">= 0")
         self._require("high", high >= low, ">= low")
         self._standard = bool((low == 0).all() and (high == 1).all())
+        self.zero_at_zero = bool((low == 0).all())
 
-    def _draw(self, params, generator):
+    def quantile(self, v, params):
         low, high = params
-        u = torch.rand(low.shape, generator=generator, device=low.device)
         # U[0, 1], the default, skips the affine map: training loops draw it every step
-        return u if self._standard else low + (high - low) * u
-
-    def from_uniform(self, v):
-        return v if self._standard else self.params["low"] + (self.params["high"] - self.params["low"]) * v
+        return v if self._standard else low + (high - low) * v
 
     def mean(self):
         return (self.params["low"] + self.params["high"]) / 2
@@ -120,8 +123,8 @@ class Constant(Magnitude):
     def _validate(self):
         self._require("value", self.params["value"] > 0, "> 0")
 
-    def _draw(self, params, generator):
-        return params[0].clone()
+    def quantile(self, v, params):
+        return torch.ones_like(v) * params[0]
 
     def mean(self):
         return self.params["value"]
@@ -133,18 +136,16 @@ class Constant(Magnitude):
 class Exponential(Magnitude):
     """Exponential with the given `mean` > 0: most values small, a long tail of large ones."""
 
+    zero_at_zero = True
+
     def __init__(self, mean=1.0):
         super().__init__(mean=mean)
 
     def _validate(self):
         self._require("mean", self.params["mean"] > 0, "> 0")
 
-    def _draw(self, params, generator):
-        (mean,) = params
-        return mean * torch.empty(mean.shape, device=mean.device).exponential_(generator=generator)
-
-    def from_uniform(self, v):
-        return -self.params["mean"] * torch.log1p(-v)
+    def quantile(self, v, params):
+        return -params[0] * torch.log1p(-v.clamp(max=1 - 2.0 ** -24))  # v = 1 (float rounding) stays finite
 
     def mean(self):
         return self.params["mean"]
@@ -162,9 +163,9 @@ class FoldedNormal(Magnitude):
     def _validate(self):
         self._require("std", self.params["std"] > 0, "> 0")
 
-    def _draw(self, params, generator):
+    def quantile(self, v, params):
         mean, std = params
-        return (mean + std * torch.randn(mean.shape, generator=generator, device=mean.device)).abs()
+        return (mean + std * _normal_quantile(v)).abs()
 
     def mean(self):
         mu, sigma = self.params["mean"], self.params["std"]
@@ -176,5 +177,42 @@ class FoldedNormal(Magnitude):
         return self.params["mean"] ** 2 + self.params["std"] ** 2
 
 
-MAGNITUDES = {"uniform": Uniform, "constant": Constant, "exponential": Exponential, "folded_normal": FoldedNormal}
+class TruncatedNormal(Magnitude):
+    """X ~ N(mean, std²) conditioned on X > 0; std > 0, mean > -5 std.
+
+    SynthSAEBench (Chanin & Garriga-Alonso 2026) gives a firing feature ReLU(N(μ, σ²)), a value
+    that is 0, a silent feature, with probability Φ(-μ/σ). Its non-zero values follow this law;
+    `toysuper.truth.worlds` folds the silent draws into the firing rate, Φ(μ/σ) p.
+    """
+
+    def __init__(self, mean=1.0, std=0.25):
+        super().__init__(mean=mean, std=std)
+
+    def _validate(self):
+        self._require("std", self.params["std"] > 0, "> 0")
+        self._require("mean", self.params["mean"] > -5 * self.params["std"], "> -5 std (the law needs mass above 0)")
+
+    def quantile(self, v, params):
+        mean, std = params
+        above = torch.special.ndtr(mean / std)  # P(N(μ, σ²) > 0)
+        # Φ⁻¹(1 - b (1 - v)) = -Φ⁻¹(b (1 - v)): the small argument keeps float32 accurate in both tails
+        return (mean - std * torch.special.ndtri(above * (1 - v).clamp_min(2.0 ** -24))).clamp_min(0)
+
+    def mean(self):
+        mu, sigma = self.params["mean"], self.params["std"]
+        return mu + sigma * self._hazard()
+
+    def second_moment(self):
+        mu, sigma = self.params["mean"], self.params["std"]
+        return mu ** 2 + sigma ** 2 + mu * sigma * self._hazard()  # E[Z²|Z > -α] = 1 - αλ with λ below
+
+    def _hazard(self) -> torch.Tensor:
+        """λ = φ(α) / Φ(α), α = μ/σ: E[Z | Z > -α] for a standard normal Z."""
+        alpha = (self.params["mean"] / self.params["std"]).double()
+        density = torch.exp(-alpha ** 2 / 2) / math.sqrt(2 * math.pi)
+        return (density / torch.special.ndtr(alpha)).float()
+
+
+MAGNITUDES = {"uniform": Uniform, "constant": Constant, "exponential": Exponential, "folded_normal": FoldedNormal,
+              "truncated_normal": TruncatedNormal}
 """Named magnitude laws, for configs: e.g. MAGNITUDES["exponential"](mean=0.5)."""

@@ -67,8 +67,10 @@ def instance_generators(seeds, device, n_instances: int | None = None) -> list[t
     """
     if isinstance(seeds, bool) or not (seeds is None or isinstance(seeds, (int, list, tuple))):
         raise TypeError(f"seeds must be an int or a list of ints, got {seeds!r}")
+    if isinstance(seeds, (list, tuple)) and not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise TypeError(f"seeds must be an int or a list of ints, got {seeds!r}")
     if not isinstance(seeds, (list, tuple)) and n_instances is None:
-        raise TypeError("instance_generators needs n_instances when seeds is a single int or None")
+        raise ValueError(f"seeds={seeds!r} is not a list: pass n_instances= to say how many generators to make")
     seeds = instance_seeds(seeds, len(seeds) if n_instances is None else n_instances)
     device = resolve_device(device) if not isinstance(device, torch.device) else device
     return [make_generator(seed, device) for seed in seeds]

@@ -15,7 +15,7 @@ from typing import NamedTuple, Protocol, runtime_checkable
 import torch
 
 from .checks import finite_float, finite_tensor, non_negative, positive_int
-from .devices import make_generator, per_instance_normals, resolve_device
+from .devices import instance_generators, per_instance_normals, resolve_device
 from .toy.model import ToyModel
 from .truth.dictionaries import Dictionary, random_directions, unit_rows
 from .truth.distribution import Draw, FeatureDistribution, Numbers
@@ -238,8 +238,9 @@ class DictionarySource:
 
     @torch.no_grad()
     def signal_power(self, n_samples: int = SNR_SAMPLES, seed: int = 0) -> torch.Tensor:
-        """E||f D||² per instance, (inst,), estimated on `n_samples` noiseless draws (no bias)."""
-        generator = make_generator(seed, self.device)
+        """E||f D||² per instance, (inst,), estimated on `n_samples` noiseless draws (no bias); every instance
+        from its own stream seeded `seed`, so its estimate does not depend on the other instances."""
+        generator = instance_generators([seed] * self.n_instances, self.device)
 
         def draw(size):
             return hidden_from_draw(self.dist.draw(size, generator), self.directions, self._slot_directions)
@@ -337,8 +338,9 @@ class ToyModelSource:
 
     @torch.no_grad()
     def signal_power(self, n_samples: int = SNR_SAMPLES, seed: int = 0) -> torch.Tensor:
-        """E||h||² per source instance, (inst,), estimated on `n_samples` noiseless draws."""
-        generator = make_generator(seed, self.device)
+        """E||h||² per source instance, (inst,), estimated on `n_samples` noiseless draws; every instance from its
+        own stream seeded `seed`, so its estimate does not depend on the other instances."""
+        generator = instance_generators([seed] * self.n_instances, self.device)
         W = self.model.W.detach()[self.instances]
 
         def draw(size):

@@ -12,17 +12,18 @@ from safetensors.torch import load_file, save_file
 import toysuper as ts
 from toysuper.sweep import cli, config as config_io
 from toysuper.sweep.planner import plan
+from device import DEVICE
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _source(n_features=3):
-    return ts.DictionarySource(torch.eye(n_features), ts.FeatureDistribution(n_features, 0.5, device="cpu"))
+    return ts.DictionarySource(torch.eye(n_features), ts.FeatureDistribution(n_features, 0.5, device=DEVICE))
 
 
 def test_whole_number_floats_are_taken_as_the_sizes_they_name():
-    assert ts.ToyModel(n_features=5.0, d_hidden=2.0, n_instances=2.0, device="cpu").W.shape == (2, 5, 2)
-    sae = ts.SAE(3.0, 8.0, device="cpu")
+    assert ts.ToyModel(n_features=5.0, d_hidden=2.0, n_instances=2.0, device=DEVICE).W.shape == (2, 5, 2)
+    sae = ts.SAE(3.0, 8.0, device=DEVICE)
     assert sae.W_dec.shape == (1, 8, 3) and (sae.d_hidden, sae.d_sae) == (3, 8)
     config = config_io.resolve({"features": {"n_features": 6.0}, "source": {"d_hidden": [3.0, 4]},
                                 "sae": {"d_sae": 8.0}, "evaluate": {"n_samples": 100.0}})
@@ -38,26 +39,26 @@ def test_whole_number_floats_are_taken_as_the_sizes_they_name():
 
 
 BAD_CALLS = {
-    "seed -1 (SAE)": (lambda: ts.SAE(4, 8, seed=-1, device="cpu"), "seed", "-1"),
-    "seed -1 (toy model)": (lambda: ts.ToyModel(4, 2, seed=-1, device="cpu"), "seed", "-1"),
-    "seed 'x' (train_sae)": (lambda: ts.train_sae(ts.SAE(3, 6, device="cpu"), _source(), steps=2, seed="x"),
+    "seed -1 (SAE)": (lambda: ts.SAE(4, 8, seed=-1, device=DEVICE), "seed", "-1"),
+    "seed -1 (toy model)": (lambda: ts.ToyModel(4, 2, seed=-1, device=DEVICE), "seed", "-1"),
+    "seed 'x' (train_sae)": (lambda: ts.train_sae(ts.SAE(3, 6, device=DEVICE), _source(), steps=2, seed="x"),
                              "seed", "'x'"),
-    "seed 'x' (evaluate)": (lambda: ts.evaluate(ts.SAE(3, 6, device="cpu"), _source(), n_samples=64, seed="x"),
+    "seed 'x' (evaluate)": (lambda: ts.evaluate(ts.SAE(3, 6, device=DEVICE), _source(), n_samples=64, seed="x"),
                             "seed", "'x'"),
-    "seed True (toy model)": (lambda: ts.ToyModel(4, 2, seed=True, device="cpu"), "seed", "True"),
-    "lr 0 (train_sae)": (lambda: ts.train_sae(ts.SAE(3, 6, device="cpu"), _source(), steps=2, lr=0), "lr", "0"),
-    "lr 0 (train_toy_model)": (lambda: ts.train_toy_model(ts.ToyModel(3, 2, device="cpu"),
-                                                          ts.FeatureDistribution(3, 0.5, device="cpu"), steps=2, lr=0),
+    "seed True (toy model)": (lambda: ts.ToyModel(4, 2, seed=True, device=DEVICE), "seed", "True"),
+    "lr 0 (train_sae)": (lambda: ts.train_sae(ts.SAE(3, 6, device=DEVICE), _source(), steps=2, lr=0), "lr", "0"),
+    "lr 0 (train_toy_model)": (lambda: ts.train_toy_model(ts.ToyModel(3, 2, device=DEVICE),
+                                                          ts.FeatureDistribution(3, 0.5, device=DEVICE), steps=2, lr=0),
                                "lr", "0"),
-    "k True": (lambda: ts.SAE(4, 8, recipe="topk", k=True, device="cpu"), "k", "True"),
-    "k_aux > d_sae": (lambda: ts.SAE(4, 8, recipe="topk", k=2, k_aux=100, device="cpu"), "k_aux", "100"),
+    "k True": (lambda: ts.SAE(4, 8, recipe="topk", k=True, device=DEVICE), "k", "True"),
+    "k_aux > d_sae": (lambda: ts.SAE(4, 8, recipe="topk", k=2, k_aux=100, device=DEVICE), "k_aux", "100"),
     "zero-norm direction": (lambda: ts.DictionarySource(torch.eye(3) * torch.tensor([1.0, 0.0, 1.0])[:, None],
-                                                        ts.FeatureDistribution(3, 0.5, device="cpu")),
+                                                        ts.FeatureDistribution(3, 0.5, device=DEVICE)),
                             "directions", "feature 1"),
-    "random_directions(0, d)": (lambda: ts.random_directions(0, 4, device="cpu"), "n_features", "0"),
-    "train_sae(sae, tensor)": (lambda: ts.train_sae(ts.SAE(3, 6, device="cpu"), torch.randn(100, 3), steps=2),
+    "random_directions(0, d)": (lambda: ts.random_directions(0, 4, device=DEVICE), "n_features", "0"),
+    "train_sae(sae, tensor)": (lambda: ts.train_sae(ts.SAE(3, 6, device=DEVICE), torch.randn(100, 3), steps=2),
                                "source", "Tensor of shape (100, 3)"),
-    "sparsity_sweep(n, [])": (lambda: ts.FeatureDistribution.sparsity_sweep(4, [], device="cpu"), "sparsities", "[]"),
+    "sparsity_sweep(n, [])": (lambda: ts.FeatureDistribution.sparsity_sweep(4, [], device=DEVICE), "sparsities", "[]"),
     "cosine_matrix shapes": (lambda: ts.cosine_matrix(torch.randn(4, 3), torch.randn(5, 2)), "decoder_directions",
                              "(5, 2)"),
 }
@@ -72,7 +73,7 @@ def test_bad_api_input_is_named(name):
 
 
 def test_a_diverging_learning_rate_is_said_out_loud():
-    sae = ts.SAE(3, 6, device="cpu")
+    sae = ts.SAE(3, 6, device=DEVICE)
     with pytest.warns(RuntimeWarning, match="diverged.*lr=10000"):
         ts.train_sae(sae, _source(), steps=300, batch_size=256, lr=1e4, quiet=True)
     with torch.no_grad():
@@ -82,7 +83,7 @@ def test_a_diverging_learning_rate_is_said_out_loud():
 
 
 def _saved_sae(tmp_path, recipe="topk"):
-    sae = ts.SAE(3, 6, recipe=recipe, k=2, device="cpu") if recipe == "topk" else ts.SAE(3, 6, device="cpu")
+    sae = ts.SAE(3, 6, recipe=recipe, k=2, device=DEVICE) if recipe == "topk" else ts.SAE(3, 6, device=DEVICE)
     return sae, sae.save(tmp_path / "sae")
 
 
@@ -219,6 +220,6 @@ def test_list_under_a_closed_pipe_exits_quietly():
 def test_topk_k_aux_is_a_fixed_64_capped_at_the_width():
     """What the docs say: k_aux defaults to 64 (Gao et al.'s d/2 on the 128-dimensional standard task), at most
     d_sae; a larger k_aux given by hand is an error."""
-    assert ts.SAE(4, 128, recipe="topk", device="cpu").k_aux.tolist() == [64.0]
-    assert ts.SAE(4, 12, recipe="topk", k=2, device="cpu").k_aux.tolist() == [12.0]
-    assert ts.SAE(512, 1024, recipe="topk", device="cpu").k_aux.tolist() == [64.0]  # not d/2 = 256
+    assert ts.SAE(4, 128, recipe="topk", device=DEVICE).k_aux.tolist() == [64.0]
+    assert ts.SAE(4, 12, recipe="topk", k=2, device=DEVICE).k_aux.tolist() == [12.0]
+    assert ts.SAE(512, 1024, recipe="topk", device=DEVICE).k_aux.tolist() == [64.0]  # not d/2 = 256

@@ -11,6 +11,7 @@ import torch
 
 from toysuper import Batch, DictionarySource, FeatureDistribution, TensorSAE, Thresholds, evaluate
 from toysuper.grade.diagnostics import parent_index
+from device import DEVICE
 
 N_SAMPLES = 20_000
 
@@ -32,7 +33,7 @@ class PlantedSource:
         self.prob = torch.as_tensor(prob, dtype=torch.float32)
         self.n_features = len(self.prob)
         self.d_hidden = d_hidden or self.n_features
-        self.n_instances, self.device = 1, torch.device("cpu")
+        self.n_instances, self.device = 1, torch.device(DEVICE)
         self.parent = torch.full((self.n_features,), -1) if parent is None else torch.as_tensor(parent)
         self.G = torch.eye(self.d_hidden)[: self.n_features]
         marginal = self.prob.clone()
@@ -187,7 +188,7 @@ def test_absorption_reads_the_hierarchy_from_the_source_distribution():
 
 
 def test_absorption_reads_a_feature_distribution_hierarchy():
-    dist = FeatureDistribution(4, [0.3, 0.15, 0.15, 0.2], hierarchy={0: [1, 2]}, device="cpu")
+    dist = FeatureDistribution(4, [0.3, 0.15, 0.15, 0.2], hierarchy={0: [1, 2]}, device=DEVICE)
     G = torch.eye(5)[:4]
     source = DictionarySource(G, dist)
     report = evaluate(_hierarchy_sae(None, [1, 2], G=G), source, n_samples=N_SAMPLES)

@@ -5,14 +5,15 @@ import torch
 
 from toysuper import DictionarySource, FeatureDistribution
 from toysuper.truth.dictionaries import Dictionary, low_coherence_directions, max_abs_cos, random_directions, welch_bound
+from device import DEVICE
 
 
 def test_random_directions_are_unit_and_seeded():
-    a = random_directions(30, 8, n_instances=2, seed=3, device="cpu")
+    a = random_directions(30, 8, n_instances=2, seed=3, device=DEVICE)
     assert a.shape == (2, 30, 8)
     assert torch.allclose(a.norm(dim=-1), torch.ones(2, 30), atol=1e-6)
-    assert torch.equal(a, random_directions(30, 8, n_instances=2, seed=3, device="cpu"))
-    assert not torch.equal(a, random_directions(30, 8, n_instances=2, seed=4, device="cpu"))
+    assert torch.equal(a, random_directions(30, 8, n_instances=2, seed=3, device=DEVICE))
+    assert not torch.equal(a, random_directions(30, 8, n_instances=2, seed=4, device=DEVICE))
 
 
 def test_max_abs_cos_on_known_geometries():
@@ -32,32 +33,32 @@ def test_welch_bound():
 
 def test_low_coherence_beats_random_and_nears_the_welch_bound():
     n, d = 32, 8
-    result = low_coherence_directions(n, d, n_instances=2, seed=0, steps=250, device="cpu")
+    result = low_coherence_directions(n, d, n_instances=2, seed=0, steps=250, device=DEVICE)
     assert isinstance(result, Dictionary)
     assert result.directions.shape == (2, n, d)
     assert torch.allclose(result.directions.norm(dim=-1), torch.ones(2, n), atol=1e-5)
     # the reported coherence is the achieved one
     assert torch.allclose(result.max_abs_cos, max_abs_cos(result.directions), atol=1e-6)
-    random = max_abs_cos(random_directions(n, d, n_instances=2, seed=0, device="cpu"))
+    random = max_abs_cos(random_directions(n, d, n_instances=2, seed=0, device=DEVICE))
     assert (result.max_abs_cos < 0.6 * random).all()
     assert result.welch_bound == pytest.approx(welch_bound(n, d))
     assert (result.max_abs_cos < 1.5 * result.welch_bound).all()
 
 
 def test_low_coherence_with_room_to_spare_is_orthonormal():
-    result = low_coherence_directions(6, 10, device="cpu")
+    result = low_coherence_directions(6, 10, device=DEVICE)
     assert result.max_abs_cos.item() < 1e-6 and result.welch_bound == 0.0
 
 
 def test_dictionary_source_takes_a_dictionary_or_user_directions():
-    dist = FeatureDistribution(6, 0.2, device="cpu")
-    result = low_coherence_directions(6, 3, steps=50, device="cpu")
+    dist = FeatureDistribution(6, 0.2, device=DEVICE)
+    result = low_coherence_directions(6, 3, steps=50, device=DEVICE)
     source = DictionarySource(result, dist)
     assert torch.allclose(source.true_directions(), result.directions, atol=1e-6)
     user = torch.tensor([[2.0, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 1.0], [1.0, 1.0, 0.0], [0, 1, 1], [1, 0, 1]])
     source = DictionarySource(user, dist)
     assert torch.allclose(source.true_directions()[0, 0], torch.tensor([1.0, 0.0, 0.0]))
-    batch = source.sample(8, torch.Generator().manual_seed(0))
+    batch = source.sample(8, torch.Generator(DEVICE).manual_seed(0))
     assert torch.allclose(batch.hidden[:, 0], batch.features[:, 0] @ user)
     with pytest.raises(ValueError, match="directions"):
         DictionarySource(user[:5], dist)
@@ -67,7 +68,7 @@ def test_dictionary_source_takes_a_dictionary_or_user_directions():
 def test_low_coherence_bad_arguments(kwargs, name):
     args = {"n_features": 8, "d_hidden": 4, **kwargs}
     with pytest.raises(ValueError, match=name):
-        low_coherence_directions(device="cpu", **args)
+        low_coherence_directions(device=DEVICE, **args)
 
 
 @pytest.mark.parametrize("firing_prob, noise, n_instances, sampling", [
@@ -80,9 +81,9 @@ def test_dictionary_source_hidden_is_f_d_from_the_same_draw(firing_prob, noise, 
     directions = torch.randn(n_instances, 200, 16)
     bias = torch.randn(16)
     source = DictionarySource(directions, FeatureDistribution(200, firing_prob, n_instances=n_instances,
-                                                              sampling=sampling, device="cpu"), noise=noise, bias=bias)
-    batch = source.sample(64, torch.Generator().manual_seed(5))
-    hidden = source.sample_hidden(64, torch.Generator().manual_seed(5))
+                                                              sampling=sampling, device=DEVICE), noise=noise, bias=bias)
+    batch = source.sample(64, torch.Generator(DEVICE).manual_seed(5))
+    hidden = source.sample_hidden(64, torch.Generator(DEVICE).manual_seed(5))
     assert torch.equal(hidden, batch.hidden)  # the same draw with or without the dense features
     residual = batch.hidden - torch.einsum("bif,ifd->bid", batch.features, directions) - bias
     if noise == 0:
@@ -92,16 +93,16 @@ def test_dictionary_source_hidden_is_f_d_from_the_same_draw(firing_prob, noise, 
 
 
 def test_dictionary_source_transform_compiles_whole_and_matches_eager():
-    dist = FeatureDistribution(300, torch.linspace(0.001, 0.5, 300), n_instances=2, device="cpu")
+    dist = FeatureDistribution(300, torch.linspace(0.001, 0.5, 300), n_instances=2, device=DEVICE)
     source = DictionarySource(torch.randn(300, 8), dist, noise=0.1, bias=torch.ones(2, 8))
-    numbers = source.numbers(32, torch.Generator().manual_seed(0))
+    numbers = source.numbers(32, torch.Generator(DEVICE).manual_seed(0))
     hidden, drawn = source.transform(numbers)
     compiled = torch.compile(source.transform, fullgraph=True, dynamic=False, backend="aot_eager")(numbers)
     assert torch.allclose(compiled[0], hidden, atol=1e-6) and torch.equal(compiled[1].value, drawn.value)
 
 
 def test_dictionary_source_bias_is_checked():
-    dist = FeatureDistribution(4, 0.5, device="cpu")
+    dist = FeatureDistribution(4, 0.5, device=DEVICE)
     with pytest.raises(ValueError, match="bias"):
         DictionarySource(torch.eye(4), dist, bias=torch.ones(3))
     with pytest.raises(ValueError, match="bias"):

@@ -10,7 +10,7 @@ from toysuper.grade.matching import cosine_matrix
 
 def _orthonormal(n, d, seed=0):
     """(n, d) orthonormal rows: signed standard basis vectors, so encoding them is exact in floats."""
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(DEVICE).manual_seed(seed)
     dims = torch.randperm(d, generator=generator)[:n]
     signs = torch.randint(0, 2, (n,), generator=generator) * 2.0 - 1
     return torch.eye(d)[dims] * signs[:, None]
@@ -19,7 +19,7 @@ def _orthonormal(n, d, seed=0):
 def _planted_sae(decoder_rows: torch.Tensor) -> SAE:
     """An SAE whose decoder rows are given and whose encoder is their transpose."""
     k, d = decoder_rows.shape
-    sae = SAE(d, k, device="cpu")
+    sae = SAE(d, k, device=DEVICE)
     with torch.no_grad():
         sae.W_dec.copy_(decoder_rows.unsqueeze(0))
         sae.W_enc.copy_(decoder_rows.T.unsqueeze(0))
@@ -30,8 +30,8 @@ def _planted_sae(decoder_rows: torch.Tensor) -> SAE:
 
 def test_permuted_copy_of_the_truth_is_recovered_exactly():
     truth = _orthonormal(8, 16)
-    perm = torch.randperm(8, generator=torch.Generator().manual_seed(3))
-    source = DictionarySource(truth, FeatureDistribution(8, 0.3, device="cpu"))
+    perm = torch.randperm(8, generator=torch.Generator(DEVICE).manual_seed(3))
+    source = DictionarySource(truth, FeatureDistribution(8, 0.3, device=DEVICE))
     report = evaluate(_planted_sae(truth[perm]), source, n_samples=5000)
     summary = report.summary.iloc[0]
     assert summary["mmcs"] == pytest.approx(1.0, abs=1e-6)
@@ -47,9 +47,9 @@ def test_permuted_copy_of_the_truth_is_recovered_exactly():
 
 def test_noised_copy_keeps_the_right_matching_and_lower_cosines():
     truth = _orthonormal(8, 16, seed=1)
-    perm = torch.randperm(8, generator=torch.Generator().manual_seed(4))
-    noisy = truth[perm] + 0.2 * torch.randn(8, 16, generator=torch.Generator().manual_seed(5))
-    source = DictionarySource(truth, FeatureDistribution(8, 0.3, device="cpu"))
+    perm = torch.randperm(8, generator=torch.Generator(DEVICE).manual_seed(4))
+    noisy = truth[perm] + 0.2 * torch.randn(8, 16, generator=torch.Generator(DEVICE).manual_seed(5))
+    source = DictionarySource(truth, FeatureDistribution(8, 0.3, device=DEVICE))
     report = evaluate(_planted_sae(noisy), source, n_samples=2000)
     expected = torch.nn.functional.cosine_similarity(truth, noisy[torch.argsort(perm)], dim=-1)
     assert report.features["matched_latent"].tolist() == torch.argsort(perm).tolist()
@@ -61,7 +61,7 @@ def test_noised_copy_keeps_the_right_matching_and_lower_cosines():
 
 def test_dictionary_narrower_than_the_truth():
     truth = _orthonormal(8, 16, seed=2)
-    source = DictionarySource(truth, FeatureDistribution(8, 0.3, device="cpu"))
+    source = DictionarySource(truth, FeatureDistribution(8, 0.3, device=DEVICE))
     report = evaluate(_planted_sae(truth[:5]), source, n_samples=2000)
     features = report.features
     assert (features["matched_latent"][:5] == np.arange(5)).all()
@@ -101,20 +101,21 @@ def test_metric_formulas_on_a_hand_made_cosine_matrix():
 
 
 def test_evaluate_rejects_mismatched_shapes_and_bad_threshold():
-    source = DictionarySource(_orthonormal(4, 8), FeatureDistribution(4, 0.3, device="cpu"))
+    source = DictionarySource(_orthonormal(4, 8), FeatureDistribution(4, 0.3, device=DEVICE))
     with pytest.raises(ValueError, match="d_hidden"):
-        evaluate(SAE(6, 4, device="cpu"), source)
+        evaluate(SAE(6, 4, device=DEVICE), source)
     with pytest.raises(ValueError, match="threshold"):
-        evaluate(SAE(8, 4, device="cpu"), source, threshold=1.5)
+        evaluate(SAE(8, 4, device=DEVICE), source, threshold=1.5)
 
 
 # --- matching at scale: chunked cosines and the sparse candidate matching ---------------------
 
 from toysuper.grade.matching import candidate_edges, cosine_tops, match  # noqa: E402
+from device import DEVICE
 
 
 def test_cosine_tops_in_chunks_equal_the_full_matrix():
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator(DEVICE).manual_seed(0)
     G, D = torch.randn(2, 30, 8, generator=generator), torch.randn(2, 50, 8, generator=generator)
     mask = torch.rand(2, 30, generator=generator) > 0.3
     tops = cosine_tops(G, D, mask, per_row=5, per_col=3, chunk_entries=2 * 7 * 50)  # 7 rows per chunk
@@ -128,7 +129,7 @@ def test_cosine_tops_in_chunks_equal_the_full_matrix():
 
 def _sae_like(n, k, d, noise, seed):
     """Truth G and a decoder holding a noised copy of min(n, k) true directions plus random rows."""
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(DEVICE).manual_seed(seed)
     G = torch.randn(n, d, generator=generator)
     copies = G[torch.randperm(n, generator=generator)[: min(n, k)]]
     D = torch.cat([copies + noise * torch.randn(copies.shape, generator=generator),
@@ -149,7 +150,7 @@ def test_sparse_matching_equals_the_exact_hungarian(n, k, d, noise):
 def test_sparse_matching_rematches_features_whose_candidates_were_taken():
     # 40 features whose only candidate is the same latent: 39 are left over and must be
     # matched again among the unused latents (with fresh candidates, then exactly).
-    generator = torch.Generator().manual_seed(7)
+    generator = torch.Generator(DEVICE).manual_seed(7)
     common = torch.randn(1, 12, generator=generator)
     G = common + 0.3 * torch.randn(40, 12, generator=generator)
     D = torch.cat([common, torch.randn(99, 12, generator=generator)])
@@ -176,9 +177,9 @@ def test_candidate_edges_renumber_the_graded_rows():
 
 def test_evaluate_reports_the_matching_it_used_and_sparse_grades_like_exact():
     truth = _orthonormal(12, 24, seed=4)
-    noisy = torch.cat([truth + 0.15 * torch.randn(12, 24, generator=torch.Generator().manual_seed(8)),
-                       torch.randn(20, 24, generator=torch.Generator().manual_seed(9))])
-    source = DictionarySource(truth, FeatureDistribution(12, 0.05, device="cpu"))
+    noisy = torch.cat([truth + 0.15 * torch.randn(12, 24, generator=torch.Generator(DEVICE).manual_seed(8)),
+                       torch.randn(20, 24, generator=torch.Generator(DEVICE).manual_seed(9))])
+    source = DictionarySource(truth, FeatureDistribution(12, 0.05, device=DEVICE))
     sae = _planted_sae(noisy)
     exact = evaluate(sae, source, n_samples=2000, matching="exact")
     sparse = evaluate(sae, source, n_samples=2000, matching="sparse", candidates=3)
@@ -197,15 +198,15 @@ def test_per_instance_seeds_grade_an_instance_alike_alone_and_in_a_batch():
     size does not depend on the other instances (needs the per-instance draws of FeatureDistribution)."""
     from toysuper import random_directions
 
-    directions = random_directions(12, 6, n_instances=3, seed=1, device="cpu")
+    directions = random_directions(12, 6, n_instances=3, seed=1, device=DEVICE)
     firing = torch.tensor([[0.1], [0.2], [0.3]])
-    sae = SAE(6, 16, n_instances=3, seed=[4, 5, 6], device="cpu")
-    source = DictionarySource(directions, FeatureDistribution(12, firing, n_instances=3, device="cpu"))
+    sae = SAE(6, 16, n_instances=3, seed=[4, 5, 6], device=DEVICE)
+    source = DictionarySource(directions, FeatureDistribution(12, firing, n_instances=3, device=DEVICE))
     together = evaluate(sae, source, n_samples=3000, batch_size=1000, seed=[7, 8, 9])
     for i in range(3):
-        alone = SAE(6, 16, seed=[4 + i], device="cpu")
+        alone = SAE(6, 16, seed=[4 + i], device=DEVICE)
         alone.load_state_dict({k: v[i:i + 1] if v.ndim else v for k, v in sae.state_dict().items()})
-        one = DictionarySource(directions[i:i + 1], FeatureDistribution(12, firing[i:i + 1], device="cpu"))
+        one = DictionarySource(directions[i:i + 1], FeatureDistribution(12, firing[i:i + 1], device=DEVICE))
         report = evaluate(alone, one, n_samples=3000, batch_size=1000, seed=[7 + i])
         for column in ("mmcs", "activation_mcc", "mse", "l0", "f1"):
             assert report.summary[column].iloc[0] == pytest.approx(together.summary[column].iloc[i], rel=1e-6)

@@ -8,6 +8,7 @@ from toysuper.sweep import cli, config as config_io
 from toysuper.sweep.experiments import dry_run, plan, run
 from toysuper.sweep.planner import estimate_mb
 from toysuper.sweep.store import RunStore
+from device import DEVICE
 
 TINY = """
 name = "tiny"
@@ -134,7 +135,7 @@ def test_cli_run_report_and_dry_run(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "8 configurations" in printed and "2 batches" in printed
     assert not out.exists()  # a dry run trains and writes nothing
-    assert cli.main(["run", str(path), "--out", str(out), "--device", "cpu", "--quiet",
+    assert cli.main(["run", str(path), "--out", str(out), "--device", DEVICE, "--quiet",
                      "--set", "source.kind=dictionary"]) == 0
     results = pd.read_csv(out / "results.csv")
     assert len(results) == 8 and results["key"].is_unique
@@ -160,7 +161,7 @@ def test_models_are_saved_when_asked_and_another_experiment_is_refused(tmp_path)
 
     config = config_io.load(write(tmp_path), ["source.steps=30", "sae.steps=20", "source.d_hidden=2",
                                               "features.sparsity=0.9", "run.save_models=true"])
-    results, out = run(config, tmp_path / "run", device="cpu", quiet=True, figures=False)
+    results, out = run(config, tmp_path / "run", device=DEVICE, quiet=True, figures=False)
     batch = results["batch"].iloc[0]
     sae = SAE.load(out / "models" / batch / "sae")
     assert sae.n_instances == 2 and sae.l1_coefficient.tolist() == pytest.approx([0.1, 0.3])
@@ -172,7 +173,7 @@ def test_models_are_saved_when_asked_and_another_experiment_is_refused(tmp_path)
     assert {i["toy_instance"] for i in instances} == {0} and sorted(i["sae_instance"] for i in instances) == [0, 1]
     other = config_io.resolve(config, ["sae.d_sae=13"])
     with pytest.raises(ValueError, match="sae.d_sae"):
-        run(other, tmp_path / "run", device="cpu", quiet=True)
+        run(other, tmp_path / "run", device=DEVICE, quiet=True)
 
 
 def test_cli_reports_bad_config_without_a_traceback(tmp_path, capsys):
@@ -204,7 +205,7 @@ def test_ground_truth_options_build_the_distribution_they_name():
         "source": {"kind": "dictionary", "d_hidden": 8, "snr": 10.0, "dictionary": "low_coherence"}})
     batches = plan(config)
     assert len(batches) == 1 and len(batches[0].points) == 2  # the exponent is an instance axis
-    dist = assemble.distribution(batches[0].points, "cpu")
+    dist = assemble.distribution(batches[0].points, DEVICE)
     assert dist.correlated_groups.groups == [(0, 1), (2, 3)]
     assert dist.exclusive_groups.groups == [(4, 5, 6)]
     assert dist.hierarchy.edges == [(7, (8, 9))]
@@ -213,7 +214,7 @@ def test_ground_truth_options_build_the_distribution_they_name():
     assert all(abs(float(p.sum()) - 3.0) < 1e-4 for p in zipf) and zipf[1][0] > zipf[0][0]  # steeper law
     sample = dist.sample(4096)
     assert float(sample[sample > 0].mean()) > 1.8  # |N(2, 0.1)| magnitudes
-    source = assemble.dictionary_source(batches[0].points, "cpu")
+    source = assemble.dictionary_source(batches[0].points, DEVICE)
     assert source.noise_std.gt(0).all()
     for bad, key in ((dict(features={"correlation": 0.5}), "features.correlation"),
                      (dict(features={"n_features": 4, "exclusive_groups": 2, "exclusive_group_size": 3}),
@@ -281,7 +282,7 @@ def test_a_row_depends_on_its_configuration_alone(tmp_path, kind):
     assert [b.n_saes for b in plan(narrow)] == [1] * 4  # a threshold never separates a point from its SAE
     runs = {}
     for name, config in (("wide", wide), ("narrow", narrow), ("more", more)):
-        results, out = run(config, tmp_path / name, device="cpu", quiet=True, figures=False)
+        results, out = run(config, tmp_path / name, device=DEVICE, quiet=True, figures=False)
         runs[name] = (results, pd.read_csv(out / "features.csv", dtype={"key": str}))
     assert runs["wide"][0]["batch"].nunique() == 1 and runs["narrow"][0]["batch"].nunique() == 4
     assert_same_rows(runs["wide"][0], runs["narrow"][0], "key")
@@ -333,7 +334,7 @@ def test_a_failure_spoils_only_its_own_row_and_a_rerun_retries_only_it(tmp_path,
 
     monkeypatch.setattr(runner, "train_sae", diverging)
     out = tmp_path / "run"
-    assert cli.main(["run", str(path), "--out", str(out), "--device", "cpu", "--quiet"]) == 1
+    assert cli.main(["run", str(path), "--out", str(out), "--device", DEVICE, "--quiet"]) == 1
     printed = capsys.readouterr()
     assert "1 configuration(s) failed" in printed.err and "l1_coefficient=0.3" in printed.err
     results = pd.read_csv(out / "results.csv", dtype={"key": str})
@@ -346,7 +347,7 @@ def test_a_failure_spoils_only_its_own_row_and_a_rerun_retries_only_it(tmp_path,
     assert done["mmcs"].notna().all() and len(done) == 5  # its batch-mates and the other batch kept their results
     # the batch-mates' rows are those of a run without the failing configuration (their streams are their own)
     clean = config_io.load(path, ["sae.l1_coefficient=[0.1, 0.7]", "source.d_hidden=3"])
-    expected, _ = run(clean, tmp_path / "clean", device="cpu", quiet=True, figures=False)
+    expected, _ = run(clean, tmp_path / "clean", device=DEVICE, quiet=True, figures=False)
     mates = done[done["source.d_hidden"] == 3]
     assert_same_rows(expected.drop(columns=["status", "error"]), mates.drop(columns=["status", "error"]), "key")
     # report lists the failure; a rerun retries it alone and, once it trains, replaces the failed row
@@ -356,7 +357,7 @@ def test_a_failure_spoils_only_its_own_row_and_a_rerun_retries_only_it(tmp_path,
     assert "SAE loss became NaN/inf at step 99" in reported
     assert [b.keys for b in plan(config_io.load(path), RunStore(out).done_keys())] == [failed["key"].tolist()]
     monkeypatch.setattr(runner, "train_sae", real_train_sae)
-    assert cli.main(["run", str(path), "--out", str(out), "--device", "cpu", "--quiet"]) == 0
+    assert cli.main(["run", str(path), "--out", str(out), "--device", DEVICE, "--quiet"]) == 0
     again = pd.read_csv(out / "results.csv", dtype={"key": str})
     assert len(again) == 6 and (again["status"] == "ok").all()
     assert_same_rows(done, again[again["key"].isin(done["key"])], "key")  # the finished rows were not redone
@@ -366,6 +367,6 @@ def test_an_sae_that_diverges_without_a_nan_is_a_failed_row(tmp_path):
     path = write(tmp_path, FAILING)
     config = config_io.load(path, ["source.d_hidden=3", "sae.l1_coefficient=0.1", "sae.lr=1e4"])
     with pytest.warns(RuntimeWarning, match="diverged"):
-        results, _ = run(config, tmp_path / "run", device="cpu", quiet=True, figures=False)
+        results, _ = run(config, tmp_path / "run", device=DEVICE, quiet=True, figures=False)
     assert results["status"].tolist() == ["failed"]
     assert results["error"].iloc[0].startswith("diverged") and "sae.lr" in results["error"].iloc[0]

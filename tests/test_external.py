@@ -13,17 +13,18 @@ from toysuper import (RECIPES, SAE, DictionarySource, FeatureDistribution, OneIn
                       random_directions, save_saelens)
 from toysuper.grade.external import as_gradeable
 from toysuper.grade.saelens_format import EXPORTS
+from device import DEVICE
 
 
 def _source(n_instances=1, n=12, d=10, seed=0):
-    dist = FeatureDistribution(n, 0.1, n_instances=n_instances, device="cpu")
-    return DictionarySource(random_directions(n, d, n_instances, seed=seed, device="cpu"), dist)
+    dist = FeatureDistribution(n, 0.1, n_instances=n_instances, device=DEVICE)
+    return DictionarySource(random_directions(n, d, n_instances, seed=seed, device=DEVICE), dist)
 
 
 def _noisy_sae(source, d_sae=16, seed=1):
     """A toysuper SAE whose decoder is a noised copy of the truth plus random rows."""
-    sae = SAE(source.d_hidden, d_sae, source.n_instances, device="cpu", seed=seed)
-    generator = torch.Generator().manual_seed(seed)
+    sae = SAE(source.d_hidden, d_sae, source.n_instances, device=DEVICE, seed=seed)
+    generator = torch.Generator(DEVICE).manual_seed(seed)
     with torch.no_grad():
         truth = source.true_directions()
         sae.W_dec[:, : source.n_features] = truth + 0.1 * torch.randn(truth.shape, generator=generator)
@@ -91,7 +92,7 @@ def test_save_saelens_round_trips_and_grades_identically(tmp_path):
     assert (config["architecture"], config["d_in"], config["d_sae"]) == ("standard", 10, 16)
     assert config["apply_b_dec_to_input"] is False  # our recipe encodes x itself, not x - b_dec
     loaded = load_saelens(directory)
-    x = source.sample(64, torch.Generator().manual_seed(2)).hidden
+    x = source.sample(64, torch.Generator(DEVICE).manual_seed(2)).hidden
     assert torch.allclose(loaded.encode(x[:, 1]), sae.encode(x)[:, 1], atol=1e-6)
     assert torch.allclose(loaded.decode(loaded.encode(x[:, 1])), sae(x)[:, 1], atol=1e-6)
     one = OneInstance(source, 1)
@@ -107,8 +108,8 @@ def test_save_saelens_round_trips_and_grades_identically(tmp_path):
 
 def _perturbed_sae(recipe):
     """A toysuper SAE of `recipe` with every weight moved off its initial value."""
-    sae = SAE(8, 20, n_instances=2, recipe=recipe, device="cpu")
-    generator = torch.Generator().manual_seed(4)
+    sae = SAE(8, 20, n_instances=2, recipe=recipe, device=DEVICE)
+    generator = torch.Generator(DEVICE).manual_seed(4)
     with torch.no_grad():
         for parameter in sae.parameters():
             parameter.add_(0.3 * torch.randn(parameter.shape, generator=generator))
@@ -121,7 +122,7 @@ def _perturbed_sae(recipe):
 def test_every_exportable_recipe_round_trips_through_the_saelens_format(tmp_path, recipe):
     sae = _perturbed_sae(recipe)
     loaded = load_saelens(save_saelens(sae, tmp_path / recipe, instance=1))
-    x = torch.randn(64, 2, 8, generator=torch.Generator().manual_seed(5))
+    x = torch.randn(64, 2, 8, generator=torch.Generator(DEVICE).manual_seed(5))
     acts = sae.encode(x)[:, 1]
     assert (acts > 0).any() and (acts == 0).any()  # a sparse code, so the comparison means something
     assert torch.allclose(loaded.encode(x[:, 1]), acts, atol=1e-5)
@@ -145,7 +146,7 @@ def _write(path, config, tensors):
 
 @pytest.mark.parametrize("architecture", ["standard", "topk", "jumprelu", "gated"])
 def test_load_saelens_encodes_each_architecture_by_its_formula(tmp_path, architecture):
-    generator = torch.Generator().manual_seed(3)
+    generator = torch.Generator(DEVICE).manual_seed(3)
     d_in, d_sae = 6, 9
     tensors = {"W_enc": torch.randn(d_in, d_sae, generator=generator),
                "W_dec": torch.randn(d_sae, d_in, generator=generator),

@@ -12,11 +12,12 @@ from toysuper.truth.frequencies import Zipf
 from toysuper.truth.groups import CorrelatedGroups, ExclusiveGroups
 from toysuper.truth.hierarchy import Hierarchy
 from toysuper.truth.magnitudes import Constant, Exponential, FoldedNormal, TruncatedNormal, Uniform
+from device import DEVICE
 
 
 def test_sample_shape_and_firing_rate_per_instance():
-    dist = FeatureDistribution.sparsity_sweep(50, [0.0, 0.5, 0.9], device="cpu")
-    x = dist.sample(20_000, torch.Generator().manual_seed(0))
+    dist = FeatureDistribution.sparsity_sweep(50, [0.0, 0.5, 0.9], device=DEVICE)
+    x = dist.sample(20_000, torch.Generator(DEVICE).manual_seed(0))
     assert x.shape == (20_000, 3, 50)
     rate = (x > 0).float().mean((0, 2))
     assert torch.allclose(rate, torch.tensor([1.0, 0.5, 0.1]), atol=0.01)
@@ -27,8 +28,8 @@ def test_sample_shape_and_firing_rate_per_instance():
 
 def test_per_feature_probabilities_and_importance_broadcast():
     p = torch.tensor([0.0, 0.25, 1.0])
-    dist = FeatureDistribution(3, p, n_instances=2, importance=[1.0, 0.5, 0.25], device="cpu")
-    x = dist.sample(10_000, torch.Generator().manual_seed(1))
+    dist = FeatureDistribution(3, p, n_instances=2, importance=[1.0, 0.5, 0.25], device=DEVICE)
+    x = dist.sample(10_000, torch.Generator(DEVICE).manual_seed(1))
     rate = (x > 0).float().mean(0)
     assert torch.allclose(rate, p.expand(2, 3), atol=0.02)
     assert dist.importance.shape == (2, 3) and dist.importance[1, 2] == 0.25
@@ -36,10 +37,10 @@ def test_per_feature_probabilities_and_importance_broadcast():
 
 
 def test_same_seed_same_samples():
-    dist = FeatureDistribution(10, 0.3, n_instances=2, device="cpu")
-    a = dist.sample(64, torch.Generator().manual_seed(7))
-    b = dist.sample(64, torch.Generator().manual_seed(7))
-    c = dist.sample(64, torch.Generator().manual_seed(8))
+    dist = FeatureDistribution(10, 0.3, n_instances=2, device=DEVICE)
+    a = dist.sample(64, torch.Generator(DEVICE).manual_seed(7))
+    b = dist.sample(64, torch.Generator(DEVICE).manual_seed(7))
+    c = dist.sample(64, torch.Generator(DEVICE).manual_seed(8))
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
@@ -53,14 +54,14 @@ def test_same_seed_same_samples():
 ])
 def test_bad_probabilities_name_the_parameter(kwargs, name):
     with pytest.raises(ValueError, match=name):
-        FeatureDistribution(4, device="cpu", **kwargs)
+        FeatureDistribution(4, device=DEVICE, **kwargs)
 
 
 def test_exactly_one_of_firing_prob_and_sparsity():
     with pytest.raises(ValueError, match="exactly one"):
-        FeatureDistribution(4, 0.1, sparsity=0.9, device="cpu")
+        FeatureDistribution(4, 0.1, sparsity=0.9, device=DEVICE)
     with pytest.raises(ValueError, match="n_features"):
-        FeatureDistribution(0, 0.1, device="cpu")
+        FeatureDistribution(0, 0.1, device=DEVICE)
 
 
 # ---- frequencies, magnitudes, joint structure, sparse sampling --------------------------------------------------
@@ -82,7 +83,7 @@ def _phi(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def test_zipf_is_a_power_law_with_l0_as_the_knob():
-    dist = FeatureDistribution(1000, Zipf(exponent=1.2, l0=[5.0, 20.0]), n_instances=2, device="cpu")
+    dist = FeatureDistribution(1000, Zipf(exponent=1.2, l0=[5.0, 20.0]), n_instances=2, device=DEVICE)
     p = dist.firing_prob
     assert torch.allclose(dist.expected_l0(), torch.tensor([5.0, 20.0]), rtol=1e-5)
     # unsaturated rates fall as rank^-1.2: p_9 / p_99 = (100 / 10)^1.2
@@ -91,7 +92,7 @@ def test_zipf_is_a_power_law_with_l0_as_the_knob():
     # at L0 = 30 over 16,384 features with exponent 1 the head saturates at 1 and the sum still holds
     saturated = Zipf(1.0, 30).resolve(1, 16384, "cpu")
     assert saturated[0, 0] == 1.0 and saturated.sum().item() == pytest.approx(30.0, rel=1e-5)
-    x = dist.sample(20_000, torch.Generator().manual_seed(0))
+    x = dist.sample(20_000, torch.Generator(DEVICE).manual_seed(0))
     assert _rates_match(x > 0, p)
     assert Zipf(0.0, 4).resolve(1, 8, "cpu").tolist() == [[0.5] * 8]
 
@@ -101,7 +102,7 @@ def test_zipf_is_a_power_law_with_l0_as_the_knob():
 ])
 def test_zipf_bad_l0_names_it(law, message):
     with pytest.raises(ValueError, match=message):
-        FeatureDistribution(10, law, device="cpu")
+        FeatureDistribution(10, law, device=DEVICE)
 
 
 def test_zipf_bad_exponent_names_it():
@@ -128,7 +129,7 @@ def test_poisson_events_are_an_exact_independent_bernoulli_grid(rates):
     assert (table.neg_inv_unit_rate is not None) == bool((rates == rates[0]).all())
     batch = 200_000
     budget = poisson.budget(batch * float(table.row_rate.max()))
-    events = poisson.events(torch.rand(2, budget, generator=torch.Generator().manual_seed(0)), table, batch)
+    events = poisson.events(torch.rand(2, budget, generator=torch.Generator(DEVICE).manual_seed(0)), table, batch)
     fires = torch.zeros(2, (batch + 1) * len(rates))
     fires.scatter_add_(1, events.place, events.keep)
     fires = fires.view(2, batch + 1, len(rates))  # the last row, past the batch, takes the unused slots
@@ -143,16 +144,16 @@ def test_poisson_events_are_an_exact_independent_bernoulli_grid(rates):
 
 def test_poisson_overflow_is_counted_and_keeps_events_inside_the_batch():
     table = poisson.build_table([torch.full((10,), 0.3)], [torch.arange(10)], "cpu")
-    events = poisson.events(torch.rand(1, 50, generator=torch.Generator().manual_seed(0)), table, 100)
+    events = poisson.events(torch.rand(1, 50, generator=torch.Generator(DEVICE).manual_seed(0)), table, 100)
     assert events.overflow.tolist() == [1.0]  # ~357 points expected in 100 rows: 50 slots cannot hold them
     assert (events.place < 100 * 10).all()
-    dist = FeatureDistribution(10, 0.3, sampling="sparse", device="cpu")
-    dist.sample(100, torch.Generator().manual_seed(0))
+    dist = FeatureDistribution(10, 0.3, sampling="sparse", device=DEVICE)
+    dist.sample(100, torch.Generator(DEVICE).manual_seed(0))
     assert dist.overflow.tolist() == [0.0]
-    tight = FeatureDistribution(10, 0.3, sampling="sparse", device="cpu")
+    tight = FeatureDistribution(10, 0.3, sampling="sparse", device=DEVICE)
     tight._budgets[100] = ([50], 50)  # a budget far too small, to see the counter move
-    tight.sample(100, torch.Generator().manual_seed(0))
-    tight.sample_sparse(100, torch.Generator().manual_seed(1))
+    tight.sample(100, torch.Generator(DEVICE).manual_seed(0))
+    tight.sample_sparse(100, torch.Generator(DEVICE).manual_seed(1))
     assert tight.overflow.item() >= 2
 
 
@@ -168,7 +169,7 @@ def test_sparse_sampling_draws_no_dense_uniforms(monkeypatch):
 
     monkeypatch.setattr(torch, "rand", counting_rand)
     batch, n = 1024, 16384
-    x = FeatureDistribution(n, Zipf(1.0, 30), device="cpu").sample(batch, torch.Generator().manual_seed(0))
+    x = FeatureDistribution(n, Zipf(1.0, 30), device=DEVICE).sample(batch, torch.Generator(DEVICE).manual_seed(0))
     assert x.shape == (batch, 1, n)
     assert sum(sizes) < batch * n / 50  # ~2 uniforms per Poisson point, one per row of the few dense features
     assert (x > 0).sum(-1).float().mean().item() == pytest.approx(30, rel=0.05)
@@ -177,34 +178,34 @@ def test_sparse_sampling_draws_no_dense_uniforms(monkeypatch):
 @pytest.mark.parametrize("sampling", ["auto", "sparse", "dense"])
 def test_every_sampling_gives_exact_rates_and_the_same_magnitudes(sampling):
     p = torch.tensor([[0.0, 1.0, 0.9, 0.3, 0.01, 0.002], [0.5, 0.0, 0.05, 0.6, 1e-4, 1.0]])
-    dist = FeatureDistribution(6, p, n_instances=2, sampling=sampling, device="cpu")
-    x = dist.sample(100_000, torch.Generator().manual_seed(3))
+    dist = FeatureDistribution(6, p, n_instances=2, sampling=sampling, device=DEVICE)
+    x = dist.sample(100_000, torch.Generator(DEVICE).manual_seed(3))
     fires = x > 0
     assert _rates_match(fires, p)
     assert not fires[:, 0, 0].any() and not fires[:, 1, 1].any()  # p = 0 never fires
     assert fires[:, 0, 1].all() and fires[:, 1, 5].all()  # p = 1 always fires
     assert x.max() < 1 and abs(x[fires].mean().item() - 0.5) < 0.01  # U[0, 1) magnitudes
     with pytest.raises(ValueError, match="sampling"):
-        FeatureDistribution(3, 0.1, sampling="fast", device="cpu")
+        FeatureDistribution(3, 0.1, sampling="fast", device=DEVICE)
 
 
 def test_the_rule_draws_rare_free_features_by_events_and_the_rest_in_dense_slots():
     p = torch.tensor([[0.1, 0.3, 0.2, 0.9], [0.5, 0.5, 0.01, 0.0]])
-    dist = FeatureDistribution(4, p, n_instances=2, device="cpu")
+    dist = FeatureDistribution(4, p, n_instances=2, device=DEVICE)
     assert dist.slot_feature[0].tolist() == [1, 3] and dist.slot_feature[1].tolist() == [0, 1]
-    drawn = dist.draw(8, torch.Generator().manual_seed(0))
+    drawn = dist.draw(8, torch.Generator(DEVICE).manual_seed(0))
     assert drawn.slots.shape == (2, 8, 2) and drawn.place.shape[1] == poisson.budget(8 * -math.log(0.9 * 0.8))
-    structured = FeatureDistribution(4, 0.01, hierarchy={0: [1]}, device="cpu")
+    structured = FeatureDistribution(4, 0.01, hierarchy={0: [1]}, device=DEVICE)
     assert structured.slot_feature[0].tolist() == [0, 1]  # a hierarchy's features are dense slots
 
 
 @pytest.mark.parametrize("sampling", ["auto", "dense"])
 def test_samples_are_stored_instance_major_and_the_sparse_form_is_the_same_draw(sampling):
     """(batch, inst, n) with each instance's (batch, n) block contiguous, which batched models read faster."""
-    dist = FeatureDistribution(20, 0.1, n_instances=4, sampling=sampling, device="cpu")
-    x = dist.sample(300, torch.Generator().manual_seed(0))
+    dist = FeatureDistribution(20, 0.1, n_instances=4, sampling=sampling, device=DEVICE)
+    x = dist.sample(300, torch.Generator(DEVICE).manual_seed(0))
     assert x.shape == (300, 4, 20) and x.stride(0) == 20 and x.stride(2) == 1  # each (batch, n) block contiguous
-    sparse = dist.sample_sparse(300, torch.Generator().manual_seed(0))
+    sparse = dist.sample_sparse(300, torch.Generator(DEVICE).manual_seed(0))
     assert isinstance(sparse, SparseFeatures) and sparse.index.shape == sparse.value.shape
     assert sparse.index.shape[:2] == (300, 4)
     assert torch.equal(sparse.to_dense(20), x)
@@ -213,8 +214,8 @@ def test_samples_are_stored_instance_major_and_the_sparse_form_is_the_same_draw(
 
 
 def test_sparse_form_has_fixed_slots_whatever_the_draw():
-    dist = FeatureDistribution(1024, 8 / 1024, device="cpu")
-    shapes = {dist.sample_sparse(256, torch.Generator().manual_seed(s)).index.shape for s in range(5)}
+    dist = FeatureDistribution(1024, 8 / 1024, device=DEVICE)
+    shapes = {dist.sample_sparse(256, torch.Generator(DEVICE).manual_seed(s)).index.shape for s in range(5)}
     assert shapes == {(256, 1, poisson.budget(-1024 * math.log(1 - 8 / 1024)))}
     assert dist.overflow.tolist() == [0.0]
 
@@ -224,41 +225,41 @@ def test_per_instance_generators_make_each_instance_its_own_stream():
     law = Zipf(1.0, [2.0, 4.0, 1.0])
     tree = Hierarchy.regular(2, 2, start=10, exclusive_children=True, child_prob=[[0.4], [0.3], [0.2]])
     settings = dict(magnitude=Exponential([[0.5], [1.0], [2.0]]), hierarchy=tree,
-                    correlated_groups=CorrelatedGroups([[20, 21]], 0.5), device="cpu")
+                    correlated_groups=CorrelatedGroups([[20, 21]], 0.5), device=DEVICE)
     dist = FeatureDistribution(60, law, n_instances=3, **settings)
-    together = dist.sample(200, instance_generators(7, "cpu", n_instances=3))
+    together = dist.sample(200, instance_generators(7, DEVICE, n_instances=3))
     for i in range(3):
         alone = dist.select([i])
-        assert torch.equal(alone.sample(200, instance_generators([7 + i], "cpu")), together[:, [i]])
-        assert torch.equal(alone.sample(200, torch.Generator().manual_seed(7 + i)), together[:, [i]])
+        assert torch.equal(alone.sample(200, instance_generators([7 + i], DEVICE)), together[:, [i]])
+        assert torch.equal(alone.sample(200, torch.Generator(DEVICE).manual_seed(7 + i)), together[:, [i]])
     # a sweep that mixes dense instances, sparse ones and one that never fires
-    sweep = FeatureDistribution.sparsity_sweep(20, [0.0, 0.7, 0.99, 1.0, 0.9], device="cpu")
+    sweep = FeatureDistribution.sparsity_sweep(20, [0.0, 0.7, 0.99, 1.0, 0.9], device=DEVICE)
     assert sweep.dense_instances == [0, 1] and sweep.event_instances == [2, 4]
-    together = sweep.sample(300, instance_generators(3, "cpu", n_instances=5))
+    together = sweep.sample(300, instance_generators(3, DEVICE, n_instances=5))
     assert (together[:, 3] == 0).all() and (together[:, 0] > 0).all()
     for i in range(5):
-        alone = sweep.select([i]).sample(300, torch.Generator().manual_seed(3 + i))
+        alone = sweep.select([i]).sample(300, torch.Generator(DEVICE).manual_seed(3 + i))
         assert torch.equal(alone, together[:, [i]])
     with pytest.raises(ValueError, match="one torch.Generator per instance"):
-        dist.sample(10, instance_generators(0, "cpu", n_instances=2))
+        dist.sample(10, instance_generators(0, DEVICE, n_instances=2))
     with pytest.raises(TypeError, match="seeds"):
-        instance_generators([1, True], "cpu")
+        instance_generators([1, True], DEVICE)
     with pytest.raises(ValueError, match="n_instances"):
-        instance_generators(3, "cpu")
+        instance_generators(3, DEVICE)
 
 
 def _dists_to_compile():
     return {
-        "independent": FeatureDistribution(300, torch.linspace(0.001, 0.4, 300), n_instances=2, device="cpu"),
-        "one rate": FeatureDistribution(300, 0.02, n_instances=2, device="cpu"),
+        "independent": FeatureDistribution(300, torch.linspace(0.001, 0.4, 300), n_instances=2, device=DEVICE),
+        "one rate": FeatureDistribution(300, 0.02, n_instances=2, device=DEVICE),
         "structured": FeatureDistribution(
             40, Zipf(1.0, 4.0), n_instances=2, magnitude=TruncatedNormal(1.0, 0.5),
             hierarchy=Hierarchy.regular(4, 3, exclusive_children=True, scale_children_by_parent=True),
             exclusive_groups=ExclusiveGroups.consecutive(3, 4, start=16),
-            correlated_groups=CorrelatedGroups.consecutive(2, 5, start=28, correlation=0.5), device="cpu"),
+            correlated_groups=CorrelatedGroups.consecutive(2, 5, start=28, correlation=0.5), device=DEVICE),
         "copula": FeatureDistribution(50, 0.1, n_instances=2, correlation=LowRankCorrelation(4, 0.2),
                                       hierarchy=Hierarchy.regular(2, 3), magnitude=FoldedNormal(1.0, 0.3),
-                                      device="cpu"),
+                                      device=DEVICE),
     }
 
 
@@ -267,7 +268,7 @@ def test_every_transform_compiles_whole_and_matches_eager(name):
     """The CI proof that a draw has fixed shapes and no host sync: numbers -> features compiles with
     fullgraph=True (a graph break or a data-dependent shape would raise) and equals eager."""
     dist = _dists_to_compile()[name]
-    numbers = dist.numbers(64, torch.Generator().manual_seed(0))
+    numbers = dist.numbers(64, torch.Generator(DEVICE).manual_seed(0))
     eager = dist.transform(numbers)
     compiled = torch.compile(dist.transform, fullgraph=True, dynamic=False, backend="aot_eager")(numbers)
     assert all(torch.equal(a, b) for a, b in zip(eager, compiled))
@@ -281,8 +282,8 @@ def test_every_transform_compiles_whole_and_matches_eager(name):
                                  FoldedNormal(-2.0, 0.3), TruncatedNormal(0.5, 1.0), TruncatedNormal(4.0, 0.5)])
 @pytest.mark.parametrize("sampling", ["dense", "sparse"])
 def test_magnitude_laws_match_their_moments(law, sampling):
-    dist = FeatureDistribution(4, 0.3, n_instances=2, magnitude=law, sampling=sampling, device="cpu")
-    x = dist.sample(40_000, torch.Generator().manual_seed(1))
+    dist = FeatureDistribution(4, 0.3, n_instances=2, magnitude=law, sampling=sampling, device=DEVICE)
+    x = dist.sample(40_000, torch.Generator(DEVICE).manual_seed(1))
     values = x[x > 0].double()
     mean, second = dist.magnitude.mean()[0, 0].item(), dist.magnitude.second_moment()[0, 0].item()
     se = math.sqrt(max(second - mean ** 2, 1e-12) / len(values))
@@ -292,8 +293,8 @@ def test_magnitude_laws_match_their_moments(law, sampling):
 
 
 def test_magnitudes_per_feature():
-    dist = FeatureDistribution(3, 0.5, magnitude=Constant([1.0, 2.0, 3.0]), sampling="sparse", device="cpu")
-    x = dist.sample(2000, torch.Generator().manual_seed(0))[:, 0]
+    dist = FeatureDistribution(3, 0.5, magnitude=Constant([1.0, 2.0, 3.0]), sampling="sparse", device=DEVICE)
+    x = dist.sample(2000, torch.Generator(DEVICE).manual_seed(0))[:, 0]
     for i, value in enumerate([1.0, 2.0, 3.0]):
         assert set(x[:, i].unique().tolist()) == {0.0, value}
 
@@ -306,20 +307,20 @@ def test_magnitudes_per_feature():
 ])
 def test_bad_magnitudes_name_the_parameter(law, name):
     with pytest.raises(ValueError, match=name):
-        FeatureDistribution(3, 0.5, magnitude=law(), device="cpu")
+        FeatureDistribution(3, 0.5, magnitude=law(), device=DEVICE)
 
 
 def test_magnitude_must_be_a_law():
     with pytest.raises(TypeError, match="magnitude"):
-        FeatureDistribution(3, 0.5, magnitude="uniform", device="cpu")
+        FeatureDistribution(3, 0.5, magnitude="uniform", device=DEVICE)
 
 
 @pytest.mark.parametrize("rho", [0.0, 0.3, 0.8])
 def test_correlated_groups_reach_the_stated_correlation_and_keep_rates(rho):
     groups = CorrelatedGroups([[0, 1, 2], [3, 4]], correlation=rho)
     p = torch.tensor([0.1, 0.1, 0.1, 0.02, 0.02, 0.1])
-    dist = FeatureDistribution(6, p, correlated_groups=groups, device="cpu")
-    fires = dist.sample(200_000, torch.Generator().manual_seed(2))[:, 0] > 0
+    dist = FeatureDistribution(6, p, correlated_groups=groups, device=DEVICE)
+    fires = dist.sample(200_000, torch.Generator(DEVICE).manual_seed(2))[:, 0] > 0
     assert _rates_match(fires, p)
     for i, j in [(0, 1), (1, 2), (3, 4)]:
         assert _phi(fires[:, i], fires[:, j]) == pytest.approx(rho, abs=0.02)
@@ -330,8 +331,8 @@ def test_correlated_groups_reach_the_stated_correlation_and_keep_rates(rho):
 def test_correlated_groups_with_unequal_rates_follow_the_stated_formula():
     """corr(i, j) = q/(1-q) sqrt(o_i o_j), o = (1-p)/p, q/(1-q) = ρ p_min/(1-p_min): at most ρ."""
     rho, p = 0.6, torch.tensor([0.05, 0.2, 0.4])
-    dist = FeatureDistribution(3, p, correlated_groups=CorrelatedGroups([[0, 1, 2]], rho), device="cpu")
-    fires = dist.sample(200_000, torch.Generator().manual_seed(4))[:, 0] > 0
+    dist = FeatureDistribution(3, p, correlated_groups=CorrelatedGroups([[0, 1, 2]], rho), device=DEVICE)
+    fires = dist.sample(200_000, torch.Generator(DEVICE).manual_seed(4))[:, 0] > 0
     assert _rates_match(fires, p)
     odds = (1 - p) / p
     for i, j in [(0, 1), (0, 2), (1, 2)]:
@@ -342,9 +343,9 @@ def test_correlated_groups_with_unequal_rates_follow_the_stated_formula():
 
 def test_exclusive_groups_never_fire_twice_and_keep_rates():
     p = torch.tensor([[0.3, 0.5, 0.2, 0.05, 0.1, 0.4], [0.01, 0.02, 0.03, 0.0, 0.5, 0.5]])
-    dist = FeatureDistribution(6, p, n_instances=2, exclusive_groups=[[0, 1, 2], [3, 4, 5]], device="cpu")
+    dist = FeatureDistribution(6, p, n_instances=2, exclusive_groups=[[0, 1, 2], [3, 4, 5]], device=DEVICE)
     assert isinstance(dist.exclusive_groups, ExclusiveGroups)
-    fires = dist.sample(100_000, torch.Generator().manual_seed(0)) > 0
+    fires = dist.sample(100_000, torch.Generator(DEVICE).manual_seed(0)) > 0
     assert fires[..., :3].sum(-1).max() <= 1 and fires[..., 3:].sum(-1).max() <= 1
     assert fires[:, 0, :3].any(-1).all()  # that group's rates sum to 1: exactly one always fires
     assert _rates_match(fires, p)
@@ -354,10 +355,10 @@ def test_hierarchy_children_fire_only_with_their_parent_and_at_most_one_when_exc
     # 0 -> {1, 2, 3}, 1 -> {4, 5} (two levels); 6 -> {7, 8}; 9 free
     tree = Hierarchy({0: [1, 2, 3], 1: [4, 5], 6: [7, 8]}, exclusive_children=True)
     p = torch.tensor([0.3, 0.12, 0.06, 0.09, 0.05, 0.06, 0.2, 0.1, 0.1, 0.05])
-    dist = FeatureDistribution(10, p, hierarchy=tree, device="cpu")
+    dist = FeatureDistribution(10, p, hierarchy=tree, device=DEVICE)
     assert dist.parent.tolist() == [-1, 0, 0, 0, 1, 1, -1, 6, 6, -1]
     assert torch.allclose(dist.firing_prob[0], p)  # marginal rates as given
-    fires = dist.sample(200_000, torch.Generator().manual_seed(1))[:, 0] > 0
+    fires = dist.sample(200_000, torch.Generator(DEVICE).manual_seed(1))[:, 0] > 0
     child = dist.parent >= 0
     assert not (fires[:, child] & ~fires[:, dist.parent[child]]).any()  # never a child without its parent
     for siblings in ([1, 2, 3], [4, 5], [7, 8]):
@@ -367,13 +368,13 @@ def test_hierarchy_children_fire_only_with_their_parent_and_at_most_one_when_exc
 
 def test_hierarchy_with_conditional_child_prob_reports_marginal_rates():
     tree = Hierarchy.regular(n_parents=2, n_children=3, child_prob=0.4)  # 0 -> 2,3,4; 1 -> 5,6,7
-    dist = FeatureDistribution(8, Zipf(1.0, 3.0), n_instances=1, hierarchy=tree, device="cpu")
+    dist = FeatureDistribution(8, Zipf(1.0, 3.0), n_instances=1, hierarchy=tree, device=DEVICE)
     given = Zipf(1.0, 3.0).resolve(1, 8, "cpu")[0]
     expected = given.clone()
     expected[2:5], expected[5:8] = 0.4 * given[0], 0.4 * given[1]
     assert torch.allclose(dist.firing_prob[0], expected)
     assert dist.expected_l0().item() == pytest.approx(expected.sum().item())
-    fires = dist.sample(100_000, torch.Generator().manual_seed(2))[:, 0] > 0
+    fires = dist.sample(100_000, torch.Generator(DEVICE).manual_seed(2))[:, 0] > 0
     assert not (fires[:, 2:5] & ~fires[:, [0]]).any() and not (fires[:, 5:8] & ~fires[:, [1]]).any()
     assert _rates_match(fires, expected)
     # siblings are independent given the parent: P(2 and 3 | 0) = 0.4²
@@ -386,8 +387,8 @@ def test_structures_compose_hierarchy_roots_in_groups_with_zipf_and_dense_draws(
     tree = Hierarchy({0: [6, 7], 2: [8, 9]}, exclusive_children=True, child_prob=0.45)
     dist = FeatureDistribution(12, Zipf(0.5, 3.0), n_instances=2, exclusive_groups=[[0, 1]],
                                correlated_groups=CorrelatedGroups([[2, 3, 4]], 0.5), hierarchy=tree,
-                               sampling="dense", device="cpu")
-    fires = dist.sample(100_000, torch.Generator().manual_seed(3)) > 0
+                               sampling="dense", device=DEVICE)
+    fires = dist.sample(100_000, torch.Generator(DEVICE).manual_seed(3)) > 0
     child = dist.parent >= 0
     assert not (fires[..., child] & ~fires[..., dist.parent[child]]).any()
     assert fires[..., [0, 1]].sum(-1).max() <= 1
@@ -400,13 +401,13 @@ def test_structured_sampling_is_seeded():
     dist = FeatureDistribution(40, Zipf(1.0, 4.0), n_instances=2, hierarchy=Hierarchy.regular(4, 3),
                                exclusive_groups=ExclusiveGroups.consecutive(3, 4, start=16),
                                correlated_groups=CorrelatedGroups.consecutive(2, 5, start=28, correlation=0.5),
-                               magnitude=Exponential(0.5), device="cpu")
-    a = dist.sample(256, torch.Generator().manual_seed(7))
-    b = dist.sample(256, torch.Generator().manual_seed(7))
-    c = dist.sample(256, torch.Generator().manual_seed(8))
+                               magnitude=Exponential(0.5), device=DEVICE)
+    a = dist.sample(256, torch.Generator(DEVICE).manual_seed(7))
+    b = dist.sample(256, torch.Generator(DEVICE).manual_seed(7))
+    c = dist.sample(256, torch.Generator(DEVICE).manual_seed(8))
     assert torch.equal(a, b) and not torch.equal(a, c)
-    moved = dist.to("cpu")
-    assert torch.equal(moved.sample(256, torch.Generator().manual_seed(7)), a)
+    moved = dist.to(DEVICE)
+    assert torch.equal(moved.sample(256, torch.Generator(DEVICE).manual_seed(7)), a)
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
@@ -427,7 +428,7 @@ def test_structured_sampling_is_seeded():
 def test_bad_structure_is_a_clear_error(kwargs, error, message):
     kwargs = {"firing_prob": 0.1, **kwargs}
     with pytest.raises(error, match=message):
-        FeatureDistribution(4, device="cpu", **kwargs)
+        FeatureDistribution(4, device=DEVICE, **kwargs)
 
 
 def test_correlation_must_be_in_the_unit_interval():

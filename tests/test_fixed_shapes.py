@@ -17,6 +17,7 @@ from toysuper import RECIPES, SAE, ToyModel
 from toysuper.sae.state import TrainState
 from toysuper.sae.step import bookkeeping, clip_per_instance, lr_multiplier
 from toysuper.toy.model import KINDS, importance_weighted_mse
+from device import DEVICE
 
 SETTINGS = {"topk": {"k": [2, 3], "k_aux": [3, 4]}, "batchtopk": {"k": [2, 3], "k_aux": [3, 4]},
             "matryoshka": {"k": [2, 3], "k_aux": [3, 4], "smallest_prefix": [0.25, 0.5]},
@@ -45,16 +46,16 @@ def training_state(sae: SAE) -> TrainState:
 
 
 def small_sae(recipe: str) -> SAE:
-    sae = SAE(6, 12, n_instances=2, recipe=recipe, seed=1, device="cpu", **SETTINGS.get(recipe, {}))
+    sae = SAE(6, 12, n_instances=2, recipe=recipe, seed=1, device=DEVICE, **SETTINGS.get(recipe, {}))
     with torch.no_grad():  # biases off zero, so every term of the loss is exercised
-        sae.b_enc.normal_(0, 0.1, generator=torch.Generator().manual_seed(0))
-        sae.b_dec.normal_(0, 0.1, generator=torch.Generator().manual_seed(1))
+        sae.b_enc.normal_(0, 0.1, generator=torch.Generator(DEVICE).manual_seed(0))
+        sae.b_dec.normal_(0, 0.1, generator=torch.Generator(DEVICE).manual_seed(1))
     return sae
 
 
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
 def test_every_recipe_loss_compiles_whole_and_matches_eager(recipe):
-    x = torch.randn(16, 2, 6, generator=torch.Generator().manual_seed(2))
+    x = torch.randn(16, 2, 6, generator=torch.Generator(DEVICE).manual_seed(2))
     results = []
     for compile_it in (False, True):
         sae = small_sae(recipe)
@@ -76,7 +77,7 @@ def test_every_recipe_loss_compiles_whole_and_matches_eager(recipe):
 def test_bookkeeping_around_the_optimiser_compiles_whole_and_matches_eager(recipe):
     """The recipe's gradient fix, the per-instance clip, the schedule, and after the optimiser the
     recipe's constraints and statistics, the dead-latent counters and the step count."""
-    x = torch.randn(16, 2, 6, generator=torch.Generator().manual_seed(3))
+    x = torch.randn(16, 2, 6, generator=torch.Generator(DEVICE).manual_seed(3))
 
     def around_the_optimiser(sae, state, terms):
         sae.recipe.before_optimizer_step(sae, state)
@@ -105,12 +106,12 @@ def test_bookkeeping_around_the_optimiser_compiles_whole_and_matches_eager(recip
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_toy_model_loss_compiles_whole_and_matches_eager(kind):
-    generator = torch.Generator().manual_seed(4)
+    generator = torch.Generator(DEVICE).manual_seed(4)
     x = torch.rand(32, 3, 10, generator=generator) * (torch.rand(32, 3, 10, generator=generator) < 0.3)
     importance = 0.9 ** torch.arange(10.0).expand(3, -1)
     results = []
     for compile_it in (False, True):
-        model = ToyModel(10, 4, 3, kind=kind, seed=0, device="cpu")
+        model = ToyModel(10, 4, 3, kind=kind, seed=0, device=DEVICE)
         loss = (compiled if compile_it else (lambda f: f))(lambda x: importance_weighted_mse(model, x, importance))
         value = loss(x)
         value.sum().backward()

@@ -5,6 +5,7 @@ import ray
 
 from toysuper.sweep import config as config_io
 from toysuper.sweep.experiments import run
+from device import DEVICE
 
 SWEEP = {
     "name": "ray",
@@ -19,10 +20,10 @@ SWEEP = {
 
 def test_ray_executor_writes_the_same_rows_as_in_process(tmp_path):
     config = config_io.resolve(SWEEP)
-    local, _ = run(config, tmp_path / "local", device="cpu", quiet=True, executor="local", figures=False)
+    local, _ = run(config, tmp_path / "local", device=DEVICE, quiet=True, executor="local", figures=False)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        distributed, _ = run(config, tmp_path / "ray", device="cpu", quiet=True, executor="ray", figures=False)
+        distributed, _ = run(config, tmp_path / "ray", device=DEVICE, quiet=True, executor="ray", figures=False)
         assert ray.is_initialized()  # an instance the caller started is left running
     finally:
         ray.shutdown()

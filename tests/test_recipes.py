@@ -16,6 +16,7 @@ from toysuper.sae.recipes.auxk import auxk_loss
 from toysuper.sae.resampling import resample_dead_latents
 from toysuper.sae.step import clip_per_instance, lr_multiplier
 from toysuper.sources import Batch
+from device import DEVICE
 
 # Hand-worked example: 2 inputs in 2 dimensions, 3 latents, one instance.
 X = torch.tensor([[2.0, 1.0], [1.0, 3.0]])[:, None, :]
@@ -27,7 +28,7 @@ B_DEC = torch.tensor([1.0, 0.0])
 
 def hand_sae(recipe: str, n_instances: int = 1, **hyperparameters) -> SAE:
     """The hand-worked weights above, the same in every instance."""
-    sae = SAE(2, 3, n_instances=n_instances, recipe=recipe, device="cpu", **hyperparameters)
+    sae = SAE(2, 3, n_instances=n_instances, recipe=recipe, device=DEVICE, **hyperparameters)
     with torch.no_grad():
         sae.W_enc.copy_(W_ENC.expand(n_instances, -1, -1))
         sae.b_enc.copy_(B_ENC.expand(n_instances, -1))
@@ -89,9 +90,9 @@ def test_batchtopk_trains_on_the_batch_and_encodes_with_its_threshold():
 
 
 def test_batchtopk_inference_does_not_depend_on_the_batch():
-    directions = random_directions(24, 12, seed=1, device="cpu")[0]
-    source = DictionarySource(directions, FeatureDistribution(24, 0.1, device="cpu"))
-    sae = SAE(12, 24, recipe="batchtopk", seed=0, device="cpu", k=2)
+    directions = random_directions(24, 12, seed=1, device=DEVICE)[0]
+    source = DictionarySource(directions, FeatureDistribution(24, 0.1, device=DEVICE))
+    sae = SAE(12, 24, recipe="batchtopk", seed=0, device=DEVICE, k=2)
     train_sae(sae, source, steps=60, batch_size=256, quiet=True)
     assert sae.threshold.item() > 0
     x = source.sample(64).hidden
@@ -253,7 +254,7 @@ def dead_state(dead: torch.Tensor, fixed_shapes: bool = True) -> TrainState:
 
 def test_auxk_only_touches_dead_latents():
     torch.manual_seed(0)
-    sae = SAE(6, 10, n_instances=2, recipe="topk", seed=3, device="cpu", k=2, k_aux=3)
+    sae = SAE(6, 10, n_instances=2, recipe="topk", seed=3, device=DEVICE, k=2, k_aux=3)
     x = torch.randn(32, 2, 6)
     dead = torch.zeros(2, 10, dtype=torch.bool)
     dead[0, [1, 4, 7, 8]] = True
@@ -279,7 +280,7 @@ def test_auxk_only_touches_dead_latents():
 @pytest.mark.parametrize("k_aux", [2, 10])  # 2: rows with more positive dead latents than k_aux; 10: none
 def test_auxk_matches_the_dense_formula(k_aux, fixed_shapes):
     torch.manual_seed(1)
-    sae = SAE(6, 10, n_instances=2, recipe="topk", seed=3, device="cpu", k=2, k_aux=k_aux)
+    sae = SAE(6, 10, n_instances=2, recipe="topk", seed=3, device=DEVICE, k=2, k_aux=k_aux)
     with torch.no_grad():
         sae.b_dec.normal_()
         sae.b_enc.normal_()
@@ -311,13 +312,13 @@ def test_auxk_under_bf16_autocast_matches_float32():
     """Under bf16 autocast only the pre-activations that choose AuxK's latents are bf16; the loss and every
     gradient stay within bf16's rounding of the float32 ones, and the weights' gradients are float32."""
     torch.manual_seed(2)
-    sae = SAE(16, 40, n_instances=2, recipe="topk", seed=3, device="cpu", k=4, k_aux=6)
+    sae = SAE(16, 40, n_instances=2, recipe="topk", seed=3, device=DEVICE, k=4, k_aux=6)
     x, residual = torch.randn(256, 2, 16), torch.randn(256, 2, 16)
     dead = torch.rand(2, 40) < 0.4
 
     def run(precision):
         sae.zero_grad()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+        with torch.autocast(torch.device(DEVICE).type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
             pre = sae.centred_pre_activations(x)
             loss = auxk_loss(sae, x, pre.detach(), residual, dead_state(dead), sae.k_aux.long(), 6)
         loss.sum().backward()
@@ -335,9 +336,9 @@ def test_auxk_under_bf16_autocast_matches_float32():
 
 
 def test_resampling_only_touches_dead_latents():
-    directions = random_directions(8, 6, seed=0, device="cpu")[0]
-    source = DictionarySource(directions, FeatureDistribution(8, 0.2, n_instances=2, device="cpu"))
-    sae = SAE(6, 12, n_instances=2, recipe="relu_l1", seed=0, device="cpu")
+    directions = random_directions(8, 6, seed=0, device=DEVICE)[0]
+    source = DictionarySource(directions, FeatureDistribution(8, 0.2, n_instances=2, device=DEVICE))
+    sae = SAE(6, 12, n_instances=2, recipe="relu_l1", seed=0, device=DEVICE)
     optimizer = torch.optim.Adam(sae.parameters(), lr=1e-3)
     sae.recipe.loss(sae, source.sample(64).hidden)["loss"].sum().backward()
     optimizer.step()
@@ -382,7 +383,7 @@ class ReplaySource:
     def __init__(self, data: torch.Tensor):
         self.data = data
         self.n_instances, self.d_hidden = data.shape[1], data.shape[2]
-        self.n_features, self.device = 1, torch.device("cpu")
+        self.n_features, self.device = 1, torch.device(DEVICE)
 
     def sample(self, batch_size, generator):
         rows = [torch.randint(len(self.data), (batch_size,), generator=g) for g in generator]
@@ -409,11 +410,11 @@ def silence(sae):
 
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
 def test_batched_training_equals_one_instance_at_a_time(recipe):
-    directions = random_directions(12, 8, n_instances=3, seed=5, device="cpu")
-    dist = FeatureDistribution(12, 0.15, n_instances=3, device="cpu")
-    data = DictionarySource(directions, dist).sample(2048, torch.Generator().manual_seed(1)).hidden
+    directions = random_directions(12, 8, n_instances=3, seed=5, device=DEVICE)
+    dist = FeatureDistribution(12, 0.15, n_instances=3, device=DEVICE)
+    data = DictionarySource(directions, dist).sample(2048, torch.Generator(DEVICE).manual_seed(1)).hidden
     settings = dict(steps=40, batch_size=64, seed=7, quiet=True, dead_window=128, log_every=10)
-    together = SAE(8, 24, n_instances=3, recipe=recipe, seed=10, device="cpu", **PER_INSTANCE[recipe])
+    together = SAE(8, 24, n_instances=3, recipe=recipe, seed=10, device=DEVICE, **PER_INSTANCE[recipe])
     silence(together)
     result = train_sae(together, ReplaySource(data), **settings)
     if recipe == "relu_l1":
@@ -421,7 +422,7 @@ def test_batched_training_equals_one_instance_at_a_time(recipe):
     if recipe in ("topk", "batchtopk"):
         assert (result.history["auxk"] > 0).any()  # ... and AuxK
     for i in range(3):
-        alone = SAE(8, 24, recipe=recipe, seed=[10 + i], device="cpu",
+        alone = SAE(8, 24, recipe=recipe, seed=[10 + i], device=DEVICE,
                     **{name: values[i] for name, values in PER_INSTANCE[recipe].items()})
         silence(alone)
         train_sae(alone, ReplaySource(data[:, i:i + 1]), **{**settings, "seed": [settings["seed"] + i]})
@@ -448,9 +449,9 @@ RECOVERY_BAR = {"batchtopk": 0.7,
 
 @pytest.mark.parametrize("recipe", sorted(LEARNING_RECIPES))
 def test_recipe_learns_a_small_planted_dictionary(recipe):
-    directions = random_directions(32, 16, seed=0, device="cpu")[0]
-    source = DictionarySource(directions, FeatureDistribution(32, 3 / 32, n_instances=5, device="cpu"))
-    sae = SAE(16, 64, n_instances=5, recipe=recipe, seed=0, device="cpu", **LEARNING_RECIPES[recipe])
+    directions = random_directions(32, 16, seed=0, device=DEVICE)[0]
+    source = DictionarySource(directions, FeatureDistribution(32, 3 / 32, n_instances=5, device=DEVICE))
+    sae = SAE(16, 64, n_instances=5, recipe=recipe, seed=0, device=DEVICE, **LEARNING_RECIPES[recipe])
     train_sae(sae, source, steps=1500, batch_size=256, quiet=True)
     summary = evaluate(sae, source, n_samples=4000).summary
     assert summary["recovered@0.9"].median() >= RECOVERY_BAR.get(recipe, 0.8), summary.to_dict()
@@ -462,7 +463,7 @@ def test_matryoshka_adds_each_prefix_reconstruction_and_without_prefixes_is_batc
     x = torch.randn(32, 2, 6)
     since_fired = torch.zeros(2, 24)
     state = TrainState(samples_since_fired=since_fired, dead_window=50, step=torch.zeros(()))
-    nested = SAE(6, 24, n_instances=2, recipe="matryoshka", seed=3, device="cpu", k=3, smallest_prefix=[0.25, 1.0],
+    nested = SAE(6, 24, n_instances=2, recipe="matryoshka", seed=3, device=DEVICE, k=3, smallest_prefix=[0.25, 1.0],
                  prefix_growth=2.0)
     assert nested.prefix_widths.tolist() == [[6, 12, 24], [24, 24, 24]]  # instance 1: no inner prefix
     terms = nested.recipe.loss(nested, x, state)
@@ -474,19 +475,19 @@ def test_matryoshka_adds_each_prefix_reconstruction_and_without_prefixes_is_batc
         want[0] += (x - nested.decode(prefix)).pow(2).sum(-1).mean(0)[0]
     torch.testing.assert_close(terms["prefix_mse"], want)
     torch.testing.assert_close(terms["loss"], terms["mse"] + want)  # nothing dead: no AuxK
-    flat = SAE(6, 24, n_instances=2, recipe="batchtopk", seed=3, device="cpu", k=3)
+    flat = SAE(6, 24, n_instances=2, recipe="batchtopk", seed=3, device=DEVICE, k=3)
     flat_terms = flat.recipe.loss(flat, x, state)
     torch.testing.assert_close(terms["mse"], flat_terms["mse"])  # the same code and whole reconstruction
     with pytest.raises(ValueError, match="prefix_growth must be > 1"):
-        SAE(6, 24, recipe="matryoshka", device="cpu", prefix_growth=1.0)
+        SAE(6, 24, recipe="matryoshka", device=DEVICE, prefix_growth=1.0)
 
 
 def test_target_l0_controller_brings_the_l0_to_the_target():
     """Three L1 SAEs at the same λ (natural L0 about 16 here): no target, a target of 4 and one of 30. The
     controller moves each instance's multiplier its own way and the L0s end near their targets."""
-    directions = random_directions(32, 16, seed=0, device="cpu")[0]
-    source = DictionarySource(directions, FeatureDistribution(32, 3 / 32, n_instances=3, device="cpu"))
-    sae = SAE(16, 64, n_instances=3, recipe="anthropic_2024", seed=0, device="cpu", l1_coefficient=0.3,
+    directions = random_directions(32, 16, seed=0, device=DEVICE)[0]
+    source = DictionarySource(directions, FeatureDistribution(32, 3 / 32, n_instances=3, device=DEVICE))
+    sae = SAE(16, 64, n_instances=3, recipe="anthropic_2024", seed=0, device=DEVICE, l1_coefficient=0.3,
               target_l0=[0.0, 4.0, 30.0])
     train_sae(sae, source, steps=1500, batch_size=256, quiet=True)
     multiplier = sae.sparsity_multiplier.tolist()
@@ -497,12 +498,12 @@ def test_target_l0_controller_brings_the_l0_to_the_target():
 
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
 def test_save_load_round_trip_for_every_recipe(recipe, tmp_path):
-    directions = random_directions(8, 6, seed=0, device="cpu")[0]
-    source = DictionarySource(directions, FeatureDistribution(8, 0.2, n_instances=2, device="cpu"))
-    sae = SAE(6, 10, n_instances=2, recipe=recipe, seed=4, device="cpu")
+    directions = random_directions(8, 6, seed=0, device=DEVICE)[0]
+    source = DictionarySource(directions, FeatureDistribution(8, 0.2, n_instances=2, device=DEVICE))
+    sae = SAE(6, 10, n_instances=2, recipe=recipe, seed=4, device=DEVICE)
     train_sae(sae, source, steps=30, batch_size=128, quiet=True)
     sae.save(tmp_path / recipe)
-    loaded = SAE.load(tmp_path / recipe, device="cpu")
+    loaded = SAE.load(tmp_path / recipe, device=DEVICE)
     assert loaded.recipe is sae.recipe and loaded.seeds == sae.seeds
     x = source.sample(50).hidden
     assert torch.equal(loaded(x), sae(x))
@@ -510,19 +511,19 @@ def test_save_load_round_trip_for_every_recipe(recipe, tmp_path):
 
 
 def test_input_scale_is_estimated_and_folded_into_the_weights():
-    directions = random_directions(16, 8, seed=0, device="cpu")[0]
-    source = DictionarySource(directions, FeatureDistribution(16, 0.1, device="cpu"))
+    directions = random_directions(16, 8, seed=0, device=DEVICE)[0]
+    source = DictionarySource(directions, FeatureDistribution(16, 0.1, device=DEVICE))
     x = source.sample(20_000).hidden
     assert input_scale(x, "mean_norm_sqrt_d") * x.norm(dim=-1).mean() == pytest.approx(math.sqrt(8), rel=1e-4)
     assert input_scale(x, "unit_mean_squared_norm").pow(2) * x.pow(2).sum(-1).mean() == pytest.approx(1, rel=1e-4)
-    sae = SAE(8, 16, recipe="anthropic_2024", seed=0, device="cpu")
+    sae = SAE(8, 16, recipe="anthropic_2024", seed=0, device=DEVICE)
     result = train_sae(sae, source, steps=200, batch_size=256, quiet=True)
     scale = result.input_scale
     assert scale.item() == pytest.approx(math.sqrt(8) / x.norm(dim=-1).mean().item(), rel=0.02)
     # The trained SAE reads raw inputs; unfolding gives back an SAE in training units, and
     # the two agree: SAE_train(s·x) = s · SAE(x).
     raw = sae(x[:100])
-    trained_units = SAE(8, 16, recipe="anthropic_2024", seed=0, device="cpu")
+    trained_units = SAE(8, 16, recipe="anthropic_2024", seed=0, device=DEVICE)
     trained_units.load_state_dict(sae.state_dict())
     trained_units.fold_input_scale(1 / scale)
     assert torch.allclose(trained_units(x[:100] * scale), raw * scale, atol=1e-4)
@@ -536,11 +537,11 @@ def test_input_scale_is_estimated_and_folded_into_the_weights():
 def test_geometric_median_and_b_dec_start():
     points = torch.tensor([[0.0, 0.0], [1.0, 0.0], [10.0, 0.0]])[:, None, :]
     assert torch.allclose(geometric_median(points)[0], torch.tensor([1.0, 0.0]), atol=1e-3)  # the middle one
-    directions = random_directions(8, 6, seed=0, device="cpu")[0]
-    source = DictionarySource(directions, FeatureDistribution(8, 0.2, device="cpu"))
-    sae = SAE(6, 10, recipe="anthropic_2024", seed=0, device="cpu")
+    directions = random_directions(8, 6, seed=0, device=DEVICE)[0]
+    source = DictionarySource(directions, FeatureDistribution(8, 0.2, device=DEVICE))
+    sae = SAE(6, 10, recipe="anthropic_2024", seed=0, device=DEVICE)
     train_sae(sae, source, steps=1, batch_size=64, lr=1e-12, b_dec_init="mean", scale_inputs=False, quiet=True)
-    mean = source.sample(16_384, torch.Generator().manual_seed(0)).hidden.mean(0)
+    mean = source.sample(16_384, torch.Generator(DEVICE).manual_seed(0)).hidden.mean(0)
     assert torch.allclose(sae.b_dec, mean, atol=1e-5)
 
 
@@ -560,9 +561,9 @@ def test_training_helpers():
 
 
 def test_dead_fraction_is_logged_through_training():
-    directions = random_directions(8, 6, seed=0, device="cpu")[0]
-    source = DictionarySource(directions, FeatureDistribution(8, 0.2, device="cpu"))
-    sae = SAE(6, 40, recipe="topk", seed=0, device="cpu", k=1)
+    directions = random_directions(8, 6, seed=0, device=DEVICE)[0]
+    source = DictionarySource(directions, FeatureDistribution(8, 0.2, device=DEVICE))
+    sae = SAE(6, 40, recipe="topk", seed=0, device=DEVICE, k=1)
     result = train_sae(sae, source, steps=60, batch_size=64, log_every=10, dead_window=640, quiet=True)
     history = result.history
     assert "dead_fraction" in history and len(history) == 7
@@ -574,12 +575,12 @@ def test_dead_fraction_is_logged_through_training():
 
 def test_recipe_hyperparameters_are_checked():
     with pytest.raises(ValueError, match="k must be whole"):
-        SAE(4, 8, recipe="topk", device="cpu", k=2.5)
+        SAE(4, 8, recipe="topk", device=DEVICE, k=2.5)
     with pytest.raises(ValueError, match="k must be at most d_sae"):
-        SAE(4, 8, recipe="batchtopk", device="cpu", k=9)
+        SAE(4, 8, recipe="batchtopk", device=DEVICE, k=9)
     with pytest.raises(ValueError, match="bandwidth must be > 0"):
-        SAE(4, 8, recipe="jumprelu", device="cpu", bandwidth=0)
+        SAE(4, 8, recipe="jumprelu", device=DEVICE, bandwidth=0)
     with pytest.raises(ValueError, match="seed"):
-        SAE(4, 8, n_instances=2, device="cpu", seed=[1, 2, 3])
+        SAE(4, 8, n_instances=2, device=DEVICE, seed=[1, 2, 3])
     for name, recipe in RECIPES.items():
         assert recipe.hyperparameters and recipe.citation, name

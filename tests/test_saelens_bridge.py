@@ -11,6 +11,7 @@ from sae_lens.config import LoggingConfig, SAETrainerConfig
 
 import toysuper as ts
 from toysuper.grade.saelens_format import EXPORTS
+from device import DEVICE
 
 from test_external import _perturbed_sae  # noqa: E402  (tests/ is on the path under pytest)
 
@@ -19,8 +20,8 @@ STEPS, BATCH = 300, 1024
 
 def _source():
     # two instances, so the bridge's instance selection is exercised: SAELens trains on instance 1
-    dist = ts.FeatureDistribution(48, 0.04, n_instances=2, device="cpu")
-    return ts.DictionarySource(ts.random_directions(48, 24, n_instances=2, seed=5, device="cpu"), dist)
+    dist = ts.FeatureDistribution(48, 0.04, n_instances=2, device=DEVICE)
+    return ts.DictionarySource(ts.random_directions(48, 24, n_instances=2, seed=5, device=DEVICE), dist)
 
 
 def test_an_sae_trained_by_saelens_on_toysuper_data_is_graded(tmp_path, capsys):
@@ -31,11 +32,11 @@ def test_an_sae_trained_by_saelens_on_toysuper_data_is_graded(tmp_path, capsys):
     data = ts.SAELensActivations(source, batch_size=BATCH, instance=1, seed=0)
     assert next(data).shape == (BATCH, 24)
     torch.manual_seed(0)  # SAELens initialises its weights from torch's global generator
-    sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=24, d_sae=96, k=3, device="cpu"))
+    sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=24, d_sae=96, k=3, device=DEVICE))
     one = ts.OneInstance(source, 1)
     before = ts.evaluate(sae, one, n_samples=4000)
     config = SAETrainerConfig(total_training_samples=STEPS * BATCH, train_batch_size_samples=BATCH, lr=3e-3,
-                              lr_end=3e-3, device="cpu", logger=LoggingConfig(log_to_wandb=False))
+                              lr_end=3e-3, device=DEVICE, logger=LoggingConfig(log_to_wandb=False))
     SAETrainer(cfg=config, sae=sae, data_provider=data).fit()
     after = ts.evaluate(sae, one, n_samples=4000)
     with capsys.disabled():
@@ -51,7 +52,7 @@ def test_an_sae_trained_by_saelens_on_toysuper_data_is_graded(tmp_path, capsys):
 
 
 def _randomised(sae):
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator(DEVICE).manual_seed(0)
     with torch.no_grad():
         for parameter in sae.parameters():
             parameter.copy_(0.5 * torch.randn(parameter.shape, generator=generator))
@@ -70,7 +71,7 @@ def test_our_loader_reads_saelens_saves_exactly(tmp_path, make):
     theirs = _randomised(make())
     theirs.save_model(tmp_path / "sae")
     ours = ts.load_saelens(tmp_path / "sae")
-    x = torch.randn(50, 8, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(50, 8, generator=torch.Generator(DEVICE).manual_seed(1))
     with torch.no_grad():
         assert torch.allclose(ours.encode(x), theirs.encode(x), atol=1e-5)
         assert torch.allclose(ours.decode(ours.encode(x)), theirs(x), atol=1e-5)
@@ -81,7 +82,7 @@ def test_a_batchtopk_sae_saved_for_inference_loads_as_jumprelu(tmp_path):
     theirs.save_inference_model(tmp_path / "sae")
     ours = ts.load_saelens(tmp_path / "sae")
     reference = SAELensSAE.load_from_disk(tmp_path / "sae")
-    x = torch.randn(50, 8, generator=torch.Generator().manual_seed(2))
+    x = torch.randn(50, 8, generator=torch.Generator(DEVICE).manual_seed(2))
     with torch.no_grad():
         assert ours.architecture == "jumprelu"
         assert torch.allclose(ours.encode(x), reference.encode(x), atol=1e-5)
@@ -92,7 +93,7 @@ def test_saelens_loads_what_toysuper_saves(tmp_path, recipe):
     sae = _perturbed_sae(recipe)
     ts.save_saelens(sae, tmp_path / "sae", instance=1)
     theirs = SAELensSAE.load_from_disk(tmp_path / "sae")
-    x = torch.randn(64, 2, 8, generator=torch.Generator().manual_seed(3))
+    x = torch.randn(64, 2, 8, generator=torch.Generator(DEVICE).manual_seed(3))
     with torch.no_grad():
         ours = sae.encode(x)[:, 1]
         assert (ours > 0).any()

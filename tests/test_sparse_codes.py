@@ -9,6 +9,7 @@ from toysuper.sae import selection
 from toysuper.sae.selection import _cut_from_a_guess
 from toysuper.sae.sparse import code_at, decode_code
 from toysuper.sae.state import TrainState
+from device import DEVICE
 
 
 def dense_top_k(values, k):
@@ -48,7 +49,7 @@ def dense_reference_loss(sae, x, dead, k, k_aux, batch_wide):
 @pytest.mark.parametrize("recipe", ["topk", "batchtopk"])
 def test_sparse_training_loss_and_gradients_equal_the_dense_formula(recipe, fixed_shapes):
     torch.manual_seed(0)
-    sae = SAE(6, 12, n_instances=2, recipe=recipe, seed=1, device="cpu", k=[2, 3], k_aux=[3, 4])
+    sae = SAE(6, 12, n_instances=2, recipe=recipe, seed=1, device=DEVICE, k=[2, 3], k_aux=[3, 4])
     with torch.no_grad():
         sae.b_enc.normal_(0, 0.1)
         sae.b_dec.normal_(0, 0.1)
@@ -73,7 +74,7 @@ def test_sparse_training_loss_and_gradients_equal_the_dense_formula(recipe, fixe
 
 
 def test_code_round_trips_to_dense_and_decodes():
-    sae = SAE(4, 5, n_instances=2, recipe="topk", seed=0, device="cpu", k=2)
+    sae = SAE(4, 5, n_instances=2, recipe="topk", seed=0, device=DEVICE, k=2)
     with torch.no_grad():
         sae.b_dec.normal_()
     x = torch.randn(3, 2, 4)
@@ -89,14 +90,16 @@ def test_code_round_trips_to_dense_and_decodes():
 @pytest.mark.parametrize("case", ["random", "bfloat16", "ties", "mostly_zeros"])
 def test_batch_top_k_cpu_cut_equals_the_fixed_shape_topk(case):
     """The CPU path keeps the same entries as torch.topk (ties at the cut: the same count, the lowest
-    positions), in the same fixed-shape layout; where its guess cannot work it falls back to topk."""
+    positions), in the same fixed-shape layout; where its guess cannot work it falls back to topk.
+    (A CPU path: its tensors are on the CPU whatever device the suite runs on.)"""
     torch.manual_seed(0)
     batch, d_sae = 40, 700
-    pre = {"random": torch.randn(batch, 3, d_sae),
-           "bfloat16": torch.randn(batch, 3, d_sae).bfloat16(),  # compared as bit patterns: no conversion
-           "ties": torch.randint(0, 40, (batch, 3, d_sae)).float(),
-           "mostly_zeros": torch.zeros(batch, 3, d_sae).index_fill_(2, torch.arange(3), 1.0)}[case]
-    k = torch.tensor([6, 3, 4])
+    with torch.device("cpu"):
+        pre = {"random": torch.randn(batch, 3, d_sae),
+               "bfloat16": torch.randn(batch, 3, d_sae).bfloat16(),  # compared as bit patterns: no conversion
+               "ties": torch.randint(0, 40, (batch, 3, d_sae)).float(),
+               "mostly_zeros": torch.zeros(batch, 3, d_sae).index_fill_(2, torch.arange(3), 1.0)}[case]
+        k = torch.tensor([6, 3, 4])
     flat = pre.transpose(0, 1).reshape(3, -1)
     assert (_cut_from_a_guess(flat, k * batch, 6 * batch) is None) == (case == "mostly_zeros")
     rows, latents, keep = selection.batch_top_k(pre, k, 6, fixed_shapes=False)
@@ -116,11 +119,11 @@ def test_batch_top_k_cpu_cut_equals_the_fixed_shape_topk(case):
 @pytest.mark.parametrize("k_aux", [2, 10])  # 2: rows with more positive dead latents than k_aux; 10: none
 def test_aux_k_cpu_path_keeps_what_the_fixed_shape_path_keeps(k_aux):
     torch.manual_seed(1)
-    pre = torch.randn(32, 2, 10)
-    dead = torch.zeros(2, 10, dtype=torch.bool)
+    pre = torch.randn(32, 2, 10, device="cpu")  # a CPU path, whatever device the suite runs on
+    dead = torch.zeros(2, 10, dtype=torch.bool, device="cpu")
     dead[0, [1, 4, 7, 8]] = True
     dead[1, [0, 2, 3, 5, 9]] = True
-    k = torch.tensor([k_aux, k_aux])
+    k = torch.tensor([k_aux, k_aux], device="cpu")
 
     def kept(fixed):
         rows, latents, keep = selection.aux_k(pre, dead, k, k_aux, fixed_shapes=fixed)
@@ -138,12 +141,12 @@ def test_aux_k_cpu_path_keeps_what_the_fixed_shape_path_keeps(k_aux):
 def test_under_bf16_autocast_only_the_selection_is_bf16():
     """The dense selection may run in bf16; the kept entries are scored exactly in float32."""
     torch.manual_seed(0)
-    sae = SAE(16, 64, n_instances=2, recipe="topk", seed=0, device="cpu", k=3)
+    sae = SAE(16, 64, n_instances=2, recipe="topk", seed=0, device=DEVICE, k=3)
     with torch.no_grad():
         sae.b_dec.normal_()
         sae.b_enc.normal_()
     x = torch.randn(32, 2, 16)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast(torch.device(DEVICE).type, dtype=torch.bfloat16):
         pre = sae.centred_pre_activations(x)
         rows, latents, keep = selection.top_k(pre, sae.k.long(), 3)
         code = code_at(sae, x, rows, latents, keep)

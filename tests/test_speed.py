@@ -6,12 +6,13 @@ import torch
 from toysuper import SAE, RECIPES, DictionarySource, FeatureDistribution, random_directions, train_sae
 from toysuper import capture as capture_module
 from toysuper.capture import StepRunner
+from device import DEVICE
 
 
 def small_task(recipe, **hyperparameters):
-    directions = random_directions(32, 16, seed=0, device="cpu")[0]
-    source = DictionarySource(directions, FeatureDistribution(32, 0.1, device="cpu"))
-    return SAE(16, 32, recipe=recipe, seed=0, device="cpu", **hyperparameters), source
+    directions = random_directions(32, 16, seed=0, device=DEVICE)[0]
+    source = DictionarySource(directions, FeatureDistribution(32, 0.1, device=DEVICE))
+    return SAE(16, 32, recipe=recipe, seed=0, device=DEVICE, **hyperparameters), source
 
 
 @pytest.mark.parametrize("recipe", list(RECIPES))
@@ -56,7 +57,7 @@ def test_a_failed_capture_warns_with_its_reason_and_training_goes_on_eagerly(mon
     monkeypatch.setattr(StepRunner, "_capture", no_graphs)
     calls = []
     resets = []
-    runner = StepRunner(lambda: calls.append(1) or {"n": torch.tensor(len(calls))}, torch.device("cpu"),
+    runner = StepRunner(lambda: calls.append(1) or {"n": torch.tensor(len(calls))}, torch.device(DEVICE),
                         before_capture=lambda: resets.append(1))
     with pytest.warns(RuntimeWarning, match="operation not permitted when stream is capturing"):
         outputs = [int(runner()["n"]) for _ in range(capture_module.WARMUP_STEPS + 3)]

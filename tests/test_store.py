@@ -12,6 +12,7 @@ from toysuper.sweep import config as config_io
 from toysuper.sweep.planner import plan
 from toysuper.sweep.runner import BatchResult
 from toysuper.sweep.store import RunStore
+from device import DEVICE
 
 # Three shapes (d_hidden) -> three batches of two instances, each a second or two of training.
 THREE_BATCHES = """
@@ -45,7 +46,7 @@ def test_a_killed_run_resumes_with_every_row_once(tmp_path):
     path = tmp_path / "resume.toml"
     path.write_text(THREE_BATCHES)
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "toysuper.sweep.cli", "run", str(path), "--out", str(out), "--device", "cpu",
+    command = [sys.executable, "-m", "toysuper.sweep.cli", "run", str(path), "--out", str(out), "--device", DEVICE,
                "--quiet"]
     expected = {config_io.point_key(p) for p in config_io.expand(config_io.load(path))}
     assert len(expected) == 6 and len(plan(config_io.load(path))) == 3

@@ -23,6 +23,7 @@ from toysuper.devices import make_generator
 from toysuper.grade.matching import match
 from toysuper.grade.synthsaebench_metrics import (SynthSAEBenchSums, best_abs_feature, classification,
                                                    explained_variance, mcc, uniqueness)
+from device import DEVICE
 
 N_FEATURES, D_HIDDEN = 300, 48
 TOLERANCE = 1e-5
@@ -42,14 +43,14 @@ def _config(hierarchy=True, **overrides) -> SyntheticModelConfig:
 
 @pytest.fixture(scope="module")
 def model():
-    return SyntheticModel(_config(), device="cpu")
+    return SyntheticModel(_config(), device=DEVICE)
 
 
 # --- the world as a source -------------------------------------------------------------------
 
 def test_without_a_generator_the_world_is_saelens_own_stream(model):
     world = ts.SAELensWorld(model)
-    assert (world.n_instances, world.n_features, world.d_hidden, world.device) == (1, 300, 48, torch.device("cpu"))
+    assert (world.n_instances, world.n_features, world.d_hidden, world.device) == (1, 300, 48, torch.device(DEVICE))
     torch.manual_seed(7)
     hidden, features = model.sample_with_features(500)
     torch.manual_seed(7)
@@ -64,28 +65,28 @@ def test_without_a_generator_the_world_is_saelens_own_stream(model):
 def test_seeded_streams_are_reproducible_per_instance_and_leave_torch_global_stream_alone(model):
     world = ts.SAELensWorld(model, n_instances=3)
     state = torch.get_rng_state()
-    one = world.sample(200, torch.Generator().manual_seed(1))
+    one = world.sample(200, torch.Generator(DEVICE).manual_seed(1))
     assert torch.equal(torch.get_rng_state(), state)
-    again = world.sample(200, torch.Generator().manual_seed(1))
-    other = world.sample(200, torch.Generator().manual_seed(2))
+    again = world.sample(200, torch.Generator(DEVICE).manual_seed(1))
+    other = world.sample(200, torch.Generator(DEVICE).manual_seed(2))
     assert torch.equal(one.features, again.features) and torch.equal(one.hidden, again.hidden)
     assert not torch.equal(one.features, other.features)
     assert not torch.equal(one.features[:, 0], one.features[:, 1])  # instances see different samples
-    assert ts.SAELensWorld(model, n_instances=1).sample_hidden(200, torch.Generator().manual_seed(1)).shape == (200, 1, 48)
+    assert ts.SAELensWorld(model, n_instances=1).sample_hidden(200, torch.Generator(DEVICE).manual_seed(1)).shape == (200, 1, 48)
     # a generator per instance: instance i's samples come from generator i alone
-    streams = world.sample(200, [torch.Generator().manual_seed(s) for s in (10, 11, 12)])
-    alone = ts.SAELensWorld(model).sample(200, [torch.Generator().manual_seed(11)])
+    streams = world.sample(200, [torch.Generator(DEVICE).manual_seed(s) for s in (10, 11, 12)])
+    alone = ts.SAELensWorld(model).sample(200, [torch.Generator(DEVICE).manual_seed(11)])
     assert torch.equal(streams.features[:, 1], alone.features[:, 0]) and torch.equal(streams.hidden[:, 1],
                                                                                      alone.hidden[:, 0])
     # and one generator for a one-instance world is the same stream as a list of it
-    assert torch.equal(ts.SAELensWorld(model).sample(200, torch.Generator().manual_seed(11)).features, alone.features)
+    assert torch.equal(ts.SAELensWorld(model).sample(200, torch.Generator(DEVICE).manual_seed(11)).features, alone.features)
 
 
 def test_the_saved_directory_is_the_same_world(model, tmp_path):
     model.save(tmp_path / "world")
-    loaded, live = ts.SAELensWorld(tmp_path / "world", device="cpu"), ts.SAELensWorld(model)
+    loaded, live = ts.SAELensWorld(tmp_path / "world", device=DEVICE), ts.SAELensWorld(model)
     assert torch.equal(loaded.true_directions(), live.true_directions())
-    a, b = loaded.sample(300, torch.Generator().manual_seed(3)), live.sample(300, torch.Generator().manual_seed(3))
+    a, b = loaded.sample(300, torch.Generator(DEVICE).manual_seed(3)), live.sample(300, torch.Generator(DEVICE).manual_seed(3))
     assert torch.equal(a.features, b.features) and torch.equal(a.hidden, b.hidden)
     assert torch.equal(loaded.dist.parent, live.dist.parent)
 
@@ -113,7 +114,7 @@ def test_firing_probabilities_are_exact_without_a_hierarchy():
     world = ts.SAELensWorld(model)
     p = world.dist.firing_prob[0].double()
     assert torch.allclose(p, model.activation_generator.firing_probabilities.double() * 0.841344746, rtol=1e-6)
-    fires = world.sample(20_000, torch.Generator().manual_seed(0)).features[:, 0] > 0
+    fires = world.sample(20_000, torch.Generator(DEVICE).manual_seed(0)).features[:, 0] > 0
     z = (fires.double().mean(0) - p) / (p * (1 - p) / 20_000).sqrt()
     assert z.abs().max() < 5
 
@@ -126,7 +127,7 @@ def test_bad_input_is_named(model, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="n_instances"):
         ts.SAELensWorld(model, n_instances=0)
     with pytest.raises(TypeError, match="list of 2"):
-        ts.SAELensWorld(model, n_instances=2).sample(10, [torch.Generator()])
+        ts.SAELensWorld(model, n_instances=2).sample(10, [torch.Generator(DEVICE)])
     with pytest.raises(ValueError, match="batch_size"):
         ts.SAELensWorld(model).sample(0)
     with pytest.raises(ValueError, match="device='meta'"):
@@ -184,7 +185,7 @@ def _assert_equal_to_saelens(ours, sae, world, seed, n_samples, batch_size, inst
 
 def _planted(model, d_sae, seed):
     """Decoder rows near true features (some flipped, so |cos| and cos differ; some doubled), random ones past them."""
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(DEVICE).manual_seed(seed)
     vectors = model.feature_dict.feature_vectors.detach()
     rows = vectors[torch.randperm(N_FEATURES, generator=generator)[:min(d_sae, N_FEATURES)]]
     rows = torch.cat([rows, torch.randn(max(0, d_sae - N_FEATURES), D_HIDDEN, generator=generator)])
@@ -197,10 +198,10 @@ def _planted(model, d_sae, seed):
 @torch.no_grad()
 def test_metrics_equal_saelens_on_saelens_saes(model):
     world = ts.SAELensWorld(model)
-    topk = TopKSAE(TopKSAEConfig(d_in=D_HIDDEN, d_sae=120, k=6, device="cpu"))  # fewer latents than features
+    topk = TopKSAE(TopKSAEConfig(d_in=D_HIDDEN, d_sae=120, k=6, device=DEVICE))  # fewer latents than features
     topk.W_dec.copy_(_planted(model, 120, 0))
     topk.W_enc.copy_(topk.W_dec.T)
-    relu = StandardSAE(StandardSAEConfig(d_in=D_HIDDEN, d_sae=400, device="cpu"))  # more latents than features
+    relu = StandardSAE(StandardSAEConfig(d_in=D_HIDDEN, d_sae=400, device=DEVICE))  # more latents than features
     relu.W_dec.copy_(_planted(model, 400, 1))
     relu.W_enc.copy_(relu.W_dec.T)
     relu.b_enc.fill_(-2.0)
@@ -218,7 +219,7 @@ def test_metrics_equal_saelens_on_saelens_saes(model):
 def test_metrics_equal_saelens_on_a_toysuper_sae_trained_on_the_world(model):
     torch.manual_seed(0)
     world = ts.SAELensWorld(model, n_instances=2)
-    sae = ts.SAE(d_hidden=D_HIDDEN, d_sae=256, n_instances=2, recipe="topk", k=8, seed=0, device="cpu")
+    sae = ts.SAE(d_hidden=D_HIDDEN, d_sae=256, n_instances=2, recipe="topk", k=8, seed=0, device=DEVICE)
     ts.train_sae(sae, world, steps=100, batch_size=256, quiet=True)
     report = ts.evaluate(sae, world, n_samples=3000, batch_size=1000, seed=9, quiet=True)
     for instance in range(2):
@@ -250,7 +251,7 @@ def test_mcc_matches_on_abs_cosine_over_the_smaller_side():
     D = torch.tensor([[-1.0, 0, 0], [0, 0.6, 0.8]])  # latent 0 is feature 0 reversed
     assert mcc(G, D) == pytest.approx((1.0 + 0.8) / 2)  # 2 pairs, not 3
     assert mcc(D, G) == pytest.approx((1.0 + 0.8) / 2)
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator(DEVICE).manual_seed(0)
     G, D = torch.randn(40, 16, generator=generator), torch.randn(90, 16, generator=generator)
     D[:40] = G * torch.where(torch.rand(40, 1, generator=generator) < 0.5, -1.0, 1.0) + 0.5 * torch.randn(40, 16,
                                                                                                             generator=generator)

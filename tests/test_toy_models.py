@@ -6,6 +6,7 @@ import torch
 from toysuper import FeatureDistribution, ToyModel, train_toy_model
 from toysuper.toy import superposition
 from toysuper.toy.model import importance_weighted_mse
+from device import DEVICE
 
 
 def _block_diag(*blocks):
@@ -41,8 +42,8 @@ def test_dimensions_per_feature_formula():
 def test_dense_regime_keeps_exactly_the_five_most_important_features():
     """Elhage et al. 2022: n=20, m=5, importance 0.7^i, S=0 -> features 0-4 orthogonal, D* = 1."""
     importance = 0.7 ** torch.arange(20)
-    dist = FeatureDistribution.sparsity_sweep(20, [0.0, 0.999], importance=importance, device="cpu")
-    model = ToyModel(20, 5, n_instances=2, device="cpu")
+    dist = FeatureDistribution.sparsity_sweep(20, [0.0, 0.999], importance=importance, device=DEVICE)
+    model = ToyModel(20, 5, n_instances=2, device=DEVICE)
     train_toy_model(model, dist, steps=4000, lr=3e-3, quiet=True)
     dense, sparse = model.represented()
     assert dense.nonzero().squeeze(-1).tolist() == [0, 1, 2, 3, 4]
@@ -56,8 +57,8 @@ def test_dense_regime_keeps_exactly_the_five_most_important_features():
 
 def test_pentagon_in_two_dimensions():
     """n=5, m=2, equal importance, S=0.9: five features at 72° (judge the lowest-loss instance)."""
-    dist = FeatureDistribution(5, sparsity=0.9, n_instances=8, device="cpu")
-    model = ToyModel(5, 2, n_instances=8, seed=1, device="cpu")
+    dist = FeatureDistribution(5, sparsity=0.9, n_instances=8, device=DEVICE)
+    model = ToyModel(5, 2, n_instances=8, seed=1, device=DEVICE)
     result = train_toy_model(model, dist, steps=4000, lr=3e-3, quiet=True)
     best = result.final_loss.argmin()
     assert model.represented()[best].all()
@@ -71,20 +72,20 @@ def test_pentagon_in_two_dimensions():
 def test_toy_model_kinds_and_errors():
     x = torch.rand(4, 2, 3)
     for kind in ("linear", "relu_output", "hidden_relu"):
-        model = ToyModel(3, 2, n_instances=2, kind=kind, device="cpu")
+        model = ToyModel(3, 2, n_instances=2, kind=kind, device=DEVICE)
         assert model(x).shape == (4, 2, 3) and model.hidden(x).shape == (4, 2, 2)
-    linear = ToyModel(3, 2, n_instances=2, kind="linear", device="cpu")
+    linear = ToyModel(3, 2, n_instances=2, kind="linear", device=DEVICE)
     expected = torch.einsum("bif,ifd,ijd->bij", x, linear.W, linear.W) + linear.b
     assert torch.allclose(linear(x), expected, atol=1e-6)
     with pytest.raises(ValueError, match="kind"):
-        ToyModel(3, 2, kind="quadratic", device="cpu")
+        ToyModel(3, 2, kind="quadratic", device=DEVICE)
     with pytest.raises(ValueError, match="n_features"):
-        train_toy_model(ToyModel(3, 2, device="cpu"), FeatureDistribution(4, 0.1, device="cpu"), steps=1)
+        train_toy_model(ToyModel(3, 2, device=DEVICE), FeatureDistribution(4, 0.1, device=DEVICE), steps=1)
 
 
 def test_nan_loss_stops_training_with_a_clear_error():
-    dist = FeatureDistribution(3, 0.5, device="cpu")
-    model = ToyModel(3, 2, device="cpu")
+    dist = FeatureDistribution(3, 0.5, device=DEVICE)
+    model = ToyModel(3, 2, device=DEVICE)
     with torch.no_grad():
         model.b.fill_(float("nan"))
     with pytest.raises(ValueError, match="NaN"):
@@ -93,11 +94,11 @@ def test_nan_loss_stops_training_with_a_clear_error():
 
 def test_the_zoo_follows_the_papers_formulas_per_instance():
     """linear x' = WᵀWx + b; relu_output x' = ReLU(WᵀWx + b); hidden_relu h = ReLU(Wx), x' = ReLU(Wᵀh + b)."""
-    x = torch.randn(6, 3, 4, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(6, 3, 4, generator=torch.Generator(DEVICE).manual_seed(0))
     for kind in ("linear", "relu_output", "hidden_relu"):
-        model = ToyModel(4, 2, n_instances=3, kind=kind, seed=1, device="cpu")
+        model = ToyModel(4, 2, n_instances=3, kind=kind, seed=1, device=DEVICE)
         with torch.no_grad():
-            model.b.normal_(generator=torch.Generator().manual_seed(2))
+            model.b.normal_(generator=torch.Generator(DEVICE).manual_seed(2))
             for k in range(3):  # each instance on its own, no batching tricks
                 W, b = model.W[k].T, model.b[k]  # the paper's W is (m, n)
                 h = x[:, k] @ W.T
@@ -120,11 +121,11 @@ def test_superposition_measures_have_an_instances_axis():
 @pytest.mark.parametrize("kind", ["linear", "relu_output", "hidden_relu"])
 def test_hand_written_loss_gradients_match_autograd(kind):
     torch.manual_seed(0)
-    model = ToyModel(7, 3, n_instances=4, kind=kind, seed=1, device="cpu")
+    model = ToyModel(7, 3, n_instances=4, kind=kind, seed=1, device=DEVICE)
     with torch.no_grad():
         model.b.normal_(0, 0.3)  # some outputs below zero, so the output ReLU's mask matters
-    dist = FeatureDistribution(7, 0.4, n_instances=4, importance=0.8 ** torch.arange(7), device="cpu")
-    x = dist.sample(256, torch.Generator().manual_seed(2))
+    dist = FeatureDistribution(7, 0.4, n_instances=4, importance=0.8 ** torch.arange(7), device=DEVICE)
+    x = dist.sample(256, torch.Generator(DEVICE).manual_seed(2))
     fused = importance_weighted_mse(model, x, dist.importance)
     fused.sum().backward()
     got = [model.W.grad.clone(), model.b.grad.clone()]
@@ -142,10 +143,10 @@ def test_hand_written_loss_gradients_match_autograd(kind):
 def test_a_saved_toy_model_loads_back(tmp_path):
     import json
 
-    model = ToyModel(6, 2, n_instances=3, kind="hidden_relu", seed=4, device="cpu")
+    model = ToyModel(6, 2, n_instances=3, kind="hidden_relu", seed=4, device=DEVICE)
     with torch.no_grad():
         model.b.normal_()
-    loaded = ToyModel.load(model.save(tmp_path / "toy"), device="cpu")
+    loaded = ToyModel.load(model.save(tmp_path / "toy"), device=DEVICE)
     assert (loaded.kind, loaded.n_features, loaded.d_hidden, loaded.n_instances) == ("hidden_relu", 6, 2, 3)
     assert torch.equal(loaded.W, model.W) and torch.equal(loaded.b, model.b)
     x = torch.rand(5, 3, 6)

@@ -10,6 +10,7 @@ from toysuper.truth.correlation import LowRankCorrelation
 from toysuper.truth.dictionaries import max_abs_cos, orthogonalize
 from toysuper.truth.frequencies import Zipf
 from toysuper.truth.hierarchy import Hierarchy
+from device import DEVICE
 
 Z = 5.0
 
@@ -64,7 +65,7 @@ def test_saelens_rates_are_the_uniform_winner_rule(base):
     raw = (base / base[0] * (1 + (base[1:].sum() - base) / base[0])).clamp(max=1) * live
     assert torch.allclose(rates[1:], raw[1:]) and rates[0] == base[0]
     n = 400_000
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator(DEVICE).manual_seed(0)
     active = torch.rand(n, 4, generator=generator, dtype=torch.float64) < rates[1:]
     score = torch.rand(n, 4, generator=generator).masked_fill(~active, -1.0)  # the winner: highest score
     kept = torch.zeros(n, 4).scatter_(1, score.argmax(1, keepdim=True), 1.0).bool() & active
@@ -74,7 +75,7 @@ def test_saelens_rates_are_the_uniform_winner_rule(base):
 
 def test_the_16k_world_has_the_published_figures():
     """SynthSAEBench-16k: mean L0 ≈ 34, ≈ 25 over the 4,096 most frequent features (exact rates here)."""
-    dist = worlds.synthsaebench_distribution(device="cpu")
+    dist = worlds.synthsaebench_distribution(device=DEVICE)
     assert dist.n_features == 16384
     assert dist.expected_l0().item() == pytest.approx(34.49, abs=0.01)
     assert dist.firing_prob[0, :4096].sum().item() == pytest.approx(25.17, abs=0.01)
@@ -89,8 +90,8 @@ def test_the_16k_world_has_the_published_figures():
 
 
 def test_a_small_world_draws_its_rates_exclusion_and_scaled_children():
-    dist = worlds.synthsaebench_distribution(1024, device="cpu")
-    x = dist.sample(20_000, torch.Generator().manual_seed(0))[:, 0]
+    dist = worlds.synthsaebench_distribution(1024, device=DEVICE)
+    x = dist.sample(20_000, torch.Generator(DEVICE).manual_seed(0))[:, 0]
     fires = x > 0
     assert (_z_scores(fires, dist.firing_prob[0]).abs() < Z).all()
     parent = dist.parent
@@ -114,9 +115,9 @@ def test_the_copula_correlates_firing_as_its_factor_says_and_keeps_every_rate():
     loadings, own = copula.factor(8)
     assert loadings.shape == (8, 2) and torch.allclose(loadings.pow(2).sum(1) + own.pow(2), torch.ones(8))
     p = torch.tensor([0.3, 0.2, 0.1, 0.05, 0.3, 0.2, 0.1, 0.05])
-    dist = FeatureDistribution(8, p, correlation=copula, device="cpu")
+    dist = FeatureDistribution(8, p, correlation=copula, device=DEVICE)
     n = 200_000
-    fires = dist.sample(n, torch.Generator().manual_seed(1))[:, 0] > 0
+    fires = dist.sample(n, torch.Generator(DEVICE).manual_seed(1))[:, 0] > 0
     assert (_z_scores(fires, p).abs() < Z).all()
     threshold = torch.special.ndtri(1 - p.double())
     for i, j in [(0, 1), (0, 4), (2, 3), (1, 6)]:
@@ -134,7 +135,7 @@ def test_the_copula_correlates_firing_as_its_factor_says_and_keeps_every_rate():
 
 def test_orthogonalize_minimises_saelens_objective():
     synthetic = pytest.importorskip("sae_lens.synthetic.feature_dictionary")
-    start = torch.randn(300, 24, generator=torch.Generator().manual_seed(0))
+    start = torch.randn(300, 24, generator=torch.Generator(DEVICE).manual_seed(0))
     ours = orthogonalize(start, steps=20, lr=3e-3)
     theirs = synthetic.orthogonalize_embeddings(start, num_steps=20, lr=3e-3, chunk_size=64)
     assert torch.allclose(ours, theirs, atol=1e-5)
@@ -146,18 +147,18 @@ def test_orthogonalize_minimises_saelens_objective():
 
 
 def test_a_world_is_a_source_with_its_bias_and_one_stream_per_instance():
-    source = worlds.synthsaebench(512, 24, n_instances=2, orthogonalize_steps=5, device="cpu")
+    source = worlds.synthsaebench(512, 24, n_instances=2, orthogonalize_steps=5, device=DEVICE)
     assert (source.n_instances, source.n_features, source.d_hidden) == (2, 512, 24)
     assert torch.allclose(source.bias.norm(dim=-1), torch.full((2,), 0.5))
     assert torch.equal(source.directions[0], source.directions[1])  # the same world twice
-    batch = source.sample(256, torch.Generator().manual_seed(0))
+    batch = source.sample(256, torch.Generator(DEVICE).manual_seed(0))
     signal = torch.einsum("bif,ifd->bid", batch.features, source.directions)
     assert torch.allclose(batch.hidden - source.bias, signal, atol=1e-4)
     assert not torch.equal(batch.features[:, 0], batch.features[:, 1])  # each instance its own data
     with pytest.raises(ValueError, match="seed"):
-        worlds.synthsaebench(64, 8, seed=-1, device="cpu")
+        worlds.synthsaebench(64, 8, seed=-1, device=DEVICE)
     with pytest.raises(ValueError, match="magnitude_mean"):
-        worlds.synthsaebench_distribution(64, magnitude_mean=(5.0, -1.0), device="cpu")
+        worlds.synthsaebench_distribution(64, magnitude_mean=(5.0, -1.0), device=DEVICE)
 
 
 def test_without_the_copula_the_world_is_saelens_world_feature_by_feature():
@@ -178,9 +179,9 @@ def test_without_the_copula_the_world_is_saelens_world_feature_by_feature():
         mean_firing_magnitudes=LinearMagnitudeConfig(start=5.0, end=4.0))
     torch.manual_seed(0)
     theirs = synthetic.SyntheticModel(config).activation_generator.sample(60_000)
-    ours = worlds.synthsaebench_distribution(n, correlation_scale=0.0, device="cpu")
+    ours = worlds.synthsaebench_distribution(n, correlation_scale=0.0, device=DEVICE)
     assert (_z_scores(theirs > 0, ours.firing_prob[0]).abs() < Z).all()
-    drawn = ours.sample(60_000, torch.Generator().manual_seed(0))[:, 0]
+    drawn = ours.sample(60_000, torch.Generator(DEVICE).manual_seed(0))[:, 0]
     for values in (theirs, drawn):  # magnitudes, children scaled by their parents: the same means
         assert (values.sum(0) / (values > 0).sum(0).clamp_min(1))[:8].tolist() == pytest.approx(
             (theirs.sum(0) / (theirs > 0).sum(0).clamp_min(1))[:8].tolist(), rel=0.02)
@@ -196,7 +197,7 @@ def test_a_config_names_a_world(monkeypatch):
     points = config_io.expand(config_io.resolve(user))
     for point in points:
         assemble.check_point(point)
-    source = assemble.dictionary_source(points, "cpu")
+    source = assemble.dictionary_source(points, DEVICE)
     assert (source.n_instances, source.n_features, source.d_hidden) == (2, 256, 16)
     assert source.dist.hierarchy is not None and source.bias is not None
     for change, message in [({"world": "nowhere"}, "source.world"), ({"d_hidden": 8}, "source.d_hidden = 16"),

@@ -11,6 +11,7 @@ Machines are shared and timings drift, so every target is a ratio of two timings
     - task P (1024 features in 128 dims, BatchTopK k = 8) and task W (16,384 Zipf features in 768 dims,
       BatchTopK k = 32, batch 4096) against SAELens's synthetic pipeline on the same device
       (benchmarks/peer_saelens.py);
+    - each device-specific path against the formulation it replaces (choices.py);
     - toy models at 1, 64 and 4,096 instances, and 64 batched against 64 sequential (toy_batching.py);
     - the feature draw (sampling.py); grading at 1k, 4k and 16k true features (grading.py);
     - on a CPU, the quickstart's wall time.
@@ -34,6 +35,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+import choices  # noqa: E402
 import peer_saelens  # noqa: E402
 import sampling  # noqa: E402
 import throughput  # noqa: E402
@@ -88,6 +90,17 @@ def peer_rows(samples: int, rounds: int, world_steps: int, device: str) -> list[
                     bound = peer_saelens.W["batch"] / (0.62e12 / 790e12)
                     rows.append(row("peer", "task W, toysuper bfloat16: fraction of the bf16 matmul bound",
                                     r["samples_per_s"] / bound, "ratio", "≥ 0.5", r["samples_per_s"] / bound >= 0.5))
+    return rows
+
+
+def choice_rows(device: str, quick: bool) -> list[dict]:
+    """Each device-specific path against the formulation it replaces here: it must earn > 20% (DESIGN.md)."""
+    cpu = torch.device(device).type == "cpu"
+    rows = []
+    for name, ratio in choices.compare(device, 5 if quick else 20).items():
+        kept_on_this_device = cpu or name.startswith("toy loss")  # the others are CPU paths
+        rows.append(row("choices", name, ratio, "×", "> 1.2" if kept_on_this_device else "",
+                        ratio > 1.2 if kept_on_this_device else None))
     return rows
 
 
@@ -164,7 +177,8 @@ def main(argv=None) -> pd.DataFrame:
     gpu = torch.device(device).type == "cuda"
     instances = [1, 64] if gpu or not quick else [1, 8]
     start = time.perf_counter()
-    sections = [lambda: throughput_rows(10 if quick else (200 if gpu else 20), device, instances),
+    sections = [lambda: choice_rows(device, quick),
+                lambda: throughput_rows(10 if quick else (200 if gpu else 20), device, instances),
                 lambda: toy_rows(20 if quick else 200, device, [1, 64, 4096] if gpu or not quick else [1, 64]),
                 lambda: sampling_rows(device, quick),
                 lambda: grading_rows([1024] if quick else [1024, 4096, 16384], 5_000 if quick else 20_000)]

@@ -142,7 +142,8 @@ def as_gradeable(sae) -> Graded:
 def load_directory(path) -> object:
     """An SAE saved in SAELens's format or toysuper's, by the files in `path`."""
     from .saelens_format import CONFIG_FILE as SAELENS_CONFIG, load_saelens
-    from ..sae.model import CONFIG_FILE, SAE
+    from ..sae.model import SAE
+    from ..weights import CONFIG_FILE
 
     path = Path(path)
     if (path / SAELENS_CONFIG).is_file():

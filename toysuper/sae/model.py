@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .. import weights
 from ..checks import as_tensor, positive_int
 from ..devices import instance_seeds, make_generator, resolve_device
 from .recipes import get_recipe
 
-CONFIG_FILE = "config.json"
 SEED_SALT = 0x5AE  # keeps an SAE seeded s off the random numbers of anything else seeded s (e.g. the true directions)
-WEIGHTS_FILE = "weights.safetensors"
 
 
 def instance_generator(seed: int, device) -> torch.Generator:
@@ -188,44 +184,21 @@ class SAE(nn.Module):
 
         The weights read raw inputs: `train_sae` folds any input scale into them when it ends.
         """
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in self.state_dict().items()}
-        save_file(tensors, str(directory / WEIGHTS_FILE))
-        (directory / CONFIG_FILE).write_text(json.dumps(self.config(), indent=2))
-        return directory
+        return weights.save(directory, self, self.config())
 
     @classmethod
     def load(cls, directory, device=None) -> "SAE":
         """Rebuild an SAE written by `save`; a missing, corrupt or mismatched file raises ValueError."""
-        directory = Path(directory)
-        try:
-            config = json.loads((directory / CONFIG_FILE).read_text())
-            tensors = load_file(str(directory / WEIGHTS_FILE))
-        except (OSError, ValueError, SafetensorError) as error:  # missing file, bad JSON, corrupt weights
-            raise ValueError(f"cannot load an SAE from {str(directory)!r}: {error}") from error
-        if not isinstance(config, dict):
-            raise ValueError(f"cannot load an SAE from {str(directory)!r}: config.json is not a JSON object")
-        missing = [key for key in ("d_hidden", "d_sae", "n_instances", "recipe") if key not in config]
-        if missing:
-            raise ValueError(f"config.json in {str(directory)!r} has no {', '.join(repr(k) for k in missing)} "
-                             f"(an SAE's config names its d_hidden, d_sae, n_instances and recipe)")
+        config, tensors = weights.read(directory, "an SAE", ("d_hidden", "d_sae", "n_instances", "recipe"))
         try:
             sae = cls(device=device, **config)
         except (TypeError, ValueError) as error:
             raise ValueError(f"config.json in {str(directory)!r} does not describe an SAE: {error}") from error
-        for name, tensor in tensors.items():
-            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-                raise ValueError(f"weights in {str(directory)!r}: {name} contains "
-                                 f"{int((~torch.isfinite(tensor)).sum())} NaN or infinite value(s)")
         for name in sae.recipe.hyperparameters:  # saved twice, as JSON and as a buffer: they must agree
             if name in tensors and not torch.equal(tensors[name].to(sae.device), getattr(sae, name)):
                 raise ValueError(f"config.json in {str(directory)!r} says {name}={getattr(sae, name).tolist()} but "
                                  f"its weights.safetensors holds {name}={tensors[name].tolist()}; the two must agree")
-        try:
-            sae.load_state_dict(tensors)
-        except RuntimeError as error:
-            raise ValueError(f"weights in {str(directory)!r} do not fit its config.json: {error}") from error
+        weights.load_state(sae, tensors, directory)
         sae._refresh_hyperparameter_max()
         return sae
 

@@ -11,21 +11,18 @@ trained on loss = Σ_i I_i (x_i - x'_i)², averaged over the batch. Here W is st
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from . import superposition
+from .. import weights
 from ..checks import positive_int
 from ..devices import instance_generators, instance_seeds, resolve_device
 from ..float_masks import positive
 
 KINDS = ("linear", "relu_output", "hidden_relu")
-CONFIG_FILE, WEIGHTS_FILE = "config.json", "weights.safetensors"
 
 
 class ToyModel(nn.Module):
@@ -90,35 +87,16 @@ class ToyModel(nn.Module):
 
     def save(self, directory) -> Path:
         """Write `config.json` (what the constructor needs) and `weights.safetensors` into `directory`."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        save_file({name: t.detach().contiguous().cpu() for name, t in self.state_dict().items()},
-                  str(directory / WEIGHTS_FILE))
-        config = {"n_features": self.n_features, "d_hidden": self.d_hidden, "n_instances": self.n_instances,
-                  "kind": self.kind}
-        (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2))
-        return directory
+        return weights.save(directory, self, {"n_features": self.n_features, "d_hidden": self.d_hidden,
+                                              "n_instances": self.n_instances, "kind": self.kind})
 
     @classmethod
     def load(cls, directory, device=None) -> "ToyModel":
         """Rebuild a toy model written by `save`; a missing, corrupt or mismatched file raises ValueError."""
-        directory = Path(directory)
-        try:
-            config = json.loads((directory / CONFIG_FILE).read_text())
-            tensors = load_file(str(directory / WEIGHTS_FILE))
-        except (OSError, ValueError, SafetensorError) as error:
-            raise ValueError(f"cannot load a toy model from {str(directory)!r}: {error}") from error
         keys = ("n_features", "d_hidden", "n_instances", "kind")
-        if not isinstance(config, dict) or any(k not in config for k in keys):
-            raise ValueError(f"config.json in {str(directory)!r} must be a JSON object with {list(keys)}, got {config!r}")
+        config, tensors = weights.read(directory, "a toy model", keys)
         model = cls(**{k: config[k] for k in keys}, device=device)
-        try:
-            model.load_state_dict(tensors)
-        except RuntimeError as error:
-            raise ValueError(f"weights in {str(directory)!r} do not fit its config.json: {error}") from error
-        for name, tensor in tensors.items():
-            if not torch.isfinite(tensor).all():
-                raise ValueError(f"weights in {str(directory)!r}: {name} contains NaN or infinite values")
+        weights.load_state(model, tensors, directory)
         return model
 
 

@@ -226,6 +226,8 @@ def run_recipe(name: str, world, streams: Streams, eval_source: Streams, l0s: li
     """One pass: every (L0, seed) of a recipe as the instances of one SAE, trained and graded."""
     instances = [(l0, seed) for l0 in l0s for seed in seeds]
     recipe, hyperparameters, normalise = plan(name, [float(l0) for l0, _ in instances], world.d_hidden)
+    if name == "Standard L1" and args.l1_coefficient is not None:
+        hyperparameters["l1_coefficient"] = args.l1_coefficient
     scale = sqrt_d_scale(world) if normalise else 1.0
     streams.rewind(scale)
     sae = ts.SAE(world.d_hidden, args.width, len(instances), recipe=recipe, seed=[s for _, s in instances],
@@ -305,6 +307,10 @@ def main(argv=None) -> pd.DataFrame:
     parser.add_argument("--samples", type=int, default=200_000_000, help="training samples per SAE")
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--l1-coefficient", type=float, default=None,
+                        help="Standard L1's starting λ (default SynthSAEBench's 2); a short run's controller "
+                             "has no time to move λ far: start near the end value, above rather than below "
+                             "(results/synthsaebench-cpu.md)")
     parser.add_argument("--eval-samples", type=int, default=1_000_000)
     parser.add_argument("--dead-steps", type=int, default=DEAD_STEPS,
                         help="steps without firing after which a latent is dead (AuxK's; SAELens's 1000)")

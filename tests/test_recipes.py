@@ -51,6 +51,24 @@ def test_anthropic_2024_forward_and_loss_by_hand():
     assert half_warm["loss"].item() == pytest.approx(2.75 + 0.25 * (6 + math.sqrt(2)) / 2)
 
 
+def test_sparsity_warmup_length_is_set_per_instance():
+    """anthropic_2024's l1_warmup and jumprelu's l0_warmup: each instance ramps its coefficient over its own
+    fraction of training (0: no ramp), read on the device (a host bool of the fraction would break capture)."""
+    quarter = TrainState(step=torch.tensor(250.0), steps=1000)
+    sae = hand_sae("anthropic_2024", n_instances=3, l1_coefficient=0.5, l1_warmup=[0.0, 0.5, 0.25])
+    terms = sae.recipe.loss(sae, X.expand(-1, 3, -1), quarter)
+    ramp = (terms["loss"] - terms["mse"]) / (0.5 * terms["sparsity"])
+    assert ramp.tolist() == pytest.approx([1.0, 0.5, 1.0])
+    sae = hand_sae("jumprelu", n_instances=2, l0_coefficient=0.5, tanh_scale=0.0, pre_act_coefficient=0.0,
+                   l0_warmup=[0.0, 1.0])
+    terms = sae.recipe.loss(sae, X.expand(-1, 2, -1), quarter)
+    ramp = (terms["loss"] - terms["mse"]) / (0.5 * terms["sparsity"])
+    assert ramp.tolist() == pytest.approx([1.0, 0.25])
+    for recipe, name in (("anthropic_2024", "l1_warmup"), ("jumprelu", "l0_warmup")):
+        with pytest.raises(ValueError, match=f"{name} must be a fraction of training"):
+            SAE(2, 3, recipe=recipe, device="cpu", **{name: 1.5})
+
+
 def test_relu_l1_subtracts_b_dec_before_encoding():
     sae = hand_sae("relu_l1", l1_coefficient=0.5)
     # x - b_dec = [1, 1] and [0, 3]: pre = [1, 0.5, 0] and [0, 2.5, -3]

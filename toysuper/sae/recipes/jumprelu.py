@@ -27,6 +27,7 @@ instead of 0.001 (Adam moves log θ by about the learning rate per step, so in 2
 cannot climb from 0.001 to the scale of the pre-activations, about 0.1; SAELens also uses
 ε = 0.05). On the standard task (README) the Gemma Scope penalty plateaus near recovered@0.9
 ≈ 0.7 with a fifth of the latents dead, over about 40 settings tried; Anthropic's gives 0.84.
+`l0_warmup` sets the warm-up's length per instance (a fraction of training; 0: none).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import torch
 from .base import Recipe
 from ...float_masks import positive, positive_
 from . import target_l0
-from .parts import UnitNormDecoder, squared_error, tied_init, warmup
+from .parts import UnitNormDecoder, check_fraction, squared_error, tied_init, warmup
 from .target_l0 import TargetL0
 
 L0_WARMUP_FRACTION = 0.1
@@ -112,7 +113,7 @@ class JumpReLUTerms(torch.autograd.Function):
 class JumpReLU(TargetL0, UnitNormDecoder, Recipe):
     name = "jumprelu"
     hyperparameters = {"l0_coefficient": 0.04, "threshold_init": 0.05, "bandwidth": 0.05, "tanh_scale": 4.0,
-                       "pre_act_coefficient": 3e-4, **target_l0.HYPERPARAMETERS}
+                       "pre_act_coefficient": 3e-4, "l0_warmup": L0_WARMUP_FRACTION, **target_l0.HYPERPARAMETERS}
     positive_hyperparameters = frozenset({"threshold_init", "bandwidth"})
     citation = ("Rajamanoharan et al. 2024, Jumping Ahead (JumpReLU SAEs); Lieberum et al. 2024, Gemma Scope; "
                 "Conerly et al., Anthropic Circuits Updates January 2025")
@@ -122,6 +123,9 @@ class JumpReLU(TargetL0, UnitNormDecoder, Recipe):
     def register(self, sae):
         super().register(sae)
         sae.log_threshold = torch.nn.Parameter(torch.zeros(sae.n_instances, sae.d_sae, device=sae.W_dec.device))
+
+    def check(self, sae):
+        check_fraction(sae, "l0_warmup")
 
     def init_parameters(self, sae, generators):
         tied_init(sae, generators, 1.0)
@@ -148,7 +152,7 @@ class JumpReLU(TargetL0, UnitNormDecoder, Recipe):
             sae.hyperparameter_max("pre_act_coefficient") > 0)
         mse = squared_error(x, sae.decode(acts))
         coefficient = sae.l0_coefficient * self.coefficient_multiplier(sae)
-        loss = (mse + warmup(state, L0_WARMUP_FRACTION) * coefficient * sparsity
+        loss = (mse + warmup(state, sae.l0_warmup) * coefficient * sparsity
                 + sae.pre_act_coefficient * pre_act)
         # f > 0 exactly where π > θ > 0: the activity terms read the gate, a float sum rather than a bool mask
         return {"loss": loss, "mse": mse, "sparsity": sparsity, "pre_act": pre_act,

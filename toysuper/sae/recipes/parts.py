@@ -21,11 +21,22 @@ def activity(acts: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"l0": positive(acts.detach()).sum(-1).mean(0), "fired": fired}
 
 
-def warmup(state: TrainState | None, fraction: float) -> torch.Tensor | float:
-    """Linear ramp from 0 to 1 over the first `fraction` of training (1 outside training), a 0-d tensor."""
-    if state is None or fraction <= 0:
+def warmup(state: TrainState | None, fraction: float | torch.Tensor) -> torch.Tensor | float:
+    """Linear ramp from 0 to 1 over the first `fraction` of training (1 outside training, and for a
+    fraction of 0): a 0-d tensor for a number, (inst,) for a per-instance fraction (inst,)."""
+    if state is None:
+        return 1.0
+    if isinstance(fraction, torch.Tensor):  # per instance, without reading it back
+        return torch.where(fraction > 0, (state.progress() / fraction.clamp_min(1e-12)).clamp(max=1.0), 1.0)
+    if fraction <= 0:
         return 1.0
     return (state.progress() / fraction).clamp(max=1.0)
+
+
+def check_fraction(sae, name: str) -> None:
+    """Reject a per-instance hyperparameter outside [0, 1] (a fraction of training)."""
+    if sae.hyperparameter_max(name) > 1:
+        raise ValueError(f"{name} must be a fraction of training in [0, 1], got {getattr(sae, name).tolist()}")
 
 
 def per_instance(generators: list[torch.Generator], draw) -> torch.Tensor:

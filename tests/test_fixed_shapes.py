@@ -18,7 +18,9 @@ from toysuper.sae.state import TrainState
 from toysuper.sae.step import bookkeeping, clip_per_instance, lr_multiplier
 from toysuper.toy.model import KINDS, importance_weighted_mse
 
-SETTINGS = {"topk": {"k": [2, 3], "k_aux": [3, 4]}, "batchtopk": {"k": [2, 3], "k_aux": [3, 4]},
+SETTINGS = {"topk": {"k": [2, 3], "k_aux": [3, 4]},
+            # BatchTopK: one instance still in its TopK warm-up, one selecting batch-wide
+            "batchtopk": {"k": [2, 3], "k_aux": [3, 4], "topk_warmup": [0.9, 0.0]},
             "matryoshka": {"k": [2, 3], "k_aux": [3, 4], "smallest_prefix": [0.25, 0.5]},
             # the target-L0 controller on in one instance, acting from the start
             "anthropic_2024": {"target_l0": [0.0, 3.0]}, "relu_l1": {"target_l0": [2.0, 0.0]},

@@ -24,7 +24,7 @@ SETTINGS = {"topk": {"k": [2, 3], "k_aux": [3, 4]},
             "matryoshka": {"k": [2, 3], "k_aux": [3, 4], "smallest_prefix": [0.25, 0.5]},
             # the target-L0 controller on in one instance, acting from the start
             "anthropic_2024": {"target_l0": [0.0, 3.0]}, "relu_l1": {"target_l0": [2.0, 0.0]},
-            "jumprelu": {"target_l0": [4.0, 2.0]}}
+            "jumprelu": {"target_l0": [4.0, 2.0]}, "gated": {"target_l0": [0.0, 3.0]}}
 
 
 @pytest.fixture(autouse=True)

@@ -15,11 +15,10 @@ mean over the seeds (OUT.md), and a heatmap of it (OUT.png).
 
 Cost at 1 thread on the shared 2-core machine: 4,180 s for every recipe with 2 seeds before the changes
 of issue 17 (per recipe: anthropic_2024 132 s, relu_l1 139 s, jumprelu 198 s, gated 223 s, topk 350 s,
-batchtopk 1,229 s, matryoshka 1,866 s), about 60% of that with 1 seed. The dear cells are the TopK family
+batchtopk 1,229 s, matryoshka 1,866 s); batchtopk after its warm-up, 1 seed: 872 s. The dear cells are the TopK family
 on wide dictionaries (few-wide, zipf-const-wide): AuxK, with k_aux = 64 over hundreds of dead latents,
 takes 80% of the step (batchtopk on few-wide, 100,000 samples: 10 s; 2 s with nothing dead; 5 s at
-k_aux = 32, the paper's d/2 here). Run a
-subset with --recipes / --shapes. Fewer samples do not keep the verdict: at 300,000 TopK itself falls
+k_aux = 32, the paper's d/2 here). Run a subset with --recipes / --shapes. Fewer samples do not keep the verdict: at 300,000 TopK itself falls
 below 0.9 on standard-small and wide (0.76, 0.67).
 
 The promise it checks (issue 17): every recipe reaches recovered@0.9 >= 0.9 on every shape where

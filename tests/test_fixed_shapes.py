@@ -19,11 +19,13 @@ from toysuper.sae.step import bookkeeping, clip_per_instance, lr_multiplier
 from toysuper.toy.model import KINDS, importance_weighted_mse
 from device import DEVICE
 
-SETTINGS = {"topk": {"k": [2, 3], "k_aux": [3, 4]}, "batchtopk": {"k": [2, 3], "k_aux": [3, 4]},
+SETTINGS = {"topk": {"k": [2, 3], "k_aux": [3, 4]},
+            # BatchTopK: one instance still in its TopK warm-up, one selecting batch-wide
+            "batchtopk": {"k": [2, 3], "k_aux": [3, 4], "topk_warmup": [0.9, 0.0]},
             "matryoshka": {"k": [2, 3], "k_aux": [3, 4], "smallest_prefix": [0.25, 0.5]},
             # the target-L0 controller on in one instance, acting from the start
             "anthropic_2024": {"target_l0": [0.0, 3.0], "l1_warmup": [0.0, 0.8]}, "relu_l1": {"target_l0": [2.0, 0.0]},
-            "jumprelu": {"target_l0": [4.0, 2.0], "l0_warmup": [0.8, 0.0]}}
+            "jumprelu": {"target_l0": [4.0, 2.0], "l0_warmup": [0.8, 0.0]}, "gated": {"target_l0": [0.0, 3.0]}}
 
 
 @pytest.fixture(autouse=True)

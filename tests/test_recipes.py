@@ -107,6 +107,30 @@ def test_batchtopk_trains_on_the_batch_and_encodes_with_its_threshold():
     assert torch.allclose(sae.encode(x)[:, 0], torch.tensor([[0.0, 0.0, 0.0], [2.0, 2.5, 0.0]]))
 
 
+@pytest.mark.parametrize("fixed_shapes", [True, False])
+def test_batchtopk_selects_per_sample_during_its_topk_warmup(fixed_shapes):
+    # instance 0 warms up for half of training, instance 1 (topk_warmup = 0, the paper's) never does
+    sae = hand_sae("batchtopk", n_instances=2, k=1, topk_warmup=[0.5, 0.0])
+    x = torch.tensor([[2.0, 1.0], [3.0, 3.0]])[:, None, :].expand(-1, 2, -1)
+    per_sample = torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.5, 0.0]])  # TopK: each sample's largest
+    batch_wide = torch.tensor([[0.0, 0.0, 0.0], [2.0, 2.5, 0.0]])  # BatchTopK: the batch's 2 largest
+
+    def code(step):
+        state = TrainState(step=torch.tensor(float(step)), steps=10, fixed_shapes=fixed_shapes)
+        return sae.recipe.training_code(sae, x, state)[0].to_dense(), state
+
+    during, state = code(4)
+    assert torch.allclose(during[:, 0], per_sample) and torch.allclose(during[:, 1], batch_wide)
+    after, _ = code(5)
+    assert torch.allclose(after[:, 0], batch_wide) and torch.allclose(after[:, 1], batch_wide)
+    # θ learns from batch-wide steps only: instance 0's stays 0 while it warms up
+    with torch.no_grad():
+        sae.recipe.after_optimizer_step(sae, state, {"min_active": torch.tensor([1.0, 2.0])})
+    assert sae.threshold.tolist() == [0.0, 2.0]
+    with pytest.raises(ValueError, match="topk_warmup"):
+        SAE(2, 3, recipe="batchtopk", k=1, topk_warmup=1.5)
+
+
 def test_batchtopk_inference_does_not_depend_on_the_batch():
     directions = random_directions(24, 12, seed=1, device=DEVICE)[0]
     source = DictionarySource(directions, FeatureDistribution(24, 0.1, device=DEVICE))

@@ -4,6 +4,8 @@ The task: `n_features` random unit directions in `d_hidden` dimensions, each fea
 with probability 8 / n_features (8 active per sample on average) with magnitude U[0, 1]; an SAE
 as wide as there are features. The full size (1024 features, 128 dimensions, 2 million
 training samples) is what benchmarks/recipes.py reports; notebooks use smaller sizes.
+A TaskSize may also change the mean L0, give the features Zipf frequencies or a constant
+magnitude (benchmarks/recipe_robustness.py grades the recipes over such shapes).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import pandas as pd
 
 from ..grade.evaluate import evaluate
 from ..truth.distribution import FeatureDistribution
+from ..truth.frequencies import Zipf
+from ..truth.magnitudes import Constant, Uniform
 from ..sources import DictionarySource, random_directions
 from .model import SAE
 from .recipes import RECIPES
@@ -28,6 +32,10 @@ COLUMNS = ["recipe", "hyperparameters", "recovered@0.9", "mmcs", "hungarian_cos"
            "dead_fraction", "wall_s"]
 
 
+MAGNITUDES = {"uniform": Uniform, "constant": Constant}
+"""A firing feature's value: U[0, 1] or always 1."""
+
+
 @dataclass(frozen=True)
 class TaskSize:
     n_features: int
@@ -35,6 +43,12 @@ class TaskSize:
     d_sae: int
     samples: int
     batch_size: int = 1024
+    l0: float = MEAN_ACTIVE
+    """Mean number of features firing per sample."""
+    zipf_exponent: float = 0.0
+    """0: every feature fires with probability l0 / n_features; > 0: Zipf(zipf_exponent, l0) frequencies."""
+    magnitude: str = "uniform"
+    """A key of MAGNITUDES."""
 
 
 STANDARD = TaskSize(n_features=1024, d_hidden=128, d_sae=1024, samples=2_000_000)
@@ -43,8 +57,9 @@ STANDARD = TaskSize(n_features=1024, d_hidden=128, d_sae=1024, samples=2_000_000
 def task_source(size: TaskSize, n_instances: int = 1, seed: int = 0, device="cpu") -> DictionarySource:
     """The recovery task: one shared set of random unit directions, independent samples per instance."""
     directions = random_directions(size.n_features, size.d_hidden, seed=seed, device=device)[0]
-    dist = FeatureDistribution(size.n_features, MEAN_ACTIVE / size.n_features, n_instances=n_instances,
-                               device=device)
+    firing = Zipf(size.zipf_exponent, size.l0) if size.zipf_exponent > 0 else size.l0 / size.n_features
+    dist = FeatureDistribution(size.n_features, firing, n_instances=n_instances,
+                               magnitude=MAGNITUDES[size.magnitude](), device=device)
     return DictionarySource(directions, dist)
 
 

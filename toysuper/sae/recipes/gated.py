@@ -14,6 +14,13 @@ resampled latent return to 0), r_mag, b_mag and b_gate start at 0, b_dec at the 
 median, and Adam runs with β1 = 0. W_gate starts as W_decᵀ scaled to rows of norm 0.1 (the
 authors later recommended the tied start of Anthropic's April 2024 update; with the rows at
 norm 1 a quarter of the latents end dead on the standard task and recovered@0.9 stays ≈ 0.56).
+
+With `target_l0` set, λ is scaled by the target-L0 controller of recipes/target_l0.py (SynthSAEBench's,
+Chanin & Garriga-Alonso 2026); off by default. At a fixed λ the L0 ranges from 2.7 to 33 over
+benchmarks/recipe_robustness.py's shapes, and where it drifts far above the task's the latents become
+blends (recovered@0.9 0.03 on `constant` at L0 33, 0.13 on `l0-16` at 26, 0.64 on `wide` at 14). A
+target of 8 (TopK's k) gives `wide` 0.95, `l0-16` 0.66, `constant` 0.60, but `few-l0-2` (true L0 2)
+falls from 0.94 to 0.24, so no single target serves as a default.
 """
 
 from __future__ import annotations
@@ -22,19 +29,22 @@ import torch
 
 from .base import Recipe
 from ...float_masks import positive
+from . import target_l0
 from .parts import UnitNormDecoder, activity, squared_error, tied_init
+from .target_l0 import TargetL0
 
 INIT_ENCODER_NORM = 0.1
 
 
-class Gated(UnitNormDecoder, Recipe):
+class Gated(TargetL0, UnitNormDecoder, Recipe):
     name = "gated"
-    hyperparameters = {"l1_coefficient": 0.5}
+    hyperparameters = {"l1_coefficient": 0.5, **target_l0.HYPERPARAMETERS}
     citation = "Rajamanoharan et al. 2024, Improving Dictionary Learning with Gated Sparse Autoencoders"
     train_defaults = {"lr": 3e-3, "betas": (0.0, 0.999), "b_dec_init": "geometric_median", "grad_clip": None,
                       "resample": True}
 
     def register(self, sae):
+        super().register(sae)
         device = sae.W_dec.device
         sae.r_mag = torch.nn.Parameter(torch.zeros(sae.n_instances, sae.d_sae, device=device))
         sae.b_mag = torch.nn.Parameter(torch.zeros(sae.n_instances, sae.d_sae, device=device))
@@ -67,5 +77,5 @@ class Gated(UnitNormDecoder, Recipe):
         sparsity = gate_acts.sum(-1).mean(0)
         frozen = torch.einsum("bis,isd->bid", gate_acts, sae.W_dec.detach()) + sae.b_dec.detach()
         aux = squared_error(x, frozen)
-        loss = mse + sae.l1_coefficient * sparsity + aux
+        loss = mse + sae.l1_coefficient * self.coefficient_multiplier(sae) * sparsity + aux
         return {"loss": loss, "mse": mse, "sparsity": sparsity, "aux": aux, **activity(acts)}

@@ -5,8 +5,8 @@ Autoencoders": with the latents ordered, the prefixes [0, w_1) ⊂ [0, w_2) ⊂ 
 the batch's code restricted to them, and the loss sums their reconstruction errors,
     loss = Σ_j ||x - (W_dec z_{<w_j} + b_dec)||² + α AuxK,
 so early latents must carry general features by themselves and cannot be absorbed into later, more
-specific ones. The code is BatchTopK's over the whole width (this class extends it; threshold at
-inference, unit-norm decoder, AuxK as in Gao et al. 2024). The prefix widths grow geometrically:
+specific ones. The code is BatchTopK's over the whole width (this class extends it: TopK warm-up,
+threshold at inference, unit-norm decoder, AuxK as in Gao et al. 2024). The prefix widths grow geometrically:
 w_j = d_sae · smallest_prefix · prefix_growth^j while below d_sae, then d_sae itself; the defaults
 (1/32, 4) give SynthSAEBench's [128, 512, 2048, 4096] at width 4096 (Chanin & Garriga-Alonso 2026).
 """

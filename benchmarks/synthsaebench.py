@@ -35,7 +35,8 @@ Adam (0.9, 0.999) at a constant lr 3e-4, gradient norm clipped to 1, b_dec start
 a latent dead after 1000 steps without firing; then per recipe, with toysuper's closest recipe:
 
 - BatchTopK (SAELens BatchTopKTrainingSAE, k = L0) -> `batchtopk`, k = L0, k_aux = d_hidden/2, AuxK
-  weight 1. Differences: SAELens scales AuxK by min(dead / k_aux, 1) (under Adam a constant factor on
+  weight 1, topk_warmup 0 (batch-wide from the first step, as published; toysuper's default selects
+  per sample for the first 90% of training, README "Recipe defaults across task shapes"). Differences: SAELens scales AuxK by min(dead / k_aux, 1) (under Adam a constant factor on
   the only loss that reaches a dead latent changes little); SAELens keeps a free decoder and divides
   the activations by its row norms (`rescale_acts_by_decoder_norm`), toysuper holds the rows at unit
   norm (the same function, different Adam dynamics), and SAELens starts them at norm 0.1; the
@@ -202,7 +203,8 @@ def scaled_l0s(world, width: int) -> list[int]:
 def plan(name: str, l0: list[float], d_hidden: int) -> tuple[str, dict, bool]:
     """(toysuper recipe, hyperparameters (one value per instance where they differ), scale to E||x|| = √d)."""
     if name in ("BatchTopK", "Matryoshka"):
-        return name.lower(), {"k": l0, "k_aux": d_hidden // 2, "aux_coefficient": 1.0}, False
+        return name.lower(), {"k": l0, "k_aux": d_hidden // 2, "aux_coefficient": 1.0,
+                             "topk_warmup": 0.0}, False
     if name == "Standard L1":
         return "anthropic_2024", {"l1_coefficient": 2.0, "l1_warmup": 1 / 3, "target_l0": l0,
                                   "target_l0_start": 1 / 3}, False

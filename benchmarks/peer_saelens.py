@@ -117,11 +117,14 @@ def run_saelens(task: dict, samples: int, firing, device="cpu", precision: str =
 
 def run_toysuper(task: dict, samples: int, firing, device="cpu", precision: str = "float32", grade: bool = True,
                  seed: int = 0, magnitude=None) -> dict:
-    """toysuper on `task`: a DictionarySource and the batchtopk recipe at its defaults."""
+    """toysuper on `task`: a DictionarySource and the batchtopk recipe at its defaults, except that it cuts
+    batch-wide from the first step as SAELens does (topk_warmup 0; the default's TopK warm-up is another
+    algorithm, and a cheaper step)."""
     directions = ts.random_directions(task["n_features"], task["d_hidden"], seed=seed, device=device)[0]
     source = ts.DictionarySource(directions, ts.FeatureDistribution(task["n_features"], firing, magnitude=magnitude,
                                                                     device=device))
-    sae = ts.SAE(task["d_hidden"], task["d_sae"], recipe="batchtopk", k=task["k"], seed=seed, device=device)
+    sae = ts.SAE(task["d_hidden"], task["d_sae"], recipe="batchtopk", k=task["k"], topk_warmup=0.0,
+                 seed=seed, device=device)
     steps = max(1, samples // task["batch"])
     synchronize(device)
     start = time.perf_counter()

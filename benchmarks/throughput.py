@@ -72,7 +72,9 @@ def step_time(recipe: str, n_instances: int, steps: int, device, capture: str = 
     """Seconds per training step at the recipe's defaults, set-up and warm-up excluded: train_sae over
     `steps` + 10 steps and over 10 steps on the same SAE and data, and the difference divided by `steps`."""
     source = task_p(n_instances, device)
-    sae = ts.SAE(STANDARD.d_hidden, STANDARD.d_sae, n_instances, recipe=recipe, seed=0, device=device)
+    # BatchTopK and Matryoshka time their batch-wide step (the published one), not their TopK warm-up's
+    batch_wide = {"topk_warmup": 0.0} if "topk_warmup" in ts.RECIPES[recipe].hyperparameters else {}
+    sae = ts.SAE(STANDARD.d_hidden, STANDARD.d_sae, n_instances, recipe=recipe, seed=0, device=device, **batch_wide)
     options = {"batch_size": STANDARD.batch_size, "quiet": True, "capture": capture, "precision": precision,
                "log_every": 10**9}
     ts.train_sae(sae, source, steps=10, **options)  # warm-up: kernels chosen, caches filled

@@ -40,6 +40,7 @@ import torch
 
 from .. import selection
 from ..state import fixed_shapes
+from .parts import check_fraction
 from .topk import TopK
 
 THRESHOLD_EMA = 0.01  # weight of the newest batch once 100 batches have been averaged
@@ -53,8 +54,7 @@ class BatchTopK(TopK):
 
     def check(self, sae):
         super().check(sae)
-        if sae.hyperparameter_max("topk_warmup") > 1:
-            raise ValueError(f"topk_warmup must be a fraction of training in [0, 1], got {sae.topk_warmup.tolist()}")
+        check_fraction(sae, "topk_warmup")
 
     def register(self, sae):
         sae.register_buffer("threshold", torch.zeros(sae.n_instances, device=sae.W_dec.device))

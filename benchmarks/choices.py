@@ -86,8 +86,8 @@ def compare(device="cpu", rounds: int = 20) -> dict[str, float]:
                                                      lambda: selection.batch_top_k(pre, k, 8, fixed_shapes=False),
                                                      rounds, device),
         "aux block: topk over all latents / dead block": interleaved(
-            lambda: selection.aux_k(pre, dead, k_aux, 64, fixed_shapes=True),
-            lambda: selection.aux_k(pre, dead, k_aux, 64, fixed_shapes=False), rounds, device),
+            lambda: selection.aux_k(pre, dead, k_aux, 64),
+            lambda: selection.dead_block(pre, dead, k_aux), rounds, device),
         "decode: index_add / embedding_bag": interleaved(index_add, embedding_bag, rounds,
                                                                               device),
         "toy loss: autograd / hand-written backward": interleaved(autograd, hand_written, rounds, device),

@@ -127,17 +127,18 @@ def test_aux_k_cpu_path_keeps_what_the_fixed_shape_path_keeps(k_aux):
     dead[1, [0, 2, 3, 5, 9]] = True
     k = torch.tensor([k_aux, k_aux], device="cpu")
 
-    def kept(fixed):
-        rows, latents, keep = selection.aux_k(pre, dead, k, k_aux, fixed_shapes=fixed)
-        return {(r, l) for r, l, kk in zip(rows.tolist(), latents.tolist(), keep.tolist()) if kk}
+    rows, latents, keep = selection.aux_k(pre, dead, k, k_aux)
+    fixed = {(r, l) for r, l, kk in zip(rows.tolist(), latents.tolist(), keep.tolist()) if kk}
+    columns, block_keep = selection.dead_block(pre, dead, k)
+    block = {(i * 32 + b, columns[i, j].item()) for i, b, j in block_keep.nonzero().tolist()}
 
     reference = set()
     for i in range(2):
         scores = torch.where(dead[i], pre[:, i], -torch.inf)
         top, index = scores.topk(k_aux, dim=-1)
         reference |= {(i * 32 + b, l) for b in range(32) for v, l in zip(top[b].tolist(), index[b].tolist()) if v > 0}
-    assert kept(True) == kept(False) == reference
-    assert selection.aux_k(pre, torch.zeros_like(dead), k, k_aux, fixed_shapes=False) is None  # nothing dead
+    assert fixed == block == reference
+    assert selection.dead_block(pre, torch.zeros_like(dead), k) is None  # nothing dead
 
 
 def test_under_bf16_autocast_only_the_selection_is_bf16():

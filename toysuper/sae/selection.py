@@ -12,8 +12,9 @@ The CPU paths. torch.topk over a whole batch costs far more on 2 CPU cores than 
 below; AuxK's topk over all latents against the dead ones), while reading a count back from the CPU is
 free. So an eager step on the CPU (TrainState.fixed_shapes False) may size two selections to the data:
 BatchTopK's cut is guessed on a subsample and finished over the entries above the guess, and AuxK
-looks at the dead latents only, skipping its topk when no row has more than k_aux candidates. Both
-return exactly what the fixed-shape path returns (tests/test_sparse_codes.py).
+looks at the dead latents only (`dead_block`), skipping its topk when no row has more than k_aux
+candidates, and is then computed densely over those columns (recipes/auxk.py). Both keep exactly what
+the fixed-shape path keeps (tests/test_sparse_codes.py).
 """
 
 from __future__ import annotations
@@ -62,33 +63,38 @@ def batch_top_k(pre: torch.Tensor, k: torch.Tensor, k_max: int, fixed_shapes: bo
     return rows.reshape(-1), (positions % d_sae).reshape(-1), keep.reshape(-1).float()
 
 
-def aux_k(pre: torch.Tensor, dead: torch.Tensor, k_aux: torch.Tensor, k_aux_max: int, fixed_shapes: bool = True
-          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+def aux_k(pre: torch.Tensor, dead: torch.Tensor, k_aux: torch.Tensor, k_aux_max: int
+          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Each row's k_aux[i] largest positive entries of pre (batch, inst, d_sae) among the dead latents
-    (dead: bool (inst, d_sae)). Returns (rows, latents, keep), or None when the CPU path finds nothing dead."""
+    (dead: bool (inst, d_sae)), fixed-shape: (rows, latents, keep), k_aux_max entries a row."""
     batch, n_instances, d_sae = pre.shape
-    scores = pre.transpose(0, 1)  # (inst, batch, d_sae)
-    if fixed_shapes or pre.device.type != "cpu":
-        columns = torch.arange(d_sae, device=pre.device).expand(n_instances, d_sae)
-        valid = dead
-    else:
-        n_dead = dead.sum(-1)
-        width = int(n_dead.max())  # the CPU path: only the dead latents' columns
-        if width == 0:
-            return None
-        columns = torch.sort(dead.to(torch.uint8), dim=-1, descending=True, stable=True).indices[:, :width]
-        valid = torch.arange(width, device=pre.device) < n_dead[:, None]
-        scores = scores.gather(2, columns[:, None, :].expand(-1, batch, -1))
-        candidates = (scores > 0) & valid[:, None, :]
-        if bool((candidates.sum(-1) <= k_aux[:, None]).all()):  # no row needs a topk: keep every candidate
-            latents = columns[:, None, :].expand(-1, batch, -1)
-            return _rows(n_instances, batch, width, pre.device), latents.reshape(-1), candidates.reshape(-1).float()
-    masked = scores.masked_fill(~valid[:, None, :], -torch.inf)
-    width = min(k_aux_max, masked.shape[-1])
+    masked = pre.transpose(0, 1).masked_fill(~dead[:, None, :], -torch.inf)  # (inst, batch, d_sae)
+    width = min(k_aux_max, d_sae)
     top, index = masked.topk(width, dim=-1)  # (inst, batch, width)
     keep = (torch.arange(width, device=pre.device) < k_aux[:, None, None]) & (top > 0)
-    latents = columns.gather(1, index.reshape(n_instances, -1)).view_as(index)
-    return _rows(n_instances, batch, width, pre.device), latents.reshape(-1), keep.reshape(-1).float()
+    return _rows(n_instances, batch, width, pre.device), index.reshape(-1), keep.reshape(-1).float()
+
+
+def dead_block(pre: torch.Tensor, dead: torch.Tensor, k_aux: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """aux_k's CPU path, as a dense block over the dead latents' columns only (their count read back):
+    (columns (inst, width), keep (inst, batch, width) 0/1), width = the most dead latents of an instance
+    (an instance with fewer pads with columns it does not keep), or None when nothing is dead. keep marks
+    exactly the entries aux_k keeps; the topk is skipped when no row has more than k_aux candidates."""
+    batch, n_instances, d_sae = pre.shape
+    n_dead = dead.sum(-1)
+    width = int(n_dead.max())
+    if width == 0:
+        return None
+    columns = torch.sort(dead.to(torch.uint8), dim=-1, descending=True, stable=True).indices[:, :width]
+    valid = torch.arange(width, device=pre.device) < n_dead[:, None]  # (inst, width)
+    scores = pre.transpose(0, 1).gather(2, columns[:, None, :].expand(-1, batch, -1))  # (inst, batch, width)
+    keep = (scores > 0) & valid[:, None, :]
+    if bool((keep.sum(-1) > k_aux[:, None]).any()):  # some row must choose its k_aux largest
+        top, index = scores.masked_fill(~valid[:, None, :], -torch.inf).topk(min(int(k_aux.max()), width), dim=-1)
+        chosen = (torch.arange(index.shape[-1], device=pre.device) < k_aux[:, None, None]) & (top > 0)
+        keep = torch.zeros_like(keep).scatter_(2, index, chosen)
+    return columns, keep.float()
 
 
 SUBSAMPLE_STRIDE = 61

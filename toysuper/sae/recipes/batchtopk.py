@@ -66,6 +66,8 @@ class BatchTopK(TopK):
 
     def select(self, sae, pre, state):
         k, k_max, fixed = sae.k.long(), int(sae.hyperparameter_max("k")), fixed_shapes(state, pre.device)
+        if sae.hyperparameter_max("topk_warmup") == 0:  # no instance warms up (a setting, read on the host)
+            return selection.batch_top_k(pre, k, k_max, fixed)
         warm = self.warming_up(sae, state)  # (inst,) bool
         if not fixed:  # an eager CPU step reads the flags back for free and computes only what it needs
             if not bool(warm.any()):

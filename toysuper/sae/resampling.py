@@ -52,10 +52,10 @@ def resample_dead_latents(sae, state: TrainState, dead: torch.Tensor, step: int,
     its picks from a generator seeded by (its SAE seed, its data seed, the step), so its result does
     not depend on the other instances. Runs between training steps (it reads counts back to the host).
     """
+    if x is None:  # drawn even where nothing is dead: each instance's data stream then advances alike,
+        x = state.draw(RESAMPLE_BATCHES * state.batch_size)  # whether or not its batch-mates resample
     if not bool(dead.any()):
         return 0
-    if x is None:
-        x = state.draw(RESAMPLE_BATCHES * state.batch_size)
     weights = per_sample_loss(sae, x).pow(2)  # (n, inst)
     encoder_norms = sae.W_enc.norm(dim=1)  # (inst, d_sae)
     alive = ~dead

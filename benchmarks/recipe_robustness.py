@@ -12,18 +12,22 @@ mean over the seeds (OUT.md), and a heatmap of it (OUT.png).
     python benchmarks/recipe_robustness.py                           # the README table (one seed)
     python benchmarks/recipe_robustness.py --recipes batchtopk --shapes few-wide
     python benchmarks/recipe_robustness.py --seeds 2                 # benchmarks/results/recipe_robustness_before.md
+    python benchmarks/recipe_robustness.py --recipes gated --seeds 2 --update   # rerun one row of the table
 
 Cost at 1 thread on the shared 2-core machine: 4,180 s for every recipe with 2 seeds before the changes
 of issue 17 (per recipe: anthropic_2024 132 s, relu_l1 139 s, jumprelu 198 s, gated 223 s, topk 350 s,
 batchtopk 1,229 s, matryoshka 1,866 s); batchtopk after its warm-up, 1 seed: 872 s. The dear cells are the TopK family
 on wide dictionaries (few-wide, zipf-const-wide): AuxK, with k_aux = 64 over hundreds of dead latents,
-takes 80% of the step (batchtopk on few-wide, 100,000 samples: 10 s; 2 s with nothing dead; 5 s at
-k_aux = 32, the paper's d/2 here). Run a subset with --recipes / --shapes. Fewer samples do not keep the verdict: at 300,000 TopK itself falls
+took 80% of the step (batchtopk on few-wide, 100,000 samples: 10 s; 2 s with nothing dead; 5 s at
+k_aux = 32, the paper's d/2 here). Since AuxK runs as a dense block over the dead columns on a CPU,
+matryoshka's whole row takes 162 s (1 seed), gated's and jumprelu's 280 s together (2 seeds).
+Run a subset with --recipes / --shapes; --update merges it into the existing table. Fewer samples do not keep the verdict: at 300,000 TopK itself falls
 below 0.9 on standard-small and wide (0.76, 0.67).
 
 The promise it checks (issue 17): every recipe reaches recovered@0.9 >= 0.9 on every shape where
 TopK does. This is a benchmark, not a test: it asserts nothing; tests/test_recipes.py holds the fast
-checks of the rules it led to (BatchTopK's TopK warm-up).
+checks of the rules it led to (BatchTopK's TopK warm-up; gated and jumprelu learning a small planted
+dictionary at their defaults, which the old jumprelu defaults failed).
 """
 
 from __future__ import annotations
@@ -96,6 +100,17 @@ def recovery_table(results: pd.DataFrame) -> pd.DataFrame:
     return table.reindex(index=results["recipe"].unique(), columns=results["shape"].unique())
 
 
+def merged(earlier: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """`earlier`'s rows for the (recipe, shape) cells `new` does not have, then `new`'s; recipes in
+    ts.RECIPES order, shapes in SHAPES order."""
+    ran = pd.MultiIndex.from_frame(new[["recipe", "shape"]])
+    kept = earlier[~pd.MultiIndex.from_frame(earlier[["recipe", "shape"]]).isin(ran)]
+    results = pd.concat([kept, new], ignore_index=True)
+    order = {"recipe": list(ts.RECIPES), "shape": list(SHAPES)}
+    keys = {column: results[column].map({name: i for i, name in enumerate(names)}) for column, names in order.items()}
+    return results.iloc[np.lexsort((results["seed"], keys["shape"], keys["recipe"]))].reset_index(drop=True)
+
+
 def markdown(table: pd.DataFrame, sizes: dict[str, TaskSize]) -> str:
     """The table as GitHub Markdown; a cell below 0.9 where TopK reaches 0.9 is in bold."""
     topk = table.loc["topk"] if "topk" in table.index else None
@@ -139,6 +154,9 @@ def main(argv=None) -> pd.DataFrame:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="benchmarks/results/recipe_robustness",
                         help="writes OUT.csv, OUT.md and OUT.png")
+    parser.add_argument("--update", action="store_true",
+                        help="keep OUT.csv's rows for the (recipe, shape) cells not run now, and rebuild the table "
+                             "and heatmap from both (rerun one recipe after changing its defaults)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     sizes = {name: replace(SHAPES[name], samples=args.samples) for name in args.shapes}
@@ -151,11 +169,17 @@ def main(argv=None) -> pd.DataFrame:
             tables.append(table)
     results = pd.concat(tables, ignore_index=True)
     elapsed = time.perf_counter() - total
-    table = recovery_table(results)
-    text = (markdown(table, sizes) + f"\nrecovered@0.9, mean over {args.seeds} seed(s); {args.samples:,} training "
-            f"samples, batch {BATCH_SIZE}; total wall time {elapsed:.0f} s ({torch.get_num_threads()} threads).\n")
-    print("\n" + text)
     out = Path(args.out)
+    seeds = f"{args.seeds} seed(s)"
+    if args.update and out.with_suffix(".csv").exists():
+        results = merged(pd.read_csv(out.with_suffix(".csv")), results)
+        sizes = {name: replace(SHAPES[name], samples=args.samples) for name in results["shape"].unique()}
+        counts = results.groupby("recipe", sort=False)["seed"].nunique()
+        seeds = "the seeds run per recipe (" + ", ".join(f"{name} {n}" for name, n in counts.items()) + ")"
+    table = recovery_table(results)
+    text = (markdown(table, sizes) + f"\nrecovered@0.9, mean over {seeds}; {args.samples:,} training samples, batch "
+            f"{BATCH_SIZE}; wall time of this run {elapsed:.0f} s ({torch.get_num_threads()} threads).\n")
+    print("\n" + text)
     out.parent.mkdir(parents=True, exist_ok=True)
     results.to_csv(out.with_suffix(".csv"), index=False)
     out.with_suffix(".md").write_text(text)

@@ -13,7 +13,7 @@ w_j = d_sae · smallest_prefix · prefix_growth^j while below d_sae, then d_sae 
 Those defaults suit nested, Zipf-distributed features. On flat ones (benchmarks/recipe_robustness.py's
 uniform shapes) the small prefixes must reconstruct alone and learn blends, and the latents outside
 them starve (small encoder rows, negative b_enc, most never firing): recovered@0.9 0.01-0.77 where TopK
-reaches 0.9 or more, against 0.90-0.94 on the Zipf shapes. Levels of width/2 and width
+reaches 0.9 or more, against 0.90 and 0.94 on the two Zipf shapes. Levels of width/2 and width
 (smallest_prefix=0.5, prefix_growth=2) recover more there but are no longer SynthSAEBench's recipe.
 """
 

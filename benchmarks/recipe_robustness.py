@@ -170,14 +170,12 @@ def main(argv=None) -> pd.DataFrame:
     results = pd.concat(tables, ignore_index=True)
     elapsed = time.perf_counter() - total
     out = Path(args.out)
-    seeds = f"{args.seeds} seed(s)"
     if args.update and out.with_suffix(".csv").exists():
         results = merged(pd.read_csv(out.with_suffix(".csv")), results)
-        sizes = {name: replace(SHAPES[name], samples=args.samples) for name in results["shape"].unique()}
-        counts = results.groupby("recipe", sort=False)["seed"].nunique()
-        seeds = "the seeds run per recipe (" + ", ".join(f"{name} {n}" for name, n in counts.items()) + ")"
     table = recovery_table(results)
-    text = (markdown(table, sizes) + f"\nrecovered@0.9, mean over {seeds}; {args.samples:,} training samples, batch "
+    seeds = results.groupby("recipe", sort=False)["seed"].nunique()
+    text = (markdown(table, SHAPES) + "\nrecovered@0.9, mean over the seeds run per recipe ("
+            + ", ".join(f"{name} {n}" for name, n in seeds.items()) + f"); {args.samples:,} training samples, batch "
             f"{BATCH_SIZE}; wall time of this run {elapsed:.0f} s ({torch.get_num_threads()} threads).\n")
     print("\n" + text)
     out.parent.mkdir(parents=True, exist_ok=True)

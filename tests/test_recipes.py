@@ -450,11 +450,23 @@ def silence(sae):
         sae.b_enc[:, :4] = -50.0
 
 
+def replay_data(n_instances: int) -> torch.Tensor:
+    """2,048 samples (2048, inst, 8) of 12 planted features per instance, for ReplaySource."""
+    directions = random_directions(12, 8, n_instances=n_instances, seed=5, device=DEVICE)
+    dist = FeatureDistribution(12, 0.15, n_instances=n_instances, device=DEVICE)
+    return DictionarySource(directions, dist).sample(2048, torch.Generator(DEVICE).manual_seed(1)).hidden
+
+
+def assert_instance_matches(together, i: int, alone, label) -> None:
+    """Instance i of `together` holds `alone`'s state (its sample count aside)."""
+    for name, tensor in alone.state_dict().items():
+        if name != "samples_seen":
+            assert torch.allclose(together.state_dict()[name][i:i + 1], tensor, rtol=1e-4, atol=1e-5), (label, i, name)
+
+
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
 def test_batched_training_equals_one_instance_at_a_time(recipe):
-    directions = random_directions(12, 8, n_instances=3, seed=5, device=DEVICE)
-    dist = FeatureDistribution(12, 0.15, n_instances=3, device=DEVICE)
-    data = DictionarySource(directions, dist).sample(2048, torch.Generator(DEVICE).manual_seed(1)).hidden
+    data = replay_data(3)
     settings = dict(steps=40, batch_size=64, seed=7, quiet=True, dead_window=128, log_every=10)
     together = SAE(8, 24, n_instances=3, recipe=recipe, seed=10, device=DEVICE, **PER_INSTANCE[recipe])
     silence(together)
@@ -468,18 +480,13 @@ def test_batched_training_equals_one_instance_at_a_time(recipe):
                     **{name: values[i] for name, values in PER_INSTANCE[recipe].items()})
         silence(alone)
         train_sae(alone, ReplaySource(data[:, i:i + 1]), **{**settings, "seed": [settings["seed"] + i]})
-        for name, tensor in alone.state_dict().items():
-            if name == "samples_seen":
-                continue
-            assert torch.allclose(together.state_dict()[name][i:i + 1], tensor, rtol=1e-4, atol=1e-5), (recipe, i, name)
+        assert_instance_matches(together, i, alone, recipe)
 
 
 def test_an_instance_trains_alike_whether_or_not_its_batch_mates_resample():
     # instance 1 starts with dead latents and is resampled; instance 0 has none, so alone it would
     # never resample: it must still follow its lone trajectory (its data stream included)
-    directions = random_directions(12, 8, n_instances=2, seed=5, device=DEVICE)
-    dist = FeatureDistribution(12, 0.15, n_instances=2, device=DEVICE)
-    data = DictionarySource(directions, dist).sample(2048, torch.Generator(DEVICE).manual_seed(1)).hidden
+    data = replay_data(2)
     settings = dict(steps=40, batch_size=64, seed=7, quiet=True, dead_window=128, resample=True)
     together = SAE(8, 24, n_instances=2, recipe="relu_l1", seed=10, device=DEVICE, l1_coefficient=0.01)
     with torch.no_grad():
@@ -487,9 +494,7 @@ def test_an_instance_trains_alike_whether_or_not_its_batch_mates_resample():
     assert train_sae(together, ReplaySource(data), **settings).resampled > 0
     alone = SAE(8, 24, recipe="relu_l1", seed=[10], device=DEVICE, l1_coefficient=0.01)
     assert train_sae(alone, ReplaySource(data[:, :1]), **{**settings, "seed": [7]}).resampled == 0
-    for name, tensor in alone.state_dict().items():
-        if name != "samples_seen":
-            assert torch.allclose(together.state_dict()[name][:1], tensor, rtol=1e-4, atol=1e-5), name
+    assert_instance_matches(together, 0, alone, "relu_l1")
 
 
 # A small planted dictionary: 32 features in 16 dimensions, 3 active per sample on average, an

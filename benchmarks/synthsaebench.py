@@ -43,9 +43,10 @@ a latent dead after 1000 steps without firing; then per recipe, with toysuper's 
   inference threshold is SAELens's EMA (0.01) of the smallest kept activation, toysuper's a running mean
   over the first 100 batches, then the same EMA.
 - Matryoshka (SAELens MatryoshkaBatchTopKTrainingSAE, inner widths [128, 512, 2048]) -> `matryoshka`
-  with its default prefixes, the same widths at 4096. Difference: SAELens's `use_matryoshka_aux_loss`
-  lets each level's dead latents reconstruct that level's residual; toysuper's AuxK is BatchTopK's, over
-  the whole width. Otherwise as BatchTopK.
+  with its default prefixes, the same widths at 4096, and `prefix_balance` 1 (every prefix's error at
+  full weight; toysuper's default is 0.25, README "Recipe defaults across task shapes"). Difference:
+  SAELens's `use_matryoshka_aux_loss` lets each level's dead latents reconstruct that level's residual;
+  toysuper's AuxK is BatchTopK's, over the whole width. Otherwise as BatchTopK.
 - Standard L1 (SAELens StandardTrainingSAE with an L0 autotuner: loss ||x - x̂||² + λ m Σ_i f_i ||W_dec,i||,
   λ = 2 warmed up over the first third, then the controller from a third) -> `anthropic_2024`,
   l1_coefficient 2, l1_warmup 1/3, target_l0 = L0 from target_l0_start 1/3 (recipes/target_l0.py is that
@@ -203,8 +204,10 @@ def scaled_l0s(world, width: int) -> list[int]:
 def plan(name: str, l0: list[float], d_hidden: int) -> tuple[str, dict, bool]:
     """(toysuper recipe, hyperparameters (one value per instance where they differ), scale to E||x|| = √d)."""
     if name in ("BatchTopK", "Matryoshka"):
-        return name.lower(), {"k": l0, "k_aux": d_hidden // 2, "aux_coefficient": 1.0,
-                             "topk_warmup": 0.0}, False
+        published = {"k": l0, "k_aux": d_hidden // 2, "aux_coefficient": 1.0, "topk_warmup": 0.0}
+        if name == "Matryoshka":
+            published["prefix_balance"] = 1.0  # every prefix's error at full weight, as published
+        return name.lower(), published, False
     if name == "Standard L1":
         return "anthropic_2024", {"l1_coefficient": 2.0, "l1_warmup": 1 / 3, "target_l0": l0,
                                   "target_l0_start": 1 / 3}, False

@@ -503,11 +503,10 @@ def test_an_instance_trains_alike_whether_or_not_its_batch_mates_resample():
 # to the planted L0. BatchTopK's batch-wide cut recovers less at this size: 0.66–0.94 over 18 runs
 # (mean 0.80, sd 0.07; 0.91 on the standard task), so its bar is 0.7 rather than the 0.8.
 LEARNING_RECIPES = {"anthropic_2024": {}, "relu_l1": {}, "topk": {"k": 3}, "batchtopk": {"k": 3},
-                    "matryoshka": {"k": 3, "smallest_prefix": 0.5},
-                    "gated": {}, "jumprelu": {}}
-RECOVERY_BAR = {"batchtopk": 0.7,
-                # a 32-latent prefix must reconstruct 32 flat, independent features on its own: 0.47-0.72 here
-                "matryoshka": 0.5}  # the bar for a recipe's default is 0.8
+                    "matryoshka": {"k": 3}, "gated": {}, "jumprelu": {}}
+# Matryoshka's prefixes (2, 8 and 32 latents) must reconstruct 32 flat features on their own; at the
+# published balance (prefix_balance = 1) they become blends and it recovers 0.56-0.72 here.
+RECOVERY_BAR = {"batchtopk": 0.7}  # the bar for a recipe's default is 0.8
 
 
 @pytest.mark.parametrize("recipe", sorted(LEARNING_RECIPES))
@@ -518,24 +517,24 @@ def test_recipe_learns_a_small_planted_dictionary(recipe):
     train_sae(sae, source, steps=1500, batch_size=256, quiet=True)
     summary = evaluate(sae, source, n_samples=4000).summary
     assert summary["recovered@0.9"].median() >= RECOVERY_BAR.get(recipe, 0.8), summary.to_dict()
-    assert summary["mmcs"].median() >= (0.85 if recipe == "matryoshka" else 0.9)
+    assert summary["mmcs"].median() >= 0.9
 
 
-def test_matryoshka_adds_each_prefix_reconstruction_and_without_prefixes_is_batchtopk():
+def test_matryoshka_weighs_each_prefix_reconstruction_and_without_prefixes_is_batchtopk():
     torch.manual_seed(0)
     x = torch.randn(32, 2, 6)
     since_fired = torch.zeros(2, 24)
     state = TrainState(samples_since_fired=since_fired, dead_window=50, step=torch.zeros(()))
     nested = SAE(6, 24, n_instances=2, recipe="matryoshka", seed=3, device=DEVICE, k=3, smallest_prefix=[0.25, 1.0],
-                 prefix_growth=2.0)
+                 prefix_growth=2.0, prefix_balance=0.5)
     assert nested.prefix_widths.tolist() == [[6, 12, 24], [24, 24, 24]]  # instance 1: no inner prefix
     terms = nested.recipe.loss(nested, x, state)
     code, _ = nested.recipe.training_code(nested, x, state)
     dense = code.to_dense()
     want = torch.zeros(2)
-    for width in (6, 12):
+    for width, weight in ((6, 0.25), (12, 0.5)):  # β² for the narrower prefix, β for the wider
         prefix = dense * (torch.arange(24) < width)
-        want[0] += (x - nested.decode(prefix)).pow(2).sum(-1).mean(0)[0]
+        want[0] += weight * (x - nested.decode(prefix)).pow(2).sum(-1).mean(0)[0]
     torch.testing.assert_close(terms["prefix_mse"], want)
     torch.testing.assert_close(terms["loss"], terms["mse"] + want)  # nothing dead: no AuxK
     flat = SAE(6, 24, n_instances=2, recipe="batchtopk", seed=3, device=DEVICE, k=3)
@@ -543,6 +542,8 @@ def test_matryoshka_adds_each_prefix_reconstruction_and_without_prefixes_is_batc
     torch.testing.assert_close(terms["mse"], flat_terms["mse"])  # the same code and whole reconstruction
     with pytest.raises(ValueError, match="prefix_growth must be > 1"):
         SAE(6, 24, recipe="matryoshka", device=DEVICE, prefix_growth=1.0)
+    with pytest.raises(ValueError, match="prefix_balance must be finite and >= 0"):
+        SAE(6, 24, recipe="matryoshka", device=DEVICE, prefix_balance=-0.5)
 
 
 def test_target_l0_controller_brings_the_l0_to_the_target():

@@ -17,9 +17,9 @@ a prefix narrower than the features it sees mixes them into its latents to cut i
 and they scale the inner levels' losses by powers of a multiplier to balance that against absorption.
 At β = 1 on flat features (benchmarks/recipe_robustness.py's uniform shapes) the prefixes learn blends
 and the latents outside them starve: recovered@0.9 0.01-0.77 on the shapes where TopK reaches 0.9. The
-default β = 0.25 recovers 0.91-0.98 on all of them but one (benchmarks/recipes.py's standard task:
-0.947 -> 0.992) and keeps the nesting; the exception is a k four times the task's L0, where the
-spare budget lets inner latents fire as blends on every sample (few-l0-2: 0.62-0.65; 0.98 at k = 4).
+default β = 0.25 recovers 0.92-0.98 on all of them but one (benchmarks/recipes.py's standard task:
+0.945 -> 0.992) and keeps the nesting; the exception is a k four times the task's L0, where the
+spare budget lets inner latents fire as blends on every sample (few-l0-2: 0.62-0.77; 0.98 at k = 4).
 Smaller β passes that shape too (0.03: 0.91) but leaves so little nesting that the recipe becomes
 BatchTopK (README, "Recipe defaults across task shapes").
 """

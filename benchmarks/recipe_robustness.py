@@ -21,9 +21,10 @@ batchtopk 1,229 s, matryoshka 1,866 s); batchtopk after its warm-up, 1 seed: 872
 on wide dictionaries (few-wide, zipf-const-wide): AuxK, with k_aux = 64 over hundreds of dead latents,
 took 80% of the step (batchtopk on few-wide, 100,000 samples: 10 s; 2 s with nothing dead; 5 s at
 k_aux = 32, the paper's d/2 here). Since AuxK runs as a dense block over the dead columns on a CPU,
-matryoshka's whole row takes 307 s (2 seeds, beside another job), gated's and jumprelu's 280 s together (2 seeds).
-Run a subset with --recipes / --shapes; --update merges it into the existing table. Fewer samples do not keep the verdict: at 300,000 TopK itself falls
-below 0.9 on standard-small and wide (0.76, 0.67).
+matryoshka's whole row takes 307 s (2 seeds, beside another job), gated's and jumprelu's 280 s
+together (2 seeds). Run a subset with --recipes / --shapes; --update merges it into the existing
+table. Fewer samples do not keep the verdict: at 300,000 TopK itself falls below 0.9 on
+standard-small and wide (0.76, 0.67).
 
 The promise it checks (issue 17): every recipe reaches recovered@0.9 >= 0.9 on every shape where
 TopK does. This is a benchmark, not a test: it asserts nothing; tests/test_recipes.py holds the fast

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from toysuper import RECIPES, SAE, DictionarySource, FeatureDistribution, evaluate, random_directions, train_sae
+from toysuper import RECIPES, SAE, DictionarySource, FeatureDistribution, Zipf, evaluate, random_directions, train_sae
 from toysuper.sae import TrainState
 from toysuper.sae.input_stats import geometric_median, input_scale
 from toysuper.sae.recipes.jumprelu import JumpReLUTerms
@@ -544,6 +544,33 @@ def test_matryoshka_weighs_each_prefix_reconstruction_and_without_prefixes_is_ba
         SAE(6, 24, recipe="matryoshka", device=DEVICE, prefix_growth=1.0)
     with pytest.raises(ValueError, match="prefix_balance must be finite and >= 0"):
         SAE(6, 24, recipe="matryoshka", device=DEVICE, prefix_balance=-0.5)
+
+
+def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman's rank correlation of two 1-d tensors without ties."""
+    ranks = torch.stack([a.argsort().argsort(), b.argsort().argsort()]).float()
+    return torch.corrcoef(ranks)[0, 1].item()
+
+
+def test_matryoshka_at_its_default_balance_still_orders_its_dictionary_by_frequency():
+    """Nesting's visible effect: on Zipf-distributed features (feature 0 the most frequent) the early
+    latents take the frequent features. Four instances at the default prefix_balance, four with the
+    prefixes weighed 0 (BatchTopK's loss) as the control. Measured over three seeds: rank correlation of
+    latent index with matched feature's rank 0.19-0.49 at the default (0.22-0.61 at the published 1, one seed),
+    -0.37-0.25 in the control."""
+    directions = random_directions(32, 16, seed=0, device=DEVICE)[0]
+    source = DictionarySource(directions, FeatureDistribution(32, Zipf(1.0, 3.0), n_instances=8, device=DEVICE))
+    balance = RECIPES["matryoshka"].hyperparameters["prefix_balance"]
+    sae = SAE(16, 64, n_instances=8, recipe="matryoshka", seed=0, device=DEVICE, k=3,
+              prefix_balance=[balance] * 4 + [0.0] * 4)
+    train_sae(sae, source, steps=1500, batch_size=256, quiet=True)
+    decoder = sae.W_dec.detach() / sae.W_dec.detach().norm(dim=-1, keepdim=True)
+    best, feature = (decoder @ directions.T).max(-1)  # (inst, d_sae): each latent's closest feature
+    learnt = best > 0.8
+    latent = torch.arange(64, device=best.device)
+    correlation = torch.tensor([rank_correlation(latent[learnt[i]], feature[i][learnt[i]]) for i in range(8)])
+    nested, control = correlation[:4], correlation[4:]
+    assert nested.median() > 0.2 and control.median() < 0.15, correlation.tolist()
 
 
 def test_target_l0_controller_brings_the_l0_to_the_target():

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from toysuper import RECIPES, SAE, DictionarySource, FeatureDistribution, Zipf, evaluate, random_directions, train_sae
+from toysuper.grade.matching import cosine_matrix
 from toysuper.sae import TrainState
 from toysuper.sae.input_stats import geometric_median, input_scale
 from toysuper.sae.recipes.jumprelu import JumpReLUTerms
@@ -564,8 +565,7 @@ def test_matryoshka_at_its_default_balance_still_orders_its_dictionary_by_freque
     sae = SAE(16, 64, n_instances=8, recipe="matryoshka", seed=0, device=DEVICE, k=3,
               prefix_balance=[balance] * 4 + [0.0] * 4)
     train_sae(sae, source, steps=1500, batch_size=256, quiet=True)
-    decoder = sae.W_dec.detach() / sae.W_dec.detach().norm(dim=-1, keepdim=True)
-    best, feature = (decoder @ directions.T).max(-1)  # (inst, d_sae): each latent's closest feature
+    best, feature = cosine_matrix(directions, sae.decoder_directions()).max(-2)  # (inst, d_sae): closest feature
     learnt = best > 0.8
     latent = torch.arange(64, device=best.device)
     correlation = torch.tensor([rank_correlation(latent[learnt[i]], feature[i][learnt[i]]) for i in range(8)])

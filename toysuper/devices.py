@@ -9,19 +9,33 @@ import torch
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """Turn a user's `device=` argument into a `torch.device`.
+    """Turn a user's `device=` argument into a `torch.device` this machine can use.
 
-    None or "auto" picks CUDA when it is available, else CPU.
+    None or "auto" picks CUDA when it is available, else CPU. A device torch names but this machine
+    cannot use ("mps" without MPS, "meta", "cuda" without CUDA, "cuda:3" with two GPUs) is refused here,
+    once, with a ValueError naming `device` and listing what is usable: every entry point with `device=`
+    calls this before it allocates or writes anything.
     """
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as error:
-        raise ValueError(f"device={device!r} is not a device torch knows (try 'cpu' or 'cuda')") from error
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} was asked for, but CUDA is not available on this machine")
-    return resolved
+        raise ValueError(f"device={device!r} is not a device name; usable here: {usable_devices()}") from error
+    if resolved.type == "cpu" or (resolved.type == "mps" and torch.backends.mps.is_available()):
+        return resolved
+    if resolved.type == "cuda" and torch.cuda.is_available() and (resolved.index or 0) < torch.cuda.device_count():
+        return resolved
+    why = {"cuda": "CUDA is not available on this machine" if not torch.cuda.is_available()
+           else f"this machine has {torch.cuda.device_count()} CUDA device(s)",
+           "mps": "MPS is not available on this machine"}.get(resolved.type, "toysuper does not compute there")
+    raise ValueError(f"device={device!r} cannot be used: {why}; usable here: {usable_devices()}")
+
+
+def usable_devices() -> list[str]:
+    """The device names this machine can compute on: "cpu", then each GPU's."""
+    cuda = [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    return ["cpu", *(["cuda"] if cuda else []), *cuda, *(["mps"] if torch.backends.mps.is_available() else [])]
 
 
 def make_generator(seed: int | None, device: torch.device) -> torch.Generator:

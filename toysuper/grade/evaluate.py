@@ -31,6 +31,7 @@ from .matching import CANDIDATES, EXACT_LIMIT, candidate_edges, cosine_tops, mat
 from .synthsaebench_metrics import SynthSAEBenchSums, best_abs_feature, mcc as synthsaebench_mcc
 from ..progress import progress_bar
 from ..sources import ActivationSource
+from ..threads import with_threads
 
 EVAL_SEED = 12_345  # differs from the training seeds' default, so grading sees held-out samples
 BATCH_ENTRIES = 1 << 24  # batch × inst × max(n_features, d_sae) per chunk of held-out samples
@@ -85,11 +86,12 @@ def _nanmean(values: torch.Tensor) -> float:
     return float(values.mean()) if len(values) else float("nan")
 
 
+@with_threads
 @torch.no_grad()
 def evaluate(sae, source: ActivationSource, n_samples: int = 20_000, batch_size: int = 4096,
              threshold: float = 0.9, seed: int | list[int] | None = EVAL_SEED, *, hierarchy=None,
              thresholds: Thresholds | None = None, matching: str = "auto", candidates: int = CANDIDATES,
-             exact_limit: int = EXACT_LIMIT, quiet: bool = False) -> Report:
+             exact_limit: int = EXACT_LIMIT, quiet: bool = False, threads: int | None = None) -> Report:
     """Grade every instance of `sae` on `source`.
 
     Args:
@@ -112,6 +114,9 @@ def evaluate(sae, source: ActivationSource, n_samples: int = 20_000, batch_size:
         matching: "auto" (exact Hungarian while n × k <= exact_limit, else sparse), "exact" or "sparse".
         candidates: latents per feature kept as candidate edges of the sparse matching.
         quiet: no progress bar.
+        threads: torch's CPU threads during the call, restored after it (toysuper/threads.py): None (default):
+            1, unless the caller chose a count (OMP_NUM_THREADS, torch.set_num_threads), which is kept;
+            0: torch's setting; n: n.
     """
     n_samples = positive_int("n_samples", n_samples)
     batch_size = positive_int("batch_size", batch_size)

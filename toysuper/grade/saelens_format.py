@@ -32,6 +32,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..devices import resolve_device
+
 CONFIG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
 FORMAT_VERSION = "6.0.0"
@@ -119,7 +121,7 @@ def load_saelens(path, device=None) -> SAELensSAE:
     normalisation that needs the input's statistics at inference (layer_norm,
     constant_norm_rescale), or weights that do not fit the config raise ValueError.
     """
-    path = Path(path)
+    path, device = Path(path), torch.device("cpu") if device is None else resolve_device(device)
     try:
         config = _read_config(path)
         tensors = load_file(str(path / WEIGHTS_FILE))
@@ -155,7 +157,7 @@ def load_saelens(path, device=None) -> SAELensSAE:
         if not torch.isfinite(tensors[name]).all():
             raise ValueError(f"{str(path)!r}: {name} in {WEIGHTS_FILE} contains "
                              f"{int((~torch.isfinite(tensors[name])).sum())} NaN or infinite value(s)")
-        tensors[name] = tensors[name].to(device=device or "cpu", dtype=dtype)
+        tensors[name] = tensors[name].to(device=device, dtype=dtype)
     return SAELensSAE(config, tensors)
 
 

@@ -10,6 +10,7 @@ from torch import nn
 from .. import weights
 from ..checks import as_tensor, positive_int
 from ..devices import instance_seeds, make_generator, resolve_device
+from ..memory import TooLarge, check_fits, sae_bytes
 from .recipes import get_recipe
 
 SEED_SALT = 0x5AE  # keeps an SAE seeded s off the random numbers of anything else seeded s (e.g. the true directions)
@@ -61,6 +62,8 @@ class SAE(nn.Module):
         self.recipe = get_recipe(recipe)
         self.seeds = instance_seeds(seed, self.n_instances)
         device = resolve_device(device)
+        check_fits(f"SAE(d_hidden={self.d_hidden}, d_sae={self.d_sae}, n_instances={self.n_instances})",
+                   2 * sae_bytes(self.d_hidden, self.d_sae, self.n_instances), device)  # the init draws a copy
         unknown = set(hyperparameters) - set(self.recipe.hyperparameters)
         if unknown:
             raise ValueError(f"recipe {recipe!r} has no hyperparameter(s) {sorted(unknown)}; "
@@ -189,9 +192,12 @@ class SAE(nn.Module):
     @classmethod
     def load(cls, directory, device=None) -> "SAE":
         """Rebuild an SAE written by `save`; a missing, corrupt or mismatched file raises ValueError."""
+        device = resolve_device(device)
         config, tensors = weights.read(directory, "an SAE", ("d_hidden", "d_sae", "n_instances", "recipe"))
         try:
             sae = cls(device=device, **config)
+        except TooLarge:
+            raise
         except (TypeError, ValueError) as error:
             raise ValueError(f"config.json in {str(directory)!r} does not describe an SAE: {error}") from error
         for name in sae.recipe.hyperparameters:  # saved twice, as JSON and as a buffer: they must agree

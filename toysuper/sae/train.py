@@ -26,6 +26,7 @@ from ..checks import finite_tensor, non_negative, positive_float, positive_int
 from ..devices import instance_generators, instance_seeds
 from ..progress import progress_bar
 from ..sources import ActivationSource
+from ..threads import with_threads
 from .input_stats import b_dec_start, input_scale
 from .model import SAE
 from .resampling import resample_dead_latents, resample_steps, resample_window
@@ -70,11 +71,12 @@ def _settings(sae: SAE, given: dict) -> dict:
     return settings
 
 
+@with_threads
 def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size: int = 1024, lr=FROM_RECIPE,
               seed=0, grad_clip=FROM_RECIPE, log_every: int = 100, dead_window=FROM_RECIPE,
               quiet: bool = False, *, betas=FROM_RECIPE, lr_warmup=FROM_RECIPE, lr_decay=FROM_RECIPE,
               b_dec_init=FROM_RECIPE, resample=FROM_RECIPE, scale_inputs=FROM_RECIPE, precision: str = "float32",
-              capture: str = "auto") -> SAETrainResult:
+              capture: str = "auto", threads: int | None = None) -> SAETrainResult:
     """Train every instance of `sae` on fresh batches from `source` with Adam.
 
     Args:
@@ -97,6 +99,9 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
         precision: "float32", or "bfloat16" to autocast the forward pass (see sae/step.py).
         capture: "auto" captures the step in a CUDA graph on CUDA and replays it (several times
             faster there; toysuper/capture.py), "off" runs every step eagerly. On a CPU both are eager.
+        threads: torch's CPU threads during the call, restored after it (toysuper/threads.py): None (default):
+            1, unless the caller chose a count (OMP_NUM_THREADS, torch.set_num_threads), which is kept;
+            0: torch's setting; n: n.
 
     Equal seeds give equal runs, and instances are independent: an instance trained alone (its SAE
     seed, its data seed) follows the same trajectory as inside a batch.

@@ -21,6 +21,7 @@ from .. import weights
 from ..checks import positive_int
 from ..devices import instance_generators, instance_seeds, resolve_device
 from ..float_masks import positive
+from ..memory import check_fits, toy_model_bytes
 
 KINDS = ("linear", "relu_output", "hidden_relu")
 
@@ -48,6 +49,8 @@ class ToyModel(nn.Module):
         self.n_instances = positive_int("n_instances", n_instances)
         self.kind = kind
         device = resolve_device(device)
+        check_fits(f"ToyModel(n_features={self.n_features}, d_hidden={self.d_hidden}, n_instances={self.n_instances})",
+                   3 * toy_model_bytes(self.n_features, self.d_hidden, self.n_instances), device)  # W's draw: 3 copies
         self.seeds = instance_seeds(seed, self.n_instances)
         std = (2.0 / (self.n_features + self.d_hidden)) ** 0.5  # Xavier normal, as in the paper's code
         W = [torch.randn(self.n_features, self.d_hidden, generator=g, device=device)
@@ -94,6 +97,7 @@ class ToyModel(nn.Module):
     def load(cls, directory, device=None) -> "ToyModel":
         """Rebuild a toy model written by `save`; a missing, corrupt or mismatched file raises ValueError."""
         keys = ("n_features", "d_hidden", "n_instances", "kind")
+        device = resolve_device(device)
         config, tensors = weights.read(directory, "a toy model", keys)
         model = cls(**{k: config[k] for k in keys}, device=device)
         weights.load_state(model, tensors, directory)

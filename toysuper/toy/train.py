@@ -16,6 +16,7 @@ from ..capture import StepRunner, captures, check_capture
 from ..checks import positive_float, positive_int
 from ..devices import instance_generators
 from ..progress import progress_bar
+from ..threads import with_threads
 from ..truth.distribution import FeatureDistribution
 from .model import ToyModel, importance_weighted_mse
 
@@ -56,15 +57,18 @@ def toy_step(model: ToyModel, dist: FeatureDistribution, optimizer: torch.optim.
     return run
 
 
+@with_threads
 def train_toy_model(model: ToyModel, dist: FeatureDistribution, steps: int = 10_000, batch_size: int = 1024,
                     lr: float = 1e-3, seed=0, weight_decay: float = 1e-2, log_every: int = 100,
-                    quiet: bool = False, capture: str = "auto") -> ToyTrainResult:
+                    quiet: bool = False, capture: str = "auto", *, threads: int | None = None) -> ToyTrainResult:
     """Train every instance of `model` on samples from `dist` with AdamW (the paper's setup).
 
     Data are drawn fresh each step on the model's device, one stream per instance: `seed` is an int s
     (instance i reads the stream seeded s + i) or one int per instance. `capture`: "auto" replays the step from a
     CUDA graph on CUDA, "off" runs it eagerly (toysuper/capture.py). Raises ValueError if the loss
-    becomes NaN, leaving the model's weights as they were at the last good check.
+    becomes NaN, leaving the model's weights as they were at the last good check. `threads`: torch's CPU
+    threads during the call, restored after it (toysuper/threads.py): None (default): 1, unless the caller
+    chose a count (OMP_NUM_THREADS, torch.set_num_threads), which is kept; 0: torch's setting; n: n.
     """
     steps = positive_int("steps", steps)
     batch_size = positive_int("batch_size", batch_size)

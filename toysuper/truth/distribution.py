@@ -39,6 +39,7 @@ import torch
 from ..checks import as_tensor, positive_int, probability_tensor
 from ..devices import per_instance_generators, resolve_device
 from ..float_masks import positive_
+from ..memory import check_fits, distribution_bytes
 from . import poisson
 from .correlation import LowRankCorrelation
 from .groups import CorrelatedGroups, ExclusiveGroups
@@ -161,6 +162,8 @@ class FeatureDistribution:
         self.n_features = positive_int("n_features", n_features)
         self.n_instances = positive_int("n_instances", n_instances)
         self.device = resolve_device(device)
+        check_fits(f"FeatureDistribution(n_features={self.n_features}, n_instances={self.n_instances})",
+                   distribution_bytes(self.n_features, self.n_instances), self.device)
         if (firing_prob is None) == (sparsity is None):
             raise ValueError(
                 f"give exactly one of firing_prob or sparsity, got firing_prob={firing_prob!r}, sparsity={sparsity!r}"

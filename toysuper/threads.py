@@ -1,0 +1,60 @@
+"""How many CPU threads torch uses inside `train_toy_model`, `train_sae` and `evaluate`.
+
+toysuper's tensors are small (a batch of a few thousand rows against tens to thousands of
+columns): cut into pieces for several threads, each piece is too small to pay for the threads'
+hand-offs, and on a CPU shared with other work a thread waiting for a busy core stalls every
+operation. One thread is then as fast and never stalls (figures: docs/threads.md). So one thread
+is the default, unless the caller chose a count; the count is restored when the call returns.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from contextlib import contextmanager
+
+import torch
+
+_AT_IMPORT = torch.get_num_threads()
+"""torch's count when toysuper was imported: a different count later means the caller set one."""
+
+
+def chosen_threads(threads: int | None) -> int | None:
+    """The thread count a call runs with, or None to leave torch's setting as it is.
+
+    threads: an int >= 1: that many; 0: torch's current setting; None (the default): 1, unless the
+        caller chose a count, which is kept: by OMP_NUM_THREADS / MKL_NUM_THREADS, or by calling
+        torch.set_num_threads since toysuper was imported (a sweep's `run.threads`, a Ray task's CPUs).
+    """
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
+        raise ValueError(f"threads must be None, 0 (torch's setting) or a whole number >= 1, got {threads!r}")
+    if threads is None:
+        chose = torch.get_num_threads() != _AT_IMPORT or any(
+            os.environ.get(name) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"))
+        return None if chose else 1
+    return threads or None
+
+
+@contextmanager
+def torch_threads(threads: int | None):
+    """torch's CPU thread count set to `chosen_threads(threads)` inside the block, and restored after it."""
+    chosen, previous = chosen_threads(threads), torch.get_num_threads()
+    if chosen is None or chosen == previous:
+        yield
+        return
+    torch.set_num_threads(chosen)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def with_threads(function):
+    """Run `function` under `torch_threads(threads)`, its keyword-only `threads=` argument."""
+
+    @functools.wraps(function)
+    def wrapped(*args, **kwargs):
+        with torch_threads(kwargs.get("threads")):
+            return function(*args, **kwargs)
+
+    return wrapped

@@ -32,6 +32,8 @@ class ToyTrainResult:
     """The step index of each row of loss_history."""
     captured: bool = False
     """Whether the step ran from a CUDA graph."""
+    capture_failure: str | None = None
+    """Why it did not where it would have (the first error of a failed capture), else None."""
 
 
 def toy_step(model: ToyModel, dist: FeatureDistribution, optimizer: torch.optim.Optimizer, batch_size: int,
@@ -58,13 +60,14 @@ def toy_step(model: ToyModel, dist: FeatureDistribution, optimizer: torch.optim.
 
 def train_toy_model(model: ToyModel, dist: FeatureDistribution, steps: int = 10_000, batch_size: int = 1024,
                     lr: float = 1e-3, seed=0, weight_decay: float = 1e-2, log_every: int = 100,
-                    quiet: bool = False, capture: str = "auto") -> ToyTrainResult:
+                    quiet: bool = False, capture: str = "auto", tf32: bool = False) -> ToyTrainResult:
     """Train every instance of `model` on samples from `dist` with AdamW (the paper's setup).
 
     Data are drawn fresh each step on the model's device, one stream per instance: `seed` is an int s
     (instance i reads the stream seeded s + i) or one int per instance. `capture`: "auto" replays the step from a
-    CUDA graph on CUDA, "off" runs it eagerly (toysuper/capture.py). Raises ValueError if the loss
-    becomes NaN, leaving the model's weights as they were at the last good check.
+    CUDA graph on CUDA, "off" runs it eagerly (toysuper/capture.py); gradients are None afterwards (the
+    graph's memory is released). `tf32`: on CUDA, float32 matmuls may use TF32 while a step runs. Raises
+    ValueError if the loss becomes NaN, leaving the model's weights as they were at the last good check.
     """
     steps = positive_int("steps", steps)
     batch_size = positive_int("batch_size", batch_size)
@@ -87,20 +90,23 @@ def train_toy_model(model: ToyModel, dist: FeatureDistribution, steps: int = 10_
     step = torch.zeros((), device=device)
     tail_sum = torch.zeros(model.n_instances, device=device)
     run = StepRunner(toy_step(model, dist, optimizer, batch_size, generator, step, tail_start, tail_sum),
-                     device, capture, generator if device.type == "cuda" else [],
-                     before_capture=lambda: optimizer.zero_grad(set_to_none=True))
+                     device, capture, streams=generator, tf32=tf32,
+                     reset_gradients=lambda: optimizer.zero_grad(set_to_none=True))
     history, logged_steps = [], []
     last_good = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    for index in progress_bar(range(steps), desc="toy model", quiet=quiet):
-        losses = run()
-        if index % log_every == 0 or index == steps - 1:
-            losses = losses.cpu()
-            if not torch.isfinite(losses).all():
-                model.load_state_dict(last_good)
-                raise ValueError(f"toy-model loss became NaN/inf at step {index} (lr={lr}); weights restored to step "
-                                 f"{logged_steps[-1] if logged_steps else 0}")
-            last_good = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            history.append(losses)
-            logged_steps.append(index)
+    try:
+        for index in progress_bar(range(steps), desc="toy model", quiet=quiet):
+            losses = run()
+            if index % log_every == 0 or index == steps - 1:
+                losses = losses.cpu()
+                if not torch.isfinite(losses).all():
+                    model.load_state_dict(last_good)
+                    raise ValueError(f"toy-model loss became NaN/inf at step {index} (lr={lr}); weights restored to "
+                                     f"step {logged_steps[-1] if logged_steps else 0}")
+                last_good = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                history.append(losses)
+                logged_steps.append(index)
+    finally:
+        run.close()  # release the graph's memory
     final_loss = (tail_sum / (steps - tail_start)).cpu()
-    return ToyTrainResult(final_loss, torch.stack(history), logged_steps, run.captured)
+    return ToyTrainResult(final_loss, torch.stack(history), logged_steps, run.captured, run.failure)

@@ -152,6 +152,7 @@ class StepRunner:
             self.close()
             error = step_errors[0] if step_errors else error
             self.capturing, self.captured, self.failure = False, False, f"{type(error).__name__}: {error}"
+            step_errors.clear()  # its traceback holds the failed graph: free it now, not at the next gc
             warnings.warn(f"capturing the training step in a CUDA graph failed, training eagerly instead: "
                           f"{self.failure}", CaptureWarning, stacklevel=3)
             return self.step()
@@ -176,16 +177,19 @@ class StepRunner:
 
 
 def record_cuda_graph(step: Callable[[], dict], device: torch.device, streams: Sequence, pool=None):
-    """Record one call of `step` in a CUDA graph (from `pool`, a graph's pool() to share, or a new one).
+    """Record one call of `step` in a CUDA graph, from `pool` (another graph's pool(), to share it) or a new one.
 
     Returns (graph, outputs): the call is recorded, not run; its first replay is this step. On failure it
-    puts back the current stream and the device's default generator, which capture_begin put in capture
-    mode (when capture_end fails, torch.cuda.graph leaves both as they were during the capture).
+    puts back what torch leaves in capture mode when cudaStreamEndCapture fails (CUDAGraph.capture_end then
+    raises before its clean-up): the current stream, the device's default generator, and the caching
+    allocator's capture, which would otherwise make every later empty_cache, hence every later capture in
+    the process, fail an internal assert.
     """
     with torch.cuda.device(device):
-        stream = torch.cuda.current_stream()
-        default_generator = torch.cuda.default_generators[torch.cuda.current_device()]
+        index, stream = torch.cuda.current_device(), torch.cuda.current_stream()
+        default_generator = torch.cuda.default_generators[index]
         saved = default_generator.clone_state()
+        pool = torch.cuda.graph_pool_handle() if pool is None else pool
         graph = torch.cuda.CUDAGraph()
         if REGISTERS_GENERATORS:
             for generator in streams:
@@ -197,8 +201,20 @@ def record_cuda_graph(step: Callable[[], dict], device: torch.device, streams: S
         except Exception:
             torch.cuda.set_stream(stream)
             default_generator.graphsafe_set_state(saved)
+            _end_allocator_capture(index, pool)
             raise
     return graph, outputs
+
+
+def _end_allocator_capture(index: int, pool) -> None:
+    """End the caching allocator's capture into `pool` and give back the reference it took, unless
+    capture_end got as far as ending it (then the graph's own reset gives the reference back)."""
+    end = getattr(torch._C, "_cuda_endAllocateToPool", None) or torch._C._cuda_endAllocateCurrentStreamToPool
+    try:
+        end(index, pool)
+    except RuntimeError:  # "not currently recording to mempool_id": already ended
+        return
+    torch._C._cuda_releasePool(index, pool)
 
 
 def _save(stream):

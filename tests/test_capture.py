@@ -94,6 +94,9 @@ def test_why_a_source_cannot_be_captured():
     source = DictionarySource(directions, FeatureDistribution(8, 0.1))
     assert uncapturable_reason(source, torch.device("cpu")) is None
     assert "source is on cpu" in uncapturable_reason(source, CUDA)  # batches would cross devices
+    source.device = torch.device("cuda", 1)
+    assert uncapturable_reason(source, torch.device("cuda", 1)) is None
+    assert "source is on cuda:1" in uncapturable_reason(source, torch.device("cuda", 0))
     assert not SAELensWorld.capturable and "host" in uncapturable_reason(SAELensWorld, CUDA)
 
     class Undeclared:

@@ -72,9 +72,19 @@ def uncapturable_reason(source, device: torch.device) -> str | None:
     device than the step cannot be captured either (its batches cross devices through the host)."""
     if not getattr(source, "capturable", False):
         return getattr(source, "capture_reason", f"{type(source).__name__} does not declare capturable = True")
-    if torch.device(source.device) != device:
+    if not _same_device(torch.device(source.device), device):
         return f"the source is on {source.device} and the step on {device}"
     return None
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    """Whether a and b name one device ("cuda" is the current CUDA device, as in tensors' cuda:0)."""
+    if a.type != b.type:
+        return False
+    if a.type != "cuda" or a.index == b.index:
+        return True
+    current = torch.cuda.current_device() if None in (a.index, b.index) else None
+    return (current if a.index is None else a.index) == (current if b.index is None else b.index)
 
 
 class StepRunner:

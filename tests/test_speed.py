@@ -27,12 +27,14 @@ def test_bfloat16_autocast_trains_every_recipe_with_float32_weights(recipe):
     assert torch.allclose(sae.W_dec.detach(), reference.W_dec.detach(), atol=0.05)
 
 
-def test_precision_and_capture_are_checked():
+def test_precision_capture_and_tf32_are_checked():
     sae, source = small_task("topk")
     with pytest.raises(ValueError, match="precision"):
         train_sae(sae, source, steps=1, quiet=True, precision="float16x")
     with pytest.raises(ValueError, match="capture must be one of .*'graph'"):
         train_sae(sae, source, steps=1, quiet=True, capture="graph")
+    with pytest.raises(TypeError, match="tf32 must be True or False, got 'yes'"):
+        train_sae(sae, source, steps=1, quiet=True, tf32="yes")
 
 
 # Captured and eager CUDA runs differ by the order of float atomics (index_add, scatter) alone.

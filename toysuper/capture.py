@@ -53,9 +53,11 @@ class CaptureSkipped(UserWarning):
     """The step was not captured because its source cannot be."""
 
 
-def check_capture(capture: str) -> str:
+def check_capture(capture: str, tf32: bool = False) -> str:
     if capture not in CAPTURE:
         raise ValueError(f"capture must be one of {CAPTURE}, got {capture!r}")
+    if not isinstance(tf32, bool):
+        raise TypeError(f"tf32 must be True or False, got {tf32!r}")
     return capture
 
 

@@ -121,7 +121,7 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
     steps = positive_int("steps", steps)
     batch_size = positive_int("batch_size", batch_size)
     check_precision(precision)
-    check_capture(capture)
+    check_capture(capture, tf32)
     log_every = positive_int("log_every", log_every)
     settings = _settings(sae, dict(lr=lr, betas=betas, grad_clip=grad_clip, lr_warmup=lr_warmup, lr_decay=lr_decay,
                                    b_dec_init=b_dec_init, resample=resample, scale_inputs=scale_inputs,

@@ -73,7 +73,7 @@ def train_toy_model(model: ToyModel, dist: FeatureDistribution, steps: int = 10_
     batch_size = positive_int("batch_size", batch_size)
     lr = positive_float("lr", lr)
     log_every = positive_int("log_every", log_every)
-    check_capture(capture)
+    check_capture(capture, tf32)
     if (dist.n_instances, dist.n_features) != (model.n_instances, model.n_features):
         raise ValueError(
             f"dist has (n_instances, n_features)=({dist.n_instances}, {dist.n_features}) but the model has "

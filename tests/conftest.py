@@ -13,6 +13,9 @@ def pytest_configure(config):
     # before the test modules are imported: tests/device.py reads it
     if config.getoption("--device"):
         os.environ["TOYSUPER_TEST_DEVICE"] = config.getoption("--device")
+    if os.environ.get("TOYSUPER_TEST_DEVICE", "cpu").startswith("cuda"):
+        # a capture that fails and falls back to eager fails the test (pytest.warns still catches it)
+        config.addinivalue_line("filterwarnings", "error::toysuper.capture.CaptureWarning")
 
 
 @pytest.fixture(autouse=True)

@@ -4,8 +4,6 @@ import pytest
 import torch
 
 from toysuper import SAE, RECIPES, DictionarySource, FeatureDistribution, random_directions, train_sae
-from toysuper import capture as capture_module
-from toysuper.capture import StepRunner
 from device import DEVICE
 
 
@@ -29,37 +27,28 @@ def test_bfloat16_autocast_trains_every_recipe_with_float32_weights(recipe):
     assert torch.allclose(sae.W_dec.detach(), reference.W_dec.detach(), atol=0.05)
 
 
-def test_precision_and_capture_are_checked():
+def test_precision_capture_and_tf32_are_checked():
     sae, source = small_task("topk")
     with pytest.raises(ValueError, match="precision"):
         train_sae(sae, source, steps=1, quiet=True, precision="float16x")
     with pytest.raises(ValueError, match="capture must be one of .*'graph'"):
         train_sae(sae, source, steps=1, quiet=True, capture="graph")
+    with pytest.raises(TypeError, match="tf32 must be True or False, got 'yes'"):
+        train_sae(sae, source, steps=1, quiet=True, tf32="yes")
 
 
-def test_capture_is_off_on_the_cpu_and_the_run_is_the_eager_one():
+# Captured and eager CUDA runs differ by the order of float atomics (index_add, scatter) alone.
+CUDA_ATOL = 1e-4
+
+
+def test_the_captured_run_is_the_eager_one():
+    """On CUDA "auto" captures the step; on the CPU it runs eagerly. Either way it trains as "off" does."""
     sae, source = small_task("batchtopk")
     result = train_sae(sae, source, steps=8, batch_size=64, quiet=True, capture="auto")
-    assert not result.captured
+    assert result.captured == (DEVICE == "cuda") and result.capture_failure is None
     eager, _ = small_task("batchtopk")
-    train_sae(eager, source, steps=8, batch_size=64, quiet=True, capture="off")
-    assert torch.equal(sae.W_dec, eager.W_dec)
-
-
-def test_a_failed_capture_warns_with_its_reason_and_training_goes_on_eagerly(monkeypatch):
-    """Where capturing fails (an op that syncs, a driver without graphs), the step runs eagerly from then on."""
-    monkeypatch.setattr(capture_module, "captures", lambda capture, device: True)
-    monkeypatch.setattr(StepRunner, "_on_side_stream", lambda self: self.step())  # warm-up steps, no CUDA here
-
-    def no_graphs(self):
-        raise RuntimeError("operation not permitted when stream is capturing")
-
-    monkeypatch.setattr(StepRunner, "_capture", no_graphs)
-    calls = []
-    resets = []
-    runner = StepRunner(lambda: calls.append(1) or {"n": torch.tensor(len(calls))}, torch.device(DEVICE),
-                        before_capture=lambda: resets.append(1))
-    with pytest.warns(RuntimeWarning, match="operation not permitted when stream is capturing"):
-        outputs = [int(runner()["n"]) for _ in range(capture_module.WARMUP_STEPS + 3)]
-    assert outputs == list(range(1, capture_module.WARMUP_STEPS + 4))  # every call ran one step
-    assert not runner.captured and "RuntimeError" in runner.failure and resets == [1]
+    assert not train_sae(eager, source, steps=8, batch_size=64, quiet=True, capture="off").captured
+    if DEVICE == "cpu":
+        assert torch.equal(sae.W_dec, eager.W_dec)
+    else:
+        assert torch.allclose(sae.W_dec, eager.W_dec, atol=CUDA_ATOL, rtol=0)

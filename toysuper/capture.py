@@ -2,110 +2,266 @@
 
 A step (draw the batch, forward, loss, backward, optimiser, bookkeeping) is a few hundred small
 kernels; on a GPU each launch costs several µs and the whole step a few hundred µs of launches
-alone (a plain TopK step on an H200: 1.8 ms eager, 0.29 ms captured; ../shared/gpu/
-measured-2026-11-29.md). The step functions of toysuper have shapes set by the configuration and
-never read a value back to the host, so on CUDA one call can be recorded with torch.cuda.graph and
-replayed for every later step: the replay reads and writes the same memory, so the parameters,
-optimiser state and counters the step updates in place carry over from one replay to the next, and
-the host may change them in place between replays (resampling, restoring after a NaN).
+alone. The step functions of toysuper have shapes set by the configuration and never read a value
+back to the host, so on CUDA one call can be recorded with torch.cuda.graph and replayed for every
+later step: the replay reads and writes the same memory, so the parameters, optimiser state and
+counters the step updates in place carry over from one replay to the next, and the host may change
+them in place between replays (resampling, restoring after a NaN).
 
-Random numbers come from the run's own generators, registered with the graph
-(CUDAGraph.register_generator_state), so each replay draws fresh numbers and equal seeds give equal
-runs. The first WARMUP_STEPS steps run eagerly on a side stream, as torch.cuda.graph requires: they
-create the optimiser's state and let cuBLAS choose its kernels outside the capture.
+Random streams are device state the replay advances: a counter tensor updated in place, or a CUDA
+torch.Generator, which torch 2.4 to 2.13 must be told about (CUDAGraph.register_generator_state) and
+later versions register on first use. The first WARMUP_STEPS steps of each phase run eagerly on a side
+stream, as torch.cuda.graph requires: they create the optimiser's state and let cuBLAS choose its
+kernels outside the capture.
+
+Phases: a recipe whose step takes a different path in different parts of training (BatchTopK's TopK
+warm-up) gives the host-known steps where a phase starts; the loop passes the phase, and each phase
+has its own graph, so a step runs only its own phase's kernels. The graphs share one memory pool:
+sound because they run one at a time on one stream and each writes its scratch memory before reading
+it; the only memory that outlives a replay is its outputs, read before the next call.
 
 `capture="auto"` captures on CUDA, where it pays, and runs eagerly elsewhere (on a CPU a launch
-costs nothing and a graph saves nothing); `capture="off"` runs eagerly everywhere. If capturing
-fails, a warning names the reason and training goes on eagerly.
+costs nothing and a graph saves nothing); `capture="off"` runs eagerly everywhere. A source that
+cannot be captured (it reads numbers back to the host, or lives on another device) runs eagerly,
+said once in a CaptureSkipped warning. A capture that fails restores every random stream and the
+current stream, warns with the first error (CaptureWarning) and trains eagerly from then on. When
+training ends, StepRunner.close() drops the graphs and the gradients that point into their memory.
 """
 
 from __future__ import annotations
 
+import contextlib
+import re
 import warnings
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
 CAPTURE = ("auto", "off")
 WARMUP_STEPS = 3
+TORCH_VERSION = tuple(int(part) for part in re.match(r"(\d+)\.(\d+)", torch.__version__).groups())
+REGISTERS_GENERATORS = TORCH_VERSION < (2, 14)
+"""Whether a CUDA generator must be registered with a graph; from 2.14 torch does it on first use and
+register_generator_state is a deprecated no-op."""
 
 
-def check_capture(capture: str) -> str:
+class CaptureWarning(RuntimeWarning):
+    """A capture failed and training went on eagerly (an error under `pytest --device cuda`)."""
+
+
+class CaptureSkipped(UserWarning):
+    """The step was not captured because its source cannot be."""
+
+
+def check_capture(capture: str, tf32: bool = False) -> str:
     if capture not in CAPTURE:
         raise ValueError(f"capture must be one of {CAPTURE}, got {capture!r}")
+    if not isinstance(tf32, bool):
+        raise TypeError(f"tf32 must be True or False, got {tf32!r}")
     return capture
 
 
-def captures(capture: str, device: torch.device) -> bool:
-    """Whether a step on `device` is captured in a CUDA graph."""
-    return check_capture(capture) == "auto" and device.type == "cuda"
+def captures(capture: str, device: torch.device, source=None) -> bool:
+    """Whether a step on `device` (drawing from `source`, if given) is captured in a CUDA graph."""
+    wanted = check_capture(capture) == "auto" and device.type == "cuda"
+    return wanted and (source is None or uncapturable_reason(source, device) is None)
+
+
+def uncapturable_reason(source, device: torch.device) -> str | None:
+    """Why a step on `device` drawing from `source` cannot be captured, or None if it can.
+
+    A source declares `capturable` (a class attribute, with `capture_reason` when False); one on another
+    device than the step cannot be captured either (its batches cross devices through the host)."""
+    if not getattr(source, "capturable", False):
+        return getattr(source, "capture_reason", f"{type(source).__name__} does not declare capturable = True")
+    if not _same_device(torch.device(source.device), device):
+        return f"the source is on {source.device} and the step on {device}"
+    return None
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    """Whether a and b name one device ("cuda" is the current CUDA device, as in tensors' cuda:0)."""
+    if a.type != b.type:
+        return False
+    if a.type != "cuda" or a.index == b.index:
+        return True
+    current = torch.cuda.current_device() if None in (a.index, b.index) else None
+    return (current if a.index is None else a.index) == (current if b.index is None else b.index)
 
 
 class StepRunner:
-    """Calls `step()` -> dict of tensors: eagerly, or on CUDA from one CUDA graph after WARMUP_STEPS.
+    """Calls `step()` -> dict of tensors: eagerly, or on CUDA from one CUDA graph per phase.
 
     Args:
-        step: one training step; it must update its state in place and return tensors (the replay
+        step: one training step; it must update its state in place and return tensors (a replay
             overwrites the same tensors every time, so read them before the next call).
         device: where the step runs.
         capture: "auto" or "off" (see the module docstring).
-        generators: every torch.Generator the step draws from (registered with the graph).
-        before_capture: called once when capture is about to start (e.g. to drop gradients so that
-            backward allocates them from the graph's memory).
+        streams: every random stream the step advances: torch.Generators, device tensors advanced in
+            place, or objects with get_state()/set_state(); a failed capture restores them.
+        reset_gradients: drops every reference into a graph's memory (the gradients); called before
+            each capture, so that backward allocates them from the graph's pool, after a failed one, and
+            by close().
+        not_capturable: why the step's source cannot be captured (uncapturable_reason), or None.
+        tf32: let the step's float32 matmuls use TF32 on CUDA (tf32_matmuls), only while a step runs.
+        record: record(step, device, streams, pool) -> (graph, outputs); a test may pass a fake.
+
+    Attributes:
+        captured: whether the steps after the warm-up ran from CUDA graphs.
+        failure: why they did not (the first error of a failed capture, or not_capturable), else None.
     """
 
-    def __init__(self, step: Callable[[], dict], device: torch.device, capture: str = "auto",
-                 generators: list[torch.Generator] = (), before_capture: Callable[[], None] | None = None):
+    def __init__(self, step: Callable[[], dict], device: torch.device, capture: str = "auto", *,
+                 streams: Sequence = (), reset_gradients: Callable[[], None] | None = None,
+                 not_capturable: str | None = None, tf32: bool = False, record: Callable | None = None):
         self.step = step
-        self.capturing = captures(capture, device)
-        self.generators = list(generators)
-        self.before_capture = before_capture
-        self.eager_steps = 0
-        self.graph: torch.cuda.CUDAGraph | None = None
-        self.outputs: dict | None = None
-        self.failure: str | None = None
-        """Why capturing failed, when it did."""
+        self.tf32 = tf32
+        self.device = device
+        self.streams = list(streams)
+        self.reset_gradients = reset_gradients or (lambda: None)
+        self.record = record or record_cuda_graph
+        self.capturing = captures(capture, device) and not_capturable is None
+        self.captured = False
+        self.failure = not_capturable if captures(capture, device) else None
+        if self.failure is not None:
+            warnings.warn(f"not capturing the training step in a CUDA graph: {self.failure}; training eagerly",
+                          CaptureSkipped, stacklevel=3)
+        self.warm: dict[int, int] = {}
+        self.graphs: dict[int, tuple] = {}
+        """phase -> (graph, outputs)."""
 
-    @property
-    def captured(self) -> bool:
-        return self.graph is not None
+    def __call__(self, phase: int = 0) -> dict:
+        if phase in self.graphs:
+            graph, outputs = self.graphs[phase]
+            graph.replay()
+            return outputs
+        with tf32_matmuls(self.tf32):  # a replay runs the kernels chosen when it was captured
+            return self._eager_or_capture(phase)
 
-    def __call__(self) -> dict:
-        if self.graph is not None:
-            self.graph.replay()
-            return self.outputs
+    def _eager_or_capture(self, phase: int) -> dict:
         if not self.capturing:
             return self.step()
-        if self.eager_steps < WARMUP_STEPS:
-            self.eager_steps += 1
+        if self.warm.get(phase, 0) < WARMUP_STEPS:
+            self.warm[phase] = self.warm.get(phase, 0) + 1
             return self._on_side_stream()
-        try:
-            self._capture()
-        except Exception as error:  # any failure to capture means: go on eagerly
-            self.graph, self.capturing = None, False
-            self.failure = f"{type(error).__name__}: {error}"
-            warnings.warn(f"capturing the training step in a CUDA graph failed, training eagerly instead: "
-                          f"{self.failure}", RuntimeWarning, stacklevel=2)
-            if self.before_capture is not None:
-                self.before_capture()  # nothing may point into the abandoned graph's memory
-            return self.step()
-        self.graph.replay()
-        return self.outputs
+        saved = [_save(stream) for stream in self.streams]
+        self.reset_gradients()
+        pool = next(iter(self.graphs.values()))[0].pool() if self.graphs else None
+        step_errors = []
 
-    def _on_side_stream(self) -> dict:
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            outputs = self.step()
-        torch.cuda.current_stream().wait_stream(side)
+        def step() -> dict:
+            try:
+                return self.step()
+            except Exception as error:  # the cause; ending the capture raises another error that masks it
+                step_errors.append(error)
+                raise
+
+        try:
+            self.graphs[phase] = self.record(step, self.device, self.streams, pool)
+        except Exception as error:  # any failure to capture means: go on eagerly, from where we were
+            for stream, state in zip(self.streams, saved):
+                _restore(stream, state)
+            self.close()
+            error = step_errors[0] if step_errors else error
+            self.capturing, self.captured, self.failure = False, False, f"{type(error).__name__}: {error}"
+            step_errors.clear()  # its traceback holds the failed graph: free it now, not at the next gc
+            warnings.warn(f"capturing the training step in a CUDA graph failed, training eagerly instead: "
+                          f"{self.failure}", CaptureWarning, stacklevel=3)
+            return self.step()
+        self.captured = True
+        graph, outputs = self.graphs[phase]
+        graph.replay()
         return outputs
 
-    def _capture(self) -> None:
-        if self.before_capture is not None:
-            self.before_capture()
+    def close(self) -> None:
+        """Release the graphs' memory: drop the graphs, their outputs and the gradients pointing into it."""
+        self.graphs.clear()
+        self.reset_gradients()
+
+    def _on_side_stream(self) -> dict:
+        with torch.cuda.device(self.device):
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                outputs = self.step()
+            torch.cuda.current_stream().wait_stream(side)
+        return outputs
+
+
+def record_cuda_graph(step: Callable[[], dict], device: torch.device, streams: Sequence, pool=None):
+    """Record one call of `step` in a CUDA graph, from `pool` (another graph's pool(), to share it) or a new one.
+
+    Returns (graph, outputs): the call is recorded, not run; its first replay is this step. On failure it
+    puts back what torch leaves in capture mode when cudaStreamEndCapture fails (CUDAGraph.capture_end then
+    raises before its clean-up): the current stream, the device's default generator, and the caching
+    allocator's capture, which would otherwise make every later empty_cache, hence every later capture in
+    the process, fail an internal assert.
+    """
+    with torch.cuda.device(device):
+        index, stream = torch.cuda.current_device(), torch.cuda.current_stream()
+        default_generator = torch.cuda.default_generators[index]
+        saved = default_generator.clone_state()
+        pool = torch.cuda.graph_pool_handle() if pool is None else pool
         graph = torch.cuda.CUDAGraph()
-        for generator in self.generators:
-            graph.register_generator_state(generator)
-        with torch.cuda.graph(graph):
-            outputs = self.step()  # recorded, not run: the first replay is this step
-        self.graph, self.outputs = graph, outputs
+        if REGISTERS_GENERATORS:
+            for generator in streams:
+                if isinstance(generator, torch.Generator) and generator.device.type == "cuda":
+                    graph.register_generator_state(generator)
+        try:
+            with torch.cuda.graph(graph, pool=pool):
+                outputs = step()
+        except Exception:
+            torch.cuda.set_stream(stream)
+            default_generator.graphsafe_set_state(saved)
+            _end_allocator_capture(index, pool)
+            raise
+    return graph, outputs
+
+
+def _end_allocator_capture(index: int, pool) -> None:
+    """End the caching allocator's capture into `pool` and give back the reference it took, unless
+    capture_end got as far as ending it (then the graph's own reset gives the reference back)."""
+    end = getattr(torch._C, "_cuda_endAllocateToPool", None) or torch._C._cuda_endAllocateCurrentStreamToPool
+    try:
+        end(index, pool)
+    except RuntimeError:  # "not currently recording to mempool_id": already ended
+        return
+    torch._C._cuda_releasePool(index, pool)
+
+
+def _save(stream):
+    """A copy of a random stream's state: a new state object for a CUDA generator (restoring it also
+    takes the generator out of the capture mode a failed capture may leave it in)."""
+    if isinstance(stream, torch.Generator) and stream.device.type == "cuda":
+        return stream.clone_state()
+    if hasattr(stream, "get_state"):
+        return stream.get_state()
+    return stream.detach().clone()
+
+
+def _restore(stream, state) -> None:
+    if isinstance(stream, torch.Generator) and stream.device.type == "cuda":
+        stream.graphsafe_set_state(state)
+    elif hasattr(stream, "set_state"):
+        stream.set_state(state)
+    else:
+        with torch.no_grad():
+            stream.copy_(state)
+
+
+@contextlib.contextmanager
+def tf32_matmuls(enabled: bool = True):
+    """Inside: float32 matmuls on CUDA may use TF32 tensor cores (inputs rounded to 10 mantissa bits,
+    float32 accumulation: several times the float32 throughput on Ampere and later). The setting is
+    global in torch; it is put back as it was on exit. No effect on the CPU."""
+    if not enabled:
+        yield
+        return
+    matmul = torch.backends.cuda.matmul
+    name, value = ("fp32_precision", "tf32") if TORCH_VERSION >= (2, 9) else ("allow_tf32", True)
+    before = getattr(matmul, name)
+    setattr(matmul, name, value)
+    try:
+        yield
+    finally:
+        setattr(matmul, name, before)

@@ -45,6 +45,8 @@ class ActivationSource(Protocol):
     n_features: int
     d_hidden: int
     device: torch.device
+    capturable: bool
+    """Whether a CUDA graph can record a draw (fixed shapes, no host read); if not, `capture_reason` says why."""
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Batch: ...
 
@@ -155,6 +157,8 @@ class DictionarySource:
         noise_std: σ of the added noise per instance, (inst,).
         bias: (inst, d_hidden) or None.
     """
+
+    capturable = True
 
     def __init__(self, directions: torch.Tensor, dist: FeatureDistribution, noise: float = 0.0, *, snr=None,
                  snr_samples: int = SNR_SAMPLES, bias=None):
@@ -269,6 +273,8 @@ class ToyModelSource:
             hidden vector h: SNR = E||h||² / E||ε||², ε ~ N(0, σ² I), per source instance.
         snr_samples: how many samples estimate E||h||².
     """
+
+    capturable = True
 
     def __init__(self, model: ToyModel, dist: FeatureDistribution, instances=None, *, snr=None,
                  snr_samples: int = SNR_SAMPLES):
@@ -398,6 +404,9 @@ class SAELensWorld:
         dist: `WorldFacts` for the grader: the hierarchy as a parent per feature, and each
             feature's firing probability where it is known exactly (see `_marginal_firing_prob`).
     """
+
+    capturable = False
+    capture_reason = "SAELensWorld reads a seed back to the host for each batch; its sampler's shapes depend on data"
 
     def __init__(self, model, n_instances: int = 1, *, device=None):
         synthetic_model = _import_saelens_synthetic_model()

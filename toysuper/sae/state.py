@@ -29,6 +29,9 @@ class TrainState:
     """Steps done so far, a 0-d float32 tensor on the SAE's device (0 at the first step)."""
     samples_since_fired: torch.Tensor | None = None
     """Per latent, training samples since it last fired, (inst, d_sae)."""
+    phase: int = 0
+    """The phase of training this step is in (host-side): how many of the recipe's phase_boundaries(sae,
+    steps) it has passed; set by the loop before each step, each phase has its own CUDA graph."""
     fixed_shapes: bool = True
     """Whether the step must keep shapes fixed by the configuration (captured, compiled, or on an
     accelerator). False only for an eager step on the CPU, where reading a count back is free and a few

@@ -16,12 +16,13 @@ graph and replayed (toysuper/capture.py). The loop reads numbers back only every
 from __future__ import annotations
 
 import warnings
+from bisect import bisect_right
 from dataclasses import dataclass
 
 import pandas as pd
 import torch
 
-from ..capture import StepRunner, captures, check_capture
+from ..capture import StepRunner, captures, check_capture, uncapturable_reason
 from ..checks import finite_tensor, non_negative, positive_float, positive_int
 from ..devices import instance_generators, instance_seeds
 from ..progress import progress_bar
@@ -63,6 +64,8 @@ class SAETrainResult:
     """Dead latents re-initialised over the run, all instances together."""
     captured: bool = False
     """Whether the step ran from a CUDA graph (toysuper/capture.py)."""
+    capture_failure: str | None = None
+    """Why it did not where it would have: the first error of a failed capture, or why the source cannot be."""
 
 
 def _settings(sae: SAE, given: dict) -> dict:
@@ -76,7 +79,7 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
               seed=0, grad_clip=FROM_RECIPE, log_every: int = 100, dead_window=FROM_RECIPE,
               quiet: bool = False, *, betas=FROM_RECIPE, lr_warmup=FROM_RECIPE, lr_decay=FROM_RECIPE,
               b_dec_init=FROM_RECIPE, resample=FROM_RECIPE, scale_inputs=FROM_RECIPE, precision: str = "float32",
-              capture: str = "auto", threads: int | None = None) -> SAETrainResult:
+              capture: str = "auto", tf32: bool = False, threads: int | None = None) -> SAETrainResult:
     """Train every instance of `sae` on fresh batches from `source` with Adam.
 
     Args:
@@ -99,6 +102,11 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
         precision: "float32", or "bfloat16" to autocast the forward pass (see sae/step.py).
         capture: "auto" captures the step in a CUDA graph on CUDA and replays it (several times
             faster there; toysuper/capture.py), "off" runs every step eagerly. On a CPU both are eager.
+            A source that cannot be captured, or a capture that fails, trains eagerly with a warning
+            (result.captured, result.capture_failure). Gradients are None after training: they pointed
+            into the graph's memory, which is released.
+        tf32: on CUDA, let the step's float32 matmuls use TF32 tensor cores (faster, ~1e-3 relative
+            error per product); torch's global setting is changed only while a step runs.
         threads: torch's CPU threads during the call, restored after it (toysuper/threads.py): None (default):
             1, unless the caller chose a count (OMP_NUM_THREADS, torch.set_num_threads), which is kept;
             0: torch's setting; n: n.
@@ -118,7 +126,7 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
     steps = positive_int("steps", steps)
     batch_size = positive_int("batch_size", batch_size)
     check_precision(precision)
-    check_capture(capture)
+    check_capture(capture, tf32)
     log_every = positive_int("log_every", log_every)
     settings = _settings(sae, dict(lr=lr, betas=betas, grad_clip=grad_clip, lr_warmup=lr_warmup, lr_decay=lr_decay,
                                    b_dec_init=b_dec_init, resample=resample, scale_inputs=scale_inputs,
@@ -159,7 +167,7 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
         hidden = hidden.to(device)
         return hidden if scale is None else hidden * scale[:, None]
 
-    captured = captures(capture, device)
+    captured = captures(capture, device, source)
     lr_now = torch.tensor(lr, device=device)  # the schedule writes it in place: a captured step reads it
     # The fused kernel updates a parameter's moments in one pass (CPU and CUDA have one); capturable keeps
     # Adam's step count on the device, as a CUDA graph needs.
@@ -171,15 +179,18 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
                        fixed_shapes=device.type != "cpu")
     schedule = {"warmup": settings["lr_warmup"], "decay": settings["lr_decay"]}
     step_fn = sae_step(sae, state, optimizer, lr_now, lr, schedule, settings["grad_clip"], precision)
-    run = StepRunner(step_fn, device, capture, generator if source.device.type == "cuda" else [],
-                     before_capture=lambda: optimizer.zero_grad(set_to_none=True))
+    run = StepRunner(step_fn, device, capture, streams=generator, tf32=tf32,  # capture: streams = the draw's state
+                     not_capturable=uncapturable_reason(source, device),
+                     reset_gradients=lambda: optimizer.zero_grad(set_to_none=True))
+    phase_boundaries = getattr(sae.recipe, "phase_boundaries", lambda sae, steps: [])(sae, steps)  # capture: phases
     resample_at = resample_steps(steps) if settings["resample"] else set()
     resampled = 0
     rows = []
     last_good = {k: v.detach().clone() for k, v in sae.state_dict().items()}
     try:
         for step in progress_bar(range(steps), desc=f"SAE {sae.recipe.name}", quiet=quiet):
-            terms = run()
+            state.phase = bisect_right(phase_boundaries, step)  # capture: one graph per phase
+            terms = run(state.phase)
             if step in resample_at:  # between steps: resampling reads counts back to the host
                 dead = state.dead(resample_window(steps, batch_size))
                 resampled += resample_dead_latents(sae, state, dead, step, data_seeds)
@@ -188,12 +199,14 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
                 rows += _log(sae, state, terms, step, float(lr_now), last_good)
                 last_good = {k: v.detach().clone() for k, v in sae.state_dict().items()}
     finally:
+        run.close()  # capture: release the graphs' memory (gradients set to None)
         if scale is not None:  # the saved and returned SAE reads raw inputs
             sae.fold_input_scale(scale)
     dead_fraction = (state.samples_since_fired >= min(dead_window, steps * batch_size)).float().mean(-1).cpu()
     history = pd.DataFrame(rows)
     _warn_if_diverged(history, lr)
-    return SAETrainResult(history, dead_fraction, None if scale is None else scale.cpu(), resampled, run.captured)
+    return SAETrainResult(history, dead_fraction, None if scale is None else scale.cpu(), resampled, run.captured,
+                          run.failure)
 
 
 def _log(sae: SAE, state: TrainState, terms: dict, step: int, lr: float, last_good: dict) -> list[dict]:

@@ -33,6 +33,8 @@ class ToyTrainResult:
     """The step index of each row of loss_history."""
     captured: bool = False
     """Whether the step ran from a CUDA graph."""
+    capture_failure: str | None = None
+    """Why it did not where it would have (the first error of a failed capture), else None."""
 
 
 def toy_step(model: ToyModel, dist: FeatureDistribution, optimizer: torch.optim.Optimizer, batch_size: int,
@@ -60,13 +62,15 @@ def toy_step(model: ToyModel, dist: FeatureDistribution, optimizer: torch.optim.
 @with_threads
 def train_toy_model(model: ToyModel, dist: FeatureDistribution, steps: int = 10_000, batch_size: int = 1024,
                     lr: float = 1e-3, seed=0, weight_decay: float = 1e-2, log_every: int = 100,
-                    quiet: bool = False, capture: str = "auto", *, threads: int | None = None) -> ToyTrainResult:
+                    quiet: bool = False, capture: str = "auto", tf32: bool = False, *,
+                    threads: int | None = None) -> ToyTrainResult:
     """Train every instance of `model` on samples from `dist` with AdamW (the paper's setup).
 
     Data are drawn fresh each step on the model's device, one stream per instance: `seed` is an int s
     (instance i reads the stream seeded s + i) or one int per instance. `capture`: "auto" replays the step from a
-    CUDA graph on CUDA, "off" runs it eagerly (toysuper/capture.py). Raises ValueError if the loss
-    becomes NaN, leaving the model's weights as they were at the last good check. `threads`: torch's CPU
+    CUDA graph on CUDA, "off" runs it eagerly (toysuper/capture.py); gradients are None afterwards (the
+    graph's memory is released). `tf32`: on CUDA, float32 matmuls may use TF32 while a step runs. Raises
+    ValueError if the loss becomes NaN, leaving the model's weights as they were at the last good check. `threads`: torch's CPU
     threads during the call, restored after it (toysuper/threads.py): None (default): 1, unless the caller
     chose a count (OMP_NUM_THREADS, torch.set_num_threads), which is kept; 0: torch's setting; n: n.
     """
@@ -74,7 +78,7 @@ def train_toy_model(model: ToyModel, dist: FeatureDistribution, steps: int = 10_
     batch_size = positive_int("batch_size", batch_size)
     lr = positive_float("lr", lr)
     log_every = positive_int("log_every", log_every)
-    check_capture(capture)
+    check_capture(capture, tf32)
     if (dist.n_instances, dist.n_features) != (model.n_instances, model.n_features):
         raise ValueError(
             f"dist has (n_instances, n_features)=({dist.n_instances}, {dist.n_features}) but the model has "
@@ -91,20 +95,23 @@ def train_toy_model(model: ToyModel, dist: FeatureDistribution, steps: int = 10_
     step = torch.zeros((), device=device)
     tail_sum = torch.zeros(model.n_instances, device=device)
     run = StepRunner(toy_step(model, dist, optimizer, batch_size, generator, step, tail_start, tail_sum),
-                     device, capture, generator if device.type == "cuda" else [],
-                     before_capture=lambda: optimizer.zero_grad(set_to_none=True))
+                     device, capture, streams=generator, tf32=tf32,
+                     reset_gradients=lambda: optimizer.zero_grad(set_to_none=True))
     history, logged_steps = [], []
     last_good = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    for index in progress_bar(range(steps), desc="toy model", quiet=quiet):
-        losses = run()
-        if index % log_every == 0 or index == steps - 1:
-            losses = losses.cpu()
-            if not torch.isfinite(losses).all():
-                model.load_state_dict(last_good)
-                raise ValueError(f"toy-model loss became NaN/inf at step {index} (lr={lr}); weights restored to step "
-                                 f"{logged_steps[-1] if logged_steps else 0}")
-            last_good = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            history.append(losses)
-            logged_steps.append(index)
+    try:
+        for index in progress_bar(range(steps), desc="toy model", quiet=quiet):
+            losses = run()
+            if index % log_every == 0 or index == steps - 1:
+                losses = losses.cpu()
+                if not torch.isfinite(losses).all():
+                    model.load_state_dict(last_good)
+                    raise ValueError(f"toy-model loss became NaN/inf at step {index} (lr={lr}); weights restored to "
+                                     f"step {logged_steps[-1] if logged_steps else 0}")
+                last_good = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                history.append(losses)
+                logged_steps.append(index)
+    finally:
+        run.close()  # release the graph's memory
     final_loss = (tail_sum / (steps - tail_start)).cpu()
-    return ToyTrainResult(final_loss, torch.stack(history), logged_steps, run.captured)
+    return ToyTrainResult(final_loss, torch.stack(history), logged_steps, run.captured, run.failure)

@@ -107,10 +107,14 @@ NON_IDENTITY = ("name", "description", "device")
 NON_IDENTITY_SECTIONS = ("run",)
 
 
-def _recipes() -> dict:
-    from ..sae import RECIPES  # torch is only imported once a config is resolved
+def _recipes(specs=()) -> dict:
+    """The registered recipes by name, and those of `specs` named by import path ("module:Class")."""
+    from ..sae import RECIPES, get_recipe  # torch is only imported once a config is resolved
 
-    return RECIPES
+    try:
+        return {**RECIPES, **{spec: get_recipe(spec) for spec in specs if isinstance(spec, str) and ":" in spec}}
+    except ValueError as error:
+        raise ValueError(f"sae.recipe: {error}") from error
 
 
 def flatten(config: dict, prefix: str = "") -> dict:
@@ -218,8 +222,8 @@ def _check_magnitude_keys(flat: dict) -> None:
 
 def _check_recipe_keys(flat: dict) -> None:
     """Every sae.<hp> must belong to a swept recipe; every sae.<recipe>.<hp> to that recipe."""
-    registry = _recipes()
     recipes = _as_list(flat["sae.recipe"])
+    registry = _recipes(recipes)
     for recipe in recipes:
         if not isinstance(recipe, str) or recipe not in registry:
             raise ValueError(f"sae.recipe must be one of {sorted(registry)}, got {recipe!r}")
@@ -339,7 +343,7 @@ def expand(config: dict) -> list[dict]:
     flat = flatten(config)
     plain = {k: v for k, v in flat.items() if not is_hyperparameter(k)}
     sweep = {k: v for k, v in plain.items() if isinstance(v, list)}
-    registry = _recipes()
+    registry = _recipes(_as_list(flat.get("sae.recipe", [])))
     points = []
     for values in itertools.product(*sweep.values()):
         base = dict(plain)

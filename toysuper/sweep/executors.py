@@ -6,8 +6,10 @@ caller stores it. Ray is imported only by `RayExecutor`, so the default path nee
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 
+from ..sae.recipes import RECIPES, recipe_path
 from .planner import Batch
 from .runner import BatchResult, run_batch
 
@@ -24,12 +26,23 @@ class LocalExecutor:
             yield run_batch(batch, device, quiet=quiet, keep_models=keep_models)
 
 
-def _ray_task(batch: Batch, device: str, keep_models: bool, threads: int) -> BatchResult:
-    """One batch inside a Ray worker: 'auto' picks the GPU Ray gave the task, if any."""
+def _ray_task(batch: Batch, device: str, keep_models: bool, threads: int, recipes: list[str],
+              paths: list[str]) -> BatchResult:
+    """One batch inside a Ray worker: 'auto' picks the GPU Ray gave the task, if any.
+
+    `recipes`: the import paths of the driver's outside recipes, imported (and so registered) here
+    from the driver's Python path `paths`, so that a recipe registered by name works in a worker too.
+    """
+    import sys
+
     import torch
 
     from ..devices import resolve_device
+    from ..sae import get_recipe
 
+    sys.path.extend(path for path in paths if path not in sys.path)
+    for recipe in recipes:
+        get_recipe(recipe)
     torch.set_num_threads(threads)  # as many as the CPUs the task claimed
     return run_batch(batch, resolve_device(device), quiet=True, keep_models=keep_models)
 
@@ -72,7 +85,8 @@ class RayExecutor:
                                                  num_gpus=self.gpus_per_batch if has_gpus else 0,
                                                  max_retries=0)
             threads = max(1, int(self.cpus_per_batch))
-            pending = [task.remote(batch, device, keep_models, threads) for batch in batches]
+            recipes = [path for path in map(recipe_path, RECIPES.values()) if ":" in path]
+            pending = [task.remote(batch, device, keep_models, threads, recipes, sys.path) for batch in batches]
             try:
                 while pending:
                     finished, pending = ray.wait(pending, num_returns=1)

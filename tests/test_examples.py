@@ -42,7 +42,8 @@ instances = json.loads((folder / "instances.json").read_text())
 sae = ts.SAE.load(folder / "sae", device="cpu")
 points = [by_key[i["key"]] for i in sorted(instances, key=lambda i: i["sae_instance"])]
 source = assemble.dictionary_source(points, "cpu")
-report = ts.evaluate(sae, source, n_samples=1000, seed=[config_io.stream_seed(p, "evaluate") for p in points], quiet=True)
+seeds = [config_io.stream_seed(p, "evaluate") for p in points]
+report = ts.evaluate(sae, source, n_samples=1000, seed=seeds, quiet=True)
 print(json.dumps({"recipe": type(sae.recipe).__module__ + ":" + type(sae.recipe).__name__, "options": sae.options,
                   "lp_coefficient": sae.lp_coefficient.tolist(), "keys": [i["key"] for i in instances],
                   "mmcs": report.summary["mmcs"].tolist(), "l0": report.summary["l0"].tolist()}))
@@ -64,9 +65,9 @@ def test_outside_recipe_sweeps_on_ray_saves_and_grades_in_a_fresh_process(tmp_pa
         ray.shutdown()
     assert (results["status"] == "ok").all() and len(results) == 2, results.get("error")
     assert list(folder.glob("*.png"))  # the figures drew an outside recipe too
+    path = os.pathsep.join([str(EXAMPLES), str(ROOT), os.environ.get("PYTHONPATH", "")])
     fresh = subprocess.run([sys.executable, "-c", GRADE, str(folder)], capture_output=True, text=True, timeout=300,
-                           env={**os.environ, "OMP_NUM_THREADS": "1",
-                                "PYTHONPATH": os.pathsep.join([str(EXAMPLES), str(ROOT), os.environ.get("PYTHONPATH", "")])})
+                           env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path})
     assert fresh.returncode == 0, fresh.stderr
     graded = json.loads(fresh.stdout)
     assert graded["recipe"] == "my_recipes:PAnnealing" and graded["options"] == {"anneal": True}

@@ -70,7 +70,8 @@ def sweep(recipe, factors=(1.0,)) -> list[dict[str, float]]:
     rows = []
     for factor in factors:
         value = defaults[knob] * factor
-        rows.append({**defaults, knob: max(1.0, float(round(value))) if knob in found.integer_hyperparameters else value})
+        whole = knob in found.integer_hyperparameters
+        rows.append({**defaults, knob: max(1.0, float(round(value))) if whole else value})
     return rows
 
 

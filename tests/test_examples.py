@@ -87,3 +87,9 @@ def test_outside_recipe_in_the_bakeoff(examples_on_path):
     assert list(table["recipe"]) == ["my_recipes:PAnnealing"] * 2
     assert table["hyperparameters"].str.startswith("lp_coefficient=").all()
     assert table["l0"].iloc[0] > table["l0"].iloc[1]
+
+
+def test_the_docs_show_the_example_as_it_is():
+    doc = (ROOT / "docs" / "adding_a_recipe.md").read_text()
+    shown = doc.split("```python\n")[1].split("```")[0]
+    assert shown.strip() and shown.strip() in (EXAMPLES / "my_recipes.py").read_text()

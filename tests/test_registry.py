@@ -11,6 +11,7 @@ import toysuper as ts
 from toysuper.sae.recipes import RECIPES, Recipe, get_recipe, recipe_path, register_recipe, registry
 from toysuper.sae.recipes.relu_l1 import ReluL1
 from toysuper.sweep import config as config_io
+from toysuper.sweep.planner import plan
 from device import DEVICE
 
 
@@ -191,3 +192,17 @@ def test_a_sweep_names_an_outside_recipe_by_import_path(tmp_path, monkeypatch):
 
 def test_recipe_base_class_is_public():
     assert ts.Recipe is Recipe and ts.get_recipe("topk") is RECIPES["topk"]
+
+
+def test_a_sweep_sets_options_per_sae_and_batches_them_apart():
+    config = config_io.resolve({"sae": {"recipe": "jumprelu", "sparsity_penalty": ["tanh", "l0"],
+                                        "l0_coefficient": [0.1, 0.2]}, "run": {"max_instances": 8}})
+    points = config_io.expand(config)
+    assert sorted((p["sae.sparsity_penalty"], p["sae.l0_coefficient"]) for p in points) == [
+        ("l0", 0.1), ("l0", 0.2), ("tanh", 0.1), ("tanh", 0.2)]
+    batches = plan(config)
+    assert sorted(len(batch.points) for batch in batches) == [2, 2]  # one SAE per option, its instances batched
+    for batch in batches:
+        assert len({p["sae.sparsity_penalty"] for p in batch.points}) == 1
+    with pytest.raises(ValueError, match="sparsity_penalty must be one of"):
+        plan(config_io.resolve({"sae": {"recipe": "jumprelu", "sparsity_penalty": "step"}}))

@@ -161,46 +161,35 @@ def load_saelens(path, device=None) -> SAELensSAE:
     return SAELensSAE(config, tensors)
 
 
-def _standard(sae, i: int, tensors: dict) -> dict:
-    """ReLU(pre): anthropic_2024, relu_l1."""
-    return {"architecture": "standard"}
-
-
-def _topk(sae, i: int, tensors: dict) -> dict:
-    """ReLU(top-k of pre), k = sae.k; no decoder-norm rescaling."""
-    return {"architecture": "topk", "k": int(sae.k[i]), "rescale_acts_by_decoder_norm": False}
-
-
-def _batchtopk(sae, i: int, tensors: dict) -> dict:
-    """BatchTopK's inference, ReLU(pre) where > sae.threshold: a JumpReLU with one threshold for all latents."""
-    tensors["threshold"] = sae.threshold[i].expand(sae.d_sae)
-    return {"architecture": "jumprelu"}
-
-
-def _jumprelu(sae, i: int, tensors: dict) -> dict:
-    """pre where pre > exp(sae.log_threshold)."""
-    tensors["threshold"] = sae.log_threshold[i].exp()
-    return {"architecture": "jumprelu"}
-
-
-def _gated(sae, i: int, tensors: dict) -> dict:
-    """[pre > 0] ReLU(e^r_mag (pre - b_enc) + b_mag), with b_gate = b_enc."""
-    tensors.update(b_gate=tensors.pop("b_enc"), b_mag=sae.b_mag[i], r_mag=sae.r_mag[i])
-    return {"architecture": "gated"}
-
-
-EXPORTERS = {"standard": _standard, "topk": _topk, "batchtopk": _batchtopk, "jumprelu": _jumprelu, "gated": _gated}
-"""A recipe's `saelens_export` -> the SAELens cfg.json entries of one instance (adding its own tensors).
-Every recipe computes pre = W_enc (x - b_dec) + b_enc, or W_enc x + b_enc where it does not
-centre its input (`Recipe.centres_input`, SAELens's apply_b_dec_to_input)."""
+ARCHITECTURES = ("standard", "topk", "batchtopk", "jumprelu", "gated")
+"""The values of `Recipe.saelens_export` written here: which SAELens architecture a recipe's inference is."""
 
 
 def _export(sae, instance: int) -> tuple[dict, dict]:
-    """One instance of a toysuper SAE in SAELens's terms: (cfg.json entries, weights)."""
+    """One instance of a toysuper SAE in SAELens's terms: (cfg.json entries, weights).
+
+    Every recipe computes pre = W_enc (x - b_dec) + b_enc, or W_enc x + b_enc where it does not
+    centre its input (`Recipe.centres_input`: SAELens's apply_b_dec_to_input), then, by its export:
+        standard:  ReLU(pre)                                   (anthropic_2024, relu_l1)
+        topk:      ReLU(top-k of pre), no decoder-norm rescaling
+        batchtopk: ReLU(pre) where > sae.threshold             -> jumprelu, one threshold for all latents
+        jumprelu:  pre where pre > exp(sae.log_threshold)
+        gated:     [pre > 0] ReLU(e^r_mag (pre - b_enc) + b_mag), with b_gate = b_enc
+    """
+    export = sae.recipe.saelens_export
     tensors = {"W_enc": sae.W_enc[instance], "W_dec": sae.W_dec[instance], "b_dec": sae.b_dec[instance],
                "b_enc": sae.b_enc[instance]}
-    entries = EXPORTERS[sae.recipe.saelens_export](sae, instance, tensors)
-    return {"apply_b_dec_to_input": sae.recipe.centres_input, **entries}, tensors
+    entries = {"apply_b_dec_to_input": sae.recipe.centres_input,
+               "architecture": "jumprelu" if export == "batchtopk" else export}
+    if export == "topk":
+        entries.update(k=int(sae.k[instance]), rescale_acts_by_decoder_norm=False)
+    elif export == "batchtopk":
+        tensors["threshold"] = sae.threshold[instance].expand(sae.d_sae)
+    elif export == "jumprelu":
+        tensors["threshold"] = sae.log_threshold[instance].exp()
+    elif export == "gated":
+        tensors.update(b_gate=tensors.pop("b_enc"), b_mag=sae.b_mag[instance], r_mag=sae.r_mag[instance])
+    return entries, tensors
 
 
 def save_saelens(sae, directory, instance: int = 0) -> Path:
@@ -213,8 +202,8 @@ def save_saelens(sae, directory, instance: int = 0) -> Path:
     if isinstance(instance, bool) or not isinstance(instance, int) or not 0 <= instance < sae.n_instances:
         raise ValueError(f"instance must be an index below n_instances={sae.n_instances}, got {instance!r}")
     recipe = sae.recipe.name
-    if sae.recipe.saelens_export not in EXPORTERS:
-        exportable = sorted(name for name, known in RECIPES.items() if known.saelens_export in EXPORTERS)
+    if sae.recipe.saelens_export not in ARCHITECTURES:
+        exportable = sorted(name for name, known in RECIPES.items() if known.saelens_export in ARCHITECTURES)
         raise ValueError(f"recipe {recipe!r} has no SAELens counterpart (its saelens_export is "
                          f"{sae.recipe.saelens_export!r}); exportable: {exportable}")
     entries, tensors = _export(sae, instance)

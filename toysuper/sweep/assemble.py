@@ -87,7 +87,7 @@ def check_point(point: dict) -> None:
     if "source.world" in point:
         _check_world(point)
     recipe = get_recipe(point["sae.recipe"])
-    hyper = tuple((name, point[f"sae.{name}"]) for name in recipe.hyperparameters)
+    hyper = tuple((name, point[f"sae.{name}"]) for name in (*recipe.hyperparameters, *recipe.options))
     _check_sae(point["sae.recipe"], point["source.d_hidden"], point["sae.d_sae"], hyper)
 
 
@@ -289,7 +289,8 @@ def sae(points: list[dict], device) -> SAE:
     recipe = get_recipe(first["sae.recipe"])
     hyper = {name: [p[f"sae.{name}"] for p in points] for name in recipe.hyperparameters}
     return SAE(first["source.d_hidden"], first["sae.d_sae"], len(points), recipe=recipe,
-               seed=[stream_seed(p, "sae_init") for p in points], device=device, **hyper)
+               seed=[stream_seed(p, "sae_init") for p in points], device=device, **hyper,
+               **{name: first[f"sae.{name}"] for name in recipe.options})  # per SAE: the planner groups by them
 
 
 def sae_train_settings(point: dict) -> dict:

@@ -158,7 +158,8 @@ def command_list(args) -> int:
 
     print("recipes ([sae] recipe = NAME; its hyperparameters are [sae] keys and sweepable):")
     for name, recipe in RECIPES.items():
-        hyper = ", ".join(f"{k}={v:g}" for k, v in recipe.hyperparameters.items())
+        hyper = ", ".join([f"{k}={v:g}" for k, v in recipe.hyperparameters.items()]
+                          + [f"{k}={recipe.option_default(k)!r}" for k in recipe.options])  # options: per SAE
         print(f"  {name:16s} {hyper:40s} {recipe.citation}")
     print("\nfeature distributions ([features]):")
     print(f"  frequency laws (frequency = ...): {', '.join(assemble.FREQUENCY_LAWS)}; the knob is sparsity or l0")

@@ -243,7 +243,7 @@ def pareto_figure(results: pd.DataFrame, features: pd.DataFrame | None, config: 
                 panel.plot(points["l0"][front], points[metric][front], marker="o", color=colour, label=recipe,
                            alpha=0.9, zorder=3)
                 for _, point in points.iterrows():
-                    text = " ".join(f"{KNOB_NAMES.get(k.split('.')[-1], k.split('.')[-1])} {point[k]:g}"
+                    text = " ".join(f"{KNOB_NAMES.get(k.split('.')[-1], k.split('.')[-1])} {point[k] if isinstance(point[k], str) else format(point[k], 'g')}"
                                     for k in knobs[recipe])
                     if text:
                         panel.annotate(text, (point["l0"], point[metric]), xytext=(3, 3), textcoords="offset points",

@@ -28,9 +28,8 @@ class Recipe:
     sparsity_knob: str | None = None
     """The hyperparameter a sweep turns to trade sparsity for reconstruction ("k", "l1_coefficient")."""
     saelens_export: str | None = None
-    """The SAELens architecture this recipe's inference is written as (a key of
-    `grade.saelens_format.EXPORTERS`, reading the hyperparameters and parameters that built-in reads),
-    or None: not exportable."""
+    """The SAELens architecture this recipe's inference is written as (one of
+    `grade.saelens_format.ARCHITECTURES`, reading the parameters that built-in reads), or None: not exportable."""
     centres_input: bool = True
     """Whether the encoder reads x - b_dec (True) or x (SAELens's apply_b_dec_to_input)."""
     integer_hyperparameters: frozenset[str] = frozenset()

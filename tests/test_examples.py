@@ -11,6 +11,7 @@ import pytest
 import ray
 
 from toysuper.grade.bakeoff import TaskSize, run_recipe, sweep
+from toysuper.sae.recipes import registry
 from toysuper.sweep import config as config_io
 from toysuper.sweep.experiments import run
 from device import DEVICE
@@ -52,8 +53,13 @@ print(json.dumps({"recipe": type(sae.recipe).__module__ + ":" + type(sae.recipe)
 
 @pytest.fixture
 def examples_on_path(monkeypatch):
-    """examples/ on this process's path only: Ray workers get it from the executor, not from $PYTHONPATH."""
+    """examples/ on this process's path only (Ray workers get it from the executor, not from $PYTHONPATH);
+    the example's recipe is unregistered afterwards, so that later tests see the built-ins alone."""
     monkeypatch.syspath_prepend(str(EXAMPLES))
+    before = dict(registry._RECIPES)
+    yield
+    registry._RECIPES.clear()
+    registry._RECIPES.update(before)
 
 
 def test_outside_recipe_sweeps_on_ray_saves_and_grades_in_a_fresh_process(tmp_path, examples_on_path):
@@ -93,3 +99,13 @@ def test_the_docs_show_the_example_as_it_is():
     doc = (ROOT / "docs" / "adding_a_recipe.md").read_text()
     shown = doc.split("```python\n")[1].split("```")[0]
     assert shown.strip() and shown.strip() in (EXAMPLES / "my_recipes.py").read_text()
+
+
+def test_the_cli_finds_an_outside_recipe_in_the_current_folder(tmp_path):
+    (tmp_path / "sweep.toml").write_text('[sae]\nrecipe = "my_recipes:PAnnealing"\nlp_coefficient = [0.1, 0.3]\n')
+    command = [sys.executable, "-c", "import sys; from toysuper.sweep.cli import main; sys.path.remove(''); "
+               "sys.exit(main())", "run", str(tmp_path / "sweep.toml"), "--dry-run", "--out", str(tmp_path / "run")]
+    done = subprocess.run(command, cwd=EXAMPLES, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})  # not examples/: the folder it runs in
+    assert done.returncode == 0, done.stderr
+    assert "2 configurations" in done.stdout

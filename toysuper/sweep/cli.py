@@ -206,6 +206,8 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if os.getcwd() not in sys.path:  # as `python -m` does: a recipe "my_recipes:Cls" is found in the current folder
+        sys.path.append(os.getcwd())
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning  # one line each, no source location
         try:

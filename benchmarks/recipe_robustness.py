@@ -51,7 +51,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's toysuper, not an installed one
 import toysuper as ts  # noqa: E402
-from toysuper.sae.bakeoff import TaskSize, run_recipe  # noqa: E402
+from toysuper.grade.bakeoff import TaskSize, run_recipe  # noqa: E402
 
 SAMPLES = 600_000
 BATCH_SIZE = 256  # 2,343 steps: about the standard task's 1,953

@@ -1,6 +1,6 @@
 """Benchmark: every SAE recipe on the standard recovery task.
 
-The task (toysuper/sae/bakeoff.py): a DictionarySource of 1024 random unit directions in 128
+The task (toysuper/grade/bakeoff.py): a DictionarySource of 1024 random unit directions in 128
 dimensions, each feature firing with probability 8/1024 and magnitude U[0, 1]; an SAE of width
 1024 trained on 2 million samples (batch 1024) with the recipe's documented defaults, graded on
 20,000 held-out samples. Prints a table and writes it as CSV and Markdown.
@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 
 import toysuper as ts
-from toysuper.sae.bakeoff import COLUMNS, STANDARD, TaskSize, run_recipe, sweep
+from toysuper.grade.bakeoff import COLUMNS, STANDARD, TaskSize, run_recipe, sweep
 
 QUICK = TaskSize(n_features=256, d_hidden=64, d_sae=256, samples=300_000)
 

@@ -23,7 +23,7 @@ import time
 import torch
 
 import toysuper as ts
-from toysuper.sae.bakeoff import MEAN_ACTIVE, STANDARD
+from toysuper.grade.bakeoff import MEAN_ACTIVE, STANDARD
 
 SPARSE_RECIPES = ("topk", "batchtopk", "matryoshka")
 MATMULS = {"gated": 7, **{recipe: 1 for recipe in SPARSE_RECIPES}}

@@ -60,7 +60,7 @@ def test_sparsity_warmup_length_is_set_per_instance():
     terms = sae.recipe.loss(sae, X.expand(-1, 3, -1), quarter)
     ramp = (terms["loss"] - terms["mse"]) / (0.5 * terms["sparsity"])
     assert ramp.tolist() == pytest.approx([1.0, 0.5, 1.0])
-    sae = hand_sae("jumprelu", n_instances=2, l0_coefficient=0.5, tanh_scale=0.0, pre_act_coefficient=0.0,
+    sae = hand_sae("jumprelu", n_instances=2, l0_coefficient=0.5, sparsity_penalty="l0", pre_act_coefficient=0.0,
                    l0_warmup=[0.0, 1.0])
     terms = sae.recipe.loss(sae, X.expand(-1, 2, -1), quarter)
     ramp = (terms["loss"] - terms["mse"]) / (0.5 * terms["sparsity"])
@@ -153,8 +153,9 @@ def test_batchtopk_inference_does_not_depend_on_the_batch():
 
 
 def test_jumprelu_forward_and_loss_by_hand():
-    # Gemma Scope's penalty: tanh_scale = 0 selects λ · L0, pre_act_coefficient = 0 drops the pre-activation term.
-    sae = hand_sae("jumprelu", l0_coefficient=0.5, tanh_scale=0.0, pre_act_coefficient=0.0)
+    # Gemma Scope's penalty: the option sparsity_penalty = "l0" selects λ · L0, pre_act_coefficient = 0 drops
+    # the pre-activation term.
+    sae = hand_sae("jumprelu", l0_coefficient=0.5, sparsity_penalty="l0", pre_act_coefficient=0.0)
     with torch.no_grad():
         sae.log_threshold.copy_(torch.tensor([[1.5, 0.4, 1.0]]).log())
     # pre = x W_enc + b_enc = [2, 0.5, 1] and [1, 2.5, -2]; kept where pre > θ (1 > 1 is not)
@@ -177,12 +178,14 @@ def test_jumprelu_anthropic_penalties_by_hand():
     assert terms["sparsity"].item() == pytest.approx(tanh_penalty)
     assert terms["pre_act"].item() == pytest.approx(pre_act)
     assert terms["loss"].item() == pytest.approx(0.75 + 0.5 * tanh_penalty + 0.1 * pre_act)
-    # two instances, one with each penalty, in one batched SAE: each gets its own
-    both = hand_sae("jumprelu", n_instances=2, l0_coefficient=0.5, tanh_scale=[0.0, 4.0], pre_act_coefficient=0.0)
-    with torch.no_grad():
-        both.log_threshold.copy_(torch.tensor([[1.5, 0.4, 1.0]]).log().expand(2, -1))
-    sparsity = both.recipe.loss(both, X.expand(-1, 2, -1))["sparsity"]
-    assert sparsity.tolist() == pytest.approx([1.5, tanh_penalty])  # L0 for the first, tanh for the second
+    # the penalty is an option of the SAE: L0 for one, tanh for the other
+    sparsity = []
+    for penalty in ("l0", "tanh"):
+        one = hand_sae("jumprelu", l0_coefficient=0.5, tanh_scale=4.0, sparsity_penalty=penalty, pre_act_coefficient=0.0)
+        with torch.no_grad():
+            one.log_threshold.copy_(torch.tensor([[1.5, 0.4, 1.0]]).log())
+        sparsity += one.recipe.loss(one, X)["sparsity"].tolist()
+    assert sparsity == pytest.approx([1.5, tanh_penalty])
 
 
 def test_jumprelu_straight_through_gradients_match_their_definition():
@@ -202,7 +205,7 @@ def test_jumprelu_straight_through_gradients_match_their_definition():
     assert pre.grad.abs().sum().item() == 0.0  # the step passes no gradient to π
 
     # Through the whole loss, to log θ: chain rule with ∂θ/∂log θ = θ.
-    sae = hand_sae("jumprelu", l0_coefficient=0.3, bandwidth=epsilon, tanh_scale=0.0, pre_act_coefficient=0.0)
+    sae = hand_sae("jumprelu", l0_coefficient=0.3, bandwidth=epsilon, sparsity_penalty="l0", pre_act_coefficient=0.0)
     with torch.no_grad():
         sae.log_threshold.copy_(torch.tensor([[1.8, 0.4, 1.2]]).log())
     sae.recipe.loss(sae, X)["loss"].sum().backward()

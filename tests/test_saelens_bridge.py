@@ -10,10 +10,9 @@ from sae_lens import (SAE as SAELensSAE, BatchTopKTrainingSAE, BatchTopKTraining
 from sae_lens.config import LoggingConfig, SAETrainerConfig
 
 import toysuper as ts
-from toysuper.grade.saelens_format import EXPORTS
 from device import DEVICE
 
-from test_external import _perturbed_sae  # noqa: E402  (tests/ is on the path under pytest)
+from test_external import EXPORTABLE, _perturbed_sae  # noqa: E402  (tests/ is on the path under pytest)
 
 STEPS, BATCH = 300, 1024
 
@@ -88,7 +87,7 @@ def test_a_batchtopk_sae_saved_for_inference_loads_as_jumprelu(tmp_path):
         assert torch.allclose(ours.encode(x), reference.encode(x), atol=1e-5)
 
 
-@pytest.mark.parametrize("recipe", EXPORTS)
+@pytest.mark.parametrize("recipe", EXPORTABLE)
 def test_saelens_loads_what_toysuper_saves(tmp_path, recipe):
     sae = _perturbed_sae(recipe)
     ts.save_saelens(sae, tmp_path / "sae", instance=1)

@@ -118,6 +118,26 @@ def evaluate(sae, source: ActivationSource, n_samples: int = 20_000, batch_size:
             1, unless the caller chose a count (OMP_NUM_THREADS, torch.set_num_threads), which is kept;
             0: torch's setting; n: n.
     """
+    n_samples, batch_size, candidates, thresholds = _checked(source, n_samples, batch_size, candidates, threshold,
+                                                             matching, thresholds)
+    sae = as_gradeable(sae)
+    if (source.n_instances, source.d_hidden) != (sae.n_instances, sae.d_hidden):
+        raise ValueError(f"source gives (n_instances, d_hidden)=({source.n_instances}, {source.d_hidden}) "
+                         f"but the SAE has ({sae.n_instances}, {sae.d_hidden})")
+    n_inst, n = sae.n_instances, source.n_features
+    parents = source_hierarchy(source) if hierarchy is None else parent_index(hierarchy, n_inst, n)
+    directions = _match_directions(sae, source, thresholds, matching, candidates, exact_limit)
+    generator, sizes = _held_out_chunks(source, seed, n_inst, max(n, sae.d_sae), n_samples, batch_size)
+    sums = _stream(sae, source, directions, parents, thresholds, generator, sizes, quiet)
+    scores = _activation_scores(sums, directions, n_samples, sae.has_decode)
+    latents = _latent_grades(sums, directions, thresholds, n_samples, n)
+    features = _feature_table(source, directions, parents, sums, scores, latents, threshold, n_samples)
+    summary = _summary_table(directions, sums, scores, latents, threshold, n_samples)
+    return Report(features, summary, threshold, _latent_table(directions, scores, latents), thresholds)
+
+
+def _checked(source, n_samples, batch_size, candidates, threshold, matching, thresholds):
+    """evaluate's arguments checked: (n_samples, batch_size, candidates, thresholds)."""
     n_samples = positive_int("n_samples", n_samples)
     batch_size = positive_int("batch_size", batch_size)
     candidates = positive_int("candidates", candidates)
@@ -131,14 +151,28 @@ def evaluate(sae, source: ActivationSource, n_samples: int = 20_000, batch_size:
     if not isinstance(source, ActivationSource):
         raise TypeError(f"source must be an activation source (sample(), true_directions(), gradeable(), e.g. "
                         f"DictionarySource or ToyModelSource), got {type(source).__name__}")
-    sae = as_gradeable(sae)
-    if (source.n_instances, source.d_hidden) != (sae.n_instances, sae.d_hidden):
-        raise ValueError(f"source gives (n_instances, d_hidden)=({source.n_instances}, {source.d_hidden}) "
-                         f"but the SAE has ({sae.n_instances}, {sae.d_hidden})")
-    device, n_inst, n, k = sae.device, sae.n_instances, source.n_features, sae.d_sae
-    parents = source_hierarchy(source) if hierarchy is None else parent_index(hierarchy, n_inst, n)
+    return n_samples, batch_size, candidates, thresholds
 
-    # Direction level: the best cosines per feature and per latent, in chunks, then the matching.
+
+@dataclass
+class _Directions:
+    """The direction-level grade, from the decoder alone."""
+
+    G: torch.Tensor  # true unit directions (inst, n, d), on the SAE's device
+    D: torch.Tensor  # unit decoder rows (inst, k, d)
+    gradeable: torch.Tensor  # (inst, n) bool, on the SAE's device
+    tops: object  # matching.cosine_tops: the best cosines per feature and per latent
+    matched_latent: torch.Tensor  # (inst, n), -1 where none
+    matched_cos: torch.Tensor  # (inst, n) float64
+    methods: list  # the matching used per instance
+    sb_mcc: list  # SynthSAEBench's MCC per instance
+    parts: torch.Tensor  # compositions: the features each latent blends, -1 padded
+    fit: torch.Tensor  # compositions: the cosine of each blend
+
+
+def _match_directions(sae, source, thresholds, matching, candidates, exact_limit) -> _Directions:
+    """The best cosines per feature and per latent, in chunks, then the matching, per instance."""
+    device, n_inst, n = sae.device, sae.n_instances, source.n_features
     G = unit_rows(source.true_directions().to(device).float())  # (inst, n, d)
     D = sae.decoder_directions().to(device).float()
     if not torch.isfinite(D).all():  # scipy's matching would fail on them with a message naming nothing
@@ -148,13 +182,11 @@ def evaluate(sae, source: ActivationSource, n_samples: int = 20_000, batch_size:
     D = unit_rows(D)  # (inst, k, d)
     gradeable = source.gradeable().to(device)
     tops = cosine_tops(G, D, gradeable, per_row=candidates, per_col=max(4, thresholds.max_parts))
-    best_cos, best_latent = tops.row_cos[..., 0].cpu(), tops.row_latent[..., 0].cpu()
     matched_latent = torch.full((n_inst, n), -1, dtype=torch.long)
     matched_cos = torch.zeros((n_inst, n), dtype=torch.float64)
     methods, sb_mcc = [], []
-    gradeable_cpu = gradeable.cpu()
     for instance in range(n_inst):  # the assignment is a per-instance CPU algorithm
-        rows = gradeable_cpu[instance].nonzero().squeeze(-1)
+        rows = gradeable[instance].cpu().nonzero().squeeze(-1)
         found = match(G[instance, rows.to(device)], D[instance], matching, candidates, exact_limit,
                       edges=candidate_edges(tops, instance, rows.numpy()))
         matched_latent[instance, rows] = torch.from_numpy(found.assignment.latent)
@@ -163,29 +195,39 @@ def evaluate(sae, source: ActivationSource, n_samples: int = 20_000, batch_size:
         sb_mcc.append(synthsaebench_mcc(G[instance, rows.to(device)], D[instance], matching, candidates=candidates,
                                         exact_limit=exact_limit))
     parts, fit = compositions(G, D, tops.col_cos, tops.col_feature, thresholds)
+    return _Directions(G, D, gradeable, tops, matched_latent, matched_cos, methods, sb_mcc, parts.cpu(), fit.cpu())
 
-    # Activation level, streamed over held-out samples as running sums and counts.
-    has_match = (matched_latent >= 0).to(device)
-    gather_index = matched_latent.clamp_min(0).to(device)  # (inst, n)
-    sums = {key: torch.zeros(n_inst, n, dtype=torch.float64, device=device) for key in ("a", "f", "aa", "ff", "af")}
-    counts = {key: torch.zeros(n_inst, n, dtype=torch.float64, device=device) for key in ("feature", "latent", "both")}
-    latent_fires = torch.zeros(n_inst, k, dtype=torch.float64, device=device)
-    squared_error = torch.zeros(n_inst, dtype=torch.float64, device=device)
-    sum_x = torch.zeros(n_inst, sae.d_hidden, dtype=torch.float64, device=device)
-    sum_xx = torch.zeros(n_inst, dtype=torch.float64, device=device)
-    absorption = None if parents is None else AbsorptionCounter(parents, matched_latent, gradeable, G, D,
-                                                                thresholds.absorption)
-    sb_sums = SynthSAEBenchSums(best_abs_feature(G, D, gradeable))  # SynthSAEBench's metrics, from the same samples
+
+def _held_out_chunks(source, seed, n_inst: int, width: int, n_samples: int, batch_size: int):
+    """The held-out samples' generator(s) and chunk sizes; chunks sized per instance where each instance has
+    its own seed, so that an instance's draws never depend on its batch-mates."""
     if isinstance(seed, (list, tuple)):
         if len(seed) != n_inst:
             raise ValueError(f"seed must be an int or one int per instance ({n_inst}), got {len(seed)} values")
-        generator = instance_generators(list(seed), source.device)
-        per_chunk = max(n, k)  # chunks sized per instance: an instance's draws never depend on its batch-mates
+        generator, per_chunk = instance_generators(list(seed), source.device), width
     else:
-        generator = make_generator(seed, source.device)
-        per_chunk = n_inst * max(n, k)
+        generator, per_chunk = make_generator(seed, source.device), n_inst * width
     batch_size = min(batch_size, max(64, BATCH_ENTRIES // per_chunk))  # bounds memory at 64k latents
-    sizes = [min(batch_size, n_samples - start) for start in range(0, n_samples, batch_size)]
+    return generator, [min(batch_size, n_samples - start) for start in range(0, n_samples, batch_size)]
+
+
+def _stream(sae, source, directions: _Directions, parents, thresholds, generator, sizes, quiet) -> dict:
+    """Running sums and counts over the held-out samples (float64, on the SAE's device): "a", "f", "aa", "ff",
+    "af" (the matched latent's activation a and its feature's f), firing counts "feature", "latent", "both",
+    "latent_fires", "squared_error", "sum_x", "sum_xx", and the "absorption" and "sb" accumulators."""
+    device, n_inst, n, k = sae.device, sae.n_instances, source.n_features, sae.d_sae
+    has_match = (directions.matched_latent >= 0).to(device)
+    gather_index = directions.matched_latent.clamp_min(0).to(device)  # (inst, n)
+    sums = {key: torch.zeros(n_inst, n, dtype=torch.float64, device=device)
+            for key in ("a", "f", "aa", "ff", "af", "feature", "latent", "both")}
+    sums.update(latent_fires=torch.zeros(n_inst, k, dtype=torch.float64, device=device),
+                squared_error=torch.zeros(n_inst, dtype=torch.float64, device=device),
+                sum_x=torch.zeros(n_inst, sae.d_hidden, dtype=torch.float64, device=device),
+                sum_xx=torch.zeros(n_inst, dtype=torch.float64, device=device),
+                absorption=None if parents is None else AbsorptionCounter(
+                    parents, directions.matched_latent, directions.gradeable, directions.G, directions.D,
+                    thresholds.absorption),
+                sb=SynthSAEBenchSums(best_abs_feature(directions.G, directions.D, directions.gradeable)))
     for size in progress_bar(sizes, desc="grading", quiet=quiet):
         batch = source.sample(size, generator)
         x, f = batch.hidden.to(device).float(), batch.features.to(device)
@@ -193,100 +235,130 @@ def evaluate(sae, source: ActivationSource, n_samples: int = 20_000, batch_size:
         a = torch.gather(acts, 2, gather_index.expand(size, -1, -1)) * has_match
         fires, a_fires = f > 0, a > 0
         a, f = a.double(), f.double()
-        sums["a"] += a.sum(0)
-        sums["f"] += f.sum(0)
-        sums["aa"] += (a * a).sum(0)
-        sums["ff"] += (f * f).sum(0)
-        sums["af"] += (a * f).sum(0)
-        counts["feature"] += fires.sum(0)
-        counts["latent"] += a_fires.sum(0)
-        counts["both"] += (fires & a_fires).sum(0)
-        latent_fires += (acts > 0).sum(0)
-        if absorption is not None:
-            absorption.update(batch.features.to(device), acts)
+        for key, value in (("a", a), ("f", f), ("aa", a * a), ("ff", f * f), ("af", a * f), ("feature", fires),
+                           ("latent", a_fires), ("both", fires & a_fires), ("latent_fires", acts > 0)):
+            sums[key] += value.sum(0)
+        if sums["absorption"] is not None:
+            sums["absorption"].update(batch.features.to(device), acts)
         x_hat = sae.decode(acts) if sae.has_decode else None
         if x_hat is not None:
-            squared_error += (x - x_hat).double().pow(2).sum((0, 2))
-        sb_sums.update(acts, f, x, x_hat)
-        sum_x += x.double().sum(0)
-        sum_xx += x.double().pow(2).sum((0, 2))
-    correlation = _pearson(n_samples, sums["a"], sums["f"], sums["aa"], sums["ff"], sums["af"]).cpu()
-    correlation = torch.where(matched_latent >= 0, correlation, 0.0)  # no latent: no correlation
-    precision, recall, f1 = firing_scores(counts["both"].cpu(), counts["feature"].cpu(), counts["latent"].cpu(),
-                                          matched_latent >= 0)
-    sb_summary, sb_latents = sb_sums.summary(n_samples, counts["feature"], squared_error, sum_x, sum_xx, sae.has_decode)
-    total_variance = (sum_xx - sum_x.pow(2).sum(-1) / n_samples).cpu()
-    squared_error = squared_error.cpu() if sae.has_decode else torch.full((n_inst,), torch.nan, dtype=torch.float64)
-    absorbed, parent_miss = absorption.rates(n_inst) if absorption is not None else \
-        (torch.full((n_inst, n), torch.nan, dtype=torch.float64),) * 2
+            sums["squared_error"] += (x - x_hat).double().pow(2).sum((0, 2))
+        sums["sb"].update(acts, f, x, x_hat)
+        sums["sum_x"] += x.double().sum(0)
+        sums["sum_xx"] += x.double().pow(2).sum((0, 2))
+    return sums
 
-    # Per latent: dead, dense, composed, near a feature (splitting), matched to nothing.
-    latent_frequency = (latent_fires / n_samples).cpu()
-    dead = latent_fires.cpu() == 0
-    dense = latent_frequency > thresholds.dense
-    parts, fit = parts.cpu(), fit.cpu()
-    composed = (parts[..., 0] >= 0) & ~dead
-    nearest_cos, nearest_feature = tops.col_cos[..., 0].cpu(), tops.col_feature[..., 0].cpu()
+
+def _activation_scores(sums: dict, directions: _Directions, n_samples: int, has_decode: bool) -> dict:
+    """Per (instance, feature): correlation, precision, recall, f1, absorption, parent_miss; per instance:
+    squared_error, total_variance and SynthSAEBench's summary ("sb") and per-latent columns ("sb_latents")."""
+    matched = directions.matched_latent >= 0
+    correlation = _pearson(n_samples, sums["a"], sums["f"], sums["aa"], sums["ff"], sums["af"]).cpu()
+    precision, recall, f1 = firing_scores(sums["both"].cpu(), sums["feature"].cpu(), sums["latent"].cpu(), matched)
+    sb, sb_latents = sums["sb"].summary(n_samples, sums["feature"], sums["squared_error"], sums["sum_x"],
+                                        sums["sum_xx"], has_decode)
+    n_inst, n = matched.shape
+    absorption, parent_miss = sums["absorption"].rates(n_inst) if sums["absorption"] is not None else \
+        (torch.full((n_inst, n), torch.nan, dtype=torch.float64),) * 2
+    return {"correlation": torch.where(matched, correlation, 0.0),  # no latent: no correlation
+            "precision": precision, "recall": recall, "f1": f1, "absorption": absorption, "parent_miss": parent_miss,
+            "sb": sb, "sb_latents": sb_latents,
+            "total_variance": (sums["sum_xx"] - sums["sum_x"].pow(2).sum(-1) / n_samples).cpu(),
+            "squared_error": sums["squared_error"].cpu() if has_decode else
+            torch.full((n_inst,), torch.nan, dtype=torch.float64)}
+
+
+def _latent_grades(sums: dict, directions: _Directions, thresholds, n_samples: int, n: int) -> dict:
+    """Per latent: frequency, dead, dense, composed, near a feature (splitting), matched to nothing, and
+    the feature matched to it; "n_near": how many latents sit near each feature."""
+    frequency = (sums["latent_fires"] / n_samples).cpu()
+    dead = sums["latent_fires"].cpu() == 0
+    composed = (directions.parts[..., 0] >= 0) & ~dead
+    nearest_cos, nearest_feature = directions.tops.col_cos[..., 0].cpu(), directions.tops.col_feature[..., 0].cpu()
     is_near = ~dead & ~composed & (nearest_cos >= thresholds.split)
     near_feature = torch.where(is_near, nearest_feature, -1)
-    n_near = near_counts(near_feature, n)
-    nothing = ~dead & ~composed & ~is_near
-    matched_feature = torch.full((n_inst, k), -1, dtype=torch.long)
+    matched_latent = directions.matched_latent
+    matched_feature = torch.full(dead.shape, -1, dtype=torch.long)
     inst_index, feature_index = (matched_latent >= 0).nonzero(as_tuple=True)
     matched_feature[inst_index, matched_latent[inst_index, feature_index]] = feature_index
+    return {"frequency": frequency, "dead": dead, "dense": frequency > thresholds.dense, "composed": composed,
+            "nearest_cos": nearest_cos, "nearest_feature": nearest_feature, "near_feature": near_feature,
+            "n_near": near_counts(near_feature, n), "nothing": ~dead & ~composed & ~is_near,
+            "matched_feature": matched_feature}
 
+
+def _frame(columns: dict) -> pd.DataFrame:
+    return pd.DataFrame({name: (value.reshape(-1).numpy() if isinstance(value, torch.Tensor) else value)
+                         for name, value in columns.items()})
+
+
+def _feature_table(source, directions: _Directions, parents, sums, scores, latents, threshold, n_samples):
+    """One row per (instance, true feature)."""
+    n_inst, n = directions.matched_latent.shape
     firing_prob = firing_probabilities(source)
-    feature_columns = {
+    features = _frame({
         "instance": np.repeat(np.arange(n_inst), n), "feature": np.tile(np.arange(n), n_inst),
-        "graded": gradeable_cpu, "parent": parents if parents is not None else torch.full((n_inst, n), -1),
+        "graded": directions.gradeable.cpu(), "parent": parents if parents is not None else torch.full((n_inst, n), -1),
         "firing_prob": firing_prob if firing_prob is not None else torch.full((n_inst, n), torch.nan),
-        "frequency": counts["feature"].cpu() / n_samples,
-        "best_latent": best_latent, "best_cos": best_cos, "matched_latent": matched_latent,
-        "matched_cos": matched_cos, "recovered": matched_cos >= threshold, "activation_corr": correlation,
-        "precision": precision, "recall": recall, "f1": f1, "n_near_latents": n_near, "split": n_near >= 2,
-        "absorption": absorbed, "parent_miss": parent_miss,
-    }
-    features = pd.DataFrame({name: (value.reshape(-1).numpy() if isinstance(value, torch.Tensor) else value)
-                             for name, value in feature_columns.items()})
+        "frequency": sums["feature"].cpu() / n_samples,
+        "best_latent": directions.tops.row_latent[..., 0].cpu(), "best_cos": directions.tops.row_cos[..., 0].cpu(),
+        "matched_latent": directions.matched_latent, "matched_cos": directions.matched_cos,
+        "recovered": directions.matched_cos >= threshold, "activation_corr": scores["correlation"],
+        "precision": scores["precision"], "recall": scores["recall"], "f1": scores["f1"],
+        "n_near_latents": latents["n_near"], "split": latents["n_near"] >= 2,
+        "absorption": scores["absorption"], "parent_miss": scores["parent_miss"],
+    })
     features.loc[~features["graded"], ["n_near_latents", "split"]] = [0, False]
+    return features
+
+
+def _latent_table(directions: _Directions, scores: dict, latents: dict) -> pd.DataFrame:
+    """One row per (instance, latent)."""
+    n_inst, k = latents["dead"].shape
+    composed = latents["composed"]
     composed_of = np.full(n_inst * k, "", dtype=object)
-    flat_parts = parts.reshape(n_inst * k, -1)
+    flat_parts = directions.parts.reshape(n_inst * k, -1)
     for row in composed.reshape(-1).nonzero().squeeze(-1).tolist():  # few: a Python loop is fine
         composed_of[row] = "+".join(str(p) for p in flat_parts[row].tolist() if p >= 0)
-    latent_columns = {
+    return _frame({
         "instance": np.repeat(np.arange(n_inst), k), "latent": np.tile(np.arange(k), n_inst),
-        "frequency": latent_frequency, "dead": dead, "dense": dense, "best_feature": nearest_feature,
-        "best_cos": nearest_cos, "matched_feature": matched_feature, "near_feature": near_feature,
-        "composed_of": composed_of, "composition_cos": torch.where(composed, fit, torch.nan),
-        "matched_to_nothing": nothing, **sb_latents,
-    }
-    latents = pd.DataFrame({name: (value.reshape(-1).numpy() if isinstance(value, torch.Tensor) else value)
-                            for name, value in latent_columns.items()})
+        "frequency": latents["frequency"], "dead": latents["dead"], "dense": latents["dense"],
+        "best_feature": latents["nearest_feature"], "best_cos": latents["nearest_cos"],
+        "matched_feature": latents["matched_feature"], "near_feature": latents["near_feature"],
+        "composed_of": composed_of, "composition_cos": torch.where(composed, directions.fit, torch.nan),
+        "matched_to_nothing": latents["nothing"], **scores["sb_latents"],
+    })
 
-    summary_rows = []
-    for instance in range(n_inst):
-        graded = gradeable_cpu[instance]
+
+def _summary_table(directions: _Directions, sums, scores, latents, threshold, n_samples) -> pd.DataFrame:
+    """One row per instance: the means over its graded features and latents."""
+    best_cos, matched_cos = directions.tops.row_cos[..., 0].cpu(), directions.matched_cos
+    squared_error, n_near = scores["squared_error"], latents["n_near"]
+    rows = []
+    for instance, graded in enumerate(directions.gradeable.cpu()):
         any_graded = bool(graded.any())
-        summary_rows.append({
+        nan = float("nan")
+        rows.append({
             "instance": instance,
             "n_graded": int(graded.sum()),
-            "matching": methods[instance],
-            "mmcs": float(best_cos[instance, graded].double().mean()) if any_graded else float("nan"),
-            "hungarian_cos": float(matched_cos[instance, graded].mean()) if any_graded else float("nan"),
+            "matching": directions.methods[instance],
+            "mmcs": float(best_cos[instance, graded].double().mean()) if any_graded else nan,
+            "hungarian_cos": float(matched_cos[instance, graded].mean()) if any_graded else nan,
             f"recovered@{threshold:g}": recovered(matched_cos[instance, graded].numpy(), threshold),
-            "activation_mcc": float(correlation[instance, graded].mean()) if any_graded else float("nan"),
-            "precision": _nanmean(precision[instance, graded]),
-            "recall": _nanmean(recall[instance, graded]),
-            "f1": _nanmean(f1[instance, graded]),
-            "split_fraction": float((n_near[instance, graded] >= 2).double().mean()) if any_graded else float("nan"),
-            "absorption": _nanmean(absorbed[instance]),
+            "activation_mcc": float(scores["correlation"][instance, graded].mean()) if any_graded else nan,
+            "precision": _nanmean(scores["precision"][instance, graded]),
+            "recall": _nanmean(scores["recall"][instance, graded]),
+            "f1": _nanmean(scores["f1"][instance, graded]),
+            "split_fraction": float((n_near[instance, graded] >= 2).double().mean()) if any_graded else nan,
+            "absorption": _nanmean(scores["absorption"][instance]),
             "mse": float(squared_error[instance] / n_samples),
-            "fvu": float(squared_error[instance] / total_variance[instance].clamp_min(1e-30)),
-            "l0": float(latent_fires[instance].sum().cpu() / n_samples),
-            "dead_fraction": float(dead[instance].double().mean()),
-            "dense_fraction": float(dense[instance].double().mean()),
-            "mixed_fraction": float(composed[instance].double().mean()),
-            "unmatched_latent_fraction": float(nothing[instance].double().mean()),
-            "sb_mcc": sb_mcc[instance], **{name: value[instance].item() for name, value in sb_summary.items()},
+            "fvu": float(squared_error[instance] / scores["total_variance"][instance].clamp_min(1e-30)),
+            "l0": float(sums["latent_fires"][instance].sum().cpu() / n_samples),
+            "dead_fraction": float(latents["dead"][instance].double().mean()),
+            "dense_fraction": float(latents["dense"][instance].double().mean()),
+            "mixed_fraction": float(latents["composed"][instance].double().mean()),
+            "unmatched_latent_fraction": float(latents["nothing"][instance].double().mean()),
+            "sb_mcc": directions.sb_mcc[instance],
+            **{name: value[instance].item() for name, value in scores["sb"].items()},
         })
-    return Report(features, pd.DataFrame(summary_rows), threshold, latents, thresholds)
+    return pd.DataFrame(rows)

@@ -33,6 +33,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..devices import resolve_device
+from ..sae.recipes import RECIPES
 
 CONFIG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
@@ -161,39 +162,35 @@ def load_saelens(path, device=None) -> SAELensSAE:
     return SAELensSAE(config, tensors)
 
 
+ARCHITECTURES = ("standard", "topk", "batchtopk", "jumprelu", "gated")
+"""The values of `Recipe.saelens_export` written here: which SAELens architecture a recipe's inference is."""
+
+
 def _export(sae, instance: int) -> tuple[dict, dict]:
     """One instance of a toysuper SAE in SAELens's terms: (cfg.json entries, weights).
 
-    Every toysuper recipe computes pre = W_enc (x - b_dec) + b_enc, or W_enc x + b_enc for
-    anthropic_2024 and jumprelu (apply_b_dec_to_input False), then:
-        anthropic_2024, relu_l1: ReLU(pre)                   -> standard
-        topk:                    ReLU(top-k of pre)           -> topk (no decoder-norm rescaling)
-        batchtopk (inference):   ReLU(pre) where > threshold  -> jumprelu, one threshold for all latents
-        jumprelu:                pre where pre > exp(log θ)   -> jumprelu, threshold = exp(log θ)
-        gated:                   [pre > 0] ReLU(e^r_mag (pre - b_enc) + b_mag) -> gated, b_gate = b_enc
+    Every recipe computes pre = W_enc (x - b_dec) + b_enc, or W_enc x + b_enc where it does not
+    centre its input (`Recipe.centres_input`: SAELens's apply_b_dec_to_input), then, by its export:
+        standard:  ReLU(pre)                                   (anthropic_2024, relu_l1)
+        topk:      ReLU(top-k of pre), no decoder-norm rescaling
+        batchtopk: ReLU(pre) where > sae.threshold             -> jumprelu, one threshold for all latents
+        jumprelu:  pre where pre > exp(sae.log_threshold)
+        gated:     [pre > 0] ReLU(e^r_mag (pre - b_enc) + b_mag), with b_gate = b_enc
     """
-    recipe = sae.recipe.name
+    export = sae.recipe.saelens_export
     tensors = {"W_enc": sae.W_enc[instance], "W_dec": sae.W_dec[instance], "b_dec": sae.b_dec[instance],
                "b_enc": sae.b_enc[instance]}
-    entries = {"apply_b_dec_to_input": recipe not in ("anthropic_2024", "jumprelu")}
-    if recipe in ("anthropic_2024", "relu_l1"):
-        entries["architecture"] = "standard"
-    elif recipe == "topk":
-        entries.update(architecture="topk", k=int(sae.k[instance]), rescale_acts_by_decoder_norm=False)
-    elif recipe == "batchtopk":
-        entries["architecture"] = "jumprelu"
+    entries = {"apply_b_dec_to_input": sae.recipe.centres_input,
+               "architecture": "jumprelu" if export == "batchtopk" else export}
+    if export == "topk":
+        entries.update(k=int(sae.k[instance]), rescale_acts_by_decoder_norm=False)
+    elif export == "batchtopk":
         tensors["threshold"] = sae.threshold[instance].expand(sae.d_sae)
-    elif recipe == "jumprelu":
-        entries["architecture"] = "jumprelu"
+    elif export == "jumprelu":
         tensors["threshold"] = sae.log_threshold[instance].exp()
-    elif recipe == "gated":
-        entries["architecture"] = "gated"
+    elif export == "gated":
         tensors.update(b_gate=tensors.pop("b_enc"), b_mag=sae.b_mag[instance], r_mag=sae.r_mag[instance])
     return entries, tensors
-
-
-EXPORTS = ("anthropic_2024", "relu_l1", "topk", "batchtopk", "jumprelu", "gated")
-"""The toysuper recipes that have a SAELens counterpart."""
 
 
 def save_saelens(sae, directory, instance: int = 0) -> Path:
@@ -201,13 +198,15 @@ def save_saelens(sae, directory, instance: int = 0) -> Path:
 
     SAELens users load it with `sae_lens.SAE.load_from_disk(directory)`; toysuper reads it
     back with `load_saelens` (or `evaluate(directory, source)`). The recipe must have a
-    SAELens counterpart (see `EXPORTS`); others raise ValueError.
+    SAELens counterpart (its `saelens_export`); others raise ValueError.
     """
     if isinstance(instance, bool) or not isinstance(instance, int) or not 0 <= instance < sae.n_instances:
         raise ValueError(f"instance must be an index below n_instances={sae.n_instances}, got {instance!r}")
     recipe = sae.recipe.name
-    if recipe not in EXPORTS:
-        raise ValueError(f"recipe {recipe!r} has no SAELens counterpart here; exportable: {sorted(EXPORTS)}")
+    if sae.recipe.saelens_export not in ARCHITECTURES:
+        exportable = sorted(name for name, known in RECIPES.items() if known.saelens_export in ARCHITECTURES)
+        raise ValueError(f"recipe {recipe!r} has no SAELens counterpart (its saelens_export is "
+                         f"{sae.recipe.saelens_export!r}); exportable: {exportable}")
     entries, tensors = _export(sae, instance)
     config = {"d_in": sae.d_hidden, "d_sae": sae.d_sae, "dtype": "float32", "device": "cpu",
               "apply_b_dec_to_input": True, "normalize_activations": "none", "reshape_activations": "none",

@@ -11,7 +11,7 @@ from .. import weights
 from ..checks import as_tensor, positive_int
 from ..devices import instance_seeds, make_generator, resolve_device
 from ..memory import TooLarge, check_fits, sae_bytes
-from .recipes import get_recipe
+from .recipes import get_recipe, recipe_path
 
 SEED_SALT = 0x5AE  # keeps an SAE seeded s off the random numbers of anything else seeded s (e.g. the true directions)
 
@@ -44,16 +44,17 @@ class SAE(nn.Module):
         d_hidden: width of the activations the SAE reads.
         d_sae: number of latents.
         n_instances: independent SAEs trained side by side.
-        recipe: a name from `toysuper.RECIPES`.
+        recipe: a registered name (`toysuper.RECIPES`), an import path "module:Class", or a Recipe class.
         seed: an int s (instance i is initialised from seed s + i), one int per instance, or
             None (fresh random seeds). Instance i's weights depend on its own seed only, so an
             SAE of one instance with seed [s_i] starts exactly as instance i does here.
         device: CUDA when present by default.
         **hyperparameters: the recipe's per-instance settings (e.g. l1_coefficient, k), each a
-            number or one value per instance; see `RECIPES[recipe].hyperparameters`.
+            number or one value per instance (`RECIPES[recipe].hyperparameters`), and its per-SAE
+            options, each one bool or string (`RECIPES[recipe].options`; read back in `sae.options`).
     """
 
-    def __init__(self, d_hidden: int, d_sae: int, n_instances: int = 1, recipe: str = "anthropic_2024",
+    def __init__(self, d_hidden: int, d_sae: int, n_instances: int = 1, recipe="anthropic_2024",
                  seed=0, device=None, **hyperparameters):
         super().__init__()
         self.d_hidden = positive_int("d_hidden", d_hidden)
@@ -64,10 +65,13 @@ class SAE(nn.Module):
         device = resolve_device(device)
         check_fits(f"SAE(d_hidden={self.d_hidden}, d_sae={self.d_sae}, n_instances={self.n_instances})",
                    2 * sae_bytes(self.d_hidden, self.d_sae, self.n_instances), device)  # the init draws a copy
-        unknown = set(hyperparameters) - set(self.recipe.hyperparameters)
+        declared = {**self.recipe.hyperparameters, **self.recipe.options}
+        unknown = set(hyperparameters) - set(declared)
         if unknown:
-            raise ValueError(f"recipe {recipe!r} has no hyperparameter(s) {sorted(unknown)}; "
-                             f"it takes {sorted(self.recipe.hyperparameters)}")
+            raise ValueError(f"recipe {self.recipe.name!r} has no hyperparameter(s) {sorted(unknown)}; "
+                             f"it takes {sorted(declared)}")
+        self.options = {name: self._option(name, hyperparameters.get(name, self.recipe.option_default(name)))
+                        for name in self.recipe.options}
         for name in self.recipe.hyperparameters:
             value = hyperparameters.get(name, self.recipe.default(name, self.d_sae))
             self.register_buffer(name, self._hyperparameter(name, value, device))
@@ -101,6 +105,16 @@ class SAE(nn.Module):
         if name in self.recipe.integer_hyperparameters and (value != value.round()).any():
             raise ValueError(f"{name} must be whole numbers, got {value.tolist()}")
         return value.clone()
+
+    def _option(self, name: str, value) -> bool | str:
+        """`value` checked against the option's declaration: a bool, or a string (one of the listed ones)."""
+        declared = self.recipe.options[name]
+        choices = declared if isinstance(declared, tuple) else None
+        kind = type(choices[0] if choices else declared)
+        if type(value) is not kind or (choices and value not in choices):
+            wanted = f"one of {list(choices)}" if choices else f"a {kind.__name__}"
+            raise ValueError(f"{name} must be {wanted} (an option of recipe {self.recipe.name!r}), got {value!r}")
+        return value
 
     def _refresh_hyperparameter_max(self) -> None:
         # Kept on the host so that recipes can size tensors (top-k) or skip work without a device sync per step.
@@ -178,9 +192,13 @@ class SAE(nn.Module):
         self.b_dec.div_(scale[:, None])
 
     def config(self) -> dict:
-        """Everything `SAE.load` needs besides the weights (JSON-serialisable)."""
+        """Everything `SAE.load` needs besides the weights (JSON-serialisable).
+
+        "recipe" is where the recipe comes from: a built-in's name, or "module:Class" for any other.
+        """
         return {"d_hidden": self.d_hidden, "d_sae": self.d_sae, "n_instances": self.n_instances,
-                "recipe": self.recipe.name, "seed": self.seeds, **self.hyperparameter_values()}
+                "recipe": recipe_path(self.recipe), "seed": self.seeds, **self.hyperparameter_values(),
+                **self.options}
 
     def save(self, directory) -> Path:
         """Write `config.json` and `weights.safetensors` into `directory` (created if needed).
@@ -195,7 +213,12 @@ class SAE(nn.Module):
         device = resolve_device(device)
         config, tensors = weights.read(directory, "an SAE", ("d_hidden", "d_sae", "n_instances", "recipe"))
         try:
-            sae = cls(device=device, **config)
+            recipe = get_recipe(config["recipe"])
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"the SAE in {str(directory)!r} was trained with recipe {config['recipe']!r}, "
+                             f"which cannot be found here: {error}") from error
+        try:
+            sae = cls(device=device, **{**config, "recipe": recipe})
         except TooLarge:
             raise
         except (TypeError, ValueError) as error:

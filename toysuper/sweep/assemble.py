@@ -87,8 +87,8 @@ def check_point(point: dict) -> None:
     if "source.world" in point:
         _check_world(point)
     recipe = get_recipe(point["sae.recipe"])
-    hyper = tuple((name, point[f"sae.{name}"]) for name in recipe.hyperparameters)
-    _check_sae(recipe.name, point["source.d_hidden"], point["sae.d_sae"], hyper)
+    hyper = tuple((name, point[f"sae.{name}"]) for name in (*recipe.hyperparameters, *recipe.options))
+    _check_sae(point["sae.recipe"], point["source.d_hidden"], point["sae.d_sae"], hyper)
 
 
 def _check_world(point: dict) -> None:
@@ -288,8 +288,9 @@ def sae(points: list[dict], device) -> SAE:
     first = points[0]
     recipe = get_recipe(first["sae.recipe"])
     hyper = {name: [p[f"sae.{name}"] for p in points] for name in recipe.hyperparameters}
-    return SAE(first["source.d_hidden"], first["sae.d_sae"], len(points), recipe=recipe.name,
-               seed=[stream_seed(p, "sae_init") for p in points], device=device, **hyper)
+    return SAE(first["source.d_hidden"], first["sae.d_sae"], len(points), recipe=recipe,
+               seed=[stream_seed(p, "sae_init") for p in points], device=device, **hyper,
+               **{name: first[f"sae.{name}"] for name in recipe.options})  # per SAE: the planner groups by them
 
 
 def sae_train_settings(point: dict) -> dict:

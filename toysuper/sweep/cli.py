@@ -158,7 +158,8 @@ def command_list(args) -> int:
 
     print("recipes ([sae] recipe = NAME; its hyperparameters are [sae] keys and sweepable):")
     for name, recipe in RECIPES.items():
-        hyper = ", ".join(f"{k}={v:g}" for k, v in recipe.hyperparameters.items())
+        hyper = ", ".join([f"{k}={v:g}" for k, v in recipe.hyperparameters.items()]
+                          + [f"{k}={recipe.option_default(k)!r}" for k in recipe.options])  # options: per SAE
         print(f"  {name:16s} {hyper:40s} {recipe.citation}")
     print("\nfeature distributions ([features]):")
     print(f"  frequency laws (frequency = ...): {', '.join(assemble.FREQUENCY_LAWS)}; the knob is sparsity or l0")
@@ -205,6 +206,8 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if os.getcwd() not in sys.path:  # as `python -m` does: a recipe "my_recipes:Cls" is found in the current folder
+        sys.path.append(os.getcwd())
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning  # one line each, no source location
         try:

@@ -107,10 +107,19 @@ NON_IDENTITY = ("name", "description", "device")
 NON_IDENTITY_SECTIONS = ("run",)
 
 
-def _recipes() -> dict:
-    from ..sae import RECIPES  # torch is only imported once a config is resolved
+def _recipes(specs=()) -> dict:
+    """The registered recipes by name, and those of `specs` named by import path ("module:Class")."""
+    from ..sae import RECIPES, get_recipe  # torch is only imported once a config is resolved
 
-    return RECIPES
+    try:
+        return {**RECIPES, **{spec: get_recipe(spec) for spec in specs if isinstance(spec, str) and ":" in spec}}
+    except ValueError as error:
+        raise ValueError(f"sae.recipe: {error}") from error
+
+
+def _takes(recipe) -> dict:
+    """A recipe's [sae] keys and their defaults: its hyperparameters (per instance) and options (per SAE)."""
+    return {**recipe.hyperparameters, **{name: recipe.option_default(name) for name in recipe.options}}
 
 
 def flatten(config: dict, prefix: str = "") -> dict:
@@ -218,8 +227,8 @@ def _check_magnitude_keys(flat: dict) -> None:
 
 def _check_recipe_keys(flat: dict) -> None:
     """Every sae.<hp> must belong to a swept recipe; every sae.<recipe>.<hp> to that recipe."""
-    registry = _recipes()
     recipes = _as_list(flat["sae.recipe"])
+    registry = _recipes(recipes)
     for recipe in recipes:
         if not isinstance(recipe, str) or recipe not in registry:
             raise ValueError(f"sae.recipe must be one of {sorted(registry)}, got {recipe!r}")
@@ -228,11 +237,11 @@ def _check_recipe_keys(flat: dict) -> None:
         if parts[0] != "sae" or key in SCHEMA:
             continue
         if len(parts) == 2:
-            takers = [r for r in recipes if parts[1] in registry[r].hyperparameters]
+            takers = [r for r in recipes if parts[1] in _takes(registry[r])]
             if not takers:
-                offered = {r: sorted(registry[r].hyperparameters) for r in recipes}
+                offered = {r: sorted(_takes(registry[r])) for r in recipes}
                 known = [k for k in SCHEMA if k.startswith("sae.")] + [f"sae.{h}" for r in registry
-                                                                      for h in registry[r].hyperparameters]
+                                                                      for h in _takes(registry[r])]
                 near = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
                 hint = f"; did you mean {' or '.join(repr(k) for k in near)}?" if near and key not in known else ""
                 raise ValueError(f"unknown config key {key!r}: no recipe in sae.recipe={flat['sae.recipe']!r} "
@@ -242,9 +251,9 @@ def _check_recipe_keys(flat: dict) -> None:
             if parts[1] not in recipes:
                 raise ValueError(f"config key {key!r} sets recipe {parts[1]!r}, which sae.recipe={flat['sae.recipe']!r} "
                                  f"does not include")
-            if parts[2] not in registry[parts[1]].hyperparameters:
+            if parts[2] not in _takes(registry[parts[1]]):
                 raise ValueError(f"unknown config key {key!r}: recipe {parts[1]!r} has no hyperparameter "
-                                 f"{parts[2]!r}; it takes {sorted(registry[parts[1]].hyperparameters)}")
+                                 f"{parts[2]!r}; it takes {sorted(_takes(registry[parts[1]]))}")
         else:
             near = difflib.get_close_matches(parts[1], list(registry), n=1, cutoff=0.6)
             hint = f"; did you mean a [sae.{near[0]}] table?" if near and len(parts) == 3 else ""
@@ -339,7 +348,7 @@ def expand(config: dict) -> list[dict]:
     flat = flatten(config)
     plain = {k: v for k, v in flat.items() if not is_hyperparameter(k)}
     sweep = {k: v for k, v in plain.items() if isinstance(v, list)}
-    registry = _recipes()
+    registry = _recipes(_as_list(flat.get("sae.recipe", [])))
     points = []
     for values in itertools.product(*sweep.values()):
         base = dict(plain)
@@ -347,8 +356,9 @@ def expand(config: dict) -> list[dict]:
         recipe = base["sae.recipe"]
         hyper = {}
         d_sae = base["sae.d_sae"]
-        for name, default in registry[recipe].hyperparameters.items():
-            if isinstance(d_sae, int) and not isinstance(d_sae, bool):  # a default may depend on the width (k_aux)
+        for name, default in _takes(registry[recipe]).items():
+            if isinstance(d_sae, int) and not isinstance(d_sae, bool) and name not in registry[recipe].options:
+                # a default may depend on the width (k_aux)
                 default = registry[recipe].default(name, d_sae)
             hyper[f"sae.{name}"] = flat.get(f"sae.{recipe}.{name}", flat.get(f"sae.{name}", default))
         hyper_axes = {k: v for k, v in hyper.items() if isinstance(v, list)}

@@ -6,8 +6,10 @@ caller stores it. Ray is imported only by `RayExecutor`, so the default path nee
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 
+from ..sae.recipes import get_recipe, recipe_path
 from .planner import Batch
 from .runner import BatchResult, run_batch
 
@@ -24,14 +26,27 @@ class LocalExecutor:
             yield run_batch(batch, device, quiet=quiet, keep_models=keep_models)
 
 
-def _ray_task(batch: Batch, device: str, keep_models: bool, threads: int) -> BatchResult:
-    """One batch inside a Ray worker: 'auto' picks the GPU Ray gave the task, if any."""
+def _ray_task(batch: Batch, device: str, keep_models: bool, threads: int, recipes: list[str],
+              paths: list[str]) -> BatchResult:
+    """One batch inside a Ray worker: 'auto' picks the GPU Ray gave the task, if any.
+
+    `recipes`: the import paths of the outside recipes the batch trains, imported (and so registered)
+    here from the driver's Python path `paths`, so that a recipe registered by name works in a worker too.
+    """
     import torch
 
     from ..devices import resolve_device
 
+    sys.path.extend(path for path in paths if path not in sys.path)
+    for recipe in recipes:
+        get_recipe(recipe)
     torch.set_num_threads(threads)  # as many as the CPUs the task claimed
     return run_batch(batch, resolve_device(device), quiet=True, keep_models=keep_models)
+
+
+def _outside_recipes(batch: Batch) -> list[str]:
+    """The import paths of the outside recipes `batch` trains (a built-in is found by its name anywhere)."""
+    return sorted({path for path in (recipe_path(get_recipe(p["sae.recipe"])) for p in batch.points) if ":" in path})
 
 
 class RayExecutor:
@@ -72,7 +87,8 @@ class RayExecutor:
                                                  num_gpus=self.gpus_per_batch if has_gpus else 0,
                                                  max_retries=0)
             threads = max(1, int(self.cpus_per_batch))
-            pending = [task.remote(batch, device, keep_models, threads) for batch in batches]
+            pending = [task.remote(batch, device, keep_models, threads, _outside_recipes(batch), sys.path)
+                       for batch in batches]
             try:
                 while pending:
                     finished, pending = ray.wait(pending, num_returns=1)

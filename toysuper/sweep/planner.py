@@ -86,10 +86,10 @@ def estimate_mb(point: dict, n_sae: int, n_toy: int) -> float:
 
 def group_key(point: dict) -> tuple:
     """What must agree for two points to train in one pass: every identity key that is neither an instance
-    axis nor a grading key."""
+    axis nor a grading key (a recipe's option, a string or bool, is per SAE: not an instance axis)."""
     return tuple((k, v) for k, v in sorted(point.items())
-                 if config_io.is_identity(k) and not config_io.is_instance_axis(k)
-                 and not k.startswith(config_io.GRADING))
+                 if config_io.is_identity(k) and not k.startswith(config_io.GRADING)
+                 and not (config_io.is_instance_axis(k) and not isinstance(v, (bool, str))))
 
 
 def _split(points: list[dict], memory_mb: float, max_instances: int) -> list[list[dict]]:

@@ -28,11 +28,12 @@ HUE_AXES = ("sae.d_sae", "source.d_hidden", "sae.recipe", "features.zipf_exponen
 SAE_AXES_PREFIX = "sae."
 
 
-def recipe_colours() -> dict[str, tuple]:
-    """One colour per recipe, the same in every figure: tab10 in the registry's order."""
+def recipe_colours(names=()) -> dict[str, tuple]:
+    """One colour per recipe, the same in every figure: tab10 in the registry's order, then `names` not in it."""
     from ..sae import RECIPES
 
-    return dict(zip(RECIPES, sns.color_palette("tab10", max(10, len(RECIPES)))))
+    names = list(dict.fromkeys([*RECIPES, *names]))  # an outside recipe appears by its import path
+    return dict(zip(names, sns.color_palette("tab10", max(10, len(names)))))
 
 
 def _hue_palette(table: pd.DataFrame, hue: str | None):
@@ -40,7 +41,7 @@ def _hue_palette(table: pd.DataFrame, hue: str | None):
     if hue is None:
         return None
     if hue == "sae.recipe":
-        return recipe_colours()
+        return recipe_colours(table[hue].dropna().unique())
     values = sorted(table[hue].dropna().unique())
     if not pd.api.types.is_numeric_dtype(table[hue]):
         return None
@@ -218,7 +219,7 @@ def pareto_figure(results: pd.DataFrame, features: pd.DataFrame | None, config: 
     settings = [()] if not others else _spread(list(means.groupby(others[0] if len(others) == 1 else others).groups),
                                                max_rows)
     recipes = list(dict.fromkeys(means["sae.recipe"]))
-    palette = recipe_colours()
+    palette = recipe_colours(recipes)
     knobs = {recipe: [k for k in sae_axes if k != "sae.recipe"
                       and means.loc[means["sae.recipe"] == recipe, k].nunique() > 1] for recipe in recipes}
     true_l0 = _true_l0(results, features)
@@ -242,7 +243,7 @@ def pareto_figure(results: pd.DataFrame, features: pd.DataFrame | None, config: 
                 panel.plot(points["l0"][front], points[metric][front], marker="o", color=colour, label=recipe,
                            alpha=0.9, zorder=3)
                 for _, point in points.iterrows():
-                    text = " ".join(f"{KNOB_NAMES.get(k.split('.')[-1], k.split('.')[-1])} {point[k]:g}"
+                    text = " ".join(f"{KNOB_NAMES.get(k.split('.')[-1], k.split('.')[-1])} {point[k] if isinstance(point[k], str) else format(point[k], 'g')}"
                                     for k in knobs[recipe])
                     if text:
                         panel.annotate(text, (point["l0"], point[metric]), xytext=(3, 3), textcoords="offset points",

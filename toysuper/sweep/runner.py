@@ -166,8 +166,8 @@ def _stack(models: list):
         seeds = [s for m in models for s in m.seeds]
         hyper = {name: [v for m in models for v in m.hyperparameter_values()[name]]
                  for name in first.recipe.hyperparameters}
-        stacked = SAE(first.d_hidden, first.d_sae, len(seeds), recipe=first.recipe.name, seed=seeds,
-                      device=first.device, **hyper)
+        stacked = SAE(first.d_hidden, first.d_sae, len(seeds), recipe=first.recipe, seed=seeds,
+                      device=first.device, **hyper, **first.options)
     else:
         stacked = ToyModel(first.n_features, first.d_hidden, sum(m.n_instances for m in models), kind=first.kind,
                            device=first.W.device)

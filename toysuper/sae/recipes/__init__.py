@@ -1,7 +1,9 @@
-"""The registry of SAE recipes: `RECIPES[name]` is a Recipe instance.
+"""SAE recipes and their registry: `RECIPES[name]` is a Recipe instance.
 
-`RECIPES[name].hyperparameters` maps each per-instance hyperparameter of a recipe to its
-default; `RECIPES[name].train_defaults` holds the `train_sae` settings the recipe's papers use.
+A recipe declares its hyperparameters (per-instance numbers, with their defaults), its options
+(per-SAE switches), its sparsity knob and its SAELens export; see `Recipe`. The built-ins are
+registered here with `register_recipe`, the same function an outside recipe uses
+(docs/adding_a_recipe.md).
 """
 
 from __future__ import annotations
@@ -12,20 +14,11 @@ from .batchtopk import BatchTopK
 from .gated import Gated
 from .jumprelu import JumpReLU
 from .matryoshka import MatryoshkaBatchTopK
+from .registry import RECIPES, get_recipe, recipe_path, register_recipe
 from .relu_l1 import ReluL1
 from .topk import TopK
 
-RECIPES: dict[str, Recipe] = {
-    recipe.name: recipe for recipe in (Anthropic2024(), ReluL1(), TopK(), BatchTopK(), JumpReLU(), Gated(),
-                                        MatryoshkaBatchTopK())
-}
+for _builtin in (Anthropic2024, ReluL1, TopK, BatchTopK, JumpReLU, Gated, MatryoshkaBatchTopK):
+    register_recipe(_builtin)
 
-
-def get_recipe(name: str) -> Recipe:
-    """The recipe called `name`, or a ValueError listing the known ones."""
-    if name not in RECIPES:
-        raise ValueError(f"recipe must be one of {sorted(RECIPES)}, got {name!r}")
-    return RECIPES[name]
-
-
-__all__ = ["RECIPES", "Recipe", "get_recipe"]
+__all__ = ["RECIPES", "Recipe", "get_recipe", "recipe_path", "register_recipe"]

@@ -32,6 +32,9 @@ class Anthropic2024(TargetL0, Recipe):
     hyperparameters = {"l1_coefficient": 1.0, "l1_warmup": L1_WARMUP_FRACTION, **target_l0.HYPERPARAMETERS}
     citation = "Templeton et al. 2024, Scaling Monosemanticity; Conerly et al., Anthropic April 2024 update"
     input_scaling = "mean_norm_sqrt_d"
+    sparsity_knob = "l1_coefficient"
+    saelens_export = "standard"
+    centres_input = False
     train_defaults = {"lr": 3e-3, "grad_clip": 1.0, "b_dec_init": "zeros"}
 
     def check(self, sae):

@@ -16,11 +16,22 @@ from ..state import TrainState
 
 
 class Recipe:
-    """Base class: subclasses set `name`, `hyperparameters`, and implement `encode` and `loss`."""
+    """Base class: subclasses declare `name`, `hyperparameters` (and whatever else below applies)
+    and implement `encode` and `loss`; `register_recipe` makes them known by name."""
 
     name: str = ""
     hyperparameters: dict[str, float] = {}
-    """Per-instance hyperparameters and their defaults, e.g. {"l1_coefficient": 5.0}."""
+    """Per-instance numbers and their defaults, e.g. {"l1_coefficient": 5.0}: (inst,) buffers on the SAE."""
+    options: dict[str, bool | str | tuple[str, ...]] = {}
+    """Per-SAE switches and their defaults, in `sae.options`: a bool, or a string; a tuple of strings
+    lists the allowed ones, the first being the default, e.g. {"sparsity_penalty": ("tanh", "l0")}."""
+    sparsity_knob: str | None = None
+    """The hyperparameter a sweep turns to trade sparsity for reconstruction ("k", "l1_coefficient")."""
+    saelens_export: str | None = None
+    """The SAELens architecture this recipe's inference is written as (one of
+    `grade.saelens_format.ARCHITECTURES`, reading the parameters that built-in reads), or None: not exportable."""
+    centres_input: bool = True
+    """Whether the encoder reads x - b_dec (True) or x (SAELens's apply_b_dec_to_input)."""
     integer_hyperparameters: frozenset[str] = frozenset()
     """Hyperparameters that must be whole numbers (k of TopK)."""
     positive_hyperparameters: frozenset[str] = frozenset()
@@ -34,6 +45,11 @@ class Recipe:
     def default(self, name: str, d_sae: int) -> float:
         """The value an SAE of `d_sae` latents takes for a hyperparameter its caller leaves out."""
         return self.hyperparameters[name]
+
+    def option_default(self, name: str) -> bool | str:
+        """The value an SAE takes for an option its caller leaves out."""
+        declared = self.options[name]
+        return declared[0] if isinstance(declared, tuple) else declared
 
     def register(self, sae) -> None:
         """Create the recipe's own parameters or buffers on `sae` (before `init_parameters`)."""

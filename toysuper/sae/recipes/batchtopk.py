@@ -49,6 +49,7 @@ THRESHOLD_EMA = 0.01  # weight of the newest batch once 100 batches have been av
 class BatchTopK(TopK):
     name = "batchtopk"
     citation = "Bussmann, Leask & Nanda 2024, BatchTopK Sparse Autoencoders"
+    saelens_export = "batchtopk"  # its inference: one learnt threshold
     hyperparameters = {**TopK.hyperparameters, "topk_warmup": 0.9}
     train_defaults = {**TopK.train_defaults, "dead_window": 2048}
 

@@ -44,6 +44,8 @@ class Gated(TargetL0, UnitNormDecoder, Recipe):
     name = "gated"
     hyperparameters = {"l1_coefficient": 0.8, **target_l0.HYPERPARAMETERS}
     citation = "Rajamanoharan et al. 2024, Improving Dictionary Learning with Gated Sparse Autoencoders"
+    sparsity_knob = "l1_coefficient"
+    saelens_export = "gated"
     train_defaults = {"lr": 3e-3, "betas": (0.0, 0.999), "b_dec_init": "geometric_median", "grad_clip": None,
                       "resample": True}
 

@@ -16,9 +16,9 @@ the encoder, and a pre-activation term pulls latents that never fire back toward
 thresholds,
     loss = ||x - x̂||² + λ Σ_i tanh(c · f_i ||W_dec,i||) + λ_P Σ_i ReLU(θ_i - π_i) ||W_dec,i||,
 (decoder rows are held at unit norm here, as in the public GDM code; θ is detached in the last
-term, whose job is to move the pre-activations). tanh_scale = c = 0 selects the Gemma Scope
-L0 penalty above, pre_act_coefficient = λ_P = 0 drops the pre-activation term; both are per
-instance.
+term, whose job is to move the pre-activations). The option sparsity_penalty = "l0" selects the
+Gemma Scope L0 penalty above (per SAE); pre_act_coefficient = λ_P = 0 drops the pre-activation
+term (per instance).
 
 Other choices kept from the papers: inputs scaled to E||x||² = 1, λ warmed up linearly from
 0 over the first 10% of training, Adam with β1 = 0, β2 = 0.999, W_enc initialised to W_decᵀ,
@@ -127,7 +127,11 @@ class JumpReLU(TargetL0, UnitNormDecoder, Recipe):
     name = "jumprelu"
     hyperparameters = {"l0_coefficient": 0.2, "threshold_init": 0.01, "bandwidth": 0.05, "tanh_scale": 1.0,
                        "pre_act_coefficient": 3e-4, "l0_warmup": L0_WARMUP_FRACTION, **target_l0.HYPERPARAMETERS}
-    positive_hyperparameters = frozenset({"threshold_init", "bandwidth"})
+    positive_hyperparameters = frozenset({"threshold_init", "bandwidth", "tanh_scale"})
+    options = {"sparsity_penalty": ("tanh", "l0")}  # Anthropic's λ Σ tanh(c f ||W_dec||), or Gemma Scope's λ L0
+    sparsity_knob = "l0_coefficient"
+    saelens_export = "jumprelu"
+    centres_input = False
     citation = ("Rajamanoharan et al. 2024, Jumping Ahead (JumpReLU SAEs); Lieberum et al. 2024, Gemma Scope; "
                 "Conerly et al., Anthropic Circuits Updates January 2025")
     input_scaling = "unit_mean_squared_norm"
@@ -159,9 +163,9 @@ class JumpReLU(TargetL0, UnitNormDecoder, Recipe):
         pre = sae.pre_activations(x)
         norms = sae.W_dec.norm(dim=-1)  # (inst, d_sae); 1 after every step, the decoder being held at unit norm
         # each term is computed only if some instance uses it (known on the host, no sync)
+        tanh = sae.options["sparsity_penalty"] == "tanh"
         acts, sparsity, pre_act, fires = JumpReLUTerms.apply(
-            pre, sae.log_threshold.exp(), norms, sae.bandwidth[:, None], sae.tanh_scale,
-            sae.hyperparameter_max("tanh_scale") > 0, sae.hyperparameter_min("tanh_scale") == 0,
+            pre, sae.log_threshold.exp(), norms, sae.bandwidth[:, None], sae.tanh_scale * tanh, tanh, not tanh,
             sae.hyperparameter_max("pre_act_coefficient") > 0)
         mse = squared_error(x, sae.decode(acts))
         coefficient = sae.l0_coefficient * self.coefficient_multiplier(sae)

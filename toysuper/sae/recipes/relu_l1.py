@@ -32,6 +32,8 @@ class ReluL1(TargetL0, UnitNormDecoder, Recipe):
     name = "relu_l1"
     hyperparameters = {"l1_coefficient": 0.25, **target_l0.HYPERPARAMETERS}
     citation = "Bricken et al. 2023, Towards Monosemanticity"
+    sparsity_knob = "l1_coefficient"
+    saelens_export = "standard"
     train_defaults = {"lr": 3e-3, "b_dec_init": "geometric_median", "resample": True, "grad_clip": None}
 
     def init_parameters(self, sae, generators):

@@ -33,6 +33,8 @@ class TopK(UnitNormDecoder, Recipe):
     hyperparameters = {"k": 8.0, "k_aux": 64.0, "aux_coefficient": 1 / 32}
     integer_hyperparameters = frozenset({"k", "k_aux"})
     positive_hyperparameters = frozenset({"k"})
+    sparsity_knob = "k"
+    saelens_export = "topk"
     citation = "Gao et al. 2024, Scaling and evaluating sparse autoencoders"
     train_defaults = {"lr": 3e-3, "b_dec_init": "geometric_median", "grad_clip": None}
 

@@ -15,19 +15,16 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ..grade.evaluate import evaluate
+from ..sae.model import SAE
+from ..sae.recipes import get_recipe
+from ..sae.train import train_sae
+from ..sources import DictionarySource, random_directions
 from ..truth.distribution import FeatureDistribution
 from ..truth.frequencies import Zipf
 from ..truth.magnitudes import Constant, Uniform
-from ..sources import DictionarySource, random_directions
-from .model import SAE
-from .recipes import RECIPES
-from .train import train_sae
+from .evaluate import evaluate
 
 MEAN_ACTIVE = 8
-SPARSITY_KNOB = {"anthropic_2024": "l1_coefficient", "relu_l1": "l1_coefficient", "topk": "k", "batchtopk": "k",
-                 "jumprelu": "l0_coefficient", "gated": "l1_coefficient", "matryoshka": "k"}
-"""The hyperparameter that sets each recipe's sparsity."""
 COLUMNS = ["recipe", "hyperparameters", "recovered@0.9", "mmcs", "hungarian_cos", "activation_mcc", "fvu", "l0",
            "dead_fraction", "wall_s"]
 
@@ -63,26 +60,29 @@ def task_source(size: TaskSize, n_instances: int = 1, seed: int = 0, device="cpu
     return DictionarySource(directions, dist)
 
 
-def sweep(recipe: str, factors=(1.0,)) -> list[dict[str, float]]:
-    """Instances of `recipe` at its defaults with the sparsity knob scaled by each factor
-    (for k, which must stay whole: rounded, at least 1)."""
-    defaults = dict(RECIPES[recipe].hyperparameters)
-    knob = SPARSITY_KNOB[recipe]
+def sweep(recipe, factors=(1.0,)) -> list[dict[str, float]]:
+    """Instances of `recipe` (a name, import path or class) at its defaults with its `sparsity_knob`
+    scaled by each factor (a whole-number knob such as k stays whole: rounded, at least 1)."""
+    found = get_recipe(recipe)
+    knob, defaults = found.sparsity_knob, dict(found.hyperparameters)
+    if knob is None:
+        raise ValueError(f"recipe {found.name!r} declares no sparsity_knob to sweep")
     rows = []
     for factor in factors:
         value = defaults[knob] * factor
-        rows.append({**defaults, knob: max(1.0, float(round(value))) if knob == "k" else value})
+        whole = knob in found.integer_hyperparameters
+        rows.append({**defaults, knob: max(1.0, float(round(value))) if whole else value})
     return rows
 
 
-def describe(recipe: str, hyperparameters: dict[str, float]) -> str:
+def describe(recipe, hyperparameters: dict[str, float]) -> str:
     """The knob and whatever differs from the recipe's defaults, as text."""
-    defaults = RECIPES[recipe].hyperparameters
-    shown = {k: v for k, v in hyperparameters.items() if k == SPARSITY_KNOB[recipe] or v != defaults[k]}
+    found = get_recipe(recipe)
+    shown = {k: v for k, v in hyperparameters.items() if k == found.sparsity_knob or v != found.hyperparameters[k]}
     return ", ".join(f"{k}={v:g}" for k, v in shown.items())
 
 
-def run_recipe(recipe: str, instances: list[dict[str, float]], size: TaskSize = STANDARD, seed: int = 0,
+def run_recipe(recipe, instances: list[dict[str, float]], size: TaskSize = STANDARD, seed: int = 0,
                device="cpu", quiet: bool = True, n_eval: int = 20_000, **train_settings) -> pd.DataFrame:
     """Train one batched pass of `recipe` (one SAE per entry of `instances`) on the task and grade it.
 
@@ -97,6 +97,6 @@ def run_recipe(recipe: str, instances: list[dict[str, float]], size: TaskSize = 
     wall = time.perf_counter() - start
     summary = evaluate(sae, source, n_samples=n_eval).summary
     summary.insert(0, "hyperparameters", [describe(recipe, row) for row in instances])
-    summary.insert(0, "recipe", recipe)
+    summary.insert(0, "recipe", recipe if isinstance(recipe, str) else sae.recipe.name)
     summary["wall_s"] = wall
     return summary[COLUMNS]

@@ -18,7 +18,7 @@ from ..truth.distribution import FeatureDistribution
 from ..truth.groups import CorrelatedGroups, ExclusiveGroups
 from ..truth.hierarchy import Hierarchy
 from ..truth.magnitudes import MAGNITUDES
-from ..truth import worlds
+from .. import worlds
 from ..sae import SAE, get_recipe
 from ..sources import DictionarySource, ToyModelSource, random_directions
 from ..toy.model import KINDS as TOY_MODEL_KINDS

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from .planner import Batch
+from .batch import Batch
 from .runner import BatchResult, run_batch
 
 EXECUTORS = ("local", "ray")

@@ -184,10 +184,9 @@ def _whole(value):
 
 def _check_name(name) -> None:
     """The name becomes a folder under runs/: one plain path component, so a run never writes elsewhere."""
-    if not isinstance(name, str) or not name or name.startswith(".") or any(c in name for c in "/\\:\0") \
-            or not name.isprintable():
-        raise ValueError(f"name must be a plain folder name (letters, digits, '-', '_', '.'; no '/', no leading "
-                         f"'.'), since the run folder is runs/NAME-KEY; got {name!r}")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*", name):
+        raise ValueError(f"name must be a plain folder name (letters, digits, '-', '_', '.'; no leading '.'), "
+                         f"since the run folder is runs/NAME-KEY; got {name!r}")
 
 
 def _as_list(value) -> list:
@@ -280,6 +279,10 @@ def resolve(user: dict, overrides: list[str] = ()) -> dict:
                          f"(got sparsity={given['features.sparsity']!r}, l0={given['features.l0']!r})")
     if "features.l0" in given:
         del flat["features.sparsity"]
+    toy_keys = [k for k in TOY_MODEL_KEYS[2:] if k in given and flat[k] != SCHEMA[k].default]
+    if toy_keys and "toy_model" not in _as_list(flat["source.kind"]):
+        raise ValueError(f"{toy_keys[0]} applies only to source.kind = \"toy_model\" (a dictionary source trains no "
+                         f"toy model), got {toy_keys[0]}={given[toy_keys[0]]!r} with kind {flat['source.kind']!r}")
     _check_name(flat["name"])
     if not isinstance(flat["description"], str):
         raise ValueError(f"description must be a string, got {flat['description']!r}")
@@ -292,7 +295,7 @@ def load(path, overrides: list[str] = ()) -> dict:
     """Read a TOML experiment file and resolve it against the defaults."""
     path = Path(path)
     try:
-        user = tomllib.loads(path.read_text())
+        user = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # a BOM (Windows editors) is no statement
     except FileNotFoundError as error:
         raise ValueError(f"config file {str(path)!r} does not exist") from error
     except IsADirectoryError as error:

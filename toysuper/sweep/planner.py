@@ -11,6 +11,8 @@ own configuration (config.stream_seed), so its row is the same in any batch.
 
 from __future__ import annotations
 
+import os
+
 from .. import checks
 from . import config as config_io
 from .assemble import check_point
@@ -55,9 +57,9 @@ def check_run_settings(config: dict) -> tuple[float, int]:
     memory_mb = checks.finite_float("run.memory_mb", run["run.memory_mb"])
     if memory_mb <= 0:
         raise ValueError(f"run.memory_mb must be > 0, got {memory_mb!r}")
-    for key in ("run.max_instances", "run.threads"):
+    for key, zero in (("run.max_instances", "no limit"), ("run.threads", "torch's default")):
         if isinstance(run[key], bool) or not isinstance(run[key], int) or run[key] < 0:
-            raise ValueError(f"{key} must be a whole number >= 0 (0: no limit / torch's default), got {run[key]!r}")
+            raise ValueError(f"{key} must be a whole number >= 0 (0: {zero}), got {run[key]!r}")
     for key in ("run.gpus_per_batch", "run.cpus_per_batch"):
         checks.non_negative(key, run[key])
     if run["run.executor"] not in EXECUTORS:
@@ -72,27 +74,61 @@ def check_run_settings(config: dict) -> tuple[float, int]:
 
 
 def check_device(device) -> None:
-    """'auto', 'cpu', 'cuda', 'cuda:1', ...: a name torch knows (whether this machine has it is checked at run time,
-    so a plan can be made on a laptop for a GPU machine)."""
+    """'auto', 'cpu', 'cuda', 'cuda:1': a device toysuper runs on (whether this machine has it is checked at run
+    time, so a plan can be made on a laptop for a GPU machine)."""
     import torch
 
-    if device == "auto":
-        return
     try:
-        torch.device(device)
+        if device == "auto" or torch.device(device).type in ("cpu", "cuda"):
+            return
     except (RuntimeError, TypeError):
-        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}") from None
+        pass
+    raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
 
 
-def plan(config: dict, done: set[str] = frozenset()) -> list[Batch]:
+def available_mb(device) -> float | None:
+    """Memory the device can give now, MB (None for a CUDA device this machine does not have)."""
+    import torch
+
+    if device in (None, "auto"):
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if torch.device(device).type == "cuda":
+        return torch.cuda.mem_get_info(torch.device(device))[0] / 2**20 if torch.cuda.is_available() else None
+    try:
+        import psutil
+
+        return psutil.virtual_memory().available / 2**20
+    except ImportError:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+SIZE_KEYS = ("features.n_features", "source.d_hidden", "sae.d_sae", "sae.batch_size", "source.batch_size",
+             "evaluate.n_samples")
+
+
+def check_fits(point: dict, memory_mb: float, free: float | None, device) -> None:
+    """Refuse a configuration that alone (a batch cannot be smaller) needs more than run.memory_mb or than the
+    device can give, naming its sizes and the estimate, before anything is allocated."""
+    need = estimate_mb(point, 1, int(point["source.kind"] == "toy_model"))
+    if need > memory_mb or (free is not None and need > free):
+        limit = f"run.memory_mb={memory_mb:g}" if need > memory_mb else f"the {free:.0f} MB free on {device}"
+        sizes = ", ".join(f"{k}={point[k]!r}" for k in SIZE_KEYS)
+        raise ValueError(f"one configuration ({sizes}) needs about {need:,.0f} MB (weights, optimiser state, "
+                         f"a batch, grading), more than {limit}; a configuration cannot be split further")
+
+
+def plan(config: dict, done: set[str] = frozenset(), device=None) -> list[Batch]:
     """Validate every grid point, then pack the points not in `done` (their keys) into batches.
 
-    Raises ValueError naming the key of the first point that cannot train.
+    Raises ValueError naming the key of the first point that cannot train or does not fit in memory
+    (run.memory_mb, and what `device`, default the config's, can give).
     """
+    memory_mb, max_instances = check_run_settings(config)
+    device = config["device"] if device is None else device
+    free = available_mb(device)
     points = config_io.expand(config)
     for point in points:
-        check_point(point)
-    memory_mb, max_instances = check_run_settings(config)
+        check_point(point, fits=lambda p: check_fits(p, memory_mb, free, device))
     groups: dict[tuple, list[dict]] = {}
     seen = set()
     for point in points:

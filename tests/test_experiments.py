@@ -371,3 +371,17 @@ def test_an_sae_that_diverges_without_a_nan_is_a_failed_row(tmp_path):
         results, _ = run(config, tmp_path / "run", device=DEVICE, quiet=True, figures=False)
     assert results["status"].tolist() == ["failed"]
     assert results["error"].iloc[0].startswith("diverged") and "sae.lr" in results["error"].iloc[0]
+
+
+def test_a_large_grid_is_planned_under_a_progress_bar(monkeypatch):
+    """Issue 26 item 6: a long axis says what it is doing while every point is checked (a bar on a terminal)."""
+    from toysuper.sweep import planner
+
+    shown = []
+    monkeypatch.setattr(planner, "PROGRESS_AT", 50)
+    monkeypatch.setattr(planner, "progress_bar", lambda items, desc, quiet: shown.append((desc, quiet)) or items)
+    config = config_io.resolve({"source": {"kind": "dictionary"}, "features": {"sparsity": [i / 60 for i in range(60)]}})
+    assert sum(len(b.points) for b in plan(config)) == 60
+    assert shown == [("checking configurations", False)]
+    plan(config_io.resolve({"features": {"sparsity": [0.5, 0.9]}}))
+    assert shown[-1] == ("checking configurations", True)

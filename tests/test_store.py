@@ -234,7 +234,7 @@ def test_integer_columns_stay_integers_after_a_retried_row(tmp_path):
 
     def finished():
         result = _fake_result(batch, 0.5)
-        result.rows = result.rows.assign(status="ok", error="", n_graded=6)
+        result.rows = result.rows[["key", "batch", "instance"]].assign(status="ok", error="", mmcs=0.5, n_graded=6)
         return result
 
     failed = _fake_result(batch, 0.5)

@@ -6,6 +6,7 @@ worker too), so `Batch` sits below all three.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -33,17 +34,22 @@ class Batch:
         """A stable name for the batch, from its points' keys."""
         return hashlib.sha1(json.dumps(sorted(self.keys)).encode()).hexdigest()[:12]
 
+    @functools.cached_property
+    def train_keys(self) -> list[str]:
+        """config.train_key of each point (points that differ only in grading share one SAE instance)."""
+        return [config_io.train_key(p) for p in self.points]
+
     def trainings(self) -> list[list[int]]:
-        """The points of each SAE instance: indices of points that share a train_key (differ only in grading)."""
+        """The points of each SAE instance: indices of points that share a train_key."""
         groups: dict[str, list[int]] = {}
-        for i, point in enumerate(self.points):
-            groups.setdefault(config_io.train_key(point), []).append(i)
+        for i, key in enumerate(self.train_keys):
+            groups.setdefault(key, []).append(i)
         return list(groups.values())
 
     @property
     def n_saes(self) -> int:
         """SAE instances this batch trains."""
-        return len({config_io.train_key(p) for p in self.points})
+        return len(set(self.train_keys))
 
     @property
     def n_toy_models(self) -> int:

@@ -15,6 +15,7 @@ the recipes that take it, so sweeping `recipe = ["relu_l1", "topk"]` with both
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import itertools
 import json
@@ -317,6 +318,7 @@ def is_instance_axis(key: str) -> bool:
     return is_hyperparameter(key) or (key in SCHEMA and SCHEMA[key].instance)
 
 
+@functools.lru_cache(maxsize=None)
 def is_identity(key: str) -> bool:
     """Whether `key` changes what a configuration computes (see NON_IDENTITY)."""
     return key not in NON_IDENTITY and key.split(".")[0] not in NON_IDENTITY_SECTIONS

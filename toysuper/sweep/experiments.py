@@ -42,7 +42,6 @@ def order_rows(results: pd.DataFrame, config: dict) -> pd.DataFrame:
 def dry_run(config: dict, out_dir=None, device=None) -> str:
     """The plan as text, counting what `out_dir` (default: the config's run folder) already holds."""
     store = RunStore(out_dir if out_dir is not None else default_run_dir(config))
-    plan(config, device=device)  # validates every point, even the finished ones
     store.check_folder()
     done = set()
     if store.exists():

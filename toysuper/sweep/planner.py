@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 
 from .. import checks
+from ..progress import progress_bar
 from . import config as config_io
 from .assemble import check_point
 from .batch import Batch, estimate_mb, _largest_grading
@@ -117,6 +118,10 @@ def check_fits(point: dict, memory_mb: float, free: float | None, device) -> Non
                          f"a batch, grading), more than {limit}; a configuration cannot be split further")
 
 
+PROGRESS_AT = 5_000
+"""A grid this large is checked under a progress bar (50,000 points take seconds)."""
+
+
 def plan(config: dict, done: set[str] = frozenset(), device=None) -> list[Batch]:
     """Validate every grid point, then pack the points not in `done` (their keys) into batches.
 
@@ -127,24 +132,27 @@ def plan(config: dict, done: set[str] = frozenset(), device=None) -> list[Batch]
     device = config["device"] if device is None else device
     free = available_mb(device)
     points = config_io.expand(config)
-    for point in points:
+    for point in progress_bar(points, desc="checking configurations", quiet=len(points) < PROGRESS_AT):
         check_point(point, fits=lambda p: check_fits(p, memory_mb, free, device))
     groups: dict[tuple, list[dict]] = {}
+    keys: dict[int, str] = {}
     seen = set()
     for point in points:
         key = config_io.point_key(point)
         if key in done or key in seen:  # the same configuration twice (e.g. 0.5 and 1/2): train it once
             continue
         seen.add(key)
+        keys[id(point)] = key
         groups.setdefault(group_key(point), []).append(point)
-    return [Batch(chunk) for group in groups.values() for chunk in _split(group, memory_mb, max_instances)]
+    return [Batch(chunk, [keys[id(p)] for p in chunk]) for group in groups.values()
+            for chunk in _split(group, memory_mb, max_instances)]
 
 
 def describe(config: dict, batches: list[Batch], n_done: int = 0) -> str:
     """The plan as text: what `toysuper run --dry-run` prints."""
     flat = config_io.flatten(config)
     sweep = config_io.axes(config)
-    n_points = len({config_io.point_key(p) for p in config_io.expand(config)})
+    n_points = sum(len(b.points) for b in batches) + n_done
     lines = [f"experiment {config['name']!r}: {n_points} configurations"
              + (f" ({n_done} already done)" if n_done else "")]
     if config.get("description"):

@@ -1,6 +1,6 @@
 """Experiment configs: TOML files whose list values are sweep axes.
 
-A config has the sections of `SCHEMA` (`DEFAULTS` is its nested form). A key the config
+A config has the sections of `SCHEMA`. A key the config
 leaves out takes its default; optional keys (default None) stay absent unless given; a key
 the schema does not name is an error that names it. A list value is a sweep axis and the
 grid is the product of every axis.
@@ -135,9 +135,6 @@ def unflatten(flat: dict) -> dict:
             target = target.setdefault(section, {})
         target[key] = value
     return nested
-
-
-DEFAULTS: dict = unflatten({key: spec.default for key, spec in SCHEMA.items() if spec.default is not None})
 
 
 BARE_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
@@ -428,9 +425,7 @@ def stream_seed(point: dict, stream: str) -> int:
 
 def config_key(config: dict) -> str:
     """A stable 8-hex-digit key of what a whole config computes (its identity keys)."""
-    flat = {k: v for k, v in flatten(config).items() if is_identity(k)}
-    canonical = json.dumps({k: _canonical(v) for k, v in sorted(flat.items())}, sort_keys=True)
-    return hashlib.sha1(canonical.encode()).hexdigest()[:8]
+    return _key({k: v for k, v in flatten(config).items() if is_identity(k)}, length=8)
 
 
 def _canonical(value):
@@ -451,25 +446,6 @@ def identity_differences(old: dict, new: dict) -> list[str]:
 
 def to_toml(config: dict) -> str:
     """Write a resolved config (tables of scalars and lists of scalars) back as TOML."""
-    def literal(value) -> str:
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        if isinstance(value, str):
-            return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        if isinstance(value, list):
-            return "[" + ", ".join(literal(v) for v in value) + "]"
-        return repr(value)
+    import tomli_w
 
-    def table(name: str, content: dict) -> list[str]:
-        lines = [f"\n[{name}]"] + [f"{k} = {literal(v)}" for k, v in content.items() if not isinstance(v, dict)]
-        for k, v in content.items():
-            if isinstance(v, dict):
-                lines += table(f"{name}.{k}", v)
-        return lines
-
-    top = [f"{key} = {literal(value)}" for key, value in config.items() if not isinstance(value, dict)]
-    tables = []
-    for key, value in config.items():
-        if isinstance(value, dict):
-            tables += table(key, value)
-    return "\n".join(top + tables) + "\n"
+    return tomli_w.dumps(config)

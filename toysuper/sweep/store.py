@@ -12,8 +12,9 @@
 
 Every file is written to a temporary name, flushed, fsynced and renamed into place, so a
 kill at any moment leaves either the old file or the new one, never a partial row. The
-batch files are the truth; results.csv and features.csv are rebuilt from them whenever they
-are missing, unreadable or behind (a session died between the two, a hand edit broke them).
+batch files are the truth; results.csv and features.csv are rebuilt from them when they
+are missing, unreadable or behind, but never with a row fewer: a table that holds rows no
+readable batch file has is left as it is (`toysuper run` retrains those configurations).
 A configuration that failed has a row with status "failed" and the reason in `error`; a
 rerun tries it again, and its new row replaces the failed one.
 """
@@ -93,8 +94,8 @@ class RunStore:
 
     The batch files are the truth: `results()` and `features()` are read from them (each
     configuration's row once: its first finished row, else its latest failed one), and
-    results.csv / features.csv are their merged copies, rebuilt whenever they are missing,
-    unreadable or out of date. A batch file that cannot be read is named in a warning and
+    results.csv / features.csv are their merged copies, rebuilt when they are missing,
+    unreadable or out of date, and only where no row is lost. A batch file that cannot be read is named in a warning and
     left out (`open` also moves it aside, to NAME.corrupt, so that its configurations run again).
     """
 

@@ -385,3 +385,11 @@ def test_a_large_grid_is_planned_under_a_progress_bar(monkeypatch):
     assert shown == [("checking configurations", False)]
     plan(config_io.resolve({"features": {"sparsity": [0.5, 0.9]}}))
     assert shown[-1] == ("checking configurations", True)
+
+
+def test_worlds_are_a_module_of_their_own_above_sources():
+    """Issue 26 item 9 / issue 23 item 3: `import toysuper.worlds` works, as the README writes it."""
+    import toysuper
+    import toysuper.worlds
+
+    assert toysuper.worlds.synthsaebench.__module__ == "toysuper.worlds" and "synthsaebench_16k" in toysuper.worlds.WORLDS

@@ -114,8 +114,10 @@ def check_fits(point: dict, memory_mb: float, free: float | None, device) -> Non
     if need > memory_mb or (free is not None and need > free):
         limit = f"run.memory_mb={memory_mb:g}" if need > memory_mb else f"the {free:.0f} MB free on {device}"
         sizes = ", ".join(f"{k}={point[k]!r}" for k in SIZE_KEYS)
-        raise ValueError(f"one configuration ({sizes}) needs about {need:,.0f} MB (weights, optimiser state, "
-                         f"a batch, grading), more than {limit}; a configuration cannot be split further")
+        advice = " or raise run.memory_mb" if need > memory_mb and (free is None or need <= free) else ""
+        raise ValueError(f"one configuration ({sizes}) needs about {need:,.0f} MB (weights, optimiser state, a "
+                         f"batch, grading), more than {limit}, and a configuration cannot be split further: make it "
+                         f"smaller{advice}")
 
 
 PROGRESS_AT = 5_000

@@ -21,7 +21,6 @@ rerun tries it again, and its new row replaces the failed one.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import platform
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import warnings
 
+import numpy as np
 import pandas as pd
 
 from . import config as config_io
@@ -340,11 +340,13 @@ def _ids(table: pd.DataFrame, columns: list[str]) -> pd.Series:
 
 
 def _edited(current: pd.DataFrame, rebuilt: pd.DataFrame, columns: list[str]) -> str:
-    """'N row(s) (columns a, b)' where two tables with the same rows differ in value, else ''."""
+    """'N row(s) (columns a, b)' where two tables with the same rows differ in value beyond float32 rounding
+    (a table merged from float32 columns carries their float64 widening), else ''."""
     a = current.sort_values(columns).reset_index(drop=True)
     b = rebuilt.sort_values(columns).reset_index(drop=True)[list(a.columns)]
-    a, b = pd.read_csv(io.StringIO(_csv(a))), pd.read_csv(io.StringIO(_csv(b)))  # one parse for both
-    differs = ~((a == b) | (a.isna() & b.isna()))
+    differs = pd.DataFrame({c: ~np.isclose(a[c], b[c], rtol=1e-6, atol=0, equal_nan=True)
+                            if pd.api.types.is_numeric_dtype(a[c]) and pd.api.types.is_numeric_dtype(b[c])
+                            else a[c].astype(str) != b[c].astype(str) for c in a.columns})
     if not differs.to_numpy().any():
         return ""
     return f"{int(differs.any(axis=1).sum())} row(s) (columns {', '.join(differs.columns[differs.any()])})"

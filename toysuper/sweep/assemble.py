@@ -127,24 +127,22 @@ def _check_sae(recipe: str, d_hidden: int, d_sae: int, hyper: tuple) -> None:
                           f"{', '.join(f'sae.{k}={v!r}' for k, v in hyper)}): {error}") from error
 
 
-STRUCTURE_DEFAULTS = {"features.correlated_group_size": 2, "features.correlation": 0.5,
-                      "features.exclusive_group_size": 2, "features.hierarchy_children": 2,
-                      "features.child_prob": 0.5, "features.exclusive_children": False}
-STRUCTURE_OWNERS = {"features.correlated_group_size": "features.correlated_groups",
-                    "features.correlation": "features.correlated_groups",
-                    "features.exclusive_group_size": "features.exclusive_groups",
-                    "features.hierarchy_children": "features.hierarchy_parents",
-                    "features.child_prob": "features.hierarchy_parents",
-                    "features.exclusive_children": "features.hierarchy_parents"}
+STRUCTURE = {"features.correlated_group_size": ("features.correlated_groups", 2),
+             "features.correlation": ("features.correlated_groups", 0.5),
+             "features.exclusive_group_size": ("features.exclusive_groups", 2),
+             "features.hierarchy_children": ("features.hierarchy_parents", 2),
+             "features.child_prob": ("features.hierarchy_parents", 0.5),
+             "features.exclusive_children": ("features.hierarchy_parents", False)}
+"""Each setting of a group or hierarchy: the count it belongs to, and its default."""
 
 
 def _setting(point: dict, key: str):
-    return point.get(key, STRUCTURE_DEFAULTS.get(key))
+    return point.get(key, STRUCTURE[key][1])
 
 
 def _check_structure(point: dict) -> None:
     """Groups and hierarchy: counts, sizes, and that they fit in n_features; then the distribution's own checks."""
-    for key, owner in STRUCTURE_OWNERS.items():
+    for key, (owner, _) in STRUCTURE.items():
         if key in point and owner not in point:
             raise ValueError(f"{key} applies only together with {owner}")
     used = 0
@@ -173,7 +171,7 @@ def _check_structure(point: dict) -> None:
             magnitude(point).resolve(1, point["features.n_features"], "cpu")
         except (ValueError, TypeError) as error:
             raise type(error)(f"features.magnitude {point.get('features.magnitude', 'uniform')!r}: {error}") from error
-    if any(owner in point for owner in set(STRUCTURE_OWNERS.values())):
+    if any(owner in point for owner, _ in STRUCTURE.values()):
         try:  # e.g. an exclusive group whose rates add up to more than 1
             distribution([point], "cpu")
         except (ValueError, TypeError) as error:

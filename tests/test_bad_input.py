@@ -171,6 +171,11 @@ BAD_SETTINGS = [
     (["feature.sparsity=0.5"], "did you mean 'features.sparsity'"),
     (["features.sparsty=0.5"], "did you mean 'features.sparsity'"),
     (["sae.l1_coeficient=0.5"], "did you mean 'sae.l1_coefficient'"),
+    # issue 26: configurations mean what they say
+    (['device="mps"'], "'mps'"),
+    (["features.sparsity=1.0"], "features.sparsity"),  # no feature would ever fire
+    (["source.kind=dictionary"], "source.steps"),  # TINY's toy-model steps do not apply to a dictionary
+    (['name="my run"'], "'my run'"),
 ]
 
 
@@ -223,3 +228,81 @@ def test_topk_k_aux_is_a_fixed_64_capped_at_the_width():
     assert ts.SAE(4, 128, recipe="topk", device=DEVICE).k_aux.tolist() == [64.0]
     assert ts.SAE(4, 12, recipe="topk", k=2, device=DEVICE).k_aux.tolist() == [12.0]
     assert ts.SAE(512, 1024, recipe="topk", device=DEVICE).k_aux.tolist() == [64.0]  # not d/2 = 256
+
+
+TOO_LARGE = [("features.n_features=1000000000", "features.n_features=1000000000"),
+             ("sae.batch_size=1000000000", "sae.batch_size=1000000000"),
+             ("sae.d_sae=100000000", "sae.d_sae=100000000"), ("source.d_hidden=100000000", "source.d_hidden=100000000"),
+             ("evaluate.n_samples=1e12", "evaluate.n_samples")]
+
+
+@pytest.mark.parametrize("override, named", TOO_LARGE, ids=[o for o, _ in TOO_LARGE])
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_sizes_are_refused_before_anything_is_allocated_or_written(tmp_path, capsys, monkeypatch, override, named,
+                                                                   dry_run):
+    """Issue 26 items 1 and 3: the planner's estimate (weights, optimiser state, a batch, grading) refuses a
+    configuration larger than run.memory_mb (one configuration cannot be split) before any model is built."""
+    from toysuper.sweep import runner
+
+    def never(*args, **kwargs):
+        raise AssertionError("a model was built")
+
+    for cls in (ts.SAE, ts.ToyModel, ts.FeatureDistribution):
+        monkeypatch.setattr(cls, "__init__", never)
+    monkeypatch.setattr(runner, "run_batch", never)
+    path = tmp_path / "big.toml"
+    path.write_text(TINY)
+    out = tmp_path / "run"
+    argv = ["run", str(path), "--out", str(out), "--quiet", "--set", override, *(["--dry-run"] if dry_run else [])]
+    assert cli.main(argv) == 2
+    error = capsys.readouterr().err
+    assert named in error and ("MB" in error or "at most" in error), error
+    assert not out.exists()
+
+
+def test_a_dry_run_builds_no_model_and_refuses_a_device_it_cannot_use(tmp_path, capsys, monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("a model was built")
+
+    path = tmp_path / "ok.toml"
+    path.write_text(TINY.replace("d_sae = 8", 'd_sae = 8\nrecipe = "topk"\nk = [2, 4]'))
+    with monkeypatch.context() as patch:
+        patch.setattr(ts.SAE, "__init__", never)
+        assert cli.main(["run", str(path), "--dry-run", "--out", str(tmp_path / "run")]) == 0
+        assert cli.main(["run", str(path), "--dry-run", "--set", "sae.k=9"]) == 2  # k > d_sae: still checked
+    assert "k must be at most d_sae=8" in capsys.readouterr().err
+    assert cli.main(["run", str(path), "--device", "mps", "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    assert "'mps'" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_out_must_be_a_run_folder_or_new(tmp_path, capsys, monkeypatch):
+    """Issue 26 item 5: a folder of the user's own files is never written into; --out '' is refused."""
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "results.csv").write_text("my,own\n1,2\n")
+    for dry_run in ([], ["--dry-run"]):
+        assert cli.main(["run", str(path), "--out", str(mine), "--quiet", *dry_run]) == 2
+        error = capsys.readouterr().err
+        assert "not a run folder" in error and "results.csv" in error, error
+        assert (mine / "results.csv").read_text() == "my,own\n1,2\n" and sorted(p.name for p in mine.iterdir()) == \
+            ["results.csv"]
+        monkeypatch.chdir(tmp_path)
+        assert cli.main(["run", str(path), "--out", "", "--quiet", *dry_run]) == 2
+        assert "--out must name a folder" in capsys.readouterr().err
+        assert not (tmp_path / "runs").exists()
+
+
+def test_messages_say_what_is_true(tmp_path, capsys):
+    """Issue 26 item 7: report FILE, run.max_instances, a UTF-8 BOM."""
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    assert cli.main(["report", str(path)]) == 2
+    assert "is a file, not a run folder" in capsys.readouterr().err
+    assert cli.main(["run", str(path), "--dry-run", "--set", "run.max_instances=-1"]) == 2
+    error = capsys.readouterr().err
+    assert "run.max_instances" in error and "torch" not in error
+    path.write_bytes(b"\xef\xbb\xbf" + TINY.encode())  # what some Windows editors write first
+    assert cli.main(["run", str(path), "--dry-run", "--out", str(tmp_path / "run")]) == 0
+    assert "experiment 'bad'" in capsys.readouterr().out

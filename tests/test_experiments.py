@@ -122,14 +122,14 @@ def test_overrides_are_toml_values():
 
 
 def test_resolved_config_round_trips_through_toml():
-    config = config_io.resolve({"features": {"sparsity": [0.5, 0.9]}, "name": 'say "hi"',
+    config = config_io.resolve({"features": {"sparsity": [0.5, 0.9]}, "description": 'say "hi"',
                                 "sae": {"recipe": ["relu_l1", "topk"], "topk": {"k": [2, 4]}}})
     assert config_io.resolve(config_io.tomllib.loads(config_io.to_toml(config))) == config
     assert config_io.config_key(config) == config_io.config_key(config_io.resolve(config, ["run.max_instances=3"]))
 
 
 def test_cli_run_report_and_dry_run(tmp_path, capsys):
-    path = write(tmp_path)
+    path = write(tmp_path, TINY.replace("steps = 300\n", ""))  # a dictionary source takes no toy-model steps
     out = tmp_path / "run"
     assert cli.main(["run", str(path), "--out", str(out), "--dry-run", "--set", "source.kind=dictionary"]) == 0
     printed = capsys.readouterr().out
@@ -273,7 +273,8 @@ def assert_same_rows(a, b, index):
 def test_a_row_depends_on_its_configuration_alone(tmp_path, kind):
     """The same grid packed 32 to a batch and 1 to a batch gives the same rows; so does a grid with one more
     sparsity, on the rows the two share; and grading variants re-grade one trained SAE."""
-    path = write(tmp_path, PACKING.replace("KIND", kind))
+    text = PACKING.replace("KIND", kind)
+    path = write(tmp_path, text if kind == "toy_model" else text.replace("steps = 200\n", ""))  # no toy model
     extra = ["source.snr=20.0"] if kind == "dictionary" else []  # noise from each point's own stream too
     wide = config_io.load(path, extra + ["run.max_instances=32"])
     narrow = config_io.load(path, extra + ["run.max_instances=1"])
@@ -370,3 +371,25 @@ def test_an_sae_that_diverges_without_a_nan_is_a_failed_row(tmp_path):
         results, _ = run(config, tmp_path / "run", device=DEVICE, quiet=True, figures=False)
     assert results["status"].tolist() == ["failed"]
     assert results["error"].iloc[0].startswith("diverged") and "sae.lr" in results["error"].iloc[0]
+
+
+def test_a_large_grid_is_planned_under_a_progress_bar(monkeypatch):
+    """Issue 26 item 6: a long axis says what it is doing while every point is checked (a bar on a terminal)."""
+    from toysuper.sweep import planner
+
+    shown = []
+    monkeypatch.setattr(planner, "PROGRESS_AT", 50)
+    monkeypatch.setattr(planner, "progress_bar", lambda items, desc, quiet: shown.append((desc, quiet)) or items)
+    config = config_io.resolve({"source": {"kind": "dictionary"}, "features": {"sparsity": [i / 60 for i in range(60)]}})
+    assert sum(len(b.points) for b in plan(config)) == 60
+    assert shown == [("checking configurations", False)]
+    plan(config_io.resolve({"features": {"sparsity": [0.5, 0.9]}}))
+    assert shown[-1] == ("checking configurations", True)
+
+
+def test_worlds_are_a_module_of_their_own_above_sources():
+    """Issue 26 item 9 / issue 23 item 3: `import toysuper.worlds` works, as the README writes it."""
+    import toysuper
+    import toysuper.worlds
+
+    assert toysuper.worlds.synthsaebench.__module__ == "toysuper.worlds" and "synthsaebench_16k" in toysuper.worlds.WORLDS

@@ -161,7 +161,7 @@ def test_a_corrupt_batch_file_is_named_and_the_rest_carries_on(tmp_path, capsys)
     assert broken.with_name(broken.name + ".corrupt").exists() and not broken.exists()
     assert RunStore(store.directory).done_keys() == set()
     assert sorted(k for b in plan(config, set()) for k in b.keys) == sorted(batches[0].keys + batches[1].keys)
-    assert not store.results_path.exists() and not store.features_path.exists()  # nothing finished is left
+    assert sorted(_rows(store.results_path)["key"]) == sorted(batches[1].keys)  # never deleted, only retrained
 
 
 def test_a_failed_row_gives_way_to_a_later_try_and_a_finished_row_never_does(tmp_path):
@@ -193,3 +193,90 @@ def test_report_on_a_read_only_folder_reports_without_writing(tmp_path, capsys, 
     assert "4 of 4 configurations finished" in captured.out
     assert "cannot update the tables" in captured.err and "cannot write the figures" in captured.err
     assert not store.results_path.exists()
+
+
+@pytest.mark.parametrize("damage", ["missing", "corrupt"])
+def test_report_never_deletes_or_shrinks_a_results_file(tmp_path, capsys, damage):
+    """Issue 26 item 2: with a batch's rows file lost, report keeps results.csv and features.csv byte for byte and
+    names the batch that `toysuper run` will retrain."""
+    from toysuper.sweep import cli
+
+    config, batches, store = _damaged_folder(tmp_path)
+    before = {path: path.read_bytes() for path in (store.results_path, store.features_path)}
+    lost = store.batches / f"{batches[0].id}.rows.csv"
+    lost.unlink() if damage == "missing" else lost.write_text("key,batch,mmcs\n\"unterminated,1\n")
+    assert cli.main(["report", str(store.directory)]) == 0
+    out = capsys.readouterr().out
+    assert batches[0].id in out and "toysuper run" in out and "rebuilt" not in out, out
+    assert {path: path.read_bytes() for path in before} == before
+    RunStore(store.directory).open(config)  # nor does a run, which sets a broken file aside and retrains its rows
+    assert RunStore(store.directory).done_keys() == set(batches[1].keys)
+    assert {path: path.read_bytes() for path in before} == before
+
+
+def test_a_hand_edited_results_csv_is_named_and_left(tmp_path, capsys):
+    from toysuper.sweep import cli
+
+    config, batches, store = _damaged_folder(tmp_path)
+    edited = _rows(store.results_path).assign(mmcs=0.99)
+    store.results_path.write_text(edited.to_csv(index=False))
+    text = store.results_path.read_text()
+    assert cli.main(["report", str(store.directory)]) == 0
+    out = capsys.readouterr().out
+    assert "results.csv differs from the batch files in 4 row(s) (columns mmcs)" in out, out
+    assert store.results_path.read_text() == text
+
+
+def test_integer_columns_stay_integers_after_a_retried_row(tmp_path):
+    """Issue 26 item 6: a failed try, then a finished one, leaves the files a clean run leaves."""
+    config = config_io.resolve({"source": {"kind": "dictionary", "d_hidden": 2}, "features": {"sparsity": [0.5, 0.9]}})
+    batch = plan(config)[0]
+
+    def finished():
+        result = _fake_result(batch, 0.5)
+        result.rows = result.rows[["key", "batch", "instance"]].assign(status="ok", error="", mmcs=0.5, n_graded=6)
+        return result
+
+    failed = _fake_result(batch, 0.5)
+    failed.rows = failed.rows[["key", "batch"]].assign(instance=-1, status="failed", error="ValueError: boom")
+    failed.features = failed.features.iloc[:0]
+    clean, retried = RunStore(tmp_path / "clean"), RunStore(tmp_path / "retried")
+    clean.open(config)
+    clean.commit(finished())
+    retried.open(config)
+    retried.commit(failed)
+    retried.commit(finished())
+    assert retried.results_path.read_text() == clean.results_path.read_text()
+    assert "6.0" not in retried.results_path.read_text()
+
+
+def test_a_full_disk_names_the_path_and_leaves_no_partial_batch(tmp_path, monkeypatch):
+    import errno
+
+    from toysuper.sweep import store as store_module
+
+    config, batches, store = _damaged_folder(tmp_path)
+    calls = []
+
+    def full(fd):
+        calls.append(fd)
+        if len(calls) == 3:  # the rows file, after the features and the batch's json
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store_module.os, "fsync", full)
+    before = sorted(p.name for p in store.batches.iterdir())
+    with pytest.raises(OSError, match="No space left on device") as raised:
+        store.commit(_fake_result(batches[0], 0.75))
+    assert raised.value.filename.endswith(".rows.csv")
+    assert sorted(p.name for p in store.batches.iterdir()) == before  # no .tmp, no batch without rows
+
+
+@pytest.mark.parametrize("content", ["", "name = \n", "[features]\nn_features = 'x'\n"])
+def test_a_run_folder_with_an_unusable_config_is_named(tmp_path, capsys, content):
+    from toysuper.sweep import cli
+
+    config, batches, store = _damaged_folder(tmp_path)
+    (store.directory / "config.toml").write_text(content)
+    assert cli.main(["report", str(store.directory)]) == 2
+    error = capsys.readouterr().err
+    assert "config.toml" in error and "configurations finished" not in error, error

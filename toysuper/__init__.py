@@ -23,7 +23,7 @@ from .devices import instance_generators
 from .sources import ActivationSource, Batch, DictionarySource, SAELensWorld, ToyModelSource, random_directions
 from .toy.model import ToyModel
 from .toy.train import ToyTrainResult, train_toy_model
-from .truth import worlds
+from . import worlds
 
 __version__ = "0.1.0"
 

@@ -18,7 +18,7 @@ from ..truth.distribution import FeatureDistribution
 from ..truth.groups import CorrelatedGroups, ExclusiveGroups
 from ..truth.hierarchy import Hierarchy
 from ..truth.magnitudes import MAGNITUDES
-from ..truth import worlds
+from .. import worlds
 from ..sae import SAE, get_recipe
 from ..sources import DictionarySource, ToyModelSource, random_directions
 from ..toy.model import KINDS as TOY_MODEL_KINDS
@@ -27,6 +27,7 @@ from ..toy.model import ToyModel
 SOURCE_KINDS = ("toy_model", "dictionary")
 DICTIONARIES = ("random", "low_coherence")
 FREQUENCY_LAWS = ("constant", "zipf")
+MAX_EVAL_SAMPLES = 10**8
 
 def _in_unit_interval(key: str, value, low_open: bool = False) -> float:
     value = checks.finite_float(key, value)
@@ -40,11 +41,14 @@ def _choice(key: str, value, choices) -> None:
         raise ValueError(f"{key} must be one of {list(choices)}, got {value!r}")
 
 
-def check_point(point: dict) -> None:
-    """Reject a grid point that cannot train, naming the key, before anything trains."""
+def check_point(point: dict, fits=None) -> None:
+    """Reject a grid point that cannot train, naming the key, before anything trains (or is allocated: once its
+    sizes are whole numbers, `fits(point)` may refuse them before any check that allocates)."""
     for key in ("features.n_features", "source.d_hidden", "source.steps", "source.batch_size", "sae.d_sae",
                 "sae.steps", "sae.batch_size", "evaluate.n_samples"):
         checks.positive_int(key, point[key])
+    if fits is not None:
+        fits(point)
     if isinstance(point["seed"], bool) or not isinstance(point["seed"], int) or point["seed"] < 0:
         raise ValueError(f"seed must be a whole number >= 0, got {point['seed']!r}")
     checks.non_negative("source.noise", point["source.noise"])
@@ -56,8 +60,12 @@ def check_point(point: dict) -> None:
         l0 = checks.finite_float("features.l0", point["features.l0"])
         if not 0 < l0 <= n_features:
             raise ValueError(f"features.l0 must lie in (0, features.n_features={n_features}], got {l0!r}")
-    else:
-        _in_unit_interval("features.sparsity", point["features.sparsity"])
+    elif not 0 <= checks.finite_float("features.sparsity", point["features.sparsity"]) < 1:
+        raise ValueError(f"features.sparsity must lie in [0, 1) (1 - the mean firing probability; at 1 no feature "
+                         f"ever fires), got {point['features.sparsity']!r}")
+    if point["evaluate.n_samples"] > MAX_EVAL_SAMPLES:
+        raise ValueError(f"evaluate.n_samples must be at most {MAX_EVAL_SAMPLES:,} (grading streams samples in "
+                         f"chunks, and 10**8 already take hours on a CPU), got {point['evaluate.n_samples']!r}")
     _in_unit_interval("features.importance_decay", point["features.importance_decay"], low_open=True)
     _in_unit_interval("evaluate.threshold", point["evaluate.threshold"], low_open=True)
     _choice("features.frequency", point["features.frequency"], FREQUENCY_LAWS)
@@ -103,32 +111,38 @@ def _check_world(point: dict) -> None:
 
 @functools.lru_cache(maxsize=4096)
 def _check_sae(recipe: str, d_hidden: int, d_sae: int, hyper: tuple) -> None:
-    """The recipe's own checks (k <= d_sae, whole numbers, ...) on a throwaway one-instance SAE."""
+    """The SAE constructor's checks of its sizes and hyperparameters (k <= d_sae, whole numbers, ...), run on an
+    SAE whose weights are never made: validating a width of 10**8 allocates nothing."""
     try:
-        SAE(d_hidden, d_sae, 1, recipe=recipe, seed=0, device="cpu", **dict(hyper))
+        unbuilt = SAE.__new__(SAE)
+        torch.nn.Module.__init__(unbuilt)
+        unbuilt.d_hidden, unbuilt.d_sae = checks.positive_int("d_hidden", d_hidden), checks.positive_int("d_sae", d_sae)
+        unbuilt.n_instances, unbuilt.recipe = 1, get_recipe(recipe)
+        for name, value in hyper:
+            unbuilt.register_buffer(name, unbuilt._hyperparameter(name, value, "cpu"))
+        unbuilt._refresh_hyperparameter_max()
+        unbuilt.recipe.check(unbuilt)
     except (ValueError, TypeError) as error:
         raise type(error)(f"sae (recipe {recipe!r}, d_sae={d_sae}, "
                           f"{', '.join(f'sae.{k}={v!r}' for k, v in hyper)}): {error}") from error
 
 
-STRUCTURE_DEFAULTS = {"features.correlated_group_size": 2, "features.correlation": 0.5,
-                      "features.exclusive_group_size": 2, "features.hierarchy_children": 2,
-                      "features.child_prob": 0.5, "features.exclusive_children": False}
-STRUCTURE_OWNERS = {"features.correlated_group_size": "features.correlated_groups",
-                    "features.correlation": "features.correlated_groups",
-                    "features.exclusive_group_size": "features.exclusive_groups",
-                    "features.hierarchy_children": "features.hierarchy_parents",
-                    "features.child_prob": "features.hierarchy_parents",
-                    "features.exclusive_children": "features.hierarchy_parents"}
+STRUCTURE = {"features.correlated_group_size": ("features.correlated_groups", 2),
+             "features.correlation": ("features.correlated_groups", 0.5),
+             "features.exclusive_group_size": ("features.exclusive_groups", 2),
+             "features.hierarchy_children": ("features.hierarchy_parents", 2),
+             "features.child_prob": ("features.hierarchy_parents", 0.5),
+             "features.exclusive_children": ("features.hierarchy_parents", False)}
+"""Each setting of a group or hierarchy: the count it belongs to, and its default."""
 
 
 def _setting(point: dict, key: str):
-    return point.get(key, STRUCTURE_DEFAULTS.get(key))
+    return point.get(key, STRUCTURE[key][1])
 
 
 def _check_structure(point: dict) -> None:
     """Groups and hierarchy: counts, sizes, and that they fit in n_features; then the distribution's own checks."""
-    for key, owner in STRUCTURE_OWNERS.items():
+    for key, (owner, _) in STRUCTURE.items():
         if key in point and owner not in point:
             raise ValueError(f"{key} applies only together with {owner}")
     used = 0
@@ -157,7 +171,7 @@ def _check_structure(point: dict) -> None:
             magnitude(point).resolve(1, point["features.n_features"], "cpu")
         except (ValueError, TypeError) as error:
             raise type(error)(f"features.magnitude {point.get('features.magnitude', 'uniform')!r}: {error}") from error
-    if any(owner in point for owner in set(STRUCTURE_OWNERS.values())):
+    if any(owner in point for owner, _ in STRUCTURE.values()):
         try:  # e.g. an exclusive group whose rates add up to more than 1
             distribution([point], "cpu")
         except (ValueError, TypeError) as error:

@@ -71,8 +71,10 @@ def command_run(args) -> int:
     config = config_io.load(args.config, overrides)
     if args.device is not None:
         check_device(args.device)
+    if args.out is not None and not args.out.strip():
+        raise ValueError(f"--out must name a folder, got {args.out!r} (leave it out for runs/NAME-KEY)")
     if args.dry_run:
-        print(dry_run(config, args.out))
+        print(dry_run(config, args.out, device=args.device))
         return 0
     out_dir = Path(args.out) if args.out else default_run_dir(config)
     try:
@@ -99,24 +101,29 @@ def command_report(args) -> int:
     from .store import RunStore
 
     store = RunStore(args.run_dir)
+    if Path(args.run_dir).is_file():
+        raise ValueError(f"{args.run_dir!r} is a file, not a run folder: give the folder that holds results.csv")
     if not Path(args.run_dir).is_dir():
         raise ValueError(f"run folder {args.run_dir!r} does not exist")
     if not store.exists():
         raise ValueError(f"{args.run_dir!r} is not a run folder (it has no config.toml)")
     config = store.read_config()
     try:
-        if store.sync():
-            print(f"rebuilt {store.results_path.name} and {store.features_path.name} from the batch files")
+        for note in store.sync():  # rebuilds a table only where no row is lost
+            print(note)
     except OSError as error:  # a read-only folder: report from the batch files without writing
         print(f"toysuper: warning: cannot update the tables in {args.run_dir} ({error.strerror or error})",
               file=sys.stderr)
     results = order_rows(store.results(), config)
+    keys = {config_io.point_key(p) for p in config_io.expand(config)}
+    if not results.empty and not set(results["key"]) <= keys:
+        raise ValueError(f"the config.toml of {args.run_dir!r} does not describe {len(set(results['key']) - keys)} "
+                         f"of its rows (was it edited?); it is the experiment's record, so rerun into a new --out")
     done = finished(results)
     failures = failure_lines(results, config)
     if done.empty and not failures:
         raise ValueError(f"run folder {args.run_dir!r} has no finished rows yet")
-    n_points = len({config_io.point_key(p) for p in config_io.expand(config)})
-    print(f"{config['name']}: {len(done)} of {n_points} configurations finished"
+    print(f"{config['name']}: {len(done)} of {len(keys)} configurations finished"
           + (f"\n{config['description']}" if config.get("description") else ""))
     if not done.empty:
         print(summary_table(done, config))

@@ -1,6 +1,6 @@
 """Experiment configs: TOML files whose list values are sweep axes.
 
-A config has the sections of `SCHEMA` (`DEFAULTS` is its nested form). A key the config
+A config has the sections of `SCHEMA`. A key the config
 leaves out takes its default; optional keys (default None) stay absent unless given; a key
 the schema does not name is an error that names it. A list value is a sweep axis and the
 grid is the product of every axis.
@@ -15,6 +15,7 @@ the recipes that take it, so sweeping `recipe = ["relu_l1", "topk"]` with both
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import itertools
 import json
@@ -145,9 +146,6 @@ def unflatten(flat: dict) -> dict:
     return nested
 
 
-DEFAULTS: dict = unflatten({key: spec.default for key, spec in SCHEMA.items() if spec.default is not None})
-
-
 BARE_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 
 
@@ -193,10 +191,9 @@ def _whole(value):
 
 def _check_name(name) -> None:
     """The name becomes a folder under runs/: one plain path component, so a run never writes elsewhere."""
-    if not isinstance(name, str) or not name or name.startswith(".") or any(c in name for c in "/\\:\0") \
-            or not name.isprintable():
-        raise ValueError(f"name must be a plain folder name (letters, digits, '-', '_', '.'; no '/', no leading "
-                         f"'.'), since the run folder is runs/NAME-KEY; got {name!r}")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*", name):
+        raise ValueError(f"name must be a plain folder name (letters, digits, '-', '_', '.'; no leading '.'), "
+                         f"since the run folder is runs/NAME-KEY; got {name!r}")
 
 
 def _as_list(value) -> list:
@@ -289,6 +286,10 @@ def resolve(user: dict, overrides: list[str] = ()) -> dict:
                          f"(got sparsity={given['features.sparsity']!r}, l0={given['features.l0']!r})")
     if "features.l0" in given:
         del flat["features.sparsity"]
+    toy_keys = [k for k in TOY_MODEL_KEYS[2:] if k in given and flat[k] != SCHEMA[k].default]
+    if toy_keys and "toy_model" not in _as_list(flat["source.kind"]):
+        raise ValueError(f"{toy_keys[0]} applies only to source.kind = \"toy_model\" (a dictionary source trains no "
+                         f"toy model), got {toy_keys[0]}={given[toy_keys[0]]!r} with kind {flat['source.kind']!r}")
     _check_name(flat["name"])
     if not isinstance(flat["description"], str):
         raise ValueError(f"description must be a string, got {flat['description']!r}")
@@ -301,7 +302,7 @@ def load(path, overrides: list[str] = ()) -> dict:
     """Read a TOML experiment file and resolve it against the defaults."""
     path = Path(path)
     try:
-        user = tomllib.loads(path.read_text())
+        user = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # a BOM (Windows editors) is no statement
     except FileNotFoundError as error:
         raise ValueError(f"config file {str(path)!r} does not exist") from error
     except IsADirectoryError as error:
@@ -323,6 +324,7 @@ def is_instance_axis(key: str) -> bool:
     return is_hyperparameter(key) or (key in SCHEMA and SCHEMA[key].instance)
 
 
+@functools.lru_cache(maxsize=None)
 def is_identity(key: str) -> bool:
     """Whether `key` changes what a configuration computes (see NON_IDENTITY)."""
     return key not in NON_IDENTITY and key.split(".")[0] not in NON_IDENTITY_SECTIONS
@@ -433,9 +435,7 @@ def stream_seed(point: dict, stream: str) -> int:
 
 def config_key(config: dict) -> str:
     """A stable 8-hex-digit key of what a whole config computes (its identity keys)."""
-    flat = {k: v for k, v in flatten(config).items() if is_identity(k)}
-    canonical = json.dumps({k: _canonical(v) for k, v in sorted(flat.items())}, sort_keys=True)
-    return hashlib.sha1(canonical.encode()).hexdigest()[:8]
+    return _key({k: v for k, v in flatten(config).items() if is_identity(k)}, length=8)
 
 
 def _canonical(value):
@@ -456,25 +456,6 @@ def identity_differences(old: dict, new: dict) -> list[str]:
 
 def to_toml(config: dict) -> str:
     """Write a resolved config (tables of scalars and lists of scalars) back as TOML."""
-    def literal(value) -> str:
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        if isinstance(value, str):
-            return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        if isinstance(value, list):
-            return "[" + ", ".join(literal(v) for v in value) + "]"
-        return repr(value)
+    import tomli_w
 
-    def table(name: str, content: dict) -> list[str]:
-        lines = [f"\n[{name}]"] + [f"{k} = {literal(v)}" for k, v in content.items() if not isinstance(v, dict)]
-        for k, v in content.items():
-            if isinstance(v, dict):
-                lines += table(f"{name}.{k}", v)
-        return lines
-
-    top = [f"{key} = {literal(value)}" for key, value in config.items() if not isinstance(value, dict)]
-    tables = []
-    for key, value in config.items():
-        if isinstance(value, dict):
-            tables += table(key, value)
-    return "\n".join(top + tables) + "\n"
+    return tomli_w.dumps(config)

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterator
 
 from ..sae.recipes import get_recipe, recipe_path
-from .planner import Batch
+from .batch import Batch
 from .runner import BatchResult, run_batch
 
 EXECUTORS = ("local", "ray")

@@ -39,15 +39,15 @@ def order_rows(results: pd.DataFrame, config: dict) -> pd.DataFrame:
     return results.assign(_rank=rank).sort_values(["_rank", "key"]).drop(columns="_rank").reset_index(drop=True)
 
 
-def dry_run(config: dict, out_dir=None) -> str:
+def dry_run(config: dict, out_dir=None, device=None) -> str:
     """The plan as text, counting what `out_dir` (default: the config's run folder) already holds."""
     store = RunStore(out_dir if out_dir is not None else default_run_dir(config))
-    plan(config)  # validates every point, even the finished ones
+    store.check_folder()
     done = set()
     if store.exists():
         store.check_config(config)
         done = store.done_keys()
-    batches = plan(config, done)
+    batches = plan(config, done, device=device)
     return describe(config, batches, n_done=len(done)) + f"\nrun folder: {store.directory}"
 
 
@@ -70,10 +70,11 @@ def run(config: dict, out_dir=None, device=None, quiet: bool = False, executor: 
     device_spec = device if device is not None else config["device"]
     chosen = make_executor(config, executor)
     store = RunStore(out_dir if out_dir is not None else default_run_dir(config))
-    plan(config)  # validate the whole grid (and the device) before touching the folder
+    plan(config, device=device_spec)  # validate the whole grid (and the device) before touching the folder
     target = resolve_device(device_spec) if chosen.name == "local" else device_spec
+    store.check_folder()
     store.open(config, executor=chosen.name)
-    batches = plan(config, store.done_keys())
+    batches = plan(config, store.done_keys(), device=device_spec)
     keep = bool(config["run"]["save_models"])
     threads = config["run"]["threads"]
     previous_threads = torch.get_num_threads()

@@ -11,77 +11,13 @@ own configuration (config.stream_seed), so its row is the same in any batch.
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import dataclass, field
+import os
 
 from .. import checks
+from ..progress import progress_bar
 from . import config as config_io
 from .assemble import check_point
-
-BYTES = 4  # float32
-
-
-@dataclass
-class Batch:
-    """Grid points that train as the instances of one batched pass."""
-
-    points: list[dict]
-    """Flat grid points (see config.expand), one result row each."""
-    keys: list[str] = field(default_factory=list)
-    """config.point_key of each point."""
-
-    def __post_init__(self):
-        if not self.keys:
-            self.keys = [config_io.point_key(p) for p in self.points]
-
-    @property
-    def id(self) -> str:
-        """A stable name for the batch, from its points' keys."""
-        return hashlib.sha1(json.dumps(sorted(self.keys)).encode()).hexdigest()[:12]
-
-    def trainings(self) -> list[list[int]]:
-        """The points of each SAE instance: indices of points that share a train_key (differ only in grading)."""
-        groups: dict[str, list[int]] = {}
-        for i, point in enumerate(self.points):
-            groups.setdefault(config_io.train_key(point), []).append(i)
-        return list(groups.values())
-
-    @property
-    def n_saes(self) -> int:
-        """SAE instances this batch trains."""
-        return len({config_io.train_key(p) for p in self.points})
-
-    @property
-    def n_toy_models(self) -> int:
-        """Toy-model instances this batch trains (0 for a dictionary source)."""
-        if self.points[0]["source.kind"] != "toy_model":
-            return 0
-        return len({config_io.toy_key(p) for p in self.points})
-
-    def estimate_mb(self) -> float:
-        return estimate_mb(_largest_grading(self.points), self.n_saes, self.n_toy_models)
-
-    def samples(self) -> dict[str, int]:
-        """Samples drawn to train the toy models, the SAEs, and to grade, summed over instances."""
-        first = self.points[0]
-        return {"toy_model": self.n_toy_models * first["source.steps"] * first["source.batch_size"],
-                "sae": self.n_saes * first["sae.steps"] * first["sae.batch_size"],
-                "evaluate": sum(p["evaluate.n_samples"] for p in self.points)}
-
-
-def _largest_grading(points: list[dict]) -> dict:
-    return max(points, key=lambda p: p["evaluate.n_samples"])
-
-
-def estimate_mb(point: dict, n_sae: int, n_toy: int) -> float:
-    """Rough peak memory of one batched pass, MB: activations of a training step and the weights with Adam's state."""
-    n, d, k = point["features.n_features"], point["source.d_hidden"], point["sae.d_sae"]
-    sae_batch, toy_batch = point["sae.batch_size"], point["source.batch_size"]
-    per_sae = sae_batch * (8 * k + 6 * d + 3 * n) + 4 * (2 * d * k + k + d)
-    per_toy = toy_batch * (8 * n + 3 * d) + 4 * (n * d + n)
-    grading = min(4096, point["evaluate.n_samples"]) * (4 * k + 12 * n + 2 * d)
-    return BYTES * (n_sae * (per_sae + grading) + n_toy * per_toy) / 2**20
+from .batch import Batch, estimate_mb, _largest_grading
 
 
 def group_key(point: dict) -> tuple:
@@ -122,9 +58,9 @@ def check_run_settings(config: dict) -> tuple[float, int]:
     memory_mb = checks.finite_float("run.memory_mb", run["run.memory_mb"])
     if memory_mb <= 0:
         raise ValueError(f"run.memory_mb must be > 0, got {memory_mb!r}")
-    for key in ("run.max_instances", "run.threads"):
+    for key, zero in (("run.max_instances", "no limit"), ("run.threads", "torch's default")):
         if isinstance(run[key], bool) or not isinstance(run[key], int) or run[key] < 0:
-            raise ValueError(f"{key} must be a whole number >= 0 (0: no limit / torch's default), got {run[key]!r}")
+            raise ValueError(f"{key} must be a whole number >= 0 (0: {zero}), got {run[key]!r}")
     for key in ("run.gpus_per_batch", "run.cpus_per_batch"):
         checks.non_negative(key, run[key])
     if run["run.executor"] not in EXECUTORS:
@@ -139,43 +75,86 @@ def check_run_settings(config: dict) -> tuple[float, int]:
 
 
 def check_device(device) -> None:
-    """'auto', 'cpu', 'cuda', 'cuda:1', ...: a name torch knows (whether this machine has it is checked at run time,
-    so a plan can be made on a laptop for a GPU machine)."""
+    """'auto', 'cpu', 'cuda', 'cuda:1': a device toysuper runs on (whether this machine has it is checked at run
+    time, so a plan can be made on a laptop for a GPU machine)."""
     import torch
 
-    if device == "auto":
-        return
     try:
-        torch.device(device)
+        if device == "auto" or torch.device(device).type in ("cpu", "cuda"):
+            return
     except (RuntimeError, TypeError):
-        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}") from None
+        pass
+    raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
 
 
-def plan(config: dict, done: set[str] = frozenset()) -> list[Batch]:
+def available_mb(device) -> float | None:
+    """Memory the device can give now, MB (None for a CUDA device this machine does not have)."""
+    import torch
+
+    if device in (None, "auto"):
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if torch.device(device).type == "cuda":
+        return torch.cuda.mem_get_info(torch.device(device))[0] / 2**20 if torch.cuda.is_available() else None
+    try:
+        import psutil
+
+        return psutil.virtual_memory().available / 2**20
+    except ImportError:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+SIZE_KEYS = ("features.n_features", "source.d_hidden", "sae.d_sae", "sae.batch_size", "source.batch_size",
+             "evaluate.n_samples")
+
+
+def check_fits(point: dict, memory_mb: float, free: float | None, device) -> None:
+    """Refuse a configuration that alone (a batch cannot be smaller) needs more than run.memory_mb or than the
+    device can give, naming its sizes and the estimate, before anything is allocated."""
+    need = estimate_mb(point, 1, int(point["source.kind"] == "toy_model"))
+    if need > memory_mb or (free is not None and need > free):
+        limit = f"run.memory_mb={memory_mb:g}" if need > memory_mb else f"the {free:.0f} MB free on {device}"
+        sizes = ", ".join(f"{k}={point[k]!r}" for k in SIZE_KEYS)
+        advice = " or raise run.memory_mb" if need > memory_mb and (free is None or need <= free) else ""
+        raise ValueError(f"one configuration ({sizes}) needs about {need:,.0f} MB (weights, optimiser state, a "
+                         f"batch, grading), more than {limit}, and a configuration cannot be split further: make it "
+                         f"smaller{advice}")
+
+
+PROGRESS_AT = 5_000
+"""A grid this large is checked under a progress bar (50,000 points take seconds)."""
+
+
+def plan(config: dict, done: set[str] = frozenset(), device=None) -> list[Batch]:
     """Validate every grid point, then pack the points not in `done` (their keys) into batches.
 
-    Raises ValueError naming the key of the first point that cannot train.
+    Raises ValueError naming the key of the first point that cannot train or does not fit in memory
+    (run.memory_mb, and what `device`, default the config's, can give).
     """
-    points = config_io.expand(config)
-    for point in points:
-        check_point(point)
     memory_mb, max_instances = check_run_settings(config)
+    device = config["device"] if device is None else device
+    free = available_mb(device)
+    points = config_io.expand(config)
+    for point in progress_bar(points, desc="checking configurations", quiet=len(points) < PROGRESS_AT):
+        check_point(point, fits=lambda p: check_fits(p, memory_mb, free, device))
     groups: dict[tuple, list[dict]] = {}
+    keys: dict[int, str] = {}
     seen = set()
     for point in points:
         key = config_io.point_key(point)
         if key in done or key in seen:  # the same configuration twice (e.g. 0.5 and 1/2): train it once
             continue
         seen.add(key)
+        keys[id(point)] = key
         groups.setdefault(group_key(point), []).append(point)
-    return [Batch(chunk) for group in groups.values() for chunk in _split(group, memory_mb, max_instances)]
+    return [Batch(chunk, [keys[id(p)] for p in chunk]) for group in groups.values()
+            for chunk in _split(group, memory_mb, max_instances)]
 
 
 def describe(config: dict, batches: list[Batch], n_done: int = 0) -> str:
     """The plan as text: what `toysuper run --dry-run` prints."""
     flat = config_io.flatten(config)
     sweep = config_io.axes(config)
-    n_points = len({config_io.point_key(p) for p in config_io.expand(config)})
+    n_points = sum(len(b.points) for b in batches) + n_done
     lines = [f"experiment {config['name']!r}: {n_points} configurations"
              + (f" ({n_done} already done)" if n_done else "")]
     if config.get("description"):

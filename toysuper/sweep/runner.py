@@ -21,7 +21,7 @@ from . import assemble
 from . import config as config_io
 from ..toy import superposition
 from ..grade.evaluate import evaluate
-from .planner import Batch
+from .batch import Batch
 from ..sae import SAE, train_sae
 from ..toy.model import ToyModel
 from ..toy.train import train_toy_model

@@ -12,8 +12,9 @@
 
 Every file is written to a temporary name, flushed, fsynced and renamed into place, so a
 kill at any moment leaves either the old file or the new one, never a partial row. The
-batch files are the truth; results.csv and features.csv are rebuilt from them whenever they
-are missing, unreadable or behind (a session died between the two, a hand edit broke them).
+batch files are the truth; results.csv and features.csv are rebuilt from them when they
+are missing, unreadable or behind, but never with a row fewer: a table that holds rows no
+readable batch file has is left as it is (`toysuper run` retrains those configurations).
 A configuration that failed has a row with status "failed" and the reason in `error`; a
 rerun tries it again, and its new row replaces the failed one.
 """
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import warnings
 
+import numpy as np
 import pandas as pd
 
 from . import config as config_io
@@ -47,11 +49,15 @@ def atomic_write(path: Path, data: str | bytes) -> None:
     """Write `data` to `path` so that a crash leaves the old file or the new one, nothing between."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data.encode() if isinstance(data, str) else data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data.encode() if isinstance(data, str) else data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as error:  # a full disk, say: no half-written temporary left behind, and the path named
+        tmp.unlink(missing_ok=True)
+        raise OSError(error.errno, error.strerror or str(error), str(path)) from error
 
 
 def _csv(table: pd.DataFrame) -> str:
@@ -88,8 +94,8 @@ class RunStore:
 
     The batch files are the truth: `results()` and `features()` are read from them (each
     configuration's row once: its first finished row, else its latest failed one), and
-    results.csv / features.csv are their merged copies, rebuilt whenever they are missing,
-    unreadable or out of date. A batch file that cannot be read is named in a warning and
+    results.csv / features.csv are their merged copies, rebuilt when they are missing,
+    unreadable or out of date, and only where no row is lost. A batch file that cannot be read is named in a warning and
     left out (`open` also moves it aside, to NAME.corrupt, so that its configurations run again).
     """
 
@@ -109,7 +115,14 @@ class RunStore:
         return (self.directory / CONFIG).exists()
 
     def read_config(self) -> dict:
-        return config_io.load(self.directory / CONFIG)
+        path = self.directory / CONFIG
+        try:
+            if not path.read_text(encoding="utf-8-sig").strip():
+                raise ValueError("it is empty")
+            return config_io.load(path)
+        except (OSError, UnicodeDecodeError, ValueError, TypeError) as error:
+            raise ValueError(f"the run folder {str(self.directory)!r} has a config.toml toysuper cannot use "
+                             f"({error}); it is the experiment's record, so rerun into a new --out") from error
 
     def check_config(self, config: dict) -> None:
         """Raise ValueError if this folder holds a different experiment than `config`."""
@@ -121,11 +134,21 @@ class RunStore:
                              f"{', '.join(differences)} differ from its config.toml; give another --out "
                              f"(or delete the folder) to start afresh")
 
+    def check_folder(self) -> None:
+        """Refuse a file, or a folder holding files of its own (a user's results.csv) but no config.toml."""
+        if self.directory.exists() and not self.directory.is_dir():
+            raise ValueError(f"the run folder {str(self.directory)!r} is a file; give --out a folder")
+        if self.directory.is_dir() and not self.exists():
+            other = sorted(p.name for p in self.directory.iterdir() if p.name != "batches" and not p.name.endswith(".tmp"))
+            if other:
+                raise ValueError(f"{str(self.directory)!r} is not a run folder (no config.toml) but holds "
+                                 f"{', '.join(other[:5])}{', ...' if len(other) > 5 else ''}; give --out a new or "
+                                 f"empty folder, so that nothing of yours is overwritten")
+
     def open(self, config: dict, executor: str = "local") -> None:
         """Create the folder (or check it holds this experiment), write config and metadata, tidy up."""
         self.check_config(config)
-        if self.directory.exists() and not self.directory.is_dir():
-            raise ValueError(f"the run folder {str(self.directory)!r} is a file; give --out a folder")
+        self.check_folder()
         try:
             self.batches.mkdir(parents=True, exist_ok=True)
             probe = self.batches / f".probe.{os.getpid()}.tmp"
@@ -247,11 +270,18 @@ class RunStore:
         while (self.batches / f"{stem}.rows.csv").exists():  # a retry of the same batch keeps the earlier try's file
             tries += 1
             stem = f"{batch}.{tries}"
-        atomic_write(self.batches / f"{stem}.features.csv", _csv(result.features))
-        atomic_write(self.batches / f"{stem}.json", json.dumps({"batch": batch, "seconds": result.seconds,
-                                                                "instances": len(result.rows),
-                                                                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
-        atomic_write(self.batches / f"{stem}.rows.csv", _csv(result.rows))  # from here on the batch is done
+        info = json.dumps({"batch": batch, "seconds": result.seconds, "instances": len(result.rows),
+                           "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        written = []
+        try:  # the rows file last: from then on the batch is done
+            for suffix, data in ((".features.csv", _csv(result.features)), (".json", info),
+                                 (".rows.csv", _csv(result.rows))):
+                atomic_write(self.batches / f"{stem}{suffix}", data)
+                written.append(self.batches / f"{stem}{suffix}")
+        except OSError:
+            for path in written:  # no batch without its rows: it runs again
+                path.unlink(missing_ok=True)
+            raise
         self._append(result.rows, result.features)
 
     def _append(self, rows: pd.DataFrame, features: pd.DataFrame) -> None:
@@ -272,25 +302,54 @@ class RunStore:
         atomic_write(self.features_path, _csv(pd.concat([kept, added], ignore_index=True)))
         atomic_write(self.results_path, _csv(merged))
 
-    def sync(self) -> bool:
-        """Rewrite results.csv and features.csv from the batch files where they are missing, unreadable or out of
-        date. Returns whether anything was rewritten."""
+    def sync(self) -> list[str]:
+        """Rewrite results.csv and features.csv from the batch files where they are missing, unreadable or behind,
+        but only where that loses no row: a table holding rows that no readable batch file has is left as it is.
+        Returns what it did or left (one line each), for the caller to say."""
         rows, features = self._truth()
-        rewritten = False
+        notes = []
         for path, table, columns in ((self.features_path, features, ["key", "feature"]),
                                      (self.results_path, rows, ["key"])):
             try:
                 current = _read_table(path, ("key",), missing_ok=True)
             except ValueError:
                 current = None
-            if current is not None and _same_rows(current, table, columns) and (path.exists() or table.empty):
-                continue
-            if table.empty:  # nothing finished (any more): no table rather than an unreadable empty file
-                path.unlink(missing_ok=True)
-            else:
+            if current is not None and not current.empty:
+                lost = ~_ids(current, columns).isin(set(_ids(table, columns)) if not table.empty else set())
+                if lost.any():
+                    batches = sorted(set(current["batch"][lost].astype(str))) if "batch" in current else []
+                    notes.append(f"{path.name} holds {int(lost.sum())} row(s) that no readable batch file has"
+                                 + (f" (batches {', '.join(batches)})" if batches else "") + ": it is left as it "
+                                 "is, and `toysuper run` retrains them")
+                    continue
+                if _same_rows(current, table, columns):
+                    edited = _edited(current, table, columns)
+                    if edited:
+                        notes.append(f"{path.name} differs from the batch files in {edited} (edited by hand?): "
+                                     f"the figures and summary come from the batch files; delete {path.name} to "
+                                     f"rebuild it")
+                    continue
+            if not table.empty:
                 atomic_write(path, _csv(table))
-            rewritten = True
-        return rewritten
+                notes.append(f"rebuilt {path.name} from the batch files")
+        return notes
+
+
+def _ids(table: pd.DataFrame, columns: list[str]) -> pd.Series:
+    return table[columns].astype(str).agg("/".join, axis=1)
+
+
+def _edited(current: pd.DataFrame, rebuilt: pd.DataFrame, columns: list[str]) -> str:
+    """'N row(s) (columns a, b)' where two tables with the same rows differ in value beyond float32 rounding
+    (a table merged from float32 columns carries their float64 widening), else ''."""
+    a = current.sort_values(columns).reset_index(drop=True)
+    b = rebuilt.sort_values(columns).reset_index(drop=True)[list(a.columns)]
+    differs = pd.DataFrame({c: ~np.isclose(a[c], b[c], rtol=1e-6, atol=0, equal_nan=True)
+                            if pd.api.types.is_numeric_dtype(a[c]) and pd.api.types.is_numeric_dtype(b[c])
+                            else a[c].astype(str) != b[c].astype(str) for c in a.columns})
+    if not differs.to_numpy().any():
+        return ""
+    return f"{int(differs.any(axis=1).sum())} row(s) (columns {', '.join(differs.columns[differs.any()])})"
 
 
 def _status(rows: pd.DataFrame) -> pd.Series:
@@ -314,7 +373,12 @@ def best_rows(tables: list[pd.DataFrame]) -> pd.DataFrame:
     ok = _status(rows) == OK
     preference = order.where(ok, 2 * len(rows) - order)  # finished rows first, oldest first; then newest failed
     rows = rows.assign(_preference=preference).sort_values("_preference").drop_duplicates("key")
-    return rows.sort_index().drop(columns="_preference").reset_index(drop=True)
+    rows = rows.sort_index().drop(columns="_preference").reset_index(drop=True)
+    for column in {c for t in tables for c in t.columns if pd.api.types.is_integer_dtype(t[c])}:
+        values = rows[column]  # made float by a failed row's gap that a retry has since filled: ints again
+        if values.dtype.kind == "f" and values.notna().all() and (values == values.round()).all():
+            rows[column] = values.astype("int64")
+    return rows
 
 
 def _same_rows(a: pd.DataFrame, b: pd.DataFrame, columns: list[str]) -> bool:

@@ -182,7 +182,7 @@ class TruncatedNormal(Magnitude):
 
     SynthSAEBench (Chanin & Garriga-Alonso 2026) gives a firing feature ReLU(N(μ, σ²)), a value
     that is 0, a silent feature, with probability Φ(-μ/σ). Its non-zero values follow this law;
-    `toysuper.truth.worlds` folds the silent draws into the firing rate, Φ(μ/σ) p.
+    `toysuper.worlds` folds the silent draws into the firing rate, Φ(μ/σ) p.
     """
 
     def __init__(self, mean=1.0, std=0.25):

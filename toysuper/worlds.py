@@ -46,15 +46,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..checks import finite_float, non_negative, positive_int
-from ..devices import resolve_device
-from ..sources import DictionarySource
-from .correlation import LowRankCorrelation
-from .dictionaries import orthogonalize, unit_rows
-from .distribution import FeatureDistribution
-from .frequencies import Zipf
-from .hierarchy import Hierarchy
-from .magnitudes import TruncatedNormal
+from .checks import finite_float, non_negative, positive_int
+from .devices import resolve_device
+from .sources import DictionarySource
+from .truth.correlation import LowRankCorrelation
+from .truth.dictionaries import orthogonalize, unit_rows
+from .truth.distribution import FeatureDistribution
+from .truth.frequencies import Zipf
+from .truth.hierarchy import Hierarchy
+from .truth.magnitudes import TruncatedNormal
 
 N_FEATURES_16K, D_HIDDEN_16K, ROOTS_16K = 16384, 768, 128
 

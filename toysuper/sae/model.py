@@ -57,14 +57,28 @@ class SAE(nn.Module):
     def __init__(self, d_hidden: int, d_sae: int, n_instances: int = 1, recipe="anthropic_2024",
                  seed=0, device=None, **hyperparameters):
         super().__init__()
+        device = self._configure(d_hidden, d_sae, n_instances, recipe, seed, device, hyperparameters)
+        check_fits(f"SAE(d_hidden={self.d_hidden}, d_sae={self.d_sae}, n_instances={self.n_instances})",
+                   2 * sae_bytes(self.d_hidden, self.d_sae, self.n_instances), device)  # the init draws a copy
+        self.register_buffer("samples_seen", torch.zeros((), dtype=torch.float64, device=device))
+        n_instances, d_hidden, d_sae = self.n_instances, self.d_hidden, self.d_sae  # 3.0 -> 3
+        self.W_enc = nn.Parameter(torch.empty(n_instances, d_hidden, d_sae, device=device))
+        self.b_enc = nn.Parameter(torch.empty(n_instances, d_sae, device=device))
+        self.W_dec = nn.Parameter(torch.empty(n_instances, d_sae, d_hidden, device=device))
+        self.b_dec = nn.Parameter(torch.empty(n_instances, d_hidden, device=device))
+        self.recipe.register(self)
+        with torch.no_grad():
+            self.recipe.init_parameters(self, [instance_generator(s, device) for s in self.seeds])
+
+    def _configure(self, d_hidden, d_sae, n_instances, recipe, seed, device, hyperparameters: dict) -> torch.device:
+        """Sizes, recipe, seeds, options and hyperparameters, each checked (the recipe's own checks included);
+        makes no weight. Returns the resolved device."""
         self.d_hidden = positive_int("d_hidden", d_hidden)
         self.d_sae = positive_int("d_sae", d_sae)
         self.n_instances = positive_int("n_instances", n_instances)
         self.recipe = get_recipe(recipe)
         self.seeds = instance_seeds(seed, self.n_instances)
         device = resolve_device(device)
-        check_fits(f"SAE(d_hidden={self.d_hidden}, d_sae={self.d_sae}, n_instances={self.n_instances})",
-                   2 * sae_bytes(self.d_hidden, self.d_sae, self.n_instances), device)  # the init draws a copy
         declared = {**self.recipe.hyperparameters, **self.recipe.options}
         unknown = set(hyperparameters) - set(declared)
         if unknown:
@@ -75,17 +89,18 @@ class SAE(nn.Module):
         for name in self.recipe.hyperparameters:
             value = hyperparameters.get(name, self.recipe.default(name, self.d_sae))
             self.register_buffer(name, self._hyperparameter(name, value, device))
-        self.register_buffer("samples_seen", torch.zeros((), dtype=torch.float64, device=device))
-        n_instances, d_hidden, d_sae = self.n_instances, self.d_hidden, self.d_sae  # 3.0 -> 3
-        self.W_enc = nn.Parameter(torch.empty(n_instances, d_hidden, d_sae, device=device))
-        self.b_enc = nn.Parameter(torch.empty(n_instances, d_sae, device=device))
-        self.W_dec = nn.Parameter(torch.empty(n_instances, d_sae, d_hidden, device=device))
-        self.b_dec = nn.Parameter(torch.empty(n_instances, d_hidden, device=device))
-        self.recipe.register(self)
         self._refresh_hyperparameter_max()
         self.recipe.check(self)
-        with torch.no_grad():
-            self.recipe.init_parameters(self, [instance_generator(s, device) for s in self.seeds])
+        return device
+
+    @classmethod
+    def check_arguments(cls, d_hidden: int, d_sae: int, n_instances: int = 1, recipe="anthropic_2024",
+                        **hyperparameters) -> None:
+        """Run the constructor's checks without making any weight, so that validating a width of 10**8
+        (a sweep's dry run) allocates nothing; raises what the constructor would."""
+        shell = cls.__new__(cls)
+        nn.Module.__init__(shell)
+        shell._configure(d_hidden, d_sae, n_instances, recipe, 0, "cpu", hyperparameters)
 
     def _hyperparameter(self, name: str, value, device) -> torch.Tensor:
         """`value` as a checked (inst,) tensor."""

@@ -114,14 +114,7 @@ def _check_sae(recipe: str, d_hidden: int, d_sae: int, hyper: tuple) -> None:
     """The SAE constructor's checks of its sizes and hyperparameters (k <= d_sae, whole numbers, ...), run on an
     SAE whose weights are never made: validating a width of 10**8 allocates nothing."""
     try:
-        unbuilt = SAE.__new__(SAE)
-        torch.nn.Module.__init__(unbuilt)
-        unbuilt.d_hidden, unbuilt.d_sae = checks.positive_int("d_hidden", d_hidden), checks.positive_int("d_sae", d_sae)
-        unbuilt.n_instances, unbuilt.recipe = 1, get_recipe(recipe)
-        for name, value in hyper:
-            unbuilt.register_buffer(name, unbuilt._hyperparameter(name, value, "cpu"))
-        unbuilt._refresh_hyperparameter_max()
-        unbuilt.recipe.check(unbuilt)
+        SAE.check_arguments(d_hidden, d_sae, recipe=recipe, **dict(hyper))
     except (ValueError, TypeError) as error:
         raise type(error)(f"sae (recipe {recipe!r}, d_sae={d_sae}, "
                           f"{', '.join(f'sae.{k}={v!r}' for k, v in hyper)}): {error}") from error

@@ -166,7 +166,7 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
                        fixed_shapes=device.type != "cpu")
     schedule = {"warmup": settings["lr_warmup"], "decay": settings["lr_decay"]}
     step_fn = sae_step(sae, state, optimizer, lr_now, lr, schedule, settings["grad_clip"], precision)
-    run = StepRunner(step_fn, device, capture, generator if source.device.type == "cuda" else [],
+    run = StepRunner(step_fn, device, capture, (),
                      before_capture=lambda: optimizer.zero_grad(set_to_none=True))
     resample_at = resample_steps(steps) if settings["resample"] else set()
     resampled = 0

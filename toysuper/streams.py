@@ -1,0 +1,128 @@
+"""Counter-based random streams, one per instance, drawn for every instance in one set of kernels.
+
+A number is a hash of (the instance's key, the draw's counter c, its position p). SplitMix64's
+finaliser (Steele, Lea & Flood 2014) turns each key into two 32-bit halves (a, b), once; a draw's
+number at p is the keyed hash h(h(p ^ a ^ t) ^ (b + t)), t = c·γ mod 2^32, h Wellons's lowbias32,
+a bijection (two rounds: four xorshift-multiplies).
+For fixed keys p -> number is a bijection, so a draw repeats no value within a stream, and two streams
+are two unrelated permutations, not shifts of one sequence. 32-bit integer ops vectorise on CPUs
+(64-bit multiplies do not), which makes the draw about as fast as torch.rand.
+
+So an instance's numbers depend on its key, the counter and their positions alone, never on how many
+instances share the batch, and a draw is a fixed set of integer ops whatever the instance count. The
+counter is a 0-d device tensor that each draw advances in place: a CUDA graph that replays a draw
+reads fresh numbers with no generator to register. torch's integer multiplies wrap; its right shift
+of a negative number is arithmetic, so every shift is masked to be logical. Positions are int32.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+_GAMMA = 0x9E3779B97F4A7C15 - 2**64  # SplitMix64's constants as signed int64 (two's complement)
+_M1 = 0xBF58476D1CE4E5B9 - 2**64
+_M2 = 0x94D049BB133111EB - 2**64
+_LOW = (0x7FEB352D, 0x846CA68B - 2**32)  # lowbias32's multipliers as signed int32 (Wellons 2018)
+
+
+def mix(x: torch.Tensor) -> torch.Tensor:
+    """SplitMix64's finaliser of int64 `x`, in place: a bijection whose output bits all pass BigCrush."""
+    x.bitwise_xor_((x >> 30).bitwise_and_((1 << 34) - 1)).mul_(_M1)
+    x.bitwise_xor_((x >> 27).bitwise_and_((1 << 37) - 1)).mul_(_M2)
+    return x.bitwise_xor_((x >> 31).bitwise_and_((1 << 33) - 1))
+
+
+def mix32(x: torch.Tensor) -> torch.Tensor:
+    """lowbias32 (C. Wellons, "Prospecting for hash functions", 2018) of int32 `x`, in place: a bijection."""
+    x.bitwise_xor_((x >> 16).bitwise_and_(0xFFFF)).mul_(_LOW[0])
+    x.bitwise_xor_((x >> 15).bitwise_and_(0x1FFFF)).mul_(_LOW[1])
+    return x.bitwise_xor_((x >> 16).bitwise_and_(0xFFFF))
+
+
+class Streams:
+    """One random stream per instance: `keys` (inst,) int64 and a shared 0-d int64 `counter`.
+
+    Equal keys give equal numbers; every draw (`uniform`, `normal`, `integers`) advances the counter by 1.
+    """
+
+    def __init__(self, keys: torch.Tensor, counter: torch.Tensor | None = None):
+        self.keys = keys.to(torch.int64)
+        self.counter = torch.zeros((), dtype=torch.int64, device=keys.device) if counter is None else counter
+        mixed = mix(self.keys.clone())
+        self._low, self._high = ((mixed << 32) >> 32).int(), (mixed >> 32).int()  # its two signed 32-bit halves
+
+    @property
+    def device(self) -> torch.device:
+        return self.keys.device
+
+    @property
+    def n_instances(self) -> int:
+        return len(self.keys)
+
+    def bits(self, position: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """32 random bits (int32) at each position of instance rows[r]'s stream (every instance by default):
+        `position` (R or 1, ...) int32 gives (R, ...). Advances the counter."""
+        if not position.numel() or (rows is not None and not rows.numel()):  # nothing to draw: advance alone
+            self.counter.add_(1)
+            return torch.empty(len(self.keys) if rows is None else len(rows), *position.shape[1:],
+                               dtype=torch.int32, device=self.device)
+        step = (self.counter * _GAMMA).int()  # distinct for 2^32 draws (γ odd)
+        self.counter.add_(1)
+        low, high = (self._low, self._high) if rows is None else (self._low[rows], self._high[rows])
+        shape = (-1, *(1,) * (position.ndim - 1))
+        return mix32(mix32(position ^ (low ^ step).view(shape)).bitwise_xor_((high + step).view(shape)))
+
+    def uniform(self, position: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """float32 uniforms on [0, 1) from the top 24 bits (torch.rand's grid), shaped as in `bits`."""
+        return (self.bits(position, rows) >> 8).bitwise_and_((1 << 24) - 1).float().mul_(2.0 ** -24)
+
+    def normal(self, position: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Standard normals by Box–Muller, √(-2 ln(1 - u)) cos(2π v), u and v from two draws (two counters)."""
+        u = self.uniform(position, rows).neg_().log1p_().mul_(-2).sqrt_()
+        return u.mul_(self.uniform(position, rows).mul_(2 * math.pi).cos_())
+
+    def integers(self) -> torch.Tensor:
+        """One int64 in [0, 2^62) per instance, (inst,), from two draws: seeds for samplers that take one."""
+        first, second = (self.bits(torch.zeros(1, dtype=torch.int32, device=self.device)).long() for _ in range(2))
+        return (first << 30).bitwise_xor_(second.bitwise_and_(2**30 - 1)).bitwise_and_(2**62 - 1)
+
+    def select(self, rows) -> "Streams":
+        """The streams of instances `rows`, with a counter of their own starting at this one's value."""
+        rows = torch.as_tensor(rows, dtype=torch.int64, device=self.device).reshape(-1)
+        return Streams(self.keys.index_select(0, rows), self.counter.clone())
+
+    def __repr__(self) -> str:
+        return f"Streams({self.n_instances} instances, device={self.device})"
+
+
+def positions(*shape: int, device=None) -> torch.Tensor:
+    """Row-major positions 0 .. prod(shape) - 1 laid out as (1, *shape): the plain layout of a draw."""
+    return torch.arange(math.prod(shape), dtype=torch.int32, device=device).view(1, *shape)
+
+
+def as_streams(generator, n_instances: int, device: torch.device) -> Streams:
+    """`generator` as Streams of n_instances on `device`: Streams as given (checked); a torch.Generator (or
+    a list of one per instance) or None (torch's global generator) gives fresh keys drawn from it, once
+    per call, so equal generator states give equal draws."""
+    if isinstance(generator, Streams):
+        if generator.n_instances != n_instances or generator.device.type != device.type:
+            raise ValueError(f"generator: Streams of {generator.n_instances} instances on {generator.device} given, "
+                             f"but this draw needs {n_instances} on {device}")
+        return generator
+    if generator is None or isinstance(generator, torch.Generator):
+        on = "cpu" if generator is None else generator.device
+        keys = torch.randint(-2**63, 2**63 - 1, (n_instances,), generator=generator, device=on, dtype=torch.int64)
+        return Streams(keys.to(device))
+    try:
+        generators = list(generator)
+    except TypeError as error:
+        raise TypeError(f"generator must be Streams (toysuper.instance_generators), a torch.Generator, a list of "
+                        f"them or None, got {generator!r}") from error
+    if len(generators) != n_instances or not all(isinstance(g, torch.Generator) for g in generators):
+        raise ValueError(f"generator: a list must hold one torch.Generator per instance ({n_instances}), got "
+                         f"{generator!r}")
+    keys = [torch.randint(-2**63, 2**63 - 1, (1,), generator=g, device=g.device, dtype=torch.int64).to(device)
+            for g in generators]
+    return Streams(torch.cat(keys))

@@ -1,18 +1,20 @@
 """Counter-based random streams, one per instance, drawn for every instance in one set of kernels.
 
-A number is a hash of (the instance's key, the draw's counter c, its position p). SplitMix64's
-finaliser (Steele, Lea & Flood 2014) turns each key into two 32-bit halves (a, b), once; a draw's
-number at p is the keyed hash h(h(p ^ a ^ t) ^ (b + t)), t = c·γ mod 2^32, h Wellons's lowbias32,
-a bijection (two rounds: four xorshift-multiplies).
-For fixed keys p -> number is a bijection, so a draw repeats no value within a stream, and two streams
-are two unrelated permutations, not shifts of one sequence. 32-bit integer ops vectorise on CPUs
-(64-bit multiplies do not), which makes the draw about as fast as torch.rand.
+Each instance's stream is SplitMix64 (Steele, Lea & Flood 2014, "Fast splittable pseudorandom
+number generators"; its outputs pass BigCrush) read at an index set by the draw: the number at
+position p of the draw with counter c is mix(k + (c · 2^32 + p) γ), k = mix(the instance's seed),
+γ the 64-bit golden ratio, `mix` SplitMix64's bijective finaliser. So one instance's numbers are one
+SplitMix64 sequence, each (counter, position) read once (positions below 2^32), and they depend on
+its seed, the counter and their positions alone, never on how many instances share the batch; a
+draw is a fixed set of integer tensor ops whatever the instance count. Two instances' sequences
+overlap only if their keys differ by a multiple of γ below the indices used, about one chance in
+2^64 / (draws · 2^32) per pair.
 
-So an instance's numbers depend on its key, the counter and their positions alone, never on how many
-instances share the batch, and a draw is a fixed set of integer ops whatever the instance count. The
-counter is a 0-d device tensor that each draw advances in place: a CUDA graph that replays a draw
-reads fresh numbers with no generator to register. torch's integer multiplies wrap; its right shift
-of a negative number is arithmetic, so every shift is masked to be logical. Positions are int32.
+The counter is a 0-d int64 device tensor that each draw advances in place, so a CUDA graph that
+replays a draw reads fresh numbers with no generator to register. A 64-bit hash gives two 24-bit
+uniforms (`uniform2`), so a Poisson event's gap and magnitude, or a normal's two uniforms, cost one
+hash. torch's int64 multiply wraps (two's complement); its right shift of a negative number is
+arithmetic, so each shift is masked to be logical.
 """
 
 from __future__ import annotations
@@ -22,36 +24,39 @@ import math
 import torch
 
 _GAMMA = 0x9E3779B97F4A7C15 - 2**64  # SplitMix64's constants as signed int64 (two's complement)
+_GAMMA_HIGH = 0x7F4A7C15 << 32  # γ · 2^32 mod 2^64 (below 2^63): one counter step is 2^32 positions
 _M1 = 0xBF58476D1CE4E5B9 - 2**64
 _M2 = 0x94D049BB133111EB - 2**64
-_LOW = (0x7FEB352D, 0x846CA68B - 2**32)  # lowbias32's multipliers as signed int32 (Wellons 2018)
 
 
 def mix(x: torch.Tensor) -> torch.Tensor:
-    """SplitMix64's finaliser of int64 `x`, in place: a bijection whose output bits all pass BigCrush."""
-    x.bitwise_xor_((x >> 30).bitwise_and_((1 << 34) - 1)).mul_(_M1)
-    x.bitwise_xor_((x >> 27).bitwise_and_((1 << 37) - 1)).mul_(_M2)
-    return x.bitwise_xor_((x >> 31).bitwise_and_((1 << 33) - 1))
+    """SplitMix64's finaliser of int64 `x`, in place: a bijection.
+
+    (Methods, not the >> and & operators: with a Python number those take a slow path on a CPU.)"""
+    x.bitwise_xor_(x.bitwise_right_shift(30).bitwise_and_((1 << 34) - 1)).mul_(_M1)
+    x.bitwise_xor_(x.bitwise_right_shift(27).bitwise_and_((1 << 37) - 1)).mul_(_M2)
+    return x.bitwise_xor_(x.bitwise_right_shift(31).bitwise_and_((1 << 33) - 1))
 
 
-def mix32(x: torch.Tensor) -> torch.Tensor:
-    """lowbias32 (C. Wellons, "Prospecting for hash functions", 2018) of int32 `x`, in place: a bijection."""
-    x.bitwise_xor_((x >> 16).bitwise_and_(0xFFFF)).mul_(_LOW[0])
-    x.bitwise_xor_((x >> 15).bitwise_and_(0x1FFFF)).mul_(_LOW[1])
-    return x.bitwise_xor_((x >> 16).bitwise_and_(0xFFFF))
+def _top24(bits: torch.Tensor, shift: int) -> torch.Tensor:
+    """float32 on [0, 1) in steps of 2^-24 (torch.rand's grid) from the 24 bits above `shift`: read as a
+    signed number in [-2^23, 2^23) (the arithmetic shift), scaled, plus 1/2."""
+    if shift != 40:
+        bits = bits.bitwise_left_shift(40 - shift)
+    return bits.bitwise_right_shift(40).float().mul_(2.0 ** -24).add_(0.5)
 
 
 class Streams:
     """One random stream per instance: `keys` (inst,) int64 and a shared 0-d int64 `counter`.
 
-    Equal keys give equal numbers; every draw (`uniform`, `normal`, `integers`) advances the counter by 1.
+    Equal keys give equal numbers; each draw (`bits`, `uniform`, `uniform2`, `normal`, `integers`)
+    advances the counter by 1. `position` arguments are int64 tensors (R or 1, ...), R the rows drawn.
     """
 
     def __init__(self, keys: torch.Tensor, counter: torch.Tensor | None = None):
         self.keys = keys.to(torch.int64)
         self.counter = torch.zeros((), dtype=torch.int64, device=keys.device) if counter is None else counter
-        mixed = mix(self.keys.clone())
-        self._low, self._high = ((mixed << 32) >> 32).int(), (mixed >> 32).int()  # its two signed 32-bit halves
+        self._mixed_keys = mix(self.keys.clone())
 
     @property
     def device(self) -> torch.device:
@@ -62,31 +67,34 @@ class Streams:
         return len(self.keys)
 
     def bits(self, position: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """32 random bits (int32) at each position of instance rows[r]'s stream (every instance by default):
-        `position` (R or 1, ...) int32 gives (R, ...). Advances the counter."""
+        """64 random bits (int64) at each position of instance rows[r]'s stream (every instance by default),
+        shaped (R, *position.shape[1:]). Advances the counter."""
         if not position.numel() or (rows is not None and not rows.numel()):  # nothing to draw: advance alone
             self.counter.add_(1)
             return torch.empty(len(self.keys) if rows is None else len(rows), *position.shape[1:],
-                               dtype=torch.int32, device=self.device)
-        step = (self.counter * _GAMMA).int()  # distinct for 2^32 draws (γ odd)
+                               dtype=torch.int64, device=self.device)
+        keys = self._mixed_keys if rows is None else self._mixed_keys.index_select(0, rows)
+        start = keys.add(self.counter.mul(_GAMMA_HIGH)).view(-1, *(1,) * (position.ndim - 1))
         self.counter.add_(1)
-        low, high = (self._low, self._high) if rows is None else (self._low[rows], self._high[rows])
-        shape = (-1, *(1,) * (position.ndim - 1))
-        return mix32(mix32(position ^ (low ^ step).view(shape)).bitwise_xor_((high + step).view(shape)))
+        return mix(torch.add(start, position.mul(_GAMMA)))
 
     def uniform(self, position: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """float32 uniforms on [0, 1) from the top 24 bits (torch.rand's grid), shaped as in `bits`."""
-        return (self.bits(position, rows) >> 8).bitwise_and_((1 << 24) - 1).float().mul_(2.0 ** -24)
+        """float32 uniforms on [0, 1) from the top 24 bits, shaped as in `bits`."""
+        return _top24(self.bits(position, rows), 40)
+
+    def uniform2(self, position: torch.Tensor, rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two independent uniforms per position from one hash (bits 40-63 and 16-39)."""
+        bits = self.bits(position, rows)
+        return _top24(bits, 40), _top24(bits, 16)
 
     def normal(self, position: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """Standard normals by Box–Muller, √(-2 ln(1 - u)) cos(2π v), u and v from two draws (two counters)."""
-        u = self.uniform(position, rows).neg_().log1p_().mul_(-2).sqrt_()
-        return u.mul_(self.uniform(position, rows).mul_(2 * math.pi).cos_())
+        """Standard normals by Box–Muller (1958): √(-2 ln(1 - u)) cos(2π v), u and v from one hash."""
+        u, v = self.uniform2(position, rows)
+        return u.neg_().log1p_().mul_(-2).sqrt_().mul_(v.mul_(2 * math.pi).cos_())
 
     def integers(self) -> torch.Tensor:
-        """One int64 in [0, 2^62) per instance, (inst,), from two draws: seeds for samplers that take one."""
-        first, second = (self.bits(torch.zeros(1, dtype=torch.int32, device=self.device)).long() for _ in range(2))
-        return (first << 30).bitwise_xor_(second.bitwise_and_(2**30 - 1)).bitwise_and_(2**62 - 1)
+        """One int64 in [0, 2^62) per instance, (inst,): seeds for samplers that take one."""
+        return self.bits(torch.zeros(1, dtype=torch.int64, device=self.device)).bitwise_and_(2**62 - 1)
 
     def select(self, rows) -> "Streams":
         """The streams of instances `rows`, with a counter of their own starting at this one's value."""
@@ -99,7 +107,7 @@ class Streams:
 
 def positions(*shape: int, device=None) -> torch.Tensor:
     """Row-major positions 0 .. prod(shape) - 1 laid out as (1, *shape): the plain layout of a draw."""
-    return torch.arange(math.prod(shape), dtype=torch.int32, device=device).view(1, *shape)
+    return torch.arange(math.prod(shape), dtype=torch.int64, device=device).view(1, *shape)
 
 
 def as_streams(generator, n_instances: int, device: torch.device) -> Streams:

@@ -38,11 +38,9 @@ def mix(x: torch.Tensor) -> torch.Tensor:
     return x.bitwise_xor_(x.bitwise_right_shift(31).bitwise_and_((1 << 33) - 1))
 
 
-def _top24(bits: torch.Tensor, shift: int) -> torch.Tensor:
-    """float32 on [0, 1) in steps of 2^-24 (torch.rand's grid) from the 24 bits above `shift`: read as a
-    signed number in [-2^23, 2^23) (the arithmetic shift), scaled, plus 1/2."""
-    if shift != 40:
-        bits = bits.bitwise_left_shift(40 - shift)
+def _top24(bits: torch.Tensor) -> torch.Tensor:
+    """float32 on [0, 1) in steps of 2^-24 (torch.rand's grid) from bits 40-63: read as a signed number in
+    [-2^23, 2^23) (the arithmetic shift), scaled, plus 1/2."""
     return bits.bitwise_right_shift(40).float().mul_(2.0 ** -24).add_(0.5)
 
 
@@ -57,6 +55,7 @@ class Streams:
         self.keys = keys.to(torch.int64)
         self.counter = torch.zeros((), dtype=torch.int64, device=keys.device) if counter is None else counter
         self._mixed_keys = mix(self.keys.clone())
+        self._pair_shift = torch.tensor([0, 24], device=keys.device)  # bits 40-63, then 16-39, to the top
 
     @property
     def device(self) -> torch.device:
@@ -80,17 +79,16 @@ class Streams:
 
     def uniform(self, position: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """float32 uniforms on [0, 1) from the top 24 bits, shaped as in `bits`."""
-        return _top24(self.bits(position, rows), 40)
+        return _top24(self.bits(position, rows))
 
-    def uniform2(self, position: torch.Tensor, rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Two independent uniforms per position from one hash (bits 40-63 and 16-39)."""
-        bits = self.bits(position, rows)
-        return _top24(bits, 40), _top24(bits, 16)
+    def uniform2(self, position: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Two independent uniforms per position from one hash (bits 40-63 and 16-39): (R, ..., 2)."""
+        return _top24(self.bits(position, rows).unsqueeze(-1).bitwise_left_shift(self._pair_shift))
 
     def normal(self, position: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """Standard normals by Box–Muller (1958): √(-2 ln(1 - u)) cos(2π v), u and v from one hash."""
-        u, v = self.uniform2(position, rows)
-        return u.neg_().log1p_().mul_(-2).sqrt_().mul_(v.mul_(2 * math.pi).cos_())
+        pair = self.uniform2(position, rows)
+        return pair[..., 0].neg().log1p_().mul_(-2).sqrt_().mul_(pair[..., 1].mul(2 * math.pi).cos_())
 
     def integers(self) -> torch.Tensor:
         """One int64 in [0, 2^62) per instance, (inst,): seeds for samplers that take one."""

@@ -261,7 +261,7 @@ class FeatureDistribution:
         if batch_size not in self._positions:
             self._positions[batch_size] = self._lay_out_positions(batch_size)
         events, slots, normals = self._positions[batch_size]
-        return Numbers(torch.stack(streams.uniform2(events, self._event_rows), -1),
+        return Numbers(streams.uniform2(events, self._event_rows),
                        streams.uniform(slots, self._dense_rows), streams.normal(normals, self._dense_rows))
 
     def _lay_out_positions(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

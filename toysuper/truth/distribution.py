@@ -81,7 +81,9 @@ class Numbers(NamedTuple):
     """Uniforms: one per group decision, then one per dense slot that reads its own: (D, batch, m) for
     independent features, slot-major (D, G + own, batch) for structured ones."""
     normals: torch.Tensor
-    """(D, r + c, batch) standard normals of the copula ((D, 0, 0) without one)."""
+    """(D, r, batch) standard normals: the copula's factors ((D, 0, batch) without one)."""
+    copula: torch.Tensor
+    """(D, c, batch) uniforms: one per copula-driven slot and sample, deciding its firing ((D, 0, batch) without)."""
 
 
 class Draw(NamedTuple):
@@ -260,14 +262,14 @@ class FeatureDistribution:
         streams = as_streams(generator, self.n_instances, self.device)
         if batch_size not in self._positions:
             self._positions[batch_size] = self._lay_out_positions(batch_size)
-        events, slots, normals = self._positions[batch_size]
-        return Numbers(streams.uniform2(events, self._event_rows),
-                       streams.uniform(slots, self._dense_rows), streams.normal(normals, self._dense_rows))
+        events, slots, normals, copula = self._positions[batch_size]
+        return Numbers(streams.uniform2(events, self._event_rows), streams.uniform(slots, self._dense_rows),
+                       streams.normal(normals, self._dense_rows), streams.uniform(copula, self._dense_rows))
 
     def _lay_out_positions(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Where each number of a draw sits in its instance's stream: events (1, K) at k (two uniforms each); slots at
         sample · W + the id of the column (its group's, or its feature's: G + feature), in the slots'
-        layout; normals (1, r + c, batch) at j · batch + b."""
+        layout; the copula's normals (1, r, batch) and uniforms (1, c, batch) at j · batch + b."""
         n_events, n_slots, n_normals = len(self._event_rows), len(self._dense_rows), self._n_normals
         events = positions(self._budget(batch_size)[1] if n_events else 0, device=self.device)
         sample = torch.arange(batch_size, device=self.device)
@@ -276,12 +278,14 @@ class FeatureDistribution:
             slots = sample[None, :, None] * width + self._column_id[:, None, :]
         else:
             slots = self._column_id[:, :, None] * batch_size + sample
-        return events, slots, positions(n_normals if n_slots else 0, batch_size, device=self.device)
+        n_driven = 0 if self._copula is None else len(self._copula[0])
+        return (events, slots, positions(n_normals, batch_size, device=self.device),
+                positions(n_driven, batch_size, device=self.device))
 
     def transform(self, numbers: Numbers) -> Draw:
         """Numbers to features: pure, fixed-shape, no host sync (compiles with fullgraph=True)."""
         batch_size = numbers.slots.shape[1 if self._plain else 2]
-        slots = self._slot_values(numbers.slots, numbers.normals) if self._n_slots else numbers.slots
+        slots = self._slot_values(numbers.slots, numbers.normals, numbers.copula) if self._n_slots else numbers.slots
         if self._table is None:
             return Draw(slots, *self._no_events, self._dense_rows, self._event_rows)
         events = poisson.events(numbers.events[..., 0], self._table, batch_size)
@@ -381,7 +385,7 @@ class FeatureDistribution:
 
     # ---- the dense slots -------------------------------------------------------------
 
-    def _slot_values(self, u: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
+    def _slot_values(self, u: torch.Tensor, normals: torch.Tensor, copula: torch.Tensor) -> torch.Tensor:
         """Values of the dense slots, (inst, batch, m), from their uniforms (`Numbers.slots`).
 
         Slot j reads one uniform x (its own, or its group's) and fires when lo_j <= x < hi_j;
@@ -394,8 +398,11 @@ class FeatureDistribution:
         - a correlated group's members: their own x, [0, a_i), or the group's shared event
           (its x below q); fired by the shared event alone, (x - a_i) / (1 - a_i) is the uniform
           (`toysuper.truth.groups.CorrelatedGroups` derives q and a_i);
-        - under a copula, x = Φ(-z) for the copula's Gaussian z (exactly uniform), and the own
-          uniform gives the magnitude instead.
+        - under a copula, x = Φ(-z) for the copula's Gaussian z = F e + s η (exactly uniform), and
+          the own uniform gives the magnitude instead. lo <= Φ(-z) < hi is drawn as
+          Φ((F e - T_lo)/s) <= w < Φ((F e - T_hi)/s), T = Φ⁻¹(1 - ·), for a uniform w in the place
+          of Φ(-η): the same law, with the thresholds constants of the world (`_lay_out`), one
+          (c x r) matmul and one erfc per entry instead of a normal and Φ.
         Hierarchy gating runs level by level, parents first, so a child follows its parent's
         final state (and, with scale_children_by_parent, its parent's value over its mean).
         Masks are 0/1 floats (clamp and ceil): CPUs run them faster than bool tensors.
@@ -406,26 +413,26 @@ class FeatureDistribution:
             value = self.magnitude.quantile(u.mul(inv_width).mul_(fires), self._slot_magnitude)
             return value if self.magnitude.zero_at_zero else value.mul_(fires)
         x = u.index_select(1, self._column)  # (inst, m, batch)
-        if self._copula is not None:
-            slots, loadings, own_scale = self._copula
-            rank = loadings.shape[1]
-            z = torch.matmul(loadings, normals[:, :rank]) + own_scale * normals[:, rank:]
-            x = x.index_copy(1, slots, torch.special.ndtr(-z))
-        fires = (hi - x).clamp_(0, 1).ceil_() - (lo - x).clamp_(0, 1).ceil_()  # 1 where lo <= x < hi
-        v = (x - lo) * inv_width * fires
+        fires = (hi - x).clamp_(0, 1).ceil_().sub_((lo - x).clamp_(0, 1).ceil_())  # 1 where lo <= x < hi
+        if self._copula is not None:  # Φ(y) = erfc(-y/√2) / 2; the tables hold T/(s√2) and F/(s√2)
+            driven, loadings, upper, lower = self._copula
+            mean = torch.matmul(loadings, normals)
+            driven_fires = torch.erfc(upper - mean).mul_(0.5).sub_(copula).clamp_(0, 1).ceil_()
+            if lower is not None:
+                driven_fires.sub_(torch.erfc(lower - mean).mul_(0.5).sub_(copula).clamp_(0, 1).ceil_())
+            fires.index_copy_(1, driven, driven_fires)
+        v = (x - lo).mul_(inv_width).mul_(fires)  # (a driven slot's tables make v its own uniform)
         if self._shared is not None:
             shared_column, shared_rate = self._shared
             inside, fires = fires, torch.maximum(fires, (shared_rate - u.index_select(1, shared_column)).clamp_(0, 1).ceil_())
             v = v + (x - hi) * self._inv_rest * (fires - inside)
-        if self._copula is not None:  # the copula decided firing; the own uniform gives the magnitude
-            v = v.index_copy(1, slots, u.index_select(1, self._column.index_select(0, slots)))
         value = self.magnitude.quantile((v * fires).clamp_(0, _LAST_BELOW_ONE), self._slot_magnitude) * fires
-        for child, parent, parent_mean in self._levels:
+        for child, parent, parent_mean in self._levels:  # fires and value are this draw's own: updated in place
             gate = fires.index_select(1, parent)
-            fires = fires.index_copy(1, child, fires.index_select(1, child) * gate)
+            fires.index_copy_(1, child, fires.index_select(1, child).mul_(gate))
             if parent_mean is not None:
-                gate = value.index_select(1, parent) / parent_mean
-            value = value.index_copy(1, child, value.index_select(1, child) * gate)
+                gate = value.index_select(1, parent).div_(parent_mean)
+            value.index_copy_(1, child, value.index_select(1, child).mul_(gate))
         return value.transpose(1, 2)
 
     def _budget(self, batch_size: int) -> tuple[dict[int, int], int]:
@@ -574,12 +581,20 @@ class FeatureDistribution:
                 parent_mean = along(mean[:, parent_of[level]].clamp_min(1e-30))
             self._levels.append((child.to(device), parent.to(device), parent_mean))
         self._copula, self._n_normals = None, 0
-        if self.correlation is not None:
+        if self.correlation is not None:  # (structured is every feature: slot j is feature j)
             children = set(self.hierarchy.children) if self.hierarchy else set()
             driven = torch.tensor([j for j, f in enumerate(structured) if f not in children], dtype=torch.long)
-            loadings, own_scale = self.correlation.factor(n, device)
-            self._copula = (driven.to(device), loadings[driven.to(device)], own_scale[driven.to(device), None])
-            self._n_normals = self.correlation.rank + len(driven)
+            loadings, own_scale = self.correlation.factor(n, "cpu")
+            scale = own_scale[driven].double()[:, None] * 2 ** 0.5  # s√2
+            upper, lower = (torch.special.ndtri(1 - bound[:, driven]) / scale[:, 0] for bound in (slot_hi, slot_lo))
+            self._copula = (driven.to(device), (loadings[driven].double() / scale).float().to(device),
+                            along(upper), along(lower) if bool((slot_lo[:, driven] > 0).any()) else None)
+            self._n_normals = self.correlation.rank
+            # a driven slot's magnitude reads its own uniform as it is: v = (x - 0) · 1, nothing from a shared event
+            v_lo, v_scale, rest = slot_lo.clone(), 1 / width.clamp_min(2.0 ** -100), 1 / (1 - slot_hi).clamp_min(2.0 ** -100)
+            v_lo[:, driven], v_scale[:, driven], rest[:, driven] = 0, 1, 0
+            self._intervals = tuple(along(t) for t in (v_lo, slot_hi, v_scale))
+            self._inv_rest = along(rest)
         self.slot_feature = slot_feature.to(device)
         """(D, m) long: the feature of each dense slot of the instances in `dense_instances` (padding never fires)."""
         self.dense_instances, self.event_instances = dense_rows, event_rows

@@ -426,7 +426,7 @@ class FeatureDistribution:
             shared_column, shared_rate = self._shared
             inside, fires = fires, torch.maximum(fires, (shared_rate - u.index_select(1, shared_column)).clamp_(0, 1).ceil_())
             v = v + (x - hi) * self._inv_rest * (fires - inside)
-        value = self.magnitude.quantile((v * fires).clamp_(0, _LAST_BELOW_ONE), self._slot_magnitude) * fires
+        value = self.magnitude.quantile(v.clamp_(0, _LAST_BELOW_ONE), self._slot_magnitude).mul_(fires)
         for child, parent, parent_mean in self._levels:  # fires and value are this draw's own: updated in place
             gate = fires.index_select(1, parent)
             fires.index_copy_(1, child, fires.index_select(1, child).mul_(gate))

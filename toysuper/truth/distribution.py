@@ -263,17 +263,20 @@ class FeatureDistribution:
         if batch_size not in self._positions:
             self._positions[batch_size] = self._lay_out_positions(batch_size)
         events, slots, normals, copula = self._positions[batch_size]
-        return Numbers(streams.uniform2(events, self._event_rows), streams.uniform(slots, self._dense_rows),
+        return Numbers(streams.uniform(events, self._event_rows), streams.uniform(slots, self._dense_rows),
                        streams.normal(normals, self._dense_rows), streams.uniform(copula, self._dense_rows))
 
     def _lay_out_positions(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Where each number of a draw sits in its instance's stream: events (1, K) at k (two uniforms each); slots at
+        """Where each number of a draw sits in its instance's stream: events (1, K, 2) at 2k + j; slots at
         sample · W + the id of the column (its group's, or its feature's: G + feature), in the slots'
         layout; the copula's normals (1, r, batch) and uniforms (1, c, batch) at j · batch + b."""
         n_events, n_slots, n_normals = len(self._event_rows), len(self._dense_rows), self._n_normals
-        events = positions(self._budget(batch_size)[1] if n_events else 0, device=self.device)
-        sample = torch.arange(batch_size, device=self.device)
+        events = positions(self._budget(batch_size)[1] if n_events else 0, 2, device=self.device)
+        sample = torch.arange(batch_size, dtype=torch.int32, device=self.device)
         width = self._n_groups + self.n_features
+        if batch_size * width >= 2**31:
+            raise ValueError(f"batch_size={batch_size} is too large for {width} features and groups: a draw "
+                             f"numbers its entries with 32-bit positions (batch_size * {width} < 2**31)")
         if self._plain:
             slots = sample[None, :, None] * width + self._column_id[:, None, :]
         else:
@@ -552,7 +555,7 @@ class FeatureDistribution:
             column_id[:, n_groups + len(own):] = n_groups + slot_feature[:, len(structured):]
         if len(column_id) and bool((column_id == column_id[:1]).all()):
             column_id = column_id[:1]  # one layout for every instance: broadcast it
-        self._column_id = column_id.to(device)
+        self._column_id = column_id.to(torch.int32).to(device)
         self._positions: dict[int, tuple] = {}
         self._column = torch.tensor([column.get(f, own.get(f)) for f in structured]
                                     + list(range(n_groups + len(own), n_groups + len(own) + self._n_slots - len(structured))),

@@ -69,15 +69,18 @@ class Streams:
         return len(self.keys)
 
     def bits(self, position: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """32 random bits (int32) at each position of instance rows[r]'s stream (every instance by default),
-        shaped (R, *position.shape[1:]). Advances the counter."""
+        """32 random bits (int32) at each position of instance rows[r]'s stream, shaped (R, *position.shape[1:]);
+        rows: sorted instance indices, every instance by default. Advances the counter."""
         if not position.numel() or (rows is not None and not rows.numel()):  # nothing to draw: advance alone
             self.counter.add_(1)
             return torch.empty(len(self.keys) if rows is None else len(rows), *position.shape[1:],
                                dtype=torch.int32, device=self.device)
         step = self.counter.mul(_GAMMA).int()
         self.counter.add_(1)
-        low, high = (self._low, self._high) if rows is None else (self._low[rows], self._high[rows])
+        if rows is not None and len(rows) == len(self.keys):  # (callers pass every instance as rows 0 .. n-1)
+            rows = None
+        low, high = (self._low, self._high) if rows is None else (self._low.index_select(0, rows),
+                                                                   self._high.index_select(0, rows))
         shape = (-1, *(1,) * (position.ndim - 1))
         first = mix32(torch.bitwise_xor(position, low.bitwise_xor(step).view(shape)))
         return mix32(first.bitwise_xor_(high.add(step).view(shape)))
@@ -89,6 +92,8 @@ class Streams:
 
     def normal(self, position: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """Standard normals by Box–Muller (1958): √(-2 ln(1 - u)) cos(2π v), u and v at 2p and 2p + 1."""
+        if not position.numel() or (rows is not None and not rows.numel()):
+            return self.uniform(position, rows)  # nothing to draw: advance alone
         pair = self.uniform(torch.add(position.unsqueeze(-1).mul(2), self._pair), rows)
         return pair[..., 0].neg().log1p_().mul_(-2).sqrt_().mul_(pair[..., 1].mul(2 * math.pi).cos_())
 

@@ -19,7 +19,7 @@ def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def test_uniforms_are_uniform_and_independent_across_instances_steps_and_positions():
     streams = instance_generators(11, DEVICE, n_instances=4)
-    first, second = streams.uniform(positions(N, device=DEVICE)).cpu(), streams.uniform(positions(N, device=DEVICE)).cpu()
+    first, second = (streams.uniform(positions(N, device=DEVICE)).cpu() for _ in range(2))
     assert first.shape == (4, N) and first.min() >= 0 and first.max() < 1
     tolerance = 5 / N ** 0.5  # five standard errors of a mean or a correlation
     for row in torch.cat([first, second]):

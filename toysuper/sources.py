@@ -220,7 +220,8 @@ class DictionarySource:
         streams = as_streams(generator, self.n_instances, self.device)
         # the noise's draw advances the streams even when empty: every instance's numbers stay its own
         return SourceNumbers(self.dist.numbers(batch_size, streams),
-                             streams.normal(positions(batch_size if self._noisy else 0, self.d_hidden, device=self.device)))
+                             streams.normal(positions(batch_size if self._noisy else 0, self.d_hidden,
+                                                      device=self.device)))
 
     def transform(self, numbers: SourceNumbers) -> tuple[torch.Tensor, Draw]:
         """Numbers to (hidden (batch, inst, d_hidden), the draw): pure, fixed-shape, no host sync."""
@@ -384,11 +385,11 @@ class SAELensWorld:
             rebuilds its sampler, so build or load the model on the device you want).
 
     Random streams: SAELens draws from torch's global generator. Given a `generator`, each
-    draw takes a seed from it (one integer, a host read; one per instance from `Streams`) and runs SAELens's sampler with torch's
+    draw takes a seed from it (one integer, a host read) and runs SAELens's sampler with torch's
     global generators (the CPU's and the world's GPU's) set to that seed, restoring them afterwards:
-    same generator state, same samples, and the global stream is left alone. A sequence of
-    n_instances generators gives instance i its samples from generator i alone; one
-    generator draws all instances' rows at once. `generator=None` draws from the global
+    same generator state, same samples, and the global stream is left alone. `Streams`, or a sequence
+    of n_instances generators, give instance i its samples from its own stream alone (a seed each);
+    one generator draws all instances' rows at once. `generator=None` draws from the global
     generator, exactly as `SyntheticModel.sample_with_features` does.
     SAELens's sampler has data-dependent shapes (nonzero), so this source is not for a
     captured step; cost per batch grows with batch × n_features.

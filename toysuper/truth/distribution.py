@@ -427,7 +427,8 @@ class FeatureDistribution:
         v = (x - lo).mul_(inv_width).mul_(fires)  # (a driven slot's tables make v its own uniform)
         if self._shared is not None:
             shared_column, shared_rate = self._shared
-            inside, fires = fires, torch.maximum(fires, (shared_rate - u.index_select(1, shared_column)).clamp_(0, 1).ceil_())
+            shared = (shared_rate - u.index_select(1, shared_column)).clamp_(0, 1).ceil_()
+            inside, fires = fires, torch.maximum(fires, shared)
             v = v + (x - hi) * self._inv_rest * (fires - inside)
         value = self.magnitude.quantile(v.clamp_(0, _LAST_BELOW_ONE), self._slot_magnitude).mul_(fires)
         for child, parent, parent_mean in self._levels:  # fires and value are this draw's own: updated in place
@@ -594,7 +595,8 @@ class FeatureDistribution:
                             along(upper), along(lower) if bool((slot_lo[:, driven] > 0).any()) else None)
             self._n_normals = self.correlation.rank
             # a driven slot's magnitude reads its own uniform as it is: v = (x - 0) · 1, nothing from a shared event
-            v_lo, v_scale, rest = slot_lo.clone(), 1 / width.clamp_min(2.0 ** -100), 1 / (1 - slot_hi).clamp_min(2.0 ** -100)
+            v_lo, v_scale = slot_lo.clone(), 1 / width.clamp_min(2.0 ** -100)
+            rest = 1 / (1 - slot_hi).clamp_min(2.0 ** -100)
             v_lo[:, driven], v_scale[:, driven], rest[:, driven] = 0, 1, 0
             self._intervals = tuple(along(t) for t in (v_lo, slot_hi, v_scale))
             self._inv_rest = along(rest)

@@ -415,21 +415,23 @@ class FeatureDistribution:
             fires = (hi - u).clamp_(0, 1).ceil_()  # 0/1 floats: faster than bools on CPUs
             value = self.magnitude.quantile(u.mul(inv_width).mul_(fires), self._slot_magnitude)
             return value if self.magnitude.zero_at_zero else value.mul_(fires)
+        # x, mean and the masks are this draw's own: updated in place (a fresh tensor costs a CPU page faults)
         x = u.index_select(1, self._column)  # (inst, m, batch)
-        fires = (hi - x).clamp_(0, 1).ceil_().sub_((lo - x).clamp_(0, 1).ceil_())  # 1 where lo <= x < hi
+        fires = torch.sub(hi, x).clamp_(0, 1).ceil_().sub_(torch.sub(lo, x).clamp_(0, 1).ceil_())  # lo <= x < hi
         if self._copula is not None:  # Φ(y) = erfc(-y/√2) / 2; the tables hold T/(s√2) and F/(s√2)
             driven, loadings, upper, lower = self._copula
             mean = torch.matmul(loadings, normals)
-            driven_fires = torch.erfc(upper - mean).mul_(0.5).sub_(copula).clamp_(0, 1).ceil_()
-            if lower is not None:
-                driven_fires.sub_(torch.erfc(lower - mean).mul_(0.5).sub_(copula).clamp_(0, 1).ceil_())
-            fires.index_copy_(1, driven, driven_fires)
-        v = (x - lo).mul_(inv_width).mul_(fires)  # (a driven slot's tables make v its own uniform)
+            below = None if lower is None else \
+                torch.sub(lower, mean).erfc_().mul_(0.5).sub_(copula).clamp_(0, 1).ceil_()
+            driven_fires = mean.neg_().add_(upper).erfc_().mul_(0.5).sub_(copula).clamp_(0, 1).ceil_()
+            fires.index_copy_(1, driven, driven_fires if below is None else driven_fires.sub_(below))
+        rest = None if self._shared is None else torch.sub(x, hi).mul_(self._inv_rest)
+        v = x.sub_(lo).mul_(inv_width).mul_(fires)  # (a driven slot's tables make v its own uniform)
         if self._shared is not None:
             shared_column, shared_rate = self._shared
-            shared = (shared_rate - u.index_select(1, shared_column)).clamp_(0, 1).ceil_()
+            shared = torch.sub(shared_rate, u.index_select(1, shared_column)).clamp_(0, 1).ceil_()
             inside, fires = fires, torch.maximum(fires, shared)
-            v = v + (x - hi) * self._inv_rest * (fires - inside)
+            v.add_(rest.mul_(fires - inside))
         value = self.magnitude.quantile(v.clamp_(0, _LAST_BELOW_ONE), self._slot_magnitude).mul_(fires)
         for child, parent, parent_mean in self._levels:  # fires and value are this draw's own: updated in place
             gate = fires.index_select(1, parent)

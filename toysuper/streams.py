@@ -39,10 +39,18 @@ def mix(x: torch.Tensor) -> torch.Tensor:
 
 
 def mix32(x: torch.Tensor) -> torch.Tensor:
-    """lowbias32 of int32 `x`, in place: a bijection."""
-    x.bitwise_xor_(x.bitwise_right_shift(16).bitwise_and_(0xFFFF)).mul_(_LOW[0])
+    """lowbias32 of a contiguous int32 `x`, in place: a bijection."""
+    _fold_halves(x).mul_(_LOW[0])
     x.bitwise_xor_(x.bitwise_right_shift(15).bitwise_and_(0x1FFFF)).mul_(_LOW[1])
-    return x.bitwise_xor_(x.bitwise_right_shift(16).bitwise_and_(0xFFFF))
+    return _fold_halves(x)
+
+
+def _fold_halves(x: torch.Tensor) -> torch.Tensor:
+    """x ^= x >>> 16, in place, as one op on x's 16-bit halves (element 0 of each pair is the low half on the
+    little-endian machines torch runs on): twice as fast on a CPU as a shift, a mask and an xor."""
+    halves = x.view(torch.int16).view(-1, 2)
+    halves[:, 0].bitwise_xor_(halves[:, 1])
+    return x
 
 
 class Streams:

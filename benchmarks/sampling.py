@@ -3,7 +3,8 @@
 Cases (the draws that sit on the training benchmarks' critical path, and the big ones):
     peer    the peer task's data: DictionarySource, 1024 random directions in 128 dims,
             p = 8/1024, U[0, 1] magnitudes, batch 1024, sample_hidden
-    toy     64 toy-model instances, n = 20, S = 0.9, batch 1024, sample()
+    peer64  the same at 64 instances (one SAE sweep's data)
+    toy     1, 64 and 4,096 toy-model instances, n = 20, S = 0.9, batch 1024 (256 at 4,096), sample()
     zipf    4096 x 16,384 features, Zipf(1.0) at L0 = 30: the sparse form (sample_sparse; an
             old version's sample_active) and the dense output (sample)
     world   a SynthSAEBench world (toysuper.worlds.synthsaebench), sample_hidden, against
@@ -54,19 +55,29 @@ def old_toysuper(revision: str):
 
 
 def draws(lib, device: torch.device) -> dict:
-    """The benchmark's calls against one version of the library (absent where that version lacks them)."""
-    generator = torch.Generator(device=device).manual_seed(0)
+    """The benchmark's calls against one version of the library (absent where that version lacks them), each
+    instance on its own stream (`instance_generators`, what training uses: a list of torch.Generators in
+    versions before counter-based streams)."""
+    def streams(n):
+        return lib.instance_generators(0, device, n_instances=n)
+
     zipf_law = importlib.import_module(f"{lib.__name__}.truth.frequencies").Zipf
     peer = lib.DictionarySource(lib.random_directions(1024, 128, device=device)[0],
                                 lib.FeatureDistribution(1024, 8 / 1024, device=device))
-    toy = lib.FeatureDistribution.sparsity_sweep(20, [0.9] * 64, device=device)
+    peer_64 = lib.DictionarySource(lib.random_directions(1024, 128, 64, device=device),
+                                   lib.FeatureDistribution(1024, 8 / 1024, n_instances=64, device=device))
+    toys = {n: lib.FeatureDistribution.sparsity_sweep(20, [0.9] * n, device=device) for n in (1, 64, 4096)}
     zipf = lib.FeatureDistribution(16384, zipf_law(1.0, 30), device=device)
     sparse = getattr(zipf, "sample_sparse", None) or getattr(zipf, "sample_active")
+    one, many, most = streams(1), streams(64), streams(4096)
     return {
-        "peer: sample_hidden(1024)": lambda: peer.sample_hidden(1024, generator),
-        "toy: 64 x 20 features, sample(1024)": lambda: toy.sample(1024, generator),
-        "zipf: 16384 features, sparse form (4096)": lambda: sparse(4096, generator),
-        "zipf: 16384 features, dense sample(4096)": lambda: zipf.sample(4096, generator),
+        "peer: sample_hidden(1024)": lambda: peer.sample_hidden(1024, one),
+        "peer: 64 instances, sample_hidden(1024)": lambda: peer_64.sample_hidden(1024, many),
+        "toy: 1 x 20 features, sample(1024)": lambda: toys[1].sample(1024, one),
+        "toy: 64 x 20 features, sample(1024)": lambda: toys[64].sample(1024, many),
+        "toy: 4096 x 20 features, sample(256)": lambda: toys[4096].sample(256, most),
+        "zipf: 16384 features, sparse form (4096)": lambda: sparse(4096, one),
+        "zipf: 16384 features, dense sample(4096)": lambda: zipf.sample(4096, one),
     }
 
 
@@ -144,7 +155,8 @@ def main() -> None:
             report(name, *rounds(call, new[name], args.rounds, device))
     n, d = args.world_features, round(768 * args.world_features / 16384)
     world = ts.worlds.synthsaebench(n, d, device=device, orthogonalize_steps=1)
-    ours = lambda: world.sample_hidden(args.world_batch)  # noqa: E731
+    world_streams = ts.instance_generators(0, device, n_instances=1)
+    ours = lambda: world.sample_hidden(args.world_batch, world_streams)  # noqa: E731
     reference = saelens_world(n, d, device)
     name = f"world: {n} features in {d} dims, sample_hidden({args.world_batch})"
     world_rounds = max(3, args.rounds // 10)

@@ -131,6 +131,8 @@ class Streams:
         self.position, self.scale = 0, scale
 
     def _generators(self, generator) -> list:
+        if isinstance(generator, ts.streams.Streams):  # counter-based streams: a one-instance view each
+            return [generator.select([i]) for i in self.first]
         if isinstance(generator, (list, tuple)):
             return [[generator[i]] for i in self.first]
         if len(self.ids) > 1:

@@ -221,7 +221,7 @@ def test_sparse_form_has_fixed_slots_whatever_the_draw():
 
 
 def test_per_instance_generators_make_each_instance_its_own_stream():
-    """Instance i of a batch equals the one-instance distribution of its settings on generator i."""
+    """Instance i of a batch equals the one-instance distribution of its settings on stream i."""
     law = Zipf(1.0, [2.0, 4.0, 1.0])
     tree = Hierarchy.regular(2, 2, start=10, exclusive_children=True, child_prob=[[0.4], [0.3], [0.2]])
     settings = dict(magnitude=Exponential([[0.5], [1.0], [2.0]]), hierarchy=tree,
@@ -231,17 +231,23 @@ def test_per_instance_generators_make_each_instance_its_own_stream():
     for i in range(3):
         alone = dist.select([i])
         assert torch.equal(alone.sample(200, instance_generators([7 + i], DEVICE)), together[:, [i]])
-        assert torch.equal(alone.sample(200, torch.Generator(DEVICE).manual_seed(7 + i)), together[:, [i]])
+    # a torch.Generator seeds fresh streams from its state: equal states draw equal batches, and the draw moves it on
+    first, again = (dist.sample(200, torch.Generator(DEVICE).manual_seed(7)) for _ in range(2))
+    generator = torch.Generator(DEVICE).manual_seed(7)
+    assert torch.equal(first, again) and torch.equal(dist.sample(200, generator), first)
+    assert not torch.equal(dist.sample(200, generator), first)
     # a sweep that mixes dense instances, sparse ones and one that never fires
     sweep = FeatureDistribution.sparsity_sweep(20, [0.0, 0.7, 0.99, 1.0, 0.9], device=DEVICE)
     assert sweep.dense_instances == [0, 1] and sweep.event_instances == [2, 4]
     together = sweep.sample(300, instance_generators(3, DEVICE, n_instances=5))
     assert (together[:, 3] == 0).all() and (together[:, 0] > 0).all()
     for i in range(5):
-        alone = sweep.select([i]).sample(300, torch.Generator(DEVICE).manual_seed(3 + i))
+        alone = sweep.select([i]).sample(300, instance_generators([3 + i], DEVICE))
         assert torch.equal(alone, together[:, [i]])
-    with pytest.raises(ValueError, match="one torch.Generator per instance"):
+    with pytest.raises(ValueError, match="Streams of 2 instances"):
         dist.sample(10, instance_generators(0, DEVICE, n_instances=2))
+    with pytest.raises(ValueError, match="one torch.Generator per instance"):
+        dist.sample(10, [torch.Generator(DEVICE)] * 2)
     with pytest.raises(TypeError, match="seeds"):
         instance_generators([1, True], DEVICE)
     with pytest.raises(ValueError, match="n_instances"):
@@ -436,11 +442,3 @@ def test_correlation_must_be_in_the_unit_interval():
         CorrelatedGroups([[0, 1]], correlation=1.5)
     with pytest.raises(ValueError, match="correlation"):
         CorrelatedGroups([[0, 1], [2, 3]], correlation=[0.1, 0.2, 0.3])
-
-
-def test_float_masks_mark_the_positive_entries():
-    from toysuper.float_masks import positive, positive_
-    t = torch.tensor([-2.0, -1e-30, 0.0, 1e-30, 0.5, 1.0, 7.0])
-    want = torch.tensor([0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0])
-    assert torch.equal(positive(t), want) and t[0] == -2.0  # a new tensor
-    assert torch.equal(positive_(t), want) and torch.equal(t, want)  # in place

@@ -17,6 +17,7 @@ from toysuper.sae.recipes.auxk import auxk_loss
 from toysuper.sae.resampling import resample_dead_latents
 from toysuper.sae.step import clip_per_instance, lr_multiplier
 from toysuper.sources import Batch
+from toysuper.streams import positions
 from device import DEVICE
 
 # Hand-worked example: 2 inputs in 2 dimensions, 3 latents, one instance.
@@ -423,7 +424,7 @@ def test_resampling_only_touches_dead_latents():
 
 
 class ReplaySource:
-    """Fixed per-instance data: instance i takes the rows its own generator picks, so one instance sees
+    """Fixed per-instance data: instance i takes the rows its own stream picks, so one instance sees
     the same data alone as in a batch."""
 
     def __init__(self, data: torch.Tensor):
@@ -432,8 +433,8 @@ class ReplaySource:
         self.n_features, self.device = 1, torch.device(DEVICE)
 
     def sample(self, batch_size, generator):
-        rows = [torch.randint(len(self.data), (batch_size,), generator=g) for g in generator]
-        hidden = torch.stack([self.data[r, i] for i, r in enumerate(rows)], dim=1)
+        picks = generator.uniform(positions(batch_size, device=self.device)).mul_(len(self.data)).long().cpu()
+        hidden = torch.stack([self.data[r, i] for i, r in enumerate(picks)], dim=1)
         return Batch(hidden, torch.zeros(batch_size, self.n_instances, 1))
 
 

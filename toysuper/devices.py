@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from .streams import Streams
+
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """Turn a user's `device=` argument into a `torch.device` this machine can use.
@@ -73,43 +75,23 @@ def instance_seeds(seed, n_instances: int) -> list[int]:
     return [check_seed(seed + i) for i in range(n_instances)]
 
 
-def instance_generators(seeds, device, n_instances: int | None = None) -> list[torch.Generator]:
-    """One generator per instance, so that instance i's random numbers come from its own stream alone.
+def instance_generators(seeds, device=None, n_instances: int | None = None) -> Streams:
+    """One random stream per instance (`toysuper.streams.Streams`), so that instance i's numbers come from
+    its own stream alone, drawn for every instance at once.
 
     `seeds` is a list of ints (one per instance), an int s, which gives instance i the seed s + i, or
-    None for fresh random seeds (with an int or None, `n_instances` says how many).
+    None for fresh random seeds (with an int or None, `n_instances` says how many). Every
+    `sample(n, generator)` takes the result.
     """
     if isinstance(seeds, bool) or not (seeds is None or isinstance(seeds, (int, list, tuple))):
         raise TypeError(f"seeds must be an int or a list of ints, got {seeds!r}")
     if isinstance(seeds, (list, tuple)) and not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise TypeError(f"seeds must be an int or a list of ints, got {seeds!r}")
     if not isinstance(seeds, (list, tuple)) and n_instances is None:
-        raise ValueError(f"seeds={seeds!r} is not a list: pass n_instances= to say how many generators to make")
+        raise ValueError(f"seeds={seeds!r} is not a list: pass n_instances= to say how many streams to make")
     seeds = instance_seeds(seeds, len(seeds) if n_instances is None else n_instances)
     device = resolve_device(device) if not isinstance(device, torch.device) else device
-    return [make_generator(seed, device) for seed in seeds]
+    return Streams(torch.tensor(seeds, dtype=torch.int64, device=device))
 
 
-def per_instance_generators(generator, n_instances: int, device: torch.device):
-    """`generator` as given (None or one Generator), or checked as a list of n_instances Generators."""
-    if generator is None or isinstance(generator, torch.Generator):
-        return generator
-    try:
-        generators = list(generator)
-    except TypeError as error:
-        raise TypeError(f"generator must be a torch.Generator or a list of them, got {generator!r}") from error
-    if len(generators) != n_instances or not all(isinstance(g, torch.Generator) for g in generators):
-        raise ValueError(f"generator: a list must hold one torch.Generator per instance ({n_instances}), got "
-                         f"{generator!r}")
-    if any(g.device.type != device.type for g in generators):
-        raise ValueError(f"generator: every generator must be on {device.type}, got "
-                         f"{sorted({g.device.type for g in generators})}")
-    return generators
-
-
-def per_instance_normals(shape: tuple[int, ...], generator, n_instances: int, device: torch.device) -> torch.Tensor:
-    """Standard normals (inst, *shape): from one generator, or instance i's from generator i of a list."""
-    generators = per_instance_generators(generator, n_instances, device)
-    if isinstance(generators, list):
-        return torch.stack([torch.randn(shape, generator=g, device=device) for g in generators])
-    return torch.randn((n_instances, *shape), generator=generators, device=device)
+instance_streams = instance_generators

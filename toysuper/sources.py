@@ -15,7 +15,8 @@ from typing import NamedTuple, Protocol, runtime_checkable
 import torch
 
 from .checks import finite_float, finite_tensor, non_negative, positive_int
-from .devices import instance_generators, per_instance_normals, resolve_device
+from .devices import instance_generators, resolve_device
+from .streams import Streams, as_streams, positions
 from .toy.model import ToyModel
 from .truth.dictionaries import Dictionary, random_directions, unit_rows
 from .truth.distribution import Draw, FeatureDistribution, Numbers
@@ -205,7 +206,8 @@ class DictionarySource:
     def sample(self, batch_size: int, generator=None) -> Batch:
         """Hidden activations and the features behind them, each (batch, inst, ·).
 
-        `generator`: None, one torch.Generator, or a list of one per instance.
+        `generator`: `Streams` (`toysuper.instance_generators`; instance i's numbers from its stream alone),
+        or None / a torch.Generator / a list of them, from which fresh streams are seeded (`as_streams`).
         """
         hidden, drawn = self._hidden_and_draw(batch_size, generator)
         return Batch(hidden, self.dist.to_dense(drawn))
@@ -219,11 +221,11 @@ class DictionarySource:
 
     def numbers(self, batch_size: int, generator=None) -> SourceNumbers:
         """The random numbers of one batch: the features', then (for a noisy source) the noise's."""
-        features = self.dist.numbers(batch_size, generator)
-        if not self._noisy:
-            return SourceNumbers(features, features.normals[:, :0])
-        return SourceNumbers(features, per_instance_normals((batch_size, self.d_hidden), generator, self.n_instances,
-                                                            self.device))
+        streams = as_streams(generator, self.n_instances, self.device)
+        # the noise's draw advances the streams even when empty: every instance's numbers stay its own
+        return SourceNumbers(self.dist.numbers(batch_size, streams),
+                             streams.normal(positions(batch_size if self._noisy else 0, self.d_hidden,
+                                                      device=self.device)))
 
     def transform(self, numbers: SourceNumbers) -> tuple[torch.Tensor, Draw]:
         """Numbers to (hidden (batch, inst, d_hidden), the draw): pure, fixed-shape, no host sync."""
@@ -318,11 +320,10 @@ class ToyModelSource:
         return self._hidden_and_features(batch_size, generator)[0]
 
     def numbers(self, batch_size: int, generator=None) -> SourceNumbers:
-        features = self.dist.numbers(batch_size, generator)
-        if self.noise_std is None:
-            return SourceNumbers(features, features.normals[:, :0])
-        return SourceNumbers(features, per_instance_normals((batch_size, self.d_hidden), generator, self.n_instances,
-                                                            self.device))
+        streams = as_streams(generator, self.n_instances, self.device)
+        noisy = self.noise_std is not None
+        return SourceNumbers(self.dist.numbers(batch_size, streams),
+                             streams.normal(positions(batch_size if noisy else 0, self.d_hidden, device=self.device)))
 
     def transform(self, numbers: SourceNumbers) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Numbers to (hidden (batch, inst, d_hidden), features (batch, inst, n_features), Poisson overflow
@@ -392,9 +393,9 @@ class SAELensWorld:
     Random streams: SAELens draws from torch's global generator. Given a `generator`, each
     draw takes a seed from it (one integer, a host read) and runs SAELens's sampler with torch's
     global generators (the CPU's and the world's GPU's) set to that seed, restoring them afterwards:
-    same generator state, same samples, and the global stream is left alone. A sequence of
-    n_instances generators gives instance i its samples from generator i alone; one
-    generator draws all instances' rows at once. `generator=None` draws from the global
+    same generator state, same samples, and the global stream is left alone. `Streams`, or a sequence
+    of n_instances generators, give instance i its samples from its own stream alone (a seed each);
+    one generator draws all instances' rows at once. `generator=None` draws from the global
     generator, exactly as `SyntheticModel.sample_with_features` does.
     SAELens's sampler has data-dependent shapes (nonzero), so this source is not for a
     captured step; cost per batch grows with batch × n_features.
@@ -436,26 +437,31 @@ class SAELensWorld:
     def sample(self, batch_size: int, generator=None) -> Batch:
         batch_size = positive_int("batch_size", batch_size)
         if generator is None or isinstance(generator, torch.Generator):
-            hidden, features = self._draw(batch_size * self.n_instances, generator)
+            seed = None if generator is None else _seed_from(generator)
+            hidden, features = self._draw(batch_size * self.n_instances, seed)
             return Batch(hidden.view(batch_size, self.n_instances, -1), features.view(batch_size, self.n_instances, -1))
-        generators = list(generator) if isinstance(generator, (list, tuple)) else None
-        if generators is None or len(generators) != self.n_instances \
-                or not all(isinstance(g, torch.Generator) for g in generators):
-            raise TypeError(f"generator must be None, a torch.Generator or a list of {self.n_instances} "
-                            f"torch.Generators (one per instance), got {generator!r}")
-        draws = [self._draw(batch_size, g) for g in generators]  # per-instance streams: one draw each
+        if isinstance(generator, Streams):
+            seeds = as_streams(generator, self.n_instances, self.device).integers().tolist()  # host read
+        else:
+            generators = list(generator) if isinstance(generator, (list, tuple)) else None
+            if generators is None or len(generators) != self.n_instances \
+                    or not all(isinstance(g, torch.Generator) for g in generators):
+                raise TypeError(f"generator must be None, Streams, a torch.Generator or a list of {self.n_instances} "
+                                f"torch.Generators (one per instance), got {generator!r}")
+            seeds = [_seed_from(g) for g in generators]
+        draws = [self._draw(batch_size, seed) for seed in seeds]  # per-instance streams: one draw each
         return Batch(torch.stack([h for h, _ in draws], 1), torch.stack([f for _, f in draws], 1))
 
     def sample_hidden(self, batch_size: int, generator=None) -> torch.Tensor:
         """`sample(...).hidden`, (batch, inst, d_hidden); SAELens builds the dense features either way."""
         return self.sample(batch_size, generator).hidden
 
-    def _draw(self, rows: int, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(hidden (rows, d), features (rows, n)) from SAELens's sampler."""
-        if generator is None:
+    def _draw(self, rows: int, seed: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(hidden (rows, d), features (rows, n)) from SAELens's sampler, with torch's global generators seeded
+        `seed` (None: as they are)."""
+        if seed is None:
             features = self.model.activation_generator.sample(rows)
         else:
-            seed = int(torch.randint(2**62, (), generator=generator, device=generator.device))  # host read
             with _global_rng_seeded(self.device, seed):
                 features = self.model.activation_generator.sample(rows)
         hidden = self.model.feature_dict(features)
@@ -470,6 +476,11 @@ class SAELensWorld:
         fires = self.model.activation_generator.firing_probabilities > 0
         has_direction = self.model.feature_dict.feature_vectors.detach().norm(dim=-1) > 0
         return (fires & has_direction).to(self.device).expand(self.n_instances, -1)
+
+
+def _seed_from(generator: torch.Generator) -> int:
+    """One seed drawn from a torch.Generator (a host read)."""
+    return int(torch.randint(2**62, (), generator=generator, device=generator.device))
 
 
 def _import_saelens_synthetic_model():

@@ -179,7 +179,7 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
                        fixed_shapes=device.type != "cpu")
     schedule = {"warmup": settings["lr_warmup"], "decay": settings["lr_decay"]}
     step_fn = sae_step(sae, state, optimizer, lr_now, lr, schedule, settings["grad_clip"], precision)
-    run = StepRunner(step_fn, device, capture, streams=generator, tf32=tf32,  # capture: streams = the draw's state
+    run = StepRunner(step_fn, device, capture, streams=[generator.counter], tf32=tf32,  # capture: the draw's state
                      not_capturable=uncapturable_reason(source, device),
                      reset_gradients=lambda: optimizer.zero_grad(set_to_none=True))
     phase_boundaries = getattr(sae.recipe, "phase_boundaries", lambda sae, steps: [])(sae, steps)  # capture: phases

@@ -19,7 +19,7 @@ from torch import nn
 from . import superposition
 from .. import weights
 from ..checks import positive_int
-from ..devices import instance_generators, instance_seeds, resolve_device
+from ..devices import instance_seeds, make_generator, resolve_device
 from ..float_masks import positive
 from ..memory import check_fits, toy_model_bytes
 
@@ -53,8 +53,8 @@ class ToyModel(nn.Module):
                    3 * toy_model_bytes(self.n_features, self.d_hidden, self.n_instances), device)  # W's draw: 3 copies
         self.seeds = instance_seeds(seed, self.n_instances)
         std = (2.0 / (self.n_features + self.d_hidden)) ** 0.5  # Xavier normal, as in the paper's code
-        W = [torch.randn(self.n_features, self.d_hidden, generator=g, device=device)
-             for g in instance_generators(self.seeds, device)]
+        W = [torch.randn(self.n_features, self.d_hidden, generator=make_generator(seed, device), device=device)
+             for seed in self.seeds]
         self.W = nn.Parameter(std * torch.stack(W))
         self.b = nn.Parameter(torch.zeros(self.n_instances, self.n_features, device=device))
 

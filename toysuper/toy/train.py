@@ -95,7 +95,7 @@ def train_toy_model(model: ToyModel, dist: FeatureDistribution, steps: int = 10_
     step = torch.zeros((), device=device)
     tail_sum = torch.zeros(model.n_instances, device=device)
     run = StepRunner(toy_step(model, dist, optimizer, batch_size, generator, step, tail_start, tail_sum),
-                     device, capture, streams=generator, tf32=tf32,
+                     device, capture, streams=[generator.counter], tf32=tf32,
                      reset_gradients=lambda: optimizer.zero_grad(set_to_none=True))
     history, logged_steps = [], []
     last_good = {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -37,9 +37,9 @@ from typing import NamedTuple
 import torch
 
 from ..checks import as_tensor, positive_int, probability_tensor
-from ..devices import per_instance_generators, resolve_device
-from ..float_masks import positive_
+from ..devices import resolve_device
 from ..memory import check_fits, distribution_bytes
+from ..streams import as_streams, positions
 from . import poisson
 from .correlation import LowRankCorrelation
 from .groups import CorrelatedGroups, ExclusiveGroups
@@ -82,7 +82,9 @@ class Numbers(NamedTuple):
     """Uniforms: one per group decision, then one per dense slot that reads its own: (D, batch, m) for
     independent features, slot-major (D, G + own, batch) for structured ones."""
     normals: torch.Tensor
-    """(D, r + c, batch) standard normals of the copula ((D, 0, 0) without one)."""
+    """(D, r, batch) standard normals: the copula's factors ((D, 0, batch) without one)."""
+    copula: torch.Tensor
+    """(D, c, batch) uniforms: one per copula-driven slot and sample, deciding its firing ((D, 0, batch) without)."""
 
 
 class Draw(NamedTuple):
@@ -233,8 +235,9 @@ class FeatureDistribution:
     def sample(self, batch_size: int, generator=None) -> torch.Tensor:
         """Draw feature activations, (batch, inst, n_features), on `self.device`.
 
-        `generator`: None, one torch.Generator, or a list of one per instance (instance i's
-        numbers then come from generator i alone, `toysuper.devices.instance_generators`).
+        `generator`: `Streams` from `toysuper.instance_generators` (instance i's numbers come from
+        its stream alone; each draw advances it), or None / a torch.Generator / a list of one per
+        instance, from which fresh streams are seeded once per call (`toysuper.streams.as_streams`).
         The tensor is stored instance-major (a view of an (inst, batch, n) one), which batched
         toy models read about 25% faster.
         """
@@ -252,47 +255,43 @@ class FeatureDistribution:
         return drawn
 
     def numbers(self, batch_size: int, generator=None) -> Numbers:
-        """The random numbers of one draw: fixed shapes, set by the configuration and batch_size."""
+        """The random numbers of one draw: fixed shapes, set by the configuration and batch_size.
+
+        Every instance draws from its own stream (`toysuper.streams`) in the same few kernels, at
+        positions set by its own configuration: an event slot's, or a (sample, feature)'s, so that its
+        numbers do not depend on the other instances of the batch (padding past an instance's own
+        Poisson budget reads further gaps, which land past the batch but with probability < 1e-12)."""
         batch_size = positive_int("batch_size", batch_size)
-        budgets, width = self._budget(batch_size), self._n_groups + max(self._own_columns, default=0)
-        n_normals = 0 if self._copula is None else self.correlation.rank + len(self._copula[0])
-        generators = per_instance_generators(generator, self.n_instances, self.device)
-        kwargs = {"device": self.device}
-        n_dense, n_events = len(self._dense_rows), len(self._event_rows)
-        slot_shape = self._slot_shape(n_dense, batch_size, width)
-        no_events, no_normals = self._empty
-        if not isinstance(generators, list):
-            events = torch.rand(n_events, budgets[1], 2, generator=generators, **kwargs) if n_events else no_events
-            slots = torch.rand(slot_shape, generator=generators, **kwargs) if n_dense else torch.empty(slot_shape,
-                                                                                                     **kwargs)
-            normals = torch.randn(n_dense, n_normals, batch_size, generator=generators, **kwargs) if n_normals \
-                else no_normals
-            return Numbers(events, slots, normals)
-        # each instance's numbers from its own stream, with its own shapes, written into the padded batch:
-        # padded gaps are infinite (1 - u = 0, so no event) and padded slots never fire
-        events = self._event_padding.expand(n_events, budgets[1], 2).clone() if n_events else no_events
-        slots = torch.zeros(slot_shape, **kwargs)
-        normals = torch.empty(n_dense, n_normals, batch_size, **kwargs) if n_normals else no_normals
-        for i, g in enumerate(generators):
-            if i in budgets[0]:
-                torch.rand(budgets[0][i], 2, generator=g, out=events[self._event_row[i], :budgets[0][i]])
-            if i in self._own_width:
-                row, own_width = self._dense_row[i], self._own_width[i]
-                own = torch.rand(self._slot_shape(1, batch_size, own_width)[1:], generator=g, **kwargs)
-                if self._own_features is not None:  # into the columns of the instance's dense features
-                    slots[row].index_copy_(1, self._own_features[i], own)
-                elif self._plain:
-                    slots[row, :, :own_width] = own
-                else:
-                    slots[row, :own_width] = own
-                if n_normals:
-                    torch.randn(n_normals, batch_size, generator=g, out=normals[row])
-        return Numbers(events, slots, normals)
+        streams = as_streams(generator, self.n_instances, self.device)
+        if batch_size not in self._positions:
+            self._positions[batch_size] = self._lay_out_positions(batch_size)
+        events, slots, normals, copula = self._positions[batch_size]
+        return Numbers(streams.uniform(events, self._event_rows), streams.uniform(slots, self._dense_rows),
+                       streams.normal(normals, self._dense_rows), streams.uniform(copula, self._dense_rows))
+
+    def _lay_out_positions(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Where each number of a draw sits in its instance's stream: events (1, K, 2) at 2k + j; slots at
+        sample · W + the id of the column (its group's, or its feature's: G + feature), in the slots'
+        layout; the copula's normals (1, r, batch) and uniforms (1, c, batch) at j · batch + b."""
+        n_events, n_slots, n_normals = len(self._event_rows), len(self._dense_rows), self._n_normals
+        events = positions(self._budget(batch_size)[1] if n_events else 0, 2, device=self.device)
+        sample = torch.arange(batch_size, dtype=torch.int32, device=self.device)
+        width = self._n_groups + self.n_features
+        if batch_size * width >= 2**31:
+            raise ValueError(f"batch_size={batch_size} is too large for {width} features and groups: a draw "
+                             f"numbers its entries with 32-bit positions (batch_size * {width} < 2**31)")
+        if self._plain:
+            slots = sample[None, :, None] * width + self._column_id[:, None, :]
+        else:
+            slots = self._column_id[:, :, None] * batch_size + sample
+        n_driven = 0 if self._copula is None else len(self._copula[0])
+        return (events, slots, positions(n_normals, batch_size, device=self.device),
+                positions(n_driven, batch_size, device=self.device))
 
     def transform(self, numbers: Numbers) -> Draw:
         """Numbers to features: pure, fixed-shape, no host sync (compiles with fullgraph=True)."""
         batch_size = numbers.slots.shape[1 if self._plain else 2]
-        slots = self._slot_values(numbers.slots, numbers.normals) if self._n_slots else numbers.slots
+        slots = self._slot_values(numbers.slots, numbers.normals, numbers.copula) if self._n_slots else numbers.slots
         if self._table is None:
             return Draw(slots, *self._no_events, self._dense_rows, self._event_rows)
         events = poisson.events(numbers.events[..., 0], self._table, batch_size)
@@ -392,7 +391,7 @@ class FeatureDistribution:
 
     # ---- the dense slots -------------------------------------------------------------
 
-    def _slot_values(self, u: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
+    def _slot_values(self, u: torch.Tensor, normals: torch.Tensor, copula: torch.Tensor) -> torch.Tensor:
         """Values of the dense slots, (inst, batch, m), from their uniforms (`Numbers.slots`).
 
         Slot j reads one uniform x (its own, or its group's) and fires when lo_j <= x < hi_j;
@@ -405,38 +404,44 @@ class FeatureDistribution:
         - a correlated group's members: their own x, [0, a_i), or the group's shared event
           (its x below q); fired by the shared event alone, (x - a_i) / (1 - a_i) is the uniform
           (`toysuper.truth.groups.CorrelatedGroups` derives q and a_i);
-        - under a copula, x = Φ(-z) for the copula's Gaussian z (exactly uniform), and the own
-          uniform gives the magnitude instead.
+        - under a copula, x = Φ(-z) for the copula's Gaussian z = F e + s η (exactly uniform), and
+          the own uniform gives the magnitude instead. lo <= Φ(-z) < hi is drawn as
+          Φ((F e - T_lo)/s) <= w < Φ((F e - T_hi)/s), T = Φ⁻¹(1 - ·), for a uniform w in the place
+          of Φ(-η): the same law, with the thresholds constants of the world (`_lay_out`), one
+          (c x r) matmul and one erfc per entry instead of a normal and Φ.
         Hierarchy gating runs level by level, parents first, so a child follows its parent's
         final state (and, with scale_children_by_parent, its parent's value over its mean).
-        Masks are 0/1 floats (`toysuper.float_masks`).
+        Masks are 0/1 floats (clamp and ceil): CPUs run them faster than bool tensors.
         """
         lo, hi, inv_width = self._intervals
         if self._plain:  # independent features only: x is the own uniform, lo = 0
-            fires = positive_(hi - u)
+            fires = (hi - u).clamp_(0, 1).ceil_()  # 0/1 floats: faster than bools on CPUs
             value = self.magnitude.quantile(u.mul(inv_width).mul_(fires), self._slot_magnitude)
             return value if self.magnitude.zero_at_zero else value.mul_(fires)
+        # x, mean and the masks are this draw's own: updated in place (a fresh tensor costs a CPU page faults)
         x = u.index_select(1, self._column)  # (inst, m, batch)
-        if self._copula is not None:
-            slots, loadings, own_scale = self._copula
-            rank = loadings.shape[1]
-            z = torch.matmul(loadings, normals[:, :rank]) + own_scale * normals[:, rank:]
-            x = x.index_copy(1, slots, torch.special.ndtr(-z))
-        fires = positive_(hi - x) - positive_(lo - x)  # 1 where lo <= x < hi
-        v = (x - lo) * inv_width * fires
+        fires = torch.sub(hi, x).clamp_(0, 1).ceil_().sub_(torch.sub(lo, x).clamp_(0, 1).ceil_())  # lo <= x < hi
+        if self._copula is not None:  # Φ(y) = erfc(-y/√2) / 2; the tables hold T/(s√2) and F/(s√2)
+            driven, loadings, upper, lower = self._copula
+            mean = torch.matmul(loadings, normals)
+            below = None if lower is None else \
+                torch.sub(lower, mean).erfc_().mul_(0.5).sub_(copula).clamp_(0, 1).ceil_()
+            driven_fires = mean.neg_().add_(upper).erfc_().mul_(0.5).sub_(copula).clamp_(0, 1).ceil_()
+            fires.index_copy_(1, driven, driven_fires if below is None else driven_fires.sub_(below))
+        rest = None if self._shared is None else torch.sub(x, hi).mul_(self._inv_rest)
+        v = x.sub_(lo).mul_(inv_width).mul_(fires)  # (a driven slot's tables make v its own uniform)
         if self._shared is not None:
             shared_column, shared_rate = self._shared
-            inside, fires = fires, torch.maximum(fires, positive_(shared_rate - u.index_select(1, shared_column)))
-            v = v + (x - hi) * self._inv_rest * (fires - inside)
-        if self._copula is not None:  # the copula decided firing; the own uniform gives the magnitude
-            v = v.index_copy(1, slots, u.index_select(1, self._column.index_select(0, slots)))
-        value = self.magnitude.quantile((v * fires).clamp_(0, _LAST_BELOW_ONE), self._slot_magnitude) * fires
-        for child, parent, parent_mean in self._levels:
+            shared = torch.sub(shared_rate, u.index_select(1, shared_column)).clamp_(0, 1).ceil_()
+            inside, fires = fires, torch.maximum(fires, shared)
+            v.add_(rest.mul_(fires - inside))
+        value = self.magnitude.quantile(v.clamp_(0, _LAST_BELOW_ONE), self._slot_magnitude).mul_(fires)
+        for child, parent, parent_mean in self._levels:  # fires and value are this draw's own: updated in place
             gate = fires.index_select(1, parent)
-            fires = fires.index_copy(1, child, fires.index_select(1, child) * gate)
+            fires.index_copy_(1, child, fires.index_select(1, child).mul_(gate))
             if parent_mean is not None:
-                gate = value.index_select(1, parent) / parent_mean
-            value = value.index_copy(1, child, value.index_select(1, child) * gate)
+                gate = value.index_select(1, parent).div_(parent_mean)
+            value.index_copy_(1, child, value.index_select(1, child).mul_(gate))
         return value.transpose(1, 2)
 
     def _budget(self, batch_size: int) -> tuple[dict[int, int], int]:
@@ -446,12 +451,11 @@ class FeatureDistribution:
             self._budgets[batch_size] = (own, max(own.values(), default=0))
         return self._budgets[batch_size]
 
-    def _slot_shape(self, n_rows: int, batch_size: int, width: int) -> tuple[int, int, int]:
-        """Independent features: (rows, batch, m), the layout batched toy models read fastest; structured
-        ones slot-major, (rows, G + own, batch), so that gathers along the slots copy whole rows."""
-        return (n_rows, batch_size, width) if self._plain else (n_rows, width, batch_size)
-
     # ---- layout, built once from the configuration -----------------------------------------
+
+    def _plain_layout(self, n_groups: int) -> bool:
+        """Independent features only: no group, hierarchy or copula."""
+        return n_groups == 0 and self.hierarchy is None and self.correlation is None
 
     def _check_structure(self) -> None:
         n = self.n_features
@@ -527,19 +531,16 @@ class FeatureDistribution:
         self._n_slots = max((len(structured) + len(dense_free[i]) for i in dense_rows), default=0)
         # the slots that read a uniform of their own (not a group's) get one column each, in slot order
         own_structured = [f for f in structured if f not in column]
-        self._own_width = {i: n_groups + len(own_structured) + len(dense_free[i]) for i in dense_rows}
         slot_feature = torch.zeros(len(dense_rows), self._n_slots, dtype=torch.long)
         slot_lo = torch.zeros(len(dense_rows), self._n_slots, dtype=torch.float64)
         slot_hi = torch.zeros_like(slot_lo)
         # independent features, and some instance draws every one densely: then every instance gets the
         # identity layout (slot j is feature j; features it draws by events never fire there), so the
-        # slots are the dense output; an instance's own uniforms go to its dense features' columns
-        self._own_features = None
-        if not structured and self._n_slots == n:
-            self._own_features = {i: dense_free[i].to(device) for i in dense_rows}
+        # slots are the dense output
+        identity = not structured and self._n_slots == n
         for row, i in enumerate(dense_rows):
             features = torch.cat([torch.tensor(structured, dtype=torch.long), dense_free[i]])
-            if self._own_features is not None:
+            if identity:
                 slot_feature[row], slot_hi[row, features] = torch.arange(n), p[i, features]
                 continue
             slot_feature[row, :len(features)] = features
@@ -547,14 +548,25 @@ class FeatureDistribution:
             for j, f in enumerate(structured):
                 if f in lo:
                     slot_lo[row, j], slot_hi[row, j] = lo[f][i], hi[f][i]
-        self._own_columns = [self._n_slots if self._own_features is not None else self._own_width[i] - n_groups
-                             for i in dense_rows]
         local = {f: j for j, f in enumerate(structured)}
         own = {f: n_groups + k for k, f in enumerate(own_structured)}
+        # each column's id in its instance's stream: a group's column g, a feature's own column G + feature
+        if self._plain_layout(n_groups):
+            column_id = slot_feature
+        else:  # the slots that read a uniform of their own (not a group's) get one column each, in slot order
+            column_id = torch.zeros(len(dense_rows), n_groups + len(own) + self._n_slots - len(structured),
+                                    dtype=torch.long)
+            column_id[:, :n_groups] = torch.arange(n_groups)
+            column_id[:, n_groups:n_groups + len(own)] = n_groups + torch.tensor(own_structured, dtype=torch.long)
+            column_id[:, n_groups + len(own):] = n_groups + slot_feature[:, len(structured):]
+        if len(column_id) and bool((column_id == column_id[:1]).all()):
+            column_id = column_id[:1]  # one layout for every instance: broadcast it
+        self._column_id = column_id.to(torch.int32).to(device)
+        self._positions: dict[int, tuple] = {}
         self._column = torch.tensor([column.get(f, own.get(f)) for f in structured]
                                     + list(range(n_groups + len(own), n_groups + len(own) + self._n_slots - len(structured))),
                                     dtype=torch.long, device=device)
-        self._plain = self._n_groups == 0 and self.hierarchy is None and self.correlation is None
+        self._plain = self._plain_layout(n_groups)
         # per-slot tables broadcast against the slots' layout: (D, 1, m), or (D, m, 1) slot-major
         along = (lambda t: t.float().to(device)[:, None, :]) if self._plain else (lambda t: t.float().to(device)[..., None])
         width = slot_hi - slot_lo
@@ -577,12 +589,22 @@ class FeatureDistribution:
             if self.hierarchy.scale_children_by_parent:
                 parent_mean = along(mean[:, parent_of[level]].clamp_min(1e-30))
             self._levels.append((child.to(device), parent.to(device), parent_mean))
-        self._copula = None
-        if self.correlation is not None:
+        self._copula, self._n_normals = None, 0
+        if self.correlation is not None:  # (structured is every feature: slot j is feature j)
             children = set(self.hierarchy.children) if self.hierarchy else set()
             driven = torch.tensor([j for j, f in enumerate(structured) if f not in children], dtype=torch.long)
-            loadings, own_scale = self.correlation.factor(n, device)
-            self._copula = (driven.to(device), loadings[driven.to(device)], own_scale[driven.to(device), None])
+            loadings, own_scale = self.correlation.factor(n, "cpu")
+            scale = own_scale[driven].double()[:, None] * 2 ** 0.5  # s√2
+            upper, lower = (torch.special.ndtri(1 - bound[:, driven]) / scale[:, 0] for bound in (slot_hi, slot_lo))
+            self._copula = (driven.to(device), (loadings[driven].double() / scale).float().to(device),
+                            along(upper), along(lower) if bool((slot_lo[:, driven] > 0).any()) else None)
+            self._n_normals = self.correlation.rank
+            # a driven slot's magnitude reads its own uniform as it is: v = (x - 0) · 1, nothing from a shared event
+            v_lo, v_scale = slot_lo.clone(), 1 / width.clamp_min(2.0 ** -100)
+            rest = 1 / (1 - slot_hi).clamp_min(2.0 ** -100)
+            v_lo[:, driven], v_scale[:, driven], rest[:, driven] = 0, 1, 0
+            self._intervals = tuple(along(t) for t in (v_lo, slot_hi, v_scale))
+            self._inv_rest = along(rest)
         self.slot_feature = slot_feature.to(device)
         """(D, m) long: the feature of each dense slot of the instances in `dense_instances` (padding never fires)."""
         self.dense_instances, self.event_instances = dense_rows, event_rows
@@ -591,10 +613,6 @@ class FeatureDistribution:
         self._slot_magnitude = [along(t) if t.ndim else t for t in self.magnitude.gather(self.slot_feature,
                                                                                        self._dense_rows)]
         empty = torch.zeros(0, 0, device=device)
-        self._empty = (torch.zeros(0, 0, 2, device=device), torch.zeros(len(dense_rows), 0, 0, device=device))
-        self._event_padding = torch.tensor([1.0, 0.0], device=device)  # made once: no host copy while drawing
-        self._dense_row = {i: row for row, i in enumerate(dense_rows)}
-        self._event_row = {i: row for row, i in enumerate(event_rows)}
         self._no_events = (empty.long(), empty, torch.zeros(self.n_instances, device=device))
         self._table, self._row_rates = None, []
         if event_rows:

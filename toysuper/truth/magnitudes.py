@@ -196,7 +196,7 @@ class TruncatedNormal(Magnitude):
         mean, std = params
         above = torch.special.ndtr(mean / std)  # P(N(μ, σ²) > 0)
         # Φ⁻¹(1 - b (1 - v)) = -Φ⁻¹(b (1 - v)): the small argument keeps float32 accurate in both tails
-        return (mean - std * torch.special.ndtri(above * (1 - v).clamp_min(2.0 ** -24))).clamp_min(0)
+        return torch.special.ndtri((1 - v).clamp_min_(2.0 ** -24).mul_(above)).mul_(-std).add_(mean).clamp_min_(0)
 
     def mean(self):
         mu, sigma = self.params["mean"], self.params["std"]

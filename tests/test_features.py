@@ -436,11 +436,3 @@ def test_correlation_must_be_in_the_unit_interval():
         CorrelatedGroups([[0, 1]], correlation=1.5)
     with pytest.raises(ValueError, match="correlation"):
         CorrelatedGroups([[0, 1], [2, 3]], correlation=[0.1, 0.2, 0.3])
-
-
-def test_float_masks_mark_the_positive_entries():
-    from toysuper.float_masks import positive, positive_
-    t = torch.tensor([-2.0, -1e-30, 0.0, 1e-30, 0.5, 1.0, 7.0])
-    want = torch.tensor([0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0])
-    assert torch.equal(positive(t), want) and t[0] == -2.0  # a new tensor
-    assert torch.equal(positive_(t), want) and torch.equal(t, want)  # in place

@@ -70,7 +70,8 @@ class StepRunner:
     def captured(self) -> bool:
         return self.graph is not None
 
-    def __call__(self) -> dict:
+    def __call__(self, phase: int | None = None) -> dict:
+        """One step; `phase` (the recipe's, TrainState.phase) is not used yet: one graph serves every phase."""
         if self.graph is not None:
             self.graph.replay()
             return self.outputs

@@ -133,13 +133,6 @@ class SparseCode(NamedTuple):
         """(N,) instance of each entry."""
         return self.pattern.rows // self.shape[0]
 
-    def to_dense(self) -> torch.Tensor:
-        """The dense code, (batch, inst, d_sae); differentiable in `values`."""
-        batch, n_instances, d_sae = self.shape
-        flat = self.pattern.rows * d_sae + self.latents  # (inst, batch, d_sae) order
-        dense = self.values.new_zeros(n_instances * batch * d_sae).index_add(0, flat, self.values)
-        return dense.view(n_instances, batch, d_sae).transpose(0, 1)
-
     def l0(self) -> torch.Tensor:
         """Mean number of non-zero latents per sample, (inst,)."""
         batch, n_instances, _ = self.shape

@@ -31,8 +31,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Recipe
-from ...float_masks import positive
+from .base import LossOutput, Recipe
 from . import target_l0
 from .parts import UnitNormDecoder, activity, squared_error, tied_init
 from .target_l0 import TargetL0
@@ -40,10 +39,11 @@ from .target_l0 import TargetL0
 INIT_ENCODER_NORM = 0.1
 
 
-class Gated(TargetL0, UnitNormDecoder, Recipe):
+class Gated(Recipe):
     name = "gated"
     hyperparameters = {"l1_coefficient": 0.8, **target_l0.HYPERPARAMETERS}
     citation = "Rajamanoharan et al. 2024, Improving Dictionary Learning with Gated Sparse Autoencoders"
+    constraints, controllers = (UnitNormDecoder(),), (TargetL0(),)
     train_defaults = {"lr": 3e-3, "betas": (0.0, 0.999), "b_dec_init": "geometric_median", "grad_clip": None,
                       "resample": True}
 
@@ -71,15 +71,15 @@ class Gated(TargetL0, UnitNormDecoder, Recipe):
 
     def encode(self, sae, x):
         gate, magnitude = self.paths(sae, x)
-        return positive(gate) * torch.relu(magnitude)
+        return (gate > 0) * torch.relu(magnitude)
 
     def loss(self, sae, x, state=None):
         gate, magnitude = self.paths(sae, x)
         gate_acts = torch.relu(gate)
-        acts = positive(gate_acts.detach()) * torch.relu(magnitude)  # 1[π_gate > 0] passes no gradient
+        acts = (gate_acts.detach() > 0) * torch.relu(magnitude)  # 1[π_gate > 0] passes no gradient
         mse = squared_error(x, sae.decode(acts))
         sparsity = gate_acts.sum(-1).mean(0)
         frozen = torch.einsum("bis,isd->bid", gate_acts, sae.W_dec.detach()) + sae.b_dec.detach()
         aux = squared_error(x, frozen)
-        loss = mse + sae.l1_coefficient * self.coefficient_multiplier(sae) * sparsity + aux
-        return {"loss": loss, "mse": mse, "sparsity": sparsity, "aux": aux, **activity(acts)}
+        loss = mse + sae.l1_coefficient * sae.sparsity_multiplier * sparsity + aux
+        return LossOutput(loss, {"mse": mse, "sparsity": sparsity, "aux": aux}, **activity(acts))

@@ -47,8 +47,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Recipe
-from ...float_masks import positive, positive_
+from .base import LossOutput, Recipe
 from . import target_l0
 from .parts import UnitNormDecoder, check_fraction, squared_error, tied_init, warmup
 from .target_l0 import TargetL0
@@ -59,7 +58,7 @@ L0_WARMUP_FRACTION = 0.1
 class JumpReLUTerms(torch.autograd.Function):
     """The JumpReLU activations and both sparsity penalties, with the straight-through gradients
     above written out: a few fused elementwise steps over the (batch, inst, d_sae) block where
-    autograd would keep and revisit a dozen intermediates. Masks are 0/1 floats (float_masks.py).
+    autograd would keep and revisit a dozen intermediates. Masks are 0/1 floats.
 
     Inputs: pre π (batch, inst, d_sae); threshold θ and decoder norms n (inst, d_sae);
     bandwidth ε (inst, 1); tanh_scale c (inst,); and which terms some instance uses (host bools).
@@ -74,7 +73,7 @@ class JumpReLUTerms(torch.autograd.Function):
     def forward(ctx, pre, threshold, norms, bandwidth, tanh_scale, use_tanh, use_l0, use_pre_act):
         batch, n_instances = pre.shape[0], pre.shape[1]
         gap = pre - threshold  # π - θ
-        gate = positive(gap)  # H(π - θ)
+        gate = (gap > 0).float()  # H(π - θ)
         acts = pre * gate
         sparsity = pre.new_zeros(n_instances)
         saturation = None
@@ -105,7 +104,7 @@ class JumpReLUTerms(torch.autograd.Function):
             grad_f = torch.addcmul(grad_acts, sech2, scale * norms)
             grad_norms += scale * sech2.mul_(acts).sum(0)
         # θ through the rectangle kernel K((π - θ)/ε) = 1 where |π - θ| < ε/2 (its edges have measure 0)
-        kernel = positive_(gap.abs().neg_().add_(bandwidth / 2))
+        kernel = (gap.abs() < bandwidth / 2).float()
         grad_threshold = torch.zeros_like(threshold)
         if use_l0:  # from Σ H(π - θ), on the instances that use it
             l0_weight = torch.where(tanh_scale == 0, per_sample_sparsity, 0.0)[:, None]
@@ -123,13 +122,14 @@ class JumpReLUTerms(torch.autograd.Function):
         return grad_pre, grad_threshold, grad_norms, None, None, None, None, None
 
 
-class JumpReLU(TargetL0, UnitNormDecoder, Recipe):
+class JumpReLU(Recipe):
     name = "jumprelu"
     hyperparameters = {"l0_coefficient": 0.2, "threshold_init": 0.01, "bandwidth": 0.05, "tanh_scale": 1.0,
                        "pre_act_coefficient": 3e-4, "l0_warmup": L0_WARMUP_FRACTION, **target_l0.HYPERPARAMETERS}
     positive_hyperparameters = frozenset({"threshold_init", "bandwidth"})
     citation = ("Rajamanoharan et al. 2024, Jumping Ahead (JumpReLU SAEs); Lieberum et al. 2024, Gemma Scope; "
                 "Conerly et al., Anthropic Circuits Updates January 2025")
+    constraints, controllers = (UnitNormDecoder(),), (TargetL0(),)
     input_scaling = "unit_mean_squared_norm"
     train_defaults = {"lr": 7e-3, "betas": (0.0, 0.999), "b_dec_init": "zeros", "grad_clip": None, "resample": True}
 
@@ -164,9 +164,9 @@ class JumpReLU(TargetL0, UnitNormDecoder, Recipe):
             sae.hyperparameter_max("tanh_scale") > 0, sae.hyperparameter_min("tanh_scale") == 0,
             sae.hyperparameter_max("pre_act_coefficient") > 0)
         mse = squared_error(x, sae.decode(acts))
-        coefficient = sae.l0_coefficient * self.coefficient_multiplier(sae)
+        coefficient = sae.l0_coefficient * sae.sparsity_multiplier
         loss = (mse + warmup(state, sae.l0_warmup) * coefficient * sparsity
                 + sae.pre_act_coefficient * pre_act)
-        # f > 0 exactly where π > θ > 0: the activity terms read the gate, a float sum rather than a bool mask
-        return {"loss": loss, "mse": mse, "sparsity": sparsity, "pre_act": pre_act,
-                "l0": fires.sum(-1).mean(0), "fired": fires.amax(0) > 0}
+        # f > 0 exactly where π > θ > 0: the activity terms read the gate H(π - θ)
+        return LossOutput(loss, {"mse": mse, "sparsity": sparsity, "pre_act": pre_act},
+                          fired=fires.amax(0) > 0, l0=fires.sum(-1).mean(0))

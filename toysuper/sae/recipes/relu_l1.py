@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Recipe
+from .base import LossOutput, Recipe
 from . import target_l0
 from .parts import UnitNormDecoder, activity, squared_error, tied_init
 from .target_l0 import TargetL0
@@ -28,10 +28,11 @@ from .target_l0 import TargetL0
 INIT_ENCODER_NORM = 0.1
 
 
-class ReluL1(TargetL0, UnitNormDecoder, Recipe):
+class ReluL1(Recipe):
     name = "relu_l1"
     hyperparameters = {"l1_coefficient": 0.25, **target_l0.HYPERPARAMETERS}
     citation = "Bricken et al. 2023, Towards Monosemanticity"
+    constraints, controllers = (UnitNormDecoder(),), (TargetL0(),)
     train_defaults = {"lr": 3e-3, "b_dec_init": "geometric_median", "resample": True, "grad_clip": None}
 
     def init_parameters(self, sae, generators):
@@ -44,5 +45,5 @@ class ReluL1(TargetL0, UnitNormDecoder, Recipe):
         acts = self.encode(sae, x)
         mse = squared_error(x, sae.decode(acts))
         sparsity = acts.sum(-1).mean(0)
-        loss = mse + sae.l1_coefficient * self.coefficient_multiplier(sae) * sparsity
-        return {"loss": loss, "mse": mse, "sparsity": sparsity, **activity(acts)}
+        loss = mse + sae.l1_coefficient * sae.sparsity_multiplier * sparsity
+        return LossOutput(loss, {"mse": mse, "sparsity": sparsity}, **activity(acts))

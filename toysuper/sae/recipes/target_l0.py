@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import torch
 
+from .base import Hook
+
 L0_SMOOTHING = 0.99
 RATE_SMOOTHING = 0.95
 GAIN_SCALE = 10.0
@@ -36,22 +38,17 @@ HYPERPARAMETERS = {"target_l0": 0.0, "target_l0_start": 0.0}
 the controller acts."""
 
 
-class TargetL0:
-    """Mixin for penalised recipes: `coefficient_multiplier(sae)` scales their sparsity coefficient."""
+class TargetL0(Hook):
+    """The controller of a penalised recipe (in its `controllers`): the recipe multiplies its sparsity
+    coefficient by `sae.sparsity_multiplier` (inst,), 1 where no target is set."""
 
     def register(self, sae):
         for name, value in (("sparsity_multiplier", 1.0), ("smoothed_l0", 0.0), ("l0_rate", 0.0), ("l0_seen", 0.0)):
             sae.register_buffer(name, torch.full((sae.n_instances,), value, device=sae.W_dec.device))
-        super().register(sae)
 
-    def coefficient_multiplier(self, sae) -> torch.Tensor:
-        """m per instance, (inst,); 1 where no target is set."""
-        return sae.sparsity_multiplier
-
-    def after_optimizer_step(self, sae, state, terms):
+    def after_optimizer_step(self, sae, state, out):
         if state is not None and sae.hyperparameter_max("target_l0") > 0:
-            update_controller(sae, terms["l0"].detach(), state.progress(), state.steps)
-        super().after_optimizer_step(sae, state, terms)
+            update_controller(sae, out.l0.detach(), state.progress(), state.steps)
 
 
 def update_controller(sae, l0: torch.Tensor, progress: torch.Tensor, steps: int) -> None:

@@ -1,0 +1,154 @@
+"""Codes of the TopK family: the chosen entries of a batch's pre-activations, scored and decoded.
+
+A recipe chooses, in dense terms, which entries of its pre-activations π (batch, inst, d_sae) make the
+code: `positions` (inst, n) index each instance's flattened batch of pre-activations (sample · d_sae +
+latent), with a bool `keep` (inst, n) for the ones that count. The code is then
+
+    z = scatter(positions, ReLU(π[positions]) · keep),   x̂ = W_dec z (+ b_dec),
+
+and `encode` returns it as a `Code`: decode it, restrict it to some latents, and read what the trainer
+needs (which latents fired, the L0). Two implementations compute the same numbers:
+    dense:  SAELens's formulation, the scatter into a (batch, inst, d_sae) tensor and a matmul;
+    sparse: only the n entries (sae/sparse.py), their scores recomputed as sampled products and decoded
+            as segment sums, which pays where k ≪ d_sae and matmuls are slow (CPUs).
+`BY_DEVICE` chooses one per device type, by measurement (benchmarks/choices.py, docs/performance.md);
+recipes never know which one runs. Both keep shapes fixed by the configuration (no host sync).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+
+from .sparse import SparseCode, code_at, decode_code
+
+
+class DenseCode(NamedTuple):
+    acts: torch.Tensor
+    """(batch, inst, d_sae) activations, >= 0."""
+
+    def decode(self, sae, bias: bool = True) -> torch.Tensor:
+        """W_dec z (+ b_dec): (batch, inst, d_hidden)."""
+        out = torch.einsum("bis,isd->bid", self.acts, sae.W_dec)
+        return out + sae.b_dec if bias else out
+
+    def only(self, latents: torch.Tensor) -> "DenseCode":
+        """The code restricted to the latents where `latents` (inst, d_sae) is 1."""
+        return DenseCode(self.acts * latents)
+
+    def fired(self) -> torch.Tensor:
+        """Which latents fired anywhere in the batch, bool (inst, d_sae)."""
+        return self.acts.detach().amax(0) > 0
+
+    def l0(self) -> torch.Tensor:
+        """Mean number of firing latents per sample, (inst,)."""
+        return (self.acts.detach() > 0).float().sum(-1).mean(0)
+
+
+class Sparse(NamedTuple):
+    code: SparseCode
+
+    def decode(self, sae, bias: bool = True) -> torch.Tensor:
+        return decode_code(sae, self.code, bias=bias)
+
+    def only(self, latents: torch.Tensor) -> "Sparse":
+        values = self.code.values * latents.reshape(-1).index_select(0, self.code.pattern.columns)
+        return Sparse(self.code._replace(values=values))
+
+    def fired(self) -> torch.Tensor:
+        return self.code.fired()
+
+    def l0(self) -> torch.Tensor:
+        return self.code.l0()
+
+
+def top_k(pre: torch.Tensor, k: torch.Tensor, k_max: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """TopK's choice: each sample's k[i] largest positive pre-activations (instance i; k_max = max(k)), as
+    (positions, keep), each (inst, batch·k_max), positions = sample · n + index along the last axis of pre."""
+    batch, n_instances, n = pre.shape
+    top, index = pre.transpose(0, 1).topk(k_max, dim=-1)  # (inst, batch, k_max)
+    positions = index + torch.arange(batch, device=pre.device)[:, None] * n
+    keep = (torch.arange(k_max, device=pre.device) < k[:, None, None]) & (top > 0)
+    return positions.reshape(n_instances, -1), keep.reshape(n_instances, -1)
+
+
+def scatter(pre: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """The dense code ReLU(π) · keep at `positions`, 0 elsewhere: (batch, inst, n) like pre."""
+    batch, n_instances, n = pre.shape
+    flat = pre.transpose(0, 1).reshape(n_instances, batch * n)
+    values = torch.relu(flat.gather(1, positions)) * keep
+    return torch.zeros_like(flat).scatter(1, positions, values).view(n_instances, batch, n).transpose(0, 1)
+
+
+def dense(sae, x: torch.Tensor, pre: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor) -> DenseCode:
+    """The code from the pre-activations `pre` (with autograd) themselves."""
+    return DenseCode(scatter(pre, positions, keep))
+
+
+def dense_top_k_among(sae, x, pre, among, k, k_max) -> torch.Tensor:
+    masked = pre.detach().masked_fill(~among, -torch.inf)
+    return dense(sae, x, pre, *top_k(masked, k, min(k_max, sae.d_sae))).decode(sae, bias=False)
+
+
+def sparse(sae, x: torch.Tensor, pre: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor) -> Sparse:
+    """The code at the chosen entries, each scored afresh from x (pre only chose them)."""
+    batch, n_instances, d_sae = pre.shape
+    positions, order = positions.sort(-1)  # sparse.py groups the entries by row
+    keep = keep.gather(1, order)
+    rows = positions // d_sae + (torch.arange(n_instances, device=pre.device) * batch)[:, None]
+    return Sparse(code_at(sae, x, rows.reshape(-1), (positions % d_sae).reshape(-1), keep.reshape(-1).float()))
+
+
+def columns_top_k_among(sae, x, pre, among, k, k_max) -> torch.Tensor:
+    """`top_k_among` over the columns of the `among` latents only, their count read back to the host (so
+    for an eager step only): AuxK's few dead latents cost three narrow matmuls instead of a topk over
+    every latent and three wide ones. An instance with fewer of them pads with columns it does not keep."""
+    batch, n_instances, d_sae = pre.shape
+    count = among.sum(-1)  # (inst,)
+    width = int(count.max())
+    if width == 0:
+        return x.new_zeros(batch, n_instances, sae.d_hidden)
+    columns = torch.sort(among.to(torch.uint8), dim=-1, descending=True, stable=True).indices[:, :width]  # (inst, width)
+    valid = torch.arange(width, device=x.device) < count[:, None]
+    with torch.autocast(x.device.type, enabled=False):
+        encoder = sae.W_enc.gather(2, columns[:, None, :].expand(-1, sae.d_hidden, -1))  # (inst, d_hidden, width)
+        bias = (sae.b_enc - sae.encoded_b_dec()).gather(1, columns)  # (inst, width)
+        block = torch.baddbmm(bias[:, None, :], x.float().transpose(0, 1), encoder).transpose(0, 1)  # π there
+        chosen = top_k(block.detach().masked_fill(~valid, -torch.inf), k, min(k_max, width))
+        decoder = sae.W_dec.gather(1, columns[:, :, None].expand(-1, -1, sae.d_hidden))  # (inst, width, d_hidden)
+        return torch.einsum("biw,iwd->bid", scatter(block, *chosen), decoder)
+
+
+class Codes(NamedTuple):
+    """One implementation of the interface."""
+
+    encode: Callable
+    """(sae, x, pre, positions, keep) -> the code, a DenseCode or a Sparse."""
+    top_k_among: Callable
+    """(sae, x, pre, among, k, k_max) -> W_dec ReLU(TopK_k(pre masked to `among`)), (batch, inst, d_hidden)."""
+
+
+DENSE = Codes(dense, dense_top_k_among)
+SPARSE = Codes(sparse, columns_top_k_among)
+BY_DEVICE = {"cpu": SPARSE}
+"""The implementation per device type; every other device uses DENSE (the measured-fast plain captured
+step on CUDA, ../shared/gpu/measured-2026-11-29.md). benchmarks/choices.py times both end to end."""
+
+
+def encode(sae, x: torch.Tensor, pre: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor):
+    """The code z = scatter(positions, ReLU(pre[positions]) · keep), with autograd.
+
+    x: the SAE's input (batch, inst, d_hidden); pre: its pre-activations W_enc (x - b_dec) + b_enc with
+    autograd (batch, inst, d_sae); positions: (inst, n) sample · d_sae + latent, distinct within an
+    instance; keep: bool (inst, n).
+    """
+    return BY_DEVICE.get(x.device.type, DENSE).encode(sae, x, pre, positions, keep)
+
+
+def top_k_among(sae, x: torch.Tensor, pre: torch.Tensor, among: torch.Tensor, k: torch.Tensor, k_max: int
+                ) -> torch.Tensor:
+    """ê = W_dec ReLU(TopK_k(π masked to the latents `among`)), no decoder bias (AuxK): (batch, inst, d_hidden).
+
+    among: bool (inst, d_sae); k: (inst,) whole numbers, k_max = max(k)."""
+    return BY_DEVICE.get(x.device.type, DENSE).top_k_among(sae, x, pre, among, k, k_max)

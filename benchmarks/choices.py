@@ -8,8 +8,6 @@ each is reported as the median of its samples/s over the rounds:
                  topk and batchtopk: sae/codes.BY_DEVICE takes sparse on this device only if it wins > 20%;
     AuxK         on the sparse step, AuxK over the dead latents' columns only (their count read back)
                  against the dense top-k over every latent;
-    backward     sparse.py's hand-written backward passes against plain autograd through the same
-                 gathers and segment sums;
     plain        a plain dense TopK + AuxK step in torch (SAELens's formulation), for reference;
     toy loss     the toy model's loss and gradients (64 instances, n = 20, m = 5, batch 1024): autograd
                  against the hand-written backward pass of toy/model.py.
@@ -25,11 +23,10 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
 import toysuper as ts
 from toysuper import ToyModel
-from toysuper.sae import codes, sparse
+from toysuper.sae import codes
 from toysuper.sae.state import TrainState
 from toysuper.sae.step import sae_step
 from toysuper.toy.model import importance_weighted_mse
@@ -127,24 +124,6 @@ def plain_dense_step(device):
     return run
 
 
-def autograd_scores(inputs, columns, bias, pattern):
-    return (inputs.index_select(0, pattern.rows) * columns.index_select(0, pattern.columns)).sum(-1) \
-        + bias.index_select(0, pattern.columns)
-
-
-def autograd_decode(values, weight, pattern):
-    if weight.device.type == "cpu":
-        return F.embedding_bag(pattern.columns, weight, pattern.row_starts, mode="sum", per_sample_weights=values)
-    out = weight.new_zeros(len(pattern.row_starts), weight.shape[1])
-    return out.index_add(0, pattern.rows, weight.index_select(0, pattern.columns) * values[:, None])
-
-
-class Plain:
-    """Stand-ins for sparse.py's autograd.Functions: the same forward, differentiated by autograd."""
-    SampledScores = type("S", (), {"apply": staticmethod(autograd_scores)})
-    SparseDecode = type("D", (), {"apply": staticmethod(autograd_decode)})
-
-
 def compare_steps(device="cpu", rounds: int = 10) -> dict[str, float]:
     """samples/s of each step variant (see the module docstring)."""
     variants = {}
@@ -153,9 +132,6 @@ def compare_steps(device="cpu", rounds: int = 10) -> dict[str, float]:
         variants[f"{recipe}, sparse codes"] = training_step(recipe, device, codes.SPARSE)
     variants["topk, sparse codes, AuxK over every latent"] = training_step(
         "topk", device, codes.SPARSE._replace(top_k_among=codes.dense_top_k_among))
-    variants["topk, sparse codes, autograd backward"] = training_step(
-        "topk", device, codes.SPARSE, [(sparse, "SampledScores", Plain.SampledScores),
-                                       (sparse, "SparseDecode", Plain.SparseDecode)])
     variants["plain dense TopK + AuxK step"] = plain_dense_step(device)
     return rates(variants, rounds, device, samples=P["batch"])
 
@@ -180,8 +156,6 @@ def compare(device="cpu", rounds: int = 10) -> dict[str, float]:
         "codes, batchtopk step: sparse / dense": steps["batchtopk, sparse codes"] / steps["batchtopk, dense codes"],
         "AuxK, sparse topk step: dead columns / every latent": steps["topk, sparse codes"]
         / steps["topk, sparse codes, AuxK over every latent"],
-        "sparse backward, topk step: hand-written / autograd": steps["topk, sparse codes"]
-        / steps["topk, sparse codes, autograd backward"],
         "toy loss: hand-written / autograd backward": toy_loss_ratio(device, rounds),
     }
 

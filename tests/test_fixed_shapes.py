@@ -57,8 +57,10 @@ def small_sae(recipe: str) -> SAE:
     return sae
 
 
-IMPLEMENTATIONS = {  # the codes (sae/codes.py); the sparse one's AuxK over the dead columns is an eager CPU path
-    "dense codes": codes.DENSE, "sparse codes": codes.SPARSE._replace(top_k_among=codes.dense_top_k_among)}
+IMPLEMENTATIONS = {  # the codes (sae/codes.py); the sparse one's AuxK and batch top-k paths that read counts back
+    # are for eager CPU steps only
+    "dense codes": codes.DENSE,
+    "sparse codes": codes.SPARSE._replace(top_k_among=codes.dense_top_k_among, batch_top_k=codes.batch_top_k)}
 
 
 @pytest.mark.parametrize("recipe, implementation", [(recipe, "dense codes") for recipe in sorted(RECIPES)]

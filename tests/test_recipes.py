@@ -14,7 +14,6 @@ from toysuper.sae import TrainState
 from toysuper.sae.input_stats import geometric_median, input_scale
 from toysuper.sae.recipes.jumprelu import JumpReLUTerms
 from toysuper.sae import codes
-from toysuper.sae.recipes import batchtopk
 from toysuper.sae.recipes.base import LossOutput
 from toysuper.sae.recipes.topk import auxk_loss
 from toysuper.sae.resampling import resample_dead_latents
@@ -150,11 +149,10 @@ def test_batchtopk_runs_one_selection_per_step_once_the_host_knows_the_phase(mon
     assert sae.recipe.phase_boundaries(sae, 10) == [5, 5]  # every instance switches at step 5
     x = torch.tensor([[2.0, 1.0], [3.0, 3.0]])[:, None, :].expand(-1, 2, -1)
     calls = []
-    for name in ("top_k", "batch_top_k"):
-        chosen = getattr(codes if name == "top_k" else batchtopk, name)
-        monkeypatch.setattr(codes if name == "top_k" else batchtopk, name,
-                            lambda *args, name=name, chosen=chosen: calls.append(name) or chosen(*args))
-    for step, phase, want in ((4, 0, ["top_k"]), (5, 2, ["batch_top_k"]), (4, None, ["top_k", "batch_top_k"])):
+    for name in ("top_k", "choose_batch_top_k"):
+        chosen = getattr(codes, name)
+        monkeypatch.setattr(codes, name, lambda *args, name=name, chosen=chosen: calls.append(name) or chosen(*args))
+    for step, phase, want in ((4, 0, ["top_k"]), (5, 2, ["choose_batch_top_k"]), (4, None, ["top_k", "choose_batch_top_k"])):
         calls.clear()
         sae.recipe.loss(sae, x, TrainState(step=torch.tensor(float(step)), steps=10, phase=phase))
         assert calls == want, (step, phase)

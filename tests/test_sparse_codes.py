@@ -149,8 +149,28 @@ def test_under_bf16_autocast_the_sparse_code_is_scored_in_float32():
     x = torch.randn(32, 2, 16)
     with torch.autocast(torch.device(DEVICE).type, dtype=torch.bfloat16):
         pre = sae.centred_pre_activations(x)
-        code = codes.sparse(sae, x, pre, *codes.top_k(pre.detach(), sae.k.long(), 3)).code
+        code = codes.sparse(sae, x, pre, *codes.top_k(pre.detach(), sae.k.long(), 3))
     assert pre.dtype == torch.bfloat16 and code.values.dtype == torch.float32
     exact = sae.centred_pre_activations(x).detach().transpose(0, 1).reshape(-1, 64)
-    torch.testing.assert_close(code.values.detach(), torch.relu(exact[code.pattern.rows, code.latents]),
+    torch.testing.assert_close(code.values.detach(), torch.relu(exact[code.rows, code.latents]),
                                rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["random", "mostly_zeros"])
+def test_the_guessed_batch_cut_keeps_what_topk_keeps(case):
+    """The sparse implementation's batch top-k (a CPU path: its tensors are on the CPU whatever the suite's
+    device) ranks only the entries above a guessed cut; where the guess cannot work, it falls back to topk."""
+    torch.manual_seed(0)
+    with torch.device("cpu"):
+        pre = {"random": torch.randn(40, 3, 700),
+               "mostly_zeros": torch.zeros(40, 3, 700).index_fill_(2, torch.arange(3), 1.0)}[case]
+        k = torch.tensor([6, 3, 4])
+    positions, keep = codes.guessed_batch_top_k(pre, k, 6)
+    want_positions, want_keep = codes.batch_top_k(pre, k, 6)
+    assert positions.shape == want_positions.shape == (3, 6 * 40)
+    assert torch.equal(positions, positions.sort().values) == (case == "random")  # guessed: ascending
+
+    def kept(positions, keep):
+        return {(i, p) for i, row in enumerate(positions.tolist()) for p, kk in zip(row, keep[i].tolist()) if kk}
+    assert kept(positions, keep) == kept(want_positions, want_keep)
+    assert len(kept(positions, keep)) == (int((k * 40).sum()) if case == "random" else 3 * 40 * 3)

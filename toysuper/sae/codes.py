@@ -10,18 +10,20 @@ and `encode` returns it as a `Code`: decode it, restrict it to some latents, and
 needs (which latents fired, the L0). Two implementations compute the same numbers:
     dense:  SAELens's formulation, the scatter into a (batch, inst, d_sae) tensor and a matmul;
     sparse: only the n entries (sae/sparse.py), their scores recomputed as sampled products and decoded
-            as segment sums, which pays where k ≪ d_sae and matmuls are slow (CPUs).
+            as segment sums, which pays where k ≪ d_sae and matmuls are slow (CPUs); on an eager step it
+            also reads counts back to rank fewer candidates (AuxK's dead columns, BatchTopK's cut).
 `BY_DEVICE` chooses one per device type, by measurement (benchmarks/choices.py, docs/performance.md);
 recipes never know which one runs. Both keep shapes fixed by the configuration (no host sync).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple
 
 import torch
 
-from .sparse import SparseCode, code_at, decode_code
+from .sparse import SparseCode, code_at
 
 
 class DenseCode(NamedTuple):
@@ -46,23 +48,6 @@ class DenseCode(NamedTuple):
         return (self.acts.detach() > 0).float().sum(-1).mean(0)
 
 
-class Sparse(NamedTuple):
-    code: SparseCode
-
-    def decode(self, sae, bias: bool = True) -> torch.Tensor:
-        return decode_code(sae, self.code, bias=bias)
-
-    def only(self, latents: torch.Tensor) -> "Sparse":
-        values = self.code.values * latents.reshape(-1).index_select(0, self.code.pattern.columns)
-        return Sparse(self.code._replace(values=values))
-
-    def fired(self) -> torch.Tensor:
-        return self.code.fired()
-
-    def l0(self) -> torch.Tensor:
-        return self.code.l0()
-
-
 def top_k(pre: torch.Tensor, k: torch.Tensor, k_max: int) -> tuple[torch.Tensor, torch.Tensor]:
     """TopK's choice: each sample's k[i] largest positive pre-activations (instance i; k_max = max(k)), as
     (positions, keep), each (inst, batch·k_max), positions = sample · n + index along the last axis of pre."""
@@ -71,6 +56,46 @@ def top_k(pre: torch.Tensor, k: torch.Tensor, k_max: int) -> tuple[torch.Tensor,
     positions = index + torch.arange(batch, device=pre.device)[:, None] * n
     keep = (torch.arange(k_max, device=pre.device) < k[:, None, None]) & (top > 0)
     return positions.reshape(n_instances, -1), keep.reshape(n_instances, -1)
+
+
+def batch_top_k(pre: torch.Tensor, k: torch.Tensor, k_max: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """BatchTopK's choice: per instance i, the k[i]·batch largest positive pre-activations of its whole
+    flattened batch, as (positions, keep), each (inst, k_max·batch), positions = sample · d_sae + latent."""
+    batch, n_instances, _ = pre.shape
+    top, positions = pre.transpose(0, 1).reshape(n_instances, -1).topk(k_max * batch, dim=-1)
+    keep = (torch.arange(k_max * batch, device=pre.device) < (k * batch)[:, None]) & (top > 0)
+    return positions, keep
+
+
+SUBSAMPLE_STRIDE = 61
+"""The batch-wide cut is guessed on every 61st entry: prime, so the subsample runs through every latent."""
+GUESS_MARGIN = 4.0
+"""The guess is taken this many standard deviations (the count above the cut is close to Poisson) below
+where the true cut should fall in the subsample, so that it lies below the true cut almost always."""
+
+
+def guessed_batch_top_k(pre: torch.Tensor, k: torch.Tensor, k_max: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`batch_top_k` for an eager step (counts read back to the host): the cut is guessed on a subsample,
+    and only the entries above the guess (about 11,000 of task P's 1,048,576) are ranked. Falls back to
+    `batch_top_k` when the guess fails (fewer than k·batch positive entries above it). Padding repeats the
+    last kept position with keep False."""
+    batch, n_instances, _ = pre.shape
+    flat = pre.transpose(0, 1).reshape(n_instances, -1)
+    count = k_max * batch
+    expected = count / SUBSAMPLE_STRIDE
+    rank = math.ceil(expected + GUESS_MARGIN * math.sqrt(expected)) + 1
+    if rank >= flat.shape[1] // SUBSAMPLE_STRIDE // 2:
+        return batch_top_k(pre, k, k_max)
+    guess = flat[:, ::SUBSAMPLE_STRIDE].topk(rank, dim=-1).values[:, -1:].clamp_min(torch.finfo(pre.dtype).tiny)
+    above = flat >= guess  # (inst, n): positive entries above the guess
+    if bool((above.sum(-1) < k * batch).any()):
+        return batch_top_k(pre, k, k_max)
+    positions = []
+    for i in range(n_instances):
+        candidates = above[i].nonzero().squeeze(1)
+        chosen = candidates[flat[i, candidates].topk(int(k[i]) * batch).indices].sort().values
+        positions.append(torch.cat([chosen, chosen[-1:].expand(count - len(chosen))]))
+    return torch.stack(positions), torch.arange(count, device=pre.device) < (k * batch)[:, None]
 
 
 def scatter(pre: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -91,13 +116,13 @@ def dense_top_k_among(sae, x, pre, among, k, k_max) -> torch.Tensor:
     return dense(sae, x, pre, *top_k(masked, k, min(k_max, sae.d_sae))).decode(sae, bias=False)
 
 
-def sparse(sae, x: torch.Tensor, pre: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor) -> Sparse:
+def sparse(sae, x: torch.Tensor, pre: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor) -> SparseCode:
     """The code at the chosen entries, each scored afresh from x (pre only chose them)."""
     batch, n_instances, d_sae = pre.shape
     positions, order = positions.sort(-1)  # sparse.py groups the entries by row
     keep = keep.gather(1, order)
     rows = positions // d_sae + (torch.arange(n_instances, device=pre.device) * batch)[:, None]
-    return Sparse(code_at(sae, x, rows.reshape(-1), (positions % d_sae).reshape(-1), keep.reshape(-1).float()))
+    return code_at(sae, x, rows.reshape(-1), (positions % d_sae).reshape(-1), keep.reshape(-1).float())
 
 
 def columns_top_k_among(sae, x, pre, among, k, k_max) -> torch.Tensor:
@@ -115,7 +140,12 @@ def columns_top_k_among(sae, x, pre, among, k, k_max) -> torch.Tensor:
         encoder = sae.W_enc.gather(2, columns[:, None, :].expand(-1, sae.d_hidden, -1))  # (inst, d_hidden, width)
         bias = (sae.b_enc - sae.encoded_b_dec()).gather(1, columns)  # (inst, width)
         block = torch.baddbmm(bias[:, None, :], x.float().transpose(0, 1), encoder).transpose(0, 1)  # π there
-        chosen = top_k(block.detach().masked_fill(~valid, -torch.inf), k, min(k_max, width))
+        candidates = block.detach().masked_fill(~valid, -torch.inf)
+        if bool(((candidates > 0).sum(-1) > k).any()):  # some sample must choose its k largest
+            chosen = top_k(candidates, k, min(k_max, width))
+        else:  # every positive candidate is kept: no topk
+            chosen = (torch.arange(batch * width, device=x.device).expand(n_instances, -1),
+                      (candidates > 0).transpose(0, 1).reshape(n_instances, -1))
         decoder = sae.W_dec.gather(1, columns[:, :, None].expand(-1, -1, sae.d_hidden))  # (inst, width, d_hidden)
         return torch.einsum("biw,iwd->bid", scatter(block, *chosen), decoder)
 
@@ -124,13 +154,15 @@ class Codes(NamedTuple):
     """One implementation of the interface."""
 
     encode: Callable
-    """(sae, x, pre, positions, keep) -> the code, a DenseCode or a Sparse."""
+    """(sae, x, pre, positions, keep) -> the code, a DenseCode or a SparseCode (the same methods)."""
     top_k_among: Callable
     """(sae, x, pre, among, k, k_max) -> W_dec ReLU(TopK_k(pre masked to `among`)), (batch, inst, d_hidden)."""
+    batch_top_k: Callable
+    """(pre, k, k_max) -> (positions, keep) of `batch_top_k`."""
 
 
-DENSE = Codes(dense, dense_top_k_among)
-SPARSE = Codes(sparse, columns_top_k_among)
+DENSE = Codes(dense, dense_top_k_among, batch_top_k)
+SPARSE = Codes(sparse, columns_top_k_among, guessed_batch_top_k)
 BY_DEVICE = {"cpu": SPARSE}
 """The implementation per device type; every other device uses DENSE (the measured-fast plain captured
 step on CUDA, ../shared/gpu/measured-2026-11-29.md). benchmarks/choices.py times both end to end."""
@@ -144,6 +176,11 @@ def encode(sae, x: torch.Tensor, pre: torch.Tensor, positions: torch.Tensor, kee
     instance; keep: bool (inst, n).
     """
     return BY_DEVICE.get(x.device.type, DENSE).encode(sae, x, pre, positions, keep)
+
+
+def choose_batch_top_k(pre: torch.Tensor, k: torch.Tensor, k_max: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`batch_top_k` (BatchTopK's choice), by this device's implementation."""
+    return BY_DEVICE.get(pre.device.type, DENSE).batch_top_k(pre, k, k_max)
 
 
 def top_k_among(sae, x: torch.Tensor, pre: torch.Tensor, among: torch.Tensor, k: torch.Tensor, k_max: int

@@ -68,10 +68,10 @@ class BatchTopK(TopK):
         if phase == 0:
             return codes.top_k(pre, k, k_max)
         if phase == 2:
-            return batch_top_k(pre, k, k_max)
+            return codes.choose_batch_top_k(pre, k, k_max)
         # both give inst·batch·k_max entries: each instance takes the one it is in
         warm = self.warming_up(sae, state)[:, None]
-        per_sample, batch_wide = codes.top_k(pre, k, k_max), batch_top_k(pre, k, k_max)
+        per_sample, batch_wide = codes.top_k(pre, k, k_max), codes.choose_batch_top_k(pre, k, k_max)
         return tuple(torch.where(warm, a, b) for a, b in zip(per_sample, batch_wide))
 
     def warming_up(self, sae, state) -> torch.Tensor:
@@ -91,15 +91,6 @@ class BatchTopK(TopK):
         rate = torch.clamp(1.0 / (sae.threshold_updates + 1), min=THRESHOLD_EMA)
         sae.threshold += torch.where(seen, rate * (min_active - sae.threshold), 0.0)
         sae.threshold_updates += seen.float()
-
-
-def batch_top_k(pre: torch.Tensor, k: torch.Tensor, k_max: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per instance i, the k[i]·batch largest positive pre-activations of its whole flattened batch, as
-    (positions, keep), each (inst, k_max·batch): positions index sample · d_sae + latent."""
-    batch, n_instances, _ = pre.shape
-    top, positions = pre.transpose(0, 1).reshape(n_instances, -1).topk(k_max * batch, dim=-1)
-    keep = (torch.arange(k_max * batch, device=pre.device) < (k * batch)[:, None]) & (top > 0)
-    return positions, keep
 
 
 def first_step_past(fraction: float, steps: int) -> int:

@@ -6,14 +6,17 @@ latent), with a bool `keep` (inst, n) for the ones that count. The code is then
 
     z = scatter(positions, ReLU(π[positions]) · keep),   x̂ = W_dec z (+ b_dec),
 
-and `encode` returns it as a `Code`: decode it, restrict it to some latents, and read what the trainer
-needs (which latents fired, the L0). Two implementations compute the same numbers:
+and `encode` returns it as a code (DenseCode or sparse.SparseCode, the same methods): decode it, restrict
+it to some latents, and read what the trainer needs (which latents fired, the L0). The choices themselves
+are `top_k` (TopK), `choose_batch_top_k` (BatchTopK) and `top_k_among` (AuxK, choice and decode in one).
+Two implementations compute the same numbers:
     dense:  SAELens's formulation, the scatter into a (batch, inst, d_sae) tensor and a matmul;
     sparse: only the n entries (sae/sparse.py), their scores recomputed as sampled products and decoded
             as segment sums, which pays where k ≪ d_sae and matmuls are slow (CPUs); on an eager step it
             also reads counts back to rank fewer candidates (AuxK's dead columns, BatchTopK's cut).
 `BY_DEVICE` chooses one per device type, by measurement (benchmarks/choices.py, docs/performance.md);
-recipes never know which one runs. Both keep shapes fixed by the configuration (no host sync).
+recipes never know which one runs. The dense one keeps shapes fixed by the configuration with no host
+sync, as a captured step needs; the sparse one does too but for its two eager-step paths.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from .sparse import SparseCode, code_at
 
 
 class DenseCode(NamedTuple):
+    """A batch's code as its dense activations."""
+
     acts: torch.Tensor
     """(batch, inst, d_sae) activations, >= 0."""
 
@@ -112,6 +117,7 @@ def dense(sae, x: torch.Tensor, pre: torch.Tensor, positions: torch.Tensor, keep
 
 
 def dense_top_k_among(sae, x, pre, among, k, k_max) -> torch.Tensor:
+    """`top_k_among` as written: mask, top-k, scatter, matmul."""
     masked = pre.detach().masked_fill(~among, -torch.inf)
     return dense(sae, x, pre, *top_k(masked, k, min(k_max, sae.d_sae))).decode(sae, bias=False)
 
@@ -134,7 +140,7 @@ def columns_top_k_among(sae, x, pre, among, k, k_max) -> torch.Tensor:
     width = int(count.max())
     if width == 0:
         return x.new_zeros(batch, n_instances, sae.d_hidden)
-    columns = torch.sort(among.to(torch.uint8), dim=-1, descending=True, stable=True).indices[:, :width]  # (inst, width)
+    columns = torch.sort(among.to(torch.uint8), dim=-1, descending=True, stable=True).indices[:, :width]
     valid = torch.arange(width, device=x.device) < count[:, None]
     with torch.autocast(x.device.type, enabled=False):
         encoder = sae.W_enc.gather(2, columns[:, None, :].expand(-1, sae.d_hidden, -1))  # (inst, d_hidden, width)

@@ -25,22 +25,12 @@ Other choices kept from the papers: inputs scaled to E||x||² = 1, λ warmed up 
 zero biases. Changed for runs of millions rather than billions of samples: ε = 0.05 and θ_init
 = 0.01 instead of 0.001 (Adam moves log θ by about the learning rate per step, so in 2,000 steps at
 lr 3·10⁻³ θ cannot climb from 0.001 to the scale of the pre-activations, about 0.1; SAELens also
-uses ε = 0.05). On the standard task (README) the Gemma Scope penalty plateaus near recovered@0.9
-≈ 0.7 with a fifth of the latents dead, over about 40 settings tried; Anthropic's gives 0.84.
+uses ε = 0.05).
 `l0_warmup` sets the warm-up's length per instance (a fraction of training; 0: none).
 
-Defaults chosen over benchmarks/recipe_robustness.py's task shapes, not the standard task alone:
-c = 1 rather than Anthropic's 4 (a penalty closer to L1 over the activations' range, where c = 4 is
-nearly λ · L0 for any activation worth keeping), λ = 0.2, θ_init = 0.01, lr 7·10⁻³ rather than
-3·10⁻³, and dead latents resampled as in Towards Monosemanticity. At c = 4, λ = 0.04, θ_init = 0.05,
-lr 3·10⁻³ the latents ended as blends of features on `wide` (recovered@0.9 = 0.03), `standard-small`
-(0.51) and `few-l0-2` (0.69), and no λ from 0.04 to 0.32 at c = 4 passed more than four of the eight
-shapes where TopK reaches 0.9. With c = 1 the learning rate pulls the shapes apart (`wide`, 16 latents
-per dimension, reaches 0.98 only at lr 10⁻², where `zipf` falls to about 0.8); resampling revives
-latents for the rare Zipf features, a quarter to a half of which stay dead without it; and the lower
-θ_init lifts `standard-small`, `wide` and `zipf-const-wide` from 0.86-0.88 (at θ_init = 0.05) to 0.91-0.96.
-Together: ≥ 0.91 on all eight shapes (two seeds each), and 0.89 on the standard task (0.86 with the
-old defaults). benchmarks/synthsaebench.py sets SAELens's own values instead.
+Defaults chosen over benchmarks/recipe_robustness.py's task shapes, not the standard task alone
+(docs/tuning.md): c = 1 rather than Anthropic's 4 (a penalty closer to L1 over the activations' range),
+λ = 0.2, θ_init = 0.01, lr 7·10⁻³, and dead latents resampled as in Towards Monosemanticity.
 """
 
 from __future__ import annotations

@@ -9,10 +9,9 @@ the Adam step and renormalising after it. b_dec starts at the geometric median o
 Dead latents are resampled four times early in training (toysuper/sae/resampling.py): each is
 re-initialised from an input drawn with probability proportional to the SAE's squared loss on it.
 
-One deliberate change: the paper drew W_enc and W_dec independently (He-uniform). On the
-standard task that start leaves the SAE far from converged after 2 million samples
-(recovered@0.9 ≈ 0.02 at λ = 0.25, L0 ≈ 50); starting the encoder as the decoder's transpose
-scaled to rows of norm 0.1 (the small tied start of Anthropic's April 2024 update) gives 0.95.
+One deliberate change: the paper drew W_enc and W_dec independently (He-uniform), a start that is
+far from converged after the few million samples of a toy task; here the encoder starts as the
+decoder's transpose scaled to rows of norm 0.1 (the small tied start of Anthropic's April 2024 update).
 With `target_l0` set, λ is scaled by a controller that reaches that L0 (recipes/target_l0.py).
 """
 

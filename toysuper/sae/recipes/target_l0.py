@@ -11,9 +11,7 @@ over; the control idea is Åström & Murray 2008, "Feedback Systems", ch. 10):
     m ← clamp(m · (1 ± K g tanh(10 |e| / target)), 0.01, 100)   (+ when the L0 is too high).
 Here K = max(3·10⁻⁴, 30 / steps): SynthSAEBench's gain for its 195,000-step runs, raised for short
 runs so that the multiplier can travel its whole range within one run. SynthSAEBench damps an
-approach by 0.01; in short runs that froze m while the L0 drifted slowly towards the target (781
-steps: λ ended at 1.2× its start and L0 27 for a target of 12; 800 steps of jumprelu on 256 features:
-L0 13 for targets 4, 6 and 12), so the damping here is 0.03 (the same runs: L0 6.0, 5.8, 11.4).
+approach by 0.01, which froze m in short runs; the damping here is 0.03 (docs/tuning.md).
 The controller starts after
 `target_l0_start` of training (a fraction) and is off where target_l0 = 0. Every quantity is a
 per-instance tensor updated in place after the optimiser step, so the step stays free of host syncs.

@@ -6,10 +6,12 @@ Gao et al. 2024, "Scaling and evaluating sparse autoencoders" (OpenAI):
 where TopK_k keeps each sample's k largest pre-activations (top-k, then scatter into zeros), and AuxK's
 ê = W_dec ReLU(TopK_{k_aux}(π masked to the dead latents)) reconstructs the residual e = x - x̂ (detached,
 no decoder bias) from the dead latents alone (no firing in the last `dead_window` samples): it gives
-them a gradient to come back by. Here b_pre is b_dec. The decoder rows are held at unit norm, the encoder starts as the decoder's transpose, b_pre
-at the geometric median of the data. Sparsity is set by k: no sparsity penalty. The paper's formula has
-no b_enc; their released code has one, and so does this recipe. The paper sets k_aux = d_model / 2;
-here it is a fixed 64 (d_model / 2 on the standard 128-dimensional task), capped at d_sae.
+them a gradient to come back by. Here b_pre is b_dec. The decoder rows are held at unit norm, the
+encoder starts as the decoder's transpose, b_pre at the geometric median of the data. Sparsity is set by
+k: no sparsity penalty. The paper's formula has no b_enc; their released code has one, and so does this
+recipe. The paper sets k_aux = d_model / 2; here it is a fixed 64 (d_model / 2 on the standard
+128-dimensional task), capped at d_sae. The code goes through sae/codes.py, which picks the
+implementation (dense or sparse) for the device; the training step is sae/step.py.
 """
 
 from __future__ import annotations

@@ -122,8 +122,7 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
         if scale is not None:  # the saved and returned SAE reads raw inputs
             sae.fold_input_scale(scale)
     dead_fraction = (state.samples_since_fired >= min(state.dead_window, steps * batch_size)).float().mean(-1).cpu()
-    history = pd.DataFrame(rows)
-    _warn_if_diverged(history, settings["lr"])
+    _warn_if_diverged(history := pd.DataFrame(rows), settings["lr"])
     return SAETrainResult(history, dead_fraction, None if scale is None else scale.cpu(), resampled, run.captured)
 
 

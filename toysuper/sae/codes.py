@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from typing import Callable, NamedTuple
 
+import numpy as np
 import torch
 
 from .sparse import SparseCode, code_at
@@ -80,7 +81,7 @@ where the true cut should fall in the subsample, so that it lies below the true 
 
 
 def guessed_batch_top_k(pre: torch.Tensor, k: torch.Tensor, k_max: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`batch_top_k` for an eager step (counts read back to the host): the cut is guessed on a subsample,
+    """`batch_top_k` for an eager CPU step (counts read back to the host): the cut is guessed on a subsample,
     and only the entries above the guess (about 11,000 of task P's 1,048,576) are ranked. Falls back to
     `batch_top_k` when the guess fails (fewer than k·batch positive entries above it). Padding repeats the
     last kept position with keep False."""
@@ -92,12 +93,11 @@ def guessed_batch_top_k(pre: torch.Tensor, k: torch.Tensor, k_max: int) -> tuple
     if rank >= flat.shape[1] // SUBSAMPLE_STRIDE // 2:
         return batch_top_k(pre, k, k_max)
     guess = flat[:, ::SUBSAMPLE_STRIDE].topk(rank, dim=-1).values[:, -1:].clamp_min(torch.finfo(pre.dtype).tiny)
-    above = flat >= guess  # (inst, n): positive entries above the guess
-    if bool((above.sum(-1) < k * batch).any()):
-        return batch_top_k(pre, k, k_max)
     positions = []
-    for i in range(n_instances):
-        candidates = above[i].nonzero().squeeze(1)
+    for i in range(n_instances):  # the positive entries above the guess (numpy: torch's nonzero is slow here)
+        candidates = torch.from_numpy(np.flatnonzero(flat[i].float().numpy() >= guess[i].item()))
+        if len(candidates) < int(k[i]) * batch:
+            return batch_top_k(pre, k, k_max)
         chosen = candidates[flat[i, candidates].topk(int(k[i]) * batch).indices].sort().values
         positions.append(torch.cat([chosen, chosen[-1:].expand(count - len(chosen))]))
     return torch.stack(positions), torch.arange(count, device=pre.device) < (k * batch)[:, None]
@@ -147,7 +147,7 @@ def columns_top_k_among(sae, x, pre, among, k, k_max) -> torch.Tensor:
         bias = (sae.b_enc - sae.encoded_b_dec()).gather(1, columns)  # (inst, width)
         block = torch.baddbmm(bias[:, None, :], x.float().transpose(0, 1), encoder).transpose(0, 1)  # π there
         candidates = block.detach().masked_fill(~valid, -torch.inf)
-        if bool(((candidates > 0).sum(-1) > k).any()):  # some sample must choose its k largest
+        if bool(((candidates > 0).float().sum(-1) > k).any()):  # some sample must choose its k largest
             chosen = top_k(candidates, k, min(k_max, width))
         else:  # every positive candidate is kept: no topk
             chosen = (torch.arange(batch * width, device=x.device).expand(n_instances, -1),

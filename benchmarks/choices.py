@@ -8,6 +8,8 @@ each is reported as the median of its samples/s over the rounds:
                  topk and batchtopk: sae/codes.BY_DEVICE takes sparse on this device only if it wins > 20%;
     AuxK         on the sparse step, AuxK over the dead latents' columns only (their count read back)
                  against the dense top-k over every latent;
+    batch cut    on the sparse step, BatchTopK's cut guessed on a subsample (codes.guessed_batch_top_k)
+                 against torch.topk over the whole batch;
     plain        a plain dense TopK + AuxK step in torch (SAELens's formulation), for reference;
     toy loss     the toy model's loss and gradients (64 instances, n = 20, m = 5, batch 1024): autograd
                  against the hand-written backward pass of toy/model.py.
@@ -132,6 +134,8 @@ def compare_steps(device="cpu", rounds: int = 10) -> dict[str, float]:
         variants[f"{recipe}, sparse codes"] = training_step(recipe, device, codes.SPARSE)
     variants["topk, sparse codes, AuxK over every latent"] = training_step(
         "topk", device, codes.SPARSE._replace(top_k_among=codes.dense_top_k_among))
+    variants["batchtopk, sparse codes, batch cut by topk"] = training_step(
+        "batchtopk", device, codes.SPARSE._replace(batch_top_k=codes.batch_top_k))
     variants["plain dense TopK + AuxK step"] = plain_dense_step(device)
     return rates(variants, rounds, device, samples=P["batch"])
 
@@ -150,13 +154,20 @@ def toy_loss_ratio(device="cpu", rounds: int = 10) -> float:
 
 def compare(device="cpu", rounds: int = 10) -> dict[str, float]:
     """Each choice's speed-up over the formulation it replaces (> 1: the choice is faster), end to end."""
-    steps = compare_steps(device, rounds)
+    return {**ratios(compare_steps(device, rounds)), "toy loss: hand-written / autograd backward":
+            toy_loss_ratio(device, rounds)}
+
+
+def ratios(steps: dict[str, float]) -> dict[str, float]:
+    """The step variants' speed ratios (> 1: the first named is faster)."""
     return {
         "codes, topk step: sparse / dense": steps["topk, sparse codes"] / steps["topk, dense codes"],
         "codes, batchtopk step: sparse / dense": steps["batchtopk, sparse codes"] / steps["batchtopk, dense codes"],
         "AuxK, sparse topk step: dead columns / every latent": steps["topk, sparse codes"]
         / steps["topk, sparse codes, AuxK over every latent"],
-        "toy loss: hand-written / autograd backward": toy_loss_ratio(device, rounds),
+        "batch cut, sparse batchtopk step: guessed / topk": steps["batchtopk, sparse codes"]
+        / steps["batchtopk, sparse codes, batch cut by topk"],
+        "toysuper topk (sparse) / plain dense step": steps["topk, sparse codes"] / steps["plain dense TopK + AuxK step"],
     }
 
 
@@ -170,9 +181,8 @@ def main() -> None:
     steps = compare_steps(args.device, args.rounds)
     for name, rate in steps.items():
         print(f"{name:60s} {rate:10,.0f} samples/s")
-    print(f"{'codes, topk step: sparse / dense':60s} {steps['topk, sparse codes'] / steps['topk, dense codes']:9.2f}x")
-    print(f"{'codes, batchtopk step: sparse / dense':60s} "
-          f"{steps['batchtopk, sparse codes'] / steps['batchtopk, dense codes']:9.2f}x")
+    for name, ratio in ratios(steps).items():
+        print(f"{name:60s} {ratio:9.2f}x")
     print(f"{'toy loss: hand-written / autograd backward':60s} {toy_loss_ratio(args.device, args.rounds):9.2f}x")
 
 

@@ -11,7 +11,7 @@ updated towards that batch's minimum positive kept activation, as a running mean
 first 100 updates and an exponential moving average (weight 0.01) after that, so encoding a
 sample at inference does not depend on the rest of its batch. Decoder rows are held at unit
 norm, the encoder starts as the decoder's transpose, b_dec at the geometric median. Everything
-but the batch-wide selection is TopK's (this class extends it), sparse code included.
+but the batch-wide selection is TopK's (this class extends it).
 
 TopK warm-up (ours, not the paper's): for the first `topk_warmup` of training (default 0.9) the code
 is TopK's, each sample's k largest, and only then the batch-wide cut; θ is estimated from the

@@ -1,32 +1,39 @@
-"""The device-specific choices in the step, each timed against the formulation it replaces on this device.
+"""The device-specific choices in the training step, each timed end to end against the formulation it replaces.
 
-A device-specific path must earn its place (> 20% on its device, DESIGN.md). Each row is a ratio of
-two timings taken back to back here (the median over interleaved rounds):
-    batch cut   BatchTopK's selection on task P (8,192 of 1,048,576 scores): torch.topk against the
-                guessed cut of sae/selection.py, which an eager CPU step uses;
-    aux block   AuxK's selection with 8% of 1024 latents dead, k_aux = 64: the topk over every latent
-                against the dead latents' block of the CPU path;
-    decode      the sparse code's segment sum (sae/sparse.segment_sum: 8,192 weighted rows of 128 summed into
-                1,024, what decoding and both backward passes do): index_add against embedding_bag,
-                which the CPU uses;
-    toy loss    the toy model's loss and gradients (64 instances, n = 20, m = 5, batch 1024): autograd
-                against the hand-written backward pass of toy/model.py.
+A device-specific path must earn its place (> 20% on its device, DESIGN.md). Every figure is a training
+step on task P (1,024 features in 128 dims, width 1,024, k = 8, batch 1,024, 8% of the latents dead so
+that AuxK works), built as train_sae builds it; variants run interleaved, one step each in turn, and
+each is reported as the median of its samples/s over the rounds:
+    codes        the sparse codes of sae/sparse.py against the dense ones (topk + scatter + matmul), for
+                 topk and batchtopk: sae/codes.BY_DEVICE takes sparse on this device only if it wins > 20%;
+    AuxK         on the sparse step, AuxK over the dead latents' columns only (their count read back)
+                 against the dense top-k over every latent;
+    batch cut    on the sparse step, BatchTopK's cut guessed on a subsample (codes.guessed_batch_top_k)
+                 against torch.topk over the whole batch;
+    plain        a plain dense TopK + AuxK step in torch (SAELens's formulation), for reference;
+    toy loss     the toy model's loss and gradients (64 instances, n = 20, m = 5, batch 1024): autograd
+                 against the hand-written backward pass of toy/model.py.
 
-    python benchmarks/choices.py [--device cpu] [--rounds 20]
+    python benchmarks/choices.py [--device cpu] [--rounds 10] [--threads 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
+import toysuper as ts
 from toysuper import ToyModel
-from toysuper.sae import selection
+from toysuper.sae import codes
+from toysuper.sae.state import TrainState
+from toysuper.sae.step import sae_step
 from toysuper.toy.model import importance_weighted_mse
+
+P = {"n_features": 1024, "d_hidden": 128, "d_sae": 1024, "k": 8, "batch": 1024}
 
 
 def synchronize(device) -> None:
@@ -34,75 +41,149 @@ def synchronize(device) -> None:
         torch.cuda.synchronize()
 
 
-def interleaved(first, second, rounds: int, device) -> float:
-    """Median over rounds of time(first) / time(second), each round one call of each after a warm-up."""
-    for f in (first, second):
+def rates(variants: dict, rounds: int, device, samples: int = 1) -> dict[str, float]:
+    """Median over rounds of each variant's calls per second (times `samples`), one call each per round."""
+    for f in variants.values():
         f(), f()
-    ratios = []
+    seen = {name: [] for name in variants}
     for _ in range(rounds):
-        times = []
-        for f in (first, second):
+        for name, f in variants.items():
             synchronize(device)
             start = time.perf_counter()
             f()
             synchronize(device)
-            times.append(time.perf_counter() - start)
-        ratios.append(times[0] / times[1])
-    return statistics.median(ratios)
+            seen[name].append(samples / (time.perf_counter() - start))
+    return {name: statistics.median(r) for name, r in seen.items()}
 
 
-def compare(device="cpu", rounds: int = 20) -> dict[str, float]:
-    """Each choice's speed-up over the formulation it replaces (> 1: the choice is faster)."""
+@contextlib.contextmanager
+def setting(obj, name, value):
+    """obj.name = value while inside (obj a module, class or dict)."""
+    get, put = (obj.get, obj.__setitem__) if isinstance(obj, dict) else (
+        lambda n: getattr(obj, n), lambda n, v: setattr(obj, n, v))
+    old = get(name)
+    put(name, value)
+    try:
+        yield
+    finally:
+        put(name, old) if old is not None else obj.pop(name)
+
+
+def task_p_source(device):
+    directions = ts.random_directions(P["n_features"], P["d_hidden"], seed=0, device=device)[0]
+    return ts.DictionarySource(directions, ts.FeatureDistribution(P["n_features"], P["k"] / P["n_features"],
+                                                                  device=device))
+
+
+def training_step(recipe: str, device, implementation=None, changes=()):
+    """One task-P training step of `recipe` as train_sae runs it, with codes.BY_DEVICE set to `implementation`
+    (None: the default here) and the other module settings in `changes`, (object, name, value) each."""
+    source = task_p_source(device)
+    warmup = {"topk_warmup": 0.0} if recipe == "batchtopk" else {}
+    sae = ts.SAE(P["d_hidden"], P["d_sae"], recipe=recipe, k=P["k"], seed=0, device=device, **warmup)
+    generator = [torch.Generator(device).manual_seed(0)]
+    lr = torch.tensor(3e-3, device=device)
+    optimizer = torch.optim.Adam(sae.parameters(), lr=lr, fused=torch.device(device).type in ("cpu", "cuda"))
+    state = TrainState(steps=10**6, batch_size=P["batch"], dead_window=10**9, optimizer=optimizer, phase=2,
+                       draw=lambda n: source.sample_hidden(n, generator), step=torch.zeros((), device=device),
+                       samples_since_fired=torch.zeros(1, P["d_sae"], device=device))
+    step = sae_step(sae, state, optimizer, lr, 3e-3, {"warmup": 0.0, "decay": 0.2}, None, "float32")
+    device_type = torch.device(device).type
+    changes = [*changes, (codes.BY_DEVICE, device_type, implementation or codes.BY_DEVICE.get(device_type))]
+
+    def run():
+        state.samples_since_fired.zero_()
+        state.samples_since_fired[:, ::12] = 1e10  # 8% of the latents dead
+        with contextlib.ExitStack() as stack:
+            for obj, name, value in changes:
+                stack.enter_context(setting(obj, name, value))
+            step()
+    return run
+
+
+def plain_dense_step(device):
+    """A plain TopK + AuxK step in torch: topk, scatter, matmul (SAELens's formulation)."""
+    source, generator = task_p_source(device), [torch.Generator(device).manual_seed(0)]
+    W_enc = torch.nn.Parameter(torch.randn(128, 1024, device=device) / 128 ** 0.5)
+    b_enc = torch.nn.Parameter(torch.zeros(1024, device=device))
+    W_dec = torch.nn.Parameter(W_enc.detach().T.clone())
+    b_dec = torch.nn.Parameter(torch.zeros(128, device=device))
+    optimizer = torch.optim.Adam([W_enc, b_enc, W_dec, b_dec], lr=3e-3)
+    dead = torch.zeros(1024, dtype=torch.bool, device=device)
+    dead[::12] = True
+
+    def run():
+        x = source.sample_hidden(1024, generator)[:, 0]
+        pre = (x - b_dec) @ W_enc + b_enc
+        top, index = pre.topk(8, dim=-1)
+        x_hat = torch.zeros_like(pre).scatter(-1, index, torch.relu(top)) @ W_dec + b_dec
+        top, index = pre.masked_fill(~dead, -torch.inf).topk(64, dim=-1)
+        e_hat = torch.zeros_like(pre).scatter(-1, index, torch.relu(top)) @ W_dec
+        loss = (x - x_hat).pow(2).sum(-1).mean() + ((x - x_hat).detach() - e_hat).pow(2).sum(-1).mean() / 32
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return run
+
+
+def compare_steps(device="cpu", rounds: int = 10) -> dict[str, float]:
+    """samples/s of each step variant (see the module docstring)."""
+    variants = {}
+    for recipe in ("topk", "batchtopk"):
+        variants[f"{recipe}, dense codes"] = training_step(recipe, device, codes.DENSE)
+        variants[f"{recipe}, sparse codes"] = training_step(recipe, device, codes.SPARSE)
+    variants["topk, sparse codes, AuxK over every latent"] = training_step(
+        "topk", device, codes.SPARSE._replace(top_k_among=codes.dense_top_k_among))
+    variants["batchtopk, sparse codes, batch cut by topk"] = training_step(
+        "batchtopk", device, codes.SPARSE._replace(batch_top_k=codes.batch_top_k))
+    variants["plain dense TopK + AuxK step"] = plain_dense_step(device)
+    return rates(variants, rounds, device, samples=P["batch"])
+
+
+def toy_loss_ratio(device="cpu", rounds: int = 10) -> float:
+    """Autograd's time over the hand-written backward's for the toy model's loss (> 1: hand-written wins)."""
     generator = torch.Generator(device).manual_seed(0)
-    pre = torch.randn(1024, 1, 1024, generator=generator, device=device)
-    k = torch.tensor([8], device=device)
-    dead = torch.rand(1, 1024, generator=generator, device=device) < 0.08
-    k_aux = torch.tensor([64], device=device)
-    rows = torch.arange(1024, device=device).repeat_interleave(8)
-    latents = torch.randint(0, 1024, (8192,), generator=generator, device=device)
-    weights = torch.rand(8192, generator=generator, device=device)
-    table = torch.randn(1024, 128, generator=generator, device=device)
-    starts = torch.searchsorted(rows, torch.arange(1024, device=device))
-
-    def index_add():
-        table.new_zeros(1024, 128).index_add_(0, rows, table.index_select(0, latents) * weights[:, None])
-
-    def embedding_bag():
-        F.embedding_bag(latents, table, starts, mode="sum", per_sample_weights=weights)
-
     model = ToyModel(20, 5, 64, seed=0, device=device)
     x = torch.rand(1024, 64, 20, generator=generator, device=device)
     x = x * (torch.rand(1024, 64, 20, generator=generator, device=device) < 0.1)
     importance = torch.ones(64, 20, device=device)
+    speed = rates({"autograd": lambda: (importance * (x - model(x)).pow(2)).sum(-1).mean(0).sum().backward(),
+                   "hand": lambda: importance_weighted_mse(model, x, importance).sum().backward()}, rounds, device)
+    return speed["hand"] / speed["autograd"]
 
-    def hand_written():
-        importance_weighted_mse(model, x, importance).sum().backward()
 
-    def autograd():
-        (importance * (x - model(x)).pow(2)).sum(-1).mean(0).sum().backward()
+def compare(device="cpu", rounds: int = 10) -> dict[str, float]:
+    """Each choice's speed-up over the formulation it replaces (> 1: the choice is faster), end to end."""
+    return {**ratios(compare_steps(device, rounds)), "toy loss: hand-written / autograd backward":
+            toy_loss_ratio(device, rounds)}
 
+
+def ratios(steps: dict[str, float]) -> dict[str, float]:
+    """The step variants' speed ratios (> 1: the first named is faster)."""
     return {
-        "batch cut: topk / guessed cut": interleaved(lambda: selection.batch_top_k(pre, k, 8, fixed_shapes=True),
-                                                     lambda: selection.batch_top_k(pre, k, 8, fixed_shapes=False),
-                                                     rounds, device),
-        "aux block: topk over all latents / dead block": interleaved(
-            lambda: selection.aux_k(pre, dead, k_aux, 64),
-            lambda: selection.dead_block(pre, dead, k_aux), rounds, device),
-        "decode: index_add / embedding_bag": interleaved(index_add, embedding_bag, rounds,
-                                                                              device),
-        "toy loss: autograd / hand-written backward": interleaved(autograd, hand_written, rounds, device),
+        "codes, topk step: sparse / dense": steps["topk, sparse codes"] / steps["topk, dense codes"],
+        "codes, batchtopk step: sparse / dense": steps["batchtopk, sparse codes"] / steps["batchtopk, dense codes"],
+        "AuxK, sparse topk step: dead columns / every latent": steps["topk, sparse codes"]
+        / steps["topk, sparse codes, AuxK over every latent"],
+        "batch cut, sparse batchtopk step: guessed / topk": steps["batchtopk, sparse codes"]
+        / steps["batchtopk, sparse codes, batch cut by topk"],
+        "toysuper topk (sparse) / plain dense step": steps["topk, sparse codes"] / steps["plain dense TopK + AuxK step"],
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    for name, ratio in compare(args.device, args.rounds).items():
-        print(f"{name:60s} {ratio:6.2f}x")
+    steps = compare_steps(args.device, args.rounds)
+    for name, rate in steps.items():
+        print(f"{name:60s} {rate:10,.0f} samples/s")
+    for name, ratio in ratios(steps).items():
+        print(f"{name:60s} {ratio:9.2f}x")
+    print(f"{'toy loss: hand-written / autograd backward':60s} {toy_loss_ratio(args.device, args.rounds):9.2f}x")
 
 
 if __name__ == "__main__":

@@ -52,5 +52,5 @@ class PAnnealing(ts.Recipe):
         scaled = f * sae.W_dec.norm(dim=-1)
         active = scaled > 0  # f^p has an infinite slope at 0: take the power where f > 0 only
         sparsity = (torch.where(active, scaled, 1.0).pow(self.p(sae, state)[:, None]) * active).sum(-1).mean(0)
-        return {"loss": mse + sae.lp_coefficient * sparsity, "mse": mse, "sparsity": sparsity,
-                "l0": active.float().sum(-1).mean(0), "fired": active.any(0)}
+        return ts.LossOutput(loss=mse + sae.lp_coefficient * sparsity, terms={"mse": mse, "sparsity": sparsity},
+                             fired=active.any(0), l0=active.float().sum(-1).mean(0))

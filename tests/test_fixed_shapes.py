@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from toysuper import RECIPES, SAE, ToyModel
+from toysuper.sae import codes
 from toysuper.sae.state import TrainState
-from toysuper.sae.step import bookkeeping, clip_per_instance, lr_multiplier
+from toysuper.sae.step import before_optimizer, bookkeeping, clip_per_instance, lr_multiplier
 from toysuper.toy.model import KINDS, importance_weighted_mse
 from device import DEVICE
 
@@ -40,11 +41,12 @@ def compiled(fn):
 
 
 def training_state(sae: SAE) -> TrainState:
-    """Half-way through a run, a few latents dead in each instance (AuxK has work), fixed shapes."""
+    """Half-way through a run, a few latents dead in each instance (AuxK has work), the phase unknown (BatchTopK
+    then decides per instance on the device)."""
     since_fired = torch.zeros(sae.n_instances, sae.d_sae)
     since_fired[:, ::3] = 1000.0
     return TrainState(steps=40, batch_size=16, dead_window=500, step=torch.tensor(20.0),
-                      samples_since_fired=since_fired, fixed_shapes=True)
+                      samples_since_fired=since_fired)
 
 
 def small_sae(recipe: str) -> SAE:
@@ -55,46 +57,58 @@ def small_sae(recipe: str) -> SAE:
     return sae
 
 
-@pytest.mark.parametrize("recipe", sorted(RECIPES))
-def test_every_recipe_loss_compiles_whole_and_matches_eager(recipe):
+IMPLEMENTATIONS = {  # the codes (sae/codes.py); the sparse one's AuxK and batch top-k paths that read counts back
+    # are for eager CPU steps only
+    "dense codes": codes.DENSE,
+    "sparse codes": codes.SPARSE._replace(top_k_among=codes.dense_top_k_among, batch_top_k=codes.batch_top_k)}
+
+
+@pytest.mark.parametrize("recipe, implementation", [(recipe, "dense codes") for recipe in sorted(RECIPES)]
+                         + [(recipe, "sparse codes") for recipe in ("batchtopk", "matryoshka", "topk")])
+def test_every_recipe_loss_compiles_whole_and_matches_eager(recipe, implementation, monkeypatch):
+    monkeypatch.setitem(codes.BY_DEVICE, torch.device(DEVICE).type, IMPLEMENTATIONS[implementation])
     x = torch.randn(16, 2, 6, generator=torch.Generator(DEVICE).manual_seed(2))
     results = []
     for compile_it in (False, True):
         sae = small_sae(recipe)
         state = training_state(sae)
         loss = (compiled if compile_it else (lambda f: f))(lambda x: sae.recipe.loss(sae, x, state))
-        terms = loss(x)
-        terms["loss"].sum().backward()
-        results.append((terms, {name: p.grad for name, p in sae.named_parameters()}))
-    (eager_terms, eager_grads), (terms, grads) = results
-    assert eager_terms.keys() == terms.keys()
-    for name, value in eager_terms.items():
-        torch.testing.assert_close(terms[name], value, msg=name)
+        out = loss(x)
+        out.loss.sum().backward()
+        results.append((out, {name: p.grad for name, p in sae.named_parameters()}))
+    (eager_out, eager_grads), (out, grads) = results
+    assert eager_out.terms.keys() == out.terms.keys()
+    for name in ("loss", "fired", "l0"):
+        torch.testing.assert_close(getattr(out, name), getattr(eager_out, name), msg=name)
+    for name, value in eager_out.terms.items():
+        torch.testing.assert_close(out.terms[name], value, msg=name)
     for name, grad in eager_grads.items():
         assert grad is not None, name
         torch.testing.assert_close(grads[name], grad, rtol=1e-5, atol=1e-6, msg=name)
 
 
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
-def test_bookkeeping_around_the_optimiser_compiles_whole_and_matches_eager(recipe):
+def test_bookkeeping_around_the_optimiser_compiles_whole_and_matches_eager(recipe, monkeypatch):
     """The recipe's gradient fix, the per-instance clip, the schedule, and after the optimiser the
     recipe's constraints and statistics, the dead-latent counters and the step count."""
     x = torch.randn(16, 2, 6, generator=torch.Generator(DEVICE).manual_seed(3))
 
-    def around_the_optimiser(sae, state, terms):
-        sae.recipe.before_optimizer_step(sae, state)
+    monkeypatch.setitem(codes.BY_DEVICE, torch.device(DEVICE).type, codes.DENSE)
+
+    def around_the_optimiser(sae, state, out):
+        before_optimizer(sae, state)
         clip_per_instance(list(sae.parameters()), 0.5)
         with torch.no_grad():
-            bookkeeping(sae, state, terms)
+            bookkeeping(sae, state, out)
         return lr_multiplier(state.step, state.steps, warmup=0.1, decay=0.2)
 
     outcomes = []
     for run in (around_the_optimiser, compiled(around_the_optimiser)):
         sae = small_sae(recipe)
         state = training_state(sae)
-        terms = sae.recipe.loss(sae, x, state)
-        terms["loss"].sum().backward()
-        lr = run(sae, state, {name: value.detach() for name, value in terms.items()})
+        out = sae.recipe.loss(sae, x, state)
+        out.loss.sum().backward()
+        lr = run(sae, state, out._replace(loss=out.loss.detach(), terms={k: v.detach() for k, v in out.terms.items()}))
         outcomes.append((lr, state, sae))
     (want_lr, want_state, want), (lr, state, got) = outcomes
     torch.testing.assert_close(lr, want_lr)

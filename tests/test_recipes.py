@@ -13,7 +13,9 @@ from toysuper.grade.matching import cosine_matrix
 from toysuper.sae import TrainState
 from toysuper.sae.input_stats import geometric_median, input_scale
 from toysuper.sae.recipes.jumprelu import JumpReLUTerms
-from toysuper.sae.recipes.auxk import auxk_loss
+from toysuper.sae import codes
+from toysuper.sae.recipes.base import LossOutput
+from toysuper.sae.recipes.topk import auxk_loss
 from toysuper.sae.resampling import resample_dead_latents
 from toysuper.sae.step import clip_per_instance, lr_multiplier
 from toysuper.sources import Batch
@@ -46,11 +48,11 @@ def test_anthropic_2024_forward_and_loss_by_hand():
     assert torch.allclose(sae(X)[:, 0], torch.tensor([[4.0, 1.5], [2.0, 2.5]]))
     terms = sae.recipe.loss(sae, X)
     # mse (4.25 + 1.25)/2; sparsity weighted by decoder norms [1, 1, √2]: (2.5 + √2 + 3.5)/2
-    assert terms["mse"].item() == pytest.approx(2.75)
-    assert terms["sparsity"].item() == pytest.approx((6 + math.sqrt(2)) / 2)
-    assert terms["loss"].item() == pytest.approx(2.75 + 0.5 * (6 + math.sqrt(2)) / 2)
+    assert terms.terms["mse"].item() == pytest.approx(2.75)
+    assert terms.terms["sparsity"].item() == pytest.approx((6 + math.sqrt(2)) / 2)
+    assert terms.loss.item() == pytest.approx(2.75 + 0.5 * (6 + math.sqrt(2)) / 2)
     half_warm = sae.recipe.loss(sae, X, TrainState(step=torch.tensor(25.0), steps=1000))  # half of the 5% λ warm-up
-    assert half_warm["loss"].item() == pytest.approx(2.75 + 0.25 * (6 + math.sqrt(2)) / 2)
+    assert half_warm.loss.item() == pytest.approx(2.75 + 0.25 * (6 + math.sqrt(2)) / 2)
 
 
 def test_sparsity_warmup_length_is_set_per_instance():
@@ -59,12 +61,12 @@ def test_sparsity_warmup_length_is_set_per_instance():
     quarter = TrainState(step=torch.tensor(250.0), steps=1000)
     sae = hand_sae("anthropic_2024", n_instances=3, l1_coefficient=0.5, l1_warmup=[0.0, 0.5, 0.25])
     terms = sae.recipe.loss(sae, X.expand(-1, 3, -1), quarter)
-    ramp = (terms["loss"] - terms["mse"]) / (0.5 * terms["sparsity"])
+    ramp = (terms.loss - terms.terms["mse"]) / (0.5 * terms.terms["sparsity"])
     assert ramp.tolist() == pytest.approx([1.0, 0.5, 1.0])
     sae = hand_sae("jumprelu", n_instances=2, l0_coefficient=0.5, sparsity_penalty="l0", pre_act_coefficient=0.0,
                    l0_warmup=[0.0, 1.0])
     terms = sae.recipe.loss(sae, X.expand(-1, 2, -1), quarter)
-    ramp = (terms["loss"] - terms["mse"]) / (0.5 * terms["sparsity"])
+    ramp = (terms.loss - terms.terms["mse"]) / (0.5 * terms.terms["sparsity"])
     assert ramp.tolist() == pytest.approx([1.0, 0.25])
     for recipe, name in (("anthropic_2024", "l1_warmup"), ("jumprelu", "l0_warmup")):
         with pytest.raises(ValueError, match=f"{name} must be a fraction of training"):
@@ -77,15 +79,15 @@ def test_relu_l1_subtracts_b_dec_before_encoding():
     assert torch.allclose(sae.encode(X)[:, 0], torch.tensor([[1.0, 0.5, 0.0], [0.0, 2.5, 0.0]]))
     assert torch.allclose(sae(X)[:, 0], torch.tensor([[2.0, 0.5], [1.0, 2.5]]))
     terms = sae.recipe.loss(sae, X)
-    assert terms["mse"].item() == pytest.approx(0.25)
-    assert terms["loss"].item() == pytest.approx(0.25 + 0.5 * 2.0)  # plain L1: (1.5 + 2.5)/2
+    assert terms.terms["mse"].item() == pytest.approx(0.25)
+    assert terms.loss.item() == pytest.approx(0.25 + 0.5 * 2.0)  # plain L1: (1.5 + 2.5)/2
 
 
 def test_topk_keeps_the_k_largest_per_sample():
     sae = hand_sae("topk", k=1)
     assert torch.allclose(sae.encode(X)[:, 0], torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.5, 0.0]]))
     assert torch.allclose(sae(X)[:, 0], torch.tensor([[2.0, 0.0], [1.0, 2.5]]))
-    assert sae.recipe.loss(sae, X)["loss"].item() == pytest.approx((1.0 + 0.25) / 2)  # nothing dead: no AuxK
+    assert sae.recipe.loss(sae, X).loss.item() == pytest.approx((1.0 + 0.25) / 2)  # nothing dead: no AuxK
     two = hand_sae("topk", n_instances=2, k=[1, 2])
     acts = two.encode(X.expand(-1, 2, -1))
     assert (acts > 0).sum(-1).tolist() == [[1, 2], [1, 1]]  # instance 1 keeps two where two are positive
@@ -95,31 +97,41 @@ def test_batchtopk_trains_on_the_batch_and_encodes_with_its_threshold():
     sae = hand_sae("batchtopk", k=1)
     x = torch.tensor([[2.0, 1.0], [3.0, 3.0]])[:, None, :]
     # relu(pre) = [1, 0.5, 0] and [2, 2.5, 0]: the k·B = 2 largest of the batch are both in sample 2
-    training = sae.recipe.training_code(sae, x)[0].to_dense()
+    pre = sae.centred_pre_activations(x).detach()
+    training = codes.scatter(pre, *sae.recipe.select(sae, pre, None))
     assert torch.allclose(training[:, 0], torch.tensor([[0.0, 0.0, 0.0], [2.0, 2.5, 0.0]]))
     terms = sae.recipe.loss(sae, x)
-    assert terms["min_active"].item() == pytest.approx(2.0)
+    assert terms.terms["min_active"].item() == pytest.approx(2.0)
     with torch.no_grad():
         sae.recipe.after_optimizer_step(sae, None, terms)
     assert sae.threshold.item() == pytest.approx(2.0)  # the first update is the first batch's minimum
     with torch.no_grad():
-        sae.recipe.after_optimizer_step(sae, None, {"min_active": torch.tensor([1.0])})
+        sae.recipe.after_optimizer_step(sae, None, with_min_active([1.0]))
     assert sae.threshold.item() == pytest.approx(1.5)  # then a running mean
     # inference: a · 1[a > θ] with θ = 1.5
     assert torch.allclose(sae.encode(x)[:, 0], torch.tensor([[0.0, 0.0, 0.0], [2.0, 2.5, 0.0]]))
 
 
-@pytest.mark.parametrize("fixed_shapes", [True, False])
-def test_batchtopk_selects_per_sample_during_its_topk_warmup(fixed_shapes):
+def with_min_active(values) -> LossOutput:
+    return LossOutput(None, {"min_active": torch.tensor(values)}, None, None)
+
+
+@pytest.mark.parametrize("host_phase", [True, False])
+def test_batchtopk_selects_per_sample_during_its_topk_warmup(host_phase):
+    """With the phase set on the host (as train_sae does) or unknown (decided per instance on the device)."""
     # instance 0 warms up for half of training, instance 1 (topk_warmup = 0, the paper's) never does
     sae = hand_sae("batchtopk", n_instances=2, k=1, topk_warmup=[0.5, 0.0])
     x = torch.tensor([[2.0, 1.0], [3.0, 3.0]])[:, None, :].expand(-1, 2, -1)
     per_sample = torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.5, 0.0]])  # TopK: each sample's largest
     batch_wide = torch.tensor([[0.0, 0.0, 0.0], [2.0, 2.5, 0.0]])  # BatchTopK: the batch's 2 largest
+    boundaries = sae.recipe.phase_boundaries(sae, 10)
+    assert boundaries == [0, 5]  # instance 1 never warms up, instance 0 until step 5
 
     def code(step):
-        state = TrainState(step=torch.tensor(float(step)), steps=10, fixed_shapes=fixed_shapes)
-        return sae.recipe.training_code(sae, x, state)[0].to_dense(), state
+        phase = sum(step >= b for b in boundaries) if host_phase else None
+        state = TrainState(step=torch.tensor(float(step)), steps=10, phase=phase)
+        pre = sae.centred_pre_activations(x).detach()
+        return codes.scatter(pre, *sae.recipe.select(sae, pre, state)), state
 
     during, state = code(4)
     assert torch.allclose(during[:, 0], per_sample) and torch.allclose(during[:, 1], batch_wide)
@@ -127,10 +139,24 @@ def test_batchtopk_selects_per_sample_during_its_topk_warmup(fixed_shapes):
     assert torch.allclose(after[:, 0], batch_wide) and torch.allclose(after[:, 1], batch_wide)
     # θ learns from batch-wide steps only: instance 0's stays 0 while it warms up
     with torch.no_grad():
-        sae.recipe.after_optimizer_step(sae, state, {"min_active": torch.tensor([1.0, 2.0])})
+        sae.recipe.after_optimizer_step(sae, state, with_min_active([1.0, 2.0]))
     assert sae.threshold.tolist() == [0.0, 2.0]
     with pytest.raises(ValueError, match="topk_warmup"):
         SAE(2, 3, recipe="batchtopk", k=1, topk_warmup=1.5)
+
+
+def test_batchtopk_runs_one_selection_per_step_once_the_host_knows_the_phase(monkeypatch):
+    sae = hand_sae("batchtopk", n_instances=2, k=1, topk_warmup=[0.5, 0.5])
+    assert sae.recipe.phase_boundaries(sae, 10) == [5, 5]  # every instance switches at step 5
+    x = torch.tensor([[2.0, 1.0], [3.0, 3.0]])[:, None, :].expand(-1, 2, -1)
+    calls = []
+    for name in ("top_k", "choose_batch_top_k"):
+        chosen = getattr(codes, name)
+        monkeypatch.setattr(codes, name, lambda *args, name=name, chosen=chosen: calls.append(name) or chosen(*args))
+    for step, phase, want in ((4, 0, ["top_k"]), (5, 2, ["choose_batch_top_k"]), (4, None, ["top_k", "choose_batch_top_k"])):
+        calls.clear()
+        sae.recipe.loss(sae, x, TrainState(step=torch.tensor(float(step)), steps=10, phase=phase))
+        assert calls == want, (step, phase)
 
 
 def test_batchtopk_inference_does_not_depend_on_the_batch():
@@ -148,7 +174,8 @@ def test_batchtopk_inference_does_not_depend_on_the_batch():
     assert torch.equal(sae.encode(x[shuffled]) > 0, together[shuffled] > 0)
     # whereas in training the batch decides: samples keep different numbers of latents
     with torch.no_grad():
-        training = sae.recipe.training_code(sae, x)[0].to_dense()
+        pre = sae.centred_pre_activations(x)
+        training = codes.scatter(pre, *sae.recipe.select(sae, pre, None))
     counts = (training > 0).sum(-1)
     assert counts.sum() == 2 * 64 and counts.min() < counts.max()
 
@@ -163,8 +190,8 @@ def test_jumprelu_forward_and_loss_by_hand():
     assert torch.allclose(sae.encode(X)[:, 0], torch.tensor([[2.0, 0.5, 0.0], [0.0, 2.5, 0.0]]))
     assert torch.allclose(sae(X)[:, 0], torch.tensor([[3.0, 0.5], [1.0, 2.5]]))
     terms = sae.recipe.loss(sae, X)
-    assert terms["l0"].item() == pytest.approx(1.5)
-    assert terms["loss"].item() == pytest.approx((1.25 + 0.25) / 2 + 0.5 * 1.5)
+    assert terms.l0.item() == pytest.approx(1.5)
+    assert terms.loss.item() == pytest.approx((1.25 + 0.25) / 2 + 0.5 * 1.5)
 
 
 def test_jumprelu_anthropic_penalties_by_hand():
@@ -176,16 +203,16 @@ def test_jumprelu_anthropic_penalties_by_hand():
     terms = sae.recipe.loss(sae, X)
     tanh_penalty = (math.tanh(8.0) + math.tanh(2.0) + math.tanh(10.0)) / 2  # f = [2, 0.5, 0] and [0, 2.5, 0]
     pre_act = (0.0 + (0.5 + 3.0 * math.sqrt(2))) / 2  # θ - π = [-0.5, -0.1, 0] and [0.5, -2.1, 3]
-    assert terms["sparsity"].item() == pytest.approx(tanh_penalty)
-    assert terms["pre_act"].item() == pytest.approx(pre_act)
-    assert terms["loss"].item() == pytest.approx(0.75 + 0.5 * tanh_penalty + 0.1 * pre_act)
+    assert terms.terms["sparsity"].item() == pytest.approx(tanh_penalty)
+    assert terms.terms["pre_act"].item() == pytest.approx(pre_act)
+    assert terms.loss.item() == pytest.approx(0.75 + 0.5 * tanh_penalty + 0.1 * pre_act)
     # the penalty is an option of the SAE: L0 for one, tanh for the other
     sparsity = []
     for penalty in ("l0", "tanh"):
         one = hand_sae("jumprelu", l0_coefficient=0.5, tanh_scale=4.0, sparsity_penalty=penalty, pre_act_coefficient=0.0)
         with torch.no_grad():
             one.log_threshold.copy_(torch.tensor([[1.5, 0.4, 1.0]]).log())
-        sparsity += one.recipe.loss(one, X)["sparsity"].tolist()
+        sparsity += one.recipe.loss(one, X).terms["sparsity"].tolist()
     assert sparsity == pytest.approx([1.5, tanh_penalty])
 
 
@@ -209,7 +236,7 @@ def test_jumprelu_straight_through_gradients_match_their_definition():
     sae = hand_sae("jumprelu", l0_coefficient=0.3, bandwidth=epsilon, sparsity_penalty="l0", pre_act_coefficient=0.0)
     with torch.no_grad():
         sae.log_threshold.copy_(torch.tensor([[1.8, 0.4, 1.2]]).log())
-    sae.recipe.loss(sae, X)["loss"].sum().backward()
+    sae.recipe.loss(sae, X).loss.sum().backward()
     pre = sae.pre_activations(X).detach()  # [2, 0.5, 1] and [1, 2.5, -2]
     theta = sae.log_threshold.exp().detach()
     kernel = (((pre - theta) / epsilon > -0.5) & ((pre - theta) / epsilon <= 0.5)).float()
@@ -282,21 +309,20 @@ def test_gated_forward_and_loss_by_hand():
     assert torch.allclose(sae.encode(X)[:, 0], torch.tensor([[1.5, 2.0, 0.0], [0.0, 6.0, 0.0]]))
     assert torch.allclose(sae(X)[:, 0], torch.tensor([[2.5, 2.0], [1.0, 6.0]]))
     terms = sae.recipe.loss(sae, X)
-    assert terms["mse"].item() == pytest.approx((1.25 + 9.0) / 2)
-    assert terms["sparsity"].item() == pytest.approx(2.0)
-    assert terms["aux"].item() == pytest.approx(0.25)  # ReLU(π_gate) decoded: [2, 0.5], [1, 2.5]
-    assert terms["loss"].item() == pytest.approx(5.125 + 0.5 * 2.0 + 0.25)
+    assert terms.terms["mse"].item() == pytest.approx((1.25 + 9.0) / 2)
+    assert terms.terms["sparsity"].item() == pytest.approx(2.0)
+    assert terms.terms["aux"].item() == pytest.approx(0.25)  # ReLU(π_gate) decoded: [2, 0.5], [1, 2.5]
+    assert terms.loss.item() == pytest.approx(5.125 + 0.5 * 2.0 + 0.25)
     # the auxiliary term's decoder is frozen: it sends no gradient to W_dec or b_dec
-    terms["aux"].sum().backward()
+    terms.terms["aux"].sum().backward()
     assert sae.W_dec.grad is None or sae.W_dec.grad.abs().sum() == 0
     assert sae.r_mag.grad is None or sae.r_mag.grad.abs().sum() == 0
     assert sae.W_enc.grad.abs().sum() > 0
 
 
-def dead_state(dead: torch.Tensor, fixed_shapes: bool = True) -> TrainState:
+def dead_state(dead: torch.Tensor) -> TrainState:
     """A training state in which exactly the latents marked in `dead` (inst, d_sae) are dead."""
-    return TrainState(samples_since_fired=dead.float() * 100, dead_window=50, step=torch.zeros(()),
-                      fixed_shapes=fixed_shapes)
+    return TrainState(samples_since_fired=dead.float() * 100, dead_window=50, step=torch.zeros(()))
 
 
 def test_auxk_only_touches_dead_latents():
@@ -306,9 +332,9 @@ def test_auxk_only_touches_dead_latents():
     dead = torch.zeros(2, 10, dtype=torch.bool)
     dead[0, [1, 4, 7, 8]] = True
     dead[1, [0]] = True
-    pre = sae.centred_pre_activations(x).detach()
+    pre = sae.centred_pre_activations(x)
     x_hat = sae.decode(sae.encode(x)).detach()
-    aux = auxk_loss(sae, x, pre, x - x_hat, dead_state(dead), sae.k_aux.long(), 3)
+    aux = auxk_loss(sae, x, pre, x - x_hat, dead_state(dead))
     aux.sum().backward()
     assert (aux > 0).all()
     alive = ~dead
@@ -316,16 +342,14 @@ def test_auxk_only_touches_dead_latents():
     assert sae.b_enc.grad[alive].abs().sum() == 0
     assert sae.W_dec.grad[alive].abs().sum() == 0
     assert (sae.W_dec.grad[dead].abs().sum(-1) > 0).sum() >= 2
-    nothing_dead = auxk_loss(sae, x, pre, x - x_hat, dead_state(torch.zeros_like(dead)), sae.k_aux.long(), 3)
+    nothing_dead = auxk_loss(sae, x, pre, x - x_hat, dead_state(torch.zeros_like(dead)))
     assert torch.equal(nothing_dead, torch.zeros(2))
-    # k_aux bounds how many dead latents reconstruct the residual: with k_aux = 1 only one per sample
-    one = auxk_loss(sae, x, pre, x - x_hat, dead_state(dead), torch.tensor([1, 1]), 1)
-    assert torch.isfinite(one).all()
 
 
-@pytest.mark.parametrize("fixed_shapes", [True, False])
+@pytest.mark.parametrize("implementation", ["DENSE", "SPARSE"])
 @pytest.mark.parametrize("k_aux", [2, 10])  # 2: rows with more positive dead latents than k_aux; 10: none
-def test_auxk_matches_the_dense_formula(k_aux, fixed_shapes):
+def test_auxk_matches_the_dense_formula(k_aux, implementation, monkeypatch):
+    monkeypatch.setitem(codes.BY_DEVICE, torch.device(DEVICE).type, getattr(codes, implementation))
     torch.manual_seed(1)
     sae = SAE(6, 10, n_instances=2, recipe="topk", seed=3, device=DEVICE, k=2, k_aux=k_aux)
     with torch.no_grad():
@@ -343,8 +367,7 @@ def test_auxk_matches_the_dense_formula(k_aux, fixed_shapes):
         z_aux = torch.zeros_like(pre).scatter(-1, index, torch.relu(top))
         return (residual - torch.einsum("bis,isd->bid", z_aux, sae.W_dec)).pow(2).sum(-1).mean(0)
 
-    got = auxk_loss(sae, x, sae.centred_pre_activations(x).detach(), residual, dead_state(dead, fixed_shapes),
-                    sae.k_aux.long(), k_aux)
+    got = auxk_loss(sae, x, sae.centred_pre_activations(x), residual, dead_state(dead))
     got.sum().backward()
     grads = {name: p.grad.clone() for name, p in sae.named_parameters()}
     sae.zero_grad()
@@ -355,9 +378,11 @@ def test_auxk_matches_the_dense_formula(k_aux, fixed_shapes):
         torch.testing.assert_close(grads[name], p.grad, msg=name)
 
 
-def test_auxk_under_bf16_autocast_matches_float32():
-    """Under bf16 autocast only the pre-activations that choose AuxK's latents are bf16; the loss and every
-    gradient stay within bf16's rounding of the float32 ones, and the weights' gradients are float32."""
+@pytest.mark.parametrize("implementation", ["DENSE", "SPARSE"])
+def test_auxk_under_bf16_autocast_matches_float32(implementation, monkeypatch):
+    """Under bf16 autocast the loss and every gradient stay within bf16's rounding of the float32 ones, and
+    the weights' gradients are float32."""
+    monkeypatch.setitem(codes.BY_DEVICE, torch.device(DEVICE).type, getattr(codes, implementation))
     torch.manual_seed(2)
     sae = SAE(16, 40, n_instances=2, recipe="topk", seed=3, device=DEVICE, k=4, k_aux=6)
     x, residual = torch.randn(256, 2, 16), torch.randn(256, 2, 16)
@@ -367,7 +392,7 @@ def test_auxk_under_bf16_autocast_matches_float32():
         sae.zero_grad()
         with torch.autocast(torch.device(DEVICE).type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
             pre = sae.centred_pre_activations(x)
-            loss = auxk_loss(sae, x, pre.detach(), residual, dead_state(dead), sae.k_aux.long(), 6)
+            loss = auxk_loss(sae, x, pre, residual, dead_state(dead))
         loss.sum().backward()
         return loss.detach(), {name: p.grad.clone() for name, p in sae.named_parameters()}
 
@@ -387,7 +412,7 @@ def test_resampling_only_touches_dead_latents():
     source = DictionarySource(directions, FeatureDistribution(8, 0.2, n_instances=2, device=DEVICE))
     sae = SAE(6, 12, n_instances=2, recipe="relu_l1", seed=0, device=DEVICE)
     optimizer = torch.optim.Adam(sae.parameters(), lr=1e-3)
-    sae.recipe.loss(sae, source.sample(64).hidden)["loss"].sum().backward()
+    sae.recipe.loss(sae, source.sample(64).hidden).loss.sum().backward()
     optimizer.step()
     before = {name: p.detach().clone() for name, p in sae.named_parameters()}
     moments = {name: {k: v.clone() for k, v in optimizer.state[p].items()} for name, p in sae.named_parameters()}
@@ -534,17 +559,17 @@ def test_matryoshka_weighs_each_prefix_reconstruction_and_without_prefixes_is_ba
                  prefix_growth=2.0, prefix_balance=0.5)
     assert nested.prefix_widths.tolist() == [[6, 12, 24], [24, 24, 24]]  # instance 1: no inner prefix
     terms = nested.recipe.loss(nested, x, state)
-    code, _ = nested.recipe.training_code(nested, x, state)
-    dense = code.to_dense()
+    pre = nested.centred_pre_activations(x).detach()
+    dense = codes.scatter(pre, *nested.recipe.select(nested, pre, state))
     want = torch.zeros(2)
     for width, weight in ((6, 0.25), (12, 0.5)):  # β² for the narrower prefix, β for the wider
         prefix = dense * (torch.arange(24) < width)
         want[0] += weight * (x - nested.decode(prefix)).pow(2).sum(-1).mean(0)[0]
-    torch.testing.assert_close(terms["prefix_mse"], want)
-    torch.testing.assert_close(terms["loss"], terms["mse"] + want)  # nothing dead: no AuxK
+    torch.testing.assert_close(terms.terms["prefix_mse"], want)
+    torch.testing.assert_close(terms.loss, terms.terms["mse"] + want)  # nothing dead: no AuxK
     flat = SAE(6, 24, n_instances=2, recipe="batchtopk", seed=3, device=DEVICE, k=3)
     flat_terms = flat.recipe.loss(flat, x, state)
-    torch.testing.assert_close(terms["mse"], flat_terms["mse"])  # the same code and whole reconstruction
+    torch.testing.assert_close(terms.terms["mse"], flat_terms.terms["mse"])  # the same code and whole reconstruction
     with pytest.raises(ValueError, match="prefix_growth must be > 1"):
         SAE(6, 24, recipe="matryoshka", device=DEVICE, prefix_growth=1.0)
     with pytest.raises(ValueError, match="prefix_balance must be finite and >= 0"):

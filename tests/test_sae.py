@@ -27,9 +27,9 @@ def test_loss_is_mse_plus_decoder_norm_weighted_l1_per_instance():
     f = sae.encode(x)
     mse = (x - sae(x)).pow(2).sum(-1).mean(0)
     l1 = (f * sae.W_dec.norm(dim=-1)).sum(-1).mean(0)
-    assert torch.allclose(terms["loss"], mse + torch.tensor([0.5, 2.0]) * l1)
+    assert torch.allclose(terms.loss, mse + torch.tensor([0.5, 2.0]) * l1)
     warming = sae.recipe.loss(sae, x, TrainState(step=torch.tensor(25.0), steps=1000))  # half-way through the 5% warm-up
-    assert torch.allclose(warming["loss"], mse + 0.5 * torch.tensor([0.5, 2.0]) * l1)
+    assert torch.allclose(warming.loss, mse + 0.5 * torch.tensor([0.5, 2.0]) * l1)
 
 
 def test_tied_init():

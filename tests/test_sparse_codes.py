@@ -1,15 +1,16 @@
-"""The sparse training code of TopK and BatchTopK equals the dense formulas, gradients included, on the
-fixed-shape path and on the CPU's data-sized paths alike."""
+"""The two implementations of sae/codes.py, dense (topk + scatter + matmul) and sparse (fixed-N entries and
+segment sums), give the same loss and gradients for every recipe that uses codes, and equal the dense
+formulas written out here. Tolerance: 1e-5 absolute and relative (float32 sums in different orders)."""
 
 import pytest
 import torch
 
 from toysuper import SAE
-from toysuper.sae import selection
-from toysuper.sae.selection import _cut_from_a_guess
-from toysuper.sae.sparse import code_at, decode_code
+from toysuper.sae import codes
 from toysuper.sae.state import TrainState
 from device import DEVICE
+
+TOLERANCE = dict(atol=1e-5, rtol=1e-5)
 
 
 def dense_top_k(values, k):
@@ -45,103 +46,100 @@ def dense_reference_loss(sae, x, dead, k, k_aux, batch_wide):
     return mse + sae.aux_coefficient * aux, acts
 
 
-@pytest.mark.parametrize("fixed_shapes", [True, False])
-@pytest.mark.parametrize("recipe", ["topk", "batchtopk"])
-def test_sparse_training_loss_and_gradients_equal_the_dense_formula(recipe, fixed_shapes):
+def small(recipe, **settings):
     torch.manual_seed(0)
-    # batchtopk without its TopK warm-up: the batch-wide code (the warm-up's code is topk's, the other case)
-    warmup = {"topk_warmup": 0.0} if recipe == "batchtopk" else {}
-    sae = SAE(6, 12, n_instances=2, recipe=recipe, seed=1, device=DEVICE, k=[2, 3], k_aux=[3, 4], **warmup)
+    sae = SAE(6, 12, n_instances=2, recipe=recipe, seed=1, device=DEVICE, k=[2, 3], k_aux=[3, 4], **settings)
     with torch.no_grad():
         sae.b_enc.normal_(0, 0.1)
         sae.b_dec.normal_(0, 0.1)
-    x = torch.randn(16, 2, 6)
+    return sae
+
+
+def some_dead(step=0.0, phase=None, steps=1):
     since_fired = torch.zeros(2, 12)
     since_fired[0, [1, 4, 7, 8]] = 100.0
     since_fired[1, [0, 2, 5, 9, 11]] = 100.0
-    state = TrainState(samples_since_fired=since_fired, dead_window=50, step=torch.zeros(()),
-                       fixed_shapes=fixed_shapes)
-    terms = sae.recipe.loss(sae, x, state)
-    terms["loss"].sum().backward()
-    sparse_grads = {name: p.grad.clone() for name, p in sae.named_parameters()}
+    return TrainState(samples_since_fired=since_fired, dead_window=50, step=torch.tensor(step), steps=steps,
+                      phase=phase)
+
+
+def loss_and_grads(sae, x, state, implementation, monkeypatch):
+    monkeypatch.setitem(codes.BY_DEVICE, torch.device(DEVICE).type, implementation)
     sae.zero_grad()
-    reference, acts = dense_reference_loss(sae, x, since_fired >= 50, [2, 3], [3, 4], recipe == "batchtopk")
+    out = sae.recipe.loss(sae, x, state)
+    out.loss.sum().backward()
+    return out, {name: p.grad.clone() for name, p in sae.named_parameters()}
+
+
+CASES = {  # recipe, its settings, the training state
+    "topk": ("topk", {}, some_dead()),
+    "batchtopk": ("batchtopk", {"topk_warmup": 0.0}, some_dead(phase=2)),
+    "batchtopk, warming up": ("batchtopk", {"topk_warmup": 0.5}, some_dead(phase=0, steps=10)),
+    "batchtopk, one instance warming up": ("batchtopk", {"topk_warmup": [0.5, 0.0]}, some_dead(phase=1, steps=10)),
+    "matryoshka": ("matryoshka", {"smallest_prefix": [0.25, 0.5], "topk_warmup": 0.0}, some_dead(phase=2)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_dense_and_sparse_codes_give_the_same_loss_and_gradients(case, monkeypatch):
+    recipe, settings, state = CASES[case]
+    sae = small(recipe, **settings)
+    x = torch.randn(16, 2, 6)
+    (dense, dense_grads), (sparse, sparse_grads) = (loss_and_grads(sae, x, state, implementation, monkeypatch)
+                                                    for implementation in (codes.DENSE, codes.SPARSE))
+    assert (dense.terms["auxk"] > 0).all()  # AuxK is compared too
+    torch.testing.assert_close(sparse.loss, dense.loss, **TOLERANCE)
+    assert sparse.terms.keys() == dense.terms.keys()
+    for name, value in dense.terms.items():
+        torch.testing.assert_close(sparse.terms[name], value, **TOLERANCE, msg=name)
+    assert torch.equal(sparse.fired, dense.fired) and torch.equal(sparse.l0, dense.l0)
+    for name, grad in dense_grads.items():
+        torch.testing.assert_close(sparse_grads[name], grad, **TOLERANCE, msg=name)
+
+
+@pytest.mark.parametrize("implementation", ["DENSE", "SPARSE"])
+@pytest.mark.parametrize("recipe", ["topk", "batchtopk"])
+def test_codes_equal_the_dense_formula(recipe, implementation, monkeypatch):
+    sae = small(recipe, **({"topk_warmup": 0.0} if recipe == "batchtopk" else {}))
+    x = torch.randn(16, 2, 6)
+    state = some_dead(phase=2)
+    out, grads = loss_and_grads(sae, x, state, getattr(codes, implementation), monkeypatch)
+    sae.zero_grad()
+    reference, acts = dense_reference_loss(sae, x, state.dead(), [2, 3], [3, 4], recipe == "batchtopk")
     reference.sum().backward()
-    assert (terms["auxk"] > 0).all()
-    torch.testing.assert_close(terms["loss"], reference, atol=1e-5, rtol=1e-5)
-    assert torch.allclose(terms["l0"], (acts > 0).float().sum(-1).mean(0))
-    assert torch.equal(terms["fired"], (acts > 0).any(0))
+    torch.testing.assert_close(out.loss, reference, **TOLERANCE)
+    assert torch.allclose(out.l0, (acts > 0).float().sum(-1).mean(0))
+    assert torch.equal(out.fired, (acts > 0).any(0))
     for name, p in sae.named_parameters():
-        torch.testing.assert_close(sparse_grads[name], p.grad, atol=1e-5, rtol=1e-5, msg=name)
+        torch.testing.assert_close(grads[name], p.grad, **TOLERANCE, msg=name)
 
 
-def test_code_round_trips_to_dense_and_decodes():
-    sae = SAE(4, 5, n_instances=2, recipe="topk", seed=0, device=DEVICE, k=2)
-    with torch.no_grad():
-        sae.b_dec.normal_()
-    x = torch.randn(3, 2, 4)
-    pre = sae.centred_pre_activations(x).detach()
-    code = code_at(sae, x, *selection.top_k(pre, sae.k.long(), 2))
-    dense = code.to_dense()
-    assert torch.allclose(dense, torch.relu(dense_top_k(pre, [2, 2])), atol=1e-6)
-    assert torch.allclose(decode_code(sae, code), sae.decode(dense), atol=1e-6)
-    assert torch.allclose(decode_code(sae, code, bias=False), sae.decode(dense) - sae.b_dec, atol=1e-6)
-    assert torch.equal(code.fired(), (dense > 0).any(0))
+def test_a_sparse_code_restricted_and_decoded_equals_the_dense_one():
+    sae = small("topk")
+    x = torch.randn(5, 2, 6)
+    pre = sae.centred_pre_activations(x)
+    chosen = codes.top_k(pre.detach(), sae.k.long(), 3)
+    dense, sparse = codes.dense(sae, x, pre, *chosen), codes.sparse(sae, x, pre, *chosen)
+    latents = (torch.rand(2, 12) < 0.5).float()
+    for bias in (True, False):
+        torch.testing.assert_close(sparse.decode(sae, bias), dense.decode(sae, bias), **TOLERANCE)
+        torch.testing.assert_close(sparse.only(latents).decode(sae, bias), dense.only(latents).decode(sae, bias),
+                                   **TOLERANCE)
+    assert torch.equal(dense.acts, torch.relu(dense_top_k(pre.detach(), [2, 3])))
+    assert torch.equal(sparse.fired(), dense.fired()) and torch.equal(sparse.l0(), dense.l0())
 
 
-@pytest.mark.parametrize("case", ["random", "bfloat16", "ties", "mostly_zeros"])
-def test_batch_top_k_cpu_cut_equals_the_fixed_shape_topk(case):
-    """The CPU path keeps the same entries as torch.topk (ties at the cut: the same count, the lowest
-    positions), in the same fixed-shape layout; where its guess cannot work it falls back to topk.
-    (A CPU path: its tensors are on the CPU whatever device the suite runs on.)"""
-    torch.manual_seed(0)
-    batch, d_sae = 40, 700
-    with torch.device("cpu"):
-        pre = {"random": torch.randn(batch, 3, d_sae),
-               "bfloat16": torch.randn(batch, 3, d_sae).bfloat16(),  # compared as bit patterns: no conversion
-               "ties": torch.randint(0, 40, (batch, 3, d_sae)).float(),
-               "mostly_zeros": torch.zeros(batch, 3, d_sae).index_fill_(2, torch.arange(3), 1.0)}[case]
-        k = torch.tensor([6, 3, 4])
-    flat = pre.transpose(0, 1).reshape(3, -1)
-    assert (_cut_from_a_guess(flat, k * batch, 6 * batch) is None) == (case == "mostly_zeros")
-    rows, latents, keep = selection.batch_top_k(pre, k, 6, fixed_shapes=False)
-    want_rows, want_latents, want_keep = selection.batch_top_k(pre, k, 6, fixed_shapes=True)
-    assert rows.shape == want_rows.shape == (3 * 6 * batch,)
-    assert torch.equal(rows, rows.sort().values)  # ascending rows, as the code's pattern needs
-    kept = {(r, l) for r, l, kk in zip(rows.tolist(), latents.tolist(), keep.tolist()) if kk}
-    want = {(r, l) for r, l, kk in zip(want_rows.tolist(), want_latents.tolist(), want_keep.tolist()) if kk}
-    assert len(kept) == len(want) == int((k * batch).sum())
-    if case in ("ties", "bfloat16"):  # equal scores at the cut: the same values kept, not always the same places
-        values = pre.transpose(0, 1).reshape(-1, d_sae).float()
-        assert sorted(values[r, l].item() for r, l in kept) == sorted(values[r, l].item() for r, l in want)
-    else:
-        assert kept == want
+def test_top_k_among_nothing_is_zero():
+    sae = small("topk")
+    x = torch.randn(5, 2, 6)
+    pre = sae.centred_pre_activations(x)
+    nothing = torch.zeros(2, 12, dtype=torch.bool)
+    for implementation in (codes.DENSE, codes.SPARSE):
+        assert torch.equal(implementation.top_k_among(sae, x, pre, nothing, sae.k_aux.long(), 4),
+                           torch.zeros(5, 2, 6))
 
 
-@pytest.mark.parametrize("k_aux", [2, 10])  # 2: rows with more positive dead latents than k_aux; 10: none
-def test_aux_k_cpu_path_keeps_what_the_fixed_shape_path_keeps(k_aux):
-    torch.manual_seed(1)
-    pre = torch.randn(32, 2, 10, device="cpu")  # a CPU path, whatever device the suite runs on
-    dead = torch.zeros(2, 10, dtype=torch.bool, device="cpu")
-    dead[0, [1, 4, 7, 8]] = True
-    dead[1, [0, 2, 3, 5, 9]] = True
-    k = torch.tensor([k_aux, k_aux], device="cpu")
-
-    rows, latents, keep = selection.aux_k(pre, dead, k, k_aux)
-    fixed = {(r, l) for r, l, kk in zip(rows.tolist(), latents.tolist(), keep.tolist()) if kk}
-    columns, block_keep = selection.dead_block(pre, dead, k)
-    block = {(i * 32 + b, columns[i, j].item()) for i, b, j in block_keep.nonzero().tolist()}
-
-    reference = set()
-    for i in range(2):
-        scores = torch.where(dead[i], pre[:, i], -torch.inf)
-        top, index = scores.topk(k_aux, dim=-1)
-        reference |= {(i * 32 + b, l) for b in range(32) for v, l in zip(top[b].tolist(), index[b].tolist()) if v > 0}
-    assert fixed == block == reference
-    assert selection.dead_block(pre, torch.zeros_like(dead), k) is None  # nothing dead
-
-
-def test_under_bf16_autocast_only_the_selection_is_bf16():
+def test_under_bf16_autocast_the_sparse_code_is_scored_in_float32():
     """The dense selection may run in bf16; the kept entries are scored exactly in float32."""
     torch.manual_seed(0)
     sae = SAE(16, 64, n_instances=2, recipe="topk", seed=0, device=DEVICE, k=3)
@@ -151,8 +149,28 @@ def test_under_bf16_autocast_only_the_selection_is_bf16():
     x = torch.randn(32, 2, 16)
     with torch.autocast(torch.device(DEVICE).type, dtype=torch.bfloat16):
         pre = sae.centred_pre_activations(x)
-        rows, latents, keep = selection.top_k(pre, sae.k.long(), 3)
-        code = code_at(sae, x, rows, latents, keep)
+        code = codes.sparse(sae, x, pre, *codes.top_k(pre.detach(), sae.k.long(), 3))
     assert pre.dtype == torch.bfloat16 and code.values.dtype == torch.float32
     exact = sae.centred_pre_activations(x).detach().transpose(0, 1).reshape(-1, 64)
-    torch.testing.assert_close(code.values.detach(), torch.relu(exact[rows, latents]), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(code.values.detach(), torch.relu(exact[code.rows, code.latents]),
+                               rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["random", "mostly_zeros"])
+def test_the_guessed_batch_cut_keeps_what_topk_keeps(case):
+    """The sparse implementation's batch top-k (a CPU path: its tensors are on the CPU whatever the suite's
+    device) ranks only the entries above a guessed cut; where the guess cannot work, it falls back to topk."""
+    torch.manual_seed(0)
+    with torch.device("cpu"):
+        pre = {"random": torch.randn(40, 3, 700),
+               "mostly_zeros": torch.zeros(40, 3, 700).index_fill_(2, torch.arange(3), 1.0)}[case]
+        k = torch.tensor([6, 3, 4])
+    positions, keep = codes.guessed_batch_top_k(pre, k, 6)
+    want_positions, want_keep = codes.batch_top_k(pre, k, 6)
+    assert positions.shape == want_positions.shape == (3, 6 * 40)
+    assert torch.equal(positions, positions.sort().values) == (case == "random")  # guessed: ascending
+
+    def kept(positions, keep):
+        return {(i, p) for i, row in enumerate(positions.tolist()) for p, kk in zip(row, keep[i].tolist()) if kk}
+    assert kept(positions, keep) == kept(want_positions, want_keep)
+    assert len(kept(positions, keep)) == (int((k * 40).sum()) if case == "random" else 3 * 40 * 3)

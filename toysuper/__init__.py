@@ -18,7 +18,7 @@ from .truth.magnitudes import Constant, Exponential, FoldedNormal, TruncatedNorm
 from .grade.matching import cosine_matrix, hungarian, match, mmcs, recovered
 from .grade.saelens_bridge import SAELensActivations
 from .grade.saelens_format import load_saelens, save_saelens
-from .sae import RECIPES, SAE, Recipe, SAETrainResult, get_recipe, register_recipe, train_sae
+from .sae import RECIPES, SAE, LossOutput, Recipe, SAETrainResult, get_recipe, register_recipe, train_sae
 from .devices import instance_generators
 from .sources import ActivationSource, Batch, DictionarySource, SAELensWorld, ToyModelSource, random_directions
 from .toy.model import ToyModel
@@ -35,5 +35,5 @@ __all__ = [
     "save_saelens",
     "Constant", "CorrelatedGroups", "Dictionary", "ExclusiveGroups", "Exponential", "FoldedNormal",
     "Hierarchy", "LowRankCorrelation", "SparseFeatures", "TruncatedNormal", "Uniform", "Zipf", "instance_generators",
-    "low_coherence_directions", "worlds", "SAELensWorld", "Recipe", "get_recipe", "register_recipe",
+    "low_coherence_directions", "worlds", "SAELensWorld", "LossOutput", "Recipe", "get_recipe", "register_recipe",
 ]

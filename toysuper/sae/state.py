@@ -29,13 +29,10 @@ class TrainState:
     """Steps done so far, a 0-d float32 tensor on the SAE's device (0 at the first step)."""
     samples_since_fired: torch.Tensor | None = None
     """Per latent, training samples since it last fired, (inst, d_sae)."""
-    phase: int = 0
-    """The phase of training this step is in (host-side): how many of the recipe's phase_boundaries(sae,
-    steps) it has passed; set by the loop before each step, each phase has its own CUDA graph."""
-    fixed_shapes: bool = True
-    """Whether the step must keep shapes fixed by the configuration (captured, compiled, or on an
-    accelerator). False only for an eager step on the CPU, where reading a count back is free and a few
-    selections use it to skip work (sae/selection.py)."""
+    phase: int | None = None
+    """How many of the recipe's `phase_boundaries` this step has reached, a host int set by the training
+    loop before each step (a captured step is one graph per phase); None: unknown, which every recipe
+    must handle (it then decides per instance on the device)."""
     optimizer: torch.optim.Optimizer | None = None
     draw: Callable[[int], torch.Tensor] | None = None
     """draw(n): n fresh inputs in training units, (n, inst, d_hidden)."""
@@ -51,7 +48,3 @@ class TrainState:
             return None
         return self.samples_since_fired >= (self.dead_window if window is None else window)
 
-
-def fixed_shapes(state: TrainState | None, device: torch.device) -> bool:
-    """Whether a step must keep its shapes fixed: as the state says, and outside training off the CPU."""
-    return state.fixed_shapes if state is not None else device.type != "cpu"

@@ -1,8 +1,9 @@
 """One SAE training step with shapes set by the configuration and no host sync, for every recipe.
 
-    draw the batch -> recipe loss (forward) -> backward -> recipe's gradient fix (unit-norm decoder)
-    -> per-instance gradient clip -> learning rate from the schedule -> Adam -> recipe bookkeeping
-    (renormalise, thresholds) -> dead-latent counters
+    draw the batch -> recipe loss (forward) -> backward -> the recipe's constraints fix the gradient
+    (unit-norm decoder) -> per-instance gradient clip -> learning rate from the schedule -> Adam -> the
+    recipe's statistics (thresholds), constraints (renormalise) and controllers (target L0) -> dead-latent
+    counters
 
 Everything that changes between steps is a device tensor updated in place (the step count, the
 learning rate, the counters), so the same function runs eagerly on any device and is captured whole
@@ -18,6 +19,7 @@ from typing import Callable
 
 import torch
 
+from .recipes.base import LossOutput
 from .state import TrainState
 
 PRECISIONS = ("float32", "bfloat16")
@@ -33,8 +35,8 @@ def autocast(device: torch.device, precision: str):
     """A context in which the forward pass runs in `precision`.
 
     "bfloat16" autocasts matmuls to bf16 (weights, Adam moments and the loss stay float32): about twice
-    the matmul throughput on recent GPUs, and four times on CPUs with AVX512-BF16. The TopK family keeps
-    only its latent selection in bf16 and scores the kept latents in float32 (sae/sparse.py). The autocast
+    the matmul throughput on recent GPUs, and four times on CPUs with AVX512-BF16. The sparse codes of the
+    TopK family score their kept latents in float32 (sae/sparse.py). The autocast
     cache is off: a captured step must cast the weights it reads on every replay.
     """
     if check_precision(precision) == "float32":
@@ -64,10 +66,19 @@ def clip_per_instance(parameters: list[torch.Tensor], max_norm: float) -> torch.
     return norms
 
 
-def bookkeeping(sae, state: TrainState, terms: dict[str, torch.Tensor]) -> None:
-    """After the optimiser: the recipe's constraints and statistics, the dead-latent counters, the step count."""
-    sae.recipe.after_optimizer_step(sae, state, terms)
-    state.samples_since_fired.add_(state.batch_size).masked_fill_(terms["fired"], 0.0)
+def before_optimizer(sae, state: TrainState) -> None:
+    """The recipe's constraints adjust the gradients (e.g. a unit-norm decoder's)."""
+    for constraint in sae.recipe.constraints:
+        constraint.before_optimizer_step(sae, state)
+
+
+def bookkeeping(sae, state: TrainState, out: LossOutput) -> None:
+    """After the optimiser: the recipe's statistics, constraints and controllers, the dead-latent counters,
+    the step count."""
+    sae.recipe.after_optimizer_step(sae, state, out)
+    for hook in (*sae.recipe.constraints, *sae.recipe.controllers):
+        hook.after_optimizer_step(sae, state, out)
+    state.samples_since_fired.add_(state.batch_size).masked_fill_(out.fired, 0.0)
     sae.samples_seen += state.batch_size
     state.step += 1
 
@@ -75,7 +86,8 @@ def bookkeeping(sae, state: TrainState, terms: dict[str, torch.Tensor]) -> None:
 def sae_step(sae, state: TrainState, optimizer: torch.optim.Optimizer, lr: torch.Tensor, base_lr: float,
              schedule: dict, grad_clip: float | None, precision: str) -> Callable[[], dict[str, torch.Tensor]]:
     """The training step of `sae` as a function of no arguments: it draws with `state.draw` and returns the
-    loss terms of the step, each (inst,) (and "bad_inputs", the non-finite entries of the batch).
+    logged terms of the step, each (inst,): "loss", the recipe's terms, "l0" (and "bad_inputs", the
+    non-finite entries of the batch).
 
     lr: the optimiser's learning-rate tensor, set to base_lr · lr_multiplier(step, **schedule) each step.
     """
@@ -85,18 +97,17 @@ def sae_step(sae, state: TrainState, optimizer: torch.optim.Optimizer, lr: torch
     def step() -> dict[str, torch.Tensor]:
         x = state.draw(state.batch_size)
         with autocast(device, precision):
-            terms = sae.recipe.loss(sae, x, state)
+            out = sae.recipe.loss(sae, x, state)
         optimizer.zero_grad(set_to_none=True)
-        terms["loss"].sum().backward()  # instances are independent: their losses simply add
-        sae.recipe.before_optimizer_step(sae, state)
+        out.loss.sum().backward()  # instances are independent: their losses simply add
+        before_optimizer(sae, state)
         if grad_clip is not None:
             clip_per_instance(parameters, grad_clip)
         lr.copy_(base_lr * lr_multiplier(state.step, state.steps, **schedule))
         optimizer.step()
         with torch.no_grad():
-            bookkeeping(sae, state, terms)
-        terms = {name: value.detach() for name, value in terms.items()}
-        terms["bad_inputs"] = (~torch.isfinite(x)).sum()
-        return terms
+            bookkeeping(sae, state, out)
+        terms = {"loss": out.loss, **out.terms, "l0": out.l0}
+        return {**{name: value.detach() for name, value in terms.items()}, "bad_inputs": (~torch.isfinite(x)).sum()}
 
     return step

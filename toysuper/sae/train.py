@@ -16,7 +16,6 @@ graph and replayed (toysuper/capture.py). The loop reads numbers back only every
 from __future__ import annotations
 
 import warnings
-from bisect import bisect_right
 from dataclasses import dataclass
 
 import pandas as pd
@@ -68,12 +67,6 @@ class SAETrainResult:
     """Why it did not where it would have: the first error of a failed capture, or why the source cannot be."""
 
 
-def _settings(sae: SAE, given: dict) -> dict:
-    settings = {**TRAIN_DEFAULTS, **sae.recipe.train_defaults}
-    settings.update({key: value for key, value in given.items() if value is not FROM_RECIPE})
-    return settings
-
-
 @with_threads
 def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size: int = 1024, lr=FROM_RECIPE,
               seed=0, grad_clip=FROM_RECIPE, log_every: int = 100, dead_window=FROM_RECIPE,
@@ -115,82 +108,22 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
     seed, its data seed) follows the same trajectory as inside a batch.
     Raises ValueError on NaN activations or a NaN loss; weights then hold the last good state.
     """
-    if not isinstance(sae, SAE):
-        raise TypeError(f"sae must be a toysuper SAE, got {type(sae).__name__}")
-    missing = [name for name in ("sample", "n_instances", "d_hidden", "device") if not hasattr(source, name)]
-    if missing:
-        raise TypeError(f"source must be an activation source (sample(), n_instances, d_hidden, device: e.g. "
-                        f"DictionarySource or ToyModelSource), got {type(source).__name__}"
-                        + (f" of shape {tuple(source.shape)}" if isinstance(source, torch.Tensor) else "")
-                        + f", which has no {', '.join(missing)}")
-    steps = positive_int("steps", steps)
-    batch_size = positive_int("batch_size", batch_size)
-    check_precision(precision)
-    check_capture(capture, tf32)
-    log_every = positive_int("log_every", log_every)
-    settings = _settings(sae, dict(lr=lr, betas=betas, grad_clip=grad_clip, lr_warmup=lr_warmup, lr_decay=lr_decay,
-                                   b_dec_init=b_dec_init, resample=resample, scale_inputs=scale_inputs,
-                                   dead_window=dead_window))
-    dead_window = positive_int("dead_window", settings["dead_window"])
-    lr = positive_float("lr", settings["lr"])
-    if settings["grad_clip"] is not None:
-        non_negative("grad_clip", settings["grad_clip"])
-    for key in ("lr_warmup", "lr_decay"):
-        if not 0 <= non_negative(key, settings[key]) <= 1:
-            raise ValueError(f"{key} must be a fraction of training in [0, 1], got {settings[key]!r}")
-    if (source.n_instances, source.d_hidden) != (sae.n_instances, sae.d_hidden):
-        raise ValueError(f"source gives (n_instances, d_hidden)=({source.n_instances}, {source.d_hidden}) "
-                         f"but the SAE has ({sae.n_instances}, {sae.d_hidden})")
-
-    device = sae.device
+    settings = _settings(sae, source, steps, batch_size, log_every, precision, capture, tf32, dict(
+        lr=lr, betas=betas, grad_clip=grad_clip, lr_warmup=lr_warmup, lr_decay=lr_decay, b_dec_init=b_dec_init,
+        resample=resample, scale_inputs=scale_inputs, dead_window=dead_window))
     data_seeds = instance_seeds(seed, sae.n_instances)
     generator = instance_generators(data_seeds, source.device)  # one stream per instance
-    fresh = float(sae.samples_seen) == 0
-    scaling = sae.recipe.input_scaling if settings["scale_inputs"] else None
-    scale = None
-    if scaling is not None or (fresh and settings["b_dec_init"] != "zeros"):
-        x0 = finite_tensor("hidden activations", source.sample(INIT_SAMPLES, generator).hidden.to(device))
-        if scaling is not None:
-            scale = input_scale(x0, scaling)
-            x0 = x0 * scale[:, None]
-            if not fresh:  # a trained SAE reads raw inputs: back to training units first
-                sae.fold_input_scale(1.0 / scale)
-        start = b_dec_start(x0, settings["b_dec_init"]) if fresh else None
-        if start is not None:
-            with torch.no_grad():
-                sae.b_dec.copy_(start)
-
-    sample_hidden = getattr(source, "sample_hidden", None)  # sources that can skip building dense features
-
-    def draw(n: int) -> torch.Tensor:
-        hidden = sample_hidden(n, generator) if sample_hidden else source.sample(n, generator).hidden
-        hidden = hidden.to(device)
-        return hidden if scale is None else hidden * scale[:, None]
-
-    captured = captures(capture, device, source)
-    lr_now = torch.tensor(lr, device=device)  # the schedule writes it in place: a captured step reads it
-    # The fused kernel updates a parameter's moments in one pass (CPU and CUDA have one); capturable keeps
-    # Adam's step count on the device, as a CUDA graph needs.
-    optimizer = torch.optim.Adam(sae.parameters(), lr=lr_now, betas=tuple(settings["betas"]),
-                                 fused=device.type in ("cpu", "cuda"), capturable=captured)
-    state = TrainState(steps=steps, batch_size=batch_size, dead_window=dead_window, optimizer=optimizer, draw=draw,
-                       step=torch.zeros((), device=device),
-                       samples_since_fired=torch.zeros(sae.n_instances, sae.d_sae, device=device),
-                       fixed_shapes=device.type != "cpu")
-    schedule = {"warmup": settings["lr_warmup"], "decay": settings["lr_decay"]}
-    step_fn = sae_step(sae, state, optimizer, lr_now, lr, schedule, settings["grad_clip"], precision)
-    run = StepRunner(step_fn, device, capture, streams=[generator.counter], tf32=tf32,  # capture: the draw's state
-                     not_capturable=uncapturable_reason(source, device),
-                     reset_gradients=lambda: optimizer.zero_grad(set_to_none=True))
-    phase_boundaries = getattr(sae.recipe, "phase_boundaries", lambda sae, steps: [])(sae, steps)  # capture: phases
+    scale = _init_and_scale(sae, source, generator, settings)
+    state, run, lr_now = _step_runner(sae, source, generator, scale, steps, batch_size, settings, precision, capture,
+                                      tf32)
     resample_at = resample_steps(steps) if settings["resample"] else set()
-    resampled = 0
-    rows = []
+    phase_boundaries = sae.recipe.phase_boundaries(sae, steps)
+    resampled, rows = 0, []
     last_good = {k: v.detach().clone() for k, v in sae.state_dict().items()}
     try:
         for step in progress_bar(range(steps), desc=f"SAE {sae.recipe.name}", quiet=quiet):
-            state.phase = bisect_right(phase_boundaries, step)  # capture: one graph per phase
-            terms = run(state.phase)
+            state.phase = sum(step >= boundary for boundary in phase_boundaries)
+            terms = run(phase=state.phase)
             if step in resample_at:  # between steps: resampling reads counts back to the host
                 dead = state.dead(resample_window(steps, batch_size))
                 resampled += resample_dead_latents(sae, state, dead, step, data_seeds)
@@ -202,11 +135,87 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
         run.close()  # capture: release the graphs' memory (gradients set to None)
         if scale is not None:  # the saved and returned SAE reads raw inputs
             sae.fold_input_scale(scale)
-    dead_fraction = (state.samples_since_fired >= min(dead_window, steps * batch_size)).float().mean(-1).cpu()
-    history = pd.DataFrame(rows)
-    _warn_if_diverged(history, lr)
+    dead_fraction = (state.samples_since_fired >= min(state.dead_window, steps * batch_size)).float().mean(-1).cpu()
+    _warn_if_diverged(history := pd.DataFrame(rows), settings["lr"])
     return SAETrainResult(history, dead_fraction, None if scale is None else scale.cpu(), resampled, run.captured,
                           run.failure)
+
+
+def _settings(sae: SAE, source, steps, batch_size, log_every, precision, capture, tf32, given: dict) -> dict:
+    """The run's settings (given, else the recipe's, else TRAIN_DEFAULTS), every argument checked first."""
+    if not isinstance(sae, SAE):
+        raise TypeError(f"sae must be a toysuper SAE, got {type(sae).__name__}")
+    missing = [name for name in ("sample", "n_instances", "d_hidden", "device") if not hasattr(source, name)]
+    if missing:
+        raise TypeError(f"source must be an activation source (sample(), n_instances, d_hidden, device: e.g. "
+                        f"DictionarySource or ToyModelSource), got {type(source).__name__}"
+                        + (f" of shape {tuple(source.shape)}" if isinstance(source, torch.Tensor) else "")
+                        + f", which has no {', '.join(missing)}")
+    positive_int("steps", steps)
+    positive_int("batch_size", batch_size)
+    check_precision(precision)
+    check_capture(capture, tf32)
+    positive_int("log_every", log_every)
+    settings = {**TRAIN_DEFAULTS, **sae.recipe.train_defaults}
+    settings.update({key: value for key, value in given.items() if value is not FROM_RECIPE})
+    settings["dead_window"] = positive_int("dead_window", settings["dead_window"])
+    settings["lr"] = positive_float("lr", settings["lr"])
+    if settings["grad_clip"] is not None:
+        non_negative("grad_clip", settings["grad_clip"])
+    for key in ("lr_warmup", "lr_decay"):
+        if not 0 <= non_negative(key, settings[key]) <= 1:
+            raise ValueError(f"{key} must be a fraction of training in [0, 1], got {settings[key]!r}")
+    if (source.n_instances, source.d_hidden) != (sae.n_instances, sae.d_hidden):
+        raise ValueError(f"source gives (n_instances, d_hidden)=({source.n_instances}, {source.d_hidden}) "
+                         f"but the SAE has ({sae.n_instances}, {sae.d_hidden})")
+    return settings
+
+
+def _init_and_scale(sae: SAE, source, generator, settings: dict) -> torch.Tensor | None:
+    """Estimate the recipe's input scale (inst,) (None: none) and start b_dec, from INIT_SAMPLES inputs."""
+    fresh = float(sae.samples_seen) == 0
+    scaling = sae.recipe.input_scaling if settings["scale_inputs"] else None
+    if scaling is None and not (fresh and settings["b_dec_init"] != "zeros"):
+        return None
+    x0 = finite_tensor("hidden activations", source.sample(INIT_SAMPLES, generator).hidden.to(sae.device))
+    scale = None
+    if scaling is not None:
+        scale = input_scale(x0, scaling)
+        x0 = x0 * scale[:, None]
+        if not fresh:  # a trained SAE reads raw inputs: back to training units first
+            sae.fold_input_scale(1.0 / scale)
+    start = b_dec_start(x0, settings["b_dec_init"]) if fresh else None
+    if start is not None:
+        with torch.no_grad():
+            sae.b_dec.copy_(start)
+    return scale
+
+
+def _step_runner(sae: SAE, source, generator, scale, steps: int, batch_size: int, settings: dict, precision: str,
+                 capture: str, tf32: bool) -> tuple[TrainState, StepRunner, torch.Tensor]:
+    """The run's state, its step (eager or captured) and the learning-rate tensor the schedule writes."""
+    device = sae.device
+    sample_hidden = getattr(source, "sample_hidden", None)  # sources that can skip building dense features
+
+    def draw(n: int) -> torch.Tensor:
+        hidden = sample_hidden(n, generator) if sample_hidden else source.sample(n, generator).hidden
+        hidden = hidden.to(device)
+        return hidden if scale is None else hidden * scale[:, None]
+
+    lr_now = torch.tensor(settings["lr"], device=device)  # the schedule writes it in place: a captured step reads it
+    # The fused kernel updates a parameter's moments in one pass (CPU and CUDA have one); capturable keeps
+    # Adam's step count on the device, as a CUDA graph needs.
+    optimizer = torch.optim.Adam(sae.parameters(), lr=lr_now, betas=tuple(settings["betas"]),
+                                 fused=device.type in ("cpu", "cuda"), capturable=captures(capture, device, source))
+    state = TrainState(steps=steps, batch_size=batch_size, dead_window=settings["dead_window"], optimizer=optimizer,
+                       draw=draw, step=torch.zeros((), device=device),
+                       samples_since_fired=torch.zeros(sae.n_instances, sae.d_sae, device=device))
+    schedule = {"warmup": settings["lr_warmup"], "decay": settings["lr_decay"]}
+    step_fn = sae_step(sae, state, optimizer, lr_now, settings["lr"], schedule, settings["grad_clip"], precision)
+    run = StepRunner(step_fn, device, capture, streams=[generator.counter], tf32=tf32,
+                     not_capturable=uncapturable_reason(source, device),
+                     reset_gradients=lambda: optimizer.zero_grad(set_to_none=True))
+    return state, run, lr_now
 
 
 def _log(sae: SAE, state: TrainState, terms: dict, step: int, lr: float, last_good: dict) -> list[dict]:

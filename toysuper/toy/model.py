@@ -20,7 +20,6 @@ from . import superposition
 from .. import weights
 from ..checks import positive_int
 from ..devices import instance_seeds, make_generator, resolve_device
-from ..float_masks import positive
 from ..memory import check_fits, toy_model_bytes
 
 KINDS = ("linear", "relu_output", "hidden_relu")
@@ -147,7 +146,7 @@ class ImportanceWeightedMSE(torch.autograd.Function):
         out = _output(h_t, W, b)  # (inst, batch, n)
         on = None
         if kind != "linear":
-            on = positive(out.relu_())  # 1 where the ReLU passes
+            on = (out.relu_() > 0).float()  # 1 where the ReLU passes
         residual = out.sub_(x.transpose(0, 1))  # x' - x, in place of x'
         loss = residual.pow(2).sum(1).mul_(importance).sum(-1).div_(x.shape[0])
         ctx.kind = kind
@@ -163,6 +162,6 @@ class ImportanceWeightedMSE(torch.autograd.Function):
             grad_out.mul_(on)
         grad_h_t = torch.bmm(W.transpose(1, 2), grad_out.transpose(1, 2))  # (inst, m, batch)
         if ctx.kind == "hidden_relu":
-            grad_h_t.mul_(positive(h_t))
+            grad_h_t.mul_(h_t > 0)
         grad_W = torch.bmm(h_t, grad_out) + torch.bmm(grad_h_t, x.transpose(0, 1))  # (inst, m, n)
         return None, grad_W.transpose(1, 2), grad_out.sum(1), None, None

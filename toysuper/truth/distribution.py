@@ -47,6 +47,11 @@ from .hierarchy import Hierarchy
 from .magnitudes import Magnitude, Uniform
 from .shapes import per_instance_per_feature
 
+
+def positive_(t: torch.Tensor) -> torch.Tensor:
+    """1.0 where t > 0, else 0.0, in place of t (float arithmetic: faster than a bool mask on CPU)."""
+    return t.clamp_(0, 1).ceil_()
+
 SAMPLING = {"auto": 0.25, "sparse": 1.0, "dense": 0.0}
 """sampling= choices: a feature firing on its own below this rate is drawn by Poisson events."""
 

@@ -9,7 +9,7 @@ registered here with `register_recipe`, the same function an outside recipe uses
 from __future__ import annotations
 
 from .anthropic_2024 import Anthropic2024
-from .base import Recipe
+from .base import LossOutput, Recipe
 from .batchtopk import BatchTopK
 from .gated import Gated
 from .jumprelu import JumpReLU
@@ -21,4 +21,4 @@ from .topk import TopK
 for _builtin in (Anthropic2024, ReluL1, TopK, BatchTopK, JumpReLU, Gated, MatryoshkaBatchTopK):
     register_recipe(_builtin)
 
-__all__ = ["RECIPES", "Recipe", "get_recipe", "recipe_path", "register_recipe"]
+__all__ = ["LossOutput", "RECIPES", "Recipe", "get_recipe", "recipe_path", "register_recipe"]

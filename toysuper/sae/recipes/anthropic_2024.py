@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Recipe
+from .base import LossOutput, Recipe
 from . import target_l0
 from .parts import activity, check_fraction, squared_error, tied_init, warmup
 from .target_l0 import TargetL0
@@ -27,10 +27,11 @@ L1_WARMUP_FRACTION = 0.05
 INIT_DECODER_NORM = 0.1
 
 
-class Anthropic2024(TargetL0, Recipe):
+class Anthropic2024(Recipe):
     name = "anthropic_2024"
     hyperparameters = {"l1_coefficient": 1.0, "l1_warmup": L1_WARMUP_FRACTION, **target_l0.HYPERPARAMETERS}
     citation = "Templeton et al. 2024, Scaling Monosemanticity; Conerly et al., Anthropic April 2024 update"
+    controllers = (TargetL0(),)
     input_scaling = "mean_norm_sqrt_d"
     sparsity_knob = "l1_coefficient"
     saelens_export = "standard"
@@ -51,6 +52,6 @@ class Anthropic2024(TargetL0, Recipe):
         x_hat = sae.decode(acts)
         mse = squared_error(x, x_hat)
         sparsity = (acts * sae.W_dec.norm(dim=-1)).sum(-1).mean(0)  # decoder norms: (inst, d_sae)
-        coefficient = sae.l1_coefficient * self.coefficient_multiplier(sae)
+        coefficient = sae.l1_coefficient * sae.sparsity_multiplier
         loss = mse + warmup(state, sae.l1_warmup) * coefficient * sparsity
-        return {"loss": loss, "mse": mse, "sparsity": sparsity, **activity(acts)}
+        return LossOutput(loss, {"mse": mse, "sparsity": sparsity}, **activity(acts))

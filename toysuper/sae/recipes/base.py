@@ -10,9 +10,38 @@ weights when training ends.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from ..state import TrainState
+
+
+class LossOutput(NamedTuple):
+    """What a recipe's loss returns for one batch."""
+
+    loss: torch.Tensor
+    """(inst,): the loss minimised; instances are independent, so the trainer minimises their sum."""
+    terms: dict[str, torch.Tensor]
+    """Further (inst,) terms, logged by name (e.g. "mse", "auxk")."""
+    fired: torch.Tensor
+    """bool (inst, d_sae): which latents fired in this batch (the trainer's dead-latent counters)."""
+    l0: torch.Tensor
+    """(inst,): mean number of firing latents per sample (logged; read by the target-L0 controller)."""
+
+
+class Hook:
+    """A rule composed into a recipe (`Recipe.constraints`, `Recipe.controllers`): the trainer calls each
+    one's hooks around the optimiser step, in the order listed."""
+
+    def register(self, sae) -> None:
+        """Create the buffers it needs on `sae`."""
+
+    def before_optimizer_step(self, sae, state: TrainState) -> None:
+        """Adjust gradients."""
+
+    def after_optimizer_step(self, sae, state: TrainState, out: LossOutput) -> None:
+        """Restore the constraint or update the controller (under no_grad)."""
 
 
 class Recipe:
@@ -42,6 +71,11 @@ class Recipe:
     input_scaling: str | None = None
     """None, "mean_norm_sqrt_d" (E||x|| = √d_hidden, Anthropic) or "unit_mean_squared_norm" (E||x||² = 1, Gemma Scope)."""
 
+    constraints: tuple[Hook, ...] = ()
+    """What holds after every step (e.g. UnitNormDecoder()), applied by the trainer."""
+    controllers: tuple[Hook, ...] = ()
+    """What steers a hyperparameter during training (e.g. TargetL0()), updated by the trainer."""
+
     def default(self, name: str, d_sae: int) -> float:
         """The value an SAE of `d_sae` latents takes for a hyperparameter its caller leaves out."""
         return self.hyperparameters[name]
@@ -52,7 +86,10 @@ class Recipe:
         return declared[0] if isinstance(declared, tuple) else declared
 
     def register(self, sae) -> None:
-        """Create the recipe's own parameters or buffers on `sae` (before `init_parameters`)."""
+        """Create the recipe's own parameters or buffers on `sae` (before `init_parameters`); a subclass that
+        overrides it calls super().register(sae), which registers the constraints' and controllers' buffers."""
+        for hook in (*self.constraints, *self.controllers):
+            hook.register(sae)
 
     def check(self, sae) -> None:
         """Reject hyperparameter values the recipe cannot use (ValueError naming the parameter)."""
@@ -65,20 +102,18 @@ class Recipe:
         """Inference-mode latent activations, (batch, inst, d_hidden) -> (batch, inst, d_sae)."""
         raise NotImplementedError
 
-    def loss(self, sae, x: torch.Tensor, state: TrainState | None = None) -> dict[str, torch.Tensor]:
-        """Loss terms, each of shape (inst,); "loss" is the one minimised.
-
-        Must also return "fired": bool (inst, d_sae), which latents fired in this batch (the
-        trainer's dead-latent tracking). `state` says how far training is (warm-ups) and which
-        latents are dead; None means a finished run with nothing dead (for tests and notebooks).
-        """
+    def loss(self, sae, x: torch.Tensor, state: TrainState | None = None) -> LossOutput:
+        """The loss of inputs x (batch, inst, d_hidden). `state` says how far training is (warm-ups) and which
+        latents are dead; None means a finished run with nothing dead (for tests and notebooks)."""
         raise NotImplementedError
 
-    def before_optimizer_step(self, sae, state: TrainState) -> None:
-        """Adjust gradients (e.g. remove the part that would change a unit decoder's norm)."""
+    def phase_boundaries(self, sae, steps: int) -> list[int]:
+        """The steps at which the recipe's loss changes form (e.g. BatchTopK's TopK warm-up ends), ascending:
+        the trainer sets `state.phase` to how many of them the step has reached."""
+        return []
 
-    def after_optimizer_step(self, sae, state: TrainState, terms: dict[str, torch.Tensor]) -> None:
-        """Restore constraints and update running statistics (called under no_grad)."""
+    def after_optimizer_step(self, sae, state: TrainState, out: LossOutput) -> None:
+        """Update the recipe's running statistics (under no_grad, before its constraints' and controllers')."""
 
     def reset_latents(self, sae, mask: torch.Tensor) -> None:
         """Re-initialise the recipe's own per-latent parameters where mask (inst, d_sae) is True

@@ -11,36 +11,28 @@ updated towards that batch's minimum positive kept activation, as a running mean
 first 100 updates and an exponential moving average (weight 0.01) after that, so encoding a
 sample at inference does not depend on the rest of its batch. Decoder rows are held at unit
 norm, the encoder starts as the decoder's transpose, b_dec at the geometric median. Everything
-but the batch-wide selection is TopK's (this class extends it), sparse code included.
+but the batch-wide selection is TopK's (this class extends it).
 
-TopK warm-up (ours, not the paper's): for the first `topk_warmup` of training (default 0.9) the
-code is TopK's, each sample's k largest, and only then the batch-wide cut; θ is estimated from the
-batch-wide steps alone. Trained batch-wide from the start, the latents that lose the first cuts are
-starved: on benchmarks/recipe_robustness.py's small tasks their encoder rows shrink (median norm 0.53
-against 0.84 under TopK) and b_enc turns negative, so they never reach the cut again, while AuxK
-misses them because they still fire now and then (half the latents of `standard-small` fire at
-0.04% against the features' 1.6%, and the rest are blends: recovered@0.9 = 0.28 at 600k samples,
-where TopK reaches 0.90). A plain dense re-implementation without AuxK does the same (0.11 against
-TopK's 0.83 at 300k samples), so this is the batch-wide cut's dynamics, not a bug. Per-sample TopK
-gives every latent that best matches a sample's feature its turn; the batch-wide cut then only
-moves the kept entries between samples: with the warm-up, standard-small 0.94, wide 1.00 (0.02
-before), few-l0-2 0.94 (0.08; a warm-up of 0.8 left it at 0.67). topk_warmup = 0 is the paper's
-BatchTopK.
+TopK warm-up (ours, not the paper's): for the first `topk_warmup` of training (default 0.9) the code
+is TopK's, each sample's k largest, and only then the batch-wide cut; θ is estimated from the
+batch-wide steps alone. Trained batch-wide from the start, the latents that lose the first cuts starve
+(their encoder rows shrink and b_enc turns negative, so they never reach the cut again); per-sample TopK
+first gives every latent that best matches a sample's feature its turn. topk_warmup = 0 is the paper's
+BatchTopK. The switch step is known on the host (`phase_boundaries`), so a step runs one selection;
+only where instances' warm-ups end at different steps do the steps between run both.
 
-A latent counts as dead (for AuxK) after 2,048 samples without firing (2 batches of 1024), as
-in the authors' released code, which counts 5 batches, rather than Gao et al.'s 10M tokens:
-a latent that the batch-wide cut leaves out early is pulled back by AuxK only while it still
-sits near the cut. On the standard task a 100,000-sample window leaves 24% of the latents
-dead and recovered@0.9 ≈ 0.50; 2,048 samples gives 0.91–0.92 (seeds 0–3).
+A latent counts as dead (for AuxK) after 2,048 samples without firing (2 batches of 1024), as in the
+authors' released code (5 batches), rather than Gao et al.'s 10M tokens: a latent that the batch-wide
+cut leaves out early is pulled back by AuxK only while it still sits near the cut. Measurements behind
+both choices: docs/tuning.md.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .. import selection
-from ..state import fixed_shapes
 from .parts import check_fraction
+from .. import codes
 from .topk import TopK
 
 THRESHOLD_EMA = 0.01  # weight of the newest batch once 100 batches have been averaged
@@ -58,6 +50,7 @@ class BatchTopK(TopK):
         check_fraction(sae, "topk_warmup")
 
     def register(self, sae):
+        super().register(sae)
         sae.register_buffer("threshold", torch.zeros(sae.n_instances, device=sae.W_dec.device))
         sae.register_buffer("threshold_updates", torch.zeros(sae.n_instances, device=sae.W_dec.device))
 
@@ -65,20 +58,22 @@ class BatchTopK(TopK):
         acts = torch.relu(sae.centred_pre_activations(x))
         return acts * (acts > sae.threshold[:, None])
 
+    def phase_boundaries(self, sae, steps):
+        """Phase 0: every instance warms up; 1: some do (where the instances' warm-ups differ); 2: none."""
+        return [first_step_past(sae.hyperparameter_min("topk_warmup"), steps),
+                first_step_past(sae.hyperparameter_max("topk_warmup"), steps)]
+
     def select(self, sae, pre, state):
-        k, k_max, fixed = sae.k.long(), int(sae.hyperparameter_max("k")), fixed_shapes(state, pre.device)
-        if sae.hyperparameter_max("topk_warmup") == 0:  # no instance warms up (a setting, read on the host)
-            return selection.batch_top_k(pre, k, k_max, fixed)
-        warm = self.warming_up(sae, state)  # (inst,) bool
-        if not fixed:  # an eager CPU step reads the flags back for free and computes only what it needs
-            if not bool(warm.any()):
-                return selection.batch_top_k(pre, k, k_max, fixed)
-            if bool(warm.all()):
-                return selection.top_k(pre, k, k_max)
-        # both selections give inst·batch·k_max entries, instance-major: pick each instance's whole block
-        per_sample, batch_wide = selection.top_k(pre, k, k_max), selection.batch_top_k(pre, k, k_max, fixed)
-        block = warm.repeat_interleave(per_sample[0].numel() // sae.n_instances)
-        return tuple(torch.where(block, a, b) for a, b in zip(per_sample, batch_wide))
+        k, k_max = sae.k.long(), int(sae.hyperparameter_max("k"))
+        phase = 2 if state is None or state.step is None else state.phase
+        if phase == 0:
+            return codes.top_k(pre, k, k_max)
+        if phase == 2:
+            return codes.choose_batch_top_k(pre, k, k_max)
+        # both give inst·batch·k_max entries: each instance takes the one it is in
+        warm = self.warming_up(sae, state)[:, None]
+        per_sample, batch_wide = codes.top_k(pre, k, k_max), codes.choose_batch_top_k(pre, k, k_max)
+        return tuple(torch.where(warm, a, b) for a, b in zip(per_sample, batch_wide))
 
     def warming_up(self, sae, state) -> torch.Tensor:
         """(inst,) bool: whether the instance still selects per sample (TopK warm-up); outside training, no."""
@@ -86,15 +81,20 @@ class BatchTopK(TopK):
             return torch.zeros_like(sae.topk_warmup, dtype=torch.bool)
         return state.progress() < sae.topk_warmup
 
-    def code_statistics(self, sae, code):
-        kept = torch.where(code.values > 0, code.values.detach(), torch.inf)
-        # every instance has the same number of entries, instance after instance
-        return {"min_active": kept.view(sae.n_instances, -1).amin(-1)}  # (inst,): the smallest kept activation
+    def code_statistics(self, sae, pre, positions, keep):
+        kept = torch.relu(pre).transpose(0, 1).reshape(sae.n_instances, -1).gather(1, positions)
+        return {"min_active": torch.where(keep & (kept > 0), kept, torch.inf).amin(-1)}  # the smallest kept, (inst,)
 
-    def after_optimizer_step(self, sae, state, terms):
-        super().after_optimizer_step(sae, state, terms)
+    def after_optimizer_step(self, sae, state, out):
         # a batch where nothing fired says nothing, nor does a TopK warm-up step
-        seen = torch.isfinite(terms["min_active"]) & ~self.warming_up(sae, state)
+        min_active = out.terms["min_active"]
+        seen = torch.isfinite(min_active) & ~self.warming_up(sae, state)
         rate = torch.clamp(1.0 / (sae.threshold_updates + 1), min=THRESHOLD_EMA)
-        sae.threshold += torch.where(seen, rate * (terms["min_active"] - sae.threshold), 0.0)
+        sae.threshold += torch.where(seen, rate * (min_active - sae.threshold), 0.0)
         sae.threshold_updates += seen.float()
+
+
+def first_step_past(fraction: float, steps: int) -> int:
+    """The first step (0-based) at which TrainState.progress() >= fraction, in the same float32 arithmetic."""
+    progress = (torch.arange(steps + 1, dtype=torch.float32) / max(1, steps)).clamp(max=1.0)
+    return int((progress < fraction).sum())

@@ -12,17 +12,10 @@ the decoder there keeps it from bending the dictionary. As in the paper, decoder
 at unit norm, dead latents are resampled as in Towards Monosemanticity (r_mag and b_mag of a
 resampled latent return to 0), r_mag, b_mag and b_gate start at 0, b_dec at the geometric
 median, and Adam runs with β1 = 0. W_gate starts as W_decᵀ scaled to rows of norm 0.1 (the
-authors later recommended the tied start of Anthropic's April 2024 update; with the rows at
-norm 1 a quarter of the latents end dead on the standard task and recovered@0.9 stays ≈ 0.56).
+authors later recommended the tied start of Anthropic's April 2024 update; with rows of norm 1 a
+quarter of the latents end dead on the standard task).
 
-λ = 0.8 was chosen over benchmarks/recipe_robustness.py's shapes rather than the standard task alone.
-The L0 it reaches at a fixed λ grows with the input's norm (the L1 term scales with ||x||, the squared
-error with ||x||²), and where it drifts far above the task's the SAE settles into blends of features
-instead: at λ = 0.5 (tuned on the standard task) `constant` ran at L0 34 with recovered@0.9 = 0.02,
-`l0-16` at L0 27 with 0.11 and `wide` at 13 with 0.62. The fall is steep (`l0-16`: 0.70 at λ = 0.6,
-0.92 at 0.7), and above it recovery declines slowly (`standard-small`: 0.94, 0.93, 0.91, 0.90 at
-λ = 0.6 to 0.9), so the default sits on the high side: every shape where TopK reaches 0.9 gets ≥ 0.91.
-On the standard task it costs a little: recovered@0.9 = 0.92, against 0.95 at λ = 0.5.
+λ = 0.8 was chosen over benchmarks/recipe_robustness.py's task shapes (docs/tuning.md).
 With `target_l0` set, λ is further scaled by the target-L0 controller of recipes/target_l0.py
 (SynthSAEBench's, Chanin & Garriga-Alonso 2026); off by default.
 """
@@ -31,8 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Recipe
-from ...float_masks import positive
+from .base import LossOutput, Recipe
 from . import target_l0
 from .parts import UnitNormDecoder, activity, squared_error, tied_init
 from .target_l0 import TargetL0
@@ -40,12 +32,13 @@ from .target_l0 import TargetL0
 INIT_ENCODER_NORM = 0.1
 
 
-class Gated(TargetL0, UnitNormDecoder, Recipe):
+class Gated(Recipe):
     name = "gated"
     hyperparameters = {"l1_coefficient": 0.8, **target_l0.HYPERPARAMETERS}
     citation = "Rajamanoharan et al. 2024, Improving Dictionary Learning with Gated Sparse Autoencoders"
     sparsity_knob = "l1_coefficient"
     saelens_export = "gated"
+    constraints, controllers = (UnitNormDecoder(),), (TargetL0(),)
     train_defaults = {"lr": 3e-3, "betas": (0.0, 0.999), "b_dec_init": "geometric_median", "grad_clip": None,
                       "resample": True}
 
@@ -73,15 +66,15 @@ class Gated(TargetL0, UnitNormDecoder, Recipe):
 
     def encode(self, sae, x):
         gate, magnitude = self.paths(sae, x)
-        return positive(gate) * torch.relu(magnitude)
+        return (gate > 0) * torch.relu(magnitude)
 
     def loss(self, sae, x, state=None):
         gate, magnitude = self.paths(sae, x)
         gate_acts = torch.relu(gate)
-        acts = positive(gate_acts.detach()) * torch.relu(magnitude)  # 1[π_gate > 0] passes no gradient
+        acts = (gate_acts.detach() > 0) * torch.relu(magnitude)  # 1[π_gate > 0] passes no gradient
         mse = squared_error(x, sae.decode(acts))
         sparsity = gate_acts.sum(-1).mean(0)
         frozen = torch.einsum("bis,isd->bid", gate_acts, sae.W_dec.detach()) + sae.b_dec.detach()
         aux = squared_error(x, frozen)
-        loss = mse + sae.l1_coefficient * self.coefficient_multiplier(sae) * sparsity + aux
-        return {"loss": loss, "mse": mse, "sparsity": sparsity, "aux": aux, **activity(acts)}
+        loss = mse + sae.l1_coefficient * sae.sparsity_multiplier * sparsity + aux
+        return LossOutput(loss, {"mse": mse, "sparsity": sparsity, "aux": aux}, **activity(acts))

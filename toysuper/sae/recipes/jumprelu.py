@@ -25,30 +25,19 @@ Other choices kept from the papers: inputs scaled to E||x||² = 1, λ warmed up 
 zero biases. Changed for runs of millions rather than billions of samples: ε = 0.05 and θ_init
 = 0.01 instead of 0.001 (Adam moves log θ by about the learning rate per step, so in 2,000 steps at
 lr 3·10⁻³ θ cannot climb from 0.001 to the scale of the pre-activations, about 0.1; SAELens also
-uses ε = 0.05). On the standard task (README) the Gemma Scope penalty plateaus near recovered@0.9
-≈ 0.7 with a fifth of the latents dead, over about 40 settings tried; Anthropic's gives 0.84.
+uses ε = 0.05).
 `l0_warmup` sets the warm-up's length per instance (a fraction of training; 0: none).
 
-Defaults chosen over benchmarks/recipe_robustness.py's task shapes, not the standard task alone:
-c = 1 rather than Anthropic's 4 (a penalty closer to L1 over the activations' range, where c = 4 is
-nearly λ · L0 for any activation worth keeping), λ = 0.2, θ_init = 0.01, lr 7·10⁻³ rather than
-3·10⁻³, and dead latents resampled as in Towards Monosemanticity. At c = 4, λ = 0.04, θ_init = 0.05,
-lr 3·10⁻³ the latents ended as blends of features on `wide` (recovered@0.9 = 0.03), `standard-small`
-(0.51) and `few-l0-2` (0.69), and no λ from 0.04 to 0.32 at c = 4 passed more than four of the eight
-shapes where TopK reaches 0.9. With c = 1 the learning rate pulls the shapes apart (`wide`, 16 latents
-per dimension, reaches 0.98 only at lr 10⁻², where `zipf` falls to about 0.8); resampling revives
-latents for the rare Zipf features, a quarter to a half of which stay dead without it; and the lower
-θ_init lifts `standard-small`, `wide` and `zipf-const-wide` from 0.86-0.88 (at θ_init = 0.05) to 0.91-0.96.
-Together: ≥ 0.91 on all eight shapes (two seeds each), and 0.89 on the standard task (0.86 with the
-old defaults). benchmarks/synthsaebench.py sets SAELens's own values instead.
+Defaults chosen over benchmarks/recipe_robustness.py's task shapes, not the standard task alone
+(docs/tuning.md): c = 1 rather than Anthropic's 4 (a penalty closer to L1 over the activations' range),
+λ = 0.2, θ_init = 0.01, lr 7·10⁻³, and dead latents resampled as in Towards Monosemanticity.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .base import Recipe
-from ...float_masks import positive, positive_
+from .base import LossOutput, Recipe
 from . import target_l0
 from .parts import UnitNormDecoder, check_fraction, squared_error, tied_init, warmup
 from .target_l0 import TargetL0
@@ -59,7 +48,7 @@ L0_WARMUP_FRACTION = 0.1
 class JumpReLUTerms(torch.autograd.Function):
     """The JumpReLU activations and both sparsity penalties, with the straight-through gradients
     above written out: a few fused elementwise steps over the (batch, inst, d_sae) block where
-    autograd would keep and revisit a dozen intermediates. Masks are 0/1 floats (float_masks.py).
+    autograd would keep and revisit a dozen intermediates. Masks are 0/1 floats.
 
     Inputs: pre π (batch, inst, d_sae); threshold θ and decoder norms n (inst, d_sae);
     bandwidth ε (inst, 1); tanh_scale c (inst,); and which terms some instance uses (host bools).
@@ -74,7 +63,7 @@ class JumpReLUTerms(torch.autograd.Function):
     def forward(ctx, pre, threshold, norms, bandwidth, tanh_scale, use_tanh, use_l0, use_pre_act):
         batch, n_instances = pre.shape[0], pre.shape[1]
         gap = pre - threshold  # π - θ
-        gate = positive(gap)  # H(π - θ)
+        gate = (gap > 0).float()  # H(π - θ)
         acts = pre * gate
         sparsity = pre.new_zeros(n_instances)
         saturation = None
@@ -105,7 +94,7 @@ class JumpReLUTerms(torch.autograd.Function):
             grad_f = torch.addcmul(grad_acts, sech2, scale * norms)
             grad_norms += scale * sech2.mul_(acts).sum(0)
         # θ through the rectangle kernel K((π - θ)/ε) = 1 where |π - θ| < ε/2 (its edges have measure 0)
-        kernel = positive_(gap.abs().neg_().add_(bandwidth / 2))
+        kernel = (gap.abs() < bandwidth / 2).float()
         grad_threshold = torch.zeros_like(threshold)
         if use_l0:  # from Σ H(π - θ), on the instances that use it
             l0_weight = torch.where(tanh_scale == 0, per_sample_sparsity, 0.0)[:, None]
@@ -123,7 +112,7 @@ class JumpReLUTerms(torch.autograd.Function):
         return grad_pre, grad_threshold, grad_norms, None, None, None, None, None
 
 
-class JumpReLU(TargetL0, UnitNormDecoder, Recipe):
+class JumpReLU(Recipe):
     name = "jumprelu"
     hyperparameters = {"l0_coefficient": 0.2, "threshold_init": 0.01, "bandwidth": 0.05, "tanh_scale": 1.0,
                        "pre_act_coefficient": 3e-4, "l0_warmup": L0_WARMUP_FRACTION, **target_l0.HYPERPARAMETERS}
@@ -134,6 +123,7 @@ class JumpReLU(TargetL0, UnitNormDecoder, Recipe):
     centres_input = False
     citation = ("Rajamanoharan et al. 2024, Jumping Ahead (JumpReLU SAEs); Lieberum et al. 2024, Gemma Scope; "
                 "Conerly et al., Anthropic Circuits Updates January 2025")
+    constraints, controllers = (UnitNormDecoder(),), (TargetL0(),)
     input_scaling = "unit_mean_squared_norm"
     train_defaults = {"lr": 7e-3, "betas": (0.0, 0.999), "b_dec_init": "zeros", "grad_clip": None, "resample": True}
 
@@ -168,9 +158,9 @@ class JumpReLU(TargetL0, UnitNormDecoder, Recipe):
             pre, sae.log_threshold.exp(), norms, sae.bandwidth[:, None], sae.tanh_scale * tanh, tanh, not tanh,
             sae.hyperparameter_max("pre_act_coefficient") > 0)
         mse = squared_error(x, sae.decode(acts))
-        coefficient = sae.l0_coefficient * self.coefficient_multiplier(sae)
+        coefficient = sae.l0_coefficient * sae.sparsity_multiplier
         loss = (mse + warmup(state, sae.l0_warmup) * coefficient * sparsity
                 + sae.pre_act_coefficient * pre_act)
-        # f > 0 exactly where π > θ > 0: the activity terms read the gate, a float sum rather than a bool mask
-        return {"loss": loss, "mse": mse, "sparsity": sparsity, "pre_act": pre_act,
-                "l0": fires.sum(-1).mean(0), "fired": fires.amax(0) > 0}
+        # f > 0 exactly where π > θ > 0: the activity terms read the gate H(π - θ)
+        return LossOutput(loss, {"mse": mse, "sparsity": sparsity, "pre_act": pre_act},
+                          fired=fires.amax(0) > 0, l0=fires.sum(-1).mean(0))

@@ -15,23 +15,19 @@ w_j = d_sae · smallest_prefix · prefix_growth^j while below d_sae, then d_sae 
 2025 ("Feature Hedging: Correlated Features Break Narrow Sparse Autoencoders") show why it needs one:
 a prefix narrower than the features it sees mixes them into its latents to cut its own error (hedging),
 and they scale the inner levels' losses by powers of a multiplier to balance that against absorption.
-At β = 1 on flat features (benchmarks/recipe_robustness.py's uniform shapes) the prefixes learn blends
-and the latents outside them starve: recovered@0.9 0.01-0.77 on the shapes where TopK reaches 0.9. The
-default β = 0.25 recovers 0.92-0.98 on all of them but one (benchmarks/recipes.py's standard task:
-0.945 -> 0.992) and keeps the nesting; the exception is a k four times the task's L0, where the
-spare budget lets inner latents fire as blends on every sample (few-l0-2: 0.62-0.77; 0.98 at k = 4).
-Smaller β passes that shape too (0.03: 0.91) but leaves so little nesting that the recipe becomes
-BatchTopK (README, "Recipe defaults across task shapes").
+The default β = 0.25 keeps the nesting while letting the latents outside the inner prefixes learn
+features rather than blends on flat feature sets (measurements: docs/tuning.md).
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..sparse import decode_code
-from .auxk import auxk_loss
+from .. import codes
+from .base import LossOutput
 from .batchtopk import BatchTopK
 from .parts import squared_error
+from .topk import auxk_loss
 
 
 def prefix_widths(d_sae: int, smallest: float, growth: float) -> list[int]:
@@ -71,20 +67,20 @@ class MatryoshkaBatchTopK(BatchTopK):
         return torch.tensor(padded, device=sae.W_dec.device)
 
     def loss(self, sae, x, state=None):
-        code, pre = self.training_code(sae, x, state)
-        x_hat = decode_code(sae, code)
+        pre = sae.centred_pre_activations(x)
+        chosen = self.select(sae, pre.detach(), state)
+        code = codes.encode(sae, x, pre, *chosen)
+        x_hat = code.decode(sae)
         mse = squared_error(x, x_hat)  # the outermost prefix: the whole dictionary
         widths = sae.prefix_widths  # (inst, levels), set with the hyperparameters
-        latents = code.latents.view(sae.n_instances, -1)
-        values = code.values.view(sae.n_instances, -1)
+        latent = torch.arange(sae.d_sae, device=x.device)
         inner = torch.zeros_like(mse)
         inner_levels = widths.shape[1] - 1
         for level in range(inner_levels):
             width = widths[:, level]
-            inside = (latents < width[:, None]).float()
-            level_mse = squared_error(x, decode_code(sae, code, (values * inside).reshape(-1)))
+            level_mse = squared_error(x, code.only((latent < width[:, None]).float()).decode(sae))
             weight = sae.prefix_balance ** (inner_levels - level)  # β for the widest inner prefix, β² inside it, ...
             inner = inner + torch.where(width < sae.d_sae, weight * level_mse, 0.0)
-        aux = auxk_loss(sae, x, pre, x - x_hat, state, sae.k_aux.long(), int(sae.hyperparameter_max("k_aux")))
-        return {"loss": mse + inner + sae.aux_coefficient * aux, "mse": mse, "prefix_mse": inner, "auxk": aux,
-                "l0": code.l0(), "fired": code.fired(), **self.code_statistics(sae, code)}
+        aux = auxk_loss(sae, x, pre, x - x_hat, state)
+        terms = {"mse": mse, "prefix_mse": inner, "auxk": aux, **self.code_statistics(sae, pre.detach(), *chosen)}
+        return LossOutput(mse + inner + sae.aux_coefficient * aux, terms, code.fired(), code.l0())

@@ -1,11 +1,11 @@
-"""Pieces several recipes share: initialisations, the unit-norm decoder, TopK and AuxK."""
+"""Pieces several recipes share: the squared error, warm-ups, initialisations, the unit-norm decoder."""
 
 from __future__ import annotations
 
 import torch
 
-from ...float_masks import positive
 from ..state import TrainState
+from .base import Hook
 
 
 def squared_error(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
@@ -14,11 +14,10 @@ def squared_error(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
 
 
 def activity(acts: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The trainer's activity terms of non-negative activations (batch, inst, d_sae): "l0", the
-    mean number of firing latents per sample (inst,), and "fired", which latents fired in the
-    batch, bool (inst, d_sae)."""
-    fired = acts.amax(0) > 0  # amax: a faster reduction than any() over a bool mask
-    return {"l0": positive(acts.detach()).sum(-1).mean(0), "fired": fired}
+    """What the trainer reads off non-negative activations (batch, inst, d_sae): `fired`, which latents
+    fired in the batch, bool (inst, d_sae), and `l0`, the mean number firing per sample, (inst,)."""
+    acts = acts.detach()
+    return {"fired": acts.amax(0) > 0, "l0": (acts > 0).float().sum(-1).mean(0)}
 
 
 def warmup(state: TrainState | None, fraction: float | torch.Tensor) -> torch.Tensor | float:
@@ -62,7 +61,7 @@ def tied_init(sae, generators, decoder_norm: float, encoder_norm: float | None =
     sae.b_dec.zero_()
 
 
-class UnitNormDecoder:
+class UnitNormDecoder(Hook):
     """Decoder rows held at unit norm (Bricken et al. 2023).
 
     Before each step the gradient component parallel to each row is removed (a step along it
@@ -77,17 +76,6 @@ class UnitNormDecoder:
             W = W / W.norm(dim=-1, keepdim=True).clamp_min(1e-12)
             grad -= (grad * W).sum(-1, keepdim=True) * W
 
-    def after_optimizer_step(self, sae, state, terms):
+    def after_optimizer_step(self, sae, state, out):
         sae.W_dec /= sae.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
-
-def keep_top_k(values: torch.Tensor, k: torch.Tensor, k_max: int) -> torch.Tensor:
-    """Per row of the last axis, keep the k[i] largest entries of `values` and zero the rest.
-
-    values: (batch, inst, n); k: (inst,) whole numbers, k_max = max(k). Ties broken by
-    torch.topk. Gradients flow to the kept entries only.
-    """
-    top, index = values.topk(k_max, dim=-1)
-    rank = torch.arange(k_max, device=values.device)
-    top = top * (rank < k[:, None])  # (batch, inst, k_max): instances with a smaller k keep fewer
-    return torch.zeros_like(values).scatter(-1, index, top)

@@ -11,9 +11,7 @@ over; the control idea is Åström & Murray 2008, "Feedback Systems", ch. 10):
     m ← clamp(m · (1 ± K g tanh(10 |e| / target)), 0.01, 100)   (+ when the L0 is too high).
 Here K = max(3·10⁻⁴, 30 / steps): SynthSAEBench's gain for its 195,000-step runs, raised for short
 runs so that the multiplier can travel its whole range within one run. SynthSAEBench damps an
-approach by 0.01; in short runs that froze m while the L0 drifted slowly towards the target (781
-steps: λ ended at 1.2× its start and L0 27 for a target of 12; 800 steps of jumprelu on 256 features:
-L0 13 for targets 4, 6 and 12), so the damping here is 0.03 (the same runs: L0 6.0, 5.8, 11.4).
+approach by 0.01, which froze m in short runs; the damping here is 0.03 (docs/tuning.md).
 The controller starts after
 `target_l0_start` of training (a fraction) and is off where target_l0 = 0. Every quantity is a
 per-instance tensor updated in place after the optimiser step, so the step stays free of host syncs.
@@ -22,6 +20,8 @@ per-instance tensor updated in place after the optimiser step, so the step stays
 from __future__ import annotations
 
 import torch
+
+from .base import Hook
 
 L0_SMOOTHING = 0.99
 RATE_SMOOTHING = 0.95
@@ -36,22 +36,17 @@ HYPERPARAMETERS = {"target_l0": 0.0, "target_l0_start": 0.0}
 the controller acts."""
 
 
-class TargetL0:
-    """Mixin for penalised recipes: `coefficient_multiplier(sae)` scales their sparsity coefficient."""
+class TargetL0(Hook):
+    """The controller of a penalised recipe (in its `controllers`): the recipe multiplies its sparsity
+    coefficient by `sae.sparsity_multiplier` (inst,), 1 where no target is set."""
 
     def register(self, sae):
         for name, value in (("sparsity_multiplier", 1.0), ("smoothed_l0", 0.0), ("l0_rate", 0.0), ("l0_seen", 0.0)):
             sae.register_buffer(name, torch.full((sae.n_instances,), value, device=sae.W_dec.device))
-        super().register(sae)
 
-    def coefficient_multiplier(self, sae) -> torch.Tensor:
-        """m per instance, (inst,); 1 where no target is set."""
-        return sae.sparsity_multiplier
-
-    def after_optimizer_step(self, sae, state, terms):
+    def after_optimizer_step(self, sae, state, out):
         if state is not None and sae.hyperparameter_max("target_l0") > 0:
-            update_controller(sae, terms["l0"].detach(), state.progress(), state.steps)
-        super().after_optimizer_step(sae, state, terms)
+            update_controller(sae, out.l0.detach(), state.progress(), state.steps)
 
 
 def update_controller(sae, l0: torch.Tensor, progress: torch.Tensor, steps: int) -> None:

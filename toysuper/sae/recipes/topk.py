@@ -1,34 +1,44 @@
 """TopK SAE with the AuxK loss.
 
 Gao et al. 2024, "Scaling and evaluating sparse autoencoders" (OpenAI):
-    z = ReLU(TopK_k(W_enc (x - b_pre) + b_enc)),   x̂ = W_dec z + b_pre,
-    loss = ||x - x̂||² + α ||e - ê||²,
-where e = x - x̂ and ê = W_dec z_aux, z_aux the k_aux largest pre-activations among the dead
-latents (no firing in the last `dead_window` samples), α = 1/32. The paper sets k_aux =
-d_model / 2; here k_aux is a fixed 64 by default (d_model / 2 on the standard 128-dimensional
-task, whatever d_hidden is), capped at d_sae (AuxK can use at most every latent). Here b_pre is b_dec. The decoder rows are held at
-unit norm (gradient projection + renormalisation), the encoder starts as the decoder's
-transpose, and b_pre starts at the geometric median of the data. Sparsity is set by k, so
-there is no sparsity penalty. The paper's formula has no b_enc; their released code has one,
-and so does this recipe.
-
-Training computes the code sparsely (sae/sparse.py): the encoder's forward pass is a dense matmul
-that only chooses the latents (sae/selection.py); everything after the choice costs in proportion
-to the kept latents.
+    π = W_enc (x - b_pre) + b_enc,   z = ReLU(TopK_k(π)),   x̂ = W_dec z + b_pre,
+    loss = ||x - x̂||² + α ||e - ê||²,   α = 1/32,
+where TopK_k keeps each sample's k largest pre-activations (top-k, then scatter into zeros), and AuxK's
+ê = W_dec ReLU(TopK_{k_aux}(π masked to the dead latents)) reconstructs the residual e = x - x̂ (detached,
+no decoder bias) from the dead latents alone (no firing in the last `dead_window` samples): it gives
+them a gradient to come back by. Here b_pre is b_dec. The decoder rows are held at unit norm, the
+encoder starts as the decoder's transpose, b_pre at the geometric median of the data. Sparsity is set by
+k: no sparsity penalty. The paper's formula has no b_enc; their released code has one, and so does this
+recipe. The paper sets k_aux = d_model / 2; here it is a fixed 64 (d_model / 2 on the standard
+128-dimensional task), capped at d_sae. The code goes through sae/codes.py, which picks the
+implementation (dense or sparse) for the device; the training step is sae/step.py.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .. import selection
-from ..sparse import SparseCode, code_at, decode_code
-from .auxk import auxk_loss
-from .base import Recipe
-from .parts import UnitNormDecoder, keep_top_k, squared_error, tied_init
+from .. import codes
+from ..state import TrainState
+from .base import LossOutput, Recipe
+from .parts import UnitNormDecoder, squared_error, tied_init
 
 
-class TopK(UnitNormDecoder, Recipe):
+def auxk_loss(sae, x: torch.Tensor, pre: torch.Tensor, residual: torch.Tensor, state: TrainState | None
+              ) -> torch.Tensor:
+    """AuxK's ||e - ê||² per instance, (inst,); 0 for an instance with nothing dead, and outside training.
+
+    x: the SAE's input, (batch, inst, d_hidden); pre: π with autograd, (batch, inst, d_sae); residual: x - x̂.
+    """
+    dead = state.dead() if state is not None else None
+    if dead is None:
+        return x.new_zeros(sae.n_instances)
+    e_hat = codes.top_k_among(sae, x, pre, dead, sae.k_aux.long(), int(sae.hyperparameter_max("k_aux")))
+    loss = (residual.detach().float() - e_hat.float()).pow(2).sum(-1).mean(0)
+    return torch.where(dead.any(-1), loss, 0.0)
+
+
+class TopK(Recipe):
     name = "topk"
     hyperparameters = {"k": 8.0, "k_aux": 64.0, "aux_coefficient": 1 / 32}
     integer_hyperparameters = frozenset({"k", "k_aux"})
@@ -37,6 +47,7 @@ class TopK(UnitNormDecoder, Recipe):
     saelens_export = "topk"
     citation = "Gao et al. 2024, Scaling and evaluating sparse autoencoders"
     train_defaults = {"lr": 3e-3, "b_dec_init": "geometric_median", "grad_clip": None}
+    constraints = (UnitNormDecoder(),)
 
     def default(self, name, d_sae):
         return min(self.hyperparameters[name], d_sae) if name == "k_aux" else self.hyperparameters[name]
@@ -50,26 +61,24 @@ class TopK(UnitNormDecoder, Recipe):
         tied_init(sae, generators, 1.0)
 
     def encode(self, sae, x):
-        return torch.relu(keep_top_k(sae.centred_pre_activations(x), sae.k.long(), int(sae.hyperparameter_max("k"))))
+        pre = sae.centred_pre_activations(x)
+        return codes.scatter(pre, *self.select(sae, pre.detach(), None))
 
-    def select(self, sae, pre: torch.Tensor, state) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The entries this recipe keeps: (rows, latents, keep), see sae/selection.py."""
-        return selection.top_k(pre, sae.k.long(), int(sae.hyperparameter_max("k")))
-
-    def training_code(self, sae, x: torch.Tensor, state=None) -> tuple[SparseCode, torch.Tensor]:
-        """The code training uses for inputs x (batch, inst, d_hidden), and the pre-activations that chose it."""
-        with torch.no_grad():
-            pre = sae.centred_pre_activations(x)  # chooses the latents; the kept ones are scored afresh
-        return code_at(sae, x, *self.select(sae, pre, state)), pre
+    def select(self, sae, pre: torch.Tensor, state) -> tuple[torch.Tensor, torch.Tensor]:
+        """The entries of the code (positions, keep), chosen from pre-activations without autograd."""
+        return codes.top_k(pre, sae.k.long(), int(sae.hyperparameter_max("k")))
 
     def loss(self, sae, x, state=None):
-        code, pre = self.training_code(sae, x, state)
-        x_hat = decode_code(sae, code)
+        pre = sae.centred_pre_activations(x)
+        chosen = self.select(sae, pre.detach(), state)
+        code = codes.encode(sae, x, pre, *chosen)
+        x_hat = code.decode(sae)
         mse = squared_error(x, x_hat)
-        aux = auxk_loss(sae, x, pre, x - x_hat, state, sae.k_aux.long(), int(sae.hyperparameter_max("k_aux")))
-        return {"loss": mse + sae.aux_coefficient * aux, "mse": mse, "auxk": aux, "l0": code.l0(),
-                "fired": code.fired(), **self.code_statistics(sae, code)}
+        aux = auxk_loss(sae, x, pre, x - x_hat, state)
+        terms = {"mse": mse, "auxk": aux, **self.code_statistics(sae, pre.detach(), *chosen)}
+        return LossOutput(mse + sae.aux_coefficient * aux, terms, code.fired(), code.l0())
 
-    def code_statistics(self, sae, code: SparseCode) -> dict[str, torch.Tensor]:
-        """Further (inst,) terms a subclass reads off the training code."""
+    def code_statistics(self, sae, pre: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor
+                        ) -> dict[str, torch.Tensor]:
+        """Further (inst,) terms a subclass reads off the chosen entries."""
         return {}

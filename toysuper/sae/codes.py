@@ -1,0 +1,197 @@
+"""Codes of the TopK family: the chosen entries of a batch's pre-activations, scored and decoded.
+
+A recipe chooses, in dense terms, which entries of its pre-activations π (batch, inst, d_sae) make the
+code: `positions` (inst, n) index each instance's flattened batch of pre-activations (sample · d_sae +
+latent), with a bool `keep` (inst, n) for the ones that count. The code is then
+
+    z = scatter(positions, ReLU(π[positions]) · keep),   x̂ = W_dec z (+ b_dec),
+
+and `encode` returns it as a code (DenseCode or sparse.SparseCode, the same methods): decode it, restrict
+it to some latents, and read what the trainer needs (which latents fired, the L0). The choices themselves
+are `top_k` (TopK), `choose_batch_top_k` (BatchTopK) and `top_k_among` (AuxK, choice and decode in one).
+Two implementations compute the same numbers:
+    dense:  SAELens's formulation, the scatter into a (batch, inst, d_sae) tensor and a matmul;
+    sparse: only the n entries (sae/sparse.py), their scores recomputed as sampled products and decoded
+            as segment sums, which pays where k ≪ d_sae and matmuls are slow (CPUs); on an eager step it
+            also reads counts back to rank fewer candidates (AuxK's dead columns, BatchTopK's cut).
+`BY_DEVICE` chooses one per device type, by measurement (benchmarks/choices.py, docs/performance.md);
+recipes never know which one runs. The dense one keeps shapes fixed by the configuration with no host
+sync, as a captured step needs; the sparse one does too but for its two eager-step paths.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple
+
+import numpy as np
+import torch
+
+from .sparse import SparseCode, code_at
+
+
+class DenseCode(NamedTuple):
+    """A batch's code as its dense activations."""
+
+    acts: torch.Tensor
+    """(batch, inst, d_sae) activations, >= 0."""
+
+    def decode(self, sae, bias: bool = True) -> torch.Tensor:
+        """W_dec z (+ b_dec): (batch, inst, d_hidden)."""
+        out = torch.einsum("bis,isd->bid", self.acts, sae.W_dec)
+        return out + sae.b_dec if bias else out
+
+    def only(self, latents: torch.Tensor) -> "DenseCode":
+        """The code restricted to the latents where `latents` (inst, d_sae) is 1."""
+        return DenseCode(self.acts * latents)
+
+    def fired(self) -> torch.Tensor:
+        """Which latents fired anywhere in the batch, bool (inst, d_sae)."""
+        return self.acts.detach().amax(0) > 0
+
+    def l0(self) -> torch.Tensor:
+        """Mean number of firing latents per sample, (inst,)."""
+        return (self.acts.detach() > 0).float().sum(-1).mean(0)
+
+
+def top_k(pre: torch.Tensor, k: torch.Tensor, k_max: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """TopK's choice: each sample's k[i] largest positive pre-activations (instance i; k_max = max(k)), as
+    (positions, keep), each (inst, batch·k_max), positions = sample · n + index along the last axis of pre."""
+    batch, n_instances, n = pre.shape
+    top, index = pre.transpose(0, 1).topk(k_max, dim=-1)  # (inst, batch, k_max)
+    positions = index + torch.arange(batch, device=pre.device)[:, None] * n
+    keep = (torch.arange(k_max, device=pre.device) < k[:, None, None]) & (top > 0)
+    return positions.reshape(n_instances, -1), keep.reshape(n_instances, -1)
+
+
+def batch_top_k(pre: torch.Tensor, k: torch.Tensor, k_max: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """BatchTopK's choice: per instance i, the k[i]·batch largest positive pre-activations of its whole
+    flattened batch, as (positions, keep), each (inst, k_max·batch), positions = sample · d_sae + latent."""
+    batch, n_instances, _ = pre.shape
+    top, positions = pre.transpose(0, 1).reshape(n_instances, -1).topk(k_max * batch, dim=-1)
+    keep = (torch.arange(k_max * batch, device=pre.device) < (k * batch)[:, None]) & (top > 0)
+    return positions, keep
+
+
+SUBSAMPLE_STRIDE = 61
+"""The batch-wide cut is guessed on every 61st entry: prime, so the subsample runs through every latent."""
+GUESS_MARGIN = 4.0
+"""The guess is taken this many standard deviations (the count above the cut is close to Poisson) below
+where the true cut should fall in the subsample, so that it lies below the true cut almost always."""
+
+
+def guessed_batch_top_k(pre: torch.Tensor, k: torch.Tensor, k_max: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`batch_top_k` for an eager CPU step (counts read back to the host): the cut is guessed on a subsample,
+    and only the entries above the guess (about 11,000 of task P's 1,048,576) are ranked. Falls back to
+    `batch_top_k` when the guess fails (fewer than k·batch positive entries above it). Padding repeats the
+    last kept position with keep False."""
+    batch, n_instances, _ = pre.shape
+    flat = pre.transpose(0, 1).reshape(n_instances, -1)
+    count = k_max * batch
+    expected = count / SUBSAMPLE_STRIDE
+    rank = math.ceil(expected + GUESS_MARGIN * math.sqrt(expected)) + 1
+    if rank >= flat.shape[1] // SUBSAMPLE_STRIDE // 2:
+        return batch_top_k(pre, k, k_max)
+    guess = flat[:, ::SUBSAMPLE_STRIDE].topk(rank, dim=-1).values[:, -1:].clamp_min(torch.finfo(pre.dtype).tiny)
+    positions = []
+    for i in range(n_instances):  # the positive entries above the guess (numpy: torch's nonzero is slow here)
+        candidates = torch.from_numpy(np.flatnonzero(flat[i].float().numpy() >= guess[i].item()))
+        if len(candidates) < int(k[i]) * batch:
+            return batch_top_k(pre, k, k_max)
+        chosen = candidates[flat[i, candidates].topk(int(k[i]) * batch).indices].sort().values
+        positions.append(torch.cat([chosen, chosen[-1:].expand(count - len(chosen))]))
+    return torch.stack(positions), torch.arange(count, device=pre.device) < (k * batch)[:, None]
+
+
+def scatter(pre: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """The dense code ReLU(π) · keep at `positions`, 0 elsewhere: (batch, inst, n) like pre."""
+    batch, n_instances, n = pre.shape
+    flat = pre.transpose(0, 1).reshape(n_instances, batch * n)
+    values = torch.relu(flat.gather(1, positions)) * keep
+    return torch.zeros_like(flat).scatter(1, positions, values).view(n_instances, batch, n).transpose(0, 1)
+
+
+def dense(sae, x: torch.Tensor, pre: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor) -> DenseCode:
+    """The code from the pre-activations `pre` (with autograd) themselves."""
+    return DenseCode(scatter(pre, positions, keep))
+
+
+def dense_top_k_among(sae, x, pre, among, k, k_max) -> torch.Tensor:
+    """`top_k_among` as written: mask, top-k, scatter, matmul."""
+    masked = pre.detach().masked_fill(~among, -torch.inf)
+    return dense(sae, x, pre, *top_k(masked, k, min(k_max, sae.d_sae))).decode(sae, bias=False)
+
+
+def sparse(sae, x: torch.Tensor, pre: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor) -> SparseCode:
+    """The code at the chosen entries, each scored afresh from x (pre only chose them)."""
+    batch, n_instances, d_sae = pre.shape
+    positions, order = positions.sort(-1)  # sparse.py groups the entries by row
+    keep = keep.gather(1, order)
+    rows = positions // d_sae + (torch.arange(n_instances, device=pre.device) * batch)[:, None]
+    return code_at(sae, x, rows.reshape(-1), (positions % d_sae).reshape(-1), keep.reshape(-1).float())
+
+
+def columns_top_k_among(sae, x, pre, among, k, k_max) -> torch.Tensor:
+    """`top_k_among` over the columns of the `among` latents only, their count read back to the host (so
+    for an eager step only): AuxK's few dead latents cost three narrow matmuls instead of a topk over
+    every latent and three wide ones. An instance with fewer of them pads with columns it does not keep."""
+    batch, n_instances, d_sae = pre.shape
+    count = among.sum(-1)  # (inst,)
+    width = int(count.max())
+    if width == 0:
+        return x.new_zeros(batch, n_instances, sae.d_hidden)
+    columns = torch.sort(among.to(torch.uint8), dim=-1, descending=True, stable=True).indices[:, :width]
+    valid = torch.arange(width, device=x.device) < count[:, None]
+    with torch.autocast(x.device.type, enabled=False):
+        encoder = sae.W_enc.gather(2, columns[:, None, :].expand(-1, sae.d_hidden, -1))  # (inst, d_hidden, width)
+        bias = (sae.b_enc - sae.encoded_b_dec()).gather(1, columns)  # (inst, width)
+        block = torch.baddbmm(bias[:, None, :], x.float().transpose(0, 1), encoder).transpose(0, 1)  # π there
+        candidates = block.detach().masked_fill(~valid, -torch.inf)
+        if bool(((candidates > 0).float().sum(-1) > k).any()):  # some sample must choose its k largest
+            chosen = top_k(candidates, k, min(k_max, width))
+        else:  # every positive candidate is kept: no topk
+            chosen = (torch.arange(batch * width, device=x.device).expand(n_instances, -1),
+                      (candidates > 0).transpose(0, 1).reshape(n_instances, -1))
+        decoder = sae.W_dec.gather(1, columns[:, :, None].expand(-1, -1, sae.d_hidden))  # (inst, width, d_hidden)
+        return torch.einsum("biw,iwd->bid", scatter(block, *chosen), decoder)
+
+
+class Codes(NamedTuple):
+    """One implementation of the interface."""
+
+    encode: Callable
+    """(sae, x, pre, positions, keep) -> the code, a DenseCode or a SparseCode (the same methods)."""
+    top_k_among: Callable
+    """(sae, x, pre, among, k, k_max) -> W_dec ReLU(TopK_k(pre masked to `among`)), (batch, inst, d_hidden)."""
+    batch_top_k: Callable
+    """(pre, k, k_max) -> (positions, keep) of `batch_top_k`."""
+
+
+DENSE = Codes(dense, dense_top_k_among, batch_top_k)
+SPARSE = Codes(sparse, columns_top_k_among, guessed_batch_top_k)
+BY_DEVICE = {"cpu": SPARSE}
+"""The implementation per device type; every other device uses DENSE (the measured-fast plain captured
+step on CUDA, ../shared/gpu/measured-2026-11-29.md). benchmarks/choices.py times both end to end."""
+
+
+def encode(sae, x: torch.Tensor, pre: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor):
+    """The code z = scatter(positions, ReLU(pre[positions]) · keep), with autograd.
+
+    x: the SAE's input (batch, inst, d_hidden); pre: its pre-activations W_enc (x - b_dec) + b_enc with
+    autograd (batch, inst, d_sae); positions: (inst, n) sample · d_sae + latent, distinct within an
+    instance; keep: bool (inst, n).
+    """
+    return BY_DEVICE.get(x.device.type, DENSE).encode(sae, x, pre, positions, keep)
+
+
+def choose_batch_top_k(pre: torch.Tensor, k: torch.Tensor, k_max: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`batch_top_k` (BatchTopK's choice), by this device's implementation."""
+    return BY_DEVICE.get(pre.device.type, DENSE).batch_top_k(pre, k, k_max)
+
+
+def top_k_among(sae, x: torch.Tensor, pre: torch.Tensor, among: torch.Tensor, k: torch.Tensor, k_max: int
+                ) -> torch.Tensor:
+    """ê = W_dec ReLU(TopK_k(π masked to the latents `among`)), no decoder bias (AuxK): (batch, inst, d_hidden).
+
+    among: bool (inst, d_sae); k: (inst,) whole numbers, k_max = max(k)."""
+    return BY_DEVICE.get(x.device.type, DENSE).top_k_among(sae, x, pre, among, k, k_max)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from toysuper import RECIPES, SAE, DictionarySource, FeatureDistribution, Zipf, evaluate, random_directions, train_sae
+from toysuper.devices import instance_generators
 from toysuper.grade.matching import cosine_matrix
 from toysuper.sae import TrainState
 from toysuper.sae.input_stats import geometric_median, input_scale
@@ -586,8 +587,8 @@ def test_matryoshka_at_its_default_balance_still_orders_its_dictionary_by_freque
     """Nesting's visible effect: on Zipf-distributed features (feature 0 the most frequent) the early
     latents take the frequent features. Four instances at the default prefix_balance, four with the
     prefixes weighed 0 (BatchTopK's loss) as the control. Measured over three seeds: rank correlation of
-    latent index with matched feature's rank 0.19-0.49 at the default (0.22-0.61 at the published 1, one seed),
-    -0.37-0.25 in the control."""
+    latent index with matched feature's rank, mean over the four instances: 0.24-0.32 at the default, -0.13 to
+    -0.05 in the control (three seeds of the counter-based streams)."""
     directions = random_directions(32, 16, seed=0, device=DEVICE)[0]
     source = DictionarySource(directions, FeatureDistribution(32, Zipf(1.0, 3.0), n_instances=8, device=DEVICE))
     balance = RECIPES["matryoshka"].hyperparameters["prefix_balance"]
@@ -599,7 +600,7 @@ def test_matryoshka_at_its_default_balance_still_orders_its_dictionary_by_freque
     latent = torch.arange(64, device=best.device)
     correlation = torch.tensor([rank_correlation(latent[learnt[i]], feature[i][learnt[i]]) for i in range(8)])
     nested, control = correlation[:4], correlation[4:]
-    assert nested.median() > 0.2 and control.median() < 0.15, correlation.tolist()
+    assert nested.mean() > 0.15 and control.mean() < 0.05, correlation.tolist()
 
 
 def test_target_l0_controller_brings_the_l0_to_the_target():
@@ -661,7 +662,7 @@ def test_geometric_median_and_b_dec_start():
     source = DictionarySource(directions, FeatureDistribution(8, 0.2, device=DEVICE))
     sae = SAE(6, 10, recipe="anthropic_2024", seed=0, device=DEVICE)
     train_sae(sae, source, steps=1, batch_size=64, lr=1e-12, b_dec_init="mean", scale_inputs=False, quiet=True)
-    mean = source.sample(16_384, torch.Generator(DEVICE).manual_seed(0)).hidden.mean(0)
+    mean = source.sample(16_384, instance_generators([0], DEVICE)).hidden.mean(0)  # the stream train_sae's seed=0 reads
     assert torch.allclose(sae.b_dec, mean, atol=1e-5)
 
 

@@ -139,8 +139,8 @@ def test_jumprelu_penalty_option_selects_the_l0_penalty():
         tanh.load_state_dict(l0.state_dict())
     fires = (l0.pre_activations(x) > l0.log_threshold.exp()).float().sum(-1).mean(0).item()
     assert fires > 0
-    assert l0.recipe.loss(l0, x)["sparsity"].item() == pytest.approx(fires)  # λ's term counts the firing latents
-    assert tanh.recipe.loss(tanh, x)["sparsity"].item() < fires  # tanh saturates below 1 per latent
+    assert l0.recipe.loss(l0, x).terms["sparsity"].item() == pytest.approx(fires)  # λ's term counts the firing latents
+    assert tanh.recipe.loss(tanh, x).terms["sparsity"].item() < fires  # tanh saturates below 1 per latent
 
 
 def test_options_and_an_outside_recipe_round_trip_through_save_and_load(tmp_path, monkeypatch):

@@ -39,15 +39,15 @@ class ActivationSource(Protocol):
     """What an SAE trainer and the evaluator need from a source.
 
     A source may also offer `sample_hidden(batch_size, generator)`, the activations alone;
-    `train_sae` uses it when present (DictionarySource skips building dense features there).
+    `train_sae` uses it when present (DictionarySource skips building dense features there). A source
+    whose draw a CUDA graph can record (fixed shapes, no host read) says so with `capturable = True`;
+    one without it trains eagerly on CUDA, its `capture_reason` stated once (toysuper/capture.py).
     """
 
     n_instances: int
     n_features: int
     d_hidden: int
     device: torch.device
-    capturable: bool
-    """Whether a CUDA graph can record a draw (fixed shapes, no host read); if not, `capture_reason` says why."""
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Batch: ...
 

@@ -33,7 +33,7 @@ def check_point(point: dict, fits=None) -> None:
     for name, value in point.items():  # a key that applies only with another's value (None: whenever it is set)
         only = name in SCHEMA and SCHEMA[name].only
         if only and value is not None and value != SCHEMA[name].default:
-            other, wanted = only
+            wanted, other = only
             if wanted is None and point.get(other) is None:
                 raise ValueError(f"{name} applies only together with {other}, got {name}={value!r}")
             if wanted is not None and point[other] != wanted:
@@ -76,39 +76,25 @@ def _check_sae(recipe: str, d_hidden: int, d_sae: int, hyper: tuple) -> None:
                           f"{', '.join(f'sae.{k}={v!r}' for k, v in hyper)}): {error}") from error
 
 
-STRUCTURE_DEFAULTS = {"features.correlated_group_size": 2, "features.correlation": 0.5,
-                      "features.exclusive_group_size": 2, "features.hierarchy_children": 2,
-                      "features.child_prob": 0.5, "features.exclusive_children": False}
-"""The default of each optional setting of a group or hierarchy (absent from a point unless given)."""
-
-
-def _setting(point: dict, name: str):
-    return point.get(name, STRUCTURE_DEFAULTS[name])
-
-
-def magnitude(point: dict):
-    """The magnitude law of a point (features.magnitude with its [features.magnitude_params])."""
-    params = {k[len(MAGNITUDE_PARAMS):]: v for k, v in point.items() if k.startswith(MAGNITUDE_PARAMS)}
-    return MAGNITUDES[point.get("features.magnitude", "uniform")](**params)
-
-
 def structure(point: dict) -> dict:
-    """FeatureDistribution keyword arguments for the groups and hierarchy of a point (laid out from feature 0)."""
+    """FeatureDistribution keyword arguments for the groups and hierarchy of a point, laid out from feature 0
+    (an absent setting takes the default its key's help names)."""
+    def get(name, default=0):
+        return point.get(f"features.{name}", default)
+
     kwargs, start = {}, 0
-    if point.get("features.correlated_groups"):
-        size = _setting(point, "features.correlated_group_size")
-        kwargs["correlated_groups"] = CorrelatedGroups.consecutive(point["features.correlated_groups"], size, start,
-                                                                   correlation=_setting(point, "features.correlation"))
-        start += point["features.correlated_groups"] * size
-    if point.get("features.exclusive_groups"):
-        size = _setting(point, "features.exclusive_group_size")
-        kwargs["exclusive_groups"] = ExclusiveGroups.consecutive(point["features.exclusive_groups"], size, start)
-        start += point["features.exclusive_groups"] * size
-    if point.get("features.hierarchy_parents"):
-        kwargs["hierarchy"] = Hierarchy.regular(point["features.hierarchy_parents"],
-                                                _setting(point, "features.hierarchy_children"), start,
-                                                exclusive_children=_setting(point, "features.exclusive_children"),
-                                                child_prob=_setting(point, "features.child_prob"))
+    if get("correlated_groups"):
+        kwargs["correlated_groups"] = CorrelatedGroups.consecutive(
+            get("correlated_groups"), get("correlated_group_size", 2), start, correlation=get("correlation", 0.5))
+        start += get("correlated_groups") * get("correlated_group_size", 2)
+    if get("exclusive_groups"):
+        kwargs["exclusive_groups"] = ExclusiveGroups.consecutive(get("exclusive_groups"),
+                                                                 get("exclusive_group_size", 2), start)
+        start += get("exclusive_groups") * get("exclusive_group_size", 2)
+    if get("hierarchy_parents"):
+        kwargs["hierarchy"] = Hierarchy.regular(get("hierarchy_parents"), get("hierarchy_children", 2), start,
+                                                exclusive_children=get("exclusive_children", False),
+                                                child_prob=get("child_prob", 0.5))
     return kwargs
 
 
@@ -138,8 +124,9 @@ def distribution(points: list[dict], device) -> FeatureDistribution:
     """One distribution instance per point; the points share every non-instance [features] key."""
     first = points[0]
     extra = structure(first)
-    if "features.magnitude" in first or any(k.startswith(MAGNITUDE_PARAMS) for k in first):
-        extra["magnitude"] = magnitude(first)
+    params = {k[len(MAGNITUDE_PARAMS):]: v for k, v in first.items() if k.startswith(MAGNITUDE_PARAMS)}
+    if "features.magnitude" in first or params:  # its law, with its [features.magnitude_params]
+        extra["magnitude"] = MAGNITUDES[first.get("features.magnitude", "uniform")](**params)
     return FeatureDistribution(first["features.n_features"], torch.stack([firing_probabilities(p) for p in points]),
                                n_instances=len(points), importance=torch.stack([importance(p) for p in points]),
                                device=device, **extra)
@@ -217,7 +204,5 @@ def sae(points: list[dict], device) -> SAE:
 
 def sae_train_settings(point: dict) -> dict:
     """Keyword arguments of train_sae that the config sets (the rest come from the recipe)."""
-    settings = {"steps": point["sae.steps"], "batch_size": point["sae.batch_size"]}
-    if point.get("sae.lr") is not None:
-        settings["lr"] = point["sae.lr"]
-    return settings
+    return {"steps": point["sae.steps"], "batch_size": point["sae.batch_size"],
+            **({"lr": point["sae.lr"]} if point.get("sae.lr") is not None else {})}

@@ -1,17 +1,15 @@
 """Experiment configs: TOML files whose list values are sweep axes.
 
-A config has one section per dataclass of `SECTIONS` (top-level keys, [features], [source], [sae],
-[evaluate], [run]); each field is a key, with its type, default, help and the check of one value.
-A key the config leaves out takes its default; optional keys (default None) stay absent unless
-given; a key no section names is an error that names it. A list value is a sweep axis and the
-grid is the product of every axis. Values are checked one by one here (`resolve`); what depends on
-several keys is checked per grid point by building the objects it describes (`assemble.check_point`).
+One frozen dataclass per section (`SECTIONS`: top-level keys, [features], [source], [sae], [evaluate],
+[run]); each field is a key with its type, default, help and the check of one value. A key left out
+takes its default; an optional key (default None) stays absent unless given; a key no section names is
+an error that names it. A list value is a sweep axis, and the grid is the product of every axis.
+`resolve` checks each value; `assemble.check_point` checks what depends on several keys, per grid point.
 
-The [sae] section also takes every per-instance hyperparameter and option of the recipe(s) it
-names (`toysuper.RECIPES[name]`), either for all of them (`sae.k = [4, 8]`) or for one recipe only
-(a subtable, `[sae.topk] k = [4, 8]`). A hyperparameter is an axis only for the recipes that take
-it, so sweeping `recipe = ["relu_l1", "topk"]` with both `l1_coefficient` and `k` gives each
-recipe its own grid.
+[sae] also takes every hyperparameter and option of the recipe(s) it names (`toysuper.RECIPES`), for
+all of them (`sae.k = [4, 8]`) or one recipe only (`[sae.topk] k = [4, 8]`). A hyperparameter is an axis
+only for the recipes that take it: `recipe = ["relu_l1", "topk"]` with `l1_coefficient` and `k` gives
+each recipe its own grid.
 """
 
 from __future__ import annotations
@@ -19,12 +17,14 @@ from __future__ import annotations
 import difflib
 import functools
 import hashlib
+import importlib
 import itertools
 import json
 import re
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import NamedTuple
 
 from .. import checks
 
@@ -34,11 +34,9 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 
-@dataclass(frozen=True)
-class Key:
-    """One config key: its default (None: optional, absent unless given), what it means, the check of one value,
-    whether it may vary between the instances of one batched pass (it changes no shape), and `only`: the
-    (key, value) it applies with (value None: whenever that key is given)."""
+class Key(NamedTuple):
+    """A key: default (None: absent unless given), meaning, check(key, value), whether it may vary between the
+    instances of one batched pass (it changes no shape), and the (key, value) it applies with (None: when set)."""
 
     default: object
     help: str
@@ -51,10 +49,10 @@ def key(default, help, check=None, instance=False, only=None):
     return field(default=default, metadata={"key": Key(default, help, check, instance, only)})
 
 
-def one_of(choices):
-    """A check that a value is one of `choices` (a callable gives them late, so torch loads only when needed)."""
+def one_of(choices, late=None):
+    """A check of a value against `choices`, or against `module.name` imported when first needed (`late`)."""
     def check(name, value):
-        known = list(choices() if callable(choices) else choices)
+        known = list(getattr(importlib.import_module(choices, __package__), late) if late else choices)
         if value not in known:
             raise ValueError(f"{name} must be one of {known}, got {value!r}")
     return check
@@ -65,7 +63,7 @@ def count(name, value, least=0):
         raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}")
 
 
-def _is(kind, what):
+def of_type(kind, what):
     def check(name, value):
         if not isinstance(value, kind):
             raise ValueError(f"{name} must be {what}, got {value!r}")
@@ -74,10 +72,10 @@ def _is(kind, what):
 
 def interval(low_open, high_open=False, why=""):
     def check(name, value):
-        low, high = "(" if low_open else "[", ")" if high_open else "]"
         value = checks.finite_float(name, value)
         if not (0 < value if low_open else 0 <= value) or not (value < 1 if high_open else value <= 1):
-            raise ValueError(f"{name} must lie in {low}0, 1{high}{why}, got {value!r}")
+            raise ValueError(f"{name} must lie in {'(' if low_open else '['}0, 1{')' if high_open else ']'}{why}, "
+                             f"got {value!r}")
     return check
 
 
@@ -88,133 +86,95 @@ def _name(name, value):
                          f"since the run folder is runs/NAME-KEY; got {value!r}")
 
 
-def check_device(name, value=None) -> None:
-    """'auto', 'cpu', 'cuda', 'cuda:1': a device toysuper runs on (whether this machine has it is checked at run
-    time, so a plan can be made on a laptop for a GPU machine). check_device(device) or check_device(key, device)."""
+def check_device(device, value=None) -> None:
+    """'auto', 'cpu', 'cuda', 'cuda:1' (check_device(device) or, as a key's check, check_device("device", value));
+    whether this machine has it is checked at run time, so a plan can be made on a laptop for a GPU machine."""
     import torch
 
-    value = name if value is None else value
+    device = device if value is None else value
     try:
-        if value == "auto" or torch.device(value).type in ("cpu", "cuda"):
+        if device == "auto" or torch.device(device).type in ("cpu", "cuda"):
             return
     except (RuntimeError, TypeError):
         pass
-    raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {value!r}")
-
-
-MAX_EVAL_SAMPLES = 10**8
+    raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
 
 
 def _n_samples(name, value):
-    checks.positive_int(name, value)
-    if value > MAX_EVAL_SAMPLES:
-        raise ValueError(f"{name} must be at most {MAX_EVAL_SAMPLES:,} (grading streams samples in chunks, and "
-                         f"10**8 already take hours on a CPU), got {value!r}")
+    if checks.positive_int(name, value) > 10**8:
+        raise ValueError(f"{name} must be at most 100,000,000 (grading streams samples in chunks, and 10**8 "
+                         f"already take hours on a CPU), got {value!r}")
 
 
-def _toy_kinds():
-    from ..toy.model import KINDS
-    return KINDS
-
-
-def _magnitudes():
-    from ..truth.magnitudes import MAGNITUDES
-    return MAGNITUDES
-
-
-def _worlds():
-    from ..worlds import WORLDS
-    return WORLDS
-
-
-def _executors():
-    from .executors import EXECUTORS
-    return EXECUTORS
-
-
-positive, non_negative, whole = checks.positive_float, checks.non_negative, checks.positive_int
-FREQUENCY_LAWS, SOURCE_KINDS, DICTIONARIES = ("constant", "zipf"), ("toy_model", "dictionary"), ("random", "low_coherence")
+positive, non_negative, whole, at_least_2 = (checks.positive_float, checks.non_negative, checks.positive_int,
+                                             functools.partial(count, least=2))
+FREQUENCY_LAWS, DICTIONARIES = ("constant", "zipf"), ("random", "low_coherence")
+GROUPS, EXCLUSIVE, PARENTS = (None, "features.correlated_groups"), (None, "features.exclusive_groups"), \
+    (None, "features.hierarchy_parents")
+DICTIONARY = ("dictionary", "source.kind")
 
 
 @dataclass(frozen=True)
 class Experiment:
     name: str = key("experiment", "name of the experiment (the run folder is runs/NAME-HASH)", _name)
-    description: str = key("", "the question the experiment answers", _is(str, "a string"))
+    description: str = key("", "the question the experiment answers", of_type(str, "a string"))
     seed: int = key(0, "replicate seed; a list gives independent replicates trained side by side", count, True)
     device: str = key("auto", "cpu, cuda or auto (CUDA when present)", check_device)
 
 
-GROUPS = "features.correlated_groups"
-EXCLUSIVE = "features.exclusive_groups"
-PARENTS = "features.hierarchy_parents"
-
-
 @dataclass(frozen=True)
-class Features:
-    """The planted features: toysuper.FeatureDistribution."""
-
+class Features:  # the planted features: toysuper.FeatureDistribution
     n_features: int = key(20, "number of planted features", whole)
-    sparsity: float | None = key(0.9, "S = 1 - mean firing probability (give sparsity or l0)",
-                                 interval(False, True, " (1 - the mean firing probability; at 1 no feature ever "
-                                                       "fires)"), True)
-    l0: float | None = key(None, "mean number of features firing per sample (instead of sparsity)", positive,
-                           True)
+    sparsity: float | None = key(0.9, "S = 1 - mean firing probability (give sparsity or l0)", interval(
+        False, True, " (1 - the mean firing probability; at 1 no feature ever fires)"), True)
+    l0: float | None = key(None, "mean number of features firing per sample (instead of sparsity)", positive, True)
     frequency: str = key("constant", "firing-probability law across features: constant or zipf", one_of(FREQUENCY_LAWS))
     zipf_exponent: float | None = key(None, "zipf law: p_i proportional to (i+1)^-exponent (default 1)", non_negative,
-                                      True, ("features.frequency", "zipf"))
+                                      True, ("zipf", "features.frequency"))
     importance_decay: float = key(1.0, "importance of feature i is decay**i (1: all equal)", interval(True), True)
     magnitude: str | None = key(None, "value of a firing feature: uniform (U[0,1], default), constant, exponential, "
-                                      "folded_normal; parameters in a [features.magnitude_params] table",
-                                one_of(_magnitudes))
-    correlated_groups: int | None = key(None, "groups of consecutive features (from feature 0) that fire together",
-                                        count)
-    correlated_group_size: int | None = key(None, "features per correlated group (default 2)",
-                                            functools.partial(count, least=2), only=(GROUPS, None))
+                                "folded_normal; parameters in [features.magnitude_params]",
+                                one_of("..truth.magnitudes", "MAGNITUDES"))
+    correlated_groups: int | None = key(None, "groups of consecutive features (from 0) that fire together", count)
+    correlated_group_size: int | None = key(None, "features per correlated group (default 2)", at_least_2, only=GROUPS)
     correlation: float | None = key(None, "correlation of a correlated group's members' firing (default 0.5)",
-                                    interval(False), only=(GROUPS, None))
+                                    interval(False), only=GROUPS)
     exclusive_groups: int | None = key(None, "groups of consecutive features (after the correlated ones) of which "
-                                             "at most one fires", count)
-    exclusive_group_size: int | None = key(None, "features per exclusive group (default 2)",
-                                           functools.partial(count, least=2), only=(EXCLUSIVE, None))
-    hierarchy_parents: int | None = key(None, "parents of a hierarchy, after the groups; their children follow them",
+                                       "at most one fires", count)
+    exclusive_group_size: int | None = key(None, "features per exclusive group (default 2)", at_least_2,
+                                           only=EXCLUSIVE)
+    hierarchy_parents: int | None = key(None, "parents of a hierarchy, after the groups, each followed by its children",
                                         count)
     hierarchy_children: int | None = key(None, "children per parent, each firing only with its parent (default 2)",
-                                         whole, only=(PARENTS, None))
-    child_prob: float | None = key(None, "P(child fires | parent fires) (default 0.5)", interval(False),
-                                   only=(PARENTS, None))
+                                         whole, only=PARENTS)
+    child_prob: float | None = key(None, "P(child fires | parent fires) (default 0.5)", interval(False), only=PARENTS)
     exclusive_children: bool | None = key(None, "at most one child of a parent fires (default false)",
-                                          _is(bool, "true or false"), only=(PARENTS, None))
-
-
-DICTIONARY = ("source.kind", "dictionary")
+                                          of_type(bool, "true or false"), only=PARENTS)
 
 
 @dataclass(frozen=True)
-class Source:
-    """Where the hidden activations come from: toysuper.ToyModelSource or DictionarySource."""
-
+class Source:  # where the hidden activations come from: toysuper.ToyModelSource or DictionarySource
     kind: str = key("toy_model", "toy_model (a trained toy model) or dictionary (fixed random unit directions)",
-                    one_of(SOURCE_KINDS))
+                    one_of(("toy_model", "dictionary")))
     d_hidden: int = key(5, "hidden width", whole)
-    toy_model: str = key("relu_output", "toy-model kind: linear, relu_output, hidden_relu", one_of(_toy_kinds))
+    toy_model: str = key("relu_output", "toy-model kind: linear, relu_output, hidden_relu",
+                         one_of("..toy.model", "KINDS"))
     steps: int = key(5_000, "toy-model training steps", whole)
     batch_size: int = key(1024, "toy-model batch size", whole)
     lr: float = key(1e-3, "toy-model learning rate (AdamW)", positive)
-    noise: float = key(0.0, "dictionary source: std of Gaussian noise added in hidden space (source.snr works for "
-                            "both kinds)", non_negative, only=DICTIONARY)
+    noise: float = key(0.0, "dictionary source: std of Gaussian noise in hidden space (snr works for both kinds)",
+                       non_negative, only=DICTIONARY)
     snr: float | None = key(None, "signal-to-noise power ratio of Gaussian noise added to the hidden activations "
-                                  "(either source kind; instead of noise)", positive)
+                            "(either source kind; instead of noise)", positive)
     dictionary: str | None = key(None, "dictionary source: random (default) or low_coherence directions",
                                  one_of(DICTIONARIES), only=DICTIONARY)
     world: str | None = key(None, "dictionary source: a preset world instead of [features] and the dictionary: "
-                                  "synthsaebench_16k or synthsaebench_4k (toysuper.worlds)", one_of(_worlds),
+                            "synthsaebench_16k or synthsaebench_4k (toysuper.worlds)", one_of("..worlds", "WORLDS"),
                             only=DICTIONARY)
 
 
 @dataclass(frozen=True)
-class Sae:
-    """The SAE (toysuper.SAE and train_sae); its recipe's hyperparameters and options are [sae] keys too."""
-
+class Sae:  # toysuper.SAE and train_sae; the recipe's hyperparameters and options are [sae] keys too
     recipe: str = key("anthropic_2024", "SAE recipe (toysuper list shows them)")
     d_sae: int = key(40, "number of SAE latents", whole)
     steps: int = key(3_000, "SAE training steps", whole)
@@ -229,19 +189,18 @@ class Evaluate:
 
 
 @dataclass(frozen=True)
-class Run:
-    """How to run, not what: never part of a configuration's identity, never a sweep axis."""
-
+class Run:  # how to run, not what: never part of a configuration's identity, never a sweep axis
     memory_mb: float = key(1024, "memory budget of one batched pass, MB (the planner packs instances up to it)",
                            positive)
     max_instances: int = key(32, "at most this many SAE instances in one batched pass (0: no limit)", count)
     threads: int = key(1, "torch CPU threads of an in-process run (0: torch's default); small models run fastest on "
-                          "one, and more threads than free cores slow everything down", count)
+                       "one, and more threads than free cores slow everything down", count)
     save_models: bool = key(False, "save every trained SAE and toy model (safetensors + JSON) in the run folder",
-                            _is(bool, "true or false"))
-    executor: str = key("local", "local (in this process) or ray (instance batches as Ray tasks)", one_of(_executors))
+                            of_type(bool, "true or false"))
+    executor: str = key("local", "local (in this process) or ray (instance batches as Ray tasks)",
+                        one_of(".executors", "EXECUTORS"))
     ray_address: str = key("", "Ray cluster address ('' starts or joins a local instance, 'auto' joins one)",
-                           _is(str, "a string ('' starts a local Ray, 'auto' joins one)"))
+                           of_type(str, "a string ('' starts a local Ray, 'auto' joins one)"))
     gpus_per_batch: float = key(1.0, "GPUs a Ray task claims when the cluster has GPUs", non_negative)
     cpus_per_batch: float = key(1.0, "CPUs a Ray task claims", non_negative)
 
@@ -295,11 +254,8 @@ def unflatten(flat: dict) -> dict:
     """{"sae.d_sae": 40} -> {"sae": {"d_sae": 40}}."""
     nested: dict = {}
     for dotted, value in flat.items():
-        *sections, name = dotted.split(".")
-        target = nested
-        for part in sections:
-            target = target.setdefault(part, {})
-        target[name] = value
+        *path, name = dotted.split(".")
+        functools.reduce(lambda table, part: table.setdefault(part, {}), path, nested)[name] = value
     return nested
 
 
@@ -357,7 +313,7 @@ def _check_extra_keys(flat: dict) -> None:
     takes = {r: sorted(_takes(registry[r])) for r in recipes}
     known = {k for k in SCHEMA if k.startswith("sae.")} | {f"sae{t}.{h}" for r in recipes
                                                             for t in ("", f".{r}") for h in takes[r]}
-    laws = {law: inspect.signature(_magnitudes()[law]).parameters for law in _as_list(flat.get("features.magnitude",
+    laws = {law: inspect.signature(importlib.import_module("..truth.magnitudes", __package__).MAGNITUDES[law]).parameters for law in _as_list(flat.get("features.magnitude",
                                                                                              "uniform"))}
     for name in flat:
         parts = name.split(".")
@@ -517,13 +473,10 @@ STREAMS = ("directions", "toy_init", "toy_data", "sae_init", "sae_data", "evalua
 
 
 def stream_seed(point: dict, stream: str) -> int:
-    """The seed of one random stream of a grid point: a function of the point's configuration alone.
-
-    Every random number a configuration uses comes from one of these streams, so packing
-    (which points share a batched pass, how many) never changes a result. Each stream hashes
-    the keys it depends on with its own name: the toy model's streams the toy_key (points
-    that read one toy model share it), the SAE's and the held-out samples' the train_key
-    (grading variants of one SAE share them), the dictionary's only the seed and its shape.
+    """The seed of one random stream of a grid point: a function of the point's configuration alone, so packing
+    (which points share a batched pass) never changes a result. Each stream hashes, with its name, the keys it
+    depends on: the toy model's the toy_key (points that read one toy model share it), the SAE's and the
+    held-out samples' the train_key (grading variants share them), the dictionary's the seed and its shape.
     Seeds are below 2**52, exact in any JSON reader.
     """
     if stream == "directions":

@@ -313,8 +313,9 @@ def _check_extra_keys(flat: dict) -> None:
     takes = {r: sorted(_takes(registry[r])) for r in recipes}
     known = {k for k in SCHEMA if k.startswith("sae.")} | {f"sae{t}.{h}" for r in recipes
                                                             for t in ("", f".{r}") for h in takes[r]}
-    laws = {law: inspect.signature(importlib.import_module("..truth.magnitudes", __package__).MAGNITUDES[law]).parameters for law in _as_list(flat.get("features.magnitude",
-                                                                                             "uniform"))}
+    magnitudes = importlib.import_module("..truth.magnitudes", __package__).MAGNITUDES
+    laws = {law: inspect.signature(magnitudes[law]).parameters
+            for law in _as_list(flat.get("features.magnitude", "uniform"))}
     for name in flat:
         parts = name.split(".")
         if name.startswith(MAGNITUDE_PARAMS):
@@ -337,7 +338,8 @@ def resolve(user: dict, overrides: list[str] = ()) -> dict:
     given = flatten(user)
     for text in overrides:
         name, value = parse_override(text)  # --set sae.topk={k=4}: a table, as flat keys
-        given.update({f"{name}.{k}": v for k, v in flatten(value).items()} if isinstance(value, dict) else {name: value})
+        given.update({f"{name}.{k}": v for k, v in flatten(value).items()} if isinstance(value, dict)
+                     else {name: value})
     for name, value in given.items():
         if name not in SCHEMA and not name.startswith(("sae.", MAGNITUDE_PARAMS)):
             raise ValueError(f"unknown config key {name!r}{did_you_mean(name, SCHEMA)}")
@@ -347,7 +349,8 @@ def resolve(user: dict, overrides: list[str] = ()) -> dict:
         if isinstance(value, list) and not value:
             raise ValueError(f"config key {name!r} is an empty list: a sweep axis needs at least one value")
         if isinstance(value, list) and not is_identity(name):
-            raise ValueError(f"config key {name!r} cannot be a sweep axis (it says how to run, not what), got {value!r}")
+            raise ValueError(f"config key {name!r} cannot be a sweep axis (it says how to run, not what), "
+                             f"got {value!r}")
         if isinstance(value, list) and any(isinstance(v, (list, dict)) for v in value):
             raise ValueError(f"config key {name!r}: a sweep axis is a list of plain values, got {value!r}")
         for one in _as_list(value):

@@ -49,10 +49,16 @@ def check_point(point: dict, fits=None) -> None:
         n, d = worlds.WORLDS[point["source.world"]]
         raise ValueError(f"source.world {point['source.world']!r} has {n} features in {d} dims: set "
                          f"features.n_features = {n} and source.d_hidden = {d}")
-    _check_features(tuple((k, v) for k, v in point.items() if k.startswith("features.")))
+    features = tuple((k, v) for k, v in point.items() if k.startswith("features."))
+    if any(k in STRUCTURED or k.startswith(MAGNITUDE_PARAMS) for k, _ in features):  # else nothing more to check
+        _check_features(features)
     recipe = get_recipe(point["sae.recipe"])
     hyper = tuple((name, point[f"sae.{name}"]) for name in (*recipe.hyperparameters, *recipe.options))
     _check_sae(point["sae.recipe"], point["source.d_hidden"], point["sae.d_sae"], hyper)
+
+
+STRUCTURED = ("features.magnitude", "features.correlated_groups", "features.exclusive_groups",
+              "features.hierarchy_parents")
 
 
 @functools.lru_cache(maxsize=4096)

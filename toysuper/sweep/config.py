@@ -20,6 +20,7 @@ import hashlib
 import importlib
 import itertools
 import json
+import math
 import re
 import sys
 from dataclasses import dataclass, field, fields
@@ -36,7 +37,7 @@ else:  # pragma: no cover - Python 3.10
 
 class Key(NamedTuple):
     """A key: default (None: absent unless given), meaning, check(key, value), whether it may vary between the
-    instances of one batched pass (it changes no shape), and the (key, value) it applies with (None: when set)."""
+    instances of one batched pass (it changes no shape), and the (value, key) it applies with (None: when set)."""
 
     default: object
     help: str
@@ -49,41 +50,29 @@ def key(default, help, check=None, instance=False, only=None):
     return field(default=default, metadata={"key": Key(default, help, check, instance, only)})
 
 
-def one_of(choices, late=None):
-    """A check of a value against `choices`, or against `module.name` imported when first needed (`late`)."""
+def rule(ok, what):
+    """A check of one value: ok(value), else a ValueError "{key} must be {what}, got {value!r}"."""
     def check(name, value):
-        known = list(getattr(importlib.import_module(choices, __package__), late) if late else choices)
-        if value not in known:
-            raise ValueError(f"{name} must be one of {known}, got {value!r}")
+        if not ok(value):
+            raise ValueError(f"{name} must be {what() if callable(what) else what}, got {value!r}")
     return check
 
 
-def count(name, value, least=0):
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}")
+def one_of(*choices):
+    """A check that a value is one of `choices`, or a key of "module:NAME" (imported when first needed)."""
+    def known():
+        module, _, name = choices[0].partition(":") if len(choices) == 1 else ("", "", "")
+        return list(getattr(importlib.import_module(module, __package__), name) if name else choices)
+    return rule(lambda value: value in known(), lambda: f"one of {known()}")
 
 
-def of_type(kind, what):
-    def check(name, value):
-        if not isinstance(value, kind):
-            raise ValueError(f"{name} must be {what}, got {value!r}")
-    return check
+def _number(value, low, high, open_low=False, open_high=False) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and (low < value if open_low else low <= value) and (value < high if open_high else value <= high))
 
 
-def interval(low_open, high_open=False, why=""):
-    def check(name, value):
-        value = checks.finite_float(name, value)
-        if not (0 < value if low_open else 0 <= value) or not (value < 1 if high_open else value <= 1):
-            raise ValueError(f"{name} must lie in {'(' if low_open else '['}0, 1{')' if high_open else ']'}{why}, "
-                             f"got {value!r}")
-    return check
-
-
-def _name(name, value):
-    """The name becomes a folder under runs/: one plain path component, so a run never writes elsewhere."""
-    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*", value):
-        raise ValueError(f"name must be a plain folder name (letters, digits, '-', '_', '.'; no leading '.'), "
-                         f"since the run folder is runs/NAME-KEY; got {value!r}")
+def whole_at_least(least):
+    return rule(lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= least, f"a whole number >= {least}")
 
 
 def check_device(device, value=None) -> None:
@@ -106,8 +95,11 @@ def _n_samples(name, value):
                          f"already take hours on a CPU), got {value!r}")
 
 
-positive, non_negative, whole, at_least_2 = (checks.positive_float, checks.non_negative, checks.positive_int,
-                                             functools.partial(count, least=2))
+positive, non_negative, whole = checks.positive_float, checks.non_negative, checks.positive_int
+count, at_least_2 = whole_at_least(0), whole_at_least(2)
+probability = rule(lambda v: _number(v, 0, 1), "a number in [0, 1]")
+fraction = rule(lambda v: _number(v, 0, 1, open_low=True), "a number in (0, 1]")
+boolean = rule(lambda v: isinstance(v, bool), "true or false")
 FREQUENCY_LAWS, DICTIONARIES = ("constant", "zipf"), ("random", "low_coherence")
 GROUPS, EXCLUSIVE, PARENTS = (None, "features.correlated_groups"), (None, "features.exclusive_groups"), \
     (None, "features.hierarchy_parents")
@@ -116,8 +108,10 @@ DICTIONARY = ("dictionary", "source.kind")
 
 @dataclass(frozen=True)
 class Experiment:
-    name: str = key("experiment", "name of the experiment (the run folder is runs/NAME-HASH)", _name)
-    description: str = key("", "the question the experiment answers", of_type(str, "a string"))
+    name: str = key("experiment", "name of the experiment (the run folder is runs/NAME-HASH)", rule(
+        lambda v: isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*", v),  # one folder: runs/NAME
+        "a plain folder name (letters, digits, '-', '_', '.'; no leading '.'), since the run folder is runs/NAME-KEY"))
+    description: str = key("", "the question the experiment answers", rule(lambda v: isinstance(v, str), "a string"))
     seed: int = key(0, "replicate seed; a list gives independent replicates trained side by side", count, True)
     device: str = key("auto", "cpu, cuda or auto (CUDA when present)", check_device)
 
@@ -125,40 +119,38 @@ class Experiment:
 @dataclass(frozen=True)
 class Features:  # the planted features: toysuper.FeatureDistribution
     n_features: int = key(20, "number of planted features", whole)
-    sparsity: float | None = key(0.9, "S = 1 - mean firing probability (give sparsity or l0)", interval(
-        False, True, " (1 - the mean firing probability; at 1 no feature ever fires)"), True)
+    sparsity: float | None = key(0.9, "S = 1 - mean firing probability (give sparsity or l0)", rule(
+        lambda v: _number(v, 0, 1, open_high=True), "a number in [0, 1) (at 1 no feature ever fires)"), True)
     l0: float | None = key(None, "mean number of features firing per sample (instead of sparsity)", positive, True)
-    frequency: str = key("constant", "firing-probability law across features: constant or zipf", one_of(FREQUENCY_LAWS))
+    frequency: str = key("constant", "firing-probability law across features: constant or zipf", one_of(*FREQUENCY_LAWS))
     zipf_exponent: float | None = key(None, "zipf law: p_i proportional to (i+1)^-exponent (default 1)", non_negative,
                                       True, ("zipf", "features.frequency"))
-    importance_decay: float = key(1.0, "importance of feature i is decay**i (1: all equal)", interval(True), True)
+    importance_decay: float = key(1.0, "importance of feature i is decay**i (1: all equal)", fraction, True)
     magnitude: str | None = key(None, "value of a firing feature: uniform (U[0,1], default), constant, exponential, "
                                 "folded_normal; parameters in [features.magnitude_params]",
-                                one_of("..truth.magnitudes", "MAGNITUDES"))
+                                one_of("..truth.magnitudes:MAGNITUDES"))
     correlated_groups: int | None = key(None, "groups of consecutive features (from 0) that fire together", count)
     correlated_group_size: int | None = key(None, "features per correlated group (default 2)", at_least_2, only=GROUPS)
     correlation: float | None = key(None, "correlation of a correlated group's members' firing (default 0.5)",
-                                    interval(False), only=GROUPS)
+                                    probability, only=GROUPS)
     exclusive_groups: int | None = key(None, "groups of consecutive features (after the correlated ones) of which "
                                        "at most one fires", count)
-    exclusive_group_size: int | None = key(None, "features per exclusive group (default 2)", at_least_2,
-                                           only=EXCLUSIVE)
+    exclusive_group_size: int | None = key(None, "features per exclusive group (default 2)", at_least_2, only=EXCLUSIVE)
     hierarchy_parents: int | None = key(None, "parents of a hierarchy, after the groups, each followed by its children",
                                         count)
     hierarchy_children: int | None = key(None, "children per parent, each firing only with its parent (default 2)",
                                          whole, only=PARENTS)
-    child_prob: float | None = key(None, "P(child fires | parent fires) (default 0.5)", interval(False), only=PARENTS)
-    exclusive_children: bool | None = key(None, "at most one child of a parent fires (default false)",
-                                          of_type(bool, "true or false"), only=PARENTS)
+    child_prob: float | None = key(None, "P(child fires | parent fires) (default 0.5)", probability, only=PARENTS)
+    exclusive_children: bool | None = key(None, "at most one child of a parent fires (default false)", boolean,
+                                          only=PARENTS)
 
 
 @dataclass(frozen=True)
 class Source:  # where the hidden activations come from: toysuper.ToyModelSource or DictionarySource
     kind: str = key("toy_model", "toy_model (a trained toy model) or dictionary (fixed random unit directions)",
-                    one_of(("toy_model", "dictionary")))
+                    one_of("toy_model", "dictionary"))
     d_hidden: int = key(5, "hidden width", whole)
-    toy_model: str = key("relu_output", "toy-model kind: linear, relu_output, hidden_relu",
-                         one_of("..toy.model", "KINDS"))
+    toy_model: str = key("relu_output", "toy-model kind: linear, relu_output, hidden_relu", one_of("..toy.model:KINDS"))
     steps: int = key(5_000, "toy-model training steps", whole)
     batch_size: int = key(1024, "toy-model batch size", whole)
     lr: float = key(1e-3, "toy-model learning rate (AdamW)", positive)
@@ -167,9 +159,9 @@ class Source:  # where the hidden activations come from: toysuper.ToyModelSource
     snr: float | None = key(None, "signal-to-noise power ratio of Gaussian noise added to the hidden activations "
                             "(either source kind; instead of noise)", positive)
     dictionary: str | None = key(None, "dictionary source: random (default) or low_coherence directions",
-                                 one_of(DICTIONARIES), only=DICTIONARY)
+                                 one_of(*DICTIONARIES), only=DICTIONARY)
     world: str | None = key(None, "dictionary source: a preset world instead of [features] and the dictionary: "
-                            "synthsaebench_16k or synthsaebench_4k (toysuper.worlds)", one_of("..worlds", "WORLDS"),
+                            "synthsaebench_16k or synthsaebench_4k (toysuper.worlds)", one_of("..worlds:WORLDS"),
                             only=DICTIONARY)
 
 
@@ -185,7 +177,7 @@ class Sae:  # toysuper.SAE and train_sae; the recipe's hyperparameters and optio
 @dataclass(frozen=True)
 class Evaluate:
     n_samples: int = key(20_000, "held-out samples for activation-level scores", _n_samples)
-    threshold: float = key(0.9, "tau of recovered@tau", interval(True))
+    threshold: float = key(0.9, "tau of recovered@tau", fraction)
 
 
 @dataclass(frozen=True)
@@ -196,11 +188,11 @@ class Run:  # how to run, not what: never part of a configuration's identity, ne
     threads: int = key(1, "torch CPU threads of an in-process run (0: torch's default); small models run fastest on "
                        "one, and more threads than free cores slow everything down", count)
     save_models: bool = key(False, "save every trained SAE and toy model (safetensors + JSON) in the run folder",
-                            of_type(bool, "true or false"))
+                            boolean)
     executor: str = key("local", "local (in this process) or ray (instance batches as Ray tasks)",
-                        one_of(".executors", "EXECUTORS"))
+                        one_of(".executors:EXECUTORS"))
     ray_address: str = key("", "Ray cluster address ('' starts or joins a local instance, 'auto' joins one)",
-                           of_type(str, "a string ('' starts a local Ray, 'auto' joins one)"))
+                           rule(lambda v: isinstance(v, str), "a string ('' starts a local Ray, 'auto' joins one)"))
     gpus_per_batch: float = key(1.0, "GPUs a Ray task claims when the cluster has GPUs", non_negative)
     cpus_per_batch: float = key(1.0, "CPUs a Ray task claims", non_negative)
 

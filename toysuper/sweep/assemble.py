@@ -111,14 +111,12 @@ def firing_probabilities(point: dict) -> torch.Tensor:
     spreads that mean over the features (constant: the same for all; zipf: a power law).
     """
     n = point["features.n_features"]
-    l0 = point["features.l0"] if "features.l0" in point else n * (1.0 - point["features.sparsity"])
-    if point["features.frequency"] == "zipf":
+    l0 = float(point["features.l0"] if "features.l0" in point else n * (1.0 - point["features.sparsity"]))
+    if point["features.frequency"] == "zipf" and l0 > 0:
         from ..truth.frequencies import Zipf
 
-        if l0 == 0:
-            return torch.zeros(n)
-        return Zipf(exponent=point.get("features.zipf_exponent", 1.0), l0=float(l0)).resolve(1, n, "cpu")[0]
-    return torch.full((n,), float(l0) / n)
+        return Zipf(exponent=point.get("features.zipf_exponent", 1.0), l0=l0).resolve(1, n, "cpu")[0]
+    return torch.full((n,), l0 / n)
 
 
 def importance(point: dict) -> torch.Tensor:
@@ -174,12 +172,9 @@ def dictionary_source(points: list[dict], device) -> DictionarySource:
     first = points[0]
     if "source.world" in first:
         return worlds.named(first["source.world"], n_instances=len(points), device=device)
-    cache: dict[int, torch.Tensor] = {}
-    seeds = [stream_seed(p, "directions") for p in points]
-    for seed, p in zip(seeds, points):  # one dictionary per distinct seed, shared by the points that have it
-        if seed not in cache:
-            cache[seed] = directions(p, device)
-    stacked = torch.cat([cache[seed] for seed in seeds])
+    seeds = [stream_seed(p, "directions") for p in points]  # one dictionary per distinct seed, shared
+    made = {seed: directions(p, device) for seed, p in dict(zip(seeds, points)).items()}
+    stacked = torch.cat([made[seed] for seed in seeds])
     return DictionarySource(stacked, distribution(points, device), noise=first["source.noise"], **_snr(first))
 
 

@@ -89,12 +89,6 @@ def check_device(device, value=None) -> None:
     raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
 
 
-def _n_samples(name, value):
-    if checks.positive_int(name, value) > 10**8:
-        raise ValueError(f"{name} must be at most 100,000,000 (grading streams samples in chunks, and 10**8 "
-                         f"already take hours on a CPU), got {value!r}")
-
-
 positive, non_negative, whole = checks.positive_float, checks.non_negative, checks.positive_int
 count, at_least_2 = whole_at_least(0), whole_at_least(2)
 probability = rule(lambda v: _number(v, 0, 1), "a number in [0, 1]")
@@ -176,7 +170,9 @@ class Sae:  # toysuper.SAE and train_sae; the recipe's hyperparameters and optio
 
 @dataclass(frozen=True)
 class Evaluate:
-    n_samples: int = key(20_000, "held-out samples for activation-level scores", _n_samples)
+    n_samples: int = key(20_000, "held-out samples for activation-level scores", rule(
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 10**8, "a whole number >= 1 and at "
+        "most 100,000,000 (grading streams samples in chunks, and 10**8 already take hours on a CPU)"))
     threshold: float = key(0.9, "tau of recovered@tau", fraction)
 
 
@@ -367,12 +363,9 @@ def load(path, overrides: list[str] = ()) -> dict:
     path = Path(path)
     try:
         user = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # a BOM (Windows editors) is no statement
-    except FileNotFoundError as error:
-        raise ValueError(f"config file {str(path)!r} does not exist") from error
-    except IsADirectoryError as error:
-        raise ValueError(f"config file {str(path)!r} is a directory; give the path of a TOML file") from error
     except (OSError, UnicodeDecodeError) as error:
-        raise ValueError(f"config file {str(path)!r} cannot be read: {error}") from error
+        why = {FileNotFoundError: "does not exist", IsADirectoryError: "is a directory; give the path of a TOML file"}
+        raise ValueError(f"config file {str(path)!r} {why.get(type(error), f'cannot be read: {error}')}") from error
     except tomllib.TOMLDecodeError as error:
         raise ValueError(f"config file {str(path)!r} is not valid TOML: {error}") from error
     return resolve(user, overrides)

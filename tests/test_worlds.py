@@ -202,6 +202,6 @@ def test_a_config_names_a_world(monkeypatch):
     assert source.dist.hierarchy is not None and source.bias is not None
     for change, message in [({"world": "nowhere"}, "source.world"), ({"d_hidden": 8}, "source.d_hidden = 16"),
                             ({"kind": "toy_model"}, "source.kind")]:
-        bad = config_io.expand(config_io.resolve({**user, "source": {**user["source"], **change}}))[0]
-        with pytest.raises(ValueError, match=message):
-            assemble.check_point(bad)
+        with pytest.raises(ValueError, match=message):  # a value by itself (world) is refused by resolve already
+            assemble.check_point(config_io.expand(config_io.resolve({**user, "source": {**user["source"],
+                                                                                        **change}}))[0])

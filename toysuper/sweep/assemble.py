@@ -1,8 +1,10 @@
 """From grid points to the objects they train: feature distribution, source, SAE.
 
-Every value check of a config lives here, so that `plan` rejects a point that cannot train
-(naming its key) before anything trains. Adding a ground-truth option is three steps: a key
-in `config.SCHEMA`, a check in `check_point`, and its use in `distribution` or a source.
+`check_point` rejects a point that cannot train (naming its keys) before anything trains: each key's
+own value is checked by `config.resolve`; what depends on several keys is checked here, by building
+the objects a point describes (small ones: a one-instance feature distribution; the SAE without its
+weights, `SAE.check_arguments`). Adding a ground-truth option is two steps: a field of a section in
+`config.py`, and its use in `distribution` or a source.
 """
 
 from __future__ import annotations
@@ -11,102 +13,62 @@ import functools
 
 import torch
 
-from .. import checks
-from .config import MAGNITUDE_PARAMS, stream_seed, toy_key
+from .. import worlds
+from ..sae import SAE, get_recipe
+from ..sources import DictionarySource, ToyModelSource, random_directions
+from ..toy.model import ToyModel
 from ..truth.dictionaries import low_coherence_directions
 from ..truth.distribution import FeatureDistribution
 from ..truth.groups import CorrelatedGroups, ExclusiveGroups
 from ..truth.hierarchy import Hierarchy
 from ..truth.magnitudes import MAGNITUDES
-from .. import worlds
-from ..sae import SAE, get_recipe
-from ..sources import DictionarySource, ToyModelSource, random_directions
-from ..toy.model import KINDS as TOY_MODEL_KINDS
-from ..toy.model import ToyModel
-
-SOURCE_KINDS = ("toy_model", "dictionary")
-DICTIONARIES = ("random", "low_coherence")
-FREQUENCY_LAWS = ("constant", "zipf")
-MAX_EVAL_SAMPLES = 10**8
-
-def _in_unit_interval(key: str, value, low_open: bool = False) -> float:
-    value = checks.finite_float(key, value)
-    if not (0 < value <= 1 if low_open else 0 <= value <= 1):
-        raise ValueError(f"{key} must lie in {'(0' if low_open else '[0'}, 1], got {value!r}")
-    return value
-
-
-def _choice(key: str, value, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"{key} must be one of {list(choices)}, got {value!r}")
+from .config import MAGNITUDE_PARAMS, SCHEMA, stream_seed, toy_key
 
 
 def check_point(point: dict, fits=None) -> None:
-    """Reject a grid point that cannot train, naming the key, before anything trains (or is allocated: once its
-    sizes are whole numbers, `fits(point)` may refuse them before any check that allocates)."""
-    for key in ("features.n_features", "source.d_hidden", "source.steps", "source.batch_size", "sae.d_sae",
-                "sae.steps", "sae.batch_size", "evaluate.n_samples"):
-        checks.positive_int(key, point[key])
+    """Reject a grid point that cannot train, naming its keys, before anything trains or is allocated
+    (`fits(point)` may first refuse sizes too large for memory)."""
     if fits is not None:
         fits(point)
-    if isinstance(point["seed"], bool) or not isinstance(point["seed"], int) or point["seed"] < 0:
-        raise ValueError(f"seed must be a whole number >= 0, got {point['seed']!r}")
-    checks.non_negative("source.noise", point["source.noise"])
-    checks.positive_float("source.lr", point["source.lr"])
-    if point.get("sae.lr") is not None:
-        checks.positive_float("sae.lr", point["sae.lr"])
+    for name, value in point.items():  # a key that applies only with another's value (None: whenever it is set)
+        only = name in SCHEMA and SCHEMA[name].only
+        if only and value is not None and value != SCHEMA[name].default:
+            wanted, other = only
+            if wanted is None and point.get(other) is None:
+                raise ValueError(f"{name} applies only together with {other}, got {name}={value!r}")
+            if wanted is not None and point[other] != wanted:
+                raise ValueError(f"{name} applies only to {other} = {wanted!r}, got {name}={value!r} with "
+                                 f"{other}={point[other]!r} ({SCHEMA[name].help})")
     n_features = point["features.n_features"]
-    if "features.l0" in point:
-        l0 = checks.finite_float("features.l0", point["features.l0"])
-        if not 0 < l0 <= n_features:
-            raise ValueError(f"features.l0 must lie in (0, features.n_features={n_features}], got {l0!r}")
-    elif not 0 <= checks.finite_float("features.sparsity", point["features.sparsity"]) < 1:
-        raise ValueError(f"features.sparsity must lie in [0, 1) (1 - the mean firing probability; at 1 no feature "
-                         f"ever fires), got {point['features.sparsity']!r}")
-    if point["evaluate.n_samples"] > MAX_EVAL_SAMPLES:
-        raise ValueError(f"evaluate.n_samples must be at most {MAX_EVAL_SAMPLES:,} (grading streams samples in "
-                         f"chunks, and 10**8 already take hours on a CPU), got {point['evaluate.n_samples']!r}")
-    _in_unit_interval("features.importance_decay", point["features.importance_decay"], low_open=True)
-    _in_unit_interval("evaluate.threshold", point["evaluate.threshold"], low_open=True)
-    _choice("features.frequency", point["features.frequency"], FREQUENCY_LAWS)
-    if point["features.frequency"] == "zipf":
-        if checks.finite_float("features.zipf_exponent", point.get("features.zipf_exponent", 1.0)) < 0:
-            raise ValueError(f"features.zipf_exponent must be >= 0, got {point['features.zipf_exponent']!r}")
-    elif "features.zipf_exponent" in point:
-        raise ValueError(f"features.zipf_exponent applies only to features.frequency = \"zipf\", "
-                         f"got frequency {point['features.frequency']!r}")
-    _check_structure(point)
-    _choice("source.kind", point["source.kind"], SOURCE_KINDS)
-    _choice("source.toy_model", point["source.toy_model"], TOY_MODEL_KINDS)
-    if point["source.kind"] == "toy_model" and point["source.noise"] > 0:
-        raise ValueError(f"source.noise applies only to source.kind = \"dictionary\", got noise "
-                         f"{point['source.noise']!r} with a toy model (source.snr works for both)")
-    if "source.snr" in point:
-        if checks.finite_float("source.snr", point["source.snr"]) <= 0:
-            raise ValueError(f"source.snr must be > 0 (a power ratio), got {point['source.snr']!r}")
-        if point["source.noise"] > 0:
-            raise ValueError(f"give source.noise or source.snr, not both (got {point['source.noise']!r} and "
-                             f"{point['source.snr']!r})")
-    if "source.dictionary" in point:
-        if point["source.kind"] != "dictionary":
-            raise ValueError(f"source.dictionary applies only to source.kind = \"dictionary\", got kind "
-                             f"{point['source.kind']!r}")
-        _choice("source.dictionary", point["source.dictionary"], DICTIONARIES)
-    if "source.world" in point:
-        _check_world(point)
+    if point.get("features.l0", 0) > n_features:
+        raise ValueError(f"features.l0 must lie in (0, features.n_features={n_features}], got {point['features.l0']!r}")
+    if "source.snr" in point and point["source.noise"] > 0:
+        raise ValueError(f"give source.noise or source.snr, not both (got {point['source.noise']!r} and "
+                         f"{point['source.snr']!r})")
+    if "source.world" in point and worlds.WORLDS[point["source.world"]] != (n_features, point["source.d_hidden"]):
+        n, d = worlds.WORLDS[point["source.world"]]
+        raise ValueError(f"source.world {point['source.world']!r} has {n} features in {d} dims: set "
+                         f"features.n_features = {n} and source.d_hidden = {d}")
+    features = tuple((k, v) for k, v in point.items() if k.startswith("features."))
+    if any(k in STRUCTURED or k.startswith(MAGNITUDE_PARAMS) for k, _ in features):  # else nothing more to check
+        _check_features(features)
     recipe = get_recipe(point["sae.recipe"])
     hyper = tuple((name, point[f"sae.{name}"]) for name in (*recipe.hyperparameters, *recipe.options))
     _check_sae(point["sae.recipe"], point["source.d_hidden"], point["sae.d_sae"], hyper)
 
 
-def _check_world(point: dict) -> None:
-    _choice("source.world", point["source.world"], worlds.WORLDS)
-    if point["source.kind"] != "dictionary":
-        raise ValueError(f"source.world applies only to source.kind = \"dictionary\", got {point['source.kind']!r}")
-    n_features, d_hidden = worlds.WORLDS[point["source.world"]]
-    if (point["features.n_features"], point["source.d_hidden"]) != (n_features, d_hidden):
-        raise ValueError(f"source.world {point['source.world']!r} has {n_features} features in {d_hidden} dims: set "
-                         f"features.n_features = {n_features} and source.d_hidden = {d_hidden}")
+STRUCTURED = ("features.magnitude", "features.correlated_groups", "features.exclusive_groups",
+              "features.hierarchy_parents")
+
+
+@functools.lru_cache(maxsize=4096)
+def _check_features(features: tuple) -> None:
+    """The feature distribution's own checks (groups that fit, rates an exclusive group can have, a magnitude
+    law's parameters), on the one-instance distribution these [features] keys describe."""
+    try:
+        distribution([dict(features)], "cpu")
+    except (ValueError, TypeError) as error:
+        raise type(error)(f"[features] ({', '.join(f'{k}={v!r}' for k, v in features)}): {error}") from error
 
 
 @functools.lru_cache(maxsize=4096)
@@ -120,80 +82,25 @@ def _check_sae(recipe: str, d_hidden: int, d_sae: int, hyper: tuple) -> None:
                           f"{', '.join(f'sae.{k}={v!r}' for k, v in hyper)}): {error}") from error
 
 
-STRUCTURE = {"features.correlated_group_size": ("features.correlated_groups", 2),
-             "features.correlation": ("features.correlated_groups", 0.5),
-             "features.exclusive_group_size": ("features.exclusive_groups", 2),
-             "features.hierarchy_children": ("features.hierarchy_parents", 2),
-             "features.child_prob": ("features.hierarchy_parents", 0.5),
-             "features.exclusive_children": ("features.hierarchy_parents", False)}
-"""Each setting of a group or hierarchy: the count it belongs to, and its default."""
-
-
-def _setting(point: dict, key: str):
-    return point.get(key, STRUCTURE[key][1])
-
-
-def _check_structure(point: dict) -> None:
-    """Groups and hierarchy: counts, sizes, and that they fit in n_features; then the distribution's own checks."""
-    for key, (owner, _) in STRUCTURE.items():
-        if key in point and owner not in point:
-            raise ValueError(f"{key} applies only together with {owner}")
-    used = 0
-    for count, size in (("features.correlated_groups", "features.correlated_group_size"),
-                        ("features.exclusive_groups", "features.exclusive_group_size"),
-                        ("features.hierarchy_parents", "features.hierarchy_children")):
-        if count in point:
-            n = point[count]
-            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-                raise ValueError(f"{count} must be a whole number >= 0, got {n!r}")
-            per = checks.positive_int(size, _setting(point, size))
-            if size != "features.hierarchy_children" and per < 2:
-                raise ValueError(f"{size} must be at least 2, got {per!r}")
-            used += n * (per + (count == "features.hierarchy_parents"))
-    if used > point["features.n_features"]:
-        raise ValueError(f"the groups and hierarchy need {used} features but features.n_features is "
-                         f"{point['features.n_features']}")
-    if "features.correlation" in point:
-        _in_unit_interval("features.correlation", point["features.correlation"])
-    if "features.child_prob" in point:
-        _in_unit_interval("features.child_prob", point["features.child_prob"])
-    if not isinstance(_setting(point, "features.exclusive_children"), bool):
-        raise ValueError(f"features.exclusive_children must be true or false, got {point['features.exclusive_children']!r}")
-    if "features.magnitude" in point or any(k.startswith(MAGNITUDE_PARAMS) for k in point):
-        try:
-            magnitude(point).resolve(1, point["features.n_features"], "cpu")
-        except (ValueError, TypeError) as error:
-            raise type(error)(f"features.magnitude {point.get('features.magnitude', 'uniform')!r}: {error}") from error
-    if any(owner in point for owner, _ in STRUCTURE.values()):
-        try:  # e.g. an exclusive group whose rates add up to more than 1
-            distribution([point], "cpu")
-        except (ValueError, TypeError) as error:
-            raise type(error)(f"features (groups/hierarchy): {error}") from error
-
-
-def magnitude(point: dict):
-    """The magnitude law of a point (features.magnitude with its [features.magnitude_params])."""
-    params = {k[len(MAGNITUDE_PARAMS):]: v for k, v in point.items() if k.startswith(MAGNITUDE_PARAMS)}
-    return MAGNITUDES[point.get("features.magnitude", "uniform")](**params)
-
-
 def structure(point: dict) -> dict:
-    """FeatureDistribution keyword arguments for the groups and hierarchy of a point (laid out from feature 0)."""
+    """FeatureDistribution keyword arguments for the groups and hierarchy of a point, laid out from feature 0
+    (an absent setting takes the default its key's help names)."""
+    def get(name, default=0):
+        return point.get(f"features.{name}", default)
+
     kwargs, start = {}, 0
-    if point.get("features.correlated_groups"):
-        size = _setting(point, "features.correlated_group_size")
-        kwargs["correlated_groups"] = CorrelatedGroups.consecutive(point["features.correlated_groups"], size, start,
-                                                                   correlation=_setting(point, "features.correlation"))
-        start += point["features.correlated_groups"] * size
-    if point.get("features.exclusive_groups"):
-        size = _setting(point, "features.exclusive_group_size")
-        kwargs["exclusive_groups"] = ExclusiveGroups.consecutive(point["features.exclusive_groups"], size, start)
-        start += point["features.exclusive_groups"] * size
-    if point.get("features.hierarchy_parents"):
-        kwargs["hierarchy"] = Hierarchy.regular(point["features.hierarchy_parents"],
-                                                _setting(point, "features.hierarchy_children"), start,
-                                                exclusive_children=_setting(point, "features.exclusive_children"),
-                                                child_prob=_setting(point, "features.child_prob"))
+    if get("correlated_groups"):
+        kwargs["correlated_groups"] = CorrelatedGroups.consecutive(
+            get("correlated_groups"), get("correlated_group_size", 2), start, correlation=get("correlation", 0.5))
+        start += get("correlated_groups") * get("correlated_group_size", 2)
+    if get("exclusive_groups"):
+        kwargs["exclusive_groups"] = ExclusiveGroups.consecutive(get("exclusive_groups"),
+                                                                 get("exclusive_group_size", 2), start)
+        start += get("exclusive_groups") * get("exclusive_group_size", 2)
+    if get("hierarchy_parents"):
+        kwargs["hierarchy"] = Hierarchy.regular(get("hierarchy_parents"), get("hierarchy_children", 2), start,
+                                                exclusive_children=get("exclusive_children", False),
+                                                child_prob=get("child_prob", 0.5))
     return kwargs
 
 
@@ -204,14 +111,12 @@ def firing_probabilities(point: dict) -> torch.Tensor:
     spreads that mean over the features (constant: the same for all; zipf: a power law).
     """
     n = point["features.n_features"]
-    l0 = point["features.l0"] if "features.l0" in point else n * (1.0 - point["features.sparsity"])
-    if point["features.frequency"] == "zipf":
+    l0 = float(point["features.l0"] if "features.l0" in point else n * (1.0 - point["features.sparsity"]))
+    if point["features.frequency"] == "zipf" and l0 > 0:
         from ..truth.frequencies import Zipf
 
-        if l0 == 0:
-            return torch.zeros(n)
-        return Zipf(exponent=point.get("features.zipf_exponent", 1.0), l0=float(l0)).resolve(1, n, "cpu")[0]
-    return torch.full((n,), float(l0) / n)
+        return Zipf(exponent=point.get("features.zipf_exponent", 1.0), l0=l0).resolve(1, n, "cpu")[0]
+    return torch.full((n,), l0 / n)
 
 
 def importance(point: dict) -> torch.Tensor:
@@ -223,8 +128,9 @@ def distribution(points: list[dict], device) -> FeatureDistribution:
     """One distribution instance per point; the points share every non-instance [features] key."""
     first = points[0]
     extra = structure(first)
-    if "features.magnitude" in first or any(k.startswith(MAGNITUDE_PARAMS) for k in first):
-        extra["magnitude"] = magnitude(first)
+    params = {k[len(MAGNITUDE_PARAMS):]: v for k, v in first.items() if k.startswith(MAGNITUDE_PARAMS)}
+    if "features.magnitude" in first or params:  # its law, with its [features.magnitude_params]
+        extra["magnitude"] = MAGNITUDES[first.get("features.magnitude", "uniform")](**params)
     return FeatureDistribution(first["features.n_features"], torch.stack([firing_probabilities(p) for p in points]),
                                n_instances=len(points), importance=torch.stack([importance(p) for p in points]),
                                device=device, **extra)
@@ -266,12 +172,9 @@ def dictionary_source(points: list[dict], device) -> DictionarySource:
     first = points[0]
     if "source.world" in first:
         return worlds.named(first["source.world"], n_instances=len(points), device=device)
-    cache: dict[int, torch.Tensor] = {}
-    seeds = [stream_seed(p, "directions") for p in points]
-    for seed, p in zip(seeds, points):  # one dictionary per distinct seed, shared by the points that have it
-        if seed not in cache:
-            cache[seed] = directions(p, device)
-    stacked = torch.cat([cache[seed] for seed in seeds])
+    seeds = [stream_seed(p, "directions") for p in points]  # one dictionary per distinct seed, shared
+    made = {seed: directions(p, device) for seed, p in dict(zip(seeds, points)).items()}
+    stacked = torch.cat([made[seed] for seed in seeds])
     return DictionarySource(stacked, distribution(points, device), noise=first["source.noise"], **_snr(first))
 
 
@@ -302,7 +205,5 @@ def sae(points: list[dict], device) -> SAE:
 
 def sae_train_settings(point: dict) -> dict:
     """Keyword arguments of train_sae that the config sets (the rest come from the recipe)."""
-    settings = {"steps": point["sae.steps"], "batch_size": point["sae.batch_size"]}
-    if point.get("sae.lr") is not None:
-        settings["lr"] = point["sae.lr"]
-    return settings
+    return {"steps": point["sae.steps"], "batch_size": point["sae.batch_size"],
+            **({"lr": point["sae.lr"]} if point.get("sae.lr") is not None else {})}

@@ -65,7 +65,7 @@ def command_run(args) -> int:
     from . import config as config_io
     from .experiments import default_run_dir, dry_run, run
 
-    from .planner import check_device
+    from .config import check_device
 
     overrides = list(args.set) + ([f"run.executor={args.executor}"] if args.executor else [])
     config = config_io.load(args.config, overrides)
@@ -158,8 +158,8 @@ def _metric_names() -> list[str]:
 def command_list(args) -> int:
     import inspect
 
-    from . import assemble
     from . import config as config_io
+    from ..toy.model import KINDS as TOY_MODEL_KINDS
     from ..truth.magnitudes import MAGNITUDES
     from ..sae import RECIPES
 
@@ -169,13 +169,13 @@ def command_list(args) -> int:
                           + [f"{k}={recipe.option_default(k)!r}" for k in recipe.options])  # options: per SAE
         print(f"  {name:16s} {hyper:40s} {recipe.citation}")
     print("\nfeature distributions ([features]):")
-    print(f"  frequency laws (frequency = ...): {', '.join(assemble.FREQUENCY_LAWS)}; the knob is sparsity or l0")
+    print(f"  frequency laws (frequency = ...): {', '.join(config_io.FREQUENCY_LAWS)}; the knob is sparsity or l0")
     laws = [f"{name}({', '.join(inspect.signature(law).parameters)})" for name, law in MAGNITUDES.items()]
     print(f"  magnitude laws (magnitude = ..., [features.magnitude_params]): {', '.join(laws)}")
     print("  structure: correlated_groups, exclusive_groups, hierarchy_parents (see config keys below)")
     print("\nsources ([source] kind = ...):")
-    print(f"  toy_model  (toy_model = {' | '.join(assemble.TOY_MODEL_KINDS)}; optional snr)")
-    print(f"  dictionary (dictionary = {' | '.join(assemble.DICTIONARIES)}; optional noise or snr)")
+    print(f"  toy_model  (toy_model = {' | '.join(TOY_MODEL_KINDS)}; optional snr)")
+    print(f"  dictionary (dictionary = {' | '.join(config_io.DICTIONARIES)}; optional noise or snr)")
     print("\nmetrics (results.csv columns, see the README's Metrics):")
     print("  " + ", ".join(_metric_names()))
     print("\nconfig keys (default):")

@@ -1,15 +1,15 @@
 """Experiment configs: TOML files whose list values are sweep axes.
 
-A config has the sections of `SCHEMA`. A key the config
-leaves out takes its default; optional keys (default None) stay absent unless given; a key
-the schema does not name is an error that names it. A list value is a sweep axis and the
-grid is the product of every axis.
+One frozen dataclass per section (`SECTIONS`: top-level keys, [features], [source], [sae], [evaluate],
+[run]); each field is a key with its type, default, help and the check of one value. A key left out
+takes its default; an optional key (default None) stays absent unless given; a key no section names is
+an error that names it. A list value is a sweep axis, and the grid is the product of every axis.
+`resolve` checks each value; `assemble.check_point` checks what depends on several keys, per grid point.
 
-The [sae] section also takes every per-instance hyperparameter of the recipe(s) it names
-(`toysuper.RECIPES[name].hyperparameters`), either for all of them (`sae.k = [4, 8]`) or for
-one recipe only (a subtable, `[sae.topk] k = [4, 8]`). A hyperparameter is an axis only for
-the recipes that take it, so sweeping `recipe = ["relu_l1", "topk"]` with both
-`l1_coefficient` and `k` gives each recipe its own grid.
+[sae] also takes every hyperparameter and option of the recipe(s) it names (`toysuper.RECIPES`), for
+all of them (`sae.k = [4, 8]`) or one recipe only (`[sae.topk] k = [4, 8]`). A hyperparameter is an axis
+only for the recipes that take it: `recipe = ["relu_l1", "topk"]` with `l1_coefficient` and `k` gives
+each recipe its own grid.
 """
 
 from __future__ import annotations
@@ -17,12 +17,17 @@ from __future__ import annotations
 import difflib
 import functools
 import hashlib
+import importlib
 import itertools
 import json
+import math
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import NamedTuple
+
+from .. import checks
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -30,82 +35,184 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 
-@dataclass(frozen=True)
-class Key:
-    """One config key: its default (None: optional, absent unless given) and what it means."""
+class Key(NamedTuple):
+    """A key: default (None: absent unless given), meaning, check(key, value), whether it may vary between the
+    instances of one batched pass (it changes no shape), and the (value, key) it applies with (None: when set)."""
 
     default: object
     help: str
+    check: object = None
     instance: bool = False
-    """True when the key may vary between the instances of one batched pass (it changes no shape)."""
+    only: tuple | None = None
 
 
-SCHEMA: dict[str, Key] = {
-    "name": Key("experiment", "name of the experiment (the run folder is runs/NAME-HASH)"),
-    "description": Key("", "the question the experiment answers"),
-    "seed": Key(0, "replicate seed; a list gives independent replicates trained side by side", instance=True),
-    "device": Key("auto", "cpu, cuda or auto (CUDA when present)"),
-    # ground truth
-    "features.n_features": Key(20, "number of planted features"),
-    "features.sparsity": Key(0.9, "S = 1 - mean firing probability (give sparsity or l0)", instance=True),
-    "features.l0": Key(None, "mean number of features firing per sample (instead of sparsity)", instance=True),
-    "features.frequency": Key("constant", "firing-probability law across features: constant or zipf"),
-    "features.zipf_exponent": Key(None, "zipf law: p_i proportional to (i+1)^-exponent (default 1)", instance=True),
-    "features.importance_decay": Key(1.0, "importance of feature i is decay**i (1: all equal)", instance=True),
-    "features.magnitude": Key(None, "value of a firing feature: uniform (U[0,1], default), constant, exponential, "
-                                    "folded_normal; parameters in a [features.magnitude_params] table"),
-    "features.correlated_groups": Key(None, "groups of consecutive features (from feature 0) that fire together"),
-    "features.correlated_group_size": Key(None, "features per correlated group (default 2)"),
-    "features.correlation": Key(None, "correlation of a correlated group's members' firing (default 0.5)"),
-    "features.exclusive_groups": Key(None, "groups of consecutive features (after the correlated ones) of which "
-                                           "at most one fires"),
-    "features.exclusive_group_size": Key(None, "features per exclusive group (default 2)"),
-    "features.hierarchy_parents": Key(None, "parents of a hierarchy, after the groups; their children follow them"),
-    "features.hierarchy_children": Key(None, "children per parent, each firing only with its parent (default 2)"),
-    "features.child_prob": Key(None, "P(child fires | parent fires) (default 0.5)"),
-    "features.exclusive_children": Key(None, "at most one child of a parent fires (default false)"),
-    # where the hidden activations come from
-    "source.kind": Key("toy_model", "toy_model (a trained toy model) or dictionary (fixed random unit directions)"),
-    "source.d_hidden": Key(5, "hidden width"),
-    "source.toy_model": Key("relu_output", "toy-model kind: linear, relu_output, hidden_relu"),
-    "source.steps": Key(5_000, "toy-model training steps"),
-    "source.batch_size": Key(1024, "toy-model batch size"),
-    "source.lr": Key(1e-3, "toy-model learning rate (AdamW)"),
-    "source.noise": Key(0.0, "dictionary source: std of Gaussian noise added in hidden space"),
-    "source.snr": Key(None, "signal-to-noise power ratio of Gaussian noise added to the hidden activations "
-                            "(either source kind; instead of noise)"),
-    "source.dictionary": Key(None, "dictionary source: random (default) or low_coherence directions"),
-    "source.world": Key(None, "dictionary source: a preset world instead of [features] and the dictionary: "
-                              "synthsaebench_16k or synthsaebench_4k (toysuper.worlds)"),
-    # the SAE (its recipe's hyperparameters are added dynamically, see sae_keys)
-    "sae.recipe": Key("anthropic_2024", "SAE recipe (toysuper list shows them)"),
-    "sae.d_sae": Key(40, "number of SAE latents"),
-    "sae.steps": Key(3_000, "SAE training steps"),
-    "sae.batch_size": Key(1024, "SAE batch size"),
-    "sae.lr": Key(None, "SAE learning rate (default: the recipe's)"),
-    # grading
-    "evaluate.n_samples": Key(20_000, "held-out samples for activation-level scores"),
-    "evaluate.threshold": Key(0.9, "tau of recovered@tau"),
-    # how to run (not part of a configuration's identity)
-    "run.memory_mb": Key(1024, "memory budget of one batched pass, MB (the planner packs instances up to it)"),
-    "run.max_instances": Key(32, "at most this many SAE instances in one batched pass (0: no limit)"),
-    "run.threads": Key(1, "torch CPU threads of an in-process run (0: torch's default); small models run fastest "
-                          "on one, and more threads than free cores slow everything down"),
-    "run.save_models": Key(False, "save every trained SAE and toy model (safetensors + JSON) in the run folder"),
-    "run.executor": Key("local", "local (in this process) or ray (instance batches as Ray tasks)"),
-    "run.ray_address": Key("", "Ray cluster address ('' starts or joins a local instance, 'auto' joins one)"),
-    "run.gpus_per_batch": Key(1.0, "GPUs a Ray task claims when the cluster has GPUs"),
-    "run.cpus_per_batch": Key(1.0, "CPUs a Ray task claims"),
-}
+def key(default, help, check=None, instance=False, only=None):
+    return field(default=default, metadata={"key": Key(default, help, check, instance, only)})
 
-INTEGER_KEYS = frozenset(k for k, spec in SCHEMA.items() if type(spec.default) is int) | {
-    "features.correlated_groups", "features.correlated_group_size", "features.exclusive_groups",
-    "features.exclusive_group_size", "features.hierarchy_parents", "features.hierarchy_children"}
+
+def rule(ok, what):
+    """A check of one value: ok(value), else a ValueError "{key} must be {what}, got {value!r}"."""
+    def check(name, value):
+        if not ok(value):
+            raise ValueError(f"{name} must be {what() if callable(what) else what}, got {value!r}")
+    return check
+
+
+def one_of(*choices):
+    """A check that a value is one of `choices`, or a key of "module:NAME" (imported when first needed)."""
+    def known():
+        module, _, name = choices[0].partition(":") if len(choices) == 1 else ("", "", "")
+        return list(getattr(importlib.import_module(module, __package__), name) if name else choices)
+    return rule(lambda value: value in known(), lambda: f"one of {known()}")
+
+
+def _number(value, low, high, open_low=False, open_high=False) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and (low < value if open_low else low <= value) and (value < high if open_high else value <= high))
+
+
+def whole_at_least(least):
+    return rule(lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= least, f"a whole number >= {least}")
+
+
+def check_device(device, value=None) -> None:
+    """'auto', 'cpu', 'cuda', 'cuda:1' (check_device(device) or, as a key's check, check_device("device", value));
+    whether this machine has it is checked at run time, so a plan can be made on a laptop for a GPU machine."""
+    import torch
+
+    device = device if value is None else value
+    try:
+        if device == "auto" or torch.device(device).type in ("cpu", "cuda"):
+            return
+    except (RuntimeError, TypeError):
+        pass
+    raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
+
+
+positive, non_negative, whole = checks.positive_float, checks.non_negative, checks.positive_int
+count, at_least_2 = whole_at_least(0), whole_at_least(2)
+probability = rule(lambda v: _number(v, 0, 1), "a number in [0, 1]")
+fraction = rule(lambda v: _number(v, 0, 1, open_low=True), "a number in (0, 1]")
+boolean = rule(lambda v: isinstance(v, bool), "true or false")
+FREQUENCY_LAWS, DICTIONARIES = ("constant", "zipf"), ("random", "low_coherence")
+GROUPS, EXCLUSIVE, PARENTS = (None, "features.correlated_groups"), (None, "features.exclusive_groups"), \
+    (None, "features.hierarchy_parents")
+DICTIONARY = ("dictionary", "source.kind")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str = key("experiment", "name of the experiment (the run folder is runs/NAME-HASH)", rule(
+        lambda v: isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*", v),  # one folder: runs/NAME
+        "a plain folder name (letters, digits, '-', '_', '.'; no leading '.'), since the run folder is runs/NAME-KEY"))
+    description: str = key("", "the question the experiment answers", rule(lambda v: isinstance(v, str), "a string"))
+    seed: int = key(0, "replicate seed; a list gives independent replicates trained side by side", count, True)
+    device: str = key("auto", "cpu, cuda or auto (CUDA when present)", check_device)
+
+
+@dataclass(frozen=True)
+class Features:  # the planted features: toysuper.FeatureDistribution
+    n_features: int = key(20, "number of planted features", whole)
+    sparsity: float | None = key(0.9, "S = 1 - mean firing probability (give sparsity or l0)", rule(
+        lambda v: _number(v, 0, 1, open_high=True), "a number in [0, 1) (at 1 no feature ever fires)"), True)
+    l0: float | None = key(None, "mean number of features firing per sample (instead of sparsity)", positive, True)
+    frequency: str = key("constant", "firing-probability law across features: constant or zipf", one_of(*FREQUENCY_LAWS))
+    zipf_exponent: float | None = key(None, "zipf law: p_i proportional to (i+1)^-exponent (default 1)", non_negative,
+                                      True, ("zipf", "features.frequency"))
+    importance_decay: float = key(1.0, "importance of feature i is decay**i (1: all equal)", fraction, True)
+    magnitude: str | None = key(None, "value of a firing feature: uniform (U[0,1], default), constant, exponential, "
+                                "folded_normal; parameters in [features.magnitude_params]",
+                                one_of("..truth.magnitudes:MAGNITUDES"))
+    correlated_groups: int | None = key(None, "groups of consecutive features (from 0) that fire together", count)
+    correlated_group_size: int | None = key(None, "features per correlated group (default 2)", at_least_2, only=GROUPS)
+    correlation: float | None = key(None, "correlation of a correlated group's members' firing (default 0.5)",
+                                    probability, only=GROUPS)
+    exclusive_groups: int | None = key(None, "groups of consecutive features (after the correlated ones) of which "
+                                       "at most one fires", count)
+    exclusive_group_size: int | None = key(None, "features per exclusive group (default 2)", at_least_2, only=EXCLUSIVE)
+    hierarchy_parents: int | None = key(None, "parents of a hierarchy, after the groups, each followed by its children",
+                                        count)
+    hierarchy_children: int | None = key(None, "children per parent, each firing only with its parent (default 2)",
+                                         whole, only=PARENTS)
+    child_prob: float | None = key(None, "P(child fires | parent fires) (default 0.5)", probability, only=PARENTS)
+    exclusive_children: bool | None = key(None, "at most one child of a parent fires (default false)", boolean,
+                                          only=PARENTS)
+
+
+@dataclass(frozen=True)
+class Source:  # where the hidden activations come from: toysuper.ToyModelSource or DictionarySource
+    kind: str = key("toy_model", "toy_model (a trained toy model) or dictionary (fixed random unit directions)",
+                    one_of("toy_model", "dictionary"))
+    d_hidden: int = key(5, "hidden width", whole)
+    toy_model: str = key("relu_output", "toy-model kind: linear, relu_output, hidden_relu", one_of("..toy.model:KINDS"))
+    steps: int = key(5_000, "toy-model training steps", whole)
+    batch_size: int = key(1024, "toy-model batch size", whole)
+    lr: float = key(1e-3, "toy-model learning rate (AdamW)", positive)
+    noise: float = key(0.0, "dictionary source: std of Gaussian noise in hidden space (snr works for both kinds)",
+                       non_negative, only=DICTIONARY)
+    snr: float | None = key(None, "signal-to-noise power ratio of Gaussian noise added to the hidden activations "
+                            "(either source kind; instead of noise)", positive)
+    dictionary: str | None = key(None, "dictionary source: random (default) or low_coherence directions",
+                                 one_of(*DICTIONARIES), only=DICTIONARY)
+    world: str | None = key(None, "dictionary source: a preset world instead of [features] and the dictionary: "
+                            "synthsaebench_16k or synthsaebench_4k (toysuper.worlds)", one_of("..worlds:WORLDS"),
+                            only=DICTIONARY)
+
+
+@dataclass(frozen=True)
+class Sae:  # toysuper.SAE and train_sae; the recipe's hyperparameters and options are [sae] keys too
+    recipe: str = key("anthropic_2024", "SAE recipe (toysuper list shows them)")
+    d_sae: int = key(40, "number of SAE latents", whole)
+    steps: int = key(3_000, "SAE training steps", whole)
+    batch_size: int = key(1024, "SAE batch size", whole)
+    lr: float | None = key(None, "SAE learning rate (default: the recipe's)", positive)
+
+
+@dataclass(frozen=True)
+class Evaluate:
+    n_samples: int = key(20_000, "held-out samples for activation-level scores", rule(
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 10**8, "a whole number >= 1 and at "
+        "most 100,000,000 (grading streams samples in chunks, and 10**8 already take hours on a CPU)"))
+    threshold: float = key(0.9, "tau of recovered@tau", fraction)
+
+
+@dataclass(frozen=True)
+class Run:  # how to run, not what: never part of a configuration's identity, never a sweep axis
+    memory_mb: float = key(1024, "memory budget of one batched pass, MB (the planner packs instances up to it)",
+                           positive)
+    max_instances: int = key(32, "at most this many SAE instances in one batched pass (0: no limit)", count)
+    threads: int = key(1, "torch CPU threads of an in-process run (0: torch's default); small models run fastest on "
+                       "one, and more threads than free cores slow everything down", count)
+    save_models: bool = key(False, "save every trained SAE and toy model (safetensors + JSON) in the run folder",
+                            boolean)
+    executor: str = key("local", "local (in this process) or ray (instance batches as Ray tasks)",
+                        one_of(".executors:EXECUTORS"))
+    ray_address: str = key("", "Ray cluster address ('' starts or joins a local instance, 'auto' joins one)",
+                           rule(lambda v: isinstance(v, str), "a string ('' starts a local Ray, 'auto' joins one)"))
+    gpus_per_batch: float = key(1.0, "GPUs a Ray task claims when the cluster has GPUs", non_negative)
+    cpus_per_batch: float = key(1.0, "CPUs a Ray task claims", non_negative)
+
+
+SECTIONS = {"": Experiment, "features.": Features, "source.": Source, "sae.": Sae, "evaluate.": Evaluate, "run.": Run}
+SCHEMA: dict[str, Key] = {prefix + f.name: f.metadata["key"] for prefix, cls in SECTIONS.items() for f in fields(cls)}
+INTEGER_KEYS = frozenset(prefix + f.name for prefix, cls in SECTIONS.items() for f in fields(cls)
+                         if type(f.default) is int or f.type.startswith("int"))
 """Keys that count things: a whole-number float (6.0) is taken as the int it names, as everywhere in toysuper."""
+
+
+def section(cls, point: dict):
+    """The typed section `cls` of a flat point (absent optional keys are None)."""
+    prefix = next(p for p, c in SECTIONS.items() if c is cls)
+    return cls(**{f.name: point.get(prefix + f.name) for f in fields(cls)})
+
 
 # Keys that do not change what a configuration computes: left out of its identity.
 NON_IDENTITY = ("name", "description", "device")
 NON_IDENTITY_SECTIONS = ("run",)
+MAGNITUDE_PARAMS = "features.magnitude_params."
+TOY_MODEL_KEYS = ("source.kind", "source.d_hidden", "source.toy_model", "source.steps", "source.batch_size",
+                  "source.lr")
+"""The [source] keys that shape a toy model (with every [features] key and the seed)."""
 
 
 def _recipes(specs=()) -> dict:
@@ -126,11 +233,8 @@ def _takes(recipe) -> dict:
 def flatten(config: dict, prefix: str = "") -> dict:
     """{"sae": {"d_sae": 40}} -> {"sae.d_sae": 40}."""
     flat = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
+    for name, value in config.items():
+        flat.update(flatten(value, f"{prefix}{name}.") if isinstance(value, dict) else {f"{prefix}{name}": value})
     return flat
 
 
@@ -138,11 +242,8 @@ def unflatten(flat: dict) -> dict:
     """{"sae.d_sae": 40} -> {"sae": {"d_sae": 40}}."""
     nested: dict = {}
     for dotted, value in flat.items():
-        *sections, key = dotted.split(".")
-        target = nested
-        for section in sections:
-            target = target.setdefault(section, {})
-        target[key] = value
+        *path, name = dotted.split(".")
+        functools.reduce(lambda table, part: table.setdefault(part, {}), path, nested)[name] = value
     return nested
 
 
@@ -156,131 +257,94 @@ def parse_override(text: str) -> tuple[str, object]:
     """
     if "=" not in text:
         raise ValueError(f"--set takes key=value, got {text!r}")
-    key, raw = (part.strip() for part in text.split("=", 1))
+    name, raw = (part.strip() for part in text.split("=", 1))
     try:
-        return key, tomllib.loads(f"value = {raw}")["value"]
+        return name, tomllib.loads(f"value = {raw}")["value"]
     except tomllib.TOMLDecodeError as error:
         if raw in ("True", "False"):
-            raise ValueError(f"--set {key}={raw}: TOML's booleans are lowercase, {raw.lower()}") from None
+            raise ValueError(f"--set {name}={raw}: TOML's booleans are lowercase, {raw.lower()}") from None
         if not BARE_WORD.fullmatch(raw):
             hint = ""
             if raw.startswith("["):
                 words = [w.strip() for w in raw.strip("[]").split(",")]
-                hint = f"; strings in a list need quotes: {key}=[{', '.join(json.dumps(w) for w in words)}]"
-            raise ValueError(f"--set {key}={raw}: not a TOML value ({error}){hint}") from None
-        return key, raw  # a bare word such as relu_output is a string
+                hint = f"; strings in a list need quotes: {name}=[{', '.join(json.dumps(w) for w in words)}]"
+            raise ValueError(f"--set {name}={raw}: not a TOML value ({error}){hint}") from None
+        return name, raw  # a bare word such as relu_output is a string
 
 
-def did_you_mean(key: str, known) -> str:
+def did_you_mean(name: str, known) -> str:
     """"; did you mean 'features.sparsity'?" for a near miss, else where to look."""
-    close = difflib.get_close_matches(key, list(known), n=3, cutoff=0.6)
+    close = difflib.get_close_matches(name, [k for k in known if k != name], n=3, cutoff=0.6)
     if close:
         return f"; did you mean {' or '.join(repr(k) for k in close)}? (`toysuper list` shows every key)"
-    section = key.split(".")[0]
-    same = sorted(k for k in known if k.startswith(section + "."))
+    same = sorted(k for k in known if k.startswith(name.split(".")[0] + "."))
     if same:
-        return f"; [{section}] takes {', '.join(same)}"
+        return f"; [{name.split('.')[0]}] takes {', '.join(same)}"
     sections = sorted({k.split(".")[0] for k in known if "." in k})
     return f"; the sections are {', '.join(f'[{s}]' for s in sections)} (`toysuper list` shows every key)"
-
-
-def _whole(value):
-    """6.0 -> 6 (a whole-number float for a count); anything else unchanged, for the checks to name."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-def _check_name(name) -> None:
-    """The name becomes a folder under runs/: one plain path component, so a run never writes elsewhere."""
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*", name):
-        raise ValueError(f"name must be a plain folder name (letters, digits, '-', '_', '.'; no leading '.'), "
-                         f"since the run folder is runs/NAME-KEY; got {name!r}")
 
 
 def _as_list(value) -> list:
     return value if isinstance(value, list) else [value]
 
 
-MAGNITUDE_PARAMS = "features.magnitude_params."
-
-
-def _check_magnitude_keys(flat: dict) -> None:
-    """Every features.magnitude_params.<name> must be a parameter of each swept magnitude law."""
+def _check_extra_keys(flat: dict) -> None:
+    """sae.<hp> must belong to a swept recipe, sae.<recipe>.<hp> to that recipe, and every
+    features.magnitude_params.<name> to each swept magnitude law."""
     import inspect
 
-    from ..truth.magnitudes import MAGNITUDES
-
-    laws = _as_list(flat.get("features.magnitude", "uniform"))
-    for law in laws:
-        if law not in MAGNITUDES:
-            raise ValueError(f"features.magnitude must be one of {sorted(MAGNITUDES)}, got {law!r}")
-    for key in flat:
-        if key.startswith(MAGNITUDE_PARAMS):
-            name = key[len(MAGNITUDE_PARAMS):]
-            for law in laws:
-                accepted = list(inspect.signature(MAGNITUDES[law]).parameters)
-                if name not in accepted:
-                    raise ValueError(f"unknown config key {key!r}: magnitude law {law!r} takes {accepted}")
-
-
-def _check_recipe_keys(flat: dict) -> None:
-    """Every sae.<hp> must belong to a swept recipe; every sae.<recipe>.<hp> to that recipe."""
     recipes = _as_list(flat["sae.recipe"])
     registry = _recipes(recipes)
     for recipe in recipes:
         if not isinstance(recipe, str) or recipe not in registry:
             raise ValueError(f"sae.recipe must be one of {sorted(registry)}, got {recipe!r}")
-    for key in flat:
-        parts = key.split(".")
-        if parts[0] != "sae" or key in SCHEMA:
-            continue
-        if len(parts) == 2:
-            takers = [r for r in recipes if parts[1] in _takes(registry[r])]
-            if not takers:
-                offered = {r: sorted(_takes(registry[r])) for r in recipes}
-                known = [k for k in SCHEMA if k.startswith("sae.")] + [f"sae.{h}" for r in registry
-                                                                      for h in _takes(registry[r])]
-                near = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
-                hint = f"; did you mean {' or '.join(repr(k) for k in near)}?" if near and key not in known else ""
-                raise ValueError(f"unknown config key {key!r}: no recipe in sae.recipe={flat['sae.recipe']!r} "
-                                 f"has a hyperparameter {parts[1]!r}{hint} (they take {offered}, and the [sae] "
-                                 f"section also takes {sorted(k for k in SCHEMA if k.startswith('sae.'))})")
-        elif len(parts) == 3 and parts[1] in registry:
-            if parts[1] not in recipes:
-                raise ValueError(f"config key {key!r} sets recipe {parts[1]!r}, which sae.recipe={flat['sae.recipe']!r} "
-                                 f"does not include")
-            if parts[2] not in _takes(registry[parts[1]]):
-                raise ValueError(f"unknown config key {key!r}: recipe {parts[1]!r} has no hyperparameter "
-                                 f"{parts[2]!r}; it takes {sorted(_takes(registry[parts[1]]))}")
-        else:
-            near = difflib.get_close_matches(parts[1], list(registry), n=1, cutoff=0.6)
-            hint = f"; did you mean a [sae.{near[0]}] table?" if near and len(parts) == 3 else ""
-            raise ValueError(f"unknown config key {key!r}{hint}; [sae] takes "
-                             f"{sorted(k for k in SCHEMA if k.startswith('sae.'))}, a recipe's hyperparameters, "
-                             f"or a [sae.RECIPE] table of them")
+    takes = {r: sorted(_takes(registry[r])) for r in recipes}
+    known = {k for k in SCHEMA if k.startswith("sae.")} | {f"sae{t}.{h}" for r in recipes
+                                                            for t in ("", f".{r}") for h in takes[r]}
+    magnitudes = importlib.import_module("..truth.magnitudes", __package__).MAGNITUDES
+    laws = {law: inspect.signature(magnitudes[law]).parameters
+            for law in _as_list(flat.get("features.magnitude", "uniform"))}
+    for name in flat:
+        parts = name.split(".")
+        if name.startswith(MAGNITUDE_PARAMS):
+            for law, accepted in laws.items():
+                if parts[-1] not in accepted:
+                    raise ValueError(f"unknown config key {name!r}: magnitude law {law!r} takes {list(accepted)}")
+        elif parts[0] == "sae" and name not in known:
+            if len(parts) == 3 and parts[1] in registry:
+                raise ValueError(f"config key {name!r} sets recipe {parts[1]!r}, which sae.recipe="
+                                 f"{flat['sae.recipe']!r} does not include")
+            anywhere = known | {f"sae{t}.{h}" for r in registry for t in ("", f".{r}") for h in _takes(registry[r])}
+            raise ValueError(f"unknown config key {name!r}: sae.recipe={flat['sae.recipe']!r} takes {takes} and "
+                             f"{sorted(k for k in SCHEMA if k.startswith('sae.'))}{did_you_mean(name, anywhere)}")
 
 
 def resolve(user: dict, overrides: list[str] = ()) -> dict:
-    """Defaults, then the user's config, then --set overrides; unknown keys raise ValueError naming them."""
-    flat = {key: spec.default for key, spec in SCHEMA.items() if spec.default is not None}
+    """Defaults, then the user's config, then --set overrides; an unknown key or a bad value raises an error
+    naming the key and the value."""
+    flat = {name: spec.default for name, spec in SCHEMA.items() if spec.default is not None}
     given = flatten(user)
     for text in overrides:
-        key, value = parse_override(text)
-        if isinstance(value, dict):  # --set sae.topk={k=4}: a table, as flat keys
-            given.update({f"{key}.{k}": v for k, v in flatten(value).items()})
-        else:
-            given[key] = value
-    for key, value in given.items():
-        if key not in SCHEMA and not key.startswith(("sae.", MAGNITUDE_PARAMS)):
-            raise ValueError(f"unknown config key {key!r}{did_you_mean(key, SCHEMA)}")
-        if key in INTEGER_KEYS:
-            value = [_whole(v) for v in value] if isinstance(value, list) else _whole(value)
+        name, value = parse_override(text)  # --set sae.topk={k=4}: a table, as flat keys
+        given.update({f"{name}.{k}": v for k, v in flatten(value).items()} if isinstance(value, dict)
+                     else {name: value})
+    for name, value in given.items():
+        if name not in SCHEMA and not name.startswith(("sae.", MAGNITUDE_PARAMS)):
+            raise ValueError(f"unknown config key {name!r}{did_you_mean(name, SCHEMA)}")
+        if name in INTEGER_KEYS:  # 6.0 -> 6; anything else unchanged, for the checks to name
+            value = [int(v) if isinstance(v, float) and v.is_integer() else v for v in _as_list(value)]
+            value = value if isinstance(given[name], list) else value[0]
         if isinstance(value, list) and not value:
-            raise ValueError(f"config key {key!r} is an empty list: a sweep axis needs at least one value")
-        if isinstance(value, list) and key in SCHEMA and key.split(".")[0] in NON_IDENTITY_SECTIONS + NON_IDENTITY:
-            raise ValueError(f"config key {key!r} cannot be a sweep axis (it says how to run, not what), got {value!r}")
+            raise ValueError(f"config key {name!r} is an empty list: a sweep axis needs at least one value")
+        if isinstance(value, list) and not is_identity(name):
+            raise ValueError(f"config key {name!r} cannot be a sweep axis (it says how to run, not what), "
+                             f"got {value!r}")
         if isinstance(value, list) and any(isinstance(v, (list, dict)) for v in value):
-            raise ValueError(f"config key {key!r}: a sweep axis is a list of plain values, got {value!r}")
-        flat[key] = value
+            raise ValueError(f"config key {name!r}: a sweep axis is a list of plain values, got {value!r}")
+        for one in _as_list(value):
+            if name in SCHEMA and SCHEMA[name].check:
+                SCHEMA[name].check(name, one)
+        flat[name] = value
     if "features.l0" in given and "features.sparsity" in given:
         raise ValueError("give features.sparsity or features.l0, not both: they set the same thing "
                          f"(got sparsity={given['features.sparsity']!r}, l0={given['features.l0']!r})")
@@ -290,11 +354,7 @@ def resolve(user: dict, overrides: list[str] = ()) -> dict:
     if toy_keys and "toy_model" not in _as_list(flat["source.kind"]):
         raise ValueError(f"{toy_keys[0]} applies only to source.kind = \"toy_model\" (a dictionary source trains no "
                          f"toy model), got {toy_keys[0]}={given[toy_keys[0]]!r} with kind {flat['source.kind']!r}")
-    _check_name(flat["name"])
-    if not isinstance(flat["description"], str):
-        raise ValueError(f"description must be a string, got {flat['description']!r}")
-    _check_recipe_keys(flat)
-    _check_magnitude_keys(flat)
+    _check_extra_keys(flat)
     return unflatten(flat)
 
 
@@ -303,41 +363,37 @@ def load(path, overrides: list[str] = ()) -> dict:
     path = Path(path)
     try:
         user = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # a BOM (Windows editors) is no statement
-    except FileNotFoundError as error:
-        raise ValueError(f"config file {str(path)!r} does not exist") from error
-    except IsADirectoryError as error:
-        raise ValueError(f"config file {str(path)!r} is a directory; give the path of a TOML file") from error
     except (OSError, UnicodeDecodeError) as error:
-        raise ValueError(f"config file {str(path)!r} cannot be read: {error}") from error
+        why = {FileNotFoundError: "does not exist", IsADirectoryError: "is a directory; give the path of a TOML file"}
+        raise ValueError(f"config file {str(path)!r} {why.get(type(error), f'cannot be read: {error}')}") from error
     except tomllib.TOMLDecodeError as error:
         raise ValueError(f"config file {str(path)!r} is not valid TOML: {error}") from error
     return resolve(user, overrides)
 
 
-def is_hyperparameter(key: str) -> bool:
+def is_hyperparameter(name: str) -> bool:
     """sae.<hp> or sae.<recipe>.<hp>: a recipe hyperparameter rather than a schema key."""
-    return key.startswith("sae.") and key not in SCHEMA
+    return name.startswith("sae.") and name not in SCHEMA
 
 
-def is_instance_axis(key: str) -> bool:
-    """Whether `key` may vary between the instances of one batched pass."""
-    return is_hyperparameter(key) or (key in SCHEMA and SCHEMA[key].instance)
+def is_instance_axis(name: str) -> bool:
+    """Whether `name` may vary between the instances of one batched pass."""
+    return is_hyperparameter(name) or (name in SCHEMA and SCHEMA[name].instance)
 
 
 @functools.lru_cache(maxsize=None)
-def is_identity(key: str) -> bool:
-    """Whether `key` changes what a configuration computes (see NON_IDENTITY)."""
-    return key not in NON_IDENTITY and key.split(".")[0] not in NON_IDENTITY_SECTIONS
+def is_identity(name: str) -> bool:
+    """Whether `name` changes what a configuration computes (see NON_IDENTITY)."""
+    return name not in NON_IDENTITY and name.split(".")[0] not in NON_IDENTITY_SECTIONS
 
 
 def axes(config: dict) -> dict[str, list]:
     """The sweep axes: every key whose value is a list, recipe hyperparameters as sae.<hp>."""
     found: dict[str, list] = {}
-    for key, value in flatten(config).items():
+    for name, value in flatten(config).items():
         if isinstance(value, list):
-            short = f"sae.{key.split('.')[-1]}" if is_hyperparameter(key) else key
-            found.setdefault(short, [])
-            found[short] += [v for v in value if v not in found[short]]
+            short = found.setdefault(f"sae.{name.split('.')[-1]}" if is_hyperparameter(name) else name, [])
+            short += [v for v in value if v not in short]
     return found
 
 
@@ -353,21 +409,16 @@ def expand(config: dict) -> list[dict]:
     registry = _recipes(_as_list(flat.get("sae.recipe", [])))
     points = []
     for values in itertools.product(*sweep.values()):
-        base = dict(plain)
-        base.update(zip(sweep, values))
-        recipe = base["sae.recipe"]
+        base = {**plain, **dict(zip(sweep, values))}
+        recipe, d_sae = registry[base["sae.recipe"]], base["sae.d_sae"]
         hyper = {}
-        d_sae = base["sae.d_sae"]
-        for name, default in _takes(registry[recipe]).items():
-            if isinstance(d_sae, int) and not isinstance(d_sae, bool) and name not in registry[recipe].options:
-                # a default may depend on the width (k_aux)
-                default = registry[recipe].default(name, d_sae)
-            hyper[f"sae.{name}"] = flat.get(f"sae.{recipe}.{name}", flat.get(f"sae.{name}", default))
+        for name, default in _takes(recipe).items():
+            if isinstance(d_sae, int) and not isinstance(d_sae, bool) and name not in recipe.options:
+                default = recipe.default(name, d_sae)  # a default may depend on the width (k_aux)
+            hyper[f"sae.{name}"] = flat.get(f"sae.{base['sae.recipe']}.{name}", flat.get(f"sae.{name}", default))
         hyper_axes = {k: v for k, v in hyper.items() if isinstance(v, list)}
         for hyper_values in itertools.product(*hyper_axes.values()):
-            point = {**base, **hyper}
-            point.update(zip(hyper_axes, hyper_values))
-            points.append(point)
+            points.append({**base, **hyper, **dict(zip(hyper_axes, hyper_values))})
     return points
 
 
@@ -388,9 +439,6 @@ def _key(items: dict, length: int = 16) -> str:
 
 GRADING = "evaluate."
 """Keys under [evaluate] change only how a trained SAE is graded, never what trains."""
-TOY_MODEL_KEYS = ("source.kind", "source.d_hidden", "source.toy_model", "source.steps", "source.batch_size",
-                  "source.lr")
-"""The [source] keys that shape a toy model (with every [features] key and the seed)."""
 DICTIONARY_KEYS = ("seed", "features.n_features", "source.d_hidden", "source.dictionary")
 """What a dictionary's directions depend on: every sparsity of a seed reads the same dictionary."""
 
@@ -413,13 +461,10 @@ STREAMS = ("directions", "toy_init", "toy_data", "sae_init", "sae_data", "evalua
 
 
 def stream_seed(point: dict, stream: str) -> int:
-    """The seed of one random stream of a grid point: a function of the point's configuration alone.
-
-    Every random number a configuration uses comes from one of these streams, so packing
-    (which points share a batched pass, how many) never changes a result. Each stream hashes
-    the keys it depends on with its own name: the toy model's streams the toy_key (points
-    that read one toy model share it), the SAE's and the held-out samples' the train_key
-    (grading variants of one SAE share them), the dictionary's only the seed and its shape.
+    """The seed of one random stream of a grid point: a function of the point's configuration alone, so packing
+    (which points share a batched pass) never changes a result. Each stream hashes, with its name, the keys it
+    depends on: the toy model's the toy_key (points that read one toy model share it), the SAE's and the
+    held-out samples' the train_key (grading variants share them), the dictionary's the seed and its shape.
     Seeds are below 2**52, exact in any JSON reader.
     """
     if stream == "directions":
@@ -442,9 +487,7 @@ def _canonical(value):
     """Numbers that compare equal hash equal (3 and 3.0 are one configuration)."""
     if isinstance(value, list):
         return [_canonical(v) for v in value]
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def identity_differences(old: dict, new: dict) -> list[str]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 
-from .. import checks
 from ..progress import progress_bar
 from . import config as config_io
 from .assemble import check_point
@@ -50,41 +49,10 @@ def _split(points: list[dict], memory_mb: float, max_instances: int) -> list[lis
     return chunks
 
 
-def check_run_settings(config: dict) -> tuple[float, int]:
-    """Check the [run] section (how to run, not what); returns (memory_mb, max_instances)."""
-    from .executors import EXECUTORS
-
-    run = {k: v for k, v in config_io.flatten(config).items() if k.startswith("run.")}
-    memory_mb = checks.finite_float("run.memory_mb", run["run.memory_mb"])
-    if memory_mb <= 0:
-        raise ValueError(f"run.memory_mb must be > 0, got {memory_mb!r}")
-    for key, zero in (("run.max_instances", "no limit"), ("run.threads", "torch's default")):
-        if isinstance(run[key], bool) or not isinstance(run[key], int) or run[key] < 0:
-            raise ValueError(f"{key} must be a whole number >= 0 (0: {zero}), got {run[key]!r}")
-    for key in ("run.gpus_per_batch", "run.cpus_per_batch"):
-        checks.non_negative(key, run[key])
-    if run["run.executor"] not in EXECUTORS:
-        raise ValueError(f"run.executor must be one of {list(EXECUTORS)}, got {run['run.executor']!r}")
-    if not isinstance(run["run.save_models"], bool):
-        raise ValueError(f"run.save_models must be true or false, got {run['run.save_models']!r}")
-    if not isinstance(run["run.ray_address"], str):
-        raise ValueError(f"run.ray_address must be a string ('' starts a local Ray, 'auto' joins one), "
-                         f"got {run['run.ray_address']!r}")
-    check_device(config["device"])
-    return memory_mb, run["run.max_instances"]
-
-
-def check_device(device) -> None:
-    """'auto', 'cpu', 'cuda', 'cuda:1': a device toysuper runs on (whether this machine has it is checked at run
-    time, so a plan can be made on a laptop for a GPU machine)."""
-    import torch
-
-    try:
-        if device == "auto" or torch.device(device).type in ("cpu", "cuda"):
-            return
-    except (RuntimeError, TypeError):
-        pass
-    raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
+def budget(config: dict) -> tuple[float, int]:
+    """(run.memory_mb, run.max_instances) of a resolved config (whose every [run] value `config.resolve` checked)."""
+    run = config_io.section(config_io.Run, config_io.flatten(config))
+    return run.memory_mb, run.max_instances
 
 
 def available_mb(device) -> float | None:
@@ -130,7 +98,7 @@ def plan(config: dict, done: set[str] = frozenset(), device=None) -> list[Batch]
     Raises ValueError naming the key of the first point that cannot train or does not fit in memory
     (run.memory_mb, and what `device`, default the config's, can give).
     """
-    memory_mb, max_instances = check_run_settings(config)
+    memory_mb, max_instances = budget(config)
     device = config["device"] if device is None else device
     free = available_mb(device)
     points = config_io.expand(config)

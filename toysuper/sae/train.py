@@ -28,6 +28,7 @@ from ..progress import progress_bar
 from ..sources import ActivationSource
 from .input_stats import b_dec_start, input_scale
 from .model import SAE
+from .snapshots import SNAPSHOT_SAMPLES, Snapshots
 from .resampling import resample_dead_latents, resample_steps, resample_window
 from .state import TrainState
 from .step import check_precision, sae_step
@@ -62,6 +63,8 @@ class SAETrainResult:
     """Dead latents re-initialised over the run, all instances together."""
     captured: bool = False
     """Whether the step ran from a CUDA graph (toysuper/capture.py)."""
+    snapshots: pd.DataFrame | None = None
+    """With `snapshots=n`: the SAE graded at n evenly spaced steps (sae/snapshots.py), one row per (step, instance)."""
 
 
 def _settings(sae: SAE, given: dict) -> dict:
@@ -74,7 +77,7 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
               seed=0, grad_clip=FROM_RECIPE, log_every: int = 100, dead_window=FROM_RECIPE,
               quiet: bool = False, *, betas=FROM_RECIPE, lr_warmup=FROM_RECIPE, lr_decay=FROM_RECIPE,
               b_dec_init=FROM_RECIPE, resample=FROM_RECIPE, scale_inputs=FROM_RECIPE, precision: str = "float32",
-              capture: str = "auto") -> SAETrainResult:
+              capture: str = "auto", snapshots: int = 0, snapshot_samples: int = SNAPSHOT_SAMPLES) -> SAETrainResult:
     """Train every instance of `sae` on fresh batches from `source` with Adam.
 
     Args:
@@ -97,6 +100,8 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
         precision: "float32", or "bfloat16" to autocast the forward pass (see sae/step.py).
         capture: "auto" captures the step in a CUDA graph on CUDA and replays it (several times
             faster there; toysuper/capture.py), "off" runs every step eagerly. On a CPU both are eager.
+        snapshots: grade the SAE at this many evenly spaced steps on `snapshot_samples` held-out samples
+            (recovery over training, `SAETrainResult.snapshots`); 0: none.
 
     Equal seeds give equal runs, and instances are independent: an instance trained alone (its SAE
     seed, its data seed) follows the same trajectory as inside a batch.
@@ -168,6 +173,7 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
     step_fn = sae_step(sae, state, optimizer, lr_now, lr, schedule, settings["grad_clip"], precision)
     run = StepRunner(step_fn, device, capture, generator if source.device.type == "cuda" else [],
                      before_capture=lambda: optimizer.zero_grad(set_to_none=True))
+    snaps = Snapshots(snapshots, steps, batch_size, source, snapshot_samples) if snapshots else None
     resample_at = resample_steps(steps) if settings["resample"] else set()
     resampled = 0
     rows = []
@@ -182,13 +188,16 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
             if step % log_every == 0 or step == steps - 1:
                 rows += _log(sae, state, terms, step, float(lr_now), last_good)
                 last_good = {k: v.detach().clone() for k, v in sae.state_dict().items()}
+            if snaps is not None:
+                snaps.take(sae, step, scale)
     finally:
         if scale is not None:  # the saved and returned SAE reads raw inputs
             sae.fold_input_scale(scale)
     dead_fraction = (state.samples_since_fired >= min(dead_window, steps * batch_size)).float().mean(-1).cpu()
     history = pd.DataFrame(rows)
     _warn_if_diverged(history, lr)
-    return SAETrainResult(history, dead_fraction, None if scale is None else scale.cpu(), resampled, run.captured)
+    return SAETrainResult(history, dead_fraction, None if scale is None else scale.cpu(), resampled, run.captured,
+                          None if snaps is None else snaps.frame())
 
 
 def _log(sae: SAE, state: TrainState, terms: dict, step: int, lr: float, last_good: dict) -> list[dict]:

@@ -16,7 +16,7 @@ import pandas as pd
 from ..devices import resolve_device
 from . import leaderboard
 from .run import AT, label, row_key, run_row, size_of, split_settings
-from .suite import SUITE_VERSION, TASKS, listing
+from .suite import SIZES, SUITE_VERSION, TASKS, listing
 
 BUILT_INS = ("anthropic_2024", "relu_l1", "topk", "batchtopk", "jumprelu", "gated", "matryoshka")
 KEY_COLUMNS = ["suite_version", "size", "task", "recipe", "settings", "at", "device"]
@@ -25,6 +25,8 @@ KEY_COLUMNS = ["suite_version", "size", "task", "recipe", "settings", "at", "dev
 def shipped(size: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The shipped baseline rows and snapshots of a named size (empty frames if none ship)."""
     folder = resources.files(__package__) / "baselines"
+    if size not in SIZES:
+        return pd.DataFrame(), pd.DataFrame()
     frames = []
     for name in (f"{size}.csv", f"{size}_snapshots.csv"):
         path = folder / name
@@ -74,7 +76,7 @@ def validate(recipe: str, suite="smoke", *, settings: dict | None = None, out=No
     device = resolve_device(device)
     short = suite if isinstance(suite, str) else "custom"
     folder = Path(out or f"validate-{label(recipe, settings).replace(':', '.')}-{short}")
-    reuse = shipped(suite) if baselines == "shipped" and isinstance(suite, str) else (pd.DataFrame(), pd.DataFrame())
+    reuse = shipped(size_of(suite)[0]) if baselines == "shipped" else (pd.DataFrame(), pd.DataFrame())
     rows, snapshots = [], []
     for task in tasks:
         keys = [row_key(task, recipe, settings, suite, at, device)]

@@ -50,6 +50,11 @@ def matched_sparsity(recipe, l0: float) -> dict[str, float]:
                      f"validate it with at='defaults'")
 
 
+def l0_missed(l0: float, target: float) -> bool:
+    """Whether an L0 misses its target by more than L0_TOLERANCE (never, without a target)."""
+    return bool(target == target and abs(l0 - target) > L0_TOLERANCE * target)
+
+
 def split_settings(recipe_spec: str, settings: dict) -> tuple[dict, dict]:
     """`settings` as (the recipe's hyperparameters, train_sae settings); ValueError naming an unknown key."""
     recipe = get_recipe(recipe_spec)
@@ -109,7 +114,7 @@ def train_row(key: dict, device) -> tuple[dict, pd.DataFrame]:
            **{m: float(summary[m]) for m in METRICS if m in summary},
            "parent_miss": float(report.features["parent_miss"].mean()),
            "target_l0": target, "wall_s": wall}
-    row["l0_missed"] = bool(target == target and abs(row["l0"] - target) > L0_TOLERANCE * target)
+    row["l0_missed"] = l0_missed(row["l0"], target)
     return row, result.snapshots.assign(task=key["task"], label=row["label"])
 
 

@@ -24,6 +24,7 @@ from .sources import ActivationSource, Batch, DictionarySource, SAELensWorld, To
 from .toy.model import ToyModel
 from .toy.train import ToyTrainResult, train_toy_model
 from .truth import worlds
+from .validate import validate
 
 __version__ = "0.1.0"
 
@@ -35,5 +36,5 @@ __all__ = [
     "save_saelens",
     "Constant", "CorrelatedGroups", "Dictionary", "ExclusiveGroups", "Exponential", "FoldedNormal",
     "Hierarchy", "LowRankCorrelation", "SparseFeatures", "TruncatedNormal", "Uniform", "Zipf", "instance_generators",
-    "low_coherence_directions", "worlds", "SAELensWorld",
+    "low_coherence_directions", "worlds", "SAELensWorld", "validate",
 ]

@@ -1,5 +1,6 @@
 """toysuper validate (issue 25): the suite, resumable rows, shipped baselines, the L0 mark, snapshots."""
 
+import io
 import json
 
 import pandas as pd
@@ -141,3 +142,32 @@ def test_snapshots_read_back_only_at_their_steps_and_match_a_final_evaluate(monk
     assert ts.train_sae(ts.SAE(16, 48, seed=0), source, steps=5, quiet=True).snapshots is None
     with pytest.raises(ValueError, match="snapshots"):
         ts.train_sae(ts.SAE(16, 48, seed=0), source, steps=5, quiet=True, snapshots=-1)
+
+
+SWEEP = """
+name = "snap"
+[features]
+n_features = 16
+l0 = 2.0
+[source]
+kind = "dictionary"
+d_hidden = 8
+[sae]
+recipe = ["topk", "relu_l1"]
+d_sae = 16
+steps = 60
+batch_size = 128
+snapshots = 3
+[evaluate]
+n_samples = 512
+"""
+
+
+def test_a_sweep_records_snapshots_and_draws_recovery_over_training(tmp_path):
+    (tmp_path / "snap.toml").write_text(SWEEP)
+    assert cli_main(["run", str(tmp_path / "snap.toml"), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    results = pd.read_csv(tmp_path / "run" / "results.csv")
+    for text in results["snapshots"]:
+        snaps = pd.read_json(io.StringIO(text))
+        assert snaps["step"].tolist() == [19, 39, 59] and snaps["samples_seen"].tolist() == [2560, 5120, 7680]
+    assert (tmp_path / "run" / "recovery_over_training.png").stat().st_size > 0

@@ -51,6 +51,7 @@ def check_point(point: dict) -> None:
     checks.positive_float("source.lr", point["source.lr"])
     if point.get("sae.lr") is not None:
         checks.positive_float("sae.lr", point["sae.lr"])
+    checks.non_negative("sae.snapshots", point.get("sae.snapshots", 0))
     n_features = point["features.n_features"]
     if "features.l0" in point:
         l0 = checks.finite_float("features.l0", point["features.l0"])
@@ -297,4 +298,6 @@ def sae_train_settings(point: dict) -> dict:
     settings = {"steps": point["sae.steps"], "batch_size": point["sae.batch_size"]}
     if point.get("sae.lr") is not None:
         settings["lr"] = point["sae.lr"]
+    if point.get("sae.snapshots"):
+        settings["snapshots"] = point["sae.snapshots"]
     return settings

@@ -82,6 +82,8 @@ SCHEMA: dict[str, Key] = {
     "sae.steps": Key(3_000, "SAE training steps"),
     "sae.batch_size": Key(1024, "SAE batch size"),
     "sae.lr": Key(None, "SAE learning rate (default: the recipe's)"),
+    "sae.snapshots": Key(0, "grade the SAE at this many evenly spaced points of training (recovery over training; "
+                            "0: none)"),
     # grading
     "evaluate.n_samples": Key(20_000, "held-out samples for activation-level scores"),
     "evaluate.threshold": Key(0.9, "tau of recovered@tau"),
@@ -103,7 +105,7 @@ INTEGER_KEYS = frozenset(k for k, spec in SCHEMA.items() if type(spec.default) i
 """Keys that count things: a whole-number float (6.0) is taken as the int it names, as everywhere in toysuper."""
 
 # Keys that do not change what a configuration computes: left out of its identity.
-NON_IDENTITY = ("name", "description", "device")
+NON_IDENTITY = ("name", "description", "device", "sae.snapshots")  # snapshots record training, never change it
 NON_IDENTITY_SECTIONS = ("run",)
 
 

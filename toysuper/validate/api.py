@@ -104,7 +104,10 @@ def command(args) -> int:
         name, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"--set takes KEY=VALUE, got {item!r}")
-        settings[name.strip()] = json.loads(value) if value.strip()[:1] in "0123456789-[{tfn." else value
+        try:
+            settings[name.strip()] = json.loads(value)
+        except json.JSONDecodeError:  # a plain word, e.g. --set b_dec_init=mean
+            settings[name.strip()] = value
     board = validate(args.recipe, args.suite, settings=settings, out=args.out, baselines=args.baselines,
                      device=args.device, at=args.at, quiet=args.quiet)
     print(leaderboard.overall(board).to_string(float_format=lambda v: f"{v:.3f}"))

@@ -35,8 +35,8 @@ AT = ("matched", "defaults")
 
 
 def sparsity_knob(recipe) -> str:
-    """The hyperparameter that sets `recipe`'s sparsity ("k", "l1_coefficient", ...)."""
-    return getattr(recipe, "sparsity_knob", None) or SPARSITY_KNOB[recipe.name]
+    """The hyperparameter that sets `recipe`'s sparsity ("k", "l1_coefficient", ...), or None if it names none."""
+    return getattr(recipe, "sparsity_knob", None) or SPARSITY_KNOB.get(recipe.name)
 
 
 def matched_sparsity(recipe, l0: float) -> dict[str, float]:

@@ -24,6 +24,7 @@ from .sources import ActivationSource, Batch, DictionarySource, SAELensWorld, To
 from .toy.model import ToyModel
 from .toy.train import ToyTrainResult, train_toy_model
 from . import worlds
+from .validate import validate
 
 __version__ = "0.1.0"
 
@@ -36,4 +37,5 @@ __all__ = [
     "Constant", "CorrelatedGroups", "Dictionary", "ExclusiveGroups", "Exponential", "FoldedNormal",
     "Hierarchy", "LowRankCorrelation", "SparseFeatures", "TruncatedNormal", "Uniform", "Zipf", "instance_generators",
     "low_coherence_directions", "worlds", "SAELensWorld", "LossOutput", "Recipe", "get_recipe", "register_recipe",
+    "validate",
 ]

@@ -29,6 +29,7 @@ from ..sources import ActivationSource
 from ..threads import with_threads
 from .input_stats import b_dec_start, input_scale
 from .model import SAE
+from .snapshots import SNAPSHOT_SAMPLES, Snapshots
 from .resampling import resample_dead_latents, resample_steps, resample_window
 from .state import TrainState
 from .step import check_precision, sae_step
@@ -65,6 +66,8 @@ class SAETrainResult:
     """Whether the step ran from a CUDA graph (toysuper/capture.py)."""
     capture_failure: str | None = None
     """Why it did not where it would have: the first error of a failed capture, or why the source cannot be."""
+    snapshots: pd.DataFrame | None = None
+    """With `snapshots=n`: the SAE graded at n evenly spaced steps (sae/snapshots.py), one row per (step, instance)."""
 
 
 @with_threads
@@ -72,7 +75,8 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
               seed=0, grad_clip=FROM_RECIPE, log_every: int = 100, dead_window=FROM_RECIPE,
               quiet: bool = False, *, betas=FROM_RECIPE, lr_warmup=FROM_RECIPE, lr_decay=FROM_RECIPE,
               b_dec_init=FROM_RECIPE, resample=FROM_RECIPE, scale_inputs=FROM_RECIPE, precision: str = "float32",
-              capture: str = "auto", tf32: bool = False, threads: int | None = None) -> SAETrainResult:
+              capture: str = "auto", tf32: bool = False, threads: int | None = None, snapshots: int = 0,
+              snapshot_samples: int = SNAPSHOT_SAMPLES) -> SAETrainResult:
     """Train every instance of `sae` on fresh batches from `source` with Adam.
 
     Args:
@@ -103,6 +107,8 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
         threads: torch's CPU threads during the call, restored after it (toysuper/threads.py): None (default):
             1, unless the caller chose a count (OMP_NUM_THREADS, torch.set_num_threads), which is kept;
             0: torch's setting; n: n.
+        snapshots: grade the SAE at this many evenly spaced steps on `snapshot_samples` held-out samples
+            (recovery over training, `SAETrainResult.snapshots`); 0: none.
 
     Equal seeds give equal runs, and instances are independent: an instance trained alone (its SAE
     seed, its data seed) follows the same trajectory as inside a batch.
@@ -116,6 +122,7 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
     scale = _init_and_scale(sae, source, generator, settings)
     state, run, lr_now = _step_runner(sae, source, generator, scale, steps, batch_size, settings, precision, capture,
                                       tf32)
+    snaps = Snapshots(snapshots, steps, batch_size, source, snapshot_samples) if snapshots else None
     resample_at = resample_steps(steps) if settings["resample"] else set()
     phase_boundaries = sae.recipe.phase_boundaries(sae, steps)
     resampled, rows = 0, []
@@ -131,6 +138,8 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
             if step % log_every == 0 or step == steps - 1:
                 rows += _log(sae, state, terms, step, float(lr_now), last_good)
                 last_good = {k: v.detach().clone() for k, v in sae.state_dict().items()}
+            if snaps is not None:
+                snaps.take(sae, step, scale)
     finally:
         run.close()  # capture: release the graphs' memory (gradients set to None)
         if scale is not None:  # the saved and returned SAE reads raw inputs
@@ -138,7 +147,7 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
     dead_fraction = (state.samples_since_fired >= min(state.dead_window, steps * batch_size)).float().mean(-1).cpu()
     _warn_if_diverged(history := pd.DataFrame(rows), settings["lr"])
     return SAETrainResult(history, dead_fraction, None if scale is None else scale.cpu(), resampled, run.captured,
-                          run.failure)
+                          run.failure, None if snaps is None else snaps.frame())
 
 
 def _settings(sae: SAE, source, steps, batch_size, log_every, precision, capture, tf32, given: dict) -> dict:

@@ -205,5 +205,9 @@ def sae(points: list[dict], device) -> SAE:
 
 def sae_train_settings(point: dict) -> dict:
     """Keyword arguments of train_sae that the config sets (the rest come from the recipe)."""
-    return {"steps": point["sae.steps"], "batch_size": point["sae.batch_size"],
-            **({"lr": point["sae.lr"]} if point.get("sae.lr") is not None else {})}
+    settings = {"steps": point["sae.steps"], "batch_size": point["sae.batch_size"]}
+    if point.get("sae.lr") is not None:
+        settings["lr"] = point["sae.lr"]
+    if point.get("sae.snapshots"):
+        settings["snapshots"] = point["sae.snapshots"]
+    return settings

@@ -204,7 +204,26 @@ def build_parser() -> argparse.ArgumentParser:
     report_parser.set_defaults(handler=command_report)
     list_parser = commands.add_parser("list", help="list recipes, distributions, sources, metrics and config keys")
     list_parser.set_defaults(handler=command_list)
+    add_validate(commands)
     return parser
+
+
+def add_validate(commands) -> None:
+    """`toysuper validate RECIPE`: the recipe on the validation suite beside the built-ins (toysuper/validate)."""
+    from ..validate.api import command
+    parser = commands.add_parser("validate", help="grade a recipe on the ground-truth suite against the built-ins")
+    parser.add_argument("recipe", nargs="?", help="a recipe name or an import path module:Class")
+    parser.add_argument("--list", action="store_true", help="list the suite's tasks and what each asks")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a hyperparameter or "
+                        "train_sae setting of the recipe, e.g. --set lr=0.001")
+    parser.add_argument("--suite", default="smoke", choices=["smoke", "cpu", "gpu"])
+    parser.add_argument("--out", help="run folder (default validate-RECIPE-SUITE; the same command resumes)")
+    parser.add_argument("--baselines", default="shipped", choices=["shipped", "rerun"])
+    parser.add_argument("--at", default="matched", choices=["matched", "defaults"], help="every recipe at the "
+                        "task's L0, or at its own default sparsity")
+    parser.add_argument("--device", help="cpu, cuda or auto (default auto)")
+    parser.add_argument("--quiet", action="store_true")
+    parser.set_defaults(handler=command)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

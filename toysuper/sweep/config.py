@@ -166,6 +166,8 @@ class Sae:  # toysuper.SAE and train_sae; the recipe's hyperparameters and optio
     steps: int = key(3_000, "SAE training steps", whole)
     batch_size: int = key(1024, "SAE batch size", whole)
     lr: float | None = key(None, "SAE learning rate (default: the recipe's)", positive)
+    snapshots: int = key(0, "grade the SAE at this many evenly spaced points of training (recovery over training; "
+                         "0: none)", count)
 
 
 @dataclass(frozen=True)
@@ -207,7 +209,7 @@ def section(cls, point: dict):
 
 
 # Keys that do not change what a configuration computes: left out of its identity.
-NON_IDENTITY = ("name", "description", "device")
+NON_IDENTITY = ("name", "description", "device", "sae.snapshots")  # snapshots record training, never change it
 NON_IDENTITY_SECTIONS = ("run",)
 MAGNITUDE_PARAMS = "features.magnitude_params."
 TOY_MODEL_KEYS = ("source.kind", "source.d_hidden", "source.toy_model", "source.steps", "source.batch_size",

@@ -12,6 +12,7 @@ resolved config, and returns a Figure, or None where the run has nothing to show
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -373,11 +374,28 @@ def recovery_vs_frequency(results: pd.DataFrame, features: pd.DataFrame | None, 
     return fig
 
 
+def recovery_over_training(results: pd.DataFrame, features: pd.DataFrame | None, config: dict) -> plt.Figure | None:
+    """recovered@0.9 against samples seen, one line per recipe (mean over its configurations), from the
+    snapshots a run with `sae.snapshots = n` records."""
+    if "snapshots" not in results or results["snapshots"].isna().all():
+        return None
+    curves = pd.concat([pd.read_json(io.StringIO(text)).assign(recipe=recipe) for text, recipe
+                        in zip(results["snapshots"], results["sae.recipe"]) if isinstance(text, str)])
+    fig, panel = plt.subplots(figsize=(5.5, 4))
+    sns.lineplot(data=curves, x="samples_seen", y="recovered@0.9", hue="recipe", marker="o", ax=panel,
+                 errorbar=None, palette=recipe_colours())
+    panel.set(ylim=(-0.02, 1.02), xlabel="samples seen", ylabel="recovered@0.9 (snapshot)")
+    fig.suptitle(f"{config.get('name', '')}: recovery over training")
+    fig.tight_layout()
+    return fig
+
+
 FIGURES = {
     "recovery_heatmap.png": recovery_heatmap,
     "pareto.png": pareto_figure,
     "feature_norms.png": feature_norm_bars,
     "recovery_vs_frequency.png": recovery_vs_frequency,
+    "recovery_over_training.png": recovery_over_training,
 }
 
 

@@ -98,8 +98,12 @@ def _train_and_grade(trainings: list[list[dict]], device, quiet: bool) -> _Outco
         source = assemble.dictionary_source(sae_points, device)
         point_columns, feature_columns = [{} for _ in sae_points], [{} for _ in sae_points]
     sae = assemble.sae(sae_points, device)
-    train_sae(sae, source, seed=[config_io.stream_seed(p, "sae_data") for p in sae_points], quiet=quiet,
-              **assemble.sae_train_settings(first))
+    trained = train_sae(sae, source, seed=[config_io.stream_seed(p, "sae_data") for p in sae_points], quiet=quiet,
+                        **assemble.sae_train_settings(first))
+    if trained.snapshots is not None:  # recovery over training: one JSON list per instance, in its rows
+        for t, columns in enumerate(point_columns):
+            columns["snapshots"] = trained.snapshots[trained.snapshots["instance"] == t].drop(
+                columns="instance").to_json(orient="records")
 
     firing, weight = source.dist.firing_prob.cpu(), source.dist.importance.cpu()
     settings = {}  # grading setting -> [(training, point index)], each setting graded once over all instances

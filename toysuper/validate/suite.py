@@ -19,7 +19,7 @@ from ..grade.diagnostics import firing_probabilities
 from ..sources import DictionarySource, ToyModelSource, random_directions
 from ..toy.model import ToyModel
 from ..toy.train import train_toy_model
-from ..truth import worlds
+from .. import worlds
 from ..truth.correlation import LowRankCorrelation
 from ..truth.distribution import FeatureDistribution
 from ..truth.frequencies import Zipf

@@ -442,3 +442,11 @@ def test_correlation_must_be_in_the_unit_interval():
         CorrelatedGroups([[0, 1]], correlation=1.5)
     with pytest.raises(ValueError, match="correlation"):
         CorrelatedGroups([[0, 1], [2, 3]], correlation=[0.1, 0.2, 0.3])
+
+
+def test_a_hierarchy_with_a_cycle_is_refused_when_built():
+    with pytest.raises(ValueError, match="cycle through feature 0"):
+        Hierarchy({0: [1], 1: [0]})
+    with pytest.raises(ValueError, match="cycle through feature 1"):
+        Hierarchy({0: [2], 1: [3], 3: [1]})  # a loop beside a proper tree
+    assert Hierarchy({0: [1], 1: [2]}).levels() == [[1], [2]]  # a chain is no cycle

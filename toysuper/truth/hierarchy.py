@@ -68,6 +68,9 @@ class Hierarchy:
         kids = [c for _, cs in self.edges for c in cs]
         if len(set(kids)) != len(kids):
             raise ValueError(f"hierarchy gives feature {_first_repeat(kids)} more than one parent (or lists it twice)")
+        unreached = set(kids) - {c for level in self.levels() for c in level}
+        if unreached:  # every child descends from a root, or the edges close a loop
+            raise ValueError(f"hierarchy has a cycle through feature {min(unreached)}, got {children!r}")
 
     @classmethod
     def from_parents(cls, parent: Sequence[int], **kwargs) -> "Hierarchy":
@@ -128,14 +131,11 @@ class Hierarchy:
         return parent.to(device)
 
     def check(self, n_features: int) -> None:
-        """Raise ValueError for an index outside [0, n_features) or a cycle."""
+        """Raise ValueError for an index outside [0, n_features) (a cycle is refused when built)."""
         for p, kids in self.edges:
             for f in (p, *kids):
                 if not 0 <= f < n_features:
                     raise ValueError(f"hierarchy names feature {f}, outside [0, {n_features})")
-        unreached = set(self.children) - {c for level in self.levels() for c in level}
-        if unreached:
-            raise ValueError(f"hierarchy has a cycle through feature {min(unreached)}")
 
     def levels(self) -> list[list[int]]:
         """The children by depth: [children of roots, grandchildren, ...] (a cycle is never reached)."""

@@ -104,9 +104,8 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
             into the graph's memory, which is released.
         tf32: on CUDA, let the step's float32 matmuls use TF32 tensor cores (faster, ~1e-3 relative
             error per product); torch's global setting is changed only while a step runs.
-        threads: torch's CPU threads during the call, restored after it (toysuper/threads.py): None (default):
-            1, unless the caller chose a count (OMP_NUM_THREADS, torch.set_num_threads), which is kept;
-            0: torch's setting; n: n.
+        threads: torch's CPU threads during the call (threads.chosen_threads: None keeps the caller's choice,
+            else 1; 0: torch's setting; n: n).
         snapshots: grade the SAE at this many evenly spaced steps on `snapshot_samples` held-out samples
             (recovery over training, `SAETrainResult.snapshots`); 0: none.
 

@@ -17,7 +17,7 @@ from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 
 def unit_rows(directions: torch.Tensor) -> torch.Tensor:
     """Rows scaled to unit norm (zero rows stay zero)."""
-    return directions / directions.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return torch.nn.functional.normalize(directions, dim=-1)
 
 
 def cosine_matrix(true_directions: torch.Tensor, decoder_directions: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from . import superposition
 from .. import weights
@@ -68,8 +69,7 @@ class ToyModel(nn.Module):
 
     def feature_directions(self) -> torch.Tensor:
         """Unit hidden directions of the features, (inst, n_features, d_hidden); zero rows stay zero."""
-        W = self.W.detach()
-        return W / W.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        return F.normalize(self.W.detach(), dim=-1)
 
     def feature_norms(self) -> torch.Tensor:
         """||W_i||, (inst, n_features)."""

@@ -33,7 +33,8 @@ def cosine_matrix(true_directions: torch.Tensor, decoder_directions: torch.Tenso
         torch.broadcast_shapes(true_directions.shape[:-2], decoder_directions.shape[:-2])
     except RuntimeError:
         raise ValueError(f"true_directions {tuple(true_directions.shape)} and decoder_directions "
-                         f"{tuple(decoder_directions.shape)} have leading (instance) dimensions that do not match") from None
+                         f"{tuple(decoder_directions.shape)} have leading (instance) dimensions that do not "
+                         f"match") from None
     return unit_rows(true_directions) @ unit_rows(decoder_directions).transpose(-1, -2)
 
 

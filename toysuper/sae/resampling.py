@@ -65,7 +65,8 @@ def resample_dead_latents(sae, state: TrainState, dead: torch.Tensor, step: int,
         latents = dead[instance].nonzero().squeeze(-1)
         if len(latents) == 0:
             continue
-        generator = make_generator(hash((sae.seeds[instance], 0 if seeds is None else seeds[instance], step)) % 2**62, x.device)
+        data_seed = 0 if seeds is None else seeds[instance]
+        generator = make_generator(hash((sae.seeds[instance], data_seed, step)) % 2**62, x.device)
         probability = weights[:, instance]
         if not bool((probability > 0).any()):
             probability = torch.ones_like(probability)

@@ -80,6 +80,12 @@ def _pearson(n, sum_a, sum_f, sum_aa, sum_ff, sum_af) -> torch.Tensor:
     return torch.where(denominator > 1e-12, covariance / denominator.clamp_min(1e-300), 0.0)
 
 
+def _nanmean(values: torch.Tensor) -> float:
+    """The mean of the values that are not NaN (NaN if none): torch.nanmean sums in another order."""
+    values = values[~values.isnan()]
+    return float(values.mean()) if len(values) else float("nan")
+
+
 @with_threads
 @torch.no_grad()
 def evaluate(sae, source: ActivationSource, n_samples: int = 20_000, batch_size: int = 4096,
@@ -337,11 +343,11 @@ def _summary_table(directions: _Directions, sums, scores, latents, threshold, n_
             "hungarian_cos": float(matched_cos[instance, graded].mean()),
             f"recovered@{threshold:g}": recovered(matched_cos[instance, graded].numpy(), threshold),
             "activation_mcc": float(scores["correlation"][instance, graded].mean()),
-            "precision": float(scores["precision"][instance, graded].nanmean()),
-            "recall": float(scores["recall"][instance, graded].nanmean()),
-            "f1": float(scores["f1"][instance, graded].nanmean()),
+            "precision": _nanmean(scores["precision"][instance, graded]),
+            "recall": _nanmean(scores["recall"][instance, graded]),
+            "f1": _nanmean(scores["f1"][instance, graded]),
             "split_fraction": float((n_near[instance, graded] >= 2).double().mean()),
-            "absorption": float(scores["absorption"][instance].nanmean()),
+            "absorption": _nanmean(scores["absorption"][instance]),
             "mse": float(squared_error[instance] / n_samples),
             "fvu": float(squared_error[instance] / scores["total_variance"][instance].clamp_min(1e-30)),
             "l0": float(sums["latent_fires"][instance].sum().cpu() / n_samples),

@@ -136,8 +136,8 @@ class ImportanceWeightedMSE(torch.autograd.Function):
     x: (batch, inst, n); W: (inst, n, m); b, importance: (inst, n). With r = x' - x and
     g = (2/B) I r (masked where the output ReLU is off):
         ∂b = Σ_batch g,   ∂W = gᵀ h (W as decoder) + xᵀ (g W) (W as encoder, masked by a hidden ReLU).
-    Autograd takes about twice as long over the same few products (it keeps every intermediate
-    and takes the slow orientation of the products); tests/test_toy_models.py checks that both agree.
+    Autograd keeps every intermediate and takes the slow orientation of the products (end-to-end ratio:
+    docs/performance.md); tests/test_toy_models.py checks that both agree.
     """
 
     @staticmethod

@@ -88,10 +88,8 @@ def git_commit() -> dict:
 class RunStore:
     """A run folder. `open` it with the resolved config, `commit` each finished batch, read `results()`.
 
-    The batch files are the truth: `results()` and `features()` are read from them (each
-    configuration's row once: its first finished row, else its latest failed one), and
-    results.csv / features.csv are their merged copies, rebuilt when they are missing,
-    unreadable or out of date, and only where no row is lost. A batch file that cannot be read is named in a warning and
+    `results()` and `features()` are read from the batch files (each configuration's row once: its first
+    finished row, else its latest failed one). A batch file that cannot be read is named in a warning and
     left out (`open` also moves it aside, to NAME.corrupt, so that its configurations run again).
     """
 

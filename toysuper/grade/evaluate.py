@@ -4,14 +4,13 @@ Direction-level (from the decoder alone): MMCS, Hungarian-matched cosine, recove
 splitting, composition. Activation-level (on held-out samples): Pearson correlation and
 precision/recall/F1 of firing between each true feature and its matched latent, absorption,
 reconstruction error, L0, dead and dense latents. Formulas in DESIGN.md, the README and
-`toysuper/diagnostics.py`; only features the source marks gradeable are graded (a toy
-model's dropped feature has no direction to find).
+grade/diagnostics.py; only features the source marks gradeable are graded (a toy model's
+dropped feature has no direction to find).
 
-Any SAE can be graded: toysuper's, one given as tensors and callables, an object with
-W_dec and encode (e.g. from SAELens), or a directory in SAELens's format (see
-`toysuper/external.py`). Cosines are computed in chunks, so 16,384 true features against
-65,536 latents fit in a few GB; the matching is exact up to `matching.EXACT_LIMIT` entries
-and a sparse candidate matching above it (`toysuper/matching.py`).
+Any SAE can be graded: toysuper's, tensors and callables, an object with W_dec and encode
+(e.g. SAELens's), or a directory in SAELens's format (grade/external.py). Cosines are computed
+in chunks, so 16,384 true features against 65,536 latents fit in a few GB; the matching is exact
+up to `matching.EXACT_LIMIT` entries and a sparse candidate matching above it (grade/matching.py).
 """
 
 from __future__ import annotations
@@ -82,6 +81,7 @@ def _pearson(n, sum_a, sum_f, sum_aa, sum_ff, sum_af) -> torch.Tensor:
 
 
 def _nanmean(values: torch.Tensor) -> float:
+    """The mean of the values that are not NaN (NaN if none): torch.nanmean sums in another order."""
     values = values[~values.isnan()]
     return float(values.mean()) if len(values) else float("nan")
 
@@ -114,9 +114,8 @@ def evaluate(sae, source: ActivationSource, n_samples: int = 20_000, batch_size:
         matching: "auto" (exact Hungarian while n × k <= exact_limit, else sparse), "exact" or "sparse".
         candidates: latents per feature kept as candidate edges of the sparse matching.
         quiet: no progress bar.
-        threads: torch's CPU threads during the call, restored after it (toysuper/threads.py): None (default):
-            1, unless the caller chose a count (OMP_NUM_THREADS, torch.set_num_threads), which is kept;
-            0: torch's setting; n: n.
+        threads: torch's CPU threads during the call (threads.chosen_threads: None keeps the caller's choice,
+            else 1; 0: torch's setting; n: n).
     """
     n_samples, batch_size, candidates, thresholds = _checked(source, n_samples, batch_size, candidates, threshold,
                                                              matching, thresholds)
@@ -335,21 +334,19 @@ def _summary_table(directions: _Directions, sums, scores, latents, threshold, n_
     best_cos, matched_cos = directions.tops.row_cos[..., 0].cpu(), directions.matched_cos
     squared_error, n_near = scores["squared_error"], latents["n_near"]
     rows = []
-    for instance, graded in enumerate(directions.gradeable.cpu()):
-        any_graded = bool(graded.any())
-        nan = float("nan")
+    for instance, graded in enumerate(directions.gradeable.cpu()):  # a mean over no graded feature is NaN
         rows.append({
             "instance": instance,
             "n_graded": int(graded.sum()),
             "matching": directions.methods[instance],
-            "mmcs": float(best_cos[instance, graded].double().mean()) if any_graded else nan,
-            "hungarian_cos": float(matched_cos[instance, graded].mean()) if any_graded else nan,
+            "mmcs": float(best_cos[instance, graded].double().mean()),
+            "hungarian_cos": float(matched_cos[instance, graded].mean()),
             f"recovered@{threshold:g}": recovered(matched_cos[instance, graded].numpy(), threshold),
-            "activation_mcc": float(scores["correlation"][instance, graded].mean()) if any_graded else nan,
+            "activation_mcc": float(scores["correlation"][instance, graded].mean()),
             "precision": _nanmean(scores["precision"][instance, graded]),
             "recall": _nanmean(scores["recall"][instance, graded]),
             "f1": _nanmean(scores["f1"][instance, graded]),
-            "split_fraction": float((n_near[instance, graded] >= 2).double().mean()) if any_graded else nan,
+            "split_fraction": float((n_near[instance, graded] >= 2).double().mean()),
             "absorption": _nanmean(scores["absorption"][instance]),
             "mse": float(squared_error[instance] / n_samples),
             "fvu": float(squared_error[instance] / scores["total_variance"][instance].clamp_min(1e-30)),

@@ -17,7 +17,7 @@ from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 
 def unit_rows(directions: torch.Tensor) -> torch.Tensor:
     """Rows scaled to unit norm (zero rows stay zero)."""
-    return directions / directions.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return torch.nn.functional.normalize(directions, dim=-1)
 
 
 def cosine_matrix(true_directions: torch.Tensor, decoder_directions: torch.Tensor) -> torch.Tensor:
@@ -33,7 +33,8 @@ def cosine_matrix(true_directions: torch.Tensor, decoder_directions: torch.Tenso
         torch.broadcast_shapes(true_directions.shape[:-2], decoder_directions.shape[:-2])
     except RuntimeError:
         raise ValueError(f"true_directions {tuple(true_directions.shape)} and decoder_directions "
-                         f"{tuple(decoder_directions.shape)} have leading (instance) dimensions that do not match") from None
+                         f"{tuple(decoder_directions.shape)} have leading (instance) dimensions that do not "
+                         f"match") from None
     return unit_rows(true_directions) @ unit_rows(decoder_directions).transpose(-1, -2)
 
 

@@ -51,9 +51,6 @@ class SAELensActivations(Iterator[torch.Tensor]):
         self.generator = make_generator(seed, source.device)
         self.d_in = source.d_hidden
 
-    def __iter__(self) -> "SAELensActivations":
-        return self
-
     @torch.no_grad()
     def __next__(self) -> torch.Tensor:
         hidden = self.source.sample(self.batch_size, self.generator).hidden[:, self.instance]

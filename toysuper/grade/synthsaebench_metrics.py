@@ -151,5 +151,6 @@ class SynthSAEBenchSums:
             "sb_shrinkage": shrinkage.cpu() if has_decode else nan,
             "sb_true_l0": (feature_fires.sum(-1) / n_samples).cpu(),
         }
-        latents = {"sb_best_feature": self.best_feature.cpu(), **{f"sb_{name}": value for name, value in scores.items()}}
+        latents = {"sb_best_feature": self.best_feature.cpu(),
+                   **{f"sb_{name}": value for name, value in scores.items()}}
         return {name: value.numpy() for name, value in summary.items()}, latents

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .. import weights
 from ..checks import as_tensor, positive_int
@@ -190,8 +191,7 @@ class SAE(nn.Module):
 
     def decoder_directions(self) -> torch.Tensor:
         """Unit decoder rows, (inst, d_sae, d_hidden)."""
-        W = self.W_dec.detach()
-        return W / W.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        return F.normalize(self.W_dec.detach(), dim=-1)
 
     @torch.no_grad()
     def fold_input_scale(self, scale: torch.Tensor) -> None:

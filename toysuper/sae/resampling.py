@@ -65,13 +65,14 @@ def resample_dead_latents(sae, state: TrainState, dead: torch.Tensor, step: int,
         latents = dead[instance].nonzero().squeeze(-1)
         if len(latents) == 0:
             continue
-        generator = make_generator(hash((sae.seeds[instance], 0 if seeds is None else seeds[instance], step)) % 2**62, x.device)
+        data_seed = 0 if seeds is None else seeds[instance]
+        generator = make_generator(hash((sae.seeds[instance], data_seed, step)) % 2**62, x.device)
         probability = weights[:, instance]
         if not bool((probability > 0).any()):
             probability = torch.ones_like(probability)
         picks = torch.multinomial(probability, len(latents), replacement=True, generator=generator)
         directions = x[picks, instance]
-        directions = directions / directions.norm(dim=-1, keepdim=True).clamp_min(1e-12)  # (n_dead, d_hidden)
+        directions = torch.nn.functional.normalize(directions, dim=-1)  # (n_dead, d_hidden)
         sae.W_dec[instance, latents] = directions
         sae.W_enc[instance][:, latents] = directions.T * (ENCODER_NORM_FRACTION * mean_alive_norm[instance])
         sae.b_enc[instance, latents] = 0.0

@@ -37,15 +37,16 @@ from .step import check_precision, sae_step
 FROM_RECIPE = "from recipe"
 
 TRAIN_DEFAULTS = {
-    "lr": 1e-3,
+    "lr": 1e-3,              # Adam's learning rate and betas
     "betas": (0.9, 0.999),
     "grad_clip": 1.0,        # per-instance gradient-norm clip; None: no clipping
     "lr_warmup": 0.0,        # fraction of steps over which the lr rises linearly from ~0
     "lr_decay": 0.2,         # fraction of steps at the end over which it falls linearly to 0
-    "b_dec_init": "zeros",   # "zeros" (the recipe's own init), "mean" or "geometric_median"
-    "resample": False,       # resample dead latents (Towards Monosemanticity)
-    "scale_inputs": True,    # apply the recipe's input scaling, if it has one
-    "dead_window": 100_000,  # samples without firing after which a latent counts as dead
+    "b_dec_init": "zeros",   # "zeros" (the recipe's own init), "mean" or "geometric_median" of the (scaled)
+                             # data; only for an SAE that has not been trained yet
+    "resample": False,       # re-initialise dead latents at 10/20/30/40% of training (Towards Monosemanticity)
+    "scale_inputs": True,    # multiply inputs by the recipe's per-instance scale while training, if it has one
+    "dead_window": 100_000,  # samples without firing after which a latent counts as dead (AuxK, dead fraction)
 }
 INIT_SAMPLES = 16_384  # inputs used to estimate the input scale and b_dec's start
 
@@ -83,19 +84,12 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
         sae: the SAEs; sae.n_instances and sae.d_hidden must match the source.
         source: yields hidden activations (batch, inst, d_hidden).
         steps, batch_size: optimisation length and samples per step.
-        lr, betas: Adam's learning rate and betas (recipe defaults).
         seed: seeds of the data streams, one per instance: an int s (instance i reads the stream
             seeded s + i) or a list of ints; with the SAE's own seeds, they also seed resampling.
-        grad_clip: clip each instance's gradient norm to this; None: no clipping.
         log_every: record the loss terms (and check them for NaN) every this many steps.
-        dead_window: a latent that has not fired in this many samples counts as dead (AuxK and
-            the reported dead fraction).
         quiet: no progress bar.
-        lr_warmup, lr_decay: fractions of the run for the linear lr warm-up and final decay.
-        b_dec_init: "zeros", "mean" or "geometric_median" of the (scaled) data; only for an
-            SAE that has not been trained yet.
-        resample: re-initialise dead latents at 10/20/30/40% of training (Towards Monosemanticity).
-        scale_inputs: multiply inputs by the recipe's per-instance scale while training.
+        lr, betas, grad_clip, lr_warmup, lr_decay, b_dec_init, resample, scale_inputs, dead_window: see
+            TRAIN_DEFAULTS; each left at FROM_RECIPE takes the recipe's value, else TRAIN_DEFAULTS'.
         precision: "float32", or "bfloat16" to autocast the forward pass (see sae/step.py).
         capture: "auto" captures the step in a CUDA graph on CUDA and replays it (several times
             faster there; toysuper/capture.py), "off" runs every step eagerly. On a CPU both are eager.
@@ -104,9 +98,8 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
             into the graph's memory, which is released.
         tf32: on CUDA, let the step's float32 matmuls use TF32 tensor cores (faster, ~1e-3 relative
             error per product); torch's global setting is changed only while a step runs.
-        threads: torch's CPU threads during the call, restored after it (toysuper/threads.py): None (default):
-            1, unless the caller chose a count (OMP_NUM_THREADS, torch.set_num_threads), which is kept;
-            0: torch's setting; n: n.
+        threads: torch's CPU threads during the call (threads.chosen_threads: None keeps the caller's choice,
+            else 1; 0: torch's setting; n: n).
         snapshots: grade the SAE at this many evenly spaced steps on `snapshot_samples` held-out samples
             (recovery over training, `SAETrainResult.snapshots`); 0: none.
 

@@ -63,14 +63,12 @@ def _written(run_dir: Path) -> str:
 
 def command_run(args) -> int:
     from . import config as config_io
-    from .experiments import default_run_dir, dry_run, run
-
-    from .config import check_device
+    from .experiments import default_run_dir, dry_run, finished, run
 
     overrides = list(args.set) + ([f"run.executor={args.executor}"] if args.executor else [])
     config = config_io.load(args.config, overrides)
     if args.device is not None:
-        check_device(args.device)
+        config_io.check_device(args.device)
     if args.out is not None and not args.out.strip():
         raise ValueError(f"--out must name a folder, got {args.out!r} (leave it out for runs/NAME-KEY)")
     if args.dry_run:
@@ -83,8 +81,6 @@ def command_run(args) -> int:
         print(f"\ninterrupted: finished batches are saved in {out_dir}; run the same command again to resume",
               file=sys.stderr)
         return 130
-    from .experiments import finished
-
     if not finished(results).empty:
         print(summary_table(finished(results), config))
     failures = failure_lines(results, config)

@@ -116,7 +116,8 @@ class Features:  # the planted features: toysuper.FeatureDistribution
     sparsity: float | None = key(0.9, "S = 1 - mean firing probability (give sparsity or l0)", rule(
         lambda v: _number(v, 0, 1, open_high=True), "a number in [0, 1) (at 1 no feature ever fires)"), True)
     l0: float | None = key(None, "mean number of features firing per sample (instead of sparsity)", positive, True)
-    frequency: str = key("constant", "firing-probability law across features: constant or zipf", one_of(*FREQUENCY_LAWS))
+    frequency: str = key("constant", "firing-probability law across features: constant or zipf",
+                         one_of(*FREQUENCY_LAWS))
     zipf_exponent: float | None = key(None, "zipf law: p_i proportional to (i+1)^-exponent (default 1)", non_negative,
                                       True, ("zipf", "features.frequency"))
     importance_decay: float = key(1.0, "importance of feature i is decay**i (1: all equal)", fraction, True)

@@ -21,7 +21,8 @@ class LocalExecutor:
 
     name = "local"
 
-    def run(self, batches: list[Batch], device, quiet: bool = False, keep_models: bool = False) -> Iterator[BatchResult]:
+    def run(self, batches: list[Batch], device, quiet: bool = False,
+            keep_models: bool = False) -> Iterator[BatchResult]:
         for batch in batches:
             yield run_batch(batch, device, quiet=quiet, keep_models=keep_models)
 
@@ -67,7 +68,8 @@ class RayExecutor:
         self.gpus_per_batch = gpus_per_batch
         self.cpus_per_batch = cpus_per_batch
 
-    def run(self, batches: list[Batch], device, quiet: bool = False, keep_models: bool = False) -> Iterator[BatchResult]:
+    def run(self, batches: list[Batch], device, quiet: bool = False,
+            keep_models: bool = False) -> Iterator[BatchResult]:
         try:
             import ray
         except ImportError as error:

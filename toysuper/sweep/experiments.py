@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from . import config as config_io
 from ..devices import resolve_device
@@ -21,6 +20,7 @@ from .executors import make_executor
 from .planner import Batch, describe, plan
 from ..progress import progress_bar
 from .store import OK, RunStore
+from ..threads import torch_threads
 
 __all__ = ["Batch", "default_run_dir", "describe", "dry_run", "finished", "order_rows", "plan", "run"]
 
@@ -76,18 +76,14 @@ def run(config: dict, out_dir=None, device=None, quiet: bool = False, executor: 
     store.open(config, executor=chosen.name)
     batches = plan(config, store.done_keys(), device=device_spec)
     keep = bool(config["run"]["save_models"])
-    threads = config["run"]["threads"]
-    previous_threads = torch.get_num_threads()
     bar = progress_bar(None, desc="batches", quiet=quiet, total=len(batches), unit="batch", position=0)
     try:
-        if threads:
-            torch.set_num_threads(threads)
-        for result in chosen.run(batches, target, quiet=quiet, keep_models=keep):
-            store.commit(result)
-            bar.update(1)
+        with torch_threads(config["run"]["threads"]):  # 0: torch's own setting
+            for result in chosen.run(batches, target, quiet=quiet, keep_models=keep):
+                store.commit(result)
+                bar.update(1)
     finally:
         bar.close()
-        torch.set_num_threads(previous_threads)
     store.sync()
     results = order_rows(store.results(), config)
     if figures and not finished(results).empty:

@@ -11,8 +11,6 @@ own configuration (config.stream_seed), so its row is the same in any batch.
 
 from __future__ import annotations
 
-import os
-
 from ..progress import progress_bar
 from . import config as config_io
 from .assemble import check_point
@@ -56,19 +54,19 @@ def budget(config: dict) -> tuple[float, int]:
 
 
 def available_mb(device) -> float | None:
-    """Memory the device can give now, MB (None for a CUDA device this machine does not have)."""
+    """Memory the device can give now, MB (memory.available_bytes); None where unknown or for a CUDA device this
+    machine does not have."""
     import torch
+
+    from ..memory import available_bytes
 
     if device in (None, "auto"):
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if torch.device(device).type == "cuda":
-        return torch.cuda.mem_get_info(torch.device(device))[0] / 2**20 if torch.cuda.is_available() else None
-    try:
-        import psutil
-
-        return psutil.virtual_memory().available / 2**20
-    except ImportError:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**20
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return None
+    available = available_bytes(device)
+    return None if available is None else available / 2**20
 
 
 SIZE_KEYS = ("features.n_features", "source.d_hidden", "sae.d_sae", "sae.batch_size", "source.batch_size",

@@ -188,11 +188,9 @@ def pareto_front(l0: np.ndarray, score: np.ndarray) -> np.ndarray:
     Returns a boolean mask over the points.
     """
     order = np.lexsort((-score, l0))  # by L0, the best score first among equal L0
+    best_before = np.maximum.accumulate(np.concatenate([[-np.inf], score[order][:-1]]))
     front = np.zeros(len(l0), dtype=bool)
-    best = -np.inf
-    for i in order:
-        if score[i] > best:
-            front[i], best = True, score[i]
+    front[order] = score[order] > best_before
     return front
 
 
@@ -244,8 +242,9 @@ def pareto_figure(results: pd.DataFrame, features: pd.DataFrame | None, config: 
                 panel.plot(points["l0"][front], points[metric][front], marker="o", color=colour, label=recipe,
                            alpha=0.9, zorder=3)
                 for _, point in points.iterrows():
-                    text = " ".join(f"{KNOB_NAMES.get(k.split('.')[-1], k.split('.')[-1])} {point[k] if isinstance(point[k], str) else format(point[k], 'g')}"
-                                    for k in knobs[recipe])
+                    values = ((k.split(".")[-1], point[k]) for k in knobs[recipe])
+                    text = " ".join(f"{KNOB_NAMES.get(name, name)} {v if isinstance(v, str) else format(v, 'g')}"
+                                    for name, v in values)
                     if text:
                         panel.annotate(text, (point["l0"], point[metric]), xytext=(3, 3), textcoords="offset points",
                                        fontsize=7, color=colour)
@@ -296,8 +295,8 @@ def feature_norm_bars(results: pd.DataFrame, features: pd.DataFrame | None, conf
     columns = _spread(list(toys[x].unique()), max_columns) if x else [None]
     rows = _spread(list(toys[y].unique()), max_rows) if y else [None]
     row_height = max(2.4, 0.16 * (features["feature"].max() + 1) + 1.0)
-    fig, panels = plt.subplots(len(rows), len(columns), figsize=(2.3 * len(columns) + 1.2, row_height * len(rows) + 0.6),
-                               squeeze=False, layout="constrained")
+    fig, panels = plt.subplots(len(rows), len(columns), squeeze=False, layout="constrained",
+                               figsize=(2.3 * len(columns) + 1.2, row_height * len(rows) + 0.6))
     cmap = plt.get_cmap("viridis")
     # Σ_j≠i (Ŵ_i·W_j)² exceeds 1 wherever a feature shares its direction with more than one other's worth
     shown = features[features["key"].isin(toys["key"])]["interference"]

@@ -60,10 +60,6 @@ def atomic_write(path: Path, data: str | bytes) -> None:
         raise OSError(error.errno, error.strerror or str(error), str(path)) from error
 
 
-def _csv(table: pd.DataFrame) -> str:
-    return table.to_csv(index=False)
-
-
 def package_versions() -> dict:
     from importlib import metadata
 
@@ -92,24 +88,15 @@ def git_commit() -> dict:
 class RunStore:
     """A run folder. `open` it with the resolved config, `commit` each finished batch, read `results()`.
 
-    The batch files are the truth: `results()` and `features()` are read from them (each
-    configuration's row once: its first finished row, else its latest failed one), and
-    results.csv / features.csv are their merged copies, rebuilt when they are missing,
-    unreadable or out of date, and only where no row is lost. A batch file that cannot be read is named in a warning and
+    `results()` and `features()` are read from the batch files (each configuration's row once: its first
+    finished row, else its latest failed one). A batch file that cannot be read is named in a warning and
     left out (`open` also moves it aside, to NAME.corrupt, so that its configurations run again).
     """
 
     def __init__(self, directory):
         self.directory = Path(directory)
         self.batches = self.directory / "batches"
-
-    @property
-    def results_path(self) -> Path:
-        return self.directory / RESULTS
-
-    @property
-    def features_path(self) -> Path:
-        return self.directory / FEATURES
+        self.results_path, self.features_path = self.directory / RESULTS, self.directory / FEATURES
 
     def exists(self) -> bool:
         return (self.directory / CONFIG).exists()
@@ -139,7 +126,8 @@ class RunStore:
         if self.directory.exists() and not self.directory.is_dir():
             raise ValueError(f"the run folder {str(self.directory)!r} is a file; give --out a folder")
         if self.directory.is_dir() and not self.exists():
-            other = sorted(p.name for p in self.directory.iterdir() if p.name != "batches" and not p.name.endswith(".tmp"))
+            other = sorted(p.name for p in self.directory.iterdir()
+                           if p.name != "batches" and not p.name.endswith(".tmp"))
             if other:
                 raise ValueError(f"{str(self.directory)!r} is not a run folder (no config.toml) but holds "
                                  f"{', '.join(other[:5])}{', ...' if len(other) > 5 else ''}; give --out a new or "
@@ -274,8 +262,8 @@ class RunStore:
                            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         written = []
         try:  # the rows file last: from then on the batch is done
-            for suffix, data in ((".features.csv", _csv(result.features)), (".json", info),
-                                 (".rows.csv", _csv(result.rows))):
+            for suffix, data in ((".features.csv", result.features.to_csv(index=False)), (".json", info),
+                                 (".rows.csv", result.rows.to_csv(index=False))):
                 atomic_write(self.batches / f"{stem}{suffix}", data)
                 written.append(self.batches / f"{stem}{suffix}")
         except OSError:
@@ -299,8 +287,8 @@ class RunStore:
         taken = set(merged["key"]) - (set(old["key"][_status(old) == OK]) if not old.empty else set())
         kept = old_features[~old_features["key"].isin(taken)] if not old_features.empty else old_features
         added = features[features["key"].isin(taken)] if not features.empty else features
-        atomic_write(self.features_path, _csv(pd.concat([kept, added], ignore_index=True)))
-        atomic_write(self.results_path, _csv(merged))
+        atomic_write(self.features_path, pd.concat([kept, added], ignore_index=True).to_csv(index=False))
+        atomic_write(self.results_path, merged.to_csv(index=False))
 
     def sync(self) -> list[str]:
         """Rewrite results.csv and features.csv from the batch files where they are missing, unreadable or behind,
@@ -330,7 +318,7 @@ class RunStore:
                                      f"rebuild it")
                     continue
             if not table.empty:
-                atomic_write(path, _csv(table))
+                atomic_write(path, table.to_csv(index=False))
                 notes.append(f"rebuilt {path.name} from the batch files")
         return notes
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from . import superposition
 from .. import weights
@@ -68,8 +69,7 @@ class ToyModel(nn.Module):
 
     def feature_directions(self) -> torch.Tensor:
         """Unit hidden directions of the features, (inst, n_features, d_hidden); zero rows stay zero."""
-        W = self.W.detach()
-        return W / W.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        return F.normalize(self.W.detach(), dim=-1)
 
     def feature_norms(self) -> torch.Tensor:
         """||W_i||, (inst, n_features)."""
@@ -136,8 +136,8 @@ class ImportanceWeightedMSE(torch.autograd.Function):
     x: (batch, inst, n); W: (inst, n, m); b, importance: (inst, n). With r = x' - x and
     g = (2/B) I r (masked where the output ReLU is off):
         ∂b = Σ_batch g,   ∂W = gᵀ h (W as decoder) + xᵀ (g W) (W as encoder, masked by a hidden ReLU).
-    Autograd takes about twice as long over the same few products (it keeps every intermediate
-    and takes the slow orientation of the products); tests/test_toy_models.py checks that both agree.
+    Autograd keeps every intermediate and takes the slow orientation of the products (end-to-end ratio:
+    docs/performance.md); tests/test_toy_models.py checks that both agree.
     """
 
     @staticmethod

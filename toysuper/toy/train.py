@@ -69,10 +69,10 @@ def train_toy_model(model: ToyModel, dist: FeatureDistribution, steps: int = 10_
     Data are drawn fresh each step on the model's device, one stream per instance: `seed` is an int s
     (instance i reads the stream seeded s + i) or one int per instance. `capture`: "auto" replays the step from a
     CUDA graph on CUDA, "off" runs it eagerly (toysuper/capture.py); gradients are None afterwards (the
-    graph's memory is released). `tf32`: on CUDA, float32 matmuls may use TF32 while a step runs. Raises
-    ValueError if the loss becomes NaN, leaving the model's weights as they were at the last good check. `threads`: torch's CPU
-    threads during the call, restored after it (toysuper/threads.py): None (default): 1, unless the caller
-    chose a count (OMP_NUM_THREADS, torch.set_num_threads), which is kept; 0: torch's setting; n: n.
+    graph's memory is released). `tf32`: on CUDA, float32 matmuls may use TF32 while a step runs. `threads`:
+    torch's CPU threads during the call (threads.chosen_threads: None keeps the caller's choice, else 1; 0:
+    torch's setting; n: n). Raises ValueError if the loss becomes NaN, leaving the model's weights as they were
+    at the last good check.
     """
     steps = positive_int("steps", steps)
     batch_size = positive_int("batch_size", batch_size)

@@ -36,7 +36,8 @@ def table(rows: pd.DataFrame) -> pd.DataFrame:
 def overall(board: pd.DataFrame) -> pd.DataFrame:
     """Per recipe: mean rank, tasks won, mean recovered@0.9, L0 misses; best first."""
     grouped = board.groupby("label")
-    return pd.DataFrame({"mean_rank": grouped["rank"].mean(), "tasks_won": grouped["rank"].apply(lambda r: (r == 1).sum()),
+    return pd.DataFrame({"mean_rank": grouped["rank"].mean(),
+                         "tasks_won": grouped["rank"].apply(lambda r: (r == 1).sum()),
                          "mean_recovered@0.9": grouped["recovered@0.9"].mean(),
                          "l0_misses": grouped["l0_missed"].sum()}).sort_values("mean_rank")
 

@@ -33,15 +33,10 @@ METRICS = ["recovered@0.9", "mmcs", "sb_mcc", "sb_f1", "sb_explained_variance", 
 AT = ("matched", "defaults")
 
 
-def sparsity_knob(recipe) -> str:
-    """The hyperparameter that sets `recipe`'s sparsity ("k", "l1_coefficient", ...), or None if it names none."""
-    return recipe.sparsity_knob
-
-
 def matched_sparsity(recipe, l0: float) -> dict[str, float]:
     """The hyperparameters that make `recipe` run at mean L0 `l0`: k for the TopK family, else the target-L0
     controller (recipes/target_l0.py) on the recipe's coefficient."""
-    if sparsity_knob(recipe) == "k":
+    if recipe.sparsity_knob == "k":
         return {"k": float(max(1, round(l0)))}
     if "target_l0" in recipe.hyperparameters:
         return {"target_l0": float(l0)}

@@ -145,12 +145,6 @@ TASKS = {task.name: task for task in (
 )}
 
 
-def check_size(size: str) -> Size:
-    if size not in SIZES:
-        raise ValueError(f"suite must be one of {list(SIZES)}, got {size!r}")
-    return SIZES[size]
-
-
 def listing() -> str:
     """The tasks and what each asks, as text (`toysuper validate --list`)."""
     lines = [f"toysuper validation suite v{SUITE_VERSION}; sizes: " + ", ".join(

@@ -69,7 +69,8 @@ class Recipe:
     train_defaults: dict = {}
     """`train_sae` settings this recipe's papers use (lr, betas, b_dec_init, lr_warmup, resample, ...)."""
     input_scaling: str | None = None
-    """None, "mean_norm_sqrt_d" (E||x|| = √d_hidden, Anthropic) or "unit_mean_squared_norm" (E||x||² = 1, Gemma Scope)."""
+    """None, "mean_norm_sqrt_d" (E||x|| = √d_hidden, Anthropic) or "unit_mean_squared_norm" (E||x||² = 1,
+    Gemma Scope)."""
 
     constraints: tuple[Hook, ...] = ()
     """What holds after every step (e.g. UnitNormDecoder()), applied by the trainer."""

@@ -50,7 +50,8 @@ class MatryoshkaBatchTopK(BatchTopK):
     def check(self, sae):
         super().check(sae)
         if sae.hyperparameter_max("smallest_prefix") > 1:
-            raise ValueError(f"smallest_prefix must be a fraction of d_sae in (0, 1], got {sae.smallest_prefix.tolist()}")
+            raise ValueError(f"smallest_prefix must be a fraction of d_sae in (0, 1], "
+                             f"got {sae.smallest_prefix.tolist()}")
         if sae.hyperparameter_min("prefix_growth") <= 1:
             raise ValueError(f"prefix_growth must be > 1, got {sae.prefix_growth.tolist()}")
 

@@ -72,8 +72,7 @@ class UnitNormDecoder(Hook):
     def before_optimizer_step(self, sae, state):
         grad = sae.W_dec.grad
         if grad is not None:
-            W = sae.W_dec.detach()
-            W = W / W.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            W = torch.nn.functional.normalize(sae.W_dec.detach(), dim=-1)
             grad -= (grad * W).sum(-1, keepdim=True) * W
 
     def after_optimizer_step(self, sae, state, out):

@@ -120,48 +120,8 @@ def _output(h_t: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor
 
 
 def importance_weighted_mse(model: ToyModel, x: torch.Tensor, importance: torch.Tensor) -> torch.Tensor:
-    """Σ_i I_i (x_i - x'_i)² averaged over the batch: shape (inst,).
+    """Σ_i I_i (x_i - x'_i)² averaged over the batch (Elhage et al. 2022): x (batch, inst, n) -> (inst,).
 
-    Training goes through `ImportanceWeightedMSE`, whose backward pass is written out; inputs
-    that need a gradient themselves take the plain autograd formula.
+    Plain autograd: a hand-written backward pass was only 1.05× faster end to end (docs/performance.md).
     """
-    if x.requires_grad or importance.requires_grad:
-        return (importance * (x - model(x)).pow(2)).sum(-1).mean(0)
-    return ImportanceWeightedMSE.apply(x, model.W, model.b, importance, model.kind)
-
-
-class ImportanceWeightedMSE(torch.autograd.Function):
-    """The toy model's loss with a hand-written backward pass, (inst,); gradients for W and b only.
-
-    x: (batch, inst, n); W: (inst, n, m); b, importance: (inst, n). With r = x' - x and
-    g = (2/B) I r (masked where the output ReLU is off):
-        ∂b = Σ_batch g,   ∂W = gᵀ h (W as decoder) + xᵀ (g W) (W as encoder, masked by a hidden ReLU).
-    Autograd keeps every intermediate and takes the slow orientation of the products (end-to-end ratio:
-    docs/performance.md); tests/test_toy_models.py checks that both agree.
-    """
-
-    @staticmethod
-    def forward(ctx, x, W, b, importance, kind):
-        h_t = _hidden_t(x, W, kind)  # (inst, m, batch)
-        out = _output(h_t, W, b)  # (inst, batch, n)
-        on = None
-        if kind != "linear":
-            on = (out.relu_() > 0).float()  # 1 where the ReLU passes
-        residual = out.sub_(x.transpose(0, 1))  # x' - x, in place of x'
-        loss = residual.pow(2).sum(1).mul_(importance).sum(-1).div_(x.shape[0])
-        ctx.kind = kind
-        ctx.save_for_backward(x, W, h_t, residual, importance, on)
-        return loss
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, W, h_t, residual, importance, on = ctx.saved_tensors
-        scale = (2.0 / residual.shape[1]) * grad[:, None] * importance  # (inst, n)
-        grad_out = residual * scale[:, None, :]  # (inst, batch, n)
-        if on is not None:
-            grad_out.mul_(on)
-        grad_h_t = torch.bmm(W.transpose(1, 2), grad_out.transpose(1, 2))  # (inst, m, batch)
-        if ctx.kind == "hidden_relu":
-            grad_h_t.mul_(h_t > 0)
-        grad_W = torch.bmm(h_t, grad_out) + torch.bmm(grad_h_t, x.transpose(0, 1))  # (inst, m, n)
-        return None, grad_W.transpose(1, 2), grad_out.sum(1), None, None
+    return (importance * (x - model(x)).pow(2)).sum(-1).mean(0)

@@ -265,9 +265,18 @@ class FeatureDistribution:
         streams = as_streams(generator, self.n_instances, self.device)
         if batch_size not in self._positions:
             self._positions[batch_size] = self._lay_out_positions(batch_size)
-        events, slots, normals, copula = self._positions[batch_size]
-        return Numbers(streams.uniform(events, self._event_rows), streams.uniform(slots, self._dense_rows),
-                       streams.normal(normals, self._dense_rows), streams.uniform(copula, self._dense_rows))
+        numbers, skipped = [], 0
+        for draw, where, rows in zip((streams.uniform, streams.uniform, streams.normal, streams.uniform),
+                                     self._positions[batch_size], (self._event_rows, *[self._dense_rows] * 3)):
+            if isinstance(where, torch.Tensor):
+                streams.skip(skipped)  # the empty draws before this one, in one op: a small draw is mostly overhead
+                numbers.append(draw(where, rows))
+                skipped = 0
+            else:  # nothing to draw: an empty tensor, made once
+                numbers.append(where[0])
+                skipped += 1
+        streams.skip(skipped)
+        return Numbers(*numbers)
 
     def _lay_out_positions(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Where each number of a draw sits in its instance's stream: events (1, K, 2) at 2k + j; slots at
@@ -285,8 +294,11 @@ class FeatureDistribution:
         else:
             slots = self._column_id[:, :, None] * batch_size + sample
         n_driven = 0 if self._copula is None else len(self._copula[0])
-        return (events, slots, positions(n_normals, batch_size, device=self.device),
-                positions(n_driven, batch_size, device=self.device))
+        places = events, slots, positions(n_normals, batch_size, device=self.device), \
+            positions(n_driven, batch_size, device=self.device)
+        rows = (self._event_rows, *[self._dense_rows] * 3)
+        return tuple(where if where.numel() and row.numel() else  # an empty draw's result, in a tuple
+                     (torch.empty(len(row), *where.shape[1:], device=self.device),) for where, row in zip(places, rows))
 
     def transform(self, numbers: Numbers) -> Draw:
         """Numbers to features: pure, fixed-shape, no host sync (compiles with fullgraph=True)."""

@@ -449,9 +449,9 @@ class FeatureDistribution:
         if v.device.type == "cpu" and not torch.compiler.is_compiling():
             return self._fired_values(v, fires).transpose(1, 2)
         value = self.magnitude.quantile(v.clamp_(0, _LAST_BELOW_ONE), self._slot_magnitude).mul_(fires)
-        for child, parent, parent_mean in self._levels:  # fires and value are this draw's own: updated in place
+        for child, parent, parent_mean, regular in self._levels:  # fires and value are this draw's own: in place
             gate = fires.index_select(1, parent)
-            fires.index_copy_(1, child, fires.index_select(1, child).mul_(gate))
+            _gate_children(fires, child, parent, regular)
             if parent_mean is not None:
                 gate = value.index_select(1, parent).div_(parent_mean)
             value.index_copy_(1, child, value.index_select(1, child).mul_(gate))
@@ -465,8 +465,8 @@ class FeatureDistribution:
         same values. Gating first (parents first, so each child follows its parent's final state), then the
         inverse CDF at each fired entry, then each level's children scaled by their parents' final values.
         """
-        for child, parent, _ in self._levels:
-            fires.index_copy_(1, child, fires.index_select(1, child).mul_(fires.index_select(1, parent)))
+        for child, parent, _, regular in self._levels:
+            _gate_children(fires, child, parent, regular)
         batch_size, n_slots = v.shape[2], v.shape[1]
         fired = fires.view(-1).nonzero().squeeze(1)
         slot = torch.div(fired, batch_size, rounding_mode="floor")  # (row, slot) of each, flattened
@@ -628,12 +628,12 @@ class FeatureDistribution:
             parent_mean = None
             if self.hierarchy.scale_children_by_parent:
                 parent_mean = along(mean[:, parent_of[level]].clamp_min(1e-30))
-            self._levels.append((child.to(device), parent.to(device), parent_mean))
+            self._levels.append((child.to(device), parent.to(device), parent_mean, _regular(child, parent)))
         self._scaled_levels = None  # per slot: its level (-1 off the hierarchy), its parent's slot - its own,
         if self._levels and self.hierarchy.scale_children_by_parent:  # its parent's mean; for `_fired_values`
             level, step, parent_mean = torch.full((self._n_slots,), -1), torch.zeros(self._n_slots, dtype=torch.long), \
                 torch.ones(len(dense_rows), self._n_slots)
-            for depth, (child, parent, mean_) in enumerate(self._levels):
+            for depth, (child, parent, mean_, _) in enumerate(self._levels):
                 level[child.cpu()], step[child.cpu()] = depth, parent.cpu() - child.cpu()
                 parent_mean[:, child.cpu()] = mean_.cpu().view(len(dense_rows), -1)
             self._scaled_levels = (level.to(device), step.to(device), parent_mean.view(-1).to(device))
@@ -669,6 +669,27 @@ class FeatureDistribution:
             self._row_rates = self._table.row_rate.flatten().tolist()  # host copy: budgets need no sync
             self._row_budget = poisson.budget(max(self._row_rates))  # event slots per row in `to_sparse`
             self._event_magnitude = self.magnitude.gather(None, self._event_rows)
+
+
+def _regular(child: torch.Tensor, parent: torch.Tensor) -> tuple[int, int, int, int] | None:
+    """(c0, n, p0, k) when a level's children are the slots c0 .. c0 + n - 1, k to a parent, whose parents are
+    p0, p0 + 1, ... in order (a regular tree laid out breadth first, as SynthSAEBench's): then gating is a
+    multiply of slices, not a gather and a scatter. None otherwise."""
+    n, c0, p0 = len(child), int(child[0]), int(parent[0])
+    k = n // max(1, int(parent[-1]) - p0 + 1)
+    if k * (int(parent[-1]) - p0 + 1) != n or not torch.equal(child, torch.arange(c0, c0 + n)) \
+            or not torch.equal(parent, p0 + torch.arange(n) // k):
+        return None
+    return c0, n, p0, k
+
+
+def _gate_children(fires: torch.Tensor, child: torch.Tensor, parent: torch.Tensor, regular) -> None:
+    """fires[:, child] *= fires[:, parent], in place, fires (D, m, batch)."""
+    if regular is None:
+        fires.index_copy_(1, child, fires.index_select(1, child).mul_(fires.index_select(1, parent)))
+    else:
+        c0, n, p0, k = regular
+        fires[:, c0:c0 + n].view(len(fires), n // k, k, -1).mul_(fires[:, p0:p0 + n // k, None])
 
 
 def _less(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

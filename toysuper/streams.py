@@ -127,7 +127,7 @@ class Streams:
         if not position.numel() or (rows is not None and not rows.numel()):
             return self._nothing(position, rows, torch.float32)
         c = _constants(self.device)
-        return torch.add(c.half, self.bits(position, rows).bitwise_right_shift(c.eight), alpha=2.0 ** -24)  # float32
+        return torch.add(c.half, self.bits(position, rows).bitwise_right_shift_(c.eight), alpha=2.0 ** -24)  # float32
 
     def normal(self, position: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """Standard normals by Box–Muller (1958): √(-2 ln(1 - u)) cos(2π v), u and v at 2p and 2p + 1."""

@@ -432,15 +432,16 @@ class FeatureDistribution:
             return value if self.magnitude.zero_at_zero else value.mul_(fires)
         # x, mean and the masks are this draw's own: updated in place (a fresh tensor costs a CPU page faults)
         x = u.index_select(1, self._column)  # (inst, m, batch)
-        fires = _less(x, hi).sub_(_less(x, lo))  # lo <= x < hi
+        rest = None if self._shared is None else torch.sub(x, hi).mul_(self._inv_rest)
+        # lo <= x < hi: x < hi, then x - lo (exact in sign: 0 only where x = lo) gives its sign to the mask
+        fires = _less(x, hi).copysign_(x.sub_(lo)).clamp_min_(0)
         if self._copula is not None:  # Φ(y) = erfc(-y/√2) / 2; the tables hold T/(s√2) and F/(s√2)
             driven, loadings, upper, lower = self._copula
             mean = torch.matmul(loadings, normals)
             below = None if lower is None else _less(copula, torch.sub(lower, mean).erfc_().mul_(0.5))
-            driven_fires = _less(copula, mean.neg_().add_(upper).erfc_().mul_(0.5))
+            driven_fires = torch.gt(mean.neg_().add_(upper).erfc_().mul_(0.5), copula, out=mean)  # w < Φ, in place
             fires.index_copy_(1, driven, driven_fires if below is None else driven_fires.sub_(below))
-        rest = None if self._shared is None else torch.sub(x, hi).mul_(self._inv_rest)
-        v = x.sub_(lo).mul_(inv_width).mul_(fires)  # (a driven slot's tables make v its own uniform)
+        v = x.mul_(inv_width).mul_(fires)  # (a driven slot's tables make v its own uniform)
         if self._shared is not None:
             shared_column, shared_rate = self._shared
             shared = torch.sub(shared_rate, u.index_select(1, shared_column)).clamp_(0, 1).ceil_()

@@ -58,7 +58,6 @@ class _Constants(NamedTuple):
     mask17: torch.Tensor
     eight: torch.Tensor
     key: torch.Tensor
-    gamma: torch.Tensor
     one: torch.Tensor
     half: torch.Tensor
 
@@ -71,8 +70,8 @@ def _constants(device: torch.device) -> _Constants:
     number wraps it in a fresh tensor at every call, which costs a small draw more than its arithmetic."""
     if device not in _CONSTANTS:
         ints = [torch.tensor(c, dtype=torch.int32, device=device) for c in (*_LOW, 15, 0x1FFFF, 8, _KEY)]
-        _CONSTANTS[device] = _Constants(*ints, torch.tensor(_GAMMA, device=device),
-                                        torch.ones((), dtype=torch.int64, device=device), torch.tensor(0.5, device=device))
+        _CONSTANTS[device] = _Constants(*ints, torch.ones((), dtype=torch.int64, device=device),
+                                        torch.tensor(0.5, device=device))
     return _CONSTANTS[device]
 
 
@@ -95,8 +94,8 @@ class Streams:
         self.keys = keys.to(torch.int64)
         self.counter = torch.zeros((), dtype=torch.int64, device=keys.device) if counter is None else counter
         mixed = mix(self.keys.clone())
-        # its two signed 32-bit halves, (2, inst)
-        self._halves = torch.stack([mixed.bitwise_left_shift(32).bitwise_right_shift_(32), mixed.bitwise_right_shift(32)]).int()
+        low = mixed.bitwise_left_shift(32).bitwise_right_shift_(32)
+        self._halves = torch.stack([low, mixed.bitwise_right_shift(32)]).int()  # its two signed 32-bit halves, (2, inst)
         self._pair = torch.tensor([0, 1], dtype=torch.int32, device=keys.device)
 
     @property
@@ -113,12 +112,12 @@ class Streams:
         c = _constants(self.device)
         if not position.numel() or (rows is not None and not rows.numel()):
             return self._nothing(position, rows, torch.int32)
-        step = self.counter.mul(c.gamma).int()
-        self.counter.add_(c.one)
         if rows is not None and len(rows) == len(self.keys):  # (callers pass every instance as rows 0 .. n-1)
             rows = None
         halves = self._halves if rows is None else self._halves.index_select(1, rows)
-        low, high = halves.add(step).view(2, -1, *(1,) * (position.ndim - 1)).unbind(0)  # (a + t, b + t)
+        # (a + t, b + t), t = c·γ mod 2^32: int32 arithmetic wraps, so only γ's low word matters
+        low, high = halves.add(self.counter, alpha=_GAMMA % 2**32).view(2, -1, *(1,) * (position.ndim - 1)).unbind(0)
+        self.counter.add_(c.one)
         return mix32(torch.bitwise_xor(position, low).mul_(c.key).bitwise_xor_(high))
 
     def uniform(self, position: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:

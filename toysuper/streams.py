@@ -43,9 +43,9 @@ def mix(x: torch.Tensor) -> torch.Tensor:
     return x.bitwise_xor_(x.bitwise_right_shift(31).bitwise_and_((1 << 33) - 1))
 
 
-def mix32(x: torch.Tensor) -> torch.Tensor:
-    """lowbias32 of a contiguous int32 `x`, in place: a bijection."""
-    c = _constants(x.device)
+def mix32(x: torch.Tensor, c: _Constants | None = None) -> torch.Tensor:
+    """lowbias32 of a contiguous int32 `x`, in place: a bijection (c: `_constants(x.device)`)."""
+    c = c or _constants(x.device)
     _fold_halves(x).mul_(c.low0)
     x.bitwise_xor_(x.bitwise_right_shift(c.fifteen).bitwise_and_(c.mask17)).mul_(c.low1)
     return _fold_halves(x)
@@ -97,6 +97,7 @@ class Streams:
         low = mixed.bitwise_left_shift(32).bitwise_right_shift_(32)
         self._halves = torch.stack([low, mixed.bitwise_right_shift(32)]).int()  # its two signed 32-bit halves, (2, inst)
         self._pair = torch.tensor([0, 1], dtype=torch.int32, device=keys.device)
+        self._constants = _constants(keys.device)
 
     @property
     def device(self) -> torch.device:
@@ -109,7 +110,7 @@ class Streams:
     def bits(self, position: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """32 random bits (int32) at each position of instance rows[r]'s stream, shaped (R, *position.shape[1:]);
         rows: sorted instance indices, every instance by default. Advances the counter."""
-        c = _constants(self.device)
+        c = self._constants
         if not position.numel() or (rows is not None and not rows.numel()):
             return self._nothing(position, rows, torch.int32)
         if rows is not None and len(rows) == len(self.keys):  # (callers pass every instance as rows 0 .. n-1)
@@ -118,14 +119,14 @@ class Streams:
         # (a + t, b + t), t = c·γ mod 2^32: int32 arithmetic wraps, so only γ's low word matters
         low, high = halves.add(self.counter, alpha=_GAMMA % 2**32).view(2, -1, *(1,) * (position.ndim - 1)).unbind(0)
         self.counter.add_(c.one)
-        return mix32(torch.bitwise_xor(position, low).mul_(c.key).bitwise_xor_(high))
+        return mix32(torch.bitwise_xor(position, low).mul_(c.key).bitwise_xor_(high), c)
 
     def uniform(self, position: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """float32 uniforms on [0, 1) in steps of 2^-24 (torch.rand's grid), shaped as in `bits`: the top 24
         bits read as a signed number in [-2^23, 2^23) (an arithmetic shift), scaled, plus 1/2."""
         if not position.numel() or (rows is not None and not rows.numel()):
             return self._nothing(position, rows, torch.float32)
-        c = _constants(self.device)
+        c = self._constants
         return torch.add(c.half, self.bits(position, rows).bitwise_right_shift_(c.eight), alpha=2.0 ** -24)  # float32
 
     def normal(self, position: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -143,11 +144,11 @@ class Streams:
     def skip(self, n_draws: int) -> None:
         """Advance the counter as `n_draws` empty draws would."""
         if n_draws:
-            self.counter.add_(_constants(self.device).one, alpha=n_draws)
+            self.counter.add_(self._constants.one, alpha=n_draws)
 
     def _nothing(self, position: torch.Tensor, rows: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
         """An empty draw: it advances the counter alone (one op: small draws are mostly such overhead)."""
-        self.counter.add_(_constants(self.device).one)
+        self.counter.add_(self._constants.one)
         return torch.empty(len(self.keys) if rows is None else len(rows), *position.shape[1:], dtype=dtype,
                            device=self.device)
 

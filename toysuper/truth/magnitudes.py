@@ -89,7 +89,7 @@ def _normal_quantile(v: torch.Tensor) -> torch.Tensor:
 
 
 def _ndtri(p: torch.Tensor) -> torch.Tensor:
-    """Φ⁻¹(p) = √2 erf⁻¹(2p - 1), float32 from float64: several times faster on CPUs than torch's ndtri, and
+    """Φ⁻¹(p) = √2 erf⁻¹(2p - 1), float32 from float64: faster on CPUs than torch's ndtri, and
     accurate (2p - 1 in float64 keeps p's digits down to p = 2^-26)."""
     return torch.erfinv(p.double().mul_(2).sub_(1)).mul_(math.sqrt(2)).float()
 

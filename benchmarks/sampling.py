@@ -159,7 +159,7 @@ def main() -> None:
     ours = lambda: world.sample_hidden(args.world_batch, world_streams)  # noqa: E731
     reference = saelens_world(n, d, device)
     name = f"world: {n} features in {d} dims, sample_hidden({args.world_batch})"
-    world_rounds = max(3, args.rounds // 10)
+    world_rounds = max(5, args.rounds // 4)
     if reference is None:
         report(name, *rounds(ours, ours, world_rounds, device), old_label="same")
     else:

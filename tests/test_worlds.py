@@ -205,3 +205,14 @@ def test_a_config_names_a_world(monkeypatch):
         with pytest.raises(ValueError, match=message):  # a value by itself (world) is refused by resolve already
             assemble.check_point(config_io.expand(config_io.resolve({**user, "source": {**user["source"],
                                                                                         **change}}))[0])
+
+
+def test_the_draw_at_the_fired_entries_alone_equals_the_dense_one():
+    """Eagerly on a CPU, magnitudes (and the hidden sum) are computed at the firing entries alone; compiled,
+    as on a GPU, at every entry: the same features, the same activations up to the order of summation."""
+    source = worlds.synthsaebench(512, 24, n_instances=2, orthogonalize_steps=5, device=DEVICE)
+    numbers = source.numbers(128, torch.Generator(DEVICE).manual_seed(0))
+    hidden, drawn = source.transform(numbers)
+    dense_hidden, dense = torch.compile(source.transform, fullgraph=True, dynamic=False, backend="aot_eager")(numbers)
+    assert torch.equal(drawn.slots, dense.slots) and drawn.slots.count_nonzero() > 128
+    assert torch.allclose(hidden, dense_hidden, atol=1e-5)

@@ -83,21 +83,25 @@ def _mean_power(draw, n_samples: int, chunk: int = 8192, instance_major: bool = 
     return total / n_samples
 
 
-def hidden_from_draw(drawn: Draw, directions: torch.Tensor, slot_directions: torch.Tensor) -> torch.Tensor:
+def hidden_from_draw(drawn: Draw, directions: torch.Tensor, slot_directions: torch.Tensor,
+                     sparse_slots: bool = False) -> torch.Tensor:
     """h = f D from a draw, (inst, batch, d_hidden), with fixed shapes and no host sync.
 
     directions: (inst, n_features, d_hidden); slot_directions: the rows of the draw's dense slots,
     (D, m, d_hidden) (`slot_directions`). The dense slots go through one batched matmul; the
     Poisson events through one embedding_bag, a gather-and-sum of weighted direction rows per
     (instance, sample) bag whose bounds come from the events' rows (they arrive in order; a spare
-    bag past the batch takes the unused slots).
+    bag past the batch takes the unused slots). sparse_slots: eagerly on a CPU, the dense slots' product
+    too is a sum over their non-zero entries alone (for slots that rarely fire, as in SynthSAEBench).
     """
     n_instances, n_features, d_hidden = directions.shape
     n_dense, batch_size, n_slots = drawn.slots.shape
     n_event_rows, n_events = drawn.place.shape
     parts = []
     if n_slots:
-        parts.append((drawn.dense_instances, torch.bmm(drawn.slots, slot_directions)))
+        sparse_slots = sparse_slots and drawn.slots.device.type == "cpu" and not torch.compiler.is_compiling()
+        parts.append((drawn.dense_instances, _sparse_product(drawn.slots, slot_directions) if sparse_slots
+                      else torch.bmm(drawn.slots, slot_directions)))
     if n_events:
         row, feature = rows_and_features(drawn.place, n_features)
         start, _ = row_starts(row, batch_size)  # (E, batch + 1): the last bag takes the unused slots
@@ -114,6 +118,26 @@ def hidden_from_draw(drawn: Draw, directions: torch.Tensor, slot_directions: tor
     for rows, part in parts:
         hidden.index_add_(0, rows, part)  # rows are distinct: each entry gets one addition
     return hidden
+
+
+def _sparse_product(slots: torch.Tensor, slot_directions: torch.Tensor) -> torch.Tensor:
+    """torch.bmm(slots, slot_directions), (D, batch, d_hidden), as one embedding_bag over slots' non-zero entries."""
+    n_rows, batch_size, n_slots = slots.shape
+    slot_major = slots.transpose(1, 2).is_contiguous()  # (the structured layout stores slots (D, m, batch))
+    flat = (slots.transpose(1, 2) if slot_major else slots).reshape(-1)
+    where = flat.nonzero().squeeze(1)
+    if slot_major:
+        row_slot, sample = torch.div(where, batch_size, rounding_mode="floor"), where.remainder(batch_size)
+        bag = torch.div(row_slot, n_slots, rounding_mode="floor") * batch_size + sample
+    else:
+        bag = torch.div(where, n_slots, rounding_mode="floor")
+        row_slot = torch.div(bag, batch_size, rounding_mode="floor") * n_slots + where.remainder(n_slots)
+    bag, order = bag.sort(stable=True)  # embedding_bag's bags are runs of consecutive entries
+    counts = torch.bincount(bag, minlength=n_rows * batch_size)
+    sums = torch.nn.functional.embedding_bag(row_slot[order], slot_directions.reshape(n_rows * n_slots, -1),
+                                             counts.cumsum(0).sub_(counts), mode="sum",
+                                             per_sample_weights=flat[where[order]])
+    return sums.view(n_rows, batch_size, -1)
 
 
 def slot_directions(dist: FeatureDistribution, directions: torch.Tensor) -> torch.Tensor:
@@ -184,6 +208,8 @@ class DictionarySource:
         self.directions = directions.to(self.device).contiguous()
         self.n_instances, self.n_features, self.d_hidden = self.directions.shape
         self._slot_directions = slot_directions(dist, self.directions)
+        slot_rates = dist.firing_prob[dist.dense_instances].gather(1, dist.slot_feature)
+        self._sparse_slots = bool(slot_rates.numel()) and slot_rates.mean().item() < 1 / 32  # (then nonzeros are few)
         self.bias = None
         if bias is not None:
             bias = torch.as_tensor(bias, dtype=torch.float32)
@@ -230,7 +256,7 @@ class DictionarySource:
     def transform(self, numbers: SourceNumbers) -> tuple[torch.Tensor, Draw]:
         """Numbers to (hidden (batch, inst, d_hidden), the draw): pure, fixed-shape, no host sync."""
         drawn = self.dist.transform(numbers.features)
-        hidden = hidden_from_draw(drawn, self.directions, self._slot_directions)
+        hidden = hidden_from_draw(drawn, self.directions, self._slot_directions, self._sparse_slots)
         if self.bias is not None:
             hidden = hidden + self.bias[:, None, :]
         if self._noisy:

@@ -1,11 +1,14 @@
 """Counter-based random streams, one per instance, drawn for every instance in one set of kernels.
 
 A number is a keyed hash of its position: the number at position p of the draw with counter c is
-h(h(p ^ a ^ t) ^ (b + t)), t = c·γ mod 2^32 (γ odd: distinct for 2^32 draws), (a, b) the two 32-bit
-halves of SplitMix64's finaliser of the instance's seed (Steele, Lea & Flood 2014), h Wellons's
-lowbias32 ("Prospecting for hash functions", 2018), a bijection of 32-bit words: two rounds, four
-xorshift-multiplies. For fixed keys p -> number is a bijection, so a draw repeats no word within a
-stream, and two streams or two draws are unrelated permutations, not shifts of one sequence.
+h(((p ^ (a + t)) · K) ^ (b + t)), t = c·γ mod 2^32 (γ odd: distinct for 2^32 draws), K odd, (a, b)
+the two 32-bit halves of SplitMix64's finaliser of the instance's seed (Steele, Lea & Flood 2014), h
+Wellons's lowbias32 ("Prospecting for hash functions", 2018), a bijection of 32-bit words. For fixed
+keys p -> number is a bijection, so a draw repeats no word within a stream. The multiply between the
+two keys keeps streams apart: with one key alone (h(p ^ k)) two streams whose keys agree above the
+draw's size would read the same words, permuted; here the positions whose inputs coincide are
+scattered, as for any two unrelated streams of 32-bit words. Every op costs a small draw a dispatch
+(more than its arithmetic there), so the hash is one lowbias32, not two.
 32-bit integer ops vectorise on CPUs where 64-bit shifts and multiplies do not: about twice as fast
 as SplitMix64 on a tensor, though still slower per number than torch.rand's Mersenne twister.
 
@@ -20,6 +23,7 @@ a logical one. Positions are int32 tensors (R or 1, ...), R the rows drawn: belo
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
@@ -27,6 +31,7 @@ _GAMMA = 0x9E3779B97F4A7C15 - 2**64  # SplitMix64's constants as signed int64 (t
 _M1 = 0xBF58476D1CE4E5B9 - 2**64
 _M2 = 0x94D049BB133111EB - 2**64
 _LOW = (0x7FEB352D, 0x846CA68B - 2**32)  # lowbias32's multipliers as signed int32
+_KEY = 0x9E3779B9 - 2**32  # odd, as signed int32: multiplying by it is a bijection
 
 
 def mix(x: torch.Tensor) -> torch.Tensor:
@@ -38,18 +43,43 @@ def mix(x: torch.Tensor) -> torch.Tensor:
     return x.bitwise_xor_(x.bitwise_right_shift(31).bitwise_and_((1 << 33) - 1))
 
 
-def mix32(x: torch.Tensor) -> torch.Tensor:
-    """lowbias32 of a contiguous int32 `x`, in place: a bijection."""
-    _fold_halves(x).mul_(_LOW[0])
-    x.bitwise_xor_(x.bitwise_right_shift(15).bitwise_and_(0x1FFFF)).mul_(_LOW[1])
+def mix32(x: torch.Tensor, c: _Constants | None = None) -> torch.Tensor:
+    """lowbias32 of a contiguous int32 `x`, in place: a bijection (c: `_constants(x.device)`)."""
+    c = c or _constants(x.device)
+    _fold_halves(x).mul_(c.low0)
+    x.bitwise_xor_(x.bitwise_right_shift(c.fifteen).bitwise_and_(c.mask17)).mul_(c.low1)
     return _fold_halves(x)
+
+
+class _Constants(NamedTuple):
+    low0: torch.Tensor
+    low1: torch.Tensor
+    fifteen: torch.Tensor
+    mask17: torch.Tensor
+    eight: torch.Tensor
+    key: torch.Tensor
+    one: torch.Tensor
+    half: torch.Tensor
+
+
+_CONSTANTS: dict = {}
+
+
+def _constants(device: torch.device) -> _Constants:
+    """The hash's and the uniforms' constants as 0-d tensors on `device`, made once: an op with a Python
+    number wraps it in a fresh tensor at every call, which costs a small draw more than its arithmetic."""
+    if device not in _CONSTANTS:
+        ints = [torch.tensor(c, dtype=torch.int32, device=device) for c in (*_LOW, 15, 0x1FFFF, 8, _KEY)]
+        _CONSTANTS[device] = _Constants(*ints, torch.ones((), dtype=torch.int64, device=device),
+                                        torch.tensor(0.5, device=device))
+    return _CONSTANTS[device]
 
 
 def _fold_halves(x: torch.Tensor) -> torch.Tensor:
     """x ^= x >>> 16, in place, as one op on x's 16-bit halves (element 0 of each pair is the low half on the
     little-endian machines torch runs on): twice as fast on a CPU as a shift, a mask and an xor."""
-    halves = x.view(torch.int16).view(-1, 2)
-    halves[:, 0].bitwise_xor_(halves[:, 1])
+    low, high = x.view(torch.int16).view(-1, 2).unbind(1)
+    low.bitwise_xor_(high)
     return x
 
 
@@ -64,9 +94,10 @@ class Streams:
         self.keys = keys.to(torch.int64)
         self.counter = torch.zeros((), dtype=torch.int64, device=keys.device) if counter is None else counter
         mixed = mix(self.keys.clone())
-        self._low = mixed.bitwise_left_shift(32).bitwise_right_shift_(32).int()  # its two signed 32-bit halves
-        self._high = mixed.bitwise_right_shift(32).int()
+        low = mixed.bitwise_left_shift(32).bitwise_right_shift_(32)
+        self._halves = torch.stack([low, mixed.bitwise_right_shift(32)]).int()  # its two signed 32-bit halves, (2, inst)
         self._pair = torch.tensor([0, 1], dtype=torch.int32, device=keys.device)
+        self._constants = _constants(keys.device)
 
     @property
     def device(self) -> torch.device:
@@ -79,29 +110,29 @@ class Streams:
     def bits(self, position: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """32 random bits (int32) at each position of instance rows[r]'s stream, shaped (R, *position.shape[1:]);
         rows: sorted instance indices, every instance by default. Advances the counter."""
-        if not position.numel() or (rows is not None and not rows.numel()):  # nothing to draw: advance alone
-            self.counter.add_(1)
-            return torch.empty(len(self.keys) if rows is None else len(rows), *position.shape[1:],
-                               dtype=torch.int32, device=self.device)
-        step = self.counter.mul(_GAMMA).int()
-        self.counter.add_(1)
+        c = self._constants
+        if not position.numel() or (rows is not None and not rows.numel()):
+            return self._nothing(position, rows, torch.int32)
         if rows is not None and len(rows) == len(self.keys):  # (callers pass every instance as rows 0 .. n-1)
             rows = None
-        low, high = (self._low, self._high) if rows is None else (self._low.index_select(0, rows),
-                                                                   self._high.index_select(0, rows))
-        shape = (-1, *(1,) * (position.ndim - 1))
-        first = mix32(torch.bitwise_xor(position, low.bitwise_xor(step).view(shape)))
-        return mix32(first.bitwise_xor_(high.add(step).view(shape)))
+        halves = self._halves if rows is None else self._halves.index_select(1, rows)
+        # (a + t, b + t), t = c·γ mod 2^32: int32 arithmetic wraps, so only γ's low word matters
+        low, high = halves.add(self.counter, alpha=_GAMMA % 2**32).view(2, -1, *(1,) * (position.ndim - 1)).unbind(0)
+        self.counter.add_(c.one)
+        return mix32(torch.bitwise_xor(position, low).mul_(c.key).bitwise_xor_(high), c)
 
     def uniform(self, position: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """float32 uniforms on [0, 1) in steps of 2^-24 (torch.rand's grid), shaped as in `bits`: the top 24
         bits read as a signed number in [-2^23, 2^23) (an arithmetic shift), scaled, plus 1/2."""
-        return self.bits(position, rows).bitwise_right_shift(8).float().mul_(2.0 ** -24).add_(0.5)
+        if not position.numel() or (rows is not None and not rows.numel()):
+            return self._nothing(position, rows, torch.float32)
+        c = self._constants
+        return torch.add(c.half, self.bits(position, rows).bitwise_right_shift_(c.eight), alpha=2.0 ** -24)  # float32
 
     def normal(self, position: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """Standard normals by Box–Muller (1958): √(-2 ln(1 - u)) cos(2π v), u and v at 2p and 2p + 1."""
         if not position.numel() or (rows is not None and not rows.numel()):
-            return self.uniform(position, rows)  # nothing to draw: advance alone
+            return self._nothing(position, rows, torch.float32)
         pair = self.uniform(torch.add(position.unsqueeze(-1).mul(2), self._pair), rows)
         return pair[..., 0].neg().log1p_().mul_(-2).sqrt_().mul_(pair[..., 1].mul(2 * math.pi).cos_())
 
@@ -109,6 +140,17 @@ class Streams:
         """One int64 in [0, 2^62) per instance, (inst,): seeds for samplers that take one."""
         words = self.bits(positions(2, device=self.device)).long().bitwise_and_(2**32 - 1)
         return words[:, 0].bitwise_left_shift(30).bitwise_xor_(words[:, 1]).bitwise_and_(2**62 - 1)
+
+    def skip(self, n_draws: int) -> None:
+        """Advance the counter as `n_draws` empty draws would."""
+        if n_draws:
+            self.counter.add_(self._constants.one, alpha=n_draws)
+
+    def _nothing(self, position: torch.Tensor, rows: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+        """An empty draw: it advances the counter alone (one op: small draws are mostly such overhead)."""
+        self.counter.add_(self._constants.one)
+        return torch.empty(len(self.keys) if rows is None else len(rows), *position.shape[1:], dtype=dtype,
+                           device=self.device)
 
     def select(self, rows) -> "Streams":
         """A view on the streams of instances `rows`: it shares this one's counter (its draws advance both)."""

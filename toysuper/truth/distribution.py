@@ -270,9 +270,18 @@ class FeatureDistribution:
         streams = as_streams(generator, self.n_instances, self.device)
         if batch_size not in self._positions:
             self._positions[batch_size] = self._lay_out_positions(batch_size)
-        events, slots, normals, copula = self._positions[batch_size]
-        return Numbers(streams.uniform(events, self._event_rows), streams.uniform(slots, self._dense_rows),
-                       streams.normal(normals, self._dense_rows), streams.uniform(copula, self._dense_rows))
+        numbers, skipped = [], 0
+        for draw, where, rows in zip((streams.uniform, streams.uniform, streams.normal, streams.uniform),
+                                     self._positions[batch_size], (self._event_rows, *[self._dense_rows] * 3)):
+            if isinstance(where, torch.Tensor):
+                streams.skip(skipped)  # the empty draws before this one, in one op: a small draw is mostly overhead
+                numbers.append(draw(where, rows))
+                skipped = 0
+            else:  # nothing to draw: an empty tensor, made once
+                numbers.append(where[0])
+                skipped += 1
+        streams.skip(skipped)
+        return Numbers(*numbers)
 
     def _lay_out_positions(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Where each number of a draw sits in its instance's stream: events (1, K, 2) at 2k + j; slots at
@@ -290,8 +299,11 @@ class FeatureDistribution:
         else:
             slots = self._column_id[:, :, None] * batch_size + sample
         n_driven = 0 if self._copula is None else len(self._copula[0])
-        return (events, slots, positions(n_normals, batch_size, device=self.device),
-                positions(n_driven, batch_size, device=self.device))
+        places = events, slots, positions(n_normals, batch_size, device=self.device), \
+            positions(n_driven, batch_size, device=self.device)
+        rows = (self._event_rows, *[self._dense_rows] * 3)
+        return tuple(where if where.numel() and row.numel() else  # an empty draw's result, in a tuple
+                     (torch.empty(len(row), *where.shape[1:], device=self.device),) for where, row in zip(places, rows))
 
     def transform(self, numbers: Numbers) -> Draw:
         """Numbers to features: pure, fixed-shape, no host sync (compiles with fullgraph=True)."""
@@ -416,38 +428,67 @@ class FeatureDistribution:
           (c x r) matmul and one erfc per entry instead of a normal and Φ.
         Hierarchy gating runs level by level, parents first, so a child follows its parent's
         final state (and, with scale_children_by_parent, its parent's value over its mean).
-        Masks are 0/1 floats (clamp and ceil): CPUs run them faster than bool tensors.
+        Masks are 0/1 floats (`_less`), as the arithmetic that follows needs them.
         """
         lo, hi, inv_width = self._intervals
         if self._plain:  # independent features only: x is the own uniform, lo = 0
-            fires = (hi - u).clamp_(0, 1).ceil_()  # 0/1 floats: faster than bools on CPUs
+            fires = _less(u, hi)
             value = self.magnitude.quantile(u.mul(inv_width).mul_(fires), self._slot_magnitude)
             return value if self.magnitude.zero_at_zero else value.mul_(fires)
         # x, mean and the masks are this draw's own: updated in place (a fresh tensor costs a CPU page faults)
         x = u.index_select(1, self._column)  # (inst, m, batch)
-        fires = torch.sub(hi, x).clamp_(0, 1).ceil_().sub_(torch.sub(lo, x).clamp_(0, 1).ceil_())  # lo <= x < hi
+        rest = None if self._shared is None else torch.sub(x, hi).mul_(self._inv_rest)
+        # lo <= x < hi: x < hi, then x - lo (exact in sign: 0 only where x = lo) gives its sign to the mask
+        fires = _less(x, hi).copysign_(x.sub_(lo)).clamp_min_(0)
         if self._copula is not None:  # Φ(y) = erfc(-y/√2) / 2; the tables hold T/(s√2) and F/(s√2)
             driven, loadings, upper, lower = self._copula
             mean = torch.matmul(loadings, normals)
-            below = None if lower is None else \
-                torch.sub(lower, mean).erfc_().mul_(0.5).sub_(copula).clamp_(0, 1).ceil_()
-            driven_fires = mean.neg_().add_(upper).erfc_().mul_(0.5).sub_(copula).clamp_(0, 1).ceil_()
+            below = None if lower is None else _less(copula, torch.sub(lower, mean).erfc_().mul_(0.5))
+            driven_fires = torch.gt(mean.neg_().add_(upper).erfc_().mul_(0.5), copula, out=mean)  # w < Φ, in place
             fires.index_copy_(1, driven, driven_fires if below is None else driven_fires.sub_(below))
-        rest = None if self._shared is None else torch.sub(x, hi).mul_(self._inv_rest)
-        v = x.sub_(lo).mul_(inv_width).mul_(fires)  # (a driven slot's tables make v its own uniform)
+        v = x.mul_(inv_width).mul_(fires)  # (a driven slot's tables make v its own uniform)
         if self._shared is not None:
             shared_column, shared_rate = self._shared
             shared = torch.sub(shared_rate, u.index_select(1, shared_column)).clamp_(0, 1).ceil_()
             inside, fires = fires, torch.maximum(fires, shared)
             v.add_(rest.mul_(fires - inside))
+        if v.device.type == "cpu" and not torch.compiler.is_compiling():
+            return self._fired_values(v, fires).transpose(1, 2)
         value = self.magnitude.quantile(v.clamp_(0, _LAST_BELOW_ONE), self._slot_magnitude).mul_(fires)
-        for child, parent, parent_mean in self._levels:  # fires and value are this draw's own: updated in place
+        for child, parent, parent_mean, regular in self._levels:  # fires and value are this draw's own: in place
             gate = fires.index_select(1, parent)
-            fires.index_copy_(1, child, fires.index_select(1, child).mul_(gate))
+            _gate_children(fires, child, parent, regular)
             if parent_mean is not None:
                 gate = value.index_select(1, parent).div_(parent_mean)
             value.index_copy_(1, child, value.index_select(1, child).mul_(gate))
         return value.transpose(1, 2)
+
+    def _fired_values(self, v: torch.Tensor, fires: torch.Tensor) -> torch.Tensor:
+        """`_slot_values`'s values, (D, m, batch), with the magnitudes computed at the firing entries alone.
+
+        On a CPU, eagerly, where the few entries that fire (under 1% in SynthSAEBench) are listed at the cost
+        of a host sync that costs nothing there; the same ops on the same numbers as the dense path, so the
+        same values. Gating first (parents first, so each child follows its parent's final state), then the
+        inverse CDF at each fired entry, then each level's children scaled by their parents' final values.
+        """
+        for child, parent, _, regular in self._levels:
+            _gate_children(fires, child, parent, regular)
+        batch_size, n_slots = v.shape[2], v.shape[1]
+        fired = fires.view(-1).nonzero().squeeze(1)
+        slot = torch.div(fired, batch_size, rounding_mode="floor")  # (row, slot) of each, flattened
+        params = [p if p.ndim == 0 else p.reshape(-1)[slot] for p in self._slot_magnitude]
+        value = self.magnitude.quantile(v.view(-1)[fired].clamp_(0, _LAST_BELOW_ONE), params)
+        values = v.zero_().view(-1).index_copy_(0, fired, value)  # (v's memory: a fresh tensor costs page faults)
+        if self._scaled_levels is not None:
+            level, step_to_parent, parent_mean = self._scaled_levels
+            column = slot.remainder(n_slots)
+            fired_level, to_parent, mean = level[column], step_to_parent[column] * batch_size, parent_mean[slot]
+            for depth in range(len(self._levels)):
+                children = (fired_level == depth).nonzero().squeeze(1)
+                where = fired[children]
+                gate = values[where + to_parent[children]].div_(mean[children])
+                values[where] = values[where].mul_(gate)
+        return values.view_as(v)
 
     def _budget(self, batch_size: int) -> tuple[dict[int, int], int]:
         """Poisson gaps per instance with events for a batch (P(more events) < 1e-12), and their maximum."""
@@ -593,7 +634,15 @@ class FeatureDistribution:
             parent_mean = None
             if self.hierarchy.scale_children_by_parent:
                 parent_mean = along(mean[:, parent_of[level]].clamp_min(1e-30))
-            self._levels.append((child.to(device), parent.to(device), parent_mean))
+            self._levels.append((child.to(device), parent.to(device), parent_mean, _regular(child, parent)))
+        self._scaled_levels = None  # per slot: its level (-1 off the hierarchy), its parent's slot - its own,
+        if self._levels and self.hierarchy.scale_children_by_parent:  # its parent's mean; for `_fired_values`
+            level, step, parent_mean = torch.full((self._n_slots,), -1), torch.zeros(self._n_slots, dtype=torch.long), \
+                torch.ones(len(dense_rows), self._n_slots)
+            for depth, (child, parent, mean_, _) in enumerate(self._levels):
+                level[child.cpu()], step[child.cpu()] = depth, parent.cpu() - child.cpu()
+                parent_mean[:, child.cpu()] = mean_.cpu().view(len(dense_rows), -1)
+            self._scaled_levels = (level.to(device), step.to(device), parent_mean.view(-1).to(device))
         self._copula, self._n_normals = None, 0
         if self.correlation is not None:  # (structured is every feature: slot j is feature j)
             children = set(self.hierarchy.children) if self.hierarchy else set()
@@ -626,6 +675,33 @@ class FeatureDistribution:
             self._row_rates = self._table.row_rate.flatten().tolist()  # host copy: budgets need no sync
             self._row_budget = poisson.budget(max(self._row_rates))  # event slots per row in `to_sparse`
             self._event_magnitude = self.magnitude.gather(None, self._event_rows)
+
+
+def _regular(child: torch.Tensor, parent: torch.Tensor) -> tuple[int, int, int, int] | None:
+    """(c0, n, p0, k) when a level's children are the slots c0 .. c0 + n - 1, k to a parent, whose parents are
+    p0, p0 + 1, ... in order (a regular tree laid out breadth first, as SynthSAEBench's): then gating is a
+    multiply of slices, not a gather and a scatter. None otherwise."""
+    n, c0, p0 = len(child), int(child[0]), int(parent[0])
+    k = n // max(1, int(parent[-1]) - p0 + 1)
+    if k * (int(parent[-1]) - p0 + 1) != n or not torch.equal(child, torch.arange(c0, c0 + n)) \
+            or not torch.equal(parent, p0 + torch.arange(n) // k):
+        return None
+    return c0, n, p0, k
+
+
+def _gate_children(fires: torch.Tensor, child: torch.Tensor, parent: torch.Tensor, regular) -> None:
+    """fires[:, child] *= fires[:, parent], in place, fires (D, m, batch)."""
+    if regular is None:
+        fires.index_copy_(1, child, fires.index_select(1, child).mul_(fires.index_select(1, parent)))
+    else:
+        c0, n, p0, k = regular
+        fires[:, c0:c0 + n].view(len(fires), n // k, k, -1).mul_(fires[:, p0:p0 + n // k, None])
+
+
+def _less(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a < b as 0/1 floats, broadcast: the comparison written straight into floats (on CPUs twice as fast as
+    through bools, and a float mask multiplies faster than a bool one)."""
+    return torch.lt(a, b, out=torch.empty(torch.broadcast_shapes(a.shape, b.shape), device=a.device))
 
 
 def _consecutive(members, rates: torch.Tensor, column: int, columns: dict, lo: dict, hi: dict) -> None:

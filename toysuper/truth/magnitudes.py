@@ -85,7 +85,13 @@ class Magnitude:
 
 def _normal_quantile(v: torch.Tensor) -> torch.Tensor:
     """Φ⁻¹(v), v kept inside (0, 1) so the tails stay finite (|z| <= 5.4 on float32's grid)."""
-    return torch.special.ndtri(v.clamp(2.0 ** -26, 1 - 2.0 ** -24))
+    return _ndtri(v.clamp(2.0 ** -26, 1 - 2.0 ** -24))
+
+
+def _ndtri(p: torch.Tensor) -> torch.Tensor:
+    """Φ⁻¹(p) = √2 erf⁻¹(2p - 1), float32 from float64: faster on CPUs than torch's ndtri, and
+    accurate (2p - 1 in float64 keeps p's digits down to p = 2^-26)."""
+    return torch.erfinv(p.double().mul_(2).sub_(1)).mul_(math.sqrt(2)).float()
 
 
 class Uniform(Magnitude):
@@ -196,7 +202,7 @@ class TruncatedNormal(Magnitude):
         mean, std = params
         above = torch.special.ndtr(mean / std)  # P(N(μ, σ²) > 0)
         # Φ⁻¹(1 - b (1 - v)) = -Φ⁻¹(b (1 - v)): the small argument keeps float32 accurate in both tails
-        return torch.special.ndtri((1 - v).clamp_min_(2.0 ** -24).mul_(above)).mul_(-std).add_(mean).clamp_min_(0)
+        return _ndtri((1 - v).clamp_min_(2.0 ** -24).mul_(above)).mul_(-std).add_(mean).clamp_min_(0)
 
     def mean(self):
         mu, sigma = self.params["mean"], self.params["std"]

@@ -130,7 +130,7 @@ def events(uniforms: torch.Tensor, table: PoissonTable, batch_size: int) -> Even
     """
     n_units, n_features = table.bounds.shape[1] - table.steps, table.n_features
     # S_k = Σ log(1 - U) = -T_k: the points' times, negated (1 - U lies in (0, 1], so all finite)
-    neg_times = torch.cumsum(torch.log(1 - uniforms), dim=-1, dtype=torch.float64)
+    neg_times = torch.cumsum(uniforms.neg().log1p_(), dim=-1, dtype=torch.float64)
     if table.neg_inv_unit_rate is not None:  # one rate μ per instance: the cell row·P + unit is ⌊T/μ⌋
         # cell arithmetic in float32 when every cell index is below 2^24 (exact there, and half the traffic)
         exact = torch.float32 if (batch_size + 2) * max(n_units, n_features) < 2 ** 24 else torch.float64

@@ -14,15 +14,17 @@ decoder, and the paper's rescaling of λ as p moves is left out. docs/adding_a_r
 import torch
 
 import toysuper as ts
+from toysuper.sae.recipes.target_l0 import HYPERPARAMETERS as TARGET_L0, TargetL0
 
 
 @ts.register_recipe
 class PAnnealing(ts.Recipe):
     name = "p_annealing"
-    hyperparameters = {"lp_coefficient": 0.3, "p_end": 0.5, "anneal_start": 0.2}  # per instance
+    hyperparameters = {"lp_coefficient": 0.3, "p_end": 0.5, "anneal_start": 0.2, **TARGET_L0}  # per instance
     positive_hyperparameters = frozenset({"p_end"})
     options = {"anneal": True}  # per SAE; False: p = p_end from the first step
     sparsity_knob = "lp_coefficient"
+    controllers = (TargetL0(),)  # with target_l0 > 0, scales the coefficient until the L0 reaches it
     saelens_export = "standard"  # at inference a plain ReLU SAE
     citation = "Karvonen et al. 2024, Measuring Progress in Dictionary Learning ... with Board Game Models"
     train_defaults = {"lr": 3e-3}
@@ -52,5 +54,6 @@ class PAnnealing(ts.Recipe):
         scaled = f * sae.W_dec.norm(dim=-1)
         active = scaled > 0  # f^p has an infinite slope at 0: take the power where f > 0 only
         sparsity = (torch.where(active, scaled, 1.0).pow(self.p(sae, state)[:, None]) * active).sum(-1).mean(0)
-        return ts.LossOutput(loss=mse + sae.lp_coefficient * sparsity, terms={"mse": mse, "sparsity": sparsity},
+        loss = mse + sae.lp_coefficient * sae.sparsity_multiplier * sparsity  # the multiplier: TargetL0's
+        return ts.LossOutput(loss=loss, terms={"mse": mse, "sparsity": sparsity},
                              fired=active.any(0), l0=active.float().sum(-1).mean(0))

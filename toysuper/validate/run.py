@@ -41,7 +41,8 @@ def matched_sparsity(recipe, l0: float) -> dict[str, float]:
     if "target_l0" in recipe.hyperparameters:
         return {"target_l0": float(l0)}
     raise ValueError(f"recipe {recipe.name!r} has neither k nor target_l0, so it cannot run at a task's L0; "
-                     f"validate it with at='defaults'")
+                     f"validate it at its own sparsity (--at defaults, or at='defaults'), or give it target_l0 and "
+                     f"the TargetL0 controller (docs/adding_a_recipe.md)")
 
 
 def l0_missed(l0: float, target: float) -> bool:

@@ -10,9 +10,9 @@ each is reported as the median of its samples/s over the rounds:
                  against the dense top-k over every latent;
     batch cut    on the sparse step, BatchTopK's cut guessed on a subsample (codes.guessed_batch_top_k)
                  against torch.topk over the whole batch;
-    plain        a plain dense TopK + AuxK step in torch (SAELens's formulation), for reference;
-    toy loss     the toy model's loss and gradients (64 instances, n = 20, m = 5, batch 1024): autograd
-                 against the hand-written backward pass of toy/model.py.
+    plain        a plain dense TopK + AuxK step in torch (SAELens's formulation), for reference.
+The toy model's loss lost its hand-written backward pass when autograd came within 1.05× of it
+(docs/performance.md); it is plain autograd now, with no choice left to time.
 
     python benchmarks/choices.py [--device cpu] [--rounds 10] [--threads 1]
 """
@@ -27,11 +27,9 @@ import time
 import torch
 
 import toysuper as ts
-from toysuper import ToyModel
 from toysuper.sae import codes
 from toysuper.sae.state import TrainState
 from toysuper.sae.step import sae_step
-from toysuper.toy.model import importance_weighted_mse
 
 P = {"n_features": 1024, "d_hidden": 128, "d_sae": 1024, "k": 8, "batch": 1024}
 
@@ -140,22 +138,9 @@ def compare_steps(device="cpu", rounds: int = 10) -> dict[str, float]:
     return rates(variants, rounds, device, samples=P["batch"])
 
 
-def toy_loss_ratio(device="cpu", rounds: int = 10) -> float:
-    """Autograd's time over the hand-written backward's for the toy model's loss (> 1: hand-written wins)."""
-    generator = torch.Generator(device).manual_seed(0)
-    model = ToyModel(20, 5, 64, seed=0, device=device)
-    x = torch.rand(1024, 64, 20, generator=generator, device=device)
-    x = x * (torch.rand(1024, 64, 20, generator=generator, device=device) < 0.1)
-    importance = torch.ones(64, 20, device=device)
-    speed = rates({"autograd": lambda: (importance * (x - model(x)).pow(2)).sum(-1).mean(0).sum().backward(),
-                   "hand": lambda: importance_weighted_mse(model, x, importance).sum().backward()}, rounds, device)
-    return speed["hand"] / speed["autograd"]
-
-
 def compare(device="cpu", rounds: int = 10) -> dict[str, float]:
     """Each choice's speed-up over the formulation it replaces (> 1: the choice is faster), end to end."""
-    return {**ratios(compare_steps(device, rounds)), "toy loss: hand-written / autograd backward":
-            toy_loss_ratio(device, rounds)}
+    return ratios(compare_steps(device, rounds))
 
 
 def ratios(steps: dict[str, float]) -> dict[str, float]:
@@ -183,7 +168,6 @@ def main() -> None:
         print(f"{name:60s} {rate:10,.0f} samples/s")
     for name, ratio in ratios(steps).items():
         print(f"{name:60s} {ratio:9.2f}x")
-    print(f"{'toy loss: hand-written / autograd backward':60s} {toy_loss_ratio(args.device, args.rounds):9.2f}x")
 
 
 if __name__ == "__main__":

@@ -98,9 +98,8 @@ def choice_rows(device: str, quick: bool) -> list[dict]:
     cpu = torch.device(device).type == "cpu"
     rows = []
     for name, ratio in choices.compare(device, 5 if quick else 20).items():
-        kept_on_this_device = cpu or name.startswith("toy loss")  # the others are CPU paths
-        rows.append(row("choices", name, ratio, "×", "> 1.2" if kept_on_this_device else "",
-                        ratio > 1.2 if kept_on_this_device else None))
+        rows.append(row("choices", name, ratio, "×", "> 1.2" if cpu else "",  # CPU paths: they must win there
+                        ratio > 1.2 if cpu else None))
     return rows
 
 

@@ -1,8 +1,9 @@
 """How many bytes a configuration needs, and whether the device can give them.
 
 Every estimate is a pure function of the sizes (float32, 4 bytes a number), so the constructors
-and the sweep planner can refuse a configuration before anything is allocated, rather than let
-the allocator fail halfway or the kernel kill the process. The estimates count the large tensors
+can refuse a configuration before anything is allocated, rather than let the allocator fail
+halfway or the kernel kill the process. The sweep planner estimates a whole batched pass with
+sweep/batch.estimate_mb and asks `available_bytes` what the device can give. The estimates count the large tensors
 and round up: they are meant to separate "fits" from "cannot fit", not to budget to the byte.
 """
 
@@ -37,31 +38,6 @@ def sae_bytes(d_hidden: int, d_sae: int, n_instances: int = 1) -> int:
     """Bytes of an `SAE`'s weights: W_enc and W_dec (inst, d_hidden, d_sae) each, plus at most 4 numbers per
     latent (b_enc, a recipe's threshold or gate, the dead-latent counter) and b_dec."""
     return FLOAT * n_instances * (2 * d_hidden * d_sae + 4 * d_sae + d_hidden)
-
-
-def training_bytes(weight_bytes: int) -> int:
-    """Weights, their gradients and Adam's two moments: 4 × the weights."""
-    return 4 * weight_bytes
-
-
-def toy_batch_bytes(batch_size: int, n_features: int, d_hidden: int, n_instances: int = 1) -> int:
-    """One toy-model step's activations: the features, the output, its residual and gradient
-    (batch, inst, n_features) and the hidden layer and its gradient (batch, inst, d_hidden)."""
-    return FLOAT * batch_size * n_instances * (4 * n_features + 2 * d_hidden)
-
-
-def sae_batch_bytes(batch_size: int, d_hidden: int, d_sae: int, n_instances: int = 1) -> int:
-    """One SAE step's activations: the input, reconstruction and their gradients (batch, inst, d_hidden), the
-    pre-activations, codes and their gradients (batch, inst, d_sae)."""
-    return FLOAT * batch_size * n_instances * 4 * (d_hidden + d_sae)
-
-
-def grading_bytes(n_features: int, d_sae: int, d_hidden: int, n_instances: int = 1, *,
-                  cosine_chunk: int = 1 << 25, sample_chunk: int = 1 << 24) -> int:
-    """`evaluate`'s peak: the true and decoder directions (inst, n_features + d_sae, d_hidden) twice (raw and
-    unit rows), one chunk of cosines and one chunk of held-out activations (features, codes, hidden: 3 a
-    number). The chunk sizes are evaluate's CHUNK_ENTRIES and BATCH_ENTRIES (toysuper/grade)."""
-    return FLOAT * (2 * n_instances * (n_features + d_sae) * d_hidden + 2 * cosine_chunk + 3 * sample_chunk)
 
 
 def available_bytes(device: torch.device) -> int | None:

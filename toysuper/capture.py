@@ -61,10 +61,9 @@ def check_capture(capture: str, tf32: bool = False) -> str:
     return capture
 
 
-def captures(capture: str, device: torch.device, source=None) -> bool:
-    """Whether a step on `device` (drawing from `source`, if given) is captured in a CUDA graph."""
-    wanted = check_capture(capture) == "auto" and device.type == "cuda"
-    return wanted and (source is None or uncapturable_reason(source, device) is None)
+def captures(capture: str, device: torch.device) -> bool:
+    """Whether `capture` asks for a CUDA graph on `device` (a source may still rule it out: uncapturable_reason)."""
+    return check_capture(capture) == "auto" and device.type == "cuda"
 
 
 def uncapturable_reason(source, device: torch.device) -> str | None:
@@ -120,9 +119,10 @@ class StepRunner:
         self.streams = list(streams)
         self.reset_gradients = reset_gradients or (lambda: None)
         self.record = record or record_cuda_graph
-        self.capturing = captures(capture, device) and not_capturable is None
+        wanted = captures(capture, device)
+        self.capturing = wanted and not_capturable is None
         self.captured = False
-        self.failure = not_capturable if captures(capture, device) else None
+        self.failure = not_capturable if wanted else None
         if self.failure is not None:
             warnings.warn(f"not capturing the training step in a CUDA graph: {self.failure}; training eagerly",
                           CaptureSkipped, stacklevel=3)

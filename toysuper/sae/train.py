@@ -204,18 +204,19 @@ def _step_runner(sae: SAE, source, generator, scale, steps: int, batch_size: int
         hidden = hidden.to(device)
         return hidden if scale is None else hidden * scale[:, None]
 
+    not_capturable = uncapturable_reason(source, device)
     lr_now = torch.tensor(settings["lr"], device=device)  # the schedule writes it in place: a captured step reads it
     # The fused kernel updates a parameter's moments in one pass (CPU and CUDA have one); capturable keeps
     # Adam's step count on the device, as a CUDA graph needs.
-    optimizer = torch.optim.Adam(sae.parameters(), lr=lr_now, betas=tuple(settings["betas"]),
-                                 fused=device.type in ("cpu", "cuda"), capturable=captures(capture, device, source))
+    optimizer = torch.optim.Adam(sae.parameters(), lr=lr_now, betas=tuple(settings["betas"]), fused=device.type in
+                                 ("cpu", "cuda"), capturable=captures(capture, device) and not_capturable is None)
     state = TrainState(steps=steps, batch_size=batch_size, dead_window=settings["dead_window"], optimizer=optimizer,
                        draw=draw, step=torch.zeros((), device=device),
                        samples_since_fired=torch.zeros(sae.n_instances, sae.d_sae, device=device))
     schedule = {"warmup": settings["lr_warmup"], "decay": settings["lr_decay"]}
     step_fn = sae_step(sae, state, optimizer, lr_now, settings["lr"], schedule, settings["grad_clip"], precision)
     run = StepRunner(step_fn, device, capture, streams=[generator.counter], tf32=tf32,
-                     not_capturable=uncapturable_reason(source, device),
+                     not_capturable=not_capturable,
                      reset_gradients=lambda: optimizer.zero_grad(set_to_none=True))
     return state, run, lr_now
 

@@ -48,10 +48,6 @@ from .magnitudes import Magnitude, Uniform
 from .shapes import per_instance_per_feature
 
 
-def positive_(t: torch.Tensor) -> torch.Tensor:
-    """1.0 where t > 0, else 0.0, in place of t (float arithmetic: faster than a bool mask on CPU)."""
-    return t.clamp_(0, 1).ceil_()
-
 SAMPLING = {"auto": 0.25, "sparse": 1.0, "dense": 0.0}
 """sampling= choices: a feature firing on its own below this rate is drawn by Poisson events."""
 
@@ -449,7 +445,7 @@ class FeatureDistribution:
         v = x.mul_(inv_width).mul_(fires)  # (a driven slot's tables make v its own uniform)
         if self._shared is not None:
             shared_column, shared_rate = self._shared
-            shared = torch.sub(shared_rate, u.index_select(1, shared_column)).clamp_(0, 1).ceil_()
+            shared = _less(u.index_select(1, shared_column), shared_rate)  # the group's shared event
             inside, fires = fires, torch.maximum(fires, shared)
             v.add_(rest.mul_(fires - inside))
         if v.device.type == "cpu" and not torch.compiler.is_compiling():

@@ -1,31 +1,19 @@
 """Running a training step: eagerly, or on CUDA captured once in a CUDA graph and replayed.
 
-A step (draw the batch, forward, loss, backward, optimiser, bookkeeping) is a few hundred small
-kernels; on a GPU each launch costs several µs and the whole step a few hundred µs of launches
-alone. The step functions of toysuper have shapes set by the configuration and never read a value
-back to the host, so on CUDA one call can be recorded with torch.cuda.graph and replayed for every
-later step: the replay reads and writes the same memory, so the parameters, optimiser state and
-counters the step updates in place carry over from one replay to the next, and the host may change
-them in place between replays (resampling, restoring after a NaN).
+A step's few hundred small kernels cost several µs of launch each on a GPU. The step functions of
+toysuper have fixed shapes and never read back to the host, so on CUDA one call is recorded with
+torch.cuda.graph and replayed: a replay reads and writes the same memory, so parameters, optimiser state
+and counters carry over, and the host may change them in place between replays (resampling, NaN restore).
 
-Random streams are device state the replay advances: a counter tensor updated in place, or a CUDA
-torch.Generator, which torch 2.4 to 2.13 must be told about (CUDAGraph.register_generator_state) and
-later versions register on first use. The first WARMUP_STEPS steps of each phase run eagerly on a side
-stream, as torch.cuda.graph requires: they create the optimiser's state and let cuBLAS choose its
-kernels outside the capture.
+Random streams are device state the replay advances: counter tensors, or CUDA generators, which torch
+2.4 to 2.13 must be told about (register_generator_state). The first WARMUP_STEPS steps of each phase run
+eagerly on a side stream, as torch.cuda.graph requires (optimiser state, cuBLAS kernel choice).
+Each phase (e.g. BatchTopK's TopK warm-up) has its own graph; the graphs share one memory pool, sound
+because they run one at a time on one stream and only their outputs outlive a replay.
 
-Phases: a recipe whose step takes a different path in different parts of training (BatchTopK's TopK
-warm-up) gives the host-known steps where a phase starts; the loop passes the phase, and each phase
-has its own graph, so a step runs only its own phase's kernels. The graphs share one memory pool:
-sound because they run one at a time on one stream and each writes its scratch memory before reading
-it; the only memory that outlives a replay is its outputs, read before the next call.
-
-`capture="auto"` captures on CUDA, where it pays, and runs eagerly elsewhere (on a CPU a launch
-costs nothing and a graph saves nothing); `capture="off"` runs eagerly everywhere. A source that
-cannot be captured (it reads numbers back to the host, or lives on another device) runs eagerly,
-said once in a CaptureSkipped warning. A capture that fails restores every random stream and the
-current stream, warns with the first error (CaptureWarning) and trains eagerly from then on. When
-training ends, StepRunner.close() drops the graphs and the gradients that point into their memory.
+`capture="auto"` captures on CUDA only (on a CPU a graph saves nothing); "off" never. An uncapturable
+source runs eagerly with one CaptureSkipped warning; a failed capture restores every random stream,
+warns its first error (CaptureWarning) and trains eagerly from then on.
 """
 
 from __future__ import annotations
@@ -40,9 +28,7 @@ import torch
 CAPTURE = ("auto", "off")
 WARMUP_STEPS = 3
 TORCH_VERSION = tuple(int(part) for part in re.match(r"(\d+)\.(\d+)", torch.__version__).groups())
-REGISTERS_GENERATORS = TORCH_VERSION < (2, 14)
-"""Whether a CUDA generator must be registered with a graph; from 2.14 torch does it on first use and
-register_generator_state is a deprecated no-op."""
+REGISTERS_GENERATORS = TORCH_VERSION < (2, 14)  # from 2.14 torch registers generators on first use
 
 
 class CaptureWarning(RuntimeWarning):
@@ -69,8 +55,8 @@ def captures(capture: str, device: torch.device) -> bool:
 def uncapturable_reason(source, device: torch.device) -> str | None:
     """Why a step on `device` drawing from `source` cannot be captured, or None if it can.
 
-    A source declares `capturable` (a class attribute, with `capture_reason` when False); one on another
-    device than the step cannot be captured either (its batches cross devices through the host)."""
+    A source declares `capturable` (with `capture_reason` when False); one on another device than the
+    step cannot be captured either (its batches cross devices through the host)."""
     if not getattr(source, "capturable", False):
         return getattr(source, "capture_reason", f"{type(source).__name__} does not declare capturable = True")
     if not _same_device(torch.device(source.device), device):
@@ -79,43 +65,35 @@ def uncapturable_reason(source, device: torch.device) -> str | None:
 
 
 def _same_device(a: torch.device, b: torch.device) -> bool:
-    """Whether a and b name one device ("cuda" is the current CUDA device, as in tensors' cuda:0)."""
-    if a.type != b.type:
-        return False
-    if a.type != "cuda" or a.index == b.index:
-        return True
-    current = torch.cuda.current_device() if None in (a.index, b.index) else None
-    return (current if a.index is None else a.index) == (current if b.index is None else b.index)
+    """Whether a and b name one device ("cuda" is the current CUDA device)."""
+    def index(device):
+        return torch.cuda.current_device() if device.index is None else device.index
+
+    return a.type == b.type and (a.type != "cuda" or a.index == b.index or index(a) == index(b))
 
 
 class StepRunner:
     """Calls `step()` -> dict of tensors: eagerly, or on CUDA from one CUDA graph per phase.
 
     Args:
-        step: one training step; it must update its state in place and return tensors (a replay
-            overwrites the same tensors every time, so read them before the next call).
-        device: where the step runs.
-        capture: "auto" or "off" (see the module docstring).
-        streams: every random stream the step advances: torch.Generators, device tensors advanced in
-            place, or objects with get_state()/set_state(); a failed capture restores them.
-        reset_gradients: drops every reference into a graph's memory (the gradients); called before
-            each capture, so that backward allocates them from the graph's pool, after a failed one, and
-            by close().
+        step: updates its state in place and returns tensors (a replay overwrites them: read them before
+            the next call).
+        streams: every random stream the step advances (torch.Generators, device tensors advanced in
+            place, or objects with get_state()/set_state()); a failed capture restores them.
+        reset_gradients: drops every reference into a graph's memory (the gradients); called before each
+            capture (so that backward allocates them from the graph's pool), after a failed one, and by close().
         not_capturable: why the step's source cannot be captured (uncapturable_reason), or None.
-        tf32: let the step's float32 matmuls use TF32 on CUDA (tf32_matmuls), only while a step runs.
+        tf32: let float32 matmuls use TF32 on CUDA, only while a step runs.
         record: record(step, device, streams, pool) -> (graph, outputs); a test may pass a fake.
 
-    Attributes:
-        captured: whether the steps after the warm-up ran from CUDA graphs.
-        failure: why they did not (the first error of a failed capture, or not_capturable), else None.
+    Attributes: `captured`, whether the steps after the warm-up ran from CUDA graphs; `failure`, why
+    they did not (a failed capture's first error, or not_capturable), else None.
     """
 
     def __init__(self, step: Callable[[], dict], device: torch.device, capture: str = "auto", *,
                  streams: Sequence = (), reset_gradients: Callable[[], None] | None = None,
                  not_capturable: str | None = None, tf32: bool = False, record: Callable | None = None):
-        self.step = step
-        self.tf32 = tf32
-        self.device = device
+        self.step, self.device, self.tf32 = step, device, tf32
         self.streams = list(streams)
         self.reset_gradients = reset_gradients or (lambda: None)
         self.record = record or record_cuda_graph
@@ -127,23 +105,24 @@ class StepRunner:
             warnings.warn(f"not capturing the training step in a CUDA graph: {self.failure}; training eagerly",
                           CaptureSkipped, stacklevel=3)
         self.warm: dict[int, int] = {}
-        self.graphs: dict[int, tuple] = {}
-        """phase -> (graph, outputs)."""
+        self.graphs: dict[int, tuple] = {}  # phase -> (graph, outputs)
 
     def __call__(self, phase: int = 0) -> dict:
-        if phase in self.graphs:
-            graph, outputs = self.graphs[phase]
-            graph.replay()
-            return outputs
-        with tf32_matmuls(self.tf32):  # a replay runs the kernels chosen when it was captured
-            return self._eager_or_capture(phase)
+        if phase not in self.graphs:
+            with tf32_matmuls(self.tf32):  # a replay runs the kernels chosen when it was captured
+                if not self.capturing:
+                    return self.step()
+                if self.warm.get(phase, 0) < WARMUP_STEPS:
+                    self.warm[phase] = self.warm.get(phase, 0) + 1
+                    return self._on_side_stream()
+                if not self._capture(phase):
+                    return self.step()
+        graph, outputs = self.graphs[phase]
+        graph.replay()  # after a capture: the recorded step runs here
+        return outputs
 
-    def _eager_or_capture(self, phase: int) -> dict:
-        if not self.capturing:
-            return self.step()
-        if self.warm.get(phase, 0) < WARMUP_STEPS:
-            self.warm[phase] = self.warm.get(phase, 0) + 1
-            return self._on_side_stream()
+    def _capture(self, phase: int) -> bool:
+        """Record phase's graph; on failure put the streams back, warn, and capture nothing from then on."""
         saved = [_save(stream) for stream in self.streams]
         self.reset_gradients()
         pool = next(iter(self.graphs.values()))[0].pool() if self.graphs else None
@@ -163,15 +142,14 @@ class StepRunner:
                 _restore(stream, state)
             self.close()
             error = step_errors[0] if step_errors else error
-            self.capturing, self.captured, self.failure = False, False, f"{type(error).__name__}: {error}"
+            self.capturing = self.captured = False
+            self.failure = f"{type(error).__name__}: {error}"
             step_errors.clear()  # its traceback holds the failed graph: free it now, not at the next gc
             warnings.warn(f"capturing the training step in a CUDA graph failed, training eagerly instead: "
                           f"{self.failure}", CaptureWarning, stacklevel=3)
-            return self.step()
+            return False
         self.captured = True
-        graph, outputs = self.graphs[phase]
-        graph.replay()
-        return outputs
+        return True
 
     def close(self) -> None:
         """Release the graphs' memory: drop the graphs, their outputs and the gradients pointing into it."""
@@ -189,13 +167,11 @@ class StepRunner:
 
 
 def record_cuda_graph(step: Callable[[], dict], device: torch.device, streams: Sequence, pool=None):
-    """Record one call of `step` in a CUDA graph, from `pool` (another graph's pool(), to share it) or a new one.
+    """Record one call of `step` in a CUDA graph, from `pool` (another graph's, to share it) or a new one.
 
-    Returns (graph, outputs): the call is recorded, not run; its first replay is this step. On failure it
-    puts back what torch leaves in capture mode when cudaStreamEndCapture fails (CUDAGraph.capture_end then
-    raises before its clean-up): the current stream, the device's default generator, and the caching
-    allocator's capture, which would otherwise make every later empty_cache, hence every later capture in
-    the process, fail an internal assert.
+    Returns (graph, outputs): the call is recorded, not run. When cudaStreamEndCapture fails, capture_end
+    raises before its clean-up; this puts back the current stream, the default generator and the caching
+    allocator's capture (left open, it makes every later empty_cache, hence capture, fail an assert).
     """
     with torch.cuda.device(device):
         index, stream = torch.cuda.current_device(), torch.cuda.current_stream()
@@ -204,9 +180,8 @@ def record_cuda_graph(step: Callable[[], dict], device: torch.device, streams: S
         pool = torch.cuda.graph_pool_handle() if pool is None else pool
         graph = torch.cuda.CUDAGraph()
         if REGISTERS_GENERATORS:
-            for generator in streams:
-                if isinstance(generator, torch.Generator) and generator.device.type == "cuda":
-                    graph.register_generator_state(generator)
+            for generator in filter(_is_cuda_generator, streams):
+                graph.register_generator_state(generator)
         try:
             with torch.cuda.graph(graph, pool=pool):
                 outputs = step()
@@ -229,18 +204,20 @@ def _end_allocator_capture(index: int, pool) -> None:
     torch._C._cuda_releasePool(index, pool)
 
 
+def _is_cuda_generator(stream) -> bool:
+    return isinstance(stream, torch.Generator) and stream.device.type == "cuda"
+
+
 def _save(stream):
-    """A copy of a random stream's state: a new state object for a CUDA generator (restoring it also
-    takes the generator out of the capture mode a failed capture may leave it in)."""
-    if isinstance(stream, torch.Generator) and stream.device.type == "cuda":
+    """A copy of a random stream's state (for a CUDA generator a new state object: restoring it also ends
+    the capture mode a failed capture may leave it in)."""
+    if _is_cuda_generator(stream):
         return stream.clone_state()
-    if hasattr(stream, "get_state"):
-        return stream.get_state()
-    return stream.detach().clone()
+    return stream.get_state() if hasattr(stream, "get_state") else stream.detach().clone()
 
 
 def _restore(stream, state) -> None:
-    if isinstance(stream, torch.Generator) and stream.device.type == "cuda":
+    if _is_cuda_generator(stream):
         stream.graphsafe_set_state(state)
     elif hasattr(stream, "set_state"):
         stream.set_state(state)
@@ -251,9 +228,8 @@ def _restore(stream, state) -> None:
 
 @contextlib.contextmanager
 def tf32_matmuls(enabled: bool = True):
-    """Inside: float32 matmuls on CUDA may use TF32 tensor cores (inputs rounded to 10 mantissa bits,
-    float32 accumulation: several times the float32 throughput on Ampere and later). The setting is
-    global in torch; it is put back as it was on exit. No effect on the CPU."""
+    """Inside: float32 matmuls on CUDA may use TF32 tensor cores (10-bit mantissa inputs, float32 sums);
+    torch's global setting is put back on exit."""
     if not enabled:
         yield
         return

@@ -1,22 +1,15 @@
 """Codes of the TopK family: the chosen entries of a batch's pre-activations, scored and decoded.
 
-A recipe chooses, in dense terms, which entries of its pre-activations π (batch, inst, d_sae) make the
-code: `positions` (inst, n) index each instance's flattened batch of pre-activations (sample · d_sae +
-latent), with a bool `keep` (inst, n) for the ones that count. The code is then
-
-    z = scatter(positions, ReLU(π[positions]) · keep),   x̂ = W_dec z (+ b_dec),
-
-and `encode` returns it as a code (DenseCode or sparse.SparseCode, the same methods): decode it, restrict
-it to some latents, and read what the trainer needs (which latents fired, the L0). The choices themselves
-are `top_k` (TopK), `choose_batch_top_k` (BatchTopK) and `top_k_among` (AuxK, choice and decode in one).
-Two implementations compute the same numbers:
-    dense:  SAELens's formulation, the scatter into a (batch, inst, d_sae) tensor and a matmul;
-    sparse: only the n entries (sae/sparse.py), their scores recomputed as sampled products and decoded
-            as segment sums, which pays where k ≪ d_sae and matmuls are slow (CPUs); on an eager step it
-            also reads counts back to rank fewer candidates (AuxK's dead columns, BatchTopK's cut).
-`BY_DEVICE` chooses one per device type, by measurement (benchmarks/choices.py, docs/performance.md);
-recipes never know which one runs. The dense one keeps shapes fixed by the configuration with no host
-sync, as a captured step needs; the sparse one does too but for its two eager-step paths.
+A recipe chooses, in dense terms, which entries of its pre-activations π (batch, inst, d_sae) make the code:
+`positions` (inst, n) index each instance's flattened batch (sample · d_sae + latent), a bool `keep` (inst, n)
+the ones that count. The code is z = scatter(positions, ReLU(π[positions]) · keep), x̂ = W_dec z (+ b_dec);
+`encode` returns it as a DenseCode or a sparse.SparseCode (the same methods). The choices are `top_k`
+(TopK), `choose_batch_top_k` (BatchTopK) and `top_k_among` (AuxK, choice and decode in one). Two
+implementations compute the same numbers:
+    dense:  SAELens's formulation, a scatter into (batch, inst, d_sae) and a matmul; fixed shapes, no sync;
+    sparse: only the n entries (sae/sparse.py), which pays where k ≪ d_sae and matmuls are slow (CPUs); its
+            AuxK and BatchTopK paths read counts back to rank fewer candidates (eager steps only).
+`BY_DEVICE` chooses one per device type by measurement (benchmarks/choices.py); recipes never know which.
 """
 
 from __future__ import annotations
@@ -33,8 +26,7 @@ from .sparse import SparseCode, code_at
 class DenseCode(NamedTuple):
     """A batch's code as its dense activations."""
 
-    acts: torch.Tensor
-    """(batch, inst, d_sae) activations, >= 0."""
+    acts: torch.Tensor  # (batch, inst, d_sae), >= 0
 
     def decode(self, sae, bias: bool = True) -> torch.Tensor:
         """W_dec z (+ b_dec): (batch, inst, d_hidden)."""
@@ -73,18 +65,13 @@ def batch_top_k(pre: torch.Tensor, k: torch.Tensor, k_max: int) -> tuple[torch.T
     return positions, keep
 
 
-SUBSAMPLE_STRIDE = 61
-"""The batch-wide cut is guessed on every 61st entry: prime, so the subsample runs through every latent."""
-GUESS_MARGIN = 4.0
-"""The guess is taken this many standard deviations (the count above the cut is close to Poisson) below
-where the true cut should fall in the subsample, so that it lies below the true cut almost always."""
+SUBSAMPLE_STRIDE = 61  # the batch-wide cut is guessed on every 61st entry: prime, so it runs through every latent
+GUESS_MARGIN = 4.0  # standard deviations (the count above the cut is ~Poisson) the guess lies below the true cut
 
 
 def guessed_batch_top_k(pre: torch.Tensor, k: torch.Tensor, k_max: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`batch_top_k` for an eager CPU step (counts read back to the host): the cut is guessed on a subsample,
-    and only the entries above the guess (about 11,000 of task P's 1,048,576) are ranked. Falls back to
-    `batch_top_k` when the guess fails (fewer than k·batch positive entries above it). Padding repeats the
-    last kept position with keep False."""
+    """`batch_top_k` for an eager CPU step (counts read back): only the entries above a cut guessed on a
+    subsample are ranked; `batch_top_k` when the guess fails. Padding repeats the last kept position, keep False."""
     batch, n_instances, _ = pre.shape
     flat = pre.transpose(0, 1).reshape(n_instances, -1)
     count = k_max * batch
@@ -112,7 +99,6 @@ def scatter(pre: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor) -> t
 
 
 def dense(sae, x: torch.Tensor, pre: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor) -> DenseCode:
-    """The code from the pre-activations `pre` (with autograd) themselves."""
     return DenseCode(scatter(pre, positions, keep))
 
 
@@ -132,9 +118,8 @@ def sparse(sae, x: torch.Tensor, pre: torch.Tensor, positions: torch.Tensor, kee
 
 
 def columns_top_k_among(sae, x, pre, among, k, k_max) -> torch.Tensor:
-    """`top_k_among` over the columns of the `among` latents only, their count read back to the host (so
-    for an eager step only): AuxK's few dead latents cost three narrow matmuls instead of a topk over
-    every latent and three wide ones. An instance with fewer of them pads with columns it does not keep."""
+    """`top_k_among` over the columns of the `among` latents only, their count read back (eager steps only):
+    AuxK's few dead latents cost three narrow matmuls instead of three wide ones and a topk over all."""
     batch, n_instances, d_sae = pre.shape
     count = among.sum(-1)  # (inst,)
     width = int(count.max())
@@ -157,30 +142,23 @@ def columns_top_k_among(sae, x, pre, among, k, k_max) -> torch.Tensor:
 
 
 class Codes(NamedTuple):
-    """One implementation of the interface."""
+    """One implementation of the interface: `encode`, `top_k_among` and `batch_top_k` below."""
 
     encode: Callable
-    """(sae, x, pre, positions, keep) -> the code, a DenseCode or a SparseCode (the same methods)."""
     top_k_among: Callable
-    """(sae, x, pre, among, k, k_max) -> W_dec ReLU(TopK_k(pre masked to `among`)), (batch, inst, d_hidden)."""
     batch_top_k: Callable
-    """(pre, k, k_max) -> (positions, keep) of `batch_top_k`."""
 
 
 DENSE = Codes(dense, dense_top_k_among, batch_top_k)
 SPARSE = Codes(sparse, columns_top_k_among, guessed_batch_top_k)
-BY_DEVICE = {"cpu": SPARSE}
-"""The implementation per device type; every other device uses DENSE (the measured-fast plain captured
-step on CUDA, ../shared/gpu/measured-2026-11-29.md). benchmarks/choices.py times both end to end."""
+BY_DEVICE = {"cpu": SPARSE}  # any other device: DENSE (a plain captured step is fastest on CUDA)
 
 
 def encode(sae, x: torch.Tensor, pre: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor):
-    """The code z = scatter(positions, ReLU(pre[positions]) · keep), with autograd.
+    """The code z = scatter(positions, ReLU(pre[positions]) · keep), with autograd, a DenseCode or SparseCode.
 
-    x: the SAE's input (batch, inst, d_hidden); pre: its pre-activations W_enc (x - b_dec) + b_enc with
-    autograd (batch, inst, d_sae); positions: (inst, n) sample · d_sae + latent, distinct within an
-    instance; keep: bool (inst, n).
-    """
+    x: the input (batch, inst, d_hidden); pre: W_enc (x - b_dec) + b_enc (batch, inst, d_sae); positions:
+    (inst, n), distinct within an instance; keep: bool (inst, n)."""
     return BY_DEVICE.get(x.device.type, DENSE).encode(sae, x, pre, positions, keep)
 
 
@@ -191,7 +169,6 @@ def choose_batch_top_k(pre: torch.Tensor, k: torch.Tensor, k_max: int) -> tuple[
 
 def top_k_among(sae, x: torch.Tensor, pre: torch.Tensor, among: torch.Tensor, k: torch.Tensor, k_max: int
                 ) -> torch.Tensor:
-    """ê = W_dec ReLU(TopK_k(π masked to the latents `among`)), no decoder bias (AuxK): (batch, inst, d_hidden).
-
+    """ê = W_dec ReLU(TopK_k(π masked to the latents `among`)), no decoder bias (AuxK): (batch, inst, d_hidden);
     among: bool (inst, d_sae); k: (inst,) whole numbers, k_max = max(k)."""
     return BY_DEVICE.get(x.device.type, DENSE).top_k_among(sae, x, pre, among, k, k_max)

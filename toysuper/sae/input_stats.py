@@ -13,9 +13,8 @@ B_DEC_INITS = ("zeros", "mean", "geometric_median")
 def geometric_median(x: torch.Tensor, iterations: int = 50) -> torch.Tensor:
     """Per instance, the point minimising the summed distance to the inputs: (n, inst, d) -> (inst, d).
 
-    Weiszfeld's algorithm from the mean, a fixed number of iterations (no data-dependent stop,
-    so no host sync and the same result whatever the other instances hold).
-    """
+    Weiszfeld's algorithm from the mean, a fixed number of iterations (no data-dependent stop: no host sync,
+    and the same result whatever the other instances hold)."""
     x = x.double()
     median = x.mean(0)
     for _ in range(iterations):
@@ -28,19 +27,15 @@ def b_dec_start(x: torch.Tensor, how: str) -> torch.Tensor | None:
     """b_dec's initial value from inputs x (n, inst, d): None for "zeros" (keep the recipe's init)."""
     if how not in B_DEC_INITS:
         raise ValueError(f"b_dec_init must be one of {B_DEC_INITS}, got {how!r}")
-    if how == "mean":
-        return x.mean(0)
-    if how == "geometric_median":
-        return geometric_median(x)
-    return None
+    if how == "zeros":
+        return None
+    return x.mean(0) if how == "mean" else geometric_median(x)
 
 
 def input_scale(x: torch.Tensor, how: str) -> torch.Tensor:
-    """The per-instance factor s that gives inputs s·x the recipe's norm, (n, inst, d) -> (inst,).
-
-    "mean_norm_sqrt_d": E||s x|| = √d (Anthropic, April 2024 update);
-    "unit_mean_squared_norm": E||s x||² = 1 (Gemma Scope).
-    """
+    """The per-instance factor s that gives inputs s·x the recipe's norm, (n, inst, d) -> (inst,):
+    "mean_norm_sqrt_d": E||s x|| = √d (Anthropic, April 2024 update); "unit_mean_squared_norm": E||s x||² = 1
+    (Gemma Scope)."""
     if how not in SCALINGS:
         raise ValueError(f"input scaling must be one of {SCALINGS}, got {how!r}")
     norms = x.double().norm(dim=-1)  # (n, inst)

@@ -18,19 +18,14 @@ SEED_SALT = 0x5AE  # keeps an SAE seeded s off the random numbers of anything el
 
 
 def instance_generator(seed: int, device) -> torch.Generator:
-    """The generator instance weights are drawn from: its seed mixed with SEED_SALT.
-
-    Without the mix an SAE seeded like `random_directions` would start with its decoder rows
-    exactly on the true directions.
-    """
+    """The generator instance weights are drawn from: its seed mixed with SEED_SALT (unmixed, an SAE seeded like
+    `random_directions` would start with its decoder rows exactly on the true directions)."""
     return make_generator((seed * 0x9E3779B97F4A7C15 + SEED_SALT) % 2**63, device)
 
 
 def _batched_affine(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """x W + b per instance: x (batch, inst, m), W (inst, m, n), b (inst, n) -> (batch, inst, n).
-
-    One baddbmm, so the bias is added inside the matmul rather than in a second pass.
-    """
+    """x W + b per instance: x (batch, inst, m), W (inst, m, n), b (inst, n) -> (batch, inst, n), the bias
+    added inside the matmul (one baddbmm)."""
     return torch.baddbmm(bias[:, None, :], x.transpose(0, 1), weight).transpose(0, 1)
 
 
@@ -42,17 +37,12 @@ class SAE(nn.Module):
     Row j of W_dec[k] is latent j's decoder direction in instance k.
 
     Args:
-        d_hidden: width of the activations the SAE reads.
-        d_sae: number of latents.
-        n_instances: independent SAEs trained side by side.
         recipe: a registered name (`toysuper.RECIPES`), an import path "module:Class", or a Recipe class.
-        seed: an int s (instance i is initialised from seed s + i), one int per instance, or
-            None (fresh random seeds). Instance i's weights depend on its own seed only, so an
-            SAE of one instance with seed [s_i] starts exactly as instance i does here.
-        device: CUDA when present by default.
-        **hyperparameters: the recipe's per-instance settings (e.g. l1_coefficient, k), each a
-            number or one value per instance (`RECIPES[recipe].hyperparameters`), and its per-SAE
-            options, each one bool or string (`RECIPES[recipe].options`; read back in `sae.options`).
+        seed: an int s (instance i is initialised from seed s + i), one int per instance, or None (fresh
+            seeds). Instance i's weights depend on its own seed only: an SAE of one instance seeded [s_i]
+            starts exactly as instance i does here.
+        **hyperparameters: the recipe's per-instance settings (`RECIPES[recipe].hyperparameters`), each a
+            number or one per instance, and its per-SAE options (`.options`, read back in `sae.options`).
     """
 
     def __init__(self, d_hidden: int, d_sae: int, n_instances: int = 1, recipe="anthropic_2024",
@@ -97,8 +87,7 @@ class SAE(nn.Module):
     @classmethod
     def check_arguments(cls, d_hidden: int, d_sae: int, n_instances: int = 1, recipe="anthropic_2024",
                         **hyperparameters) -> None:
-        """Run the constructor's checks without making any weight, so that validating a width of 10**8
-        (a sweep's dry run) allocates nothing; raises what the constructor would."""
+        """The constructor's checks, making no weight (a sweep's dry run of a width of 10**8 allocates nothing)."""
         shell = cls.__new__(cls)
         nn.Module.__init__(shell)
         shell._configure(d_hidden, d_sae, n_instances, recipe, 0, "cpu", hyperparameters)
@@ -123,7 +112,7 @@ class SAE(nn.Module):
         return value.clone()
 
     def _option(self, name: str, value) -> bool | str:
-        """`value` checked against the option's declaration: a bool, or a string (one of the listed ones)."""
+        """`value` checked against the option's declaration: a bool, or one of the listed strings."""
         declared = self.recipe.options[name]
         choices = declared if isinstance(declared, tuple) else None
         kind = type(choices[0] if choices else declared)
@@ -159,11 +148,8 @@ class SAE(nn.Module):
         return _batched_affine(x, self.W_enc, self.b_enc)
 
     def centred_projection(self, x: torch.Tensor) -> torch.Tensor:
-        """W_enc (x - b_dec): (batch, inst, d_hidden) -> (batch, inst, d_sae).
-
-        Computed as W_enc x - W_enc b_dec: the same numbers, but b_dec's gradient through the
-        encoder then costs a vector-matrix product, not a backward matmul over the whole batch.
-        """
+        """W_enc (x - b_dec), as W_enc x - W_enc b_dec (b_dec's gradient through the encoder is then a
+        vector-matrix product, not a backward matmul over the batch): (batch, inst, d_hidden) -> (batch, inst, d_sae)."""
         return _batched_affine(x, self.W_enc, -self.encoded_b_dec())
 
     def centred_pre_activations(self, x: torch.Tensor) -> torch.Tensor:
@@ -175,10 +161,8 @@ class SAE(nn.Module):
         return torch.einsum("id,ids->is", self.b_dec, self.W_enc)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Latent activations at inference, (batch, inst, d_hidden) -> (batch, inst, d_sae).
-
-        Each sample is encoded on its own (BatchTopK uses its learnt threshold here).
-        """
+        """Latent activations at inference, each sample on its own (BatchTopK uses its learnt threshold):
+        (batch, inst, d_hidden) -> (batch, inst, d_sae)."""
         return self.recipe.encode(self, x)
 
     def decode(self, acts: torch.Tensor) -> torch.Tensor:
@@ -195,31 +179,22 @@ class SAE(nn.Module):
 
     @torch.no_grad()
     def fold_input_scale(self, scale: torch.Tensor) -> None:
-        """Make an SAE that reads inputs multiplied by `scale` (inst,) read the raw inputs instead.
-
-        Every recipe encodes through W_enc applied to (s·x - b_dec) or s·x, so s moves into W_enc
-        and, for the output to come back in the raw units, 1/s into W_dec and b_dec. Thresholds
-        compare pre-activations, which do not change. fold_input_scale(1/s) undoes it.
-        """
+        """Make an SAE that reads inputs multiplied by `scale` (inst,) read the raw inputs: every recipe encodes
+        through W_enc applied to s·x (- b_dec), so s moves into W_enc and 1/s into W_dec and b_dec (thresholds
+        compare pre-activations, which do not change). fold_input_scale(1/s) undoes it."""
         scale = scale.to(self.device).reshape(self.n_instances)
         self.W_enc.mul_(scale[:, None, None])
         self.W_dec.div_(scale[:, None, None])
         self.b_dec.div_(scale[:, None])
 
     def config(self) -> dict:
-        """Everything `SAE.load` needs besides the weights (JSON-serialisable).
-
-        "recipe" is where the recipe comes from: a built-in's name, or "module:Class" for any other.
-        """
+        """Everything `SAE.load` needs besides the weights; "recipe" is a built-in's name or "module:Class"."""
         return {"d_hidden": self.d_hidden, "d_sae": self.d_sae, "n_instances": self.n_instances,
                 "recipe": recipe_path(self.recipe), "seed": self.seeds, **self.hyperparameter_values(),
                 **self.options}
 
     def save(self, directory) -> Path:
-        """Write `config.json` and `weights.safetensors` into `directory` (created if needed).
-
-        The weights read raw inputs: `train_sae` folds any input scale into them when it ends.
-        """
+        """Write `config.json` and `weights.safetensors` (reading raw inputs) into `directory`."""
         return weights.save(directory, self, self.config())
 
     @classmethod

@@ -1,16 +1,10 @@
-"""Resampling dead latents, as in Towards Monosemanticity.
+"""Resampling dead latents: Bricken et al. 2023, "Towards Monosemanticity", appendix "Neuron Resampling".
 
-Bricken et al. 2023, "Towards Monosemanticity", appendix "Neuron Resampling": at a few
-points early in training,
-1. find the latents that have not fired over a recent window (here: half the gap between
-   resampling points, as 12,500 of their 25,000 steps);
-2. compute the SAE's loss on a sample of inputs (here the squared reconstruction error);
-3. for each dead latent draw one input with probability proportional to the square of that loss;
-4. set the latent's decoder row to the input scaled to unit norm, its encoder row to the same
-   unit vector times 0.2 × the mean encoder-row norm of the alive latents, and its encoder
-   bias to 0;
-5. reset the Adam moments of every weight and bias entry that was changed.
-Nothing else changes: alive latents, b_dec and their optimiser state are untouched.
+At a few points early in training: find the latents silent over a recent window (here half the gap between
+resamplings, as the paper's 12,500 of 25,000 steps); score inputs by the squared reconstruction error;
+for each dead latent draw an input with probability proportional to the square of that loss; set its
+decoder row to the input at unit norm, its encoder row to the same unit vector times 0.2 × the mean
+encoder-row norm of the alive latents, its encoder bias to 0; reset the Adam moments of the changed entries.
 """
 
 from __future__ import annotations
@@ -37,29 +31,22 @@ def resample_window(steps: int, batch_size: int) -> int:
 
 
 @torch.no_grad()
-def per_sample_loss(sae, x: torch.Tensor) -> torch.Tensor:
-    """||x - x̂||² of each input, (n, inst, d_hidden) -> (n, inst), in chunks."""
-    return torch.cat([(chunk - sae(chunk)).pow(2).sum(-1) for chunk in x.split(CHUNK)])
-
-
-@torch.no_grad()
 def resample_dead_latents(sae, state: TrainState, dead: torch.Tensor, step: int, seeds=None,
                           x: torch.Tensor | None = None) -> int:
     """Re-initialise the latents where `dead` (inst, d_sae) is True; returns how many.
 
-    step: the training step it happens after; seeds: the instances' data seeds (list; None: 0s).
-    x: the scored inputs (n, inst, d_hidden), drawn with `state.draw` when None. Instance i draws
-    its picks from a generator seeded by (its SAE seed, its data seed, the step), so its result does
-    not depend on the other instances. Runs between training steps (it reads counts back to the host).
+    step: the step it happens after; seeds: the instances' data seeds (None: 0s); x: the scored inputs
+    (n, inst, d_hidden), drawn with `state.draw` when None. Instance i draws its picks from a generator
+    seeded by (its SAE seed, its data seed, step), so its result does not depend on the other instances.
     """
     if x is None:  # drawn even where nothing is dead: each instance's data stream then advances alike,
         x = state.draw(RESAMPLE_BATCHES * state.batch_size)  # whether or not its batch-mates resample
     if not bool(dead.any()):
         return 0
-    weights = per_sample_loss(sae, x).pow(2)  # (n, inst)
-    encoder_norms = sae.W_enc.norm(dim=1)  # (inst, d_sae)
+    losses = torch.cat([(chunk - sae(chunk)).pow(2).sum(-1) for chunk in x.split(CHUNK)])  # ||x - x̂||², (n, inst)
+    weights = losses.pow(2)
     alive = ~dead
-    mean_alive_norm = (encoder_norms * alive).sum(-1) / alive.sum(-1).clamp_min(1)
+    mean_alive_norm = (sae.W_enc.norm(dim=1) * alive).sum(-1) / alive.sum(-1).clamp_min(1)
     mean_alive_norm = torch.where(alive.any(-1), mean_alive_norm, 1.0)
     for instance in range(sae.n_instances):  # a rare event; per-instance generators keep instances independent
         latents = dead[instance].nonzero().squeeze(-1)
@@ -71,15 +58,14 @@ def resample_dead_latents(sae, state: TrainState, dead: torch.Tensor, step: int,
         if not bool((probability > 0).any()):
             probability = torch.ones_like(probability)
         picks = torch.multinomial(probability, len(latents), replacement=True, generator=generator)
-        directions = x[picks, instance]
-        directions = torch.nn.functional.normalize(directions, dim=-1)  # (n_dead, d_hidden)
+        directions = torch.nn.functional.normalize(x[picks, instance], dim=-1)  # (n_dead, d_hidden)
         sae.W_dec[instance, latents] = directions
         sae.W_enc[instance][:, latents] = directions.T * (ENCODER_NORM_FRACTION * mean_alive_norm[instance])
         sae.b_enc[instance, latents] = 0.0
     sae.recipe.reset_latents(sae, dead)
     if state.optimizer is not None:
-        masks = {sae.W_enc: dead[:, None, :], sae.b_enc: dead, sae.W_dec: dead[:, :, None]}
-        masks.update({parameter: dead for parameter in sae.recipe.per_latent_parameters(sae).values()})
+        masks = {sae.W_enc: dead[:, None, :], sae.b_enc: dead, sae.W_dec: dead[:, :, None],
+                 **{parameter: dead for parameter in sae.recipe.per_latent_parameters(sae).values()}}
         for parameter, mask in masks.items():
             for moment in state.optimizer.state.get(parameter, {}).values():
                 if torch.is_tensor(moment) and moment.shape == parameter.shape:

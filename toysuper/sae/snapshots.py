@@ -1,10 +1,6 @@
-"""Recovery over training: the SAE graded at a few evenly spaced steps, on a small held-out set.
-
-`train_sae(..., snapshots=n)` calls `Snapshots.take` after every step; it grades (and so reads numbers
-back from the device) only at the n chosen steps, the last of them the final step. While training, a
-recipe that scales its inputs reads x · s (s per instance, folded into the weights only at the end), so a
-snapshot encodes s · x and divides the reconstruction by s: the SAE graded is the one training would
-save at that step.
+"""Recovery over training: the SAE graded at n evenly spaced steps (the last one included) on a small
+held-out set. While training, a recipe that scales its inputs reads s·x (s folded into the weights only at
+the end), so a snapshot encodes s·x and divides the reconstruction by s: it grades what training would save.
 """
 
 from __future__ import annotations
@@ -19,19 +15,15 @@ SNAPSHOT_SAMPLES = 2_048
 COLUMNS = ["step", "samples_seen", "instance", "recovered@0.9", "mmcs", "l0", "dead_fraction", "sb_mcc"]
 
 
-def snapshot_steps(steps: int, n: int) -> list[int]:
-    """n evenly spaced steps (0-based) ending at the last one, fewer if steps < n."""
-    return sorted({max(0, round((i + 1) * steps / n) - 1) for i in range(n)})
-
-
 class Snapshots:
     def __init__(self, n: int, steps: int, batch_size: int, source, n_samples: int = SNAPSHOT_SAMPLES):
-        self.at = set(snapshot_steps(steps, positive_int("snapshots", n)))
+        self.at = {max(0, round((i + 1) * steps / n) - 1) for i in range(positive_int("snapshots", n))}
         self.batch_size, self.source = batch_size, source
         self.n_samples = positive_int("snapshot_samples", n_samples)
         self.rows: list[pd.DataFrame] = []
 
     def take(self, sae, step: int, scale: torch.Tensor | None) -> None:
+        """Grade `sae` if `step` is one of the chosen steps (called after every step)."""
         if step not in self.at:
             return
         s = torch.ones(sae.n_instances, device=sae.device) if scale is None else scale.to(sae.device)

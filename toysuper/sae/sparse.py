@@ -1,15 +1,13 @@
 """Sparse latent codes with a fixed number of entries: the sparse implementation of sae/codes.py.
 
-A TopK-style SAE keeps about k of its d_sae latents per sample, so most of a dense step multiplies
-zeros. Here a batch's code is a list of N entries (row, latent, value), N fixed by the configuration
-(batch·k for TopK, k·batch per instance for BatchTopK), and only the entries are computed:
+A TopK-style SAE keeps about k of its d_sae latents per sample, so most of a dense step multiplies zeros.
+Here a batch's code is N entries (row, latent, value), N fixed by the configuration, and only they are
+computed:
     score:   π_e = x_row · W_enc[:, latent] + b_latent, a sampled product (SDDMM);
     decode:  x̂_row = Σ_e v_e W_dec[latent_e], a segment sum of decoder rows.
-Autograd differentiates both (gathers and segment sums again: a step never builds a (batch, d_sae)
-tensor). Entries of value 0 (not kept, or negative before the ReLU) carry nothing; shapes never depend
-on the data. Rows are instance-major, row = instance · batch + sample, and columns are instance · d_sae +
-latent, so every instance's weights are addressed in one product. Autocast is off inside: the entries
-are few enough to compute in float32 even when bf16 autocast chose them.
+Autograd differentiates both without a (batch, d_sae) tensor. Rows are instance · batch + sample and columns
+instance · d_sae + latent, so every instance's weights are addressed in one product. Autocast is off inside:
+the entries are few enough for float32 even when bf16 autocast chose them.
 """
 
 from __future__ import annotations
@@ -23,16 +21,11 @@ import torch.nn.functional as F
 class SparseCode(NamedTuple):
     """A batch of latent codes as N entries, grouped by row (rows ascending)."""
 
-    rows: torch.Tensor
-    """(N,) row of each entry, instance · batch + sample, ascending."""
-    columns: torch.Tensor
-    """(N,) column of each entry, instance · d_sae + latent."""
-    row_starts: torch.Tensor
-    """(inst·batch,) where each row's entries start."""
-    values: torch.Tensor
-    """(N,) activations, >= 0, float32."""
-    shape: tuple[int, int, int]
-    """(batch, inst, d_sae) of the dense code."""
+    rows: torch.Tensor  # (N,) instance · batch + sample, ascending
+    columns: torch.Tensor  # (N,) instance · d_sae + latent
+    row_starts: torch.Tensor  # (inst·batch,) where each row's entries start
+    values: torch.Tensor  # (N,) activations, >= 0, float32
+    shape: tuple[int, int, int]  # (batch, inst, d_sae) of the dense code
 
     @property
     def latents(self) -> torch.Tensor:
@@ -40,8 +33,8 @@ class SparseCode(NamedTuple):
         return self.columns % self.shape[2]
 
     def decode(self, sae, bias: bool = True) -> torch.Tensor:
-        """x̂ = W_dec z (+ b_dec): (batch, inst, d_hidden). A segment sum: on the CPU embedding_bag sums each
-        row in one pass (a tenth of index_add's time there); elsewhere index_add, which needs no offsets."""
+        """x̂ = W_dec z (+ b_dec): (batch, inst, d_hidden). On the CPU embedding_bag sums each row in one pass
+        (a tenth of index_add's time there); elsewhere index_add, which needs no offsets."""
         batch, n_instances, _ = self.shape
         with torch.autocast(self.values.device.type, enabled=False):
             decoder_rows = sae.W_dec.reshape(-1, sae.d_hidden)  # (inst·d_sae, d_hidden)
@@ -67,23 +60,21 @@ class SparseCode(NamedTuple):
     def fired(self) -> torch.Tensor:
         """Which latents fired anywhere in the batch, bool (inst, d_sae)."""
         _, n_instances, d_sae = self.shape
-        counts = self.values.detach().new_zeros(n_instances * d_sae).index_add_(0, self.columns, self.values.detach())
-        return (counts > 0).view(n_instances, d_sae)
+        values = self.values.detach()
+        return (values.new_zeros(n_instances * d_sae).index_add_(0, self.columns, values) > 0).view(n_instances, d_sae)
 
 
 def code_at(sae, x: torch.Tensor, rows: torch.Tensor, latents: torch.Tensor, keep: torch.Tensor) -> SparseCode:
     """The code ReLU(W_enc (x - b_dec) + b_enc) · keep at the given entries, scored with autograd.
 
-    x: (batch, inst, d_hidden); rows (N,) ascending, row = instance · batch + sample; latents (N,) within
-    the instance; keep: (N,) 0/1 mask of the entries that count (others get value 0).
+    x: (batch, inst, d_hidden); rows (N,) ascending; latents (N,) within the instance; keep (N,) 0/1.
     """
     batch, n_instances, _ = x.shape
     columns = rows // batch * sae.d_sae + latents
     row_starts = torch.searchsorted(rows, torch.arange(n_instances * batch, device=rows.device))
     with torch.autocast(x.device.type, enabled=False):
         inputs = x.float().transpose(0, 1).reshape(-1, sae.d_hidden)  # (inst·batch, d_hidden), instance-major
-        # (inst·d_sae, d_hidden), each latent's encoder weights as one contiguous row for the gathers
-        encoder_rows = sae.W_enc.transpose(1, 2).reshape(-1, sae.d_hidden)
+        encoder_rows = sae.W_enc.transpose(1, 2).reshape(-1, sae.d_hidden)  # (inst·d_sae, d_hidden)
         # W_enc (x - b_dec) + b_enc as W_enc x + (b_enc - W_enc b_dec): x needs no gradient then
         bias = (sae.b_enc - sae.encoded_b_dec()).reshape(-1)
         scores = (inputs.index_select(0, rows) * encoder_rows.index_select(0, columns)).sum(-1)

@@ -1,8 +1,7 @@
 """What a recipe may know about the training run it is part of.
 
-Everything that changes from step to step lives in device tensors (the step count, the dead-latent
-counters), so that a captured step replays with the current values rather than those it was captured
-with; what is fixed for the run (its length, the batch size) is plain Python.
+What changes from step to step lives in device tensors (the step count, the dead-latent counters), so
+that a captured step replays with the current values; what is fixed for the run is plain Python.
 """
 
 from __future__ import annotations
@@ -15,27 +14,19 @@ import torch
 
 @dataclass
 class TrainState:
-    """The trainer's view of a run, passed to every recipe hook.
+    """The trainer's view of a run, passed to every recipe hook; outside `train_sae` a recipe gets None
+    (training finished, nothing dead)."""
 
-    A recipe called outside `train_sae` (tests, notebooks) gets None: training finished, nothing dead.
-    """
-
-    steps: int = 1
-    """Total steps of this run."""
+    steps: int = 1  # total steps of this run
     batch_size: int = 1
-    dead_window: int = 100_000
-    """A latent that has not fired in this many samples is dead."""
-    step: torch.Tensor | None = None
-    """Steps done so far, a 0-d float32 tensor on the SAE's device (0 at the first step)."""
-    samples_since_fired: torch.Tensor | None = None
-    """Per latent, training samples since it last fired, (inst, d_sae)."""
+    dead_window: int = 100_000  # a latent that has not fired in this many samples is dead
+    step: torch.Tensor | None = None  # steps done so far, 0-d float32 on the SAE's device
+    samples_since_fired: torch.Tensor | None = None  # per latent, (inst, d_sae)
     phase: int | None = None
-    """How many of the recipe's `phase_boundaries` this step has reached, a host int set by the training
-    loop before each step (a captured step is one graph per phase); None: unknown, which every recipe
-    must handle (it then decides per instance on the device)."""
+    """How many of the recipe's `phase_boundaries` this step has reached, set by the loop on the host (a
+    captured step is one graph per phase); None: unknown, which a recipe must handle on the device."""
     optimizer: torch.optim.Optimizer | None = None
-    draw: Callable[[int], torch.Tensor] | None = None
-    """draw(n): n fresh inputs in training units, (n, inst, d_hidden)."""
+    draw: Callable[[int], torch.Tensor] | None = None  # draw(n): n fresh inputs in training units
     extras: dict = field(default_factory=dict)
 
     def progress(self) -> torch.Tensor:
@@ -47,4 +38,3 @@ class TrainState:
         if self.samples_since_fired is None:
             return None
         return self.samples_since_fired >= (self.dead_window if window is None else window)
-

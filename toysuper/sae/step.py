@@ -1,15 +1,11 @@
-"""One SAE training step with shapes set by the configuration and no host sync, for every recipe.
+"""One SAE training step with shapes set by the configuration and no host sync, for every recipe:
 
-    draw the batch -> recipe loss (forward) -> backward -> the recipe's constraints fix the gradient
-    (unit-norm decoder) -> per-instance gradient clip -> learning rate from the schedule -> Adam -> the
-    recipe's statistics (thresholds), constraints (renormalise) and controllers (target L0) -> dead-latent
-    counters
+    draw -> recipe loss -> backward -> constraints fix the gradient (unit-norm decoder) -> per-instance
+    clip -> scheduled lr -> Adam -> recipe statistics, constraints and controllers -> dead-latent counters
 
-Everything that changes between steps is a device tensor updated in place (the step count, the
-learning rate, the counters), so the same function runs eagerly on any device and is captured whole
-in a CUDA graph on CUDA (toysuper/capture.py). tests/test_fixed_shapes.py compiles the loss and the
-bookkeeping with torch.compile(fullgraph=True, dynamic=False) on the CPU: the proof that neither has a
-data-dependent shape or a host sync.
+What changes between steps is a device tensor updated in place, so the same function runs eagerly and is
+captured whole in a CUDA graph (toysuper/capture.py); tests/test_fixed_shapes.py compiles the loss and the
+bookkeeping with fullgraph=True on the CPU, the proof that neither has a data-dependent shape or host sync.
 """
 
 from __future__ import annotations
@@ -32,24 +28,17 @@ def check_precision(precision: str) -> str:
 
 
 def autocast(device: torch.device, precision: str):
-    """A context in which the forward pass runs in `precision`.
-
-    "bfloat16" autocasts matmuls to bf16 (weights, Adam moments and the loss stay float32): about twice
-    the matmul throughput on recent GPUs, and four times on CPUs with AVX512-BF16. The sparse codes of the
-    TopK family score their kept latents in float32 (sae/sparse.py). The autocast
-    cache is off: a captured step must cast the weights it reads on every replay.
-    """
+    """The forward pass's context: "bfloat16" autocasts matmuls to bf16 (weights, Adam moments and the loss
+    stay float32; the sparse codes score their kept latents in float32). Its cache is off: a captured step
+    must cast the weights on every replay."""
     if check_precision(precision) == "float32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=False)
 
 
 def lr_multiplier(step: torch.Tensor, steps: int, warmup: float = 0.0, decay: float = 0.2) -> torch.Tensor:
-    """Linear warm-up over the first `warmup` of steps, constant, linear decay to 0 over the last `decay`.
-
-    step: steps done, a tensor (0-d or any shape). Warm-up: (step + 1) / (warmup·steps + 1) while below 1;
-    decay: (steps - step) / (decay·steps) once below 1; where the two overlap, the smaller.
-    """
+    """min(1, (step + 1) / (warmup·steps + 1), (steps - step) / (decay·steps)), clamped at 0: a linear
+    warm-up over the first `warmup` of training and a linear decay to 0 over the last `decay`."""
     rise = (step + 1) / (warmup * steps + 1)
     fall = (steps - step) / (decay * steps) if decay > 0 else torch.ones_like(rise)
     return torch.minimum(torch.minimum(rise, fall), torch.ones_like(rise)).clamp(min=0.0)
@@ -58,8 +47,7 @@ def lr_multiplier(step: torch.Tensor, steps: int, warmup: float = 0.0, decay: fl
 def clip_per_instance(parameters: list[torch.Tensor], max_norm: float) -> torch.Tensor:
     """Scale each instance's gradient (axis 0 of every parameter) to norm <= max_norm; returns the norms (inst,)."""
     grads = [p.grad for p in parameters if p.grad is not None]
-    squares = sum(g.pow(2).reshape(g.shape[0], -1).sum(-1) for g in grads)
-    norms = squares.sqrt()
+    norms = sum(g.pow(2).reshape(g.shape[0], -1).sum(-1) for g in grads).sqrt()
     factor = (max_norm / (norms + 1e-6)).clamp(max=1.0)
     for g in grads:
         g.mul_(factor.reshape(-1, *[1] * (g.ndim - 1)))
@@ -73,8 +61,7 @@ def before_optimizer(sae, state: TrainState) -> None:
 
 
 def bookkeeping(sae, state: TrainState, out: LossOutput) -> None:
-    """After the optimiser: the recipe's statistics, constraints and controllers, the dead-latent counters,
-    the step count."""
+    """After the optimiser: the recipe's statistics, constraints and controllers, the counters."""
     sae.recipe.after_optimizer_step(sae, state, out)
     for hook in (*sae.recipe.constraints, *sae.recipe.controllers):
         hook.after_optimizer_step(sae, state, out)
@@ -85,18 +72,14 @@ def bookkeeping(sae, state: TrainState, out: LossOutput) -> None:
 
 def sae_step(sae, state: TrainState, optimizer: torch.optim.Optimizer, lr: torch.Tensor, base_lr: float,
              schedule: dict, grad_clip: float | None, precision: str) -> Callable[[], dict[str, torch.Tensor]]:
-    """The training step of `sae` as a function of no arguments: it draws with `state.draw` and returns the
-    logged terms of the step, each (inst,): "loss", the recipe's terms, "l0" (and "bad_inputs", the
-    non-finite entries of the batch).
-
-    lr: the optimiser's learning-rate tensor, set to base_lr · lr_multiplier(step, **schedule) each step.
-    """
+    """The step as a function of no arguments, returning the logged terms, each (inst,): "loss", the recipe's
+    terms, "l0", and "bad_inputs" (the batch's non-finite entries). It sets the optimiser's lr tensor to
+    base_lr · lr_multiplier(step, **schedule)."""
     parameters = list(sae.parameters())
-    device = sae.W_dec.device
 
     def step() -> dict[str, torch.Tensor]:
         x = state.draw(state.batch_size)
-        with autocast(device, precision):
+        with autocast(sae.device, precision):
             out = sae.recipe.loss(sae, x, state)
         optimizer.zero_grad(set_to_none=True)
         out.loss.sum().backward()  # instances are independent: their losses simply add

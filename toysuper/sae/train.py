@@ -1,16 +1,11 @@
 """Training SAEs: one batched loop for every recipe and every instance.
 
-Adam with a linear learning-rate warm-up and a linear decay to 0 over the last part of
-training; optional gradient clipping, per instance (each SAE's gradient norm is clipped on its
-own, so instances never influence each other); b_dec started at the data's mean or geometric
-median; inputs scaled per instance when the recipe asks for it, with the scale folded back into
-the weights at the end; dead latents tracked over a window of samples and, for recipes that
-resample, re-initialised. Every setting left at `FROM_RECIPE` takes the recipe's value from
-`recipe.train_defaults`, else the value in `TRAIN_DEFAULTS`.
-
-The step itself (sae/step.py) has fixed shapes and no host sync; on CUDA it is captured in a CUDA
-graph and replayed (toysuper/capture.py). The loop reads numbers back only every `log_every` steps
-(logging and the NaN check) and at the few steps where dead latents are resampled.
+Adam with a linear learning-rate warm-up and decay to 0; gradients clipped per instance (instances never
+influence each other); b_dec started at the data's mean or geometric median; inputs scaled per instance when
+the recipe asks, the scale folded back into the weights at the end; dead latents tracked over a window and,
+for recipes that resample, re-initialised. The step (sae/step.py) has fixed shapes and no host sync and is
+captured on CUDA (toysuper/capture.py); the loop reads numbers back only every `log_every` steps and when it
+resamples.
 """
 
 from __future__ import annotations
@@ -66,7 +61,7 @@ class SAETrainResult:
     captured: bool = False
     """Whether the step ran from a CUDA graph (toysuper/capture.py)."""
     capture_failure: str | None = None
-    """Why it did not where it would have: the first error of a failed capture, or why the source cannot be."""
+    """Why it did not where it would have: a failed capture's first error, or why the source cannot be."""
     snapshots: pd.DataFrame | None = None
     """With `snapshots=n`: the SAE graded at n evenly spaced steps (sae/snapshots.py), one row per (step, instance)."""
 
@@ -78,34 +73,25 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
               b_dec_init=FROM_RECIPE, resample=FROM_RECIPE, scale_inputs=FROM_RECIPE, precision: str = "float32",
               capture: str = "auto", tf32: bool = False, threads: int | None = None, snapshots: int = 0,
               snapshot_samples: int = SNAPSHOT_SAMPLES) -> SAETrainResult:
-    """Train every instance of `sae` on fresh batches from `source` with Adam.
+    """Train every instance of `sae` (n_instances and d_hidden as `source`'s) on fresh batches with Adam.
 
     Args:
-        sae: the SAEs; sae.n_instances and sae.d_hidden must match the source.
-        source: yields hidden activations (batch, inst, d_hidden).
-        steps, batch_size: optimisation length and samples per step.
-        seed: seeds of the data streams, one per instance: an int s (instance i reads the stream
-            seeded s + i) or a list of ints; with the SAE's own seeds, they also seed resampling.
+        seed: the data streams' seeds, an int s (instance i reads the stream seeded s + i) or a list of ints;
+            with the SAE's own seeds they also seed resampling.
         log_every: record the loss terms (and check them for NaN) every this many steps.
-        quiet: no progress bar.
         lr, betas, grad_clip, lr_warmup, lr_decay, b_dec_init, resample, scale_inputs, dead_window: see
-            TRAIN_DEFAULTS; each left at FROM_RECIPE takes the recipe's value, else TRAIN_DEFAULTS'.
+            TRAIN_DEFAULTS; each left at FROM_RECIPE takes the recipe's `train_defaults` value, else TRAIN_DEFAULTS'.
         precision: "float32", or "bfloat16" to autocast the forward pass (see sae/step.py).
-        capture: "auto" captures the step in a CUDA graph on CUDA and replays it (several times
-            faster there; toysuper/capture.py), "off" runs every step eagerly. On a CPU both are eager.
-            A source that cannot be captured, or a capture that fails, trains eagerly with a warning
-            (result.captured, result.capture_failure). Gradients are None after training: they pointed
-            into the graph's memory, which is released.
-        tf32: on CUDA, let the step's float32 matmuls use TF32 tensor cores (faster, ~1e-3 relative
-            error per product); torch's global setting is changed only while a step runs.
+        capture: "auto" captures the step in a CUDA graph on CUDA and replays it (toysuper/capture.py), "off"
+            runs it eagerly. An uncapturable source or a failed capture trains eagerly with a warning
+            (result.captured, result.capture_failure). Gradients are None afterwards (they were the graph's).
+        tf32: on CUDA, the step's float32 matmuls may use TF32 (~1e-3 relative error per product).
         threads: torch's CPU threads during the call (threads.chosen_threads: None keeps the caller's choice,
             else 1; 0: torch's setting; n: n).
-        snapshots: grade the SAE at this many evenly spaced steps on `snapshot_samples` held-out samples
-            (recovery over training, `SAETrainResult.snapshots`); 0: none.
+        snapshots: grade the SAE at this many evenly spaced steps on `snapshot_samples` held-out samples; 0: none.
 
-    Equal seeds give equal runs, and instances are independent: an instance trained alone (its SAE
-    seed, its data seed) follows the same trajectory as inside a batch.
-    Raises ValueError on NaN activations or a NaN loss; weights then hold the last good state.
+    Equal seeds give equal runs, and an instance trained alone (its SAE seed, its data seed) follows the same
+    trajectory as in a batch. NaN activations or a NaN loss raise ValueError, the weights at the last good state.
     """
     settings = _settings(sae, source, steps, batch_size, log_every, precision, capture, tf32, dict(
         lr=lr, betas=betas, grad_clip=grad_clip, lr_warmup=lr_warmup, lr_decay=lr_decay, b_dec_init=b_dec_init,
@@ -113,8 +99,8 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
     data_seeds = instance_seeds(seed, sae.n_instances)
     generator = instance_generators(data_seeds, source.device)  # one stream per instance
     scale = _init_and_scale(sae, source, generator, settings)
-    state, run, lr_now = _step_runner(sae, source, generator, scale, steps, batch_size, settings, precision, capture,
-                                      tf32)
+    state, run, lr_now = _step_runner(sae, source, generator, scale, steps, batch_size, settings, precision,
+                                      capture, tf32)
     snaps = Snapshots(snapshots, steps, batch_size, source, snapshot_samples) if snapshots else None
     resample_at = resample_steps(steps) if settings["resample"] else set()
     phase_boundaries = sae.recipe.phase_boundaries(sae, steps)
@@ -125,9 +111,7 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
             state.phase = sum(step >= boundary for boundary in phase_boundaries)
             terms = run(phase=state.phase)
             if step in resample_at:  # between steps: resampling reads counts back to the host
-                dead = state.dead(resample_window(steps, batch_size))
-                resampled += resample_dead_latents(sae, state, dead, step, data_seeds)
-                state.samples_since_fired.masked_fill_(dead, 0.0)
+                resampled += _resample(sae, state, step, data_seeds)
             if step % log_every == 0 or step == steps - 1:
                 rows += _log(sae, state, terms, step, float(lr_now), last_good)
                 last_good = {k: v.detach().clone() for k, v in sae.state_dict().items()}
@@ -137,7 +121,7 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
         run.close()  # capture: release the graphs' memory (gradients set to None)
         if scale is not None:  # the saved and returned SAE reads raw inputs
             sae.fold_input_scale(scale)
-    dead_fraction = (state.samples_since_fired >= min(state.dead_window, steps * batch_size)).float().mean(-1).cpu()
+    dead_fraction = state.dead(min(state.dead_window, steps * batch_size)).float().mean(-1).cpu()
     _warn_if_diverged(history := pd.DataFrame(rows), settings["lr"])
     return SAETrainResult(history, dead_fraction, None if scale is None else scale.cpu(), resampled, run.captured,
                           run.failure, None if snaps is None else snaps.frame())
@@ -200,14 +184,12 @@ def _step_runner(sae: SAE, source, generator, scale, steps: int, batch_size: int
     sample_hidden = getattr(source, "sample_hidden", None)  # sources that can skip building dense features
 
     def draw(n: int) -> torch.Tensor:
-        hidden = sample_hidden(n, generator) if sample_hidden else source.sample(n, generator).hidden
-        hidden = hidden.to(device)
+        hidden = (sample_hidden(n, generator) if sample_hidden else source.sample(n, generator).hidden).to(device)
         return hidden if scale is None else hidden * scale[:, None]
 
     not_capturable = uncapturable_reason(source, device)
     lr_now = torch.tensor(settings["lr"], device=device)  # the schedule writes it in place: a captured step reads it
-    # The fused kernel updates a parameter's moments in one pass (CPU and CUDA have one); capturable keeps
-    # Adam's step count on the device, as a CUDA graph needs.
+    # fused: one pass over a parameter's moments (CPU and CUDA); capturable: Adam's step count on the device
     optimizer = torch.optim.Adam(sae.parameters(), lr=lr_now, betas=tuple(settings["betas"]), fused=device.type in
                                  ("cpu", "cuda"), capturable=captures(capture, device) and not_capturable is None)
     state = TrainState(steps=steps, batch_size=batch_size, dead_window=settings["dead_window"], optimizer=optimizer,
@@ -215,10 +197,17 @@ def _step_runner(sae: SAE, source, generator, scale, steps: int, batch_size: int
                        samples_since_fired=torch.zeros(sae.n_instances, sae.d_sae, device=device))
     schedule = {"warmup": settings["lr_warmup"], "decay": settings["lr_decay"]}
     step_fn = sae_step(sae, state, optimizer, lr_now, settings["lr"], schedule, settings["grad_clip"], precision)
-    run = StepRunner(step_fn, device, capture, streams=[generator.counter], tf32=tf32,
-                     not_capturable=not_capturable,
+    run = StepRunner(step_fn, device, capture, streams=[generator.counter], tf32=tf32, not_capturable=not_capturable,
                      reset_gradients=lambda: optimizer.zero_grad(set_to_none=True))
     return state, run, lr_now
+
+
+def _resample(sae: SAE, state: TrainState, step: int, data_seeds: list) -> int:
+    """Resample the latents silent for `resample_window` samples and restart their counters; returns how many."""
+    dead = state.dead(resample_window(state.steps, state.batch_size))
+    resampled = resample_dead_latents(sae, state, dead, step, data_seeds)
+    state.samples_since_fired.masked_fill_(dead, 0.0)
+    return resampled
 
 
 def _log(sae: SAE, state: TrainState, terms: dict, step: int, lr: float, last_good: dict) -> list[dict]:
@@ -233,7 +222,7 @@ def _log(sae: SAE, state: TrainState, terms: dict, step: int, lr: float, last_go
         raise ValueError(f"SAE loss became NaN/inf at step {step} (lr={lr}, {sae.hyperparameter_values()}); "
                          f"weights restored to the last good check")
     window = min(state.dead_window, (step + 1) * state.batch_size)
-    dead = (state.samples_since_fired >= window).float().mean(-1).cpu()
+    dead = state.dead(window).float().mean(-1).cpu()
     return [{"step": step, "instance": instance, "lr": lr, "dead_fraction": dead[instance].item(),
              **{name: value[instance].item() for name, value in logged.items()}}
             for instance in range(sae.n_instances)]
@@ -243,8 +232,7 @@ DIVERGED = 10.0  # a reconstruction error that ends 10x above where it started: 
 
 
 def _warn_if_diverged(history: pd.DataFrame, lr: float) -> None:
-    """Warn when an instance's reconstruction error ends far above its start (a finite divergence, which the NaN
-    check cannot see)."""
+    """Warn when an instance's reconstruction error ends far above its start (a divergence the NaN check misses)."""
     term = "mse" if "mse" in history else "loss"
     if history.empty or history["step"].nunique() < 2:
         return

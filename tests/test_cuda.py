@@ -72,7 +72,7 @@ def test_replays_draw_fresh_data_from_the_streams_eager_steps_read():
     source = source_of("dictionary")
     generators = instance_generators(0, DEVICE, source.n_instances)
     runner = StepRunner(lambda: {"x": source.sample_hidden(64, generators)}, torch.device(DEVICE),
-                        streams=generators)
+                        streams=[generators.counter])
     batches = [runner()["x"].clone() for _ in range(WARMUP_STEPS + 4)]
     assert runner.captured
     assert all(not torch.equal(a, b) for a, b in zip(batches, batches[1:]))

@@ -1,19 +1,13 @@
 """Running a training step: eagerly, or on CUDA captured once in a CUDA graph and replayed.
 
-A step's few hundred small kernels cost several µs of launch each on a GPU. The step functions of
-toysuper have fixed shapes and never read back to the host, so on CUDA one call is recorded with
-torch.cuda.graph and replayed: a replay reads and writes the same memory, so parameters, optimiser state
-and counters carry over, and the host may change them in place between replays (resampling, NaN restore).
-
-Random streams are device state the replay advances: counter tensors, or CUDA generators, which torch
-2.4 to 2.13 must be told about (register_generator_state). The first WARMUP_STEPS steps of each phase run
-eagerly on a side stream, as torch.cuda.graph requires (optimiser state, cuBLAS kernel choice).
-Each phase (e.g. BatchTopK's TopK warm-up) has its own graph; the graphs share one memory pool, sound
-because they run one at a time on one stream and only their outputs outlive a replay.
-
-`capture="auto"` captures on CUDA only (on a CPU a graph saves nothing); "off" never. An uncapturable
-source runs eagerly with one CaptureSkipped warning; a failed capture restores every random stream,
-warns its first error (CaptureWarning) and trains eagerly from then on.
+toysuper's steps have fixed shapes and no host sync, so on CUDA one call is recorded with torch.cuda.graph
+and replayed, saving a few hundred kernel launches per step. A replay reads and writes the same memory:
+parameters, optimiser state, counters and random streams (counter tensors; CUDA generators, registered on
+torch < 2.14) carry over, and the host may change them in place between replays. The first WARMUP_STEPS steps
+of a phase run eagerly on a side stream, as torch.cuda.graph requires. Each phase (e.g. BatchTopK's TopK
+warm-up) has its own graph, all from one memory pool: they run one at a time on one stream, and only their
+outputs outlive a replay. An uncapturable source trains eagerly (CaptureSkipped); a failed capture restores
+the random streams, warns its first error (CaptureWarning) and trains eagerly from then on.
 """
 
 from __future__ import annotations
@@ -73,21 +67,14 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
 
 
 class StepRunner:
-    """Calls `step()` -> dict of tensors: eagerly, or on CUDA from one CUDA graph per phase.
+    """Calls `step()` -> dict of tensors (updated in place by a replay: read them before the next call):
+    eagerly, or on CUDA from one CUDA graph per phase.
 
-    Args:
-        step: updates its state in place and returns tensors (a replay overwrites them: read them before
-            the next call).
-        streams: every random stream the step advances (torch.Generators, device tensors advanced in
-            place, or objects with get_state()/set_state()); a failed capture restores them.
-        reset_gradients: drops every reference into a graph's memory (the gradients); called before each
-            capture (so that backward allocates them from the graph's pool), after a failed one, and by close().
-        not_capturable: why the step's source cannot be captured (uncapturable_reason), or None.
-        tf32: let float32 matmuls use TF32 on CUDA, only while a step runs.
-        record: record(step, device, streams, pool) -> (graph, outputs); a test may pass a fake.
-
-    Attributes: `captured`, whether the steps after the warm-up ran from CUDA graphs; `failure`, why
-    they did not (a failed capture's first error, or not_capturable), else None.
+    streams: the random streams the step advances (torch.Generators, tensors advanced in place, or objects with
+    get_state()/set_state()), restored after a failed capture. reset_gradients: drops the references into a
+    graph's memory (the gradients), before each capture, after a failed one, and in close(). not_capturable:
+    uncapturable_reason's answer. record(step, device, streams, pool) -> (graph, outputs): a test may fake it.
+    `captured`: whether the steps after the warm-up ran from graphs; `failure`: why not, else None.
     """
 
     def __init__(self, step: Callable[[], dict], device: torch.device, capture: str = "auto", *,
@@ -167,12 +154,10 @@ class StepRunner:
 
 
 def record_cuda_graph(step: Callable[[], dict], device: torch.device, streams: Sequence, pool=None):
-    """Record one call of `step` in a CUDA graph, from `pool` (another graph's, to share it) or a new one.
+    """Record (not run) one call of `step` in a CUDA graph from `pool` (None: a new one) -> (graph, outputs).
 
-    Returns (graph, outputs): the call is recorded, not run. When cudaStreamEndCapture fails, capture_end
-    raises before its clean-up; this puts back the current stream, the default generator and the caching
-    allocator's capture (left open, it makes every later empty_cache, hence capture, fail an assert).
-    """
+    When cudaStreamEndCapture fails, capture_end raises before its clean-up: this puts back the current stream,
+    the default generator and the allocator's capture (left open, every later capture fails an assert)."""
     with torch.cuda.device(device):
         index, stream = torch.cuda.current_device(), torch.cuda.current_stream()
         default_generator = torch.cuda.default_generators[index]

@@ -148,8 +148,8 @@ class SAE(nn.Module):
         return _batched_affine(x, self.W_enc, self.b_enc)
 
     def centred_projection(self, x: torch.Tensor) -> torch.Tensor:
-        """W_enc (x - b_dec), as W_enc x - W_enc b_dec (b_dec's gradient through the encoder is then a
-        vector-matrix product, not a backward matmul over the batch): (batch, inst, d_hidden) -> (batch, inst, d_sae)."""
+        """W_enc (x - b_dec), (batch, inst, d_sae), as W_enc x - W_enc b_dec: b_dec's gradient through the encoder
+        is then a vector-matrix product, not a backward matmul over the batch."""
         return _batched_affine(x, self.W_enc, -self.encoded_b_dec())
 
     def centred_pre_activations(self, x: torch.Tensor) -> torch.Tensor:
@@ -179,9 +179,9 @@ class SAE(nn.Module):
 
     @torch.no_grad()
     def fold_input_scale(self, scale: torch.Tensor) -> None:
-        """Make an SAE that reads inputs multiplied by `scale` (inst,) read the raw inputs: every recipe encodes
-        through W_enc applied to s·x (- b_dec), so s moves into W_enc and 1/s into W_dec and b_dec (thresholds
-        compare pre-activations, which do not change). fold_input_scale(1/s) undoes it."""
+        """Make an SAE that reads inputs s·x (s: `scale`, (inst,)) read x: every recipe encodes through W_enc
+        applied to s·x (- b_dec), so s moves into W_enc and 1/s into W_dec and b_dec (pre-activations, hence
+        thresholds, do not change). fold_input_scale(1/s) undoes it."""
         scale = scale.to(self.device).reshape(self.n_instances)
         self.W_enc.mul_(scale[:, None, None])
         self.W_dec.div_(scale[:, None, None])

@@ -25,6 +25,7 @@ where S, the most boundaries that fall inside one bucket, is read off the table 
 
 from __future__ import annotations
 
+import bisect
 import math
 from typing import NamedTuple
 
@@ -41,14 +42,8 @@ def budget(mean: float, tail: float = TAIL) -> int:
     high = int(mean + 10 * math.sqrt(mean) + 40)
     while pdtrc(high, mean) >= tail:
         high *= 2
-    low = 0
-    while low < high:  # pdtrc(k, mean) = P(N > k) falls as k grows
-        middle = (low + high) // 2
-        if pdtrc(middle, mean) < tail:
-            high = middle
-        else:
-            low = middle + 1
-    return max(low, 1)
+    # pdtrc(k, mean) = P(N > k) falls as k grows: the first k below the tail, by bisection
+    return max(bisect.bisect_left(range(high), True, key=lambda k: pdtrc(k, mean) < tail), 1)
 
 
 class PoissonTable(NamedTuple):
@@ -83,17 +78,16 @@ def build_table(rates: list[torch.Tensor], features: list[torch.Tensor], device,
         mu = -torch.log1p(-p.double().cpu())
         cumulative = torch.cumsum(mu, 0)
         total = float(cumulative[-1]) if len(cumulative) else 0.0
+        if total == 0:
+            raise ValueError("poisson.build_table: every instance needs a unit that can fire (leave the others out)")
         padded = torch.full((n_units,), math.inf, dtype=torch.float64)
         padded[:len(cumulative)] = cumulative
-        edges = torch.arange(n_buckets + 1, dtype=torch.float64) * (total / n_buckets)
-        guide = torch.searchsorted(padded, edges, right=True)
-        if total > 0:
-            steps = max(steps, int((guide[1:] - guide[:-1]).max()))
+        guide = torch.searchsorted(padded, torch.arange(n_buckets + 1, dtype=torch.float64) * (total / n_buckets),
+                                   right=True)
+        steps = max(steps, int(guide.diff().max()))
         bounds.append(padded)
         guides.append(guide[:-1])
         totals.append(total)
-        if total == 0:
-            raise ValueError("poisson.build_table: every instance needs a unit that can fire (leave the others out)")
         unit_rates.append(float(mu[0]) if bool((mu == mu[0]).all()) else None)
     feature = torch.zeros(len(features), n_units, dtype=torch.long)
     for i, f in enumerate(features):

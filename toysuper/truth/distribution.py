@@ -97,32 +97,20 @@ class Draw(NamedTuple):
 class FeatureDistribution:
     """Sparse ground-truth features with an instances axis.
 
-    Args:
-        n_features: number of ground-truth features.
-        firing_prob: each feature's marginal probability of being non-zero: a number, `(n_features,)`,
-            `(n_instances, 1)`, `(n_instances, n_features)`, or a law such as `Zipf(exponent=1.0, l0=30)`.
-        sparsity: the same as S = 1 - firing_prob (pass exactly one of the two).
-        n_instances: number of independent instances sampled side by side.
-        importance: weight I_i of each feature's reconstruction error (shapes as firing_prob); 1 by default.
-        magnitude: the law of a firing feature's value (`toysuper.truth.magnitudes`), `Uniform()` by default.
-        correlated_groups: a `CorrelatedGroups`: features that tend to fire together.
-        exclusive_groups: an `ExclusiveGroups` (or a list of lists of feature indices): at most one
-            feature of a group fires.
-        hierarchy: a `Hierarchy` (or {parent: [children]}): a child fires only when its parent fires.
-            A feature may be in one group at most; a child in none.
-        correlation: a `LowRankCorrelation`: a Gaussian copula over the features that fire on their
-            own (all but hierarchy children, whose rates it would otherwise shift).
-        sampling: "auto": features firing on their own below 1/4 are drawn by Poisson events, the rest
-            densely; "sparse": every such feature below 1 by events; "dense": every feature densely.
-            All three give the same distribution, not the same numbers.
-        device: where samples are generated; CUDA when present by default.
+    `firing_prob`: each feature's marginal probability of being non-zero, a number, `(n_features,)`,
+    `(n_instances, 1)`, `(n_instances, n_features)` or a law such as `Zipf(exponent=1.0, l0=30)`; or
+    `sparsity` S = 1 - firing_prob (exactly one of the two). `importance` I_i (the same shapes, 1 by
+    default) weights a feature's reconstruction error; `magnitude` is a firing feature's law (`Uniform()`).
+    Structure (a feature in one group at most, a hierarchy child in none): `correlated_groups`,
+    `exclusive_groups` (or lists of indices), `hierarchy` (or {parent: [children]}), and `correlation`, a
+    copula over the features that fire on their own (all but hierarchy children, whose rates it would
+    shift). `sampling`: "auto" draws the features firing on their own below 1/4 by Poisson events, the
+    rest densely; "sparse" every such feature below 1 by events; "dense" every feature densely: the same
+    distribution, not the same numbers.
 
-    Attributes:
-        firing_prob, importance: (inst, n_features); firing_prob is marginal, for children too.
-        magnitude: the magnitude law, its parameters broadcast to (inst, n_features).
-        hierarchy, correlated_groups, exclusive_groups, correlation: the structures, or None.
-        overflow: (inst,) running count of draws whose Poisson budget may have cut events off
-            (a device tensor: read it between steps; expect 0).
+    `firing_prob` and `importance` are (inst, n_features), `magnitude` the law with its parameters so
+    broadcast; `overflow` (inst,) counts the draws whose Poisson budget may have cut events off (a device
+    tensor: read it between steps; expect 0).
     """
 
     def __init__(self, n_features: int, firing_prob=None, *, sparsity=None, n_instances: int = 1, importance=None,
@@ -518,17 +506,20 @@ class FeatureDistribution:
         if self._plain:
             column_id = slot_feature
         else:
-            column_id = torch.cat([torch.arange(n_groups).expand(len(dense_rows), -1),
-                                   n_groups + torch.tensor(own_structured, dtype=torch.long).expand(len(dense_rows), -1),
-                                   n_groups + slot_feature[:, len(structured):]], 1)
+            head = torch.tensor(list(range(n_groups)) + [n_groups + f for f in own_structured], dtype=torch.long)
+            column_id = torch.cat([head.expand(len(dense_rows), -1), n_groups + slot_feature[:, len(structured):]], 1)
         if len(column_id) and bool((column_id == column_id[:1]).all()):
             column_id = column_id[:1]  # one layout for every instance: broadcast it
         self._column_id = column_id.to(torch.int32).to(device)
         free_columns = range(n_columns, n_columns + n_slots - len(structured))
         self._column = torch.tensor([column[f] for f in structured] + list(free_columns), dtype=torch.long,
                                     device=device)
-        # per-slot tables broadcast against the slots' layout: (D, 1, m), or (D, m, 1) slot-major
-        along = (lambda t: t.float().to(device)[:, None, :]) if self._plain else (lambda t: t.float().to(device)[..., None])
+
+        def along(table: torch.Tensor) -> torch.Tensor:
+            """A per-slot table broadcast against the slots' layout: (D, 1, m), or (D, m, 1) slot-major."""
+            table = table.float().to(device)
+            return table[:, None, :] if self._plain else table[..., None]
+
         v_lo, v_scale = slot_lo.clone(), 1 / (slot_hi - slot_lo).clamp_min(_TINY)
         rest = 1 / (1 - slot_hi).clamp_min(_TINY)
         self._shared = None
@@ -538,25 +529,24 @@ class FeatureDistribution:
             for f, (c, rate) in shared.items():
                 columns[local[f]], rates[:, local[f]] = c, rate
             self._shared = (columns.to(device), along(rates))
-        self._levels = []
-        parent_of = self.parent.cpu()
-        mean = self.magnitude.mean().cpu()[dense_rows]
-        levels = [] if self.hierarchy is None else self.hierarchy.levels()
-        for level in levels:
+        # hierarchy levels, and per slot (for `_fired_values`): its level (-1 off the hierarchy), its parent's
+        # slot - its own, its parent's mean magnitude
+        self._levels, self._scaled_levels = [], None
+        scaled = self.hierarchy is not None and self.hierarchy.scale_children_by_parent
+        level_of, step = torch.full((n_slots,), -1), torch.zeros(n_slots, dtype=torch.long)
+        parent_means = torch.ones(len(dense_rows), n_slots)
+        parent_of, mean = self.parent.cpu(), self.magnitude.mean().cpu()[dense_rows]
+        for depth, level in enumerate([] if self.hierarchy is None else self.hierarchy.levels()):
             child = torch.tensor([local[c] for c in level], dtype=torch.long)
             parent = torch.tensor([local[int(parent_of[c])] for c in level], dtype=torch.long)
-            parent_mean = None
-            if self.hierarchy.scale_children_by_parent:
-                parent_mean = along(mean[:, parent_of[level]].clamp_min(1e-30))
+            parent_mean = mean[:, parent_of[level]].clamp_min(1e-30).float() if scaled else None
+            level_of[child], step[child] = depth, parent - child
+            if scaled:
+                parent_means[:, child] = parent_mean
+                parent_mean = along(parent_mean)
             self._levels.append((child.to(device), parent.to(device), parent_mean, _regular(child, parent)))
-        self._scaled_levels = None  # per slot: its level (-1 off the hierarchy), its parent's slot - its own,
-        if self._levels and self.hierarchy.scale_children_by_parent:  # its parent's mean; for `_fired_values`
-            level, step = torch.full((n_slots,), -1), torch.zeros(n_slots, dtype=torch.long)
-            parent_mean = torch.ones(len(dense_rows), n_slots)
-            for depth, (child, parent, mean_, _) in enumerate(self._levels):
-                level[child.cpu()], step[child.cpu()] = depth, parent.cpu() - child.cpu()
-                parent_mean[:, child.cpu()] = mean_.cpu().view(len(dense_rows), -1)
-            self._scaled_levels = (level.to(device), step.to(device), parent_mean.view(-1).to(device))
+        if self._levels and scaled:
+            self._scaled_levels = (level_of.to(device), step.to(device), parent_means.view(-1).to(device))
         self._copula, self._n_normals = None, 0
         if self.correlation is not None:  # (structured is every feature: slot j is feature j)
             children = set(self.hierarchy.children) if self.hierarchy else set()

@@ -21,7 +21,8 @@ class _Groups:
         try:
             self.groups = [tuple(int(f) for f in group) for group in groups]
         except (TypeError, ValueError) as error:
-            raise TypeError(f"{self.kind} must be a sequence of sequences of feature indices, got {groups!r}") from error
+            raise TypeError(f"{self.kind} must be a sequence of sequences of feature indices, "
+                            f"got {groups!r}") from error
         if not self.groups:
             raise ValueError(f"{self.kind} must hold at least one group, got {groups!r}")
         seen = set()
@@ -66,20 +67,13 @@ class _Groups:
 class CorrelatedGroups(_Groups):
     """Groups whose features tend to fire together, each with a stated correlation ρ in [0, 1].
 
-    How it is achieved (a common-cause model): each group has a shared event G that fires
-    with probability q; when it fires, every member fires. Otherwise member i fires on its
-    own with probability a_i. So P(i fires) = q + (1 - q) a_i, and a_i is set to keep it
-    equal to the given p_i: a_i = (p_i - q) / (1 - q).
-
-    What ρ means: the Pearson correlation of two members' firing indicators (their phi
-    coefficient). For members i, j this model gives
-        corr(i, j) = q / (1 - q) · sqrt(o_i o_j),   o_i = (1 - p_i) / p_i,
-    and q is set from the group's smallest rate p_min by q / (1 - q) = ρ p_min / (1 - p_min).
-    So members with equal rates have correlation exactly ρ; members with unequal rates have
-    at most ρ (ρ · sqrt(o_i o_j) / o_min). ρ = 0 is independence, ρ = 1 with equal rates
-    makes the group fire as one. Negative correlation: see `ExclusiveGroups`.
-
-    `groups`: disjoint sequences of at least 2 feature indices; `correlation`: ρ, one or one per group.
+    A common cause: each group has a shared event that fires with probability q and fires every
+    member; otherwise member i fires on its own with probability a_i = (p_i - q) / (1 - q), so that
+    P(i fires) = q + (1 - q) a_i = p_i. ρ is the Pearson correlation of two members' firing indicators
+    (their phi coefficient); this model gives corr(i, j) = q / (1 - q) · sqrt(o_i o_j), o_i = (1 - p_i) / p_i,
+    and q is set from the group's smallest rate by q / (1 - q) = ρ p_min / (1 - p_min): members with equal
+    rates correlate exactly ρ, others at most ρ. ρ = 0 is independence; ρ = 1 with equal rates makes the
+    group fire as one. `correlation`: ρ, one number or one per group.
     """
 
     kind = "correlated_groups"
@@ -88,7 +82,8 @@ class CorrelatedGroups(_Groups):
         super().__init__(groups)
         rho = as_tensor("correlation", correlation, torch.device("cpu")).flatten()
         if rho.numel() not in (1, len(self.groups)):
-            raise ValueError(f"correlation must be one number or one per group ({len(self.groups)}), got {correlation!r}")
+            raise ValueError(f"correlation must be one number or one per group ({len(self.groups)}), "
+                             f"got {correlation!r}")
         if not ((rho >= 0) & (rho <= 1)).all():
             raise ValueError(f"correlation must lie in [0, 1], got {correlation!r}")
         self.correlation = rho.expand(len(self.groups)).clone()

@@ -18,23 +18,17 @@ _TOLERANCE = 1e-6  # slack for float32 rates when checking p_child <= p_parent
 
 
 class Hierarchy:
-    """A forest over feature indices: parent -> children edges, with how often a child fires given its parent.
+    """A forest over feature indices: a child fires only in samples where its parent fires.
 
-    Args:
-        children: {parent: [children]} or a sequence of (parent, [children]) pairs. A child has one
-            parent and may itself be a parent (any depth); no cycles.
-        exclusive_children: at most one child of each parent fires per sample.
-        child_prob: P(child fires | parent fires). None (default): the distribution's `firing_prob` of a
-            child is its marginal rate, p_child <= p_parent (Σ over siblings <= p_parent when exclusive),
-            and the conditional is p_child / p_parent. A number, `(n_features,)` or
-            `(n_instances, n_features)` (non-children's entries ignored): the conditional itself; each
-            child's marginal rate p_parent · child_prob then replaces its `firing_prob` entry.
-        scale_children_by_parent: a firing child's magnitude is multiplied by its parent's value over
-            the parent's mean magnitude, level by level (SynthSAEBench's hierarchy, Chanin &
-            Garriga-Alonso 2026). Firing is unchanged.
-
-    Attributes:
-        edges: list of (parent, tuple of children), in the order given.
+    `children`: {parent: [children]} or (parent, [children]) pairs; a child has one parent and may be a
+    parent itself (any depth); no cycles. `exclusive_children`: at most one child of a parent fires.
+    `child_prob`: None (default): a child's `firing_prob` is its marginal rate, p_child <= p_parent (Σ over
+    siblings <= p_parent when exclusive), and P(child | parent) = p_child / p_parent. A number,
+    `(n_features,)` or `(n_instances, n_features)`: P(child | parent) itself; the child's marginal rate
+    p_parent · child_prob then replaces its `firing_prob` entry. `scale_children_by_parent`: a firing
+    child's magnitude is multiplied by its parent's value over the parent's mean magnitude, level by level
+    (SynthSAEBench's hierarchy, Chanin & Garriga-Alonso 2026); firing is unchanged. `edges`: (parent,
+    tuple of children) pairs in the order given.
     """
 
     def __init__(self, children, exclusive_children: bool = False, child_prob=None,
@@ -46,7 +40,8 @@ class Hierarchy:
             raise TypeError(f"hierarchy children must be {{parent: [children]}} or (parent, [children]) pairs, "
                             f"got {children!r}") from error
         if not self.edges or not all(kids for _, kids in self.edges):
-            raise ValueError(f"hierarchy needs at least one parent and every parent at least one child, got {children!r}")
+            raise ValueError(f"hierarchy needs at least one parent and every parent at least one child, "
+                             f"got {children!r}")
         for name, flag in (("exclusive_children", exclusive_children),
                            ("scale_children_by_parent", scale_children_by_parent)):
             if not isinstance(flag, bool):

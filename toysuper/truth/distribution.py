@@ -185,12 +185,11 @@ class FeatureDistribution:
     # ---- drawing: numbers, then a pure transform ---------------------------------------
 
     def sample(self, batch_size: int, generator=None) -> torch.Tensor:
-        """Draw feature activations, (batch, inst, n_features), on `self.device`.
+        """Draw feature activations, (batch, inst, n_features), a view of an instance-major tensor.
 
         `generator`: `Streams` from `toysuper.instance_generators` (instance i's numbers come from its
         stream alone; each draw advances it), or None / a torch.Generator / a list of one per instance,
-        from which fresh streams are seeded once per call (`toysuper.streams.as_streams`). The tensor is
-        a view of an instance-major one, which batched toy models read about 25% faster.
+        from which fresh streams are seeded once per call (`toysuper.streams.as_streams`).
         """
         return self.to_dense(self.draw(batch_size, generator))
 
@@ -280,11 +279,8 @@ class FeatureDistribution:
         return out[:, :batch_size].transpose(0, 1)
 
     def to_sparse(self, drawn: Draw) -> SparseFeatures:
-        """SparseFeatures from a draw: M = the per-row event budget plus the dense slots.
-
-        Rows with more events than the per-row budget (below 1e-12 per row) lose the extra
-        ones; they are counted in `overflow` (no host sync).
-        """
+        """SparseFeatures from a draw: M = the per-row event budget plus the dense slots. A row with more
+        events than its budget (below 1e-12 per row) loses the extra ones, counted in `overflow`."""
         batch_size, n_slots = drawn.slots.shape[1], self._n_slots
         width = self._row_budget if self._table is not None else 0
         index = torch.zeros(self.n_instances, batch_size, width + n_slots, dtype=torch.long, device=self.device)
@@ -394,13 +390,9 @@ class FeatureDistribution:
         return value.transpose(1, 2)
 
     def _fired_values(self, v: torch.Tensor, fires: torch.Tensor) -> torch.Tensor:
-        """`_slot_values`'s values, (D, m, batch), with the magnitudes computed at the firing entries alone.
-
-        On a CPU, eagerly, where listing the few entries that fire (under 1% in SynthSAEBench) costs a host
-        sync that costs nothing there; the same ops on the same numbers as the dense path. Gating first
-        (parents first), then the inverse CDF at each fired entry, then each level's children scaled by
-        their parents' final values.
-        """
+        """`_slot_values`'s values, (D, m, batch), with the magnitudes computed at the firing entries alone
+        (on a CPU, eagerly, where listing them costs a free host sync): the same ops on the same numbers as
+        the dense path. Gating first, then the inverse CDF at each fired entry, then the scaling by parents."""
         for child, parent, _, regular in self._levels:
             _gate_children(fires, child, parent, regular)
         batch_size, n_slots = v.shape[2], v.shape[1]

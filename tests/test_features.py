@@ -151,7 +151,7 @@ def test_poisson_overflow_is_counted_and_keeps_events_inside_the_batch():
     dist.sample(100, torch.Generator(DEVICE).manual_seed(0))
     assert dist.overflow.tolist() == [0.0]
     tight = FeatureDistribution(10, 0.3, sampling="sparse", device=DEVICE)
-    tight._budgets[100] = ([50], 50)  # a budget far too small, to see the counter move
+    tight._budgets[100] = 50  # a budget far too small, to see the counter move
     tight.sample(100, torch.Generator(DEVICE).manual_seed(0))
     tight.sample_sparse(100, torch.Generator(DEVICE).manual_seed(1))
     assert tight.overflow.item() >= 2

@@ -1,15 +1,15 @@
 """Correlated firing across all features through a low-rank Gaussian copula.
 
 SynthSAEBench (Chanin & Garriga-Alonso 2026, arXiv 2602.14687; SAELens's
-`generate_random_low_rank_correlation_matrix`) correlates features' firing by thresholding a
-Gaussian vector with a low-rank covariance. Per sample
+`generate_random_low_rank_correlation_matrix`) thresholds a Gaussian vector with a low-rank covariance.
+Per sample
 
     z = F e + s ⊙ η,   e ~ N(0, I_r),  η ~ N(0, I_n),  s_i = sqrt(1 - ||F_i||²),
 
 so every z_i is exactly N(0, 1) and corr(z_i, z_j) = F_i · F_j. Feature i fires iff
-z_i > Φ⁻¹(1 - p_i), i.e. iff Φ(-z_i) < p_i, which has probability p_i exactly: the copula moves
-which features fire together, never how often each fires. F has N(0, scale²) entries; a row
-whose squared norm would pass 0.99 is shrunk to 0.99 (as SAELens does), which keeps s_i >= 0.1.
+z_i > Φ⁻¹(1 - p_i), with probability p_i exactly: the copula moves which features fire together,
+never how often each fires. F has N(0, scale²) entries; a row whose squared norm would pass 0.99 is
+shrunk to 0.99 (as SAELens does), which keeps s_i >= 0.1.
 """
 
 from __future__ import annotations
@@ -26,10 +26,9 @@ class LowRankCorrelation:
 
     Args:
         rank: r, the number of shared Gaussian factors.
-        scale: the standard deviation of the factor loadings (0.1 in SynthSAEBench-16k); the
-            typical correlation of two features' latent Gaussians is scale² · sqrt(r).
-        seed: seed of the loadings (drawn on the CPU, so equal on every device, and equal to
-            SAELens's for the same seed on a CPU).
+        scale: the standard deviation of the loadings (0.1 in SynthSAEBench-16k); two features'
+            latent Gaussians typically correlate by scale² · sqrt(r).
+        seed: seed of the loadings, drawn on the CPU in float32 (SAELens's for the same seed).
     """
 
     def __init__(self, rank: int = 25, scale: float = 0.1, seed: int = 0):
@@ -41,7 +40,7 @@ class LowRankCorrelation:
 
     def factor(self, n_features: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
         """(F (n_features, rank), s (n_features,)): the loadings and each feature's own noise scale."""
-        generator = torch.Generator().manual_seed(self.seed)  # float32 draws: SAELens's loadings for the same seed
+        generator = torch.Generator().manual_seed(self.seed)
         loadings = (torch.randn(n_features, self.rank, generator=generator) * self.scale).double()
         shared = loadings.pow(2).sum(1, keepdim=True)
         loadings = loadings * torch.where(shared > MAX_SHARED_VARIANCE, (MAX_SHARED_VARIANCE / shared).sqrt(), 1.0)

@@ -1,11 +1,9 @@
-"""Fixed feature directions for `DictionarySource`: random, low-coherence, or your own.
+"""Fixed feature directions for `DictionarySource`: random or low-coherence (or any (n_features, d_hidden)
+or (inst, n_features, d_hidden) tensor of one's own).
 
-A dictionary is an (inst, n_features, d_hidden) tensor of unit rows, feature i's
-direction in hidden space. How hard an SAE's job is depends on how much the directions
-overlap; the coherence μ = max_{i≠j} |cos(d_i, d_j)| measures it. No n > d unit vectors
-in R^d can have μ below the Welch bound sqrt((n - d) / (d (n - 1))) (Welch 1974).
-User-supplied directions need no helper: pass any (n_features, d_hidden) or
-(inst, n_features, d_hidden) tensor to `DictionarySource`; its rows are normalised there.
+How hard an SAE's job is depends on how much the directions overlap; the coherence
+μ = max_{i≠j} |cos(d_i, d_j)| measures it. No n > d unit vectors in R^d have μ below the Welch bound
+sqrt((n - d) / (d (n - 1))) (Welch 1974).
 """
 
 from __future__ import annotations
@@ -40,8 +38,7 @@ def random_directions(n_features: int, d_hidden: int, n_instances: int = 1, seed
                       device=None) -> torch.Tensor:
     """Random unit directions, uniform on the sphere: (inst, n_features, d_hidden)."""
     n_features, d_hidden = positive_int("n_features", n_features), positive_int("d_hidden", d_hidden)
-    n_instances = positive_int("n_instances", n_instances)
-    device = resolve_device(device)
+    n_instances, device = positive_int("n_instances", n_instances), resolve_device(device)
     generator = make_generator(seed, device)
     return unit_rows(torch.randn(n_instances, n_features, d_hidden, generator=generator, device=device))
 
@@ -67,11 +64,10 @@ def orthogonalize(directions: torch.Tensor, steps: int = 100, lr: float = 3e-4, 
 
         L(D) = Σ_{i≠j} (d_i · d_j)² + n Σ_i (||d_i||² - 1)²,
 
-    then rows scaled back to unit norm. The off-diagonal sum equals ||DᵀD||_F² - Σ_i ||d_i||⁴, so a
-    step costs a d × d Gram matrix, O(n d²), instead of the n × n one (16,384 × 768: 20 GFLOP, not 1.2 TFLOP).
+    then rows scaled back to unit norm. The off-diagonal sum is ||DᵀD||_F² - Σ_i ||d_i||⁴: a d × d Gram
+    matrix, O(n d²), instead of the n × n one.
     """
-    steps = positive_int("steps", steps)
-    lr = non_negative("lr", lr)
+    steps, lr = positive_int("steps", steps), non_negative("lr", lr)
     if directions.ndim != 2:
         raise ValueError(f"directions must be (n_features, d_hidden), got shape {tuple(directions.shape)}")
     x = unit_rows(directions.float()).clone().requires_grad_(True)
@@ -91,31 +87,23 @@ def low_coherence_directions(n_features: int, d_hidden: int, n_instances: int = 
                              steps: int = 1000, lr: float = 0.01, device=None, quiet: bool = True) -> Dictionary:
     """Unit directions spread to overlap as little as gradient descent can make them.
 
-    With n <= d the rows are orthonormal (coherence 0, up to rounding). Otherwise, from
-    random directions, Adam minimises a soft maximum of the squared cosines,
-    (1/β) log Σ_{i≠j} exp(β cos²_ij), sharpening β from 5 to 200 so that the largest
-    overlaps dominate; the best iterate per instance is kept. The result is typically
-    within 1.3x of the Welch bound (e.g. n = 256, d = 64: about 0.14 against 0.11; random
-    directions give about 0.5). Memory and time per step grow as n² per instance.
-
-    Returns:
-        `Dictionary(directions, max_abs_cos, welch_bound)`.
+    With n <= d the rows are orthonormal (QR of random directions). Otherwise, from random directions,
+    Adam minimises a soft maximum of the squared cosines, (1/β) log Σ_{i≠j} exp(β cos²_ij), sharpening β
+    from 5 to 200 so that the largest overlaps dominate, and keeps each instance's best iterate: typically
+    within 1.3x of the Welch bound (random directions: several times it). Memory and time grow as n².
     """
     n_features = positive_int("n_features", n_features)
     d_hidden = positive_int("d_hidden", d_hidden)
-    n_instances = positive_int("n_instances", n_instances)
-    steps = positive_int("steps", steps)
-    lr = non_negative("lr", lr)
-    device = resolve_device(device)
-    bound = welch_bound(n_features, d_hidden)
+    steps, lr = positive_int("steps", steps), non_negative("lr", lr)
     start = random_directions(n_features, d_hidden, n_instances, seed, device)
+    bound = welch_bound(n_features, d_hidden)
     if n_features <= d_hidden:
         q, _ = torch.linalg.qr(start.transpose(-1, -2))  # (inst, d, n) with orthonormal columns
         directions = q.transpose(-1, -2).contiguous()
         return Dictionary(directions, max_abs_cos(directions), bound)
     x = start.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([x], lr=lr)
-    off_diagonal = ~torch.eye(n_features, dtype=torch.bool, device=device)
+    off_diagonal = ~torch.eye(n_features, dtype=torch.bool, device=start.device)
     best, best_coherence = start.clone(), max_abs_cos(start)
     for step in progress_bar(range(steps), desc="low coherence", quiet=quiet):
         unit = unit_rows(x)

@@ -1,33 +1,20 @@
 """Ground-truth sparse features: which fire, how strongly, and how much each matters.
 
-Elhage et al. 2022 ("Toy Models of Superposition"): feature i is 0 with probability
-S (the sparsity) and otherwise drawn from U[0, 1]; it carries an importance I_i that
-weights its reconstruction error. Here the firing probability p = 1 - S may be one
-number, one per feature, one per instance, or a power law (`Zipf`), so sparsity can be
-a sweep axis that trains as the instances of a single batched model. Real features are
-not independent either; the distribution composes:
+Elhage et al. 2022 ("Toy Models of Superposition"): feature i is 0 with probability S (the sparsity)
+and otherwise drawn from U[0, 1]; it carries an importance I_i that weights its reconstruction error.
+Here the firing probability p = 1 - S may be one number, one per feature, one per instance, or a
+power law (`Zipf`), so sparsity can be a sweep axis that trains as the instances of one batched model.
+The distribution composes a magnitude law, correlated / exclusive groups, a hierarchy and a low-rank
+Gaussian copula (the sibling modules); none changes a feature's marginal `firing_prob` (except a
+hierarchy given `child_prob=`, which sets the children's rates; `firing_prob` shows the result).
 
-- `magnitude=`: how strongly a firing feature fires (`toysuper.truth.magnitudes`);
-- `correlated_groups=` / `exclusive_groups=`: features that fire together / never
-  together (`toysuper.truth.groups`);
-- `hierarchy=`: children that fire only inside their parent (`toysuper.truth.hierarchy`);
-- `correlation=`: a low-rank Gaussian copula over all features (`toysuper.truth.correlation`).
-
-None of these changes a feature's marginal firing probability `firing_prob` (except a
-hierarchy given `child_prob=`, which sets the children's rates; `firing_prob` then shows
-the result).
-
-How a batch is drawn, on every device, with shapes set by the configuration and no host sync:
-first the random numbers (`numbers`: a few calls, fixed shapes), then a pure transform from them
-to features (`transform`, which compiles with torch.compile(fullgraph=True)). Per instance, the
-rule is simple: a feature that fires on its own with probability below 1/4 (no group, no
-hierarchy, no copula) is drawn sparsely, by the Poisson events of `toysuper.truth.poisson`
-(about 2 (-log(1 - p)) uniforms a row, exact, with a fixed budget); every other feature is a
-dense slot, one uniform per (sample, slot) deciding both firing and magnitude. A dense draw of
-an independent feature: u < p fires, and then v = u / p is again uniform and gives the
-magnitude by the inverse CDF. Group and hierarchy decisions share one uniform per group (below).
-Each part is drawn and computed only for the instances that have it (`dense_instances`,
-`event_instances`), so a sweep that mixes dense and sparse instances pays each part once.
+A batch is drawn with shapes set by the configuration and no host sync: first the random numbers
+(`numbers`), then a pure transform of them (`transform`, which compiles with fullgraph=True). Per
+instance, a feature that fires on its own (no group, hierarchy or copula) with probability below 1/4
+is drawn sparsely by the Poisson events of `toysuper.truth.poisson`; every other feature is a dense
+slot, one uniform u per (sample, slot) deciding both firing and magnitude: u < p fires, and then
+v = u / p is again uniform and gives the magnitude by the inverse CDF. Each part is drawn only for the
+instances that have it (`dense_instances`, `event_instances`).
 """
 
 from __future__ import annotations
@@ -52,6 +39,7 @@ SAMPLING = {"auto": 0.25, "sparse": 1.0, "dense": 0.0}
 """sampling= choices: a feature firing on its own below this rate is drawn by Poisson events."""
 
 _LAST_BELOW_ONE = 1 - 2.0 ** -24  # the largest float32 below 1: uniforms stay inside [0, 1)
+_TINY = 2.0 ** -100  # floor of a width before its reciprocal
 
 
 class SparseFeatures(NamedTuple):
@@ -73,24 +61,22 @@ class SparseFeatures(NamedTuple):
 
 
 class Numbers(NamedTuple):
-    """The random numbers of one draw (`FeatureDistribution.numbers`), instance-major. Only the
-    instances with dense slots (`dense_instances`, D) draw slot numbers, and only those with Poisson
-    units (`event_instances`, E) draw event numbers."""
+    """The random numbers of one draw, instance-major: slot numbers for the instances with dense slots
+    (`dense_instances`, D), event numbers for those with Poisson units (`event_instances`, E)."""
 
     events: torch.Tensor
-    """(E, K, 2) uniforms: per event slot of the Poisson part, its gap and its magnitude."""
+    """(E, K, 2) uniforms: per event slot, its gap and its magnitude."""
     slots: torch.Tensor
-    """Uniforms: one per group decision, then one per dense slot that reads its own: (D, batch, m) for
+    """Uniforms, one per group decision, then one per dense slot that reads its own: (D, batch, m) for
     independent features, slot-major (D, G + own, batch) for structured ones."""
     normals: torch.Tensor
-    """(D, r, batch) standard normals: the copula's factors ((D, 0, batch) without one)."""
+    """(D, r, batch) standard normals: the copula's factors (r = 0 without one)."""
     copula: torch.Tensor
-    """(D, c, batch) uniforms: one per copula-driven slot and sample, deciding its firing ((D, 0, batch) without)."""
+    """(D, c, batch) uniforms: one per copula-driven slot and sample, deciding its firing (c = 0 without)."""
 
 
 class Draw(NamedTuple):
-    """A drawn batch, instance-major: dense slots for the instances D that have them, Poisson events for
-    the instances E that have them. `FeatureDistribution.to_dense`, `to_sparse` and
+    """A drawn batch, instance-major; `FeatureDistribution.to_dense`, `to_sparse` and
     `toysuper.sources.hidden_from_draw` build what a consumer needs from it."""
 
     slots: torch.Tensor
@@ -111,70 +97,37 @@ class Draw(NamedTuple):
 class FeatureDistribution:
     """Sparse ground-truth features with an instances axis.
 
-    Args:
-        n_features: number of ground-truth features.
-        firing_prob: each feature's marginal probability of being non-zero: a number, one
-            per feature `(n_features,)`, one per instance `(n_instances, 1)`,
-            `(n_instances, n_features)`, or a law such as `Zipf(exponent=1.0, l0=30)`
-            (feature 0 most frequent, expected L0 = 30).
-        sparsity: the same, given as S = 1 - firing_prob (pass exactly one of the two).
-        n_instances: number of independent instances sampled side by side.
-        importance: weight I_i of each feature's reconstruction error (same shapes as
-            firing_prob); 1 by default.
-        magnitude: the law of a firing feature's value, `Uniform()` (U[0, 1]) by default;
-            see `toysuper.truth.magnitudes`.
-        correlated_groups: a `CorrelatedGroups`: features that tend to fire together.
-        exclusive_groups: an `ExclusiveGroups` (or a list of lists of feature indices):
-            at most one feature of a group fires.
-        hierarchy: a `Hierarchy` (or {parent: [children]}): a child fires only when its
-            parent fires. A feature may be in one group at most; a child in none.
-        correlation: a `LowRankCorrelation`: a Gaussian copula over the features that fire on
-            their own (all but hierarchy children, whose rates it would otherwise shift).
-        sampling: "auto" (default): features firing on their own below 1/4 are drawn by Poisson
-            events, the rest densely; "sparse": every such feature below 1 by events; "dense":
-            every feature densely. All three give the same distribution, not the same numbers.
-        device: where samples are generated; CUDA when present by default.
+    `firing_prob`: each feature's marginal probability of being non-zero, a number, `(n_features,)`,
+    `(n_instances, 1)`, `(n_instances, n_features)` or a law such as `Zipf(exponent=1.0, l0=30)`; or
+    `sparsity` S = 1 - firing_prob (exactly one of the two). `importance` I_i (the same shapes, 1 by
+    default) weights a feature's reconstruction error; `magnitude` is a firing feature's law (`Uniform()`).
+    Structure (a feature in one group at most, a hierarchy child in none): `correlated_groups`,
+    `exclusive_groups` (or lists of indices), `hierarchy` (or {parent: [children]}), and `correlation`, a
+    copula over the features that fire on their own (all but hierarchy children, whose rates it would
+    shift). `sampling`: "auto" draws the features firing on their own below 1/4 by Poisson events, the
+    rest densely; "sparse" every such feature below 1 by events; "dense" every feature densely: the same
+    distribution, not the same numbers.
 
-    Attributes:
-        firing_prob: (inst, n_features) marginal firing probability of every feature
-            (for hierarchy children too).
-        importance: (inst, n_features).
-        magnitude: the magnitude law, its parameters broadcast to (inst, n_features).
-        parent: (n_features,) long, each feature's parent in the hierarchy, -1 for roots.
-        hierarchy, correlated_groups, exclusive_groups, correlation: the structures, or None.
-        overflow: (inst,) running count of draws whose Poisson budget may have cut events off
-            (a device tensor: read it between steps; expect 0).
+    `firing_prob` and `importance` are (inst, n_features), `magnitude` the law with its parameters so
+    broadcast; `overflow` (inst,) counts the draws whose Poisson budget may have cut events off (a device
+    tensor: read it between steps; expect 0).
     """
 
-    def __init__(
-        self,
-        n_features: int,
-        firing_prob=None,
-        *,
-        sparsity=None,
-        n_instances: int = 1,
-        importance=None,
-        magnitude: Magnitude | None = None,
-        correlated_groups: CorrelatedGroups | None = None,
-        exclusive_groups=None,
-        hierarchy=None,
-        correlation: LowRankCorrelation | None = None,
-        sampling: str = "auto",
-        device=None,
-    ):
+    def __init__(self, n_features: int, firing_prob=None, *, sparsity=None, n_instances: int = 1, importance=None,
+                 magnitude: Magnitude | None = None, correlated_groups: CorrelatedGroups | None = None,
+                 exclusive_groups=None, hierarchy=None, correlation: LowRankCorrelation | None = None,
+                 sampling: str = "auto", device=None):
         self.n_features = positive_int("n_features", n_features)
         self.n_instances = positive_int("n_instances", n_instances)
         self.device = resolve_device(device)
         check_fits(f"FeatureDistribution(n_features={self.n_features}, n_instances={self.n_instances})",
                    distribution_bytes(self.n_features, self.n_instances), self.device)
         if (firing_prob is None) == (sparsity is None):
-            raise ValueError(
-                f"give exactly one of firing_prob or sparsity, got firing_prob={firing_prob!r}, sparsity={sparsity!r}"
-            )
+            raise ValueError(f"give exactly one of firing_prob or sparsity, got firing_prob={firing_prob!r}, "
+                             f"sparsity={sparsity!r}")
         shape_args = (self.n_instances, self.n_features, self.device)
         if sparsity is not None:
-            probability_tensor("sparsity", as_tensor("sparsity", sparsity, self.device))
-            firing_prob = 1.0 - as_tensor("sparsity", sparsity, self.device)
+            firing_prob = 1.0 - probability_tensor("sparsity", as_tensor("sparsity", sparsity, self.device))
         elif hasattr(firing_prob, "resolve"):
             firing_prob = firing_prob.resolve(*shape_args)
         else:
@@ -200,15 +153,13 @@ class FeatureDistribution:
         self.firing_prob, child_cond = (given, None) if self.hierarchy is None else self.hierarchy.resolve(given)
         self._lay_out(child_cond)
         self.overflow = torch.zeros(self.n_instances, device=self.device)
-        self._budgets: dict[int, tuple[list[int], int]] = {}
+        self._budgets: dict[int, int] = {}
+        self._positions: dict[int, tuple] = {}
 
     @classmethod
     def sparsity_sweep(cls, n_features: int, sparsities, *, importance=None, device=None,
                        **kwargs) -> "FeatureDistribution":
-        """One instance per sparsity value: `sparsities` is a sequence of S in [0, 1].
-
-        Other keyword arguments (magnitude, groups, hierarchy, sampling) pass through.
-        """
+        """One instance per sparsity S in `sparsities`; other keyword arguments pass through."""
         values = as_tensor("sparsities", sparsities, resolve_device(device)).reshape(-1, 1)
         if len(values) == 0:
             raise ValueError(f"sparsities must hold at least one value (one instance each), got {sparsities!r}")
@@ -234,13 +185,11 @@ class FeatureDistribution:
     # ---- drawing: numbers, then a pure transform ---------------------------------------
 
     def sample(self, batch_size: int, generator=None) -> torch.Tensor:
-        """Draw feature activations, (batch, inst, n_features), on `self.device`.
+        """Draw feature activations, (batch, inst, n_features), a view of an instance-major tensor.
 
-        `generator`: `Streams` from `toysuper.instance_generators` (instance i's numbers come from
-        its stream alone; each draw advances it), or None / a torch.Generator / a list of one per
-        instance, from which fresh streams are seeded once per call (`toysuper.streams.as_streams`).
-        The tensor is stored instance-major (a view of an (inst, batch, n) one), which batched
-        toy models read about 25% faster.
+        `generator`: `Streams` from `toysuper.instance_generators` (instance i's numbers come from its
+        stream alone; each draw advances it), or None / a torch.Generator / a list of one per instance,
+        from which fresh streams are seeded once per call (`toysuper.streams.as_streams`).
         """
         return self.to_dense(self.draw(batch_size, generator))
 
@@ -256,35 +205,22 @@ class FeatureDistribution:
         return drawn
 
     def numbers(self, batch_size: int, generator=None) -> Numbers:
-        """The random numbers of one draw: fixed shapes, set by the configuration and batch_size.
-
-        Every instance draws from its own stream (`toysuper.streams`) in the same few kernels, at
-        positions set by its own configuration: an event slot's, or a (sample, feature)'s, so that its
-        numbers do not depend on the other instances of the batch (padding past an instance's own
-        Poisson budget reads further gaps, which land past the batch but with probability < 1e-12)."""
+        """The random numbers of one draw, each instance's from its own stream (`toysuper.streams`) at
+        positions set by its own configuration, so that they do not depend on the other instances of the
+        batch (padding past an instance's own Poisson budget reads gaps that land past the batch, but
+        with probability < 1e-12)."""
         batch_size = positive_int("batch_size", batch_size)
         streams = as_streams(generator, self.n_instances, self.device)
         if batch_size not in self._positions:
             self._positions[batch_size] = self._lay_out_positions(batch_size)
-        numbers, skipped = [], 0
-        for draw, where, rows in zip((streams.uniform, streams.uniform, streams.normal, streams.uniform),
-                                     self._positions[batch_size], (self._event_rows, *[self._dense_rows] * 3)):
-            if isinstance(where, torch.Tensor):
-                streams.skip(skipped)  # the empty draws before this one, in one op: a small draw is mostly overhead
-                numbers.append(draw(where, rows))
-                skipped = 0
-            else:  # nothing to draw: an empty tensor, made once
-                numbers.append(where[0])
-                skipped += 1
-        streams.skip(skipped)
-        return Numbers(*numbers)
+        events, slots, normals, copula = self._positions[batch_size]
+        return Numbers(streams.uniform(events, self._event_rows), streams.uniform(slots, self._dense_rows),
+                       streams.normal(normals, self._dense_rows), streams.uniform(copula, self._dense_rows))
 
-    def _lay_out_positions(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _lay_out_positions(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Where each number of a draw sits in its instance's stream: events (1, K, 2) at 2k + j; slots at
-        sample · W + the id of the column (its group's, or its feature's: G + feature), in the slots'
-        layout; the copula's normals (1, r, batch) and uniforms (1, c, batch) at j · batch + b."""
-        n_events, n_slots, n_normals = len(self._event_rows), len(self._dense_rows), self._n_normals
-        events = positions(self._budget(batch_size)[1] if n_events else 0, 2, device=self.device)
+        sample · W + the column's id (its group's, or G + its feature), in the slots' layout; the copula's
+        normals (1, r, batch) and uniforms (1, c, batch) at j · batch + b."""
         sample = torch.arange(batch_size, dtype=torch.int32, device=self.device)
         width = self._n_groups + self.n_features
         if batch_size * width >= 2**31:
@@ -295,11 +231,15 @@ class FeatureDistribution:
         else:
             slots = self._column_id[:, :, None] * batch_size + sample
         n_driven = 0 if self._copula is None else len(self._copula[0])
-        places = events, slots, positions(n_normals, batch_size, device=self.device), \
-            positions(n_driven, batch_size, device=self.device)
-        rows = (self._event_rows, *[self._dense_rows] * 3)
-        return tuple(where if where.numel() and row.numel() else  # an empty draw's result, in a tuple
-                     (torch.empty(len(row), *where.shape[1:], device=self.device),) for where, row in zip(places, rows))
+        return (positions(self._budget(batch_size) if len(self._event_rows) else 0, 2, device=self.device), slots,
+                positions(self._n_normals, batch_size, device=self.device),
+                positions(n_driven, batch_size, device=self.device))
+
+    def _budget(self, batch_size: int) -> int:
+        """Poisson gaps for a batch: the most any instance needs (P(more events) < 1e-12)."""
+        if batch_size not in self._budgets:
+            self._budgets[batch_size] = max(poisson.budget(batch_size * rate) for rate in self._row_rates)
+        return self._budgets[batch_size]
 
     def transform(self, numbers: Numbers) -> Draw:
         """Numbers to features: pure, fixed-shape, no host sync (compiles with fullgraph=True)."""
@@ -325,28 +265,22 @@ class FeatureDistribution:
             return drawn.slots.transpose(0, 1)
         # one spare row past the batch takes the unused event slots (which add 0)
         out = torch.zeros(self.n_instances, batch_size + 1, n, device=self.device)
-        if self._n_slots:
-            slots = drawn.slots
-            if self._slot_feature_is_identity:
-                out[:, :batch_size].index_copy_(0, self._dense_rows, slots)
-            else:  # each slot's place in the whole output: (instance row · (batch + 1) + sample) · n + feature
-                place = (self._dense_rows[:, None, None] * (batch_size + 1)
-                         + torch.arange(batch_size, device=self.device)[:, None]) * n + self.slot_feature[:, None, :]
-                out.view(-1).scatter_add_(0, place.flatten(), slots.flatten())
-        if self._table is not None:
-            if len(self._event_rows) == self.n_instances:
-                out.view(self.n_instances, -1).scatter_add_(1, drawn.place, drawn.value)
-            else:
-                place = drawn.place + (self._event_rows * ((batch_size + 1) * n))[:, None]
-                out.view(-1).scatter_add_(0, place.flatten(), drawn.value.flatten())
+        if self._n_slots and self._slot_feature_is_identity:
+            out[:, :batch_size].index_copy_(0, self._dense_rows, drawn.slots)
+        elif self._n_slots:  # each slot's place in the output: (instance row · (batch + 1) + sample) · n + feature
+            place = (self._dense_rows[:, None, None] * (batch_size + 1)
+                     + torch.arange(batch_size, device=self.device)[:, None]) * n + self.slot_feature[:, None, :]
+            out.view(-1).scatter_add_(0, place.flatten(), drawn.slots.flatten())
+        if self._table is not None and len(self._event_rows) == self.n_instances:
+            out.view(self.n_instances, -1).scatter_add_(1, drawn.place, drawn.value)
+        elif self._table is not None:
+            place = drawn.place + (self._event_rows * ((batch_size + 1) * n))[:, None]
+            out.view(-1).scatter_add_(0, place.flatten(), drawn.value.flatten())
         return out[:, :batch_size].transpose(0, 1)
 
     def to_sparse(self, drawn: Draw) -> SparseFeatures:
-        """SparseFeatures from a draw: M = the per-row event budget plus the dense slots.
-
-        Rows with more events than the per-row budget (below 1e-12 per row) lose the extra
-        ones; they are counted in `overflow` (no host sync).
-        """
+        """SparseFeatures from a draw: M = the per-row event budget plus the dense slots. A row with more
+        events than its budget (below 1e-12 per row) loses the extra ones, counted in `overflow`."""
         batch_size, n_slots = drawn.slots.shape[1], self._n_slots
         width = self._row_budget if self._table is not None else 0
         index = torch.zeros(self.n_instances, batch_size, width + n_slots, dtype=torch.long, device=self.device)
@@ -387,12 +321,11 @@ class FeatureDistribution:
                                   hierarchy.scale_children_by_parent)
         magnitude = type(self._magnitude_spec)(**{name: value.cpu()[index]
                                                   for name, value in self.magnitude.params.items()})
-        return FeatureDistribution(
-            self.n_features, self._given_prob.cpu()[index], n_instances=len(index),
-            importance=self.importance.cpu()[index], magnitude=magnitude, correlated_groups=self.correlated_groups,
-            exclusive_groups=self.exclusive_groups, hierarchy=hierarchy, correlation=self.correlation,
-            sampling=self.sampling, device=self.device if device is None else device,
-        )
+        return FeatureDistribution(self.n_features, self._given_prob.cpu()[index], n_instances=len(index),
+                                   importance=self.importance.cpu()[index], magnitude=magnitude,
+                                   correlated_groups=self.correlated_groups, exclusive_groups=self.exclusive_groups,
+                                   hierarchy=hierarchy, correlation=self.correlation, sampling=self.sampling,
+                                   device=self.device if device is None else device)
 
     def __repr__(self) -> str:
         p = self.firing_prob
@@ -407,31 +340,28 @@ class FeatureDistribution:
     def _slot_values(self, u: torch.Tensor, normals: torch.Tensor, copula: torch.Tensor) -> torch.Tensor:
         """Values of the dense slots, (inst, batch, m), from their uniforms (`Numbers.slots`).
 
-        Slot j reads one uniform x (its own, or its group's) and fires when lo_j <= x < hi_j;
-        then (x - lo_j) / (hi_j - lo_j) is again uniform and gives its magnitude:
+        Slot j reads one uniform x (its own, or its group's) and fires when lo_j <= x < hi_j; then
+        (x - lo_j) / (hi_j - lo_j) is again uniform and gives its magnitude:
         - an independent feature: its own x, [0, p);
-        - an exclusive group's members: the group's x, consecutive intervals of widths p_i, so
-          exactly one fires with probability p_i each and none with 1 - Σ p_i;
+        - an exclusive group's members: the group's x, consecutive intervals of widths p_i, so exactly
+          one fires with probability p_i each and none with 1 - Σ p_i;
         - exclusive children: the same with P(child | parent) as widths, then gated by the parent;
         - other children: their own x, [0, P(child | parent)), gated by the parent;
-        - a correlated group's members: their own x, [0, a_i), or the group's shared event
-          (its x below q); fired by the shared event alone, (x - a_i) / (1 - a_i) is the uniform
-          (`toysuper.truth.groups.CorrelatedGroups` derives q and a_i);
-        - under a copula, x = Φ(-z) for the copula's Gaussian z = F e + s η (exactly uniform), and
-          the own uniform gives the magnitude instead. lo <= Φ(-z) < hi is drawn as
-          Φ((F e - T_lo)/s) <= w < Φ((F e - T_hi)/s), T = Φ⁻¹(1 - ·), for a uniform w in the place
-          of Φ(-η): the same law, with the thresholds constants of the world (`_lay_out`), one
-          (c x r) matmul and one erfc per entry instead of a normal and Φ.
-        Hierarchy gating runs level by level, parents first, so a child follows its parent's
-        final state (and, with scale_children_by_parent, its parent's value over its mean).
-        Masks are 0/1 floats (`_less`), as the arithmetic that follows needs them.
+        - a correlated group's members: their own x, [0, a_i), or the group's shared event (its x below
+          q); fired by the shared event alone, (x - a_i) / (1 - a_i) is the uniform (`CorrelatedGroups`);
+        - under a copula, x = Φ(-z) for the copula's Gaussian z = F e + s η (exactly uniform), and the own
+          uniform gives the magnitude instead. lo <= Φ(-z) < hi is drawn as
+          Φ((F e - T_lo)/s) <= w < Φ((F e - T_hi)/s), T = Φ⁻¹(1 - ·), for a uniform w in the place of
+          Φ(-η): the same law, one (c x r) matmul and one erfc per entry instead of a normal and Φ.
+        Hierarchy gating runs level by level, parents first, so a child follows its parent's final state
+        (and, with scale_children_by_parent, its parent's value over its mean). Masks are 0/1 floats.
         """
         lo, hi, inv_width = self._intervals
         if self._plain:  # independent features only: x is the own uniform, lo = 0
             fires = _less(u, hi)
             value = self.magnitude.quantile(u.mul(inv_width).mul_(fires), self._slot_magnitude)
             return value if self.magnitude.zero_at_zero else value.mul_(fires)
-        # x, mean and the masks are this draw's own: updated in place (a fresh tensor costs a CPU page faults)
+        # x, mean and the masks are this draw's own: updated in place (a fresh tensor costs CPU page faults)
         x = u.index_select(1, self._column)  # (inst, m, batch)
         rest = None if self._shared is None else torch.sub(x, hi).mul_(self._inv_rest)
         # lo <= x < hi: x < hi, then x - lo (exact in sign: 0 only where x = lo) gives its sign to the mask
@@ -460,13 +390,9 @@ class FeatureDistribution:
         return value.transpose(1, 2)
 
     def _fired_values(self, v: torch.Tensor, fires: torch.Tensor) -> torch.Tensor:
-        """`_slot_values`'s values, (D, m, batch), with the magnitudes computed at the firing entries alone.
-
-        On a CPU, eagerly, where the few entries that fire (under 1% in SynthSAEBench) are listed at the cost
-        of a host sync that costs nothing there; the same ops on the same numbers as the dense path, so the
-        same values. Gating first (parents first, so each child follows its parent's final state), then the
-        inverse CDF at each fired entry, then each level's children scaled by their parents' final values.
-        """
+        """`_slot_values`'s values, (D, m, batch), with the magnitudes computed at the firing entries alone
+        (on a CPU, eagerly, where listing them costs a free host sync): the same ops on the same numbers as
+        the dense path. Gating first, then the inverse CDF at each fired entry, then the scaling by parents."""
         for child, parent, _, regular in self._levels:
             _gate_children(fires, child, parent, regular)
         batch_size, n_slots = v.shape[2], v.shape[1]
@@ -486,163 +412,137 @@ class FeatureDistribution:
                 values[where] = values[where].mul_(gate)
         return values.view_as(v)
 
-    def _budget(self, batch_size: int) -> tuple[dict[int, int], int]:
-        """Poisson gaps per instance with events for a batch (P(more events) < 1e-12), and their maximum."""
-        if batch_size not in self._budgets:
-            own = {i: poisson.budget(batch_size * rate) for i, rate in zip(self.event_instances, self._row_rates)}
-            self._budgets[batch_size] = (own, max(own.values(), default=0))
-        return self._budgets[batch_size]
-
     # ---- layout, built once from the configuration -----------------------------------------
 
-    def _plain_layout(self, n_groups: int) -> bool:
-        """Independent features only: no group, hierarchy or copula."""
-        return n_groups == 0 and self.hierarchy is None and self.correlation is None
-
     def _check_structure(self) -> None:
-        n = self.n_features
         owner: dict[int, str] = {}
         for structure in (self.correlated_groups, self.exclusive_groups):
             if structure is None:
                 continue
-            structure.check(n)
+            structure.check(self.n_features)
             for f in structure.features:
                 if f in owner:
                     raise ValueError(f"feature {f} is in both {owner[f]} and {structure.kind}; a feature may be in "
                                      f"one group at most")
                 owner[f] = structure.kind
         if self.hierarchy is not None:
-            self.hierarchy.check(n)
+            self.hierarchy.check(self.n_features)
             for f in self.hierarchy.children:
                 if f in owner:
                     raise ValueError(f"feature {f} is a hierarchy child and in {owner[f]}; a child fires only through "
                                      f"its parent, so it cannot be in a group (its parent can)")
 
     def _lay_out(self, child_cond: torch.Tensor | None) -> None:
-        """Decide, per instance, which features are dense slots and which Poisson units, and build
-        the tables of both. Structured features come first, in the same slots for every instance."""
-        n, device, p = self.n_features, self.device, self.firing_prob.double().cpu()
-        column, lo, hi, shared_column, shared_rate = {}, {}, {}, {}, {}  # by feature; lo/hi/rate (inst,)
+        """Decide, per instance, which features are dense slots and which Poisson units, and build the
+        tables of both. Structured features come first, in the same slots for every instance."""
+        n, n_instances, device, p = self.n_features, self.n_instances, self.device, self.firing_prob.double().cpu()
+        # by feature: its group's column, its interval [lo, hi) (inst,), its shared event's (column, rate)
+        column, lo, hi, shared = {}, {}, {}, {}
         n_groups = 0
         if self.exclusive_groups is not None:
             self.exclusive_groups.rates(self.firing_prob)  # checks that each group's rates sum to at most 1
-            for g, members in enumerate(self.exclusive_groups.groups):
-                _consecutive(members, p[:, list(members)], g, column, lo, hi)
-            n_groups = len(self.exclusive_groups)
+            for members in self.exclusive_groups.groups:
+                n_groups = _consecutive(members, p[:, list(members)], n_groups, column, lo, hi)
         if self.correlated_groups is not None:
-            ptr, members = self.correlated_groups.csr("cpu")
             q, own = self.correlated_groups.rates(self.firing_prob.cpu())
-            for g in range(len(self.correlated_groups)):
-                for t in range(int(ptr[g]), int(ptr[g + 1])):
-                    f = int(members[t])
-                    lo[f], hi[f] = torch.zeros(self.n_instances, dtype=torch.float64), own[:, t]
-                    shared_column[f], shared_rate[f] = n_groups + g, q[:, g]
+            members = [(g, f) for g, group in enumerate(self.correlated_groups.groups) for f in group]
+            for t, (g, f) in enumerate(members):
+                hi[f], shared[f] = own[:, t], (n_groups + g, q[:, g])
             n_groups += len(self.correlated_groups)
-        levels = []
+        structured = set(hi)
         if self.hierarchy is not None:
-            ptr, items = self.hierarchy.csr(n, "cpu")
             cond = child_cond.cpu()
-            for parent in range(n):
-                kids = items[ptr[parent]:ptr[parent + 1]].tolist()
-                if not kids:
-                    continue
+            for parent, kids in sorted(self.hierarchy.edges):
+                structured.add(parent)
                 if self.hierarchy.exclusive_children:
-                    _consecutive(kids, cond[:, ptr[parent]:ptr[parent + 1]], n_groups, column, lo, hi)
-                    n_groups += 1
+                    n_groups = _consecutive(kids, cond[:, list(kids)], n_groups, column, lo, hi)
                 else:
-                    for t, kid in zip(range(int(ptr[parent]), int(ptr[parent + 1])), kids):
-                        lo[kid], hi[kid] = torch.zeros(self.n_instances, dtype=torch.float64), cond[:, t]
-            levels = self.hierarchy.levels()
-        structured = set(lo) | ({p_ for p_, _ in self.hierarchy.edges} if self.hierarchy else set())
-        if self.correlation is not None:
-            structured = set(range(n))
-        structured = sorted(structured)
+                    hi.update({kid: cond[:, kid] for kid in kids})
+            structured |= set(hi)
+        structured = list(range(n)) if self.correlation is not None else sorted(structured)
         # the rest fire on their own: Poisson units below the rule's rate, dense slots above it
         free = torch.ones(n, dtype=torch.bool)
         free[structured] = False
         cutoff = SAMPLING[self.sampling]
-        dense_free = [torch.nonzero(free & (p[i] >= cutoff)).squeeze(1) for i in range(self.n_instances)]
-        units = [torch.nonzero(free & (p[i] < cutoff)).squeeze(1) for i in range(self.n_instances)]
-        # D: the instances with dense slots; E: those with Poisson units that can fire. Only they draw
-        # (and compute) that part, so a sweep that mixes dense and sparse instances pays each part once.
-        dense_rows = [i for i in range(self.n_instances) if structured or len(dense_free[i])]
-        event_rows = [i for i in range(self.n_instances) if len(units[i]) and p[i, units[i]].sum() > 0]
+        dense_free = [torch.nonzero(free & (p[i] >= cutoff)).squeeze(1) for i in range(n_instances)]
+        units = [torch.nonzero(free & (p[i] < cutoff)).squeeze(1) for i in range(n_instances)]
+        # D: the instances with dense slots; E: those with Poisson units that can fire
+        dense_rows = [i for i in range(n_instances) if structured or len(dense_free[i])]
+        event_rows = [i for i in range(n_instances) if len(units[i]) and p[i, units[i]].sum() > 0]
         self._dense_rows = torch.tensor(dense_rows, dtype=torch.long, device=device)
         self._event_rows = torch.tensor(event_rows, dtype=torch.long, device=device)
         self._n_groups = n_groups
-        self._n_slots = max((len(structured) + len(dense_free[i]) for i in dense_rows), default=0)
-        # the slots that read a uniform of their own (not a group's) get one column each, in slot order
-        own_structured = [f for f in structured if f not in column]
-        slot_feature = torch.zeros(len(dense_rows), self._n_slots, dtype=torch.long)
-        slot_lo = torch.zeros(len(dense_rows), self._n_slots, dtype=torch.float64)
-        slot_hi = torch.zeros_like(slot_lo)
+        self._n_slots = n_slots = max((len(structured) + len(dense_free[i]) for i in dense_rows), default=0)
+        self._plain = not structured  # independent features only
         # independent features, and some instance draws every one densely: then every instance gets the
-        # identity layout (slot j is feature j; features it draws by events never fire there), so the
-        # slots are the dense output
-        identity = not structured and self._n_slots == n
+        # identity layout (slot j is feature j; features it draws by events never fire there)
+        identity = self._plain and n_slots == n
+        slot_feature = torch.zeros(len(dense_rows), n_slots, dtype=torch.long)
+        slot_hi = torch.zeros(len(dense_rows), n_slots, dtype=torch.float64)  # features on their own: [0, p)
         for row, i in enumerate(dense_rows):
             features = torch.cat([torch.tensor(structured, dtype=torch.long), dense_free[i]])
-            if identity:
-                slot_feature[row], slot_hi[row, features] = torch.arange(n), p[i, features]
-                continue
-            slot_feature[row, :len(features)] = features
-            slot_hi[row, :len(features)] = p[i, features]  # features on their own: [0, p)
-            for j, f in enumerate(structured):
-                if f in lo:
-                    slot_lo[row, j], slot_hi[row, j] = lo[f][i], hi[f][i]
+            place = features if identity else slice(len(features))
+            slot_feature[row, place], slot_hi[row, place] = features, p[i, features]
+        if identity:
+            slot_feature[:] = torch.arange(n)
+        slot_lo = torch.zeros_like(slot_hi)
+        for j, f in enumerate(structured):  # (structured: every instance has dense slots)
+            if f in hi:
+                slot_lo[:, j], slot_hi[:, j] = lo.get(f, 0), hi[f]
         local = {f: j for j, f in enumerate(structured)}
-        own = {f: n_groups + k for k, f in enumerate(own_structured)}
-        # each column's id in its instance's stream: a group's column g, a feature's own column G + feature
-        if self._plain_layout(n_groups):
+        # the numbers' columns: the groups', then one per structured slot that reads its own uniform, then
+        # one per free slot; each column's id in its instance's stream: a group's g, a feature's G + feature
+        own_structured = [f for f in structured if f not in column]
+        column.update({f: n_groups + k for k, f in enumerate(own_structured)})
+        n_columns = n_groups + len(own_structured)
+        if self._plain:
             column_id = slot_feature
-        else:  # the slots that read a uniform of their own (not a group's) get one column each, in slot order
-            column_id = torch.zeros(len(dense_rows), n_groups + len(own) + self._n_slots - len(structured),
-                                    dtype=torch.long)
-            column_id[:, :n_groups] = torch.arange(n_groups)
-            column_id[:, n_groups:n_groups + len(own)] = n_groups + torch.tensor(own_structured, dtype=torch.long)
-            column_id[:, n_groups + len(own):] = n_groups + slot_feature[:, len(structured):]
+        else:
+            head = torch.tensor(list(range(n_groups)) + [n_groups + f for f in own_structured], dtype=torch.long)
+            column_id = torch.cat([head.expand(len(dense_rows), -1), n_groups + slot_feature[:, len(structured):]], 1)
         if len(column_id) and bool((column_id == column_id[:1]).all()):
             column_id = column_id[:1]  # one layout for every instance: broadcast it
         self._column_id = column_id.to(torch.int32).to(device)
-        self._positions: dict[int, tuple] = {}
-        self._column = torch.tensor([column.get(f, own.get(f)) for f in structured]
-                                    + list(range(n_groups + len(own), n_groups + len(own) + self._n_slots - len(structured))),
-                                    dtype=torch.long, device=device)
-        self._plain = self._plain_layout(n_groups)
-        # per-slot tables broadcast against the slots' layout: (D, 1, m), or (D, m, 1) slot-major
-        along = (lambda t: t.float().to(device)[:, None, :]) if self._plain else (lambda t: t.float().to(device)[..., None])
-        width = slot_hi - slot_lo
-        self._intervals = tuple(along(t) for t in (slot_lo, slot_hi, 1 / width.clamp_min(2.0 ** -100)))
-        self._inv_rest = along(1 / (1 - slot_hi).clamp_min(2.0 ** -100))
+        free_columns = range(n_columns, n_columns + n_slots - len(structured))
+        self._column = torch.tensor([column[f] for f in structured] + list(free_columns), dtype=torch.long,
+                                    device=device)
+
+        def along(table: torch.Tensor) -> torch.Tensor:
+            """A per-slot table broadcast against the slots' layout: (D, 1, m), or (D, m, 1) slot-major."""
+            table = table.float().to(device)
+            return table[:, None, :] if self._plain else table[..., None]
+
+        v_lo, v_scale = slot_lo.clone(), 1 / (slot_hi - slot_lo).clamp_min(_TINY)
+        rest = 1 / (1 - slot_hi).clamp_min(_TINY)
         self._shared = None
-        if shared_column:
-            columns = torch.zeros(self._n_slots, dtype=torch.long)
-            rates = torch.zeros(self.n_instances, self._n_slots, dtype=torch.float64)
-            for f, c in shared_column.items():
-                columns[local[f]], rates[:, local[f]] = c, shared_rate[f]
-            self._shared = (columns.to(device), along(rates[dense_rows]))
-        self._levels = []
-        parent_of = self.parent.cpu()
-        mean = self.magnitude.mean().cpu()[dense_rows]
-        for level in levels:
+        if shared:
+            columns = torch.zeros(n_slots, dtype=torch.long)
+            rates = torch.zeros(n_instances, n_slots, dtype=torch.float64)
+            for f, (c, rate) in shared.items():
+                columns[local[f]], rates[:, local[f]] = c, rate
+            self._shared = (columns.to(device), along(rates))
+        # hierarchy levels, and per slot (for `_fired_values`): its level (-1 off the hierarchy), its parent's
+        # slot - its own, its parent's mean magnitude
+        self._levels, self._scaled_levels = [], None
+        scaled = self.hierarchy is not None and self.hierarchy.scale_children_by_parent
+        level_of, step = torch.full((n_slots,), -1), torch.zeros(n_slots, dtype=torch.long)
+        parent_means = torch.ones(len(dense_rows), n_slots)
+        parent_of, mean = self.parent.cpu(), self.magnitude.mean().cpu()[dense_rows]
+        for depth, level in enumerate([] if self.hierarchy is None else self.hierarchy.levels()):
             child = torch.tensor([local[c] for c in level], dtype=torch.long)
             parent = torch.tensor([local[int(parent_of[c])] for c in level], dtype=torch.long)
-            parent_mean = None
-            if self.hierarchy.scale_children_by_parent:
-                parent_mean = along(mean[:, parent_of[level]].clamp_min(1e-30))
+            parent_mean = mean[:, parent_of[level]].clamp_min(1e-30).float() if scaled else None
+            level_of[child], step[child] = depth, parent - child
+            if scaled:
+                parent_means[:, child] = parent_mean
+                parent_mean = along(parent_mean)
             self._levels.append((child.to(device), parent.to(device), parent_mean, _regular(child, parent)))
-        self._scaled_levels = None  # per slot: its level (-1 off the hierarchy), its parent's slot - its own,
-        if self._levels and self.hierarchy.scale_children_by_parent:  # its parent's mean; for `_fired_values`
-            level, step, parent_mean = torch.full((self._n_slots,), -1), torch.zeros(self._n_slots, dtype=torch.long), \
-                torch.ones(len(dense_rows), self._n_slots)
-            for depth, (child, parent, mean_, _) in enumerate(self._levels):
-                level[child.cpu()], step[child.cpu()] = depth, parent.cpu() - child.cpu()
-                parent_mean[:, child.cpu()] = mean_.cpu().view(len(dense_rows), -1)
-            self._scaled_levels = (level.to(device), step.to(device), parent_mean.view(-1).to(device))
+        if self._levels and scaled:
+            self._scaled_levels = (level_of.to(device), step.to(device), parent_means.view(-1).to(device))
         self._copula, self._n_normals = None, 0
         if self.correlation is not None:  # (structured is every feature: slot j is feature j)
             children = set(self.hierarchy.children) if self.hierarchy else set()
-            driven = torch.tensor([j for j, f in enumerate(structured) if f not in children], dtype=torch.long)
+            driven = torch.tensor([j for j in structured if j not in children], dtype=torch.long)
             loadings, own_scale = self.correlation.factor(n, "cpu")
             scale = own_scale[driven].double()[:, None] * 2 ** 0.5  # s√2
             upper, lower = (torch.special.ndtri(1 - bound[:, driven]) / scale[:, 0] for bound in (slot_hi, slot_lo))
@@ -650,20 +550,18 @@ class FeatureDistribution:
                             along(upper), along(lower) if bool((slot_lo[:, driven] > 0).any()) else None)
             self._n_normals = self.correlation.rank
             # a driven slot's magnitude reads its own uniform as it is: v = (x - 0) · 1, nothing from a shared event
-            v_lo, v_scale = slot_lo.clone(), 1 / width.clamp_min(2.0 ** -100)
-            rest = 1 / (1 - slot_hi).clamp_min(2.0 ** -100)
             v_lo[:, driven], v_scale[:, driven], rest[:, driven] = 0, 1, 0
-            self._intervals = tuple(along(t) for t in (v_lo, slot_hi, v_scale))
-            self._inv_rest = along(rest)
+        self._intervals = tuple(along(t) for t in (v_lo, slot_hi, v_scale))
+        self._inv_rest = along(rest)
         self.slot_feature = slot_feature.to(device)
         """(D, m) long: the feature of each dense slot of the instances in `dense_instances` (padding never fires)."""
         self.dense_instances, self.event_instances = dense_rows, event_rows
-        self._slot_feature_is_identity = self._n_slots == n and bool((slot_feature == torch.arange(n)).all())
-        self.identity_slots = self._slot_feature_is_identity and len(dense_rows) == self.n_instances
+        self._slot_feature_is_identity = n_slots == n and bool((slot_feature == torch.arange(n)).all())
+        self.identity_slots = self._slot_feature_is_identity and len(dense_rows) == n_instances
         self._slot_magnitude = [along(t) if t.ndim else t for t in self.magnitude.gather(self.slot_feature,
                                                                                        self._dense_rows)]
         empty = torch.zeros(0, 0, device=device)
-        self._no_events = (empty.long(), empty, torch.zeros(self.n_instances, device=device))
+        self._no_events = (empty.long(), empty, torch.zeros(n_instances, device=device))
         self._table, self._row_rates = None, []
         if event_rows:
             self._table = poisson.build_table([p[i, units[i]] for i in event_rows], [units[i] for i in event_rows],
@@ -695,16 +593,18 @@ def _gate_children(fires: torch.Tensor, child: torch.Tensor, parent: torch.Tenso
 
 
 def _less(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a < b as 0/1 floats, broadcast: the comparison written straight into floats (on CPUs twice as fast as
-    through bools, and a float mask multiplies faster than a bool one)."""
+    """a < b as 0/1 floats, broadcast: written straight into floats (on CPUs twice as fast as through bools,
+    and a float mask multiplies faster than a bool one)."""
     return torch.lt(a, b, out=torch.empty(torch.broadcast_shapes(a.shape, b.shape), device=a.device))
 
 
-def _consecutive(members, rates: torch.Tensor, column: int, columns: dict, lo: dict, hi: dict) -> None:
-    """Members sharing one uniform: consecutive intervals of the given widths, (inst, k) rates."""
+def _consecutive(members, rates: torch.Tensor, column: int, columns: dict, lo: dict, hi: dict) -> int:
+    """Members sharing one uniform, `column`: consecutive intervals of the given widths, (inst, k) rates.
+    Returns the next free column."""
     edges = torch.cat([torch.zeros(rates.shape[0], 1, dtype=torch.float64), rates.double().cumsum(1)], 1)
     for k, f in enumerate(members):
         columns[f], lo[f], hi[f] = column, edges[:, k], edges[:, k + 1]
+    return column + 1
 
 
 def _as_structure(name: str, value, kind: type, convert):

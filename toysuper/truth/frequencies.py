@@ -1,11 +1,7 @@
-"""Firing probabilities that follow a power law, with the mean number of active features as the knob.
+"""Firing probabilities that follow a power law over feature rank (feature 0 the most frequent).
 
-Features in real models fire with a heavy-tailed frequency distribution: a few fire on
-most tokens, most fire rarely (Bricken et al. 2023, "Towards Monosemanticity", feature
-density histograms). `Zipf` plants that: the feature of rank r (r = 1 for feature 0)
-fires with probability following r^(-exponent), set either by the expected number of
-active features per sample (`l0`) or by the rates of the most and least frequent features
-(`p_max`, `p_min`, as SynthSAEBench does).
+Features in real models fire with a heavy-tailed frequency distribution: a few fire on most tokens,
+most fire rarely (Bricken et al. 2023, "Towards Monosemanticity", feature density histograms).
 """
 
 from __future__ import annotations
@@ -20,22 +16,14 @@ from .shapes import per_instance
 
 @dataclass(frozen=True)
 class Zipf:
-    """A power law over feature rank r = i + 1, feature 0 the most frequent. Two ways to set it:
+    """A power law over feature rank r = i + 1, set one of two ways:
 
-    - `Zipf(exponent, l0)`: p_i = min(1, c · r^(-exponent)) with c chosen so that Σ_i p_i = l0.
-      Rates the scaling would push above 1 are held at 1 and the rest rescaled (water-filling),
-      so the sum holds exactly.
-    - `Zipf(exponent, p_max=, p_min=)`: r^(-exponent) mapped linearly onto [p_min, p_max], so
-      feature 0 fires with p_max and the last with p_min (Chanin & Garriga-Alonso 2026,
-      SynthSAEBench; SAELens's `zipfian_firing_probabilities`).
-
-    Args:
-        exponent: the power-law exponent α >= 0 (0 gives every feature the rate l0 / n); > 0
-            with p_max and p_min.
-        l0: the mean number of active features per sample, in (0, n_features]; a number, or
-            one per instance `(n_instances,)` to sweep L0 across instances. 30 when neither
-            l0 nor p_max/p_min is given.
-        p_max, p_min: the rates of the most and least frequent features, 0 < p_min < p_max <= 1.
+    - `Zipf(exponent, l0)`: p_i = min(1, c · r^(-exponent)) with c such that Σ_i p_i = l0 (rates the
+      scaling would push above 1 are held at 1 and the rest rescaled: water-filling). l0 in
+      (0, n_features], a number or one per instance `(n_instances,)`; 30 by default.
+    - `Zipf(exponent, p_max=, p_min=)`: r^(-exponent) mapped linearly onto [p_min, p_max], 0 < p_min <
+      p_max <= 1, exponent > 0 (Chanin & Garriga-Alonso 2026, SynthSAEBench; SAELens's
+      `zipfian_firing_probabilities`).
     """
 
     exponent: float = 1.0
@@ -76,11 +64,9 @@ class Zipf:
 
 def _water_fill(weights: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
     """p = min(1, c w) per row with Σ p = total; `weights` sorted descending, (inst, n)."""
-    p = torch.zeros_like(weights)
     saturated = torch.zeros(weights.shape[0], 1, dtype=torch.long)  # leading entries held at 1
     for _ in range(weights.shape[1] + 1):  # each pass saturates at least one more or stops
-        rank = torch.arange(weights.shape[1]).expand_as(weights)
-        free = rank >= saturated
+        free = torch.arange(weights.shape[1]) >= saturated
         scale = (total - saturated) / (weights * free).sum(-1, keepdim=True).clamp_min(1e-300)
         p = torch.where(free, scale * weights, torch.ones_like(weights))
         now = (p >= 1).sum(-1, keepdim=True)
@@ -88,7 +74,3 @@ def _water_fill(weights: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
             break
         saturated = now
     return p.clamp(0, 1)
-
-
-FIRING_PROBS = {"zipf": Zipf}
-"""Named firing-probability laws, for configs: {"zipf": Zipf}."""

@@ -1,9 +1,8 @@
 """Groups of features that fire together (correlated) or never together (mutually exclusive).
 
-Real features are not independent: "Python code" and "indentation" co-occur, "French"
-and "German" exclude one another. Both group kinds leave every feature's marginal firing
-probability p_i (the distribution's `firing_prob`) exactly as given and change only
-which features fire at the same time. Magnitudes stay independent.
+"Python code" and "indentation" co-occur, "French" and "German" exclude one another. Both kinds keep
+every feature's marginal firing probability p_i as given and change only which features fire at the
+same time; magnitudes stay independent.
 """
 
 from __future__ import annotations
@@ -16,22 +15,20 @@ from ..checks import as_tensor
 
 
 class _Groups:
-    """Disjoint groups of feature indices, each of at least `min_size` features."""
-
-    kind = "groups"
-    min_size = 2
+    """Disjoint groups of feature indices, each of at least 2 features."""
 
     def __init__(self, groups: Sequence[Sequence[int]]):
         try:
             self.groups = [tuple(int(f) for f in group) for group in groups]
         except (TypeError, ValueError) as error:
-            raise TypeError(f"{self.kind} must be a sequence of sequences of feature indices, got {groups!r}") from error
+            raise TypeError(f"{self.kind} must be a sequence of sequences of feature indices, "
+                            f"got {groups!r}") from error
         if not self.groups:
             raise ValueError(f"{self.kind} must hold at least one group, got {groups!r}")
         seen = set()
         for group in self.groups:
-            if len(group) < self.min_size:
-                raise ValueError(f"{self.kind}: every group needs at least {self.min_size} features, got {list(group)}")
+            if len(group) < 2:
+                raise ValueError(f"{self.kind}: every group needs at least 2 features, got {list(group)}")
             for feature in group:
                 if feature in seen:
                     raise ValueError(f"{self.kind}: feature {feature} appears in more than one group or twice")
@@ -53,11 +50,11 @@ class _Groups:
         if bad:
             raise ValueError(f"{self.kind} names feature {bad[0]}, outside [0, {n_features})")
 
-    def csr(self, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(ptr (G+1,), members (Σ sizes,)): group g holds members[ptr[g]:ptr[g+1]]."""
-        sizes = torch.tensor([len(group) for group in self.groups])
-        ptr = torch.cat([torch.zeros(1, dtype=torch.long), sizes.cumsum(0)])
-        return ptr.to(device), torch.tensor(self.features, dtype=torch.long, device=device)
+    def _members(self, firing_prob: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The members' rates p (inst, Σ sizes) in `features` order, float64, and each one's group (Σ sizes,)."""
+        group_of = [g for g, group in enumerate(self.groups) for _ in group]
+        return (firing_prob[:, self.features].double(),
+                torch.tensor(group_of, dtype=torch.long, device=firing_prob.device))
 
     def __len__(self) -> int:
         return len(self.groups)
@@ -70,22 +67,13 @@ class _Groups:
 class CorrelatedGroups(_Groups):
     """Groups whose features tend to fire together, each with a stated correlation ρ in [0, 1].
 
-    How it is achieved (a common-cause model): each group has a shared event G that fires
-    with probability q; when it fires, every member fires. Otherwise member i fires on its
-    own with probability a_i. So P(i fires) = q + (1 - q) a_i, and a_i is set to keep it
-    equal to the given p_i: a_i = (p_i - q) / (1 - q).
-
-    What ρ means: the Pearson correlation of two members' firing indicators (their phi
-    coefficient). For members i, j this model gives
-        corr(i, j) = q / (1 - q) · sqrt(o_i o_j),   o_i = (1 - p_i) / p_i,
-    and q is set from the group's smallest rate p_min by q / (1 - q) = ρ p_min / (1 - p_min).
-    So members with equal rates have correlation exactly ρ; members with unequal rates have
-    at most ρ (ρ · sqrt(o_i o_j) / o_min). ρ = 0 is independence, ρ = 1 with equal rates
-    makes the group fire as one. Negative correlation: see `ExclusiveGroups`.
-
-    Args:
-        groups: disjoint sequences of feature indices, each of at least 2 features.
-        correlation: ρ, one number or one per group.
+    A common cause: each group has a shared event that fires with probability q and fires every
+    member; otherwise member i fires on its own with probability a_i = (p_i - q) / (1 - q), so that
+    P(i fires) = q + (1 - q) a_i = p_i. ρ is the Pearson correlation of two members' firing indicators
+    (their phi coefficient); this model gives corr(i, j) = q / (1 - q) · sqrt(o_i o_j), o_i = (1 - p_i) / p_i,
+    and q is set from the group's smallest rate by q / (1 - q) = ρ p_min / (1 - p_min): members with equal
+    rates correlate exactly ρ, others at most ρ. ρ = 0 is independence; ρ = 1 with equal rates makes the
+    group fire as one. `correlation`: ρ, one number or one per group.
     """
 
     kind = "correlated_groups"
@@ -94,17 +82,16 @@ class CorrelatedGroups(_Groups):
         super().__init__(groups)
         rho = as_tensor("correlation", correlation, torch.device("cpu")).flatten()
         if rho.numel() not in (1, len(self.groups)):
-            raise ValueError(f"correlation must be one number or one per group ({len(self.groups)}), got {correlation!r}")
+            raise ValueError(f"correlation must be one number or one per group ({len(self.groups)}), "
+                             f"got {correlation!r}")
         if not ((rho >= 0) & (rho <= 1)).all():
             raise ValueError(f"correlation must lie in [0, 1], got {correlation!r}")
         self.correlation = rho.expand(len(self.groups)).clone()
 
     def rates(self, firing_prob: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """From the marginal rates p (inst, n): the shared events' rates q (inst, G) and the
-        members' own rates a (inst, Σ sizes), in `csr` member order."""
-        ptr, members = self.csr(firing_prob.device)
-        p = firing_prob[:, members].double()
-        group_of = torch.repeat_interleave(torch.arange(len(self.groups), device=p.device), ptr.diff())
+        members' own rates a (inst, Σ sizes), in `features` order."""
+        p, group_of = self._members(firing_prob)
         p_min = torch.full((p.shape[0], len(self.groups)), 2.0, dtype=p.dtype, device=p.device)
         p_min = p_min.scatter_reduce(1, group_of.expand_as(p), p, reduce="amin")
         rho = self.correlation.to(p.device, p.dtype)
@@ -119,26 +106,20 @@ class ExclusiveGroups(_Groups):
     """Groups of which at most one feature fires per sample.
 
     Each group fires with probability P = Σ_{i in group} p_i and then exactly one member,
-    member i with probability p_i / P, so each feature keeps its rate p_i. Requires
-    Σ p_i <= 1 in every group and instance.
-
-    Args:
-        groups: disjoint sequences of feature indices, each of at least 2 features.
+    member i with probability p_i / P, so each feature keeps its rate p_i; Σ p_i <= 1 is required.
     """
 
     kind = "exclusive_groups"
 
     def rates(self, firing_prob: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """From the marginal rates p (inst, n): the groups' rates P (inst, G) and each member's
-        share p_i / P (inst, Σ sizes), in `csr` member order."""
-        ptr, members = self.csr(firing_prob.device)
-        p = firing_prob[:, members].double()
-        group_of = torch.repeat_interleave(torch.arange(len(self.groups), device=p.device), ptr.diff())
+        share p_i / P (inst, Σ sizes), in `features` order; a ValueError where Σ p_i > 1."""
+        p, group_of = self._members(firing_prob)
         total = torch.zeros(p.shape[0], len(self.groups), dtype=p.dtype, device=p.device).index_add(1, group_of, p)
         over = total > 1 + 1e-6
         if over.any():
             inst, group = over.nonzero()[0].tolist()
             raise ValueError(f"exclusive_groups: the firing probabilities of group {list(self.groups[group])} sum to "
                              f"{total[inst, group].item():.4g} > 1 (instance {inst}); at most one can fire")
-        share = p / total[:, group_of].clamp_min(1e-300)
-        return total.clamp(max=1), share
+        return total.clamp(max=1), p / total[:, group_of].clamp_min(1e-300)
+

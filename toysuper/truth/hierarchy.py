@@ -1,18 +1,13 @@
 """Nested features: a child fires only when its parent fires ("dog" only inside "animal").
 
-Hierarchies are what makes SAEs absorb features (Chanin et al. 2024, "A is for
-Absorption"): a latent for the parent learns to stay silent where a child fires. The
-testbed plants them so that failure can be measured.
-
-A `Hierarchy` is a forest over feature indices. Its children fire only in samples where
-their parent fires; with `exclusive_children=True` at most one child of a parent fires; with
-`scale_children_by_parent=True` a child's value is multiplied by its parent's value over the
-parent's mean magnitude (SynthSAEBench's hierarchy, Chanin & Garriga-Alonso 2026).
+Hierarchies are what makes SAEs absorb features (Chanin et al. 2024, "A is for Absorption"): a
+latent for the parent learns to stay silent where a child fires. The testbed plants them so that
+failure can be measured.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import torch
 
@@ -23,26 +18,17 @@ _TOLERANCE = 1e-6  # slack for float32 rates when checking p_child <= p_parent
 
 
 class Hierarchy:
-    """Parent -> children edges, with how often a child fires given its parent.
+    """A forest over feature indices: a child fires only in samples where its parent fires.
 
-    Args:
-        children: {parent: [children]} or a sequence of (parent, [children]) pairs. A
-            child has one parent; a child may itself be a parent (any depth); no cycles.
-        exclusive_children: at most one child of each parent fires per sample.
-        child_prob: P(child fires | parent fires). None (default): the distribution's
-            `firing_prob` of a child is its *marginal* rate p_child, which must satisfy
-            p_child <= p_parent (and Σ over siblings <= p_parent when exclusive); the
-            conditional probability is p_child / p_parent. A number, `(n_features,)` or
-            `(n_instances, n_features)`: the conditional probability itself (entries of
-            non-children are ignored); each child's marginal rate then becomes
-            p_parent · child_prob, replacing its `firing_prob` entry, so the distribution's
-            `firing_prob` and `expected_l0()` report the rates that actually result.
-        scale_children_by_parent: multiply a firing child's magnitude by its parent's value
-            over the parent's mean magnitude (level by level, so a grandchild follows the
-            scaled child). Firing is unchanged.
-
-    Attributes:
-        edges: list of (parent, tuple of children), in the order given.
+    `children`: {parent: [children]} or (parent, [children]) pairs; a child has one parent and may be a
+    parent itself (any depth); no cycles. `exclusive_children`: at most one child of a parent fires.
+    `child_prob`: None (default): a child's `firing_prob` is its marginal rate, p_child <= p_parent (Σ over
+    siblings <= p_parent when exclusive), and P(child | parent) = p_child / p_parent. A number,
+    `(n_features,)` or `(n_instances, n_features)`: P(child | parent) itself; the child's marginal rate
+    p_parent · child_prob then replaces its `firing_prob` entry. `scale_children_by_parent`: a firing
+    child's magnitude is multiplied by its parent's value over the parent's mean magnitude, level by level
+    (SynthSAEBench's hierarchy, Chanin & Garriga-Alonso 2026); firing is unchanged. `edges`: (parent,
+    tuple of children) pairs in the order given.
     """
 
     def __init__(self, children, exclusive_children: bool = False, child_prob=None,
@@ -54,32 +40,23 @@ class Hierarchy:
             raise TypeError(f"hierarchy children must be {{parent: [children]}} or (parent, [children]) pairs, "
                             f"got {children!r}") from error
         if not self.edges or not all(kids for _, kids in self.edges):
-            raise ValueError(f"hierarchy needs at least one parent and every parent at least one child, got {children!r}")
-        if not isinstance(exclusive_children, bool):
-            raise TypeError(f"exclusive_children must be True or False, got {exclusive_children!r}")
-        if not isinstance(scale_children_by_parent, bool):
-            raise TypeError(f"scale_children_by_parent must be True or False, got {scale_children_by_parent!r}")
+            raise ValueError(f"hierarchy needs at least one parent and every parent at least one child, "
+                             f"got {children!r}")
+        for name, flag in (("exclusive_children", exclusive_children),
+                           ("scale_children_by_parent", scale_children_by_parent)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be True or False, got {flag!r}")
         self.exclusive_children = exclusive_children
         self.scale_children_by_parent = scale_children_by_parent
         self.child_prob = child_prob
-        parents = [parent for parent, _ in self.edges]
+        parents, kids = [parent for parent, _ in self.edges], self.children
         if len(set(parents)) != len(parents):
             raise ValueError(f"hierarchy lists parent {_first_repeat(parents)} twice; give all its children at once")
-        kids = [c for _, cs in self.edges for c in cs]
         if len(set(kids)) != len(kids):
             raise ValueError(f"hierarchy gives feature {_first_repeat(kids)} more than one parent (or lists it twice)")
         unreached = set(kids) - {c for level in self.levels() for c in level}
         if unreached:  # every child descends from a root, or the edges close a loop
             raise ValueError(f"hierarchy has a cycle through feature {min(unreached)}, got {children!r}")
-
-    @classmethod
-    def from_parents(cls, parent: Sequence[int], **kwargs) -> "Hierarchy":
-        """From a parent index per feature, -1 for roots (the layout of `FeatureDistribution.parent`)."""
-        children: dict[int, list[int]] = {}
-        for child, p in enumerate(torch.as_tensor(parent).tolist()):
-            if p >= 0:
-                children.setdefault(int(p), []).append(child)
-        return cls(children, **kwargs)
 
     @classmethod
     def regular(cls, n_parents: int, n_children: int, start: int = 0, **kwargs) -> "Hierarchy":
@@ -94,10 +71,9 @@ class Hierarchy:
              **kwargs) -> "Hierarchy":
         """A forest of `n_roots` trees in which every node above `depth` has `branching` children.
 
-        Laid out breadth first, as SynthSAEBench's generator does (Chanin & Garriga-Alonso 2026):
-        the roots are features start .. start + n_roots - 1, then each level's children in turn,
-        a parent's children consecutive. `limit`: stop before this feature index (the last
-        parents may then have fewer children). Other keyword arguments go to `Hierarchy`.
+        Laid out breadth first, as SynthSAEBench's generator does: the roots are features start ..
+        start + n_roots - 1, then each level's children in turn, a parent's children consecutive.
+        `limit`: stop before this feature index (the last parents may then have fewer children).
         """
         n_roots, branching, depth = (positive_int(name, value) for name, value in
                                      (("n_roots", n_roots), ("branching", branching), ("depth", depth)))
@@ -132,10 +108,9 @@ class Hierarchy:
 
     def check(self, n_features: int) -> None:
         """Raise ValueError for an index outside [0, n_features) (a cycle is refused when built)."""
-        for p, kids in self.edges:
-            for f in (p, *kids):
-                if not 0 <= f < n_features:
-                    raise ValueError(f"hierarchy names feature {f}, outside [0, {n_features})")
+        for f in (f for p, kids in self.edges for f in (p, *kids)):
+            if not 0 <= f < n_features:
+                raise ValueError(f"hierarchy names feature {f}, outside [0, {n_features})")
 
     def levels(self) -> list[list[int]]:
         """The children by depth: [children of roots, grandchildren, ...] (a cycle is never reached)."""
@@ -147,31 +122,23 @@ class Hierarchy:
                 levels.append(frontier)
         return levels
 
-    def csr(self, n_features: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(ptr (n_features+1,), items): feature f's children are items[ptr[f]:ptr[f+1]]."""
-        kids_of = dict(self.edges)
-        counts = torch.tensor([len(kids_of.get(f, ())) for f in range(n_features)])
-        ptr = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])
-        items = [c for f in range(n_features) for c in kids_of.get(f, ())]
-        return ptr.to(device), torch.tensor(items, dtype=torch.long, device=device)
-
     def resolve(self, firing_prob: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Marginal rates (inst, n) and conditional rates P(child | parent) (inst, T) in `csr` item order."""
+        """Marginal rates (inst, n), and P(child | parent) (inst, n) float64, read at the children's columns."""
         n_instances, n_features = firing_prob.shape
         device = firing_prob.device
-        ptr, items = self.csr(n_features, device)
-        parent_of_item = torch.repeat_interleave(torch.arange(n_features, device=device), ptr.diff())
+        by_parent = sorted(self.edges)
+        items = torch.tensor([c for _, kids in by_parent for c in kids], device=device)
+        parent_of_item = torch.tensor([p for p, kids in by_parent for _ in kids], device=device)
         marginal = firing_prob.double().clone()
         if self.child_prob is not None:
-            cond_all = per_instance_per_feature("child_prob", self.child_prob, n_instances, n_features, device).double()
-            bad = ~((cond_all[:, items] >= 0) & (cond_all[:, items] <= 1))
+            cond = per_instance_per_feature("child_prob", self.child_prob, n_instances, n_features, device).double()
+            bad = ~((cond[:, items] >= 0) & (cond[:, items] <= 1))
             if bad.any():
-                raise ValueError(f"child_prob must lie in [0, 1], got {cond_all[:, items][bad][0].item()!r}")
+                raise ValueError(f"child_prob must lie in [0, 1], got {cond[:, items][bad][0].item()!r}")
             parent = self.parent(n_features, device)
             for level in self.levels():  # a level's parents are final before its children
                 level = torch.tensor(level, device=device)
-                marginal[:, level] = marginal[:, parent[level]] * cond_all[:, level]
-            cond = cond_all[:, items]
+                marginal[:, level] = marginal[:, parent[level]] * cond[:, level]
         else:
             p_child, p_parent = marginal[:, items], marginal[:, parent_of_item]
             over = p_child > p_parent + _TOLERANCE
@@ -180,9 +147,10 @@ class Hierarchy:
                 raise ValueError(f"hierarchy: child {items[k].item()} has firing_prob {p_child[inst, k].item():.4g} > "
                                  f"its parent {parent_of_item[k].item()}'s {p_parent[inst, k].item():.4g} (instance "
                                  f"{inst}); a child fires only with its parent (or pass child_prob=)")
-            cond = torch.where(p_parent > 0, p_child / p_parent.clamp_min(1e-300), torch.zeros_like(p_child)).clamp(0, 1)
+            cond = torch.zeros_like(marginal)
+            cond[:, items] = torch.where(p_parent > 0, p_child / p_parent.clamp_min(1e-300), 0.0).clamp(0, 1)
         if self.exclusive_children:
-            total = torch.zeros(n_instances, n_features, dtype=cond.dtype, device=device).index_add(1, parent_of_item, cond)
+            total = torch.zeros_like(marginal).index_add(1, parent_of_item, cond[:, items])
             over = total > 1 + _TOLERANCE
             if over.any():
                 inst, parent = over.nonzero()[0].tolist()
@@ -197,9 +165,4 @@ class Hierarchy:
 
 
 def _first_repeat(values: list[int]) -> int:
-    seen = set()
-    for v in values:
-        if v in seen:
-            return v
-        seen.add(v)
-    raise AssertionError("no repeat")
+    return next(v for i, v in enumerate(values) if v in values[:i])

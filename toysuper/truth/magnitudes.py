@@ -1,14 +1,9 @@
 """How strongly a feature fires once it fires: the magnitude laws.
 
-Elhage et al. 2022 draw the value of a firing feature from U[0, 1] (`Uniform`, the
-default). Real features have other shapes: a fixed value (`Constant`, a binary feature),
-a heavy tail (`Exponential`), |N(μ, σ²)| (`FoldedNormal`), or N(μ, σ²) kept above 0
-(`TruncatedNormal`, SynthSAEBench's magnitudes). Each parameter may be a number, one per
-feature `(n_features,)`, one per instance `(n_instances, 1)` or `(n_instances, n_features)`.
-A law is a small spec; `FeatureDistribution` calls `resolve` to broadcast it to
-(inst, n_features). Every law is drawn by its inverse CDF (`quantile`) from a uniform v, so a
-draw is uniforms followed by a pure transform: a dense draw reuses the uniform that decided the
-firing (u < p, and then u / p is again uniform).
+Elhage et al. 2022 draw a firing feature's value from U[0, 1] (`Uniform`, the default); real features
+have other shapes. Each parameter may be a number, `(n_features,)`, `(n_instances, 1)` or
+`(n_instances, n_features)`. Every law is drawn by its inverse CDF (`quantile`) from a uniform v, so a
+draw is uniforms followed by a pure transform (a dense draw reuses the uniform that decided the firing).
 """
 
 from __future__ import annotations
@@ -18,6 +13,7 @@ import math
 import torch
 
 from .shapes import per_instance_per_feature
+
 
 class Magnitude:
     """Base class: a law with named parameters, each broadcast to (inst, n_features) by `resolve`."""
@@ -40,9 +36,8 @@ class Magnitude:
         return resolved
 
     def gather(self, feature: torch.Tensor | None, rows: torch.Tensor | None = None) -> list[torch.Tensor]:
-        """Each parameter at (instance rows[r], feature[r, k]): (R, k) from an (R, k) long index (rows:
-        every instance by default; feature None: the rows' whole (R, n_features) tables). A parameter
-        with one value everywhere comes back as a 0-d tensor (broadcast, no gather)."""
+        """Each parameter at (instance rows[r], feature[r, k]), (R, k) (rows: every instance by default;
+        feature None: the rows' whole tables); one with one value everywhere as a 0-d tensor."""
         out = []
         for value, constant in zip(self.params.values(), self._constant):
             if constant is not None:
@@ -55,20 +50,8 @@ class Magnitude:
     zero_at_zero = False
     """Whether quantile(0) = 0 everywhere (then a draw need not mask the values of silent entries)."""
 
-    def quantile(self, v: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
-        """The inverse CDF at v in [0, 1], with `params` broadcast against v."""
-        raise NotImplementedError
-
-    def mean(self) -> torch.Tensor:
-        """E[magnitude] per feature, (inst, n_features)."""
-        raise NotImplementedError
-
-    def second_moment(self) -> torch.Tensor:
-        """E[magnitude²] per feature, (inst, n_features)."""
-        raise NotImplementedError
-
-    def _validate(self) -> None:
-        pass
+    # each law defines quantile(v, params): the inverse CDF at v in [0, 1], `params` broadcast against v;
+    # mean() and second_moment(): E[magnitude] and E[magnitude²], (inst, n_features); and _validate()
 
     def _require(self, name: str, ok: torch.Tensor, rule: str) -> None:
         if not ok.all():
@@ -109,8 +92,7 @@ class Uniform(Magnitude):
 
     def quantile(self, v, params):
         low, high = params
-        # U[0, 1], the default, skips the affine map: training loops draw it every step
-        return v if self._standard else low + (high - low) * v
+        return v if self._standard else low + (high - low) * v  # U[0, 1] skips the affine map
 
     def mean(self):
         return (self.params["low"] + self.params["high"]) / 2

@@ -1,30 +1,27 @@
 """Independent rare features drawn sparsely with a fixed budget: Poissonisation.
 
 Feature j of P fires in each row with probability p_j, independently. Give it the rate
-μ_j = -log(1 - p_j) and lay the rates end to end: row r of a batch of B owns the interval
-[rΛ, (r+1)Λ) of the line, Λ = Σ_j μ_j, and inside it feature j owns [C_{j-1}, C_j),
-C_j = μ_1 + ... + μ_j. Throw a Poisson process of rate 1 on [0, BΛ). Its numbers of points in
-disjoint intervals are independent Poisson variables whose means are the intervals' lengths
-(Kingman 1993, "Poisson Processes", §2.2), so (row r, feature j) receives at least one point with
-probability 1 - exp(-μ_j) = p_j, independently of every other cell. Firing iff a cell holds a point
-is therefore exactly the Bernoulli grid: every marginal rate and the independence are exact.
+μ_j = -log(1 - p_j) and lay the rates end to end: row r of a batch of B owns [rΛ, (r+1)Λ),
+Λ = Σ_j μ_j, and inside it feature j owns [C_{j-1}, C_j), C_j = μ_1 + ... + μ_j. A Poisson process of
+rate 1 on [0, BΛ) puts independent Poisson numbers of points in disjoint intervals, with means their
+lengths (Kingman 1993, "Poisson Processes", §2.2), so (row r, feature j) holds at least one point with
+probability 1 - exp(-μ_j) = p_j, independently of every other cell: firing iff a cell holds a point is
+exactly the Bernoulli grid.
 
-The points are partial sums of exponential gaps, T_k = E_1 + ... + E_k with E = -log(1 - U), U
-uniform, so only uniforms are drawn. Their number N ~ Poisson(BΛ) varies; a draw keeps a fixed
-`budget` K of gaps with P(N > K) < 1e-12, so its shapes come from the configuration alone. Slots past
-the last point (T_k >= BΛ) are unused; if N exceeded K, the points after the K-th would be lost: that
-is counted (`overflow`) and happens less than once in 10^12 draws. The points come in increasing
-order, so the cells they land in do too: a cell hit twice shows up in adjacent slots and all but the
-first are dropped. (Float rounding aside: uniforms on the 2^-24 grid make the gaps' mean 1 - 6e-7.)
+The points are partial sums of exponential gaps, T_k = E_1 + ... + E_k with E = -log(1 - U), so only
+uniforms are drawn. Their number N ~ Poisson(BΛ) varies; a draw keeps a fixed `budget` K of gaps with
+P(N > K) < 1e-12, so its shapes come from the configuration alone: slots past the last point land past
+the batch, and the rare loss of points past the K-th is counted (`overflow`). The points come in
+increasing order, so a cell hit twice shows up in adjacent slots and all but the first are dropped.
 
-Finding a point's feature is a search for t in the table C. A guide table (Chen & Asau 1974) turns
-it into a fixed number of gathers on every device: cut [0, Λ) into L equal buckets and let guide[b]
-= #{j : C_j <= bΛ/L}; a point t in bucket b belongs to feature guide[b] + #{s < S : C_{guide[b]+s} <= t},
-where S, the most boundaries that fall inside one bucket, is read off the table when it is built.
+A point's feature is found in the table C by a guide table (Chen & Asau 1974), a fixed number of
+gathers: cut [0, Λ) into L equal buckets, guide[b] = #{j : C_j <= bΛ/L}; a point t in bucket b belongs
+to feature guide[b] + #{s < S : C_{guide[b]+s} <= t}, S the most boundaries inside one bucket.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from typing import NamedTuple
 
@@ -41,14 +38,8 @@ def budget(mean: float, tail: float = TAIL) -> int:
     high = int(mean + 10 * math.sqrt(mean) + 40)
     while pdtrc(high, mean) >= tail:
         high *= 2
-    low = 0
-    while low < high:  # pdtrc(k, mean) = P(N > k) falls as k grows
-        middle = (low + high) // 2
-        if pdtrc(middle, mean) < tail:
-            high = middle
-        else:
-            low = middle + 1
-    return max(low, 1)
+    # pdtrc(k, mean) = P(N > k) falls as k grows: the first k below the tail, by bisection
+    return max(bisect.bisect_left(range(high), True, key=lambda k: pdtrc(k, mean) < tail), 1)
 
 
 class PoissonTable(NamedTuple):
@@ -83,17 +74,16 @@ def build_table(rates: list[torch.Tensor], features: list[torch.Tensor], device,
         mu = -torch.log1p(-p.double().cpu())
         cumulative = torch.cumsum(mu, 0)
         total = float(cumulative[-1]) if len(cumulative) else 0.0
+        if total == 0:
+            raise ValueError("poisson.build_table: every instance needs a unit that can fire (leave the others out)")
         padded = torch.full((n_units,), math.inf, dtype=torch.float64)
         padded[:len(cumulative)] = cumulative
-        edges = torch.arange(n_buckets + 1, dtype=torch.float64) * (total / n_buckets)
-        guide = torch.searchsorted(padded, edges, right=True)
-        if total > 0:
-            steps = max(steps, int((guide[1:] - guide[:-1]).max()))
+        guide = torch.searchsorted(padded, torch.arange(n_buckets + 1, dtype=torch.float64) * (total / n_buckets),
+                                   right=True)
+        steps = max(steps, int(guide.diff().max()))
         bounds.append(padded)
         guides.append(guide[:-1])
         totals.append(total)
-        if total == 0:
-            raise ValueError("poisson.build_table: every instance needs a unit that can fire (leave the others out)")
         unit_rates.append(float(mu[0]) if bool((mu == mu[0]).all()) else None)
     feature = torch.zeros(len(features), n_units, dtype=torch.long)
     for i, f in enumerate(features):

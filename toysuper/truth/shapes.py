@@ -8,15 +8,10 @@ from ..checks import as_tensor
 
 
 def per_instance_per_feature(name: str, value, n_instances: int, n_features: int, device) -> torch.Tensor:
-    """Broadcast `value` to (inst, n_features), accepting the documented shapes only.
-
-    Accepted: a number; (n_features,) one per feature; (n_instances, 1) one per instance;
-    (n_instances, n_features) one per instance and feature.
-    """
+    """`value` (a number, (n_features,), (n_instances, 1) or (n_instances, n_features)) as (inst, n_features)."""
     tensor = as_tensor(name, value, device)
     shape = tuple(tensor.shape)
-    allowed = {(), (n_features,), (n_instances, 1), (1, n_features), (n_instances, n_features)}
-    if shape not in allowed:
+    if shape not in {(), (n_features,), (n_instances, 1), (1, n_features), (n_instances, n_features)}:
         raise ValueError(
             f"{name} has shape {shape}; expected a number, ({n_features},) per feature, "
             f"({n_instances}, 1) per instance or ({n_instances}, {n_features}) "
@@ -26,7 +21,7 @@ def per_instance_per_feature(name: str, value, n_instances: int, n_features: int
 
 
 def per_instance(name: str, value, n_instances: int, device) -> torch.Tensor:
-    """Broadcast `value` (a number or one per instance, `(n_instances,)`) to (inst, 1)."""
+    """`value` (a number or one per instance, (n_instances,)) as (inst, 1)."""
     tensor = as_tensor(name, value, device)
     if tensor.ndim > 1 or (tensor.ndim == 1 and len(tensor) not in (1, n_instances)):
         raise ValueError(f"{name} must be a number or one value per instance ({n_instances},), "

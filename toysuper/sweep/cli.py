@@ -68,7 +68,7 @@ def command_run(args) -> int:
     overrides = list(args.set) + ([f"run.executor={args.executor}"] if args.executor else [])
     config = config_io.load(args.config, overrides)
     if args.device is not None:
-        config_io.check_device(args.device)
+        config_io.check_device("device", args.device)
     if args.out is not None and not args.out.strip():
         raise ValueError(f"--out must name a folder, got {args.out!r} (leave it out for runs/NAME-KEY)")
     if args.dry_run:

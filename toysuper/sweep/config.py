@@ -12,6 +12,7 @@ import difflib
 import functools
 import hashlib
 import importlib
+import inspect
 import itertools
 import json
 import re
@@ -20,7 +21,13 @@ from collections import namedtuple
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+import torch
+
 from .. import checks
+from ..sae import RECIPES, get_recipe
+from ..toy.model import KINDS
+from ..truth.magnitudes import MAGNITUDES
+from ..worlds import WORLDS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -46,12 +53,8 @@ def rule(ok, what):
 
 
 def one_of(choices):
-    """A check that a value is in `choices`: a tuple, or "module:NAME" (imported when first needed)."""
-    def known():
-        if isinstance(choices, tuple):
-            return list(choices)
-        module, name = choices.split(":")
-        return list(getattr(importlib.import_module(module, __package__), name))
+    """A check that a value is one of `choices` (or of `choices()`, from a module that imports this one)."""
+    known = (lambda: list(choices())) if callable(choices) else (lambda: list(choices))
     return rule(lambda value: value in known(), lambda: f"one of {known()}")
 
 
@@ -60,8 +63,6 @@ def _real(value) -> bool:
 
 
 def _device(value) -> bool:
-    import torch
-
     try:
         return value == "auto" or torch.device(value).type in ("cpu", "cuda")
     except (RuntimeError, TypeError):
@@ -104,7 +105,7 @@ class Features:  # the planted features: toysuper.FeatureDistribution
     importance_decay: float = key(1.0, "importance of feature i is decay**i (1: all equal)", fraction, True)
     magnitude: str | None = key(None, "value of a firing feature: uniform (U[0,1], default), constant, exponential, "
                                 "folded_normal; parameters in [features.magnitude_params]",
-                                one_of("..truth.magnitudes:MAGNITUDES"))
+                                one_of(MAGNITUDES))
     correlated_groups: int | None = key(None, "groups of consecutive features (from 0) that fire together", count)
     correlated_group_size: int | None = key(None, "features per correlated group (default 2)", at_least_2,
                                             only="features.correlated_groups")
@@ -129,7 +130,7 @@ class Source:  # where the hidden activations come from: toysuper.ToyModelSource
     kind: str = key("toy_model", "toy_model (a trained toy model) or dictionary (fixed random unit directions)",
                     one_of(("toy_model", "dictionary")))
     d_hidden: int = key(5, "hidden width", whole)
-    toy_model: str = key("relu_output", "toy-model kind: linear, relu_output, hidden_relu", one_of("..toy.model:KINDS"))
+    toy_model: str = key("relu_output", "toy-model kind: linear, relu_output, hidden_relu", one_of(KINDS))
     steps: int = key(5_000, "toy-model training steps", whole)
     batch_size: int = key(1024, "toy-model batch size", whole)
     lr: float = key(1e-3, "toy-model learning rate (AdamW)", positive)
@@ -140,7 +141,7 @@ class Source:  # where the hidden activations come from: toysuper.ToyModelSource
     dictionary: str | None = key(None, "dictionary source: random (default) or low_coherence directions",
                                  one_of(DICTIONARIES), only="source.kind=dictionary")
     world: str | None = key(None, "dictionary source: a preset world instead of [features] and the dictionary: "
-                            "synthsaebench_16k or synthsaebench_4k (toysuper.worlds)", one_of("..worlds:WORLDS"),
+                            "synthsaebench_16k or synthsaebench_4k (toysuper.worlds)", one_of(WORLDS),
                             only="source.kind=dictionary")
 
 
@@ -173,7 +174,7 @@ class Run:  # how to run, not what: never part of a configuration's identity, ne
     save_models: bool = key(False, "save every trained SAE and toy model (safetensors + JSON) in the run folder",
                             boolean)
     executor: str = key("local", "local (in this process) or ray (instance batches as Ray tasks)",
-                        one_of(".executors:EXECUTORS"))
+                        one_of(lambda: importlib.import_module(".executors", __package__).EXECUTORS))
     ray_address: str = key("", "Ray cluster address ('' starts or joins a local instance, 'auto' joins one)",
                            rule(lambda v: isinstance(v, str), "a string ('' starts a local Ray, 'auto' joins one)"))
     gpus_per_batch: float = key(1.0, "GPUs a Ray task claims when the cluster has GPUs", non_negative)
@@ -206,8 +207,6 @@ def section(cls, point: dict):
 
 def _recipes(specs=()) -> dict:
     """The registered recipes by name, and those of `specs` named by import path ("module:Class")."""
-    from ..sae import RECIPES, get_recipe  # torch is only imported once a config is resolved
-
     try:
         return {**RECIPES, **{spec: get_recipe(spec) for spec in specs if isinstance(spec, str) and ":" in spec}}
     except ValueError as error:
@@ -274,10 +273,6 @@ def did_you_mean(name: str, known) -> str:
 def _check_extra_keys(flat: dict) -> None:
     """sae.<hp> must belong to a swept recipe, sae.<recipe>.<hp> to that recipe, and every
     features.magnitude_params.<name> to each swept magnitude law."""
-    import inspect
-
-    from ..truth.magnitudes import MAGNITUDES
-
     recipes = _as_list(flat["sae.recipe"])
     registry = _recipes(recipes)
     for recipe in recipes:

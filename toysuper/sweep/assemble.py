@@ -17,6 +17,7 @@ from ..sources import DictionarySource, ToyModelSource, random_directions
 from ..toy.model import ToyModel
 from ..truth.dictionaries import low_coherence_directions
 from ..truth.distribution import FeatureDistribution
+from ..truth.frequencies import Zipf
 from ..truth.groups import CorrelatedGroups, ExclusiveGroups
 from ..truth.hierarchy import Hierarchy
 from ..truth.magnitudes import MAGNITUDES
@@ -84,8 +85,6 @@ def firing_probabilities(point: dict) -> torch.Tensor:
     n = point["features.n_features"]
     l0 = float(point["features.l0"] if "features.l0" in point else n * (1.0 - point["features.sparsity"]))
     if point["features.frequency"] == "zipf" and l0 > 0:
-        from ..truth.frequencies import Zipf
-
         return Zipf(exponent=point.get("features.zipf_exponent", 1.0), l0=l0).resolve(1, n, "cpu")[0]
     return torch.full((n,), l0 / n)
 
@@ -148,22 +147,20 @@ def toy_model_source(model: ToyModel, toy_instance: list[int], points: list[dict
     return ToyModelSource(view, distribution(points, device), **_snr(points[0]))
 
 
-def directions(point: dict, device) -> torch.Tensor:
-    """A point's dictionary, (1, n_features, d_hidden), from its seed and shape only (config.DICTIONARY_KEYS)."""
-    n, d, seed = point["features.n_features"], point["source.d_hidden"], stream_seed(point, "directions")
-    if point.get("source.dictionary", "random") == "low_coherence":
-        return low_coherence_directions(n, d, seed=seed, device=device).directions
-    return random_directions(n, d, seed=seed, device=device)
-
-
 def dictionary_source(points: list[dict], device) -> DictionarySource:
-    """Fixed unit directions per point (one dictionary per distinct seed, shared), or a preset world (every
-    point the same world, each its own data stream)."""
+    """Fixed unit directions per point, random or low-coherence, (1, n_features, d_hidden) each: from the
+    point's seed and shape only (config.DICTIONARY_KEYS), one per distinct seed, shared. Or a preset world
+    (every point the same world, each its own data stream)."""
     first = points[0]
     if "source.world" in first:
         return worlds.named(first["source.world"], n_instances=len(points), device=device)
-    seeds = [stream_seed(p, "directions") for p in points]
-    made = {seed: directions(p, device) for seed, p in dict(zip(seeds, points)).items()}
+    seeds, made = [stream_seed(p, "directions") for p in points], {}
+    for seed, p in dict(zip(seeds, points)).items():
+        n, d = p["features.n_features"], p["source.d_hidden"]
+        if p.get("source.dictionary", "random") == "low_coherence":
+            made[seed] = low_coherence_directions(n, d, seed=seed, device=device).directions
+        else:
+            made[seed] = random_directions(n, d, seed=seed, device=device)
     stacked = torch.cat([made[seed] for seed in seeds])
     return DictionarySource(stacked, distribution(points, device), noise=first["source.noise"], **_snr(first))
 

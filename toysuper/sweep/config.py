@@ -21,6 +21,7 @@ from collections import namedtuple
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+import tomli_w
 import torch
 
 from .. import checks
@@ -354,8 +355,6 @@ def load(path, overrides: list[str] = ()) -> dict:
 
 def to_toml(config: dict) -> str:
     """A resolved config (tables of scalars and lists of scalars) as TOML."""
-    import tomli_w
-
     return tomli_w.dumps(config)
 
 

@@ -63,11 +63,6 @@ def failure_lines(results: pd.DataFrame, config: dict, limit: int = 20) -> list[
     return lines
 
 
-def _written(run_dir: Path) -> str:
-    names = ["results.csv", "features.csv", "config.toml"] + sorted(p.name for p in run_dir.glob("*.png"))
-    return ", ".join(str(run_dir / n) for n in names if (run_dir / n).exists())
-
-
 def command_run(args) -> int:
     overrides = list(args.set) + ([f"run.executor={args.executor}"] if args.executor else [])
     config = config_io.load(args.config, overrides)
@@ -90,7 +85,8 @@ def command_run(args) -> int:
     failures = failure_lines(results, config)
     if failures:
         print("\n" + "\n".join(failures), file=sys.stderr)
-    print(f"\nwrote {_written(out_dir)}")
+    names = ["results.csv", "features.csv", "config.toml"] + sorted(p.name for p in out_dir.glob("*.png"))
+    print(f"\nwrote {', '.join(str(out_dir / n) for n in names if (out_dir / n).exists())}")
     return 1 if failures else 0
 
 

@@ -200,12 +200,6 @@ DICTIONARY_KEYS = ("seed", "features.n_features", "source.d_hidden", "source.dic
 STREAMS = ("directions", "toy_init", "toy_data", "sae_init", "sae_data", "evaluate")
 
 
-def section(cls, point: dict):
-    """The typed section `cls` of a flat point (absent optional keys are None)."""
-    prefix = next(p for p, c in SECTIONS.items() if c is cls)
-    return cls(**{f.name: point.get(prefix + f.name) for f in fields(cls)})
-
-
 def _recipes(specs=()) -> dict:
     """The registered recipes by name, and those of `specs` named by import path ("module:Class")."""
     try:

@@ -1,10 +1,8 @@
 """From grid points to the objects they train: feature distribution, source, SAE.
 
-`check_point` rejects a point that cannot train (naming its keys) before anything trains: each key's
-own value is checked by `config.resolve`; what depends on several keys is checked here, by building
-the objects a point describes (small ones: a one-instance feature distribution; the SAE without its
-weights, `SAE.check_arguments`). Adding a ground-truth option is two steps: a field of a section in
-`config.py`, and its use in `distribution` or a source.
+`check_point` rejects a point that cannot train (naming its keys) before anything trains: each key's own
+value was checked by `config.resolve`; what depends on several keys is checked here, by building what a
+point describes without its weights (a one-instance feature distribution, `SAE.check_arguments`).
 """
 
 from __future__ import annotations
@@ -19,10 +17,14 @@ from ..sources import DictionarySource, ToyModelSource, random_directions
 from ..toy.model import ToyModel
 from ..truth.dictionaries import low_coherence_directions
 from ..truth.distribution import FeatureDistribution
+from ..truth.frequencies import Zipf
 from ..truth.groups import CorrelatedGroups, ExclusiveGroups
 from ..truth.hierarchy import Hierarchy
 from ..truth.magnitudes import MAGNITUDES
 from .config import MAGNITUDE_PARAMS, SCHEMA, stream_seed, toy_key
+
+STRUCTURED = ("features.magnitude", "features.correlated_groups", "features.exclusive_groups",
+              "features.hierarchy_parents")
 
 
 def check_point(point: dict, fits=None) -> None:
@@ -30,13 +32,13 @@ def check_point(point: dict, fits=None) -> None:
     (`fits(point)` may first refuse sizes too large for memory)."""
     if fits is not None:
         fits(point)
-    for name, value in point.items():  # a key that applies only with another's value (None: whenever it is set)
+    for name, value in point.items():
         only = name in SCHEMA and SCHEMA[name].only
         if only and value is not None and value != SCHEMA[name].default:
-            wanted, other = only
-            if wanted is None and point.get(other) is None:
+            other, _, wanted = only.partition("=")
+            if not wanted and point.get(other) is None:
                 raise ValueError(f"{name} applies only together with {other}, got {name}={value!r}")
-            if wanted is not None and point[other] != wanted:
+            if wanted and point[other] != wanted:
                 raise ValueError(f"{name} applies only to {other} = {wanted!r}, got {name}={value!r} with "
                                  f"{other}={point[other]!r} ({SCHEMA[name].help})")
     n_features = point["features.n_features"]
@@ -57,14 +59,9 @@ def check_point(point: dict, fits=None) -> None:
     _check_sae(point["sae.recipe"], point["source.d_hidden"], point["sae.d_sae"], hyper)
 
 
-STRUCTURED = ("features.magnitude", "features.correlated_groups", "features.exclusive_groups",
-              "features.hierarchy_parents")
-
-
 @functools.lru_cache(maxsize=4096)
 def _check_features(features: tuple) -> None:
-    """The feature distribution's own checks (groups that fit, rates an exclusive group can have, a magnitude
-    law's parameters), on the one-instance distribution these [features] keys describe."""
+    """The feature distribution's own checks (groups that fit, a magnitude law's parameters, ...)."""
     try:
         distribution([dict(features)], "cpu")
     except (ValueError, TypeError) as error:
@@ -73,8 +70,8 @@ def _check_features(features: tuple) -> None:
 
 @functools.lru_cache(maxsize=4096)
 def _check_sae(recipe: str, d_hidden: int, d_sae: int, hyper: tuple) -> None:
-    """The SAE constructor's checks of its sizes and hyperparameters (k <= d_sae, whole numbers, ...), run on an
-    SAE whose weights are never made: validating a width of 10**8 allocates nothing."""
+    """The SAE's checks of its sizes and hyperparameters (k <= d_sae, ...), on no weights: a width of 10**8
+    allocates nothing."""
     try:
         SAE.check_arguments(d_hidden, d_sae, recipe=recipe, **dict(hyper))
     except (ValueError, TypeError) as error:
@@ -82,58 +79,43 @@ def _check_sae(recipe: str, d_hidden: int, d_sae: int, hyper: tuple) -> None:
                           f"{', '.join(f'sae.{k}={v!r}' for k, v in hyper)}): {error}") from error
 
 
-def structure(point: dict) -> dict:
-    """FeatureDistribution keyword arguments for the groups and hierarchy of a point, laid out from feature 0
-    (an absent setting takes the default its key's help names)."""
-    def get(name, default=0):
-        return point.get(f"features.{name}", default)
-
-    kwargs, start = {}, 0
-    if get("correlated_groups"):
-        kwargs["correlated_groups"] = CorrelatedGroups.consecutive(
-            get("correlated_groups"), get("correlated_group_size", 2), start, correlation=get("correlation", 0.5))
-        start += get("correlated_groups") * get("correlated_group_size", 2)
-    if get("exclusive_groups"):
-        kwargs["exclusive_groups"] = ExclusiveGroups.consecutive(get("exclusive_groups"),
-                                                                 get("exclusive_group_size", 2), start)
-        start += get("exclusive_groups") * get("exclusive_group_size", 2)
-    if get("hierarchy_parents"):
-        kwargs["hierarchy"] = Hierarchy.regular(get("hierarchy_parents"), get("hierarchy_children", 2), start,
-                                                exclusive_children=get("exclusive_children", False),
-                                                child_prob=get("child_prob", 0.5))
-    return kwargs
-
-
 def firing_probabilities(point: dict) -> torch.Tensor:
-    """Every feature's firing probability for one point, (n_features,) float32 on the CPU.
-
-    The knob is sparsity S (mean firing probability 1 - S) or the mean L0 directly; the law
-    spreads that mean over the features (constant: the same for all; zipf: a power law).
-    """
+    """Every feature's firing probability for one point, (n_features,) float32 on the CPU: the mean L0
+    (n_features * (1 - sparsity), or l0) spread over the features by the frequency law."""
     n = point["features.n_features"]
     l0 = float(point["features.l0"] if "features.l0" in point else n * (1.0 - point["features.sparsity"]))
     if point["features.frequency"] == "zipf" and l0 > 0:
-        from ..truth.frequencies import Zipf
-
         return Zipf(exponent=point.get("features.zipf_exponent", 1.0), l0=l0).resolve(1, n, "cpu")[0]
     return torch.full((n,), l0 / n)
 
 
-def importance(point: dict) -> torch.Tensor:
-    """Importance of each feature, decay**i: (n_features,)."""
-    return point["features.importance_decay"] ** torch.arange(point["features.n_features"], dtype=torch.float32)
-
-
 def distribution(points: list[dict], device) -> FeatureDistribution:
-    """One distribution instance per point; the points share every non-instance [features] key."""
+    """One distribution instance per point (importance decay**i); the points share every non-instance
+    [features] key. Correlated groups, exclusive groups and the hierarchy are laid out in that order from
+    feature 0, an absent setting taking the default its key's help names."""
     first = points[0]
-    extra = structure(first)
+    n = first["features.n_features"]
+
+    def get(name, default=0):
+        return first.get(f"features.{name}", default)
+
+    extra, start = {}, 0
+    for kind, cls in (("correlated", CorrelatedGroups), ("exclusive", ExclusiveGroups)):
+        groups, size = get(f"{kind}_groups"), get(f"{kind}_group_size", 2)
+        if groups:
+            options = {"correlation": get("correlation", 0.5)} if cls is CorrelatedGroups else {}
+            extra[f"{kind}_groups"] = cls.consecutive(groups, size, start, **options)
+            start += groups * size
+    if get("hierarchy_parents"):
+        extra["hierarchy"] = Hierarchy.regular(get("hierarchy_parents"), get("hierarchy_children", 2), start,
+                                               exclusive_children=get("exclusive_children", False),
+                                               child_prob=get("child_prob", 0.5))
     params = {k[len(MAGNITUDE_PARAMS):]: v for k, v in first.items() if k.startswith(MAGNITUDE_PARAMS)}
-    if "features.magnitude" in first or params:  # its law, with its [features.magnitude_params]
-        extra["magnitude"] = MAGNITUDES[first.get("features.magnitude", "uniform")](**params)
-    return FeatureDistribution(first["features.n_features"], torch.stack([firing_probabilities(p) for p in points]),
-                               n_instances=len(points), importance=torch.stack([importance(p) for p in points]),
-                               device=device, **extra)
+    if "features.magnitude" in first or params:
+        extra["magnitude"] = MAGNITUDES[get("magnitude", "uniform")](**params)
+    importance = [p["features.importance_decay"] ** torch.arange(n, dtype=torch.float32) for p in points]
+    return FeatureDistribution(n, torch.stack([firing_probabilities(p) for p in points]), n_instances=len(points),
+                               importance=torch.stack(importance), device=device, **extra)
 
 
 def toy_model(points: list[dict], device) -> ToyModel:
@@ -143,54 +125,44 @@ def toy_model(points: list[dict], device) -> ToyModel:
                     seed=[stream_seed(p, "toy_init") for p in points], device=device)
 
 
-def toy_model_view(model: ToyModel, instances: list[int]) -> ToyModel:
-    """A toy model whose instance j is a copy of `model`'s instance instances[j] (one per SAE that reads it)."""
-    view = ToyModel(model.n_features, model.d_hidden, len(instances), kind=model.kind, device=model.W.device)
-    index = torch.as_tensor(instances, device=model.W.device)
-    with torch.no_grad():
-        view.W.copy_(model.W[index])
-        view.b.copy_(model.b[index])
-    return view
-
-
-def directions(point: dict, device) -> torch.Tensor:
-    """A point's dictionary, (1, n_features, d_hidden): it depends on the point's seed and shape only
-    (config.DICTIONARY_KEYS), so every sparsity of a seed reads the same dictionary."""
-    n, d, seed = point["features.n_features"], point["source.d_hidden"], stream_seed(point, "directions")
-    if point.get("source.dictionary", "random") == "low_coherence":
-        return low_coherence_directions(n, d, seed=seed, device=device).directions
-    return random_directions(n, d, seed=seed, device=device)
+def distinct_toy_models(points: list[dict]) -> tuple[list[dict], list[int]]:
+    """(one point per distinct toy model, in order; the toy-model instance of each point)."""
+    keys = [toy_key(p) for p in points]
+    order = list(dict.fromkeys(keys))
+    return [points[keys.index(k)] for k in order], [order.index(k) for k in keys]
 
 
 def _snr(point: dict) -> dict:
     return {"snr": point["source.snr"]} if "source.snr" in point else {}
 
 
+def toy_model_source(model: ToyModel, toy_instance: list[int], points: list[dict], device) -> ToyModelSource:
+    """The hidden activations SAE instance j reads (from its own stream): toy-model instance toy_instance[j]
+    on point j's features."""
+    view = ToyModel(model.n_features, model.d_hidden, len(toy_instance), kind=model.kind, device=model.W.device)
+    index = torch.as_tensor(toy_instance, device=model.W.device)
+    with torch.no_grad():
+        view.W.copy_(model.W[index])
+        view.b.copy_(model.b[index])
+    return ToyModelSource(view, distribution(points, device), **_snr(points[0]))
+
+
 def dictionary_source(points: list[dict], device) -> DictionarySource:
-    """Fixed unit directions per point (random or low-coherence, from the point's seed), or a preset world
+    """Fixed unit directions per point, random or low-coherence, (1, n_features, d_hidden) each: from the
+    point's seed and shape only (config.DICTIONARY_KEYS), one per distinct seed, shared. Or a preset world
     (every point the same world, each its own data stream)."""
     first = points[0]
     if "source.world" in first:
         return worlds.named(first["source.world"], n_instances=len(points), device=device)
-    seeds = [stream_seed(p, "directions") for p in points]  # one dictionary per distinct seed, shared
-    made = {seed: directions(p, device) for seed, p in dict(zip(seeds, points)).items()}
+    seeds, made = [stream_seed(p, "directions") for p in points], {}
+    for seed, p in dict(zip(seeds, points)).items():
+        n, d = p["features.n_features"], p["source.d_hidden"]
+        if p.get("source.dictionary", "random") == "low_coherence":
+            made[seed] = low_coherence_directions(n, d, seed=seed, device=device).directions
+        else:
+            made[seed] = random_directions(n, d, seed=seed, device=device)
     stacked = torch.cat([made[seed] for seed in seeds])
     return DictionarySource(stacked, distribution(points, device), noise=first["source.noise"], **_snr(first))
-
-
-def toy_model_source(model: ToyModel, toy_instance: list[int], points: list[dict], device) -> ToyModelSource:
-    """The hidden activations SAE instance j reads: toy-model instance toy_instance[j] on point j's features.
-
-    One source instance per SAE point, so that each SAE's data come from its own stream.
-    """
-    return ToyModelSource(toy_model_view(model, toy_instance), distribution(points, device), **_snr(points[0]))
-
-
-def distinct_toy_models(points: list[dict]) -> tuple[list[dict], list[int]]:
-    """(one point per distinct toy model, in order; the toy-model instance of each point)."""
-    keys = [toy_key(p) for p in points]
-    order = list(dict.fromkeys(keys))
-    return [points[keys.index(k)] for k in order], [order.index(k) for k in keys]
 
 
 def sae(points: list[dict], device) -> SAE:
@@ -205,9 +177,5 @@ def sae(points: list[dict], device) -> SAE:
 
 def sae_train_settings(point: dict) -> dict:
     """Keyword arguments of train_sae that the config sets (the rest come from the recipe)."""
-    settings = {"steps": point["sae.steps"], "batch_size": point["sae.batch_size"]}
-    if point.get("sae.lr") is not None:
-        settings["lr"] = point["sae.lr"]
-    if point.get("sae.snapshots"):
-        settings["snapshots"] = point["sae.snapshots"]
-    return settings
+    return {name: point[f"sae.{name}"] for name in ("steps", "batch_size", "lr", "snapshots")
+            if point.get(f"sae.{name}")}  # steps and batch_size are >= 1, an lr > 0

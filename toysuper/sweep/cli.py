@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import sys
 import warnings
 from pathlib import Path
 
 import pandas as pd
+import torch
+
+from . import config as config_io
+from ..grade.evaluate import evaluate
+from ..sae import RECIPES, SAE
+from ..sources import DictionarySource
+from ..toy.model import KINDS as TOY_MODEL_KINDS
+from ..truth.distribution import FeatureDistribution
+from ..truth.magnitudes import MAGNITUDES
+from ..validate.api import command as command_validate
+from .experiments import default_run_dir, dry_run, finished, order_rows, run
+from .store import RunStore
 
 SUMMARY_COLUMNS = ["n_graded", "n_represented", "dims_per_feature", "RECOVERED", "mmcs", "hungarian_cos",
                    "activation_mcc", "fvu", "l0", "dead_fraction"]
@@ -16,21 +29,17 @@ SUMMARY_COLUMNS = ["n_graded", "n_represented", "dims_per_feature", "RECOVERED",
 
 def summary_table(results: pd.DataFrame, config: dict) -> str:
     """One line per configuration (averaged over seeds when seeds are swept): its axes and main scores."""
-    from . import config as config_io
-
     sweep = [k for k in config_io.axes(config) if k in results]
     thresholds = config["evaluate"]["threshold"]
     recovered = [f"recovered@{t:g}" for t in (thresholds if isinstance(thresholds, list) else [thresholds])]
     metrics = [m for c in SUMMARY_COLUMNS for m in (recovered if c == "RECOVERED" else [c])]
     metrics = [c for c in metrics if c in results and results[c].notna().any()]
-    table = results
+    table, note = results, ""
     if "seed" in sweep and results["seed"].nunique() > 1:
         sweep.remove("seed")
         table = results.groupby(sweep, sort=False, dropna=False)[metrics].mean().reset_index() if sweep else \
             results[metrics].mean().to_frame().T
         note = f"(mean over {results['seed'].nunique()} seeds)\n"
-    else:
-        note = ""
     short = [k.split(".")[-1] for k in sweep]
     names = {k: (s if short.count(s) == 1 else k) for k, s in zip(sweep, short)}
     shown = table[sweep + metrics].rename(columns=names)
@@ -39,8 +48,6 @@ def summary_table(results: pd.DataFrame, config: dict) -> str:
 
 def failure_lines(results: pd.DataFrame, config: dict, limit: int = 20) -> list[str]:
     """The configurations whose last try failed: their swept keys and the reason (empty when none failed)."""
-    from . import config as config_io
-
     if results.empty or "status" not in results:
         return []
     failed = results[results["status"].notna() & (results["status"] != "ok")]
@@ -56,19 +63,11 @@ def failure_lines(results: pd.DataFrame, config: dict, limit: int = 20) -> list[
     return lines
 
 
-def _written(run_dir: Path) -> str:
-    names = ["results.csv", "features.csv", "config.toml"] + sorted(p.name for p in run_dir.glob("*.png"))
-    return ", ".join(str(run_dir / n) for n in names if (run_dir / n).exists())
-
-
 def command_run(args) -> int:
-    from . import config as config_io
-    from .experiments import default_run_dir, dry_run, finished, run
-
     overrides = list(args.set) + ([f"run.executor={args.executor}"] if args.executor else [])
     config = config_io.load(args.config, overrides)
     if args.device is not None:
-        config_io.check_device(args.device)
+        config_io.check_device("device", args.device)
     if args.out is not None and not args.out.strip():
         raise ValueError(f"--out must name a folder, got {args.out!r} (leave it out for runs/NAME-KEY)")
     if args.dry_run:
@@ -86,15 +85,13 @@ def command_run(args) -> int:
     failures = failure_lines(results, config)
     if failures:
         print("\n" + "\n".join(failures), file=sys.stderr)
-    print(f"\nwrote {_written(out_dir)}")
+    names = ["results.csv", "features.csv", "config.toml"] + sorted(p.name for p in out_dir.glob("*.png"))
+    print(f"\nwrote {', '.join(str(out_dir / n) for n in names if (out_dir / n).exists())}")
     return 1 if failures else 0
 
 
 def command_report(args) -> int:
-    from . import config as config_io
-    from .experiments import finished, order_rows
-    from .plots import draw_figures
-    from .store import RunStore
+    from .plots import draw_figures  # seaborn only once there is something to draw
 
     store = RunStore(args.run_dir)
     if Path(args.run_dir).is_file():
@@ -139,26 +136,12 @@ def command_report(args) -> int:
 
 def _metric_names() -> list[str]:
     """The report's summary columns, read off a tiny grading so the list never goes stale."""
-    import torch
-
-    from ..grade.evaluate import evaluate
-    from ..truth.distribution import FeatureDistribution
-    from ..sae import SAE
-    from ..sources import DictionarySource
-
     source = DictionarySource(torch.eye(2), FeatureDistribution(2, 0.5, device="cpu"))
     report = evaluate(SAE(2, 2, 1, device="cpu"), source, n_samples=64)
     return [c for c in report.summary.columns if c != "instance"]
 
 
 def command_list(args) -> int:
-    import inspect
-
-    from . import config as config_io
-    from ..toy.model import KINDS as TOY_MODEL_KINDS
-    from ..truth.magnitudes import MAGNITUDES
-    from ..sae import RECIPES
-
     print("recipes ([sae] recipe = NAME; its hyperparameters are [sae] keys and sweepable):")
     for name, recipe in RECIPES.items():
         hyper = ", ".join([f"{k}={v:g}" for k, v in recipe.hyperparameters.items()]
@@ -194,32 +177,25 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser.add_argument("--executor", choices=["local", "ray"], help="where batches run (default: local)")
     run_parser.add_argument("--dry-run", action="store_true", help="print the plan and train nothing")
     run_parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    run_parser.set_defaults(handler=command_run)
     report_parser = commands.add_parser("report", help="re-draw a run folder's figures and print its summary")
     report_parser.add_argument("run_dir", help="the run folder")
-    report_parser.set_defaults(handler=command_report)
-    list_parser = commands.add_parser("list", help="list recipes, distributions, sources, metrics and config keys")
-    list_parser.set_defaults(handler=command_list)
-    add_validate(commands)
+    commands.add_parser("list", help="list recipes, distributions, sources, metrics and config keys")
+    check = commands.add_parser("validate", help="grade a recipe on the ground-truth suite against the built-ins")
+    check.add_argument("recipe", nargs="?", help="a recipe name or an import path module:Class")
+    check.add_argument("--list", action="store_true", help="list the suite's tasks and what each asks")
+    check.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a hyperparameter or "
+                       "train_sae setting of the recipe, e.g. --set lr=0.001")
+    check.add_argument("--suite", default="smoke", choices=["smoke", "cpu", "gpu"])
+    check.add_argument("--out", help="run folder (default validate-RECIPE-SUITE; the same command resumes)")
+    check.add_argument("--baselines", default="shipped", choices=["shipped", "rerun"])
+    check.add_argument("--at", default="matched", choices=["matched", "defaults"], help="every recipe at the "
+                       "task's L0, or at its own default sparsity")
+    check.add_argument("--device", help="cpu, cuda or auto (default auto)")
+    check.add_argument("--quiet", action="store_true")
     return parser
 
 
-def add_validate(commands) -> None:
-    """`toysuper validate RECIPE`: the recipe on the validation suite beside the built-ins (toysuper/validate)."""
-    from ..validate.api import command
-    parser = commands.add_parser("validate", help="grade a recipe on the ground-truth suite against the built-ins")
-    parser.add_argument("recipe", nargs="?", help="a recipe name or an import path module:Class")
-    parser.add_argument("--list", action="store_true", help="list the suite's tasks and what each asks")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a hyperparameter or "
-                        "train_sae setting of the recipe, e.g. --set lr=0.001")
-    parser.add_argument("--suite", default="smoke", choices=["smoke", "cpu", "gpu"])
-    parser.add_argument("--out", help="run folder (default validate-RECIPE-SUITE; the same command resumes)")
-    parser.add_argument("--baselines", default="shipped", choices=["shipped", "rerun"])
-    parser.add_argument("--at", default="matched", choices=["matched", "defaults"], help="every recipe at the "
-                        "task's L0, or at its own default sparsity")
-    parser.add_argument("--device", help="cpu, cuda or auto (default auto)")
-    parser.add_argument("--quiet", action="store_true")
-    parser.set_defaults(handler=command)
+COMMANDS = {"run": command_run, "report": command_report, "list": command_list, "validate": command_validate}
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -233,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning  # one line each, no source location
         try:
-            return args.handler(args)
+            return COMMANDS[args.command](args)
         except (ValueError, TypeError) as error:  # bad input: a clear message, not a traceback
             print(f"toysuper: error: {error}", file=sys.stderr)
             return 2

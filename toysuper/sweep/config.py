@@ -1,15 +1,9 @@
-"""Experiment configs: TOML files whose list values are sweep axes.
+"""Experiment configs: TOML files whose list values are sweep axes; the grid is the product of every axis.
 
-One frozen dataclass per section (`SECTIONS`: top-level keys, [features], [source], [sae], [evaluate],
-[run]); each field is a key with its type, default, help and the check of one value. A key left out
-takes its default; an optional key (default None) stays absent unless given; a key no section names is
-an error that names it. A list value is a sweep axis, and the grid is the product of every axis.
-`resolve` checks each value; `assemble.check_point` checks what depends on several keys, per grid point.
-
-[sae] also takes every hyperparameter and option of the recipe(s) it names (`toysuper.RECIPES`), for
-all of them (`sae.k = [4, 8]`) or one recipe only (`[sae.topk] k = [4, 8]`). A hyperparameter is an axis
-only for the recipes that take it: `recipe = ["relu_l1", "topk"]` with `l1_coefficient` and `k` gives
-each recipe its own grid.
+One frozen dataclass per section (`SECTIONS`), one field per key (`key`). `resolve` checks each value;
+`assemble.check_point` checks what depends on several keys, per grid point. [sae] also takes every
+hyperparameter and option of the recipe(s) it names, for all of them (`sae.k = [4, 8]`) or one recipe only
+(`[sae.topk] k = [4, 8]`); a hyperparameter is an axis only for the recipes that take it.
 """
 
 from __future__ import annotations
@@ -18,16 +12,23 @@ import difflib
 import functools
 import hashlib
 import importlib
+import inspect
 import itertools
 import json
-import math
 import re
 import sys
+from collections import namedtuple
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import NamedTuple
+
+import tomli_w
+import torch
 
 from .. import checks
+from ..sae import RECIPES, get_recipe
+from ..toy.model import KINDS
+from ..truth.magnitudes import MAGNITUDES
+from ..worlds import WORLDS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -35,19 +36,13 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 
-class Key(NamedTuple):
-    """A key: default (None: absent unless given), meaning, check(key, value), whether it may vary between the
-    instances of one batched pass (it changes no shape), and the (value, key) it applies with (None: when set)."""
-
-    default: object
-    help: str
-    check: object = None
-    instance: bool = False
-    only: tuple | None = None
+Key = namedtuple("Key", "default help check instance only", defaults=(None, False, None))
+"""A key: default (None: absent unless given), meaning, check(key, value), whether it may vary between the
+instances of one batched pass (it changes no shape), and the "other" or "other=value" it applies only with."""
 
 
-def key(default, help, check=None, instance=False, only=None):
-    return field(default=default, metadata={"key": Key(default, help, check, instance, only)})
+def key(*args, **kwargs):
+    return field(default=args[0], metadata={"key": Key(*args, **kwargs)})
 
 
 def rule(ok, what):
@@ -58,46 +53,35 @@ def rule(ok, what):
     return check
 
 
-def one_of(*choices):
-    """A check that a value is one of `choices`, or a key of "module:NAME" (imported when first needed)."""
-    def known():
-        module, _, name = choices[0].partition(":") if len(choices) == 1 else ("", "", "")
-        return list(getattr(importlib.import_module(module, __package__), name) if name else choices)
+def one_of(choices):
+    """A check that a value is one of `choices` (or of `choices()`, from a module that imports this one)."""
+    known = (lambda: list(choices())) if callable(choices) else (lambda: list(choices))
     return rule(lambda value: value in known(), lambda: f"one of {known()}")
 
 
-def _number(value, low, high, open_low=False, open_high=False) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            and (low < value if open_low else low <= value) and (value < high if open_high else value <= high))
+def _real(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def whole_at_least(least):
-    return rule(lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= least, f"a whole number >= {least}")
-
-
-def check_device(device, value=None) -> None:
-    """'auto', 'cpu', 'cuda', 'cuda:1' (check_device(device) or, as a key's check, check_device("device", value));
-    whether this machine has it is checked at run time, so a plan can be made on a laptop for a GPU machine."""
-    import torch
-
-    device = device if value is None else value
+def _device(value) -> bool:
     try:
-        if device == "auto" or torch.device(device).type in ("cpu", "cuda"):
-            return
+        return value == "auto" or torch.device(value).type in ("cpu", "cuda")
     except (RuntimeError, TypeError):
-        pass
-    raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
+        return False
 
+
+check_device = rule(_device, "auto, cpu, cuda or cuda:N")
+"""check_device("device", value): whether this machine has it is checked at run time (a plan may be made on a laptop
+for a GPU machine)."""
 
 positive, non_negative, whole = checks.positive_float, checks.non_negative, checks.positive_int
-count, at_least_2 = whole_at_least(0), whole_at_least(2)
-probability = rule(lambda v: _number(v, 0, 1), "a number in [0, 1]")
-fraction = rule(lambda v: _number(v, 0, 1, open_low=True), "a number in (0, 1]")
+count = rule(lambda v: type(v) is int and v >= 0, "a whole number >= 0")
+at_least_2 = rule(lambda v: type(v) is int and v >= 2, "a whole number >= 2")
+probability = rule(lambda v: _real(v) and 0 <= v <= 1, "a number in [0, 1]")  # NaN and inf compare false
+fraction = rule(lambda v: _real(v) and 0 < v <= 1, "a number in (0, 1]")
 boolean = rule(lambda v: isinstance(v, bool), "true or false")
+string = rule(lambda v: isinstance(v, str), "a string")
 FREQUENCY_LAWS, DICTIONARIES = ("constant", "zipf"), ("random", "low_coherence")
-GROUPS, EXCLUSIVE, PARENTS = (None, "features.correlated_groups"), (None, "features.exclusive_groups"), \
-    (None, "features.hierarchy_parents")
-DICTIONARY = ("dictionary", "source.kind")
 
 
 @dataclass(frozen=True)
@@ -105,7 +89,7 @@ class Experiment:
     name: str = key("experiment", "name of the experiment (the run folder is runs/NAME-HASH)", rule(
         lambda v: isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*", v),  # one folder: runs/NAME
         "a plain folder name (letters, digits, '-', '_', '.'; no leading '.'), since the run folder is runs/NAME-KEY"))
-    description: str = key("", "the question the experiment answers", rule(lambda v: isinstance(v, str), "a string"))
+    description: str = key("", "the question the experiment answers", string)
     seed: int = key(0, "replicate seed; a list gives independent replicates trained side by side", count, True)
     device: str = key("auto", "cpu, cuda or auto (CUDA when present)", check_device)
 
@@ -114,55 +98,57 @@ class Experiment:
 class Features:  # the planted features: toysuper.FeatureDistribution
     n_features: int = key(20, "number of planted features", whole)
     sparsity: float | None = key(0.9, "S = 1 - mean firing probability (give sparsity or l0)", rule(
-        lambda v: _number(v, 0, 1, open_high=True), "a number in [0, 1) (at 1 no feature ever fires)"), True)
+        lambda v: _real(v) and 0 <= v < 1, "a number in [0, 1) (at 1 no feature ever fires)"), True)
     l0: float | None = key(None, "mean number of features firing per sample (instead of sparsity)", positive, True)
-    frequency: str = key("constant", "firing-probability law across features: constant or zipf",
-                         one_of(*FREQUENCY_LAWS))
+    frequency: str = key("constant", "firing-probability law across features: constant or zipf", one_of(FREQUENCY_LAWS))
     zipf_exponent: float | None = key(None, "zipf law: p_i proportional to (i+1)^-exponent (default 1)", non_negative,
-                                      True, ("zipf", "features.frequency"))
+                                      True, "features.frequency=zipf")
     importance_decay: float = key(1.0, "importance of feature i is decay**i (1: all equal)", fraction, True)
     magnitude: str | None = key(None, "value of a firing feature: uniform (U[0,1], default), constant, exponential, "
                                 "folded_normal; parameters in [features.magnitude_params]",
-                                one_of("..truth.magnitudes:MAGNITUDES"))
+                                one_of(MAGNITUDES))
     correlated_groups: int | None = key(None, "groups of consecutive features (from 0) that fire together", count)
-    correlated_group_size: int | None = key(None, "features per correlated group (default 2)", at_least_2, only=GROUPS)
+    correlated_group_size: int | None = key(None, "features per correlated group (default 2)", at_least_2,
+                                            only="features.correlated_groups")
     correlation: float | None = key(None, "correlation of a correlated group's members' firing (default 0.5)",
-                                    probability, only=GROUPS)
+                                    probability, only="features.correlated_groups")
     exclusive_groups: int | None = key(None, "groups of consecutive features (after the correlated ones) of which "
                                        "at most one fires", count)
-    exclusive_group_size: int | None = key(None, "features per exclusive group (default 2)", at_least_2, only=EXCLUSIVE)
+    exclusive_group_size: int | None = key(None, "features per exclusive group (default 2)", at_least_2,
+                                           only="features.exclusive_groups")
     hierarchy_parents: int | None = key(None, "parents of a hierarchy, after the groups, each followed by its children",
                                         count)
     hierarchy_children: int | None = key(None, "children per parent, each firing only with its parent (default 2)",
-                                         whole, only=PARENTS)
-    child_prob: float | None = key(None, "P(child fires | parent fires) (default 0.5)", probability, only=PARENTS)
+                                         whole, only="features.hierarchy_parents")
+    child_prob: float | None = key(None, "P(child fires | parent fires) (default 0.5)", probability,
+                                   only="features.hierarchy_parents")
     exclusive_children: bool | None = key(None, "at most one child of a parent fires (default false)", boolean,
-                                          only=PARENTS)
+                                          only="features.hierarchy_parents")
 
 
 @dataclass(frozen=True)
 class Source:  # where the hidden activations come from: toysuper.ToyModelSource or DictionarySource
     kind: str = key("toy_model", "toy_model (a trained toy model) or dictionary (fixed random unit directions)",
-                    one_of("toy_model", "dictionary"))
+                    one_of(("toy_model", "dictionary")))
     d_hidden: int = key(5, "hidden width", whole)
-    toy_model: str = key("relu_output", "toy-model kind: linear, relu_output, hidden_relu", one_of("..toy.model:KINDS"))
+    toy_model: str = key("relu_output", "toy-model kind: linear, relu_output, hidden_relu", one_of(KINDS))
     steps: int = key(5_000, "toy-model training steps", whole)
     batch_size: int = key(1024, "toy-model batch size", whole)
     lr: float = key(1e-3, "toy-model learning rate (AdamW)", positive)
     noise: float = key(0.0, "dictionary source: std of Gaussian noise in hidden space (snr works for both kinds)",
-                       non_negative, only=DICTIONARY)
+                       non_negative, only="source.kind=dictionary")
     snr: float | None = key(None, "signal-to-noise power ratio of Gaussian noise added to the hidden activations "
                             "(either source kind; instead of noise)", positive)
     dictionary: str | None = key(None, "dictionary source: random (default) or low_coherence directions",
-                                 one_of(*DICTIONARIES), only=DICTIONARY)
+                                 one_of(DICTIONARIES), only="source.kind=dictionary")
     world: str | None = key(None, "dictionary source: a preset world instead of [features] and the dictionary: "
-                            "synthsaebench_16k or synthsaebench_4k (toysuper.worlds)", one_of("..worlds:WORLDS"),
-                            only=DICTIONARY)
+                            "synthsaebench_16k or synthsaebench_4k (toysuper.worlds)", one_of(WORLDS),
+                            only="source.kind=dictionary")
 
 
 @dataclass(frozen=True)
 class Sae:  # toysuper.SAE and train_sae; the recipe's hyperparameters and options are [sae] keys too
-    recipe: str = key("anthropic_2024", "SAE recipe (toysuper list shows them)")
+    recipe: str = key("anthropic_2024", "SAE recipe (toysuper list shows them)")  # checked in _check_extra_keys
     d_sae: int = key(40, "number of SAE latents", whole)
     steps: int = key(3_000, "SAE training steps", whole)
     batch_size: int = key(1024, "SAE batch size", whole)
@@ -174,8 +160,8 @@ class Sae:  # toysuper.SAE and train_sae; the recipe's hyperparameters and optio
 @dataclass(frozen=True)
 class Evaluate:
     n_samples: int = key(20_000, "held-out samples for activation-level scores", rule(
-        lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 10**8, "a whole number >= 1 and at "
-        "most 100,000,000 (grading streams samples in chunks, and 10**8 already take hours on a CPU)"))
+        lambda v: type(v) is int and 1 <= v <= 10**8, "a whole number >= 1 and at most 100,000,000 (grading streams "
+        "samples in chunks, and 10**8 already take hours on a CPU)"))
     threshold: float = key(0.9, "tau of recovered@tau", fraction)
 
 
@@ -189,7 +175,7 @@ class Run:  # how to run, not what: never part of a configuration's identity, ne
     save_models: bool = key(False, "save every trained SAE and toy model (safetensors + JSON) in the run folder",
                             boolean)
     executor: str = key("local", "local (in this process) or ray (instance batches as Ray tasks)",
-                        one_of(".executors:EXECUTORS"))
+                        one_of(lambda: importlib.import_module(".executors", __package__).EXECUTORS))
     ray_address: str = key("", "Ray cluster address ('' starts or joins a local instance, 'auto' joins one)",
                            rule(lambda v: isinstance(v, str), "a string ('' starts a local Ray, 'auto' joins one)"))
     gpus_per_batch: float = key(1.0, "GPUs a Ray task claims when the cluster has GPUs", non_negative)
@@ -201,27 +187,21 @@ SCHEMA: dict[str, Key] = {prefix + f.name: f.metadata["key"] for prefix, cls in 
 INTEGER_KEYS = frozenset(prefix + f.name for prefix, cls in SECTIONS.items() for f in fields(cls)
                          if type(f.default) is int or f.type.startswith("int"))
 """Keys that count things: a whole-number float (6.0) is taken as the int it names, as everywhere in toysuper."""
-
-
-def section(cls, point: dict):
-    """The typed section `cls` of a flat point (absent optional keys are None)."""
-    prefix = next(p for p, c in SECTIONS.items() if c is cls)
-    return cls(**{f.name: point.get(prefix + f.name) for f in fields(cls)})
-
-
-# Keys that do not change what a configuration computes: left out of its identity.
 NON_IDENTITY = ("name", "description", "device", "sae.snapshots")  # snapshots record training, never change it
-NON_IDENTITY_SECTIONS = ("run",)
+"""Keys that do not change what a configuration computes (nor does any [run] key): left out of its identity."""
 MAGNITUDE_PARAMS = "features.magnitude_params."
 TOY_MODEL_KEYS = ("source.kind", "source.d_hidden", "source.toy_model", "source.steps", "source.batch_size",
                   "source.lr")
 """The [source] keys that shape a toy model (with every [features] key and the seed)."""
+GRADING = "evaluate."
+"""Keys under [evaluate] change only how a trained SAE is graded, never what trains."""
+DICTIONARY_KEYS = ("seed", "features.n_features", "source.d_hidden", "source.dictionary")
+"""What a dictionary's directions depend on: every sparsity of a seed reads the same dictionary."""
+STREAMS = ("directions", "toy_init", "toy_data", "sae_init", "sae_data", "evaluate")
 
 
 def _recipes(specs=()) -> dict:
     """The registered recipes by name, and those of `specs` named by import path ("module:Class")."""
-    from ..sae import RECIPES, get_recipe  # torch is only imported once a config is resolved
-
     try:
         return {**RECIPES, **{spec: get_recipe(spec) for spec in specs if isinstance(spec, str) and ":" in spec}}
     except ValueError as error:
@@ -231,6 +211,10 @@ def _recipes(specs=()) -> dict:
 def _takes(recipe) -> dict:
     """A recipe's [sae] keys and their defaults: its hyperparameters (per instance) and options (per SAE)."""
     return {**recipe.hyperparameters, **{name: recipe.option_default(name) for name in recipe.options}}
+
+
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
 
 
 def flatten(config: dict, prefix: str = "") -> dict:
@@ -250,14 +234,8 @@ def unflatten(flat: dict) -> dict:
     return nested
 
 
-BARE_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
-
-
 def parse_override(text: str) -> tuple[str, object]:
-    """"sae.l1_coefficient=[0.1, 0.3]" -> ("sae.l1_coefficient", [0.1, 0.3]); values are TOML.
-
-    A bare word (relu_output) is taken as a string; anything else that is not TOML is an error.
-    """
+    """"sae.l1_coefficient=[0.1, 0.3]" -> ("sae.l1_coefficient", [0.1, 0.3]): a TOML value, or a bare word."""
     if "=" not in text:
         raise ValueError(f"--set takes key=value, got {text!r}")
     name, raw = (part.strip() for part in text.split("=", 1))
@@ -266,13 +244,13 @@ def parse_override(text: str) -> tuple[str, object]:
     except tomllib.TOMLDecodeError as error:
         if raw in ("True", "False"):
             raise ValueError(f"--set {name}={raw}: TOML's booleans are lowercase, {raw.lower()}") from None
-        if not BARE_WORD.fullmatch(raw):
-            hint = ""
-            if raw.startswith("["):
-                words = [w.strip() for w in raw.strip("[]").split(",")]
-                hint = f"; strings in a list need quotes: {name}=[{', '.join(json.dumps(w) for w in words)}]"
-            raise ValueError(f"--set {name}={raw}: not a TOML value ({error}){hint}") from None
-        return name, raw  # a bare word such as relu_output is a string
+        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", raw):
+            return name, raw  # relu_output: a string
+        hint = ""
+        if raw.startswith("["):
+            words = ", ".join(json.dumps(w.strip()) for w in raw.strip("[]").split(","))
+            hint = f"; strings in a list need quotes: {name}=[{words}]"
+        raise ValueError(f"--set {name}={raw}: not a TOML value ({error}){hint}") from None
 
 
 def did_you_mean(name: str, known) -> str:
@@ -287,26 +265,22 @@ def did_you_mean(name: str, known) -> str:
     return f"; the sections are {', '.join(f'[{s}]' for s in sections)} (`toysuper list` shows every key)"
 
 
-def _as_list(value) -> list:
-    return value if isinstance(value, list) else [value]
-
-
 def _check_extra_keys(flat: dict) -> None:
     """sae.<hp> must belong to a swept recipe, sae.<recipe>.<hp> to that recipe, and every
     features.magnitude_params.<name> to each swept magnitude law."""
-    import inspect
-
     recipes = _as_list(flat["sae.recipe"])
     registry = _recipes(recipes)
     for recipe in recipes:
         if not isinstance(recipe, str) or recipe not in registry:
             raise ValueError(f"sae.recipe must be one of {sorted(registry)}, got {recipe!r}")
-    takes = {r: sorted(_takes(registry[r])) for r in recipes}
-    known = {k for k in SCHEMA if k.startswith("sae.")} | {f"sae{t}.{h}" for r in recipes
-                                                            for t in ("", f".{r}") for h in takes[r]}
-    magnitudes = importlib.import_module("..truth.magnitudes", __package__).MAGNITUDES
-    laws = {law: inspect.signature(magnitudes[law]).parameters
-            for law in _as_list(flat.get("features.magnitude", "uniform"))}
+
+    def keys(names):
+        return {f"sae{table}.{h}" for r in names for table in ("", f".{r}") for h in _takes(registry[r])}
+
+    schema = sorted(k for k in SCHEMA if k.startswith("sae."))
+    known = {*schema, *keys(recipes)}
+    magnitudes = _as_list(flat.get("features.magnitude", "uniform"))
+    laws = {law: inspect.signature(MAGNITUDES[law]).parameters for law in magnitudes}
     for name in flat:
         parts = name.split(".")
         if name.startswith(MAGNITUDE_PARAMS):
@@ -317,9 +291,9 @@ def _check_extra_keys(flat: dict) -> None:
             if len(parts) == 3 and parts[1] in registry:
                 raise ValueError(f"config key {name!r} sets recipe {parts[1]!r}, which sae.recipe="
                                  f"{flat['sae.recipe']!r} does not include")
-            anywhere = known | {f"sae{t}.{h}" for r in registry for t in ("", f".{r}") for h in _takes(registry[r])}
+            takes = {r: sorted(_takes(registry[r])) for r in recipes}
             raise ValueError(f"unknown config key {name!r}: sae.recipe={flat['sae.recipe']!r} takes {takes} and "
-                             f"{sorted(k for k in SCHEMA if k.startswith('sae.'))}{did_you_mean(name, anywhere)}")
+                             f"{schema}{did_you_mean(name, known | keys(registry))}")
 
 
 def resolve(user: dict, overrides: list[str] = ()) -> dict:
@@ -328,9 +302,8 @@ def resolve(user: dict, overrides: list[str] = ()) -> dict:
     flat = {name: spec.default for name, spec in SCHEMA.items() if spec.default is not None}
     given = flatten(user)
     for text in overrides:
-        name, value = parse_override(text)  # --set sae.topk={k=4}: a table, as flat keys
-        given.update({f"{name}.{k}": v for k, v in flatten(value).items()} if isinstance(value, dict)
-                     else {name: value})
+        name, value = parse_override(text)
+        given.update(flatten({name: value}))  # --set sae.topk={k=4}: a table, as flat keys
     for name, value in given.items():
         if name not in SCHEMA and not name.startswith(("sae.", MAGNITUDE_PARAMS)):
             raise ValueError(f"unknown config key {name!r}{did_you_mean(name, SCHEMA)}")
@@ -374,6 +347,11 @@ def load(path, overrides: list[str] = ()) -> dict:
     return resolve(user, overrides)
 
 
+def to_toml(config: dict) -> str:
+    """A resolved config (tables of scalars and lists of scalars) as TOML."""
+    return tomli_w.dumps(config)
+
+
 def is_hyperparameter(name: str) -> bool:
     """sae.<hp> or sae.<recipe>.<hp>: a recipe hyperparameter rather than a schema key."""
     return name.startswith("sae.") and name not in SCHEMA
@@ -384,10 +362,9 @@ def is_instance_axis(name: str) -> bool:
     return is_hyperparameter(name) or (name in SCHEMA and SCHEMA[name].instance)
 
 
-@functools.lru_cache(maxsize=None)
 def is_identity(name: str) -> bool:
     """Whether `name` changes what a configuration computes (see NON_IDENTITY)."""
-    return name not in NON_IDENTITY and name.split(".")[0] not in NON_IDENTITY_SECTIONS
+    return name not in NON_IDENTITY and name.split(".")[0] != "run"
 
 
 def axes(config: dict) -> dict[str, list]:
@@ -401,11 +378,8 @@ def axes(config: dict) -> dict[str, list]:
 
 
 def expand(config: dict) -> list[dict]:
-    """Every grid point as a flat dict of scalars, in a stable order.
-
-    Each point carries the hyperparameters of its own recipe as sae.<hp> (recipe table
-    first, then the [sae] value, then the recipe's default), and none of other recipes'.
-    """
+    """Every grid point as a flat dict of scalars, in a stable order. Each point carries the hyperparameters of its
+    own recipe as sae.<hp> (recipe table first, then the [sae] value, then the recipe's default)."""
     flat = flatten(config)
     plain = {k: v for k, v in flat.items() if not is_hyperparameter(k)}
     sweep = {k: v for k, v in plain.items() if isinstance(v, list)}
@@ -416,7 +390,7 @@ def expand(config: dict) -> list[dict]:
         recipe, d_sae = registry[base["sae.recipe"]], base["sae.d_sae"]
         hyper = {}
         for name, default in _takes(recipe).items():
-            if isinstance(d_sae, int) and not isinstance(d_sae, bool) and name not in recipe.options:
+            if type(d_sae) is int and name not in recipe.options:
                 default = recipe.default(name, d_sae)  # a default may depend on the width (k_aux)
             hyper[f"sae.{name}"] = flat.get(f"sae.{base['sae.recipe']}.{name}", flat.get(f"sae.{name}", default))
         hyper_axes = {k: v for k, v in hyper.items() if isinstance(v, list)}
@@ -426,64 +400,8 @@ def expand(config: dict) -> list[dict]:
 
 
 def identity(point: dict) -> dict:
-    """The keys of a grid point that decide what it computes."""
+    """The keys of a grid point (or a flat config) that decide what it computes."""
     return {k: v for k, v in point.items() if is_identity(k)}
-
-
-def point_key(point: dict) -> str:
-    """A stable 16-hex-digit key of what a grid point computes (its identity keys and values)."""
-    return _key(identity(point))
-
-
-def _key(items: dict, length: int = 16) -> str:
-    canonical = json.dumps({k: _canonical(v) for k, v in sorted(items.items())}, sort_keys=True)
-    return hashlib.sha1(canonical.encode()).hexdigest()[:length]
-
-
-GRADING = "evaluate."
-"""Keys under [evaluate] change only how a trained SAE is graded, never what trains."""
-DICTIONARY_KEYS = ("seed", "features.n_features", "source.d_hidden", "source.dictionary")
-"""What a dictionary's directions depend on: every sparsity of a seed reads the same dictionary."""
-
-
-def train_key(point: dict) -> str:
-    """A stable key of what a grid point trains: its identity without the grading keys.
-
-    Points that differ only in [evaluate] share it, and one trained SAE serves them all.
-    """
-    return _key({k: v for k, v in identity(point).items() if not k.startswith(GRADING)})
-
-
-def toy_key(point: dict) -> str:
-    """A stable key of the toy model a grid point reads: [features], the toy-model keys of [source], the seed."""
-    return _key({k: v for k, v in identity(point).items()
-                 if k.startswith("features.") or k in TOY_MODEL_KEYS or k == "seed"})
-
-
-STREAMS = ("directions", "toy_init", "toy_data", "sae_init", "sae_data", "evaluate")
-
-
-def stream_seed(point: dict, stream: str) -> int:
-    """The seed of one random stream of a grid point: a function of the point's configuration alone, so packing
-    (which points share a batched pass) never changes a result. Each stream hashes, with its name, the keys it
-    depends on: the toy model's the toy_key (points that read one toy model share it), the SAE's and the
-    held-out samples' the train_key (grading variants share them), the dictionary's the seed and its shape.
-    Seeds are below 2**52, exact in any JSON reader.
-    """
-    if stream == "directions":
-        key = _key({k: point.get(k) for k in DICTIONARY_KEYS})
-    elif stream.startswith("toy_"):
-        key = toy_key(point)
-    elif stream in STREAMS:
-        key = train_key(point)
-    else:
-        raise ValueError(f"stream must be one of {STREAMS}, got {stream!r}")
-    return int(hashlib.sha1(f"{stream}:{key}".encode()).hexdigest()[:13], 16)
-
-
-def config_key(config: dict) -> str:
-    """A stable 8-hex-digit key of what a whole config computes (its identity keys)."""
-    return _key({k: v for k, v in flatten(config).items() if is_identity(k)}, length=8)
 
 
 def _canonical(value):
@@ -493,15 +411,48 @@ def _canonical(value):
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
+def _key(items: dict, length: int = 16) -> str:
+    canonical = json.dumps({k: _canonical(v) for k, v in sorted(items.items())}, sort_keys=True)
+    return hashlib.sha1(canonical.encode()).hexdigest()[:length]
+
+
+def point_key(point: dict) -> str:
+    """A stable 16-hex-digit key of what a grid point computes (its identity keys and values)."""
+    return _key(identity(point))
+
+
+def train_key(point: dict) -> str:
+    """What a grid point trains: its identity without [evaluate] (one trained SAE serves every grading of it)."""
+    return _key({k: v for k, v in identity(point).items() if not k.startswith(GRADING)})
+
+
+def toy_key(point: dict) -> str:
+    """The toy model a grid point reads: its [features], toy-model [source] keys and seed."""
+    return _key({k: v for k, v in identity(point).items()
+                 if k.startswith("features.") or k in TOY_MODEL_KEYS or k == "seed"})
+
+
+def config_key(config: dict) -> str:
+    """A stable 8-hex-digit key of what a whole config computes (its identity keys)."""
+    return _key(identity(flatten(config)), length=8)
+
+
 def identity_differences(old: dict, new: dict) -> list[str]:
     """The identity keys whose values differ between two resolved configs."""
-    a = {k: _canonical(v) for k, v in flatten(old).items() if is_identity(k)}
-    b = {k: _canonical(v) for k, v in flatten(new).items() if is_identity(k)}
+    a, b = ({k: _canonical(v) for k, v in identity(flatten(c)).items()} for c in (old, new))
     return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 
-def to_toml(config: dict) -> str:
-    """Write a resolved config (tables of scalars and lists of scalars) back as TOML."""
-    import tomli_w
-
-    return tomli_w.dumps(config)
+def stream_seed(point: dict, stream: str) -> int:
+    """The seed of one random stream of a grid point, below 2**52 (exact in any JSON reader): a hash of the
+    stream's name and the keys it depends on, so packing never changes a result (the toy model's: the toy_key;
+    the SAE's and the held-out samples': the train_key; the dictionary's: DICTIONARY_KEYS)."""
+    if stream == "directions":
+        key = _key({k: point.get(k) for k in DICTIONARY_KEYS})
+    elif stream.startswith("toy_"):
+        key = toy_key(point)
+    elif stream in STREAMS:
+        key = train_key(point)
+    else:
+        raise ValueError(f"stream must be one of {STREAMS}, got {stream!r}")
+    return int(hashlib.sha1(f"{stream}:{key}".encode()).hexdigest()[:13], 16)

@@ -49,7 +49,7 @@ def _split(points: list[dict], memory_mb: float, max_instances: int) -> list[lis
 
 def budget(config: dict) -> tuple[float, int]:
     """(run.memory_mb, run.max_instances) of a resolved config (whose every [run] value `config.resolve` checked)."""
-    run = config_io.section(config_io.Run, config_io.flatten(config))
+    run = config_io.Run(**config["run"])
     return run.memory_mb, run.max_instances
 
 

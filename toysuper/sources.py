@@ -148,6 +148,14 @@ class _DrawnSource:
 
     capturable = True
 
+    def sample(self, batch_size: int, generator=None) -> Batch:
+        """Hidden activations and the features behind them, each (batch, inst, ·); `generator` as in `numbers`."""
+        return Batch(*self._batch(batch_size, generator, True))
+
+    def sample_hidden(self, batch_size: int, generator=None) -> torch.Tensor:
+        """`sample(...).hidden` (the same for the same generator state), (batch, inst, d_hidden)."""
+        return self._batch(batch_size, generator, False)[0]
+
     def numbers(self, batch_size: int, generator=None) -> SourceNumbers:
         """The random numbers of one batch: the features', then (for a noisy source) the noise's.
 
@@ -227,15 +235,6 @@ class DictionarySource(_DrawnSource):
             self.noise_std = _noise_std_for_snr(self, snr, snr_samples)
         self._noisy = bool((self.noise_std > 0).any())
 
-    def sample(self, batch_size: int, generator=None) -> Batch:
-        """Hidden activations and the features behind them, each (batch, inst, ·); `generator` as in `numbers`."""
-        hidden, drawn = self._hidden_and_draw(batch_size, generator)
-        return Batch(hidden, self.dist.to_dense(drawn))
-
-    def sample_hidden(self, batch_size: int, generator=None) -> torch.Tensor:
-        """`sample(...).hidden` without building the dense features, (batch, inst, d_hidden)."""
-        return self._hidden_and_draw(batch_size, generator)[0]
-
     def transform(self, numbers: SourceNumbers) -> tuple[torch.Tensor, Draw]:
         """Numbers to (hidden (batch, inst, d_hidden), the draw): pure, fixed-shape, no host sync."""
         drawn = self.dist.transform(numbers.features)
@@ -246,10 +245,10 @@ class DictionarySource(_DrawnSource):
             hidden = hidden + self.noise_std[:, None, None] * numbers.noise
         return hidden.transpose(0, 1), drawn
 
-    def _hidden_and_draw(self, batch_size: int, generator) -> tuple[torch.Tensor, Draw]:
+    def _batch(self, batch_size: int, generator, dense: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         hidden, drawn = self.transform(self.numbers(batch_size, generator))
         self.dist.overflow.add_(drawn.overflow)
-        return hidden, drawn
+        return hidden, self.dist.to_dense(drawn) if dense else None  # (training needs no dense features)
 
     def signal_power(self, n_samples: int = SNR_SAMPLES, seed: int = 0) -> torch.Tensor:
         """E||f D||² per instance, (inst,), on `n_samples` noiseless draws without the bias (`_mean_power`)."""
@@ -302,15 +301,6 @@ class ToyModelSource(_DrawnSource):
         self._noisy = snr is not None
         self.noise_std = None if snr is None else _noise_std_for_snr(self, snr, snr_samples)  # σ, (inst,)
 
-    @torch.no_grad()
-    def sample(self, batch_size: int, generator=None) -> Batch:
-        return Batch(*self._hidden_and_features(batch_size, generator))
-
-    @torch.no_grad()
-    def sample_hidden(self, batch_size: int, generator=None) -> torch.Tensor:
-        """`sample(...).hidden`, (batch, inst, d_hidden)."""
-        return self._hidden_and_features(batch_size, generator)[0]
-
     def transform(self, numbers: SourceNumbers) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Numbers to (hidden (batch, inst, d_hidden), features (batch, inst, n_features), Poisson overflow
         (inst,)). Toy models have few features, so the dense features and one batched matmul are the cheap way."""
@@ -326,7 +316,7 @@ class ToyModelSource(_DrawnSource):
         hidden = torch.bmm(features.transpose(0, 1), self.model.W.detach()[self.instances])
         return torch.relu(hidden) if self.model.kind == "hidden_relu" else hidden
 
-    def _hidden_and_features(self, batch_size: int, generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def _batch(self, batch_size: int, generator, dense: bool) -> tuple[torch.Tensor, torch.Tensor]:
         hidden, features, overflow = self.transform(self.numbers(batch_size, generator))
         self.dist.overflow.add_(overflow)
         return hidden, features

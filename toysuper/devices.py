@@ -76,11 +76,11 @@ def instance_generators(seeds, device=None, n_instances: int | None = None) -> S
     `seeds`: one int per instance, an int s (instance i gets s + i) or None for fresh random seeds (with an int
     or None, `n_instances` says how many).
     """
-    if isinstance(seeds, bool) or not (seeds is None or isinstance(seeds, (int, list, tuple))):
+    listed = isinstance(seeds, (list, tuple))
+    if isinstance(seeds, bool) or not (seeds is None or listed or isinstance(seeds, int)) or (
+            listed and not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
         raise TypeError(f"seeds must be an int or a list of ints, got {seeds!r}")
-    if isinstance(seeds, (list, tuple)) and not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise TypeError(f"seeds must be an int or a list of ints, got {seeds!r}")
-    if not isinstance(seeds, (list, tuple)) and n_instances is None:
+    if not listed and n_instances is None:
         raise ValueError(f"seeds={seeds!r} is not a list: pass n_instances= to say how many streams to make")
     seeds = instance_seeds(seeds, len(seeds) if n_instances is None else n_instances)
     device = resolve_device(device) if not isinstance(device, torch.device) else device

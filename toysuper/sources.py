@@ -70,11 +70,9 @@ def _mean_power(draw, source, n_samples: int, seed: int, chunk: int = 8192) -> t
     """E||s||² per instance, (inst,), over `n_samples` draws of `draw(size, generator) -> (inst, size, d)`; every
     instance reads its own stream seeded `seed`, so its estimate does not depend on the other instances."""
     generator = instance_generators([seed] * source.n_instances, source.device)
-    total, done = 0.0, 0
-    while done < n_samples:
-        size = min(chunk, n_samples - done)
-        total = total + draw(size, generator).pow(2).sum(-1).sum(1)
-        done += size
+    total = 0.0
+    for done in range(0, n_samples, chunk):
+        total = total + draw(min(chunk, n_samples - done), generator).pow(2).sum(-1).sum(1)
     return total / n_samples
 
 
@@ -281,9 +279,7 @@ class ToyModelSource(_DrawnSource):
         check_dist(model, dist)
         self.model = model
         self.device = model.W.device
-        if instances is None:
-            instances = list(range(model.n_instances))
-        index = torch.as_tensor(instances, dtype=torch.long)
+        index = torch.arange(model.n_instances) if instances is None else torch.as_tensor(instances, dtype=torch.long)
         if index.ndim != 1 or len(index) == 0 or index.min() < 0 or index.max() >= model.n_instances:
             raise ValueError(f"instances must be a non-empty list of indices below {model.n_instances}, "
                              f"got {instances!r}")
@@ -353,21 +349,17 @@ class SAELensWorld:
     Args:
         model: a `SyntheticModel`, or the directory it was saved to with `model.save(directory)`.
         n_instances: how many SAEs read this world; each instance gets its own samples.
-        device: for a directory, where to load it (default CUDA when present); for a model object, None or the
-            device it already lives on (SAELens's `model.to(...)` rebuilds its sampler).
+        device: for a directory, where to load it; for a model, None or the device it lives on (SAELens's
+            `model.to(...)` rebuilds its sampler).
 
     Random streams: SAELens draws from torch's global generator. Given a `generator`, each draw takes a seed
     from it (a host read) and runs SAELens's sampler with torch's global generators (the CPU's and the world's
-    GPU's) seeded with it, restoring them afterwards: same generator state, same samples, the global stream
-    left alone. `Streams`, or a list of n_instances generators, give instance i its samples from its own stream
-    alone; one generator draws all instances' rows at once; None draws from the global generator, exactly as
-    `SyntheticModel.sample_with_features` does. The sampler's shapes depend on data (nonzero), so this
-    source is not for a captured step.
+    GPU's) seeded with it, restoring them afterwards: same generator state, same samples. `Streams`, or a list
+    of n_instances generators, give instance i its samples from its own stream alone; None draws from the
+    global generator, as `SyntheticModel.sample_with_features` does.
 
-    Attributes:
-        model: the SyntheticModel.
-        dist: `WorldFacts`: the hierarchy as a parent per feature, and each feature's firing probability where
-            it is known exactly (`_marginal_firing_prob`).
+    `dist` (`WorldFacts`) tells the grader the hierarchy as a parent per feature, and each feature's firing
+    probability where it is known exactly (`_marginal_firing_prob`).
     """
 
     capturable = False

@@ -291,8 +291,7 @@ class ToyModelSource(_DrawnSource):
         elif dist.device != self.device:
             self.dist = dist.to(self.device)
         self.n_instances = len(self.instances)
-        self.n_features = model.n_features
-        self.d_hidden = model.d_hidden
+        self.n_features, self.d_hidden = model.n_features, model.d_hidden
         self.snr = snr
         self._noisy = snr is not None
         self.noise_std = None if snr is None else _noise_std_for_snr(self, snr, snr_samples)  # σ, (inst,)

@@ -85,17 +85,10 @@ class Streams:
         self.counter = torch.zeros((), dtype=torch.int64, device=keys.device) if counter is None else counter
         mixed = mix(self.keys.clone())
         low = mixed.bitwise_left_shift(32).bitwise_right_shift_(32)
-        self._halves = torch.stack([low, mixed.bitwise_right_shift(32)]).int()  # its two signed 32-bit halves, (2, inst)
+        self._halves = torch.stack([low, mixed.bitwise_right_shift(32)]).int()  # (2, inst) signed 32-bit halves
         self._pair = torch.tensor([0, 1], dtype=torch.int32, device=keys.device)
         self._constants = _constants(keys.device)
-
-    @property
-    def device(self) -> torch.device:
-        return self.keys.device
-
-    @property
-    def n_instances(self) -> int:
-        return len(self.keys)
+        self.device, self.n_instances = keys.device, len(keys)
 
     def bits(self, position: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """32 random bits (int32) at each position of instance rows[r]'s stream, shaped (R, *position.shape[1:]);

@@ -11,13 +11,8 @@ from .streams import Streams
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """Turn a user's `device=` argument into a `torch.device` this machine can use.
-
-    None or "auto" picks CUDA when it is available, else CPU. A device torch names but this machine
-    cannot use ("mps" without MPS, "meta", "cuda" without CUDA, "cuda:3" with two GPUs) is refused here,
-    once, with a ValueError naming `device` and listing what is usable: every entry point with `device=`
-    calls this before it allocates or writes anything.
-    """
+    """A user's `device=` as a `torch.device` this machine can use; a device torch names but this machine cannot
+    use ("meta", "cuda" without CUDA, "cuda:3" with two GPUs) is a ValueError, before anything is allocated."""
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -76,22 +71,18 @@ def instance_seeds(seed, n_instances: int) -> list[int]:
 
 
 def instance_generators(seeds, device=None, n_instances: int | None = None) -> Streams:
-    """One random stream per instance (`toysuper.streams.Streams`), so that instance i's numbers come from
-    its own stream alone, drawn for every instance at once.
+    """One random stream per instance (`toysuper.streams.Streams`), which every `sample(n, generator)` takes.
 
-    `seeds` is a list of ints (one per instance), an int s, which gives instance i the seed s + i, or
-    None for fresh random seeds (with an int or None, `n_instances` says how many). Every
-    `sample(n, generator)` takes the result.
+    `seeds`: one int per instance, an int s (instance i gets s + i) or None for fresh random seeds (with an int
+    or None, `n_instances` says how many).
     """
-    if isinstance(seeds, bool) or not (seeds is None or isinstance(seeds, (int, list, tuple))):
+    listed = isinstance(seeds, (list, tuple))
+    if isinstance(seeds, bool) or not (seeds is None or listed or isinstance(seeds, int)) or (
+            listed and not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
         raise TypeError(f"seeds must be an int or a list of ints, got {seeds!r}")
-    if isinstance(seeds, (list, tuple)) and not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise TypeError(f"seeds must be an int or a list of ints, got {seeds!r}")
-    if not isinstance(seeds, (list, tuple)) and n_instances is None:
+    if not listed and n_instances is None:
         raise ValueError(f"seeds={seeds!r} is not a list: pass n_instances= to say how many streams to make")
     seeds = instance_seeds(seeds, len(seeds) if n_instances is None else n_instances)
     device = resolve_device(device) if not isinstance(device, torch.device) else device
     return Streams(torch.tensor(seeds, dtype=torch.int64, device=device))
 
-
-instance_streams = instance_generators

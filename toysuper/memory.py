@@ -1,10 +1,8 @@
 """How many bytes a configuration needs, and whether the device can give them.
 
-Every estimate is a pure function of the sizes (float32, 4 bytes a number), so the constructors
-can refuse a configuration before anything is allocated, rather than let the allocator fail
-halfway or the kernel kill the process. The sweep planner estimates a whole batched pass with
-sweep/batch.estimate_mb and asks `available_bytes` what the device can give. The estimates count the large tensors
-and round up: they are meant to separate "fits" from "cannot fit", not to budget to the byte.
+Every estimate is a pure function of the sizes (float32), so a constructor can refuse a configuration
+before anything is allocated, rather than let the allocator fail halfway or the kernel kill the process.
+They count the large tensors and round up: they separate "fits" from "cannot fit".
 """
 
 from __future__ import annotations
@@ -21,11 +19,8 @@ class TooLarge(ValueError):
 
 
 def distribution_bytes(n_features: int, n_instances: int = 1) -> int:
-    """Peak bytes of building a `FeatureDistribution`: 40 float32 per (instance, feature).
-
-    Its firing, importance and magnitude tables, the Poisson tables and their temporaries (about
-    36 per (instance, feature) measured on CPU, whatever the firing law).
-    """
+    """Peak bytes of building a `FeatureDistribution`: its tables and their temporaries, about 36 float32 per
+    (instance, feature) measured on CPU whatever the firing law, rounded up to 40."""
     return 40 * FLOAT * n_instances * n_features
 
 
@@ -42,7 +37,7 @@ def sae_bytes(d_hidden: int, d_sae: int, n_instances: int = 1) -> int:
 
 def available_bytes(device: torch.device) -> int | None:
     """Bytes `device` can still give: on CUDA, free memory plus what torch holds but does not use; on CPU,
-    MemAvailable (or psutil's) capped by the cgroup's limit; None where unknown (MPS, another OS)."""
+    MemAvailable capped by the cgroup's limit; None where unknown."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
@@ -76,7 +71,7 @@ def _cgroup_room() -> int | float:
 
 def check_fits(what: str, needed: int, device: torch.device) -> None:
     """Raise `TooLarge` naming `what` (the parameters and their values) when `needed` bytes exceed what
-    `device` can give; do nothing where that is unknown."""
+    `device` can give."""
     available = available_bytes(device)
     if available is not None and needed > available:
         raise TooLarge(f"{what} needs about {_size(needed)} on {device}, but {device} can give about "
@@ -85,4 +80,3 @@ def check_fits(what: str, needed: int, device: torch.device) -> None:
 
 def _size(n_bytes: float) -> str:
     return f"{n_bytes / 2**30:,.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:,.1f} MiB"
-

@@ -8,7 +8,7 @@ in hidden space, (inst, n_features, d_hidden), and which features are gradeable.
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import NamedTuple, Protocol, runtime_checkable
 
@@ -17,7 +17,7 @@ import torch
 from .checks import finite_float, finite_tensor, non_negative, positive_int
 from .devices import instance_generators, resolve_device
 from .streams import Streams, as_streams, positions
-from .toy.model import ToyModel
+from .toy.model import ToyModel, check_dist
 from .truth.dictionaries import Dictionary, random_directions, unit_rows
 from .truth.distribution import Draw, FeatureDistribution, Numbers
 from .truth.poisson import row_starts, rows_and_features
@@ -38,10 +38,8 @@ class Batch(NamedTuple):
 class ActivationSource(Protocol):
     """What an SAE trainer and the evaluator need from a source.
 
-    A source may also offer `sample_hidden(batch_size, generator)`, the activations alone;
-    `train_sae` uses it when present (DictionarySource skips building dense features there). A source
-    whose draw a CUDA graph can record (fixed shapes, no host read) says so with `capturable = True`;
-    one without it trains eagerly on CUDA, its `capture_reason` stated once (toysuper/capture.py).
+    Optional: `sample_hidden(batch_size, generator)`, the activations alone (`train_sae` uses it when present),
+    and `capturable = True` for a draw a CUDA graph can record (else a `capture_reason`, toysuper/capture.py).
     """
 
     n_instances: int
@@ -53,33 +51,28 @@ class ActivationSource(Protocol):
 
     def true_directions(self) -> torch.Tensor:
         """Unit directions, (inst, n_features, d_hidden)."""
-        ...
 
     def gradeable(self) -> torch.Tensor:
         """Boolean (inst, n_features): features that have a direction to find."""
-        ...
 
 
-def _check_snr(snr) -> float:
+def _noise_std_for_snr(source, snr, snr_samples) -> torch.Tensor:
+    """σ of isotropic noise N(0, σ² I_d) whose power d σ² is the source's signal power over `snr`, (inst,)."""
     snr = finite_float("snr", snr)
     if snr <= 0:
         raise ValueError(f"snr must be > 0 (a power ratio; snr_db = 10 log10(snr)), got {snr!r}")
-    return snr
+    power = source.signal_power(positive_int("snr_samples", snr_samples))
+    return (power / (source.d_hidden * snr)).sqrt()
 
 
-def noise_std_for_snr(signal_power: torch.Tensor, d_hidden: int, snr) -> torch.Tensor:
-    """σ of isotropic noise N(0, σ² I_d) whose power d σ² is `signal_power / snr`: (inst,) -> (inst,)."""
-    return (signal_power / (d_hidden * _check_snr(snr))).sqrt()
-
-
-def _mean_power(draw, n_samples: int, chunk: int = 8192, instance_major: bool = False) -> torch.Tensor:
-    """E||s||² per instance over `n_samples` draws of `draw(batch) -> (batch, inst, d)` ((inst, batch, d)
-    when instance_major)."""
-    total, done = 0.0, 0
-    while done < n_samples:
-        size = min(chunk, n_samples - done)
-        total = total + draw(size).pow(2).sum(-1).sum(1 if instance_major else 0)
-        done += size
+@torch.no_grad()
+def _mean_power(draw, source, n_samples: int, seed: int, chunk: int = 8192) -> torch.Tensor:
+    """E||s||² per instance, (inst,), over `n_samples` draws of `draw(size, generator) -> (inst, size, d)`; every
+    instance reads its own stream seeded `seed`, so its estimate does not depend on the other instances."""
+    generator = instance_generators([seed] * source.n_instances, source.device)
+    total = 0.0
+    for done in range(0, n_samples, chunk):
+        total = total + draw(min(chunk, n_samples - done), generator).pow(2).sum(-1).sum(1)
     return total / n_samples
 
 
@@ -88,11 +81,10 @@ def hidden_from_draw(drawn: Draw, directions: torch.Tensor, slot_directions: tor
     """h = f D from a draw, (inst, batch, d_hidden), with fixed shapes and no host sync.
 
     directions: (inst, n_features, d_hidden); slot_directions: the rows of the draw's dense slots,
-    (D, m, d_hidden) (`slot_directions`). The dense slots go through one batched matmul; the
-    Poisson events through one embedding_bag, a gather-and-sum of weighted direction rows per
-    (instance, sample) bag whose bounds come from the events' rows (they arrive in order; a spare
+    (D, m, d_hidden). The dense slots go through one batched matmul; the Poisson events through one
+    embedding_bag per (instance, sample) bag, bounded by the events' rows (they arrive in order; a spare
     bag past the batch takes the unused slots). sparse_slots: eagerly on a CPU, the dense slots' product
-    too is a sum over their non-zero entries alone (for slots that rarely fire, as in SynthSAEBench).
+    is a sum over their non-zero entries alone (for slots that rarely fire, as in SynthSAEBench).
     """
     n_instances, n_features, d_hidden = directions.shape
     n_dense, batch_size, n_slots = drawn.slots.shape
@@ -140,15 +132,6 @@ def _sparse_product(slots: torch.Tensor, slot_directions: torch.Tensor) -> torch
     return sums.view(n_rows, batch_size, -1)
 
 
-def slot_directions(dist: FeatureDistribution, directions: torch.Tensor) -> torch.Tensor:
-    """The direction of each of the draw's dense slots, (D, m, d_hidden) (padding slots never fire)."""
-    if dist.identity_slots:
-        return directions
-    rows = directions.index_select(0, torch.as_tensor(dist.dense_instances, dtype=torch.long,
-                                                      device=directions.device))
-    return rows.gather(1, dist.slot_feature[..., None].expand(-1, -1, directions.shape[-1]))
-
-
 class SourceNumbers(NamedTuple):
     """The random numbers of one batch of a source: the features', then the noise's."""
 
@@ -157,33 +140,51 @@ class SourceNumbers(NamedTuple):
     """(inst, batch, d_hidden) standard normals; an empty tensor for a noiseless source."""
 
 
-class DictionarySource:
+class _DrawnSource:
+    """A source whose batch is random numbers (`numbers`) and a pure transform of them (`transform`), with fixed
+    shapes and no host sync, which training can capture on a GPU."""
+
+    capturable = True
+
+    def sample(self, batch_size: int, generator=None) -> Batch:
+        """Hidden activations and the features behind them, each (batch, inst, ·); `generator` as in `numbers`."""
+        return Batch(*self._batch(batch_size, generator, True))
+
+    def sample_hidden(self, batch_size: int, generator=None) -> torch.Tensor:
+        """`sample(...).hidden` (the same for the same generator state), (batch, inst, d_hidden)."""
+        return self._batch(batch_size, generator, False)[0]
+
+    def numbers(self, batch_size: int, generator=None) -> SourceNumbers:
+        """The random numbers of one batch: the features', then (for a noisy source) the noise's.
+
+        `generator`: `Streams` (`toysuper.instance_generators`; instance i's numbers from its stream alone),
+        or None / a torch.Generator / a list of them, from which fresh streams are seeded (`as_streams`).
+        """
+        streams = as_streams(generator, self.n_instances, self.device)
+        features = self.dist.numbers(batch_size, streams)
+        # the noise's draw advances the streams even when empty: every instance's numbers stay its own
+        noise = streams.normal(positions(batch_size if self._noisy else 0, self.d_hidden, device=self.device))
+        return SourceNumbers(features, noise)
+
+
+class DictionarySource(_DrawnSource):
     """h = f D + bias (+ Gaussian noise): features laid along fixed directions.
 
     Args:
-        directions: (n_features, d_hidden), shared by all instances, or
-            (inst, n_features, d_hidden), or a `Dictionary` (from
-            `toysuper.truth.dictionaries`). Used as given; their unit versions are the truth.
+        directions: (n_features, d_hidden), shared by all instances, or (inst, n_features, d_hidden), or a
+            `Dictionary`. Used as given; their unit versions are the truth.
         dist: the feature distribution; its n_instances sets the source's.
         noise: standard deviation σ of isotropic Gaussian noise added in hidden space.
-        snr: instead of `noise`, the signal-to-noise ratio to achieve, as a power ratio
-            SNR = E||f D||² / E||ε||² with ε ~ N(0, σ² I) (so E||ε||² = d_hidden σ²),
-            per instance; in decibels that is 10 log10(SNR). σ is set from E||f D||²
-            estimated on `snr_samples` draws of `dist` with a fixed seed (its relative
-            error is about CV(||f D||²) / sqrt(snr_samples), well under 1% by default).
-        snr_samples: how many samples estimate the signal power.
-        bias: a fixed hidden-space offset added to every sample, (d_hidden,) or
-            (inst, d_hidden) (SynthSAEBench's worlds have one); not part of the signal for `snr`.
-
-    A batch is drawn as random numbers (`numbers`) and a pure transform (`transform`) with
-    fixed shapes and no host sync, which training can capture on a GPU.
+        snr: instead of `noise`, the signal-to-noise ratio per instance, as a power ratio
+            SNR = E||f D||² / E||ε||² with ε ~ N(0, σ² I) (so E||ε||² = d_hidden σ²); 10 log10(SNR) in dB.
+            E||f D||² is estimated on `snr_samples` draws with a fixed seed (relative error about
+            CV(||f D||²) / sqrt(snr_samples)).
+        bias: a fixed hidden-space offset, (d_hidden,) or (inst, d_hidden); not part of the signal for `snr`.
 
     Attributes:
         noise_std: σ of the added noise per instance, (inst,).
         bias: (inst, d_hidden) or None.
     """
-
-    capturable = True
 
     def __init__(self, directions: torch.Tensor, dist: FeatureDistribution, noise: float = 0.0, *, snr=None,
                  snr_samples: int = SNR_SAMPLES, bias=None):
@@ -207,7 +208,12 @@ class DictionarySource:
         self.device = dist.device
         self.directions = directions.to(self.device).contiguous()
         self.n_instances, self.n_features, self.d_hidden = self.directions.shape
-        self._slot_directions = slot_directions(dist, self.directions)
+        if dist.identity_slots:
+            self._slot_directions = self.directions  # the direction of each of the draw's dense slots, (D, m, d)
+        else:
+            rows = self.directions.index_select(0, torch.as_tensor(dist.dense_instances, dtype=torch.long,
+                                                                   device=self.device))
+            self._slot_directions = rows.gather(1, dist.slot_feature[..., None].expand(-1, -1, self.d_hidden))
         slot_rates = dist.firing_prob[dist.dense_instances].gather(1, dist.slot_feature)
         self._sparse_slots = bool(slot_rates.numel()) and slot_rates.mean().item() < 1 / 32  # (then nonzeros are few)
         self.bias = None
@@ -221,37 +227,11 @@ class DictionarySource:
         self.snr = snr
         if snr is None:
             self.noise_std = torch.full((self.n_instances,), self.noise, device=self.device)
+        elif self.noise > 0:
+            raise ValueError(f"give noise (a standard deviation) or snr, not both: noise={noise!r}, snr={snr!r}")
         else:
-            if self.noise > 0:
-                raise ValueError(f"give noise (a standard deviation) or snr, not both: noise={noise!r}, snr={snr!r}")
-            _check_snr(snr)
-            power = self.signal_power(positive_int("snr_samples", snr_samples))
-            self.noise_std = noise_std_for_snr(power, self.d_hidden, snr)
+            self.noise_std = _noise_std_for_snr(self, snr, snr_samples)
         self._noisy = bool((self.noise_std > 0).any())
-
-    def sample(self, batch_size: int, generator=None) -> Batch:
-        """Hidden activations and the features behind them, each (batch, inst, ·).
-
-        `generator`: `Streams` (`toysuper.instance_generators`; instance i's numbers from its stream alone),
-        or None / a torch.Generator / a list of them, from which fresh streams are seeded (`as_streams`).
-        """
-        hidden, drawn = self._hidden_and_draw(batch_size, generator)
-        return Batch(hidden, self.dist.to_dense(drawn))
-
-    def sample_hidden(self, batch_size: int, generator=None) -> torch.Tensor:
-        """`sample(...).hidden` without building the dense features (what training needs), (batch, inst, d_hidden).
-
-        The same generator state gives the same activations as `sample`.
-        """
-        return self._hidden_and_draw(batch_size, generator)[0]
-
-    def numbers(self, batch_size: int, generator=None) -> SourceNumbers:
-        """The random numbers of one batch: the features', then (for a noisy source) the noise's."""
-        streams = as_streams(generator, self.n_instances, self.device)
-        # the noise's draw advances the streams even when empty: every instance's numbers stay its own
-        return SourceNumbers(self.dist.numbers(batch_size, streams),
-                             streams.normal(positions(batch_size if self._noisy else 0, self.d_hidden,
-                                                      device=self.device)))
 
     def transform(self, numbers: SourceNumbers) -> tuple[torch.Tensor, Draw]:
         """Numbers to (hidden (batch, inst, d_hidden), the draw): pure, fixed-shape, no host sync."""
@@ -263,21 +243,15 @@ class DictionarySource:
             hidden = hidden + self.noise_std[:, None, None] * numbers.noise
         return hidden.transpose(0, 1), drawn
 
-    def _hidden_and_draw(self, batch_size: int, generator) -> tuple[torch.Tensor, Draw]:
+    def _batch(self, batch_size: int, generator, dense: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         hidden, drawn = self.transform(self.numbers(batch_size, generator))
         self.dist.overflow.add_(drawn.overflow)
-        return hidden, drawn
+        return hidden, self.dist.to_dense(drawn) if dense else None  # (training needs no dense features)
 
-    @torch.no_grad()
     def signal_power(self, n_samples: int = SNR_SAMPLES, seed: int = 0) -> torch.Tensor:
-        """E||f D||² per instance, (inst,), estimated on `n_samples` noiseless draws (no bias); every instance
-        from its own stream seeded `seed`, so its estimate does not depend on the other instances."""
-        generator = instance_generators([seed] * self.n_instances, self.device)
-
-        def draw(size):
-            return hidden_from_draw(self.dist.draw(size, generator), self.directions, self._slot_directions)
-
-        return _mean_power(draw, n_samples, instance_major=True)
+        """E||f D||² per instance, (inst,), on `n_samples` noiseless draws without the bias (`_mean_power`)."""
+        return _mean_power(lambda size, generator: hidden_from_draw(
+            self.dist.draw(size, generator), self.directions, self._slot_directions), self, n_samples, seed)
 
     def true_directions(self) -> torch.Tensor:
         return unit_rows(self.directions)
@@ -287,35 +261,25 @@ class DictionarySource:
         return (self.directions.norm(dim=-1) > 0) & (self.dist.firing_prob > 0)
 
 
-class ToyModelSource:
+class ToyModelSource(_DrawnSource):
     """Hidden activations of a trained toy model on fresh samples of its features.
 
     Args:
         model: a trained `ToyModel`.
         dist: the feature distribution (same n_features and n_instances as the model).
-        instances: optional index per source instance into the model's instances, e.g.
-            [0, 0, 1, 1] to let two SAEs each read the same toy model (each with its own
-            draws of that model's features). Default: one to one.
-        snr: optional signal-to-noise ratio of Gaussian noise added to the hidden
-            activations, defined as for `DictionarySource` with the signal the model's
-            hidden vector h: SNR = E||h||² / E||ε||², ε ~ N(0, σ² I), per source instance.
+        instances: optional index per source instance into the model's instances, e.g. [0, 0, 1, 1] to let
+            two SAEs each read the same toy model (each with its own draws of its features). Default: one to one.
+        snr: optional signal-to-noise ratio of Gaussian noise added to the hidden activations, as for
+            `DictionarySource` with the model's hidden vector h as the signal, per source instance.
         snr_samples: how many samples estimate E||h||².
     """
 
-    capturable = True
-
     def __init__(self, model: ToyModel, dist: FeatureDistribution, instances=None, *, snr=None,
                  snr_samples: int = SNR_SAMPLES):
-        if (dist.n_instances, dist.n_features) != (model.n_instances, model.n_features):
-            raise ValueError(
-                f"dist has (n_instances, n_features)=({dist.n_instances}, {dist.n_features}) but the model has "
-                f"({model.n_instances}, {model.n_features})"
-            )
+        check_dist(model, dist)
         self.model = model
         self.device = model.W.device
-        if instances is None:
-            instances = list(range(model.n_instances))
-        index = torch.as_tensor(instances, dtype=torch.long)
+        index = torch.arange(model.n_instances) if instances is None else torch.as_tensor(instances, dtype=torch.long)
         if index.ndim != 1 or len(index) == 0 or index.min() < 0 or index.max() >= model.n_instances:
             raise ValueError(f"instances must be a non-empty list of indices below {model.n_instances}, "
                              f"got {instances!r}")
@@ -327,60 +291,35 @@ class ToyModelSource:
         elif dist.device != self.device:
             self.dist = dist.to(self.device)
         self.n_instances = len(self.instances)
-        self.n_features = model.n_features
-        self.d_hidden = model.d_hidden
+        self.n_features, self.d_hidden = model.n_features, model.d_hidden
         self.snr = snr
-        self.noise_std = None  # σ per source instance, (inst,), when snr is given
-        if snr is not None:
-            _check_snr(snr)
-            power = self.signal_power(positive_int("snr_samples", snr_samples))
-            self.noise_std = noise_std_for_snr(power, self.d_hidden, snr)
-
-    @torch.no_grad()
-    def sample(self, batch_size: int, generator=None) -> Batch:
-        return Batch(*self._hidden_and_features(batch_size, generator))
-
-    @torch.no_grad()
-    def sample_hidden(self, batch_size: int, generator=None) -> torch.Tensor:
-        """`sample(...).hidden`, (batch, inst, d_hidden)."""
-        return self._hidden_and_features(batch_size, generator)[0]
-
-    def numbers(self, batch_size: int, generator=None) -> SourceNumbers:
-        streams = as_streams(generator, self.n_instances, self.device)
-        noisy = self.noise_std is not None
-        return SourceNumbers(self.dist.numbers(batch_size, streams),
-                             streams.normal(positions(batch_size if noisy else 0, self.d_hidden, device=self.device)))
+        self._noisy = snr is not None
+        self.noise_std = None if snr is None else _noise_std_for_snr(self, snr, snr_samples)  # σ, (inst,)
 
     def transform(self, numbers: SourceNumbers) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Numbers to (hidden (batch, inst, d_hidden), features (batch, inst, n_features), Poisson overflow
-        (inst,)): h = W x, ReLU'd for hidden_relu models. Toy models have few features, so the dense
-        features and one batched matmul are the cheap way here."""
+        (inst,)). Toy models have few features, so the dense features and one batched matmul are the cheap way."""
         drawn = self.dist.transform(numbers.features)
         features = self.dist.to_dense(drawn)
-        hidden = torch.bmm(features.transpose(0, 1), self.model.W.detach()[self.instances])
-        if self.model.kind == "hidden_relu":
-            hidden = torch.relu(hidden)
-        if self.noise_std is not None:
+        hidden = self._hidden(features)
+        if self._noisy:
             hidden = hidden + self.noise_std[:, None, None] * numbers.noise
         return hidden.transpose(0, 1), features, drawn.overflow
 
-    def _hidden_and_features(self, batch_size: int, generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def _hidden(self, features: torch.Tensor) -> torch.Tensor:
+        """h = W x, ReLU'd for hidden_relu models: features (batch, inst, n) -> (inst, batch, d_hidden)."""
+        hidden = torch.bmm(features.transpose(0, 1), self.model.W.detach()[self.instances])
+        return torch.relu(hidden) if self.model.kind == "hidden_relu" else hidden
+
+    def _batch(self, batch_size: int, generator, dense: bool) -> tuple[torch.Tensor, torch.Tensor]:
         hidden, features, overflow = self.transform(self.numbers(batch_size, generator))
         self.dist.overflow.add_(overflow)
         return hidden, features
 
-    @torch.no_grad()
     def signal_power(self, n_samples: int = SNR_SAMPLES, seed: int = 0) -> torch.Tensor:
-        """E||h||² per source instance, (inst,), estimated on `n_samples` noiseless draws; every instance from its
-        own stream seeded `seed`, so its estimate does not depend on the other instances."""
-        generator = instance_generators([seed] * self.n_instances, self.device)
-        W = self.model.W.detach()[self.instances]
-
-        def draw(size):
-            hidden = torch.bmm(self.dist.sample(size, generator).transpose(0, 1), W)
-            return torch.relu(hidden) if self.model.kind == "hidden_relu" else hidden
-
-        return _mean_power(draw, n_samples, instance_major=True)
+        """E||h||² per source instance, (inst,), on `n_samples` noiseless draws (`_mean_power`)."""
+        return _mean_power(lambda size, generator: self._hidden(self.dist.sample(size, generator)),
+                           self, n_samples, seed)
 
     def true_directions(self) -> torch.Tensor:
         return self.model.feature_directions()[self.instances]
@@ -402,48 +341,41 @@ class WorldFacts(NamedTuple):
 class SAELensWorld:
     """SAELens's synthetic world (`sae_lens.synthetic.SyntheticModel`) as a source: SynthSAEBench's data.
 
-    Samples come from SAELens's own sampler (its ActivationGenerator, hierarchy and
-    correlation included) and SAELens's own feature dictionary (h = f W + bias), so
-    training and grading here see exactly the world SAELens builds (Chanin &
-    Garriga-Alonso 2026, "SynthSAEBench", arXiv 2602.14687). Needs the `[saelens]` extra.
+    Samples come from SAELens's own sampler and feature dictionary (h = f W + bias), so training and grading
+    here see exactly the world SAELens builds (Chanin & Garriga-Alonso 2026, "SynthSAEBench", arXiv 2602.14687).
+    Needs the `[saelens]` extra.
 
     Args:
-        model: a `SyntheticModel` (e.g. `SyntheticModel(SyntheticModelConfig(...))`, or the
-            released world from `SyntheticModel.from_pretrained(...)`), or the directory it
-            was saved to with `model.save(directory)`.
+        model: a `SyntheticModel`, or the directory it was saved to with `model.save(directory)`.
         n_instances: how many SAEs read this world; each instance gets its own samples.
-        device: for a directory, where to load it (default CUDA when present); for a model
-            object, None or the device it already lives on (SAELens's `model.to(...)`
-            rebuilds its sampler, so build or load the model on the device you want).
+        device: for a directory, where to load it; for a model, None or the device it lives on (SAELens's
+            `model.to(...)` rebuilds its sampler).
 
-    Random streams: SAELens draws from torch's global generator. Given a `generator`, each
-    draw takes a seed from it (one integer, a host read) and runs SAELens's sampler with torch's
-    global generators (the CPU's and the world's GPU's) set to that seed, restoring them afterwards:
-    same generator state, same samples, and the global stream is left alone. `Streams`, or a sequence
-    of n_instances generators, give instance i its samples from its own stream alone (a seed each);
-    one generator draws all instances' rows at once. `generator=None` draws from the global
-    generator, exactly as `SyntheticModel.sample_with_features` does.
-    SAELens's sampler has data-dependent shapes (nonzero), so this source is not for a
-    captured step; cost per batch grows with batch × n_features.
+    Random streams: SAELens draws from torch's global generator. Given a `generator`, each draw takes a seed
+    from it (a host read) and runs SAELens's sampler with torch's global generators (the CPU's and the world's
+    GPU's) seeded with it, restoring them afterwards: same generator state, same samples. `Streams`, or a list
+    of n_instances generators, give instance i its samples from its own stream alone; None draws from the
+    global generator, as `SyntheticModel.sample_with_features` does.
 
-    Attributes:
-        model: the SyntheticModel.
-        dist: `WorldFacts` for the grader: the hierarchy as a parent per feature, and each
-            feature's firing probability where it is known exactly (see `_marginal_firing_prob`).
+    `dist` (`WorldFacts`) tells the grader the hierarchy as a parent per feature, and each feature's firing
+    probability where it is known exactly (`_marginal_firing_prob`).
     """
 
     capturable = False
     capture_reason = "SAELensWorld reads a seed back to the host for each batch; its sampler's shapes depend on data"
 
     def __init__(self, model, n_instances: int = 1, *, device=None):
-        synthetic_model = _import_saelens_synthetic_model()
+        try:
+            from sae_lens.synthetic import SyntheticModel
+        except ImportError as error:
+            raise ImportError("SAELensWorld needs SAELens: pip install 'toysuper[saelens]'") from error
         if isinstance(model, (str, os.PathLike)):
             path = Path(model)
             if not (path / "synthetic_model_config.json").is_file():
                 raise ValueError(f"model={str(model)!r} is not a directory saved by SyntheticModel.save "
                                  f"(no synthetic_model_config.json in it)")
-            model = synthetic_model.load_from_disk(path, device=str(resolve_device(device)))
-        elif not isinstance(model, synthetic_model):
+            model = SyntheticModel.load_from_disk(path, device=str(resolve_device(device)))
+        elif not isinstance(model, SyntheticModel):
             raise TypeError(f"model must be a sae_lens SyntheticModel or the directory it was saved to, "
                             f"got {type(model).__name__}")
         elif device is not None and resolve_device(device) != torch.device(model.device):
@@ -468,13 +400,12 @@ class SAELensWorld:
             return Batch(hidden.view(batch_size, self.n_instances, -1), features.view(batch_size, self.n_instances, -1))
         if isinstance(generator, Streams):
             seeds = as_streams(generator, self.n_instances, self.device).integers().tolist()  # host read
+        elif isinstance(generator, (list, tuple)) and len(generator) == self.n_instances \
+                and all(isinstance(g, torch.Generator) for g in generator):
+            seeds = [_seed_from(g) for g in generator]
         else:
-            generators = list(generator) if isinstance(generator, (list, tuple)) else None
-            if generators is None or len(generators) != self.n_instances \
-                    or not all(isinstance(g, torch.Generator) for g in generators):
-                raise TypeError(f"generator must be None, Streams, a torch.Generator or a list of {self.n_instances} "
-                                f"torch.Generators (one per instance), got {generator!r}")
-            seeds = [_seed_from(g) for g in generators]
+            raise TypeError(f"generator must be None, Streams, a torch.Generator or a list of {self.n_instances} "
+                            f"torch.Generators (one per instance), got {generator!r}")
         draws = [self._draw(batch_size, seed) for seed in seeds]  # per-instance streams: one draw each
         return Batch(torch.stack([h for h, _ in draws], 1), torch.stack([f for _, f in draws], 1))
 
@@ -483,13 +414,10 @@ class SAELensWorld:
         return self.sample(batch_size, generator).hidden
 
     def _draw(self, rows: int, seed: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(hidden (rows, d), features (rows, n)) from SAELens's sampler, with torch's global generators seeded
-        `seed` (None: as they are)."""
-        if seed is None:
+        """(hidden (rows, d), features (rows, n)) from SAELens's sampler, torch's global generators seeded `seed`
+        (None: as they are)."""
+        with nullcontext() if seed is None else _global_rng_seeded(self.device, seed):
             features = self.model.activation_generator.sample(rows)
-        else:
-            with _global_rng_seeded(self.device, seed):
-                features = self.model.activation_generator.sample(rows)
         hidden = self.model.feature_dict(features)
         return hidden, (features.to_dense() if features.is_sparse else features)
 
@@ -505,16 +433,7 @@ class SAELensWorld:
 
 
 def _seed_from(generator: torch.Generator) -> int:
-    """One seed drawn from a torch.Generator (a host read)."""
-    return int(torch.randint(2**62, (), generator=generator, device=generator.device))
-
-
-def _import_saelens_synthetic_model():
-    try:
-        from sae_lens.synthetic import SyntheticModel
-    except ImportError as error:
-        raise ImportError("SAELensWorld needs SAELens: pip install 'toysuper[saelens]'") from error
-    return SyntheticModel
+    return int(torch.randint(2**62, (), generator=generator, device=generator.device))  # a host read
 
 
 @contextmanager
@@ -547,12 +466,10 @@ def _parents(hierarchy, n_features: int) -> torch.Tensor:
 def _marginal_firing_prob(model) -> torch.Tensor | None:
     """P(f_i > 0) per feature, (n,), where it is known exactly: in a world without a hierarchy.
 
-    SAELens draws feature i active with probability p_i (a Gaussian copula keeps that marginal
-    when firing is correlated) and gives it the value ReLU(mean_i + std_i z), so
-    P(f_i > 0) = p_i Φ(mean_i / std_i). Under a hierarchy a child is also gated by its parent
-    and, for mutually exclusive siblings, by a random pick; SAELens's compensation only aims at
-    the configured rates (off by up to 40% in the tests' small world), so no rate is claimed
-    there and the report bins by the measured frequency instead.
+    SAELens draws feature i active with probability p_i (a Gaussian copula keeps that marginal) and gives it
+    the value ReLU(mean_i + std_i z), so P(f_i > 0) = p_i Φ(mean_i / std_i). Under a hierarchy a child is also
+    gated by its parent and, for mutually exclusive siblings, by a random pick; SAELens's compensation only
+    aims at the configured rates, so no rate is claimed there (the report bins by measured frequency instead).
     """
     if model.hierarchy is not None:
         return None

@@ -1,27 +1,23 @@
 """Counter-based random streams, one per instance, drawn for every instance in one set of kernels.
 
-A number is a keyed hash of its position: the number at position p of the draw with counter c is
-h(((p ^ (a + t)) · K) ^ (b + t)), t = c·γ mod 2^32 (γ odd: distinct for 2^32 draws), K odd, (a, b)
-the two 32-bit halves of SplitMix64's finaliser of the instance's seed (Steele, Lea & Flood 2014), h
-Wellons's lowbias32 ("Prospecting for hash functions", 2018), a bijection of 32-bit words. For fixed
-keys p -> number is a bijection, so a draw repeats no word within a stream. The multiply between the
-two keys keeps streams apart: with one key alone (h(p ^ k)) two streams whose keys agree above the
-draw's size would read the same words, permuted; here the positions whose inputs coincide are
-scattered, as for any two unrelated streams of 32-bit words. Every op costs a small draw a dispatch
-(more than its arithmetic there), so the hash is one lowbias32, not two.
-32-bit integer ops vectorise on CPUs where 64-bit shifts and multiplies do not: about twice as fast
-as SplitMix64 on a tensor, though still slower per number than torch.rand's Mersenne twister.
+The number at position p of the draw with counter c is h(((p ^ (a + t)) · K) ^ (b + t)), t = c·γ mod 2^32
+(γ odd: distinct for 2^32 draws), K odd, (a, b) the two 32-bit halves of SplitMix64's finaliser of the
+instance's seed (Steele, Lea & Flood 2014), h Wellons's lowbias32 ("Prospecting for hash functions", 2018),
+a bijection of 32-bit words. For fixed keys p -> number is a bijection, so a draw repeats no word within a
+stream. The multiply between the two keys keeps streams apart: with h(p ^ k) alone, two streams whose keys
+agree above the draw's size would read the same words, permuted. 32-bit integer ops vectorise on CPUs where
+64-bit shifts and multiplies do not; every op costs a small draw a dispatch, so the hash is one lowbias32.
 
-So an instance's numbers depend on its seed, the counter and their positions alone, never on how
-many instances share the batch, and a draw is a fixed set of integer ops whatever the instance
-count. The counter is a 0-d int64 device tensor that each draw advances in place: a CUDA graph that
-replays a draw reads fresh numbers with no generator to register. torch's integer multiplies wrap
-(two's complement); its right shift of a negative number is arithmetic, so each xorshift masks it to
-a logical one. Positions are int32 tensors (R or 1, ...), R the rows drawn: below 2^31.
+An instance's numbers depend on its seed, the counter and their positions alone, never on how many instances
+share the batch. The counter is a 0-d int64 device tensor that each draw advances in place: a CUDA graph that
+replays a draw reads fresh numbers with no generator to register. torch's integer multiplies wrap (two's
+complement); its right shift of a negative number is arithmetic, so each xorshift masks it to a logical one.
+Positions are int32 tensors (R or 1, ...), R the rows drawn: below 2^31.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -43,9 +39,8 @@ def mix(x: torch.Tensor) -> torch.Tensor:
     return x.bitwise_xor_(x.bitwise_right_shift(31).bitwise_and_((1 << 33) - 1))
 
 
-def mix32(x: torch.Tensor, c: _Constants | None = None) -> torch.Tensor:
+def mix32(x: torch.Tensor, c: _Constants) -> torch.Tensor:
     """lowbias32 of a contiguous int32 `x`, in place: a bijection (c: `_constants(x.device)`)."""
-    c = c or _constants(x.device)
     _fold_halves(x).mul_(c.low0)
     x.bitwise_xor_(x.bitwise_right_shift(c.fifteen).bitwise_and_(c.mask17)).mul_(c.low1)
     return _fold_halves(x)
@@ -62,17 +57,12 @@ class _Constants(NamedTuple):
     half: torch.Tensor
 
 
-_CONSTANTS: dict = {}
-
-
+@functools.cache
 def _constants(device: torch.device) -> _Constants:
     """The hash's and the uniforms' constants as 0-d tensors on `device`, made once: an op with a Python
     number wraps it in a fresh tensor at every call, which costs a small draw more than its arithmetic."""
-    if device not in _CONSTANTS:
-        ints = [torch.tensor(c, dtype=torch.int32, device=device) for c in (*_LOW, 15, 0x1FFFF, 8, _KEY)]
-        _CONSTANTS[device] = _Constants(*ints, torch.ones((), dtype=torch.int64, device=device),
-                                        torch.tensor(0.5, device=device))
-    return _CONSTANTS[device]
+    ints = [torch.tensor(c, dtype=torch.int32, device=device) for c in (*_LOW, 15, 0x1FFFF, 8, _KEY)]
+    return _Constants(*ints, torch.ones((), dtype=torch.int64, device=device), torch.tensor(0.5, device=device))
 
 
 def _fold_halves(x: torch.Tensor) -> torch.Tensor:
@@ -95,17 +85,10 @@ class Streams:
         self.counter = torch.zeros((), dtype=torch.int64, device=keys.device) if counter is None else counter
         mixed = mix(self.keys.clone())
         low = mixed.bitwise_left_shift(32).bitwise_right_shift_(32)
-        self._halves = torch.stack([low, mixed.bitwise_right_shift(32)]).int()  # its two signed 32-bit halves, (2, inst)
+        self._halves = torch.stack([low, mixed.bitwise_right_shift(32)]).int()  # (2, inst) signed 32-bit halves
         self._pair = torch.tensor([0, 1], dtype=torch.int32, device=keys.device)
         self._constants = _constants(keys.device)
-
-    @property
-    def device(self) -> torch.device:
-        return self.keys.device
-
-    @property
-    def n_instances(self) -> int:
-        return len(self.keys)
+        self.device, self.n_instances = keys.device, len(keys)
 
     def bits(self, position: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """32 random bits (int32) at each position of instance rows[r]'s stream, shaped (R, *position.shape[1:]);

@@ -1,10 +1,8 @@
 """How many CPU threads torch uses inside `train_toy_model`, `train_sae` and `evaluate`.
 
-toysuper's tensors are small (a batch of a few thousand rows against tens to thousands of
-columns): cut into pieces for several threads, each piece is too small to pay for the threads'
-hand-offs, and on a CPU shared with other work a thread waiting for a busy core stalls every
-operation. One thread is then as fast and never stalls (figures: docs/threads.md). So one thread
-is the default, unless the caller chose a count; the count is restored when the call returns.
+toysuper's tensors are small: cut into pieces for several threads, each piece is too small to pay for
+the hand-offs, and on a shared CPU a thread waiting for a busy core stalls every operation (docs/threads.md).
+So one thread is the default unless the caller chose a count; the count is restored when the call returns.
 """
 
 from __future__ import annotations
@@ -15,16 +13,14 @@ from contextlib import contextmanager
 
 import torch
 
-_AT_IMPORT = torch.get_num_threads()
-"""torch's count when toysuper was imported: a different count later means the caller set one."""
+_AT_IMPORT = torch.get_num_threads()  # a different count later means the caller set one
 
 
 def chosen_threads(threads: int | None) -> int | None:
     """The thread count a call runs with, or None to leave torch's setting as it is.
 
-    threads: an int >= 1: that many; 0: torch's current setting; None (the default): 1, unless the
-        caller chose a count, which is kept: by OMP_NUM_THREADS / MKL_NUM_THREADS, or by calling
-        torch.set_num_threads since toysuper was imported (a sweep's `run.threads`, a Ray task's CPUs).
+    threads: n >= 1: n; 0: torch's current setting; None: 1, unless the caller chose a count (by
+    OMP_NUM_THREADS / MKL_NUM_THREADS, or torch.set_num_threads since toysuper was imported), which is kept.
     """
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
         raise ValueError(f"threads must be None, 0 (torch's setting) or a whole number >= 1, got {threads!r}")

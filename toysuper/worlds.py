@@ -1,44 +1,31 @@
 """Preset worlds: SynthSAEBench (Chanin & Garriga-Alonso 2026, arXiv 2602.14687) from toysuper's pieces.
 
-SynthSAEBench-16k (SAELens docs, synth_sae_bench.md; its `SyntheticModelConfig`, seed 42):
-16,384 features in 768 dimensions; base rates Zipf(0.5) from p_max = 0.4 to p_min = 5e-4; a forest
-of 128 roots, branching 4, depth 3, laid out breadth first, every parent's children mutually
-exclusive and scaled by the parent's activation over its mean; a rank-25 Gaussian copula of
-scale 0.1; magnitudes ReLU(N(μ_i, σ_i²)) with μ linear from 5.0 (most frequent) to 4.0 (rarest)
-and σ_i ~ |N(0.5, 0.5)|; a dictionary orthogonalised by 100 Adam steps at lr 3e-4; a hidden
-bias of norm 0.5.
+SynthSAEBench-16k (SAELens's `SyntheticModelConfig`, seed 42): 16,384 features in 768 dimensions; base
+rates Zipf(0.5) from p_max = 0.4 to p_min = 5e-4; a forest of 128 roots, branching 4, depth 3, breadth
+first, every parent's children mutually exclusive and scaled by the parent's activation over its mean; a
+rank-25 Gaussian copula of scale 0.1; magnitudes ReLU(N(μ_i, σ_i²)) with μ linear from 5.0 (most frequent)
+to 4.0 (rarest) and σ_i ~ |N(0.5, 0.5)|; a dictionary orthogonalised by 100 Adam steps at lr 3e-4; a
+hidden bias of norm 0.5.
 
-How SAELens draws it: feature i fires raw when its copula Gaussian passes the threshold of
-q_i = min(1, b_i / b_P (1 + Σ_{siblings j} b_j / b_P)) (b the base rate, P the parent; its
-"probability compensation"), with the value ReLU(N(μ_i, σ_i²)), 0 meaning silent. Level by level,
-among a live parent's raw-active children one is kept, uniformly at random; children of a silent
-parent are zeroed; a kept child is multiplied by its parent's value over μ_P.
-
-The same law here, with every rate exact: let a_i = q_i Φ(μ_i/σ_i), the chance of a non-zero raw
-value. A root or free feature fires with a_i and, given that, takes N(μ_i, σ_i²) conditioned on
-> 0 (`TruncatedNormal`). Given its parent fires, child c is the kept one with probability
+SAELens fires feature i raw with q_i = min(1, b_i / b_P (1 + Σ_{siblings j} b_j / b_P)) (b the base
+rate, P the parent: its "probability compensation") and the value ReLU(N(μ_i, σ_i²)); level by level,
+among a live parent's raw-active children one is kept uniformly at random and multiplied by the
+parent's value over μ_P. The same law here, with every rate exact: a_i = q_i Φ(μ_i/σ_i) is the chance
+of a non-zero raw value; a root or free feature fires with a_i and takes N(μ_i, σ_i²) conditioned on
+> 0 (`TruncatedNormal`); given its parent fires, child c is the kept one with probability
 
     π_c = a_c E[1 / (1 + K_c)] = a_c ∫_0^1 Π_{j ≠ c} (1 - a_j + a_j t) dt,
 
-K_c the number of c's raw-active siblings (the integral of K_c's generating function; Gauss-Legendre,
-exact for the polynomial). At most one child is kept, so the π_c describe the children's joint law
-completely: they are one categorical draw (`Hierarchy(exclusive_children=True, child_prob=π)`).
-`firing_prob` then holds every feature's exact rate: mean L0 34.5, and 25.2 over the 4,096 most
-frequent features, in the 16k world (the issue's 34 and 25). SAELens's compensation cannot keep
-the base Zipf rates, and exact compensation could not either: in 2,497 of the 2,688 sibling
-groups the base rates add up to more than the parent's.
+K_c the number of c's raw-active siblings (Gauss-Legendre, exact for the polynomial). At most one
+child is kept, so the π_c are one categorical draw (`Hierarchy(exclusive_children=True, child_prob=π)`)
+and `firing_prob` holds every feature's exact rate (mean L0 34.5 in the 16k world).
 
-Where this differs from SAELens: (1) the copula drives the roots and free features; a child's
-choice uses its own uniform, which keeps every rate exact. SAELens thresholds the children's raw
-firing from the copula too, which moves a child's rate with the copula's correlation to its parent
-and siblings: against SAELens's own sampler (16k world, 40,000 samples) the rates summed over each
-hierarchy level and over the free features agree within 1.2 standard errors, and single children
-of frequent roots differ by up to about 25% either way. (2) A child is scaled by its parent's value
-over the parent's mean magnitude (the truncated normal's mean) rather than over μ_P: they agree to
-0.2% for σ_P < μ_P / 3, all but about one feature in a thousand. (3) For those few features whose
-σ is large enough for ReLU zeros to matter, the copula thresholds at a_i directly, where SAELens
-thresholds at q_i and then silences the zero values independently (the same rate, slightly
-different co-firing).
+Where this differs from SAELens: (1) the copula drives the roots and free features only; a child's
+choice uses its own uniform, which keeps every rate exact (against SAELens's sampler the rates summed
+per hierarchy level agree within 1.2 standard errors; single children of frequent roots differ by up to
+about 25%). (2) A child is scaled by its parent's value over the parent's mean magnitude rather than
+over μ_P (within 0.2% for σ_P < μ_P / 3). (3) Where ReLU zeros matter, the copula thresholds at a_i
+directly rather than at q_i followed by independent silencing (the same rate, slightly different co-firing).
 """
 
 from __future__ import annotations
@@ -60,11 +47,7 @@ N_FEATURES_16K, D_HIDDEN_16K, ROOTS_16K = 16384, 768, 128
 
 
 def synthsaebench_16k(seed: int = 42, n_instances: int = 1, device=None, quiet: bool = True) -> DictionarySource:
-    """SynthSAEBench-16k: 16,384 features in 768 dimensions (see the module docstring).
-
-    Several instances are several SAEs on the same world, each with its own data stream.
-    Orthogonalising the dictionary takes about 20 s on a 2-core CPU, well under a second on a GPU.
-    """
+    """SynthSAEBench-16k (the module docstring); several instances are SAEs on one world, each its own data."""
     return synthsaebench(N_FEATURES_16K, D_HIDDEN_16K, seed=seed, n_instances=n_instances, device=device, quiet=quiet)
 
 
@@ -85,23 +68,13 @@ def named(name: str, seed: int = 42, n_instances: int = 1, device=None) -> Dicti
 def synthsaebench(n_features: int = N_FEATURES_16K, d_hidden: int = D_HIDDEN_16K, *, seed: int = 42,
                   n_instances: int = 1, device=None, n_roots: int | None = None, quiet: bool = True,
                   **settings) -> DictionarySource:
-    """A SynthSAEBench world of any size; the defaults build SynthSAEBench-16k.
+    """A SynthSAEBench world of any size as a `DictionarySource`; the defaults build SynthSAEBench-16k.
 
-    A smaller world of the same structure for CPUs: `synthsaebench(4096, 192)` (the same features
-    per dimension as the 16k world; n_roots scales with n_features, 32 here, so the hierarchy
-    covers the same two thirds of the features).
-
-    Args:
-        n_features, d_hidden: the world's size.
-        seed: the world's seed (the dictionary and bias from it, σ from seed + 1, the copula from
-            seed + 4, as SAELens numbers them).
-        n_instances: copies of the world side by side (one SAE each, their own data streams).
-        n_roots: hierarchy roots; 128 · n_features / 16384 by default.
-        settings: any keyword of `synthsaebench_distribution` (branching, depth, p_max, ...),
-            orthogonalize_steps (100), orthogonalize_lr (3e-4), bias_norm (0.5).
-
-    Returns:
-        A `DictionarySource` that `train_sae` and `evaluate` accept.
+    n_roots scales with n_features by default (128 · n_features / 16384), so the hierarchy of a smaller
+    world such as `synthsaebench(4096, 192)` covers the same two thirds of the features. seed: the
+    dictionary and bias come from it, σ from seed + 1, the copula from seed + 4, as SAELens numbers them.
+    n_instances: copies of the world side by side. settings: any keyword of `synthsaebench_distribution`,
+    orthogonalize_steps (100), orthogonalize_lr (3e-4), bias_norm (0.5).
     """
     d_hidden = positive_int("d_hidden", d_hidden)
     device = resolve_device(device)
@@ -154,33 +127,23 @@ def synthsaebench_distribution(n_features: int = N_FEATURES_16K, *, seed: int = 
 
 
 def saelens_rates(tree: Hierarchy, base: torch.Tensor, live: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """SAELens's compensated hierarchy as exact rates (see the module docstring).
-
-    Args:
-        tree: the hierarchy (its children are taken as mutually exclusive).
-        base: (n,) base firing rates b.
-        live: (n,) the chance that a raw firing has a non-zero value, Φ(μ/σ).
-
-    Returns:
-        (rates (n,): a_i for roots and free features, the entries of children unused;
-        child_prob (n,): P(child kept | parent fires) = π_c, 0 for features without a parent).
-    """
+    """SAELens's compensated hierarchy as exact rates (the module docstring): the tree's children taken as
+    mutually exclusive, base (n,) rates b, live (n,) = Φ(μ/σ) -> (a (n,), the rate of roots and free
+    features; π (n,) = P(child kept | parent fires), 0 for features without a parent)."""
     base, live = base.double(), live.double()
-    raw = base.clone()  # q: the compensated raw rates; roots and free features keep their base rate
-    for parent, kids in tree.edges:
-        kids = list(kids)
-        others = base[kids].sum() - base[kids]
-        raw[kids] = base[kids] / base[parent] * (1 + others / base[parent])
-    active = raw.clamp(max=1) * live
     nodes, weights = np.polynomial.legendre.leggauss(max(len(kids) for _, kids in tree.edges))
     t = torch.tensor((nodes + 1) / 2, dtype=torch.float64)  # Gauss-Legendre on [0, 1]
     w = torch.tensor(weights / 2, dtype=torch.float64)
+    active = base.clamp(max=1) * live  # roots and free features: q is the base rate
     child_prob = torch.zeros_like(base)
-    for _, kids in tree.edges:
-        a = active[list(kids)]
+    for parent, kids in tree.edges:
+        kids = list(kids)
+        raw = base[kids] / base[parent] * (1 + (base[kids].sum() - base[kids]) / base[parent])  # q, compensated
+        a = raw.clamp(max=1) * live[kids]
+        active[kids] = a
         factors = 1 - a[:, None] + a[:, None] * t  # (k, nodes): each sibling's generating function at t
         without = factors.prod(0) / factors  # Π over the other siblings (factors > 0 inside (0, 1))
-        child_prob[list(kids)] = a * (without * w).sum(1)
+        child_prob[kids] = a * (without * w).sum(1)
     return active, child_prob
 
 

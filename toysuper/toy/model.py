@@ -24,14 +24,14 @@ from ..devices import instance_seeds, make_generator, resolve_device
 from ..memory import check_fits, toy_model_bytes
 
 KINDS = ("linear", "relu_output", "hidden_relu")
+CONFIG_KEYS = ("n_features", "d_hidden", "n_instances", "kind")
 
 
 class ToyModel(nn.Module):
     """Toy models with an instances axis.
 
     Args:
-        n_features: n, the number of ground-truth features.
-        d_hidden: m, the hidden width.
+        n_features: n; d_hidden: m.
         n_instances: independent models trained side by side.
         kind: "linear", "relu_output" or "hidden_relu".
         seed: seed of the initial weights (Xavier-normal W, zero b): an int s (instance i is drawn
@@ -63,8 +63,9 @@ class ToyModel(nn.Module):
         return _hidden_t(x, self.W, self.kind).permute(2, 0, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Reconstruction x': (batch, inst, n_features) -> (batch, inst, n_features)."""
-        out = _output(_hidden_t(x, self.W, self.kind), self.W, self.b)
+        """Reconstruction x' = Wᵀ h + b, ReLU'd but for linear: (batch, inst, n_features) -> same."""
+        h_t = _hidden_t(x, self.W, self.kind)
+        out = torch.baddbmm(self.b[:, None, :], h_t.transpose(1, 2), self.W.transpose(1, 2))  # (inst, batch, n)
         return (out if self.kind == "linear" else torch.relu(out)).transpose(0, 1)
 
     def feature_directions(self) -> torch.Tensor:
@@ -89,16 +90,14 @@ class ToyModel(nn.Module):
 
     def save(self, directory) -> Path:
         """Write `config.json` (what the constructor needs) and `weights.safetensors` into `directory`."""
-        return weights.save(directory, self, {"n_features": self.n_features, "d_hidden": self.d_hidden,
-                                              "n_instances": self.n_instances, "kind": self.kind})
+        return weights.save(directory, self, {key: getattr(self, key) for key in CONFIG_KEYS})
 
     @classmethod
     def load(cls, directory, device=None) -> "ToyModel":
         """Rebuild a toy model written by `save`; a missing, corrupt or mismatched file raises ValueError."""
-        keys = ("n_features", "d_hidden", "n_instances", "kind")
         device = resolve_device(device)
-        config, tensors = weights.read(directory, "a toy model", keys)
-        model = cls(**{k: config[k] for k in keys}, device=device)
+        config, tensors = weights.read(directory, "a toy model", CONFIG_KEYS)
+        model = cls(**{k: config[k] for k in CONFIG_KEYS}, device=device)
         weights.load_state(model, tensors, directory)
         return model
 
@@ -106,22 +105,22 @@ class ToyModel(nn.Module):
 def _hidden_t(x: torch.Tensor, W: torch.Tensor, kind: str) -> torch.Tensor:
     """hᵀ = Wᵀ xᵀ per instance: x (batch, inst, n), W (inst, n, m) -> (inst, m, batch).
 
-    Batched products with m-wide outputs (m = 5 in the paper) run at a fifth of the speed of
-    the same products taken the other way round, with batch-wide outputs; so every product of
-    the toy model is written with the batch as the output's long side.
+    Batched products with m-wide outputs run at a fifth of the speed of the same products taken the
+    other way round, so every product of the toy model has the batch as the output's long side.
     """
     h_t = torch.bmm(W.transpose(1, 2), x.permute(1, 2, 0))
     return torch.relu(h_t) if kind == "hidden_relu" else h_t
 
 
-def _output(h_t: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """W h + b before any ReLU: hᵀ (inst, m, batch) -> (inst, batch, n)."""
-    return torch.baddbmm(b[:, None, :], h_t.transpose(1, 2), W.transpose(1, 2))
-
-
 def importance_weighted_mse(model: ToyModel, x: torch.Tensor, importance: torch.Tensor) -> torch.Tensor:
-    """Σ_i I_i (x_i - x'_i)² averaged over the batch (Elhage et al. 2022): x (batch, inst, n) -> (inst,).
-
-    Plain autograd: a hand-written backward pass was only 1.05× faster end to end (docs/performance.md).
-    """
+    """Σ_i I_i (x_i - x'_i)² averaged over the batch (Elhage et al. 2022): x (batch, inst, n) -> (inst,)."""
     return (importance * (x - model(x)).pow(2)).sum(-1).mean(0)
+
+
+def check_dist(model: ToyModel, dist) -> None:
+    """A ValueError unless `dist` has the model's (n_instances, n_features)."""
+    if (dist.n_instances, dist.n_features) != (model.n_instances, model.n_features):
+        raise ValueError(
+            f"dist has (n_instances, n_features)=({dist.n_instances}, {dist.n_features}) but the model has "
+            f"({model.n_instances}, {model.n_features})"
+        )

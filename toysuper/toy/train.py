@@ -2,7 +2,7 @@
 
 The paper's setup (Elhage et al. 2022, "Toy Models of Superposition"): fresh samples of the features
 every step, the importance-weighted squared error, AdamW. The step (draw, loss, backward, AdamW,
-the running mean of the last losses) has fixed shapes and no host sync, so on CUDA it is captured
+the running sum of the last losses) has fixed shapes and no host sync, so on CUDA it is captured
 once and replayed (toysuper/capture.py); the loop reads the loss back every `log_every` steps only.
 """
 
@@ -18,7 +18,7 @@ from ..devices import instance_generators
 from ..progress import progress_bar
 from ..threads import with_threads
 from ..truth.distribution import FeatureDistribution
-from .model import ToyModel, importance_weighted_mse
+from .model import ToyModel, check_dist, importance_weighted_mse
 
 
 @dataclass
@@ -37,15 +37,37 @@ class ToyTrainResult:
     """Why it did not where it would have (the first error of a failed capture), else None."""
 
 
-def toy_step(model: ToyModel, dist: FeatureDistribution, optimizer: torch.optim.Optimizer, batch_size: int,
-             generator, step: torch.Tensor, tail_start: int, tail_sum: torch.Tensor):
-    """One training step of every instance as a function of no arguments; returns the loss per instance.
+@with_threads
+def train_toy_model(model: ToyModel, dist: FeatureDistribution, steps: int = 10_000, batch_size: int = 1024,
+                    lr: float = 1e-3, seed=0, weight_decay: float = 1e-2, log_every: int = 100,
+                    quiet: bool = False, capture: str = "auto", tf32: bool = False, *,
+                    threads: int | None = None) -> ToyTrainResult:
+    """Train every instance of `model` on samples from `dist` with AdamW (the paper's setup).
 
-    step: steps done (a 0-d device tensor, advanced in place); the losses of steps >= tail_start are
-    added to tail_sum (inst,) in place, for the final loss.
+    Data are drawn fresh each step on the model's device, one stream per instance: `seed` is an int s
+    (instance i reads the stream seeded s + i) or one int per instance. `capture`: "auto" replays the step from a
+    CUDA graph on CUDA, "off" runs it eagerly (toysuper/capture.py); gradients are None afterwards. `tf32`: on
+    CUDA, float32 matmuls may use TF32 while a step runs. `threads`: torch's CPU threads during the call
+    (threads.chosen_threads). Raises ValueError if the loss becomes NaN, leaving the model's weights as they were
+    at the last good check.
     """
+    steps = positive_int("steps", steps)
+    batch_size = positive_int("batch_size", batch_size)
+    lr = positive_float("lr", lr)
+    log_every = positive_int("log_every", log_every)
+    check_capture(capture, tf32)
+    check_dist(model, dist)
+    device = model.W.device
+    dist = dist if dist.device == device else dist.to(device)
+    generator = instance_generators(seed, device, model.n_instances)  # one stream per instance
+    # the fused kernel updates a parameter in one pass; capturable keeps the step count on the device for a graph
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay,
+                                  fused=device.type in ("cpu", "cuda"), capturable=captures(capture, device))
+    tail_start = steps - max(1, steps // 100)
+    step = torch.zeros((), device=device)  # steps done, on the device
+    tail_sum = torch.zeros(model.n_instances, device=device)  # the losses of steps >= tail_start, for final_loss
 
-    def run() -> torch.Tensor:
+    def one_step() -> torch.Tensor:
         x = dist.sample(batch_size, generator)
         per_instance = importance_weighted_mse(model, x, dist.importance)
         optimizer.zero_grad(set_to_none=True)
@@ -56,46 +78,7 @@ def toy_step(model: ToyModel, dist: FeatureDistribution, optimizer: torch.optim.
             step.add_(1)
         return per_instance.detach()
 
-    return run
-
-
-@with_threads
-def train_toy_model(model: ToyModel, dist: FeatureDistribution, steps: int = 10_000, batch_size: int = 1024,
-                    lr: float = 1e-3, seed=0, weight_decay: float = 1e-2, log_every: int = 100,
-                    quiet: bool = False, capture: str = "auto", tf32: bool = False, *,
-                    threads: int | None = None) -> ToyTrainResult:
-    """Train every instance of `model` on samples from `dist` with AdamW (the paper's setup).
-
-    Data are drawn fresh each step on the model's device, one stream per instance: `seed` is an int s
-    (instance i reads the stream seeded s + i) or one int per instance. `capture`: "auto" replays the step from a
-    CUDA graph on CUDA, "off" runs it eagerly (toysuper/capture.py); gradients are None afterwards (the
-    graph's memory is released). `tf32`: on CUDA, float32 matmuls may use TF32 while a step runs. `threads`:
-    torch's CPU threads during the call (threads.chosen_threads: None keeps the caller's choice, else 1; 0:
-    torch's setting; n: n). Raises ValueError if the loss becomes NaN, leaving the model's weights as they were
-    at the last good check.
-    """
-    steps = positive_int("steps", steps)
-    batch_size = positive_int("batch_size", batch_size)
-    lr = positive_float("lr", lr)
-    log_every = positive_int("log_every", log_every)
-    check_capture(capture, tf32)
-    if (dist.n_instances, dist.n_features) != (model.n_instances, model.n_features):
-        raise ValueError(
-            f"dist has (n_instances, n_features)=({dist.n_instances}, {dist.n_features}) but the model has "
-            f"({model.n_instances}, {model.n_features})"
-        )
-    device = model.W.device
-    dist = dist if dist.device == device else dist.to(device)
-    generator = instance_generators(seed, device, model.n_instances)  # one stream per instance
-    # the fused kernel updates a parameter in one pass (CPU and CUDA have one); capturable keeps the
-    # step count on the device, as a CUDA graph needs
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay,
-                                  fused=device.type in ("cpu", "cuda"), capturable=captures(capture, device))
-    tail_start = steps - max(1, steps // 100)
-    step = torch.zeros((), device=device)
-    tail_sum = torch.zeros(model.n_instances, device=device)
-    run = StepRunner(toy_step(model, dist, optimizer, batch_size, generator, step, tail_start, tail_sum),
-                     device, capture, streams=[generator.counter], tf32=tf32,
+    run = StepRunner(one_step, device, capture, streams=[generator.counter], tf32=tf32,
                      reset_gradients=lambda: optimizer.zero_grad(set_to_none=True))
     history, logged_steps = [], []
     last_good = {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -1,10 +1,6 @@
-"""Grading an SAE against the ground truth of its source (formulas: DESIGN.md and grade/diagnostics.py).
-
-Direction-level, from the decoder alone: MMCS, Hungarian-matched cosine, recovered@τ, splitting,
-composition. Activation-level, streamed over held-out samples: correlation and firing precision/recall/F1
-of each true feature with its matched latent, absorption, reconstruction, L0, dead and dense latents.
-Only the features the source marks gradeable are graded (a toy model's dropped feature has no direction).
-"""
+"""Grading an SAE against the ground truth of its source (formulas: DESIGN.md and grade/diagnostics.py): from
+the decoder alone, then streamed over held-out samples. Only the features the source marks gradeable are
+graded (a toy model's dropped feature has no direction)."""
 
 from __future__ import annotations
 
@@ -109,11 +105,14 @@ def evaluate(sae, source: ActivationSource, n_samples: int = 20_000, batch_size:
     directions = _match_directions(sae, source, thresholds, matching, candidates, exact_limit)
     generator, sizes = _held_out_chunks(source, seed, n_inst, max(n, sae.d_sae), n_samples, batch_size)
     sums = _stream(sae, source, directions, parents, thresholds, generator, sizes, quiet)
-    scores = _activation_scores(sums, directions, n_samples, sae.has_decode)
-    latents = _latent_grades(sums, directions, thresholds, n_samples, n)
-    features = _feature_table(source, directions, parents, sums, scores, latents, threshold, n_samples)
-    summary = _summary_table(directions, sums, scores, latents, threshold, n_samples)
-    return Report(features, summary, threshold, _latent_table(directions, scores, latents), thresholds)
+    sb, sb_latents = sums["sb"].summary(n_samples, sums["feature"], sums["squared_error"], sums["sum_x"],
+                                        sums["sum_xx"], sae.has_decode)
+    latents = _latent_columns(sums, directions, thresholds, n_samples, sb_latents)
+    features = _feature_columns(source, directions, parents, sums, near_counts(latents["near_feature"], n),
+                                threshold, n_samples)
+    summary = _summary_table(directions, features, latents, sums, sb, threshold, n_samples, sae.has_decode)
+    return Report(_frame(n_inst, n, "feature", features), summary, threshold,
+                  _frame(n_inst, sae.d_sae, "latent", latents), thresholds)
 
 
 def _checked(source, n_samples, batch_size, candidates, threshold, matching, thresholds):
@@ -226,113 +225,84 @@ def _stream(sae, source, directions: _Directions, parents, thresholds, generator
     return sums
 
 
-def _activation_scores(sums: dict, directions: _Directions, n_samples: int, has_decode: bool) -> dict:
-    """Per (instance, feature): correlation, precision, recall, f1, absorption, parent_miss; per instance:
-    squared_error, total_variance and SynthSAEBench's summary ("sb") and per-latent columns ("sb_latents")."""
-    matched = directions.matched_latent >= 0
-    n_inst, n = matched.shape
-    nan = partial(torch.full, fill_value=torch.nan, dtype=torch.float64)
-    correlation = _pearson(n_samples, sums["a"], sums["f"], sums["aa"], sums["ff"], sums["af"]).cpu()
-    precision, recall, f1 = firing_scores(sums["both"].cpu(), sums["feature"].cpu(), sums["latent"].cpu(), matched)
-    sb, sb_latents = sums["sb"].summary(n_samples, sums["feature"], sums["squared_error"], sums["sum_x"],
-                                        sums["sum_xx"], has_decode)
-    absorption, parent_miss = sums["absorption"].rates(n_inst) if "absorption" in sums else (nan((n_inst, n)),) * 2
-    return {"correlation": torch.where(matched, correlation, 0.0),  # no latent: no correlation
-            "precision": precision, "recall": recall, "f1": f1, "absorption": absorption, "parent_miss": parent_miss,
-            "sb": sb, "sb_latents": sb_latents,
-            "total_variance": (sums["sum_xx"] - sums["sum_x"].pow(2).sum(-1) / n_samples).cpu(),
-            "squared_error": sums["squared_error"].cpu() if has_decode else nan((n_inst,))}
-
-
-def _latent_grades(sums: dict, directions: _Directions, thresholds, n_samples: int, n: int) -> dict:
-    """Per latent: frequency, dead, dense, composed, near a feature (splitting), matched to nothing, and the
-    feature matched to it; "n_near": how many latents sit near each feature."""
+def _latent_columns(sums: dict, directions: _Directions, thresholds, n_samples: int, sb_latents: dict) -> dict:
+    """The report's columns per (instance, latent), (inst, k) each: a latent is dead, a composition (it has a
+    composition_cos), near a feature (splitting) or matched to nothing."""
     frequency = (sums["latent_fires"] / n_samples).cpu()
     dead = sums["latent_fires"].cpu() == 0
     composed = (directions.parts[..., 0] >= 0) & ~dead
     nearest_cos, nearest_feature = directions.tops.col_cos[..., 0].cpu(), directions.tops.col_feature[..., 0].cpu()
     is_near = ~dead & ~composed & (nearest_cos >= thresholds.split)
-    near_feature = torch.where(is_near, nearest_feature, -1)
     matched_feature = torch.full(dead.shape, -1, dtype=torch.long)
     inst_index, feature_index = (directions.matched_latent >= 0).nonzero(as_tuple=True)
     matched_feature[inst_index, directions.matched_latent[inst_index, feature_index]] = feature_index
-    return {"frequency": frequency, "dead": dead, "dense": frequency > thresholds.dense, "composed": composed,
-            "nearest_cos": nearest_cos, "nearest_feature": nearest_feature, "near_feature": near_feature,
-            "n_near": near_counts(near_feature, n), "nothing": ~dead & ~composed & ~is_near,
-            "matched_feature": matched_feature}
+    composed_of = np.full(dead.shape, "", dtype=object)
+    for instance, latent in composed.nonzero().tolist():  # few: a Python loop is fine
+        composed_of[instance, latent] = "+".join(str(p) for p in directions.parts[instance, latent].tolist() if p >= 0)
+    return {"frequency": frequency, "dead": dead, "dense": frequency > thresholds.dense,
+            "best_feature": nearest_feature, "best_cos": nearest_cos, "matched_feature": matched_feature,
+            "near_feature": torch.where(is_near, nearest_feature, -1), "composed_of": composed_of,
+            "composition_cos": torch.where(composed, directions.fit, torch.nan),
+            "matched_to_nothing": ~dead & ~composed & ~is_near, **sb_latents}
+
+
+def _feature_columns(source, directions: _Directions, parents, sums: dict, n_near, threshold, n_samples) -> dict:
+    """The report's columns per (instance, true feature), (inst, n) each."""
+    matched, graded = directions.matched_latent >= 0, directions.gradeable.cpu()
+    n_inst, n = matched.shape
+    firing_prob = firing_probabilities(source)
+    precision, recall, f1 = firing_scores(sums["both"].cpu(), sums["feature"].cpu(), sums["latent"].cpu(), matched)
+    no_rates = (torch.full((n_inst, n), torch.nan, dtype=torch.float64),) * 2
+    absorption, parent_miss = sums["absorption"].rates(n_inst) if "absorption" in sums else no_rates
+    correlation = _pearson(n_samples, sums["a"], sums["f"], sums["aa"], sums["ff"], sums["af"]).cpu()
+    n_near = torch.where(graded, n_near, 0)
+    return {
+        "graded": graded, "parent": parents if parents is not None else torch.full((n_inst, n), -1),
+        "firing_prob": firing_prob if firing_prob is not None else torch.full((n_inst, n), torch.nan),
+        "frequency": sums["feature"].cpu() / n_samples,
+        "best_latent": directions.tops.row_latent[..., 0].cpu(), "best_cos": directions.tops.row_cos[..., 0].cpu(),
+        "matched_latent": directions.matched_latent, "matched_cos": directions.matched_cos,
+        "recovered": directions.matched_cos >= threshold,
+        "activation_corr": torch.where(matched, correlation, 0.0),  # no latent: no correlation
+        "precision": precision, "recall": recall, "f1": f1, "n_near_latents": n_near, "split": n_near >= 2,
+        "absorption": absorption, "parent_miss": parent_miss,
+    }
 
 
 def _frame(n_inst: int, size: int, index: str, columns: dict) -> pd.DataFrame:
-    """A table of one row per (instance, `index`) from (inst, size) tensors and flat columns."""
-    flat = {name: value.reshape(-1).numpy() if isinstance(value, torch.Tensor) else value
+    """A table of one row per (instance, `index`) from (inst, size) columns."""
+    flat = {name: value.reshape(-1).numpy() if isinstance(value, torch.Tensor) else value.reshape(-1)
             for name, value in columns.items()}
     return pd.DataFrame({"instance": np.repeat(np.arange(n_inst), size), index: np.tile(np.arange(size), n_inst),
                          **flat})
 
 
-def _feature_table(source, directions: _Directions, parents, sums, scores, latents, threshold, n_samples):
-    """One row per (instance, true feature)."""
-    n_inst, n = directions.matched_latent.shape
-    firing_prob = firing_probabilities(source)
-    features = _frame(n_inst, n, "feature", {
-        "graded": directions.gradeable.cpu(), "parent": parents if parents is not None else torch.full((n_inst, n), -1),
-        "firing_prob": firing_prob if firing_prob is not None else torch.full((n_inst, n), torch.nan),
-        "frequency": sums["feature"].cpu() / n_samples,
-        "best_latent": directions.tops.row_latent[..., 0].cpu(), "best_cos": directions.tops.row_cos[..., 0].cpu(),
-        "matched_latent": directions.matched_latent, "matched_cos": directions.matched_cos,
-        "recovered": directions.matched_cos >= threshold, "activation_corr": scores["correlation"],
-        "precision": scores["precision"], "recall": scores["recall"], "f1": scores["f1"],
-        "n_near_latents": latents["n_near"], "split": latents["n_near"] >= 2,
-        "absorption": scores["absorption"], "parent_miss": scores["parent_miss"],
-    })
-    features.loc[~features["graded"], ["n_near_latents", "split"]] = [0, False]
-    return features
-
-
-def _latent_table(directions: _Directions, scores: dict, latents: dict) -> pd.DataFrame:
-    """One row per (instance, latent)."""
-    n_inst, k = latents["dead"].shape
-    composed = latents["composed"]
-    composed_of = np.full(n_inst * k, "", dtype=object)
-    flat_parts = directions.parts.reshape(n_inst * k, -1)
-    for row in composed.reshape(-1).nonzero().squeeze(-1).tolist():  # few: a Python loop is fine
-        composed_of[row] = "+".join(str(p) for p in flat_parts[row].tolist() if p >= 0)
-    return _frame(n_inst, k, "latent", {
-        "frequency": latents["frequency"], "dead": latents["dead"], "dense": latents["dense"],
-        "best_feature": latents["nearest_feature"], "best_cos": latents["nearest_cos"],
-        "matched_feature": latents["matched_feature"], "near_feature": latents["near_feature"],
-        "composed_of": composed_of, "composition_cos": torch.where(composed, directions.fit, torch.nan),
-        "matched_to_nothing": latents["nothing"], **scores["sb_latents"],
-    })
-
-
-def _summary_table(directions: _Directions, sums, scores, latents, threshold, n_samples) -> pd.DataFrame:
-    """One row per instance: the means over its graded features and latents (NaN over no graded feature)."""
-    best_cos, matched_cos = directions.tops.row_cos[..., 0].cpu(), directions.matched_cos
-    squared_error, n_near = scores["squared_error"], latents["n_near"]
+def _summary_table(directions: _Directions, features: dict, latents: dict, sums: dict, sb: dict, threshold,
+                   n_samples: int, has_decode: bool) -> pd.DataFrame:
+    """One row per instance: the means over its graded features (NaN over none), then over its latents."""
+    n_inst = len(directions.methods)
+    squared_error = sums["squared_error"].cpu() if has_decode else torch.full((n_inst,), torch.nan, dtype=torch.float64)
+    total_variance = (sums["sum_xx"] - sums["sum_x"].pow(2).sum(-1) / n_samples).cpu()
+    fractions = {"dead_fraction": latents["dead"], "dense_fraction": latents["dense"],
+                 "mixed_fraction": ~latents["composition_cos"].isnan(),
+                 "unmatched_latent_fraction": latents["matched_to_nothing"]}
+    per_instance = {"mse": squared_error / n_samples, "fvu": squared_error / total_variance.clamp_min(1e-30),
+                    "l0": sums["latent_fires"].sum(-1).cpu() / n_samples,
+                    **{name: value.double().mean(-1) for name, value in fractions.items()}}
     rows = []
-    for instance, graded in enumerate(directions.gradeable.cpu()):
+    for instance, graded in enumerate(features["graded"]):
+        feature = {name: value[instance, graded] for name, value in features.items()}
         rows.append({
-            "instance": instance,
-            "n_graded": int(graded.sum()),
-            "matching": directions.methods[instance],
-            "mmcs": float(best_cos[instance, graded].double().mean()),
-            "hungarian_cos": float(matched_cos[instance, graded].mean()),
-            f"recovered@{threshold:g}": recovered(matched_cos[instance, graded].numpy(), threshold),
-            "activation_mcc": float(scores["correlation"][instance, graded].mean()),
-            "precision": _nanmean(scores["precision"][instance, graded]),
-            "recall": _nanmean(scores["recall"][instance, graded]),
-            "f1": _nanmean(scores["f1"][instance, graded]),
-            "split_fraction": float((n_near[instance, graded] >= 2).double().mean()),
-            "absorption": _nanmean(scores["absorption"][instance]),
-            "mse": float(squared_error[instance] / n_samples),
-            "fvu": float(squared_error[instance] / scores["total_variance"][instance].clamp_min(1e-30)),
-            "l0": float(sums["latent_fires"][instance].sum().cpu() / n_samples),
-            "dead_fraction": float(latents["dead"][instance].double().mean()),
-            "dense_fraction": float(latents["dense"][instance].double().mean()),
-            "mixed_fraction": float(latents["composed"][instance].double().mean()),
-            "unmatched_latent_fraction": float(latents["nothing"][instance].double().mean()),
+            "instance": instance, "n_graded": int(graded.sum()), "matching": directions.methods[instance],
+            "mmcs": float(feature["best_cos"].double().mean()),
+            "hungarian_cos": float(feature["matched_cos"].mean()),
+            f"recovered@{threshold:g}": recovered(feature["matched_cos"].numpy(), threshold),
+            "activation_mcc": float(feature["activation_corr"].mean()),
+            **{name: _nanmean(feature[name]) for name in ("precision", "recall", "f1")},
+            "split_fraction": float(feature["split"].double().mean()),
+            "absorption": _nanmean(features["absorption"][instance]),
+            **{name: float(value[instance]) for name, value in per_instance.items()},
             "sb_mcc": directions.sb_mcc[instance],
-            **{name: value[instance].item() for name, value in scores["sb"].items()},
+            **{name: value[instance].item() for name, value in sb.items()},
         })
     return pd.DataFrame(rows)

@@ -124,10 +124,9 @@ def cosine_tops(true_directions: torch.Tensor, decoder_directions: torch.Tensor,
 def _sparse_assignment(n_rows: int, n_cols: int, rows: np.ndarray, cols: np.ndarray, cos: np.ndarray) -> np.ndarray:
     """Max-Σcos one-to-one matching on candidate edges (n_rows <= n_cols): column per row, -1 if none.
 
-    Each row also gets a private dummy column of very high cost, so a full matching always
-    exists; a row matched to its dummy had all its candidates taken. The dummy costs more
-    than any alternating path of real edges can save, so the number of real matches is
-    maximised first, as in the dense assignment where every row gets a latent.
+    Each row also gets a private dummy column, so a full matching always exists; a row matched to it had all
+    its candidates taken. The dummy costs more than any alternating path of real edges can save, so the number
+    of real matches is maximised first, as in the dense assignment where every row gets a latent.
     """
     _, first = np.unique(rows.astype(np.int64) * n_cols + cols, return_index=True)  # the candidate lists overlap
     rows, cols, cos = rows[first], cols[first], cos[first].astype(np.float64)
@@ -146,10 +145,8 @@ Edges = tuple[np.ndarray, np.ndarray, np.ndarray]  # candidate edges: row indice
 
 
 def candidate_edges(tops: CosineTops, instance: int = 0, rows: np.ndarray | None = None) -> Edges:
-    """The candidate edges of one instance: each row's best latents and each latent's best rows.
-
-    `rows` (sorted feature indices) keeps only those rows and renumbers them 0.. in that order.
-    """
+    """The candidate edges of one instance: each row's best latents and each latent's best rows; `rows`
+    (sorted feature indices) keeps only those rows, renumbered 0.. in that order."""
     row_latent = tops.row_latent[instance].cpu().numpy()
     row_cos = tops.row_cos[instance].double().cpu().numpy()
     col_feature = tops.col_feature[instance].cpu().numpy()
@@ -169,11 +166,8 @@ def candidate_edges(tops: CosineTops, instance: int = 0, rows: np.ndarray | None
 
 def _sparse_match(G: torch.Tensor, D: torch.Tensor, candidates: int, exact_limit: int, edges: Edges | None,
                   absolute: bool = False) -> np.ndarray:
-    """Column per row of the sparse assignment, for unit G (n, d), D (k, d) with n <= k.
-
-    Rows whose candidates were all taken are matched again among the unused columns, with
-    fresh candidates (exactly, once the leftover problem is small).
-    """
+    """Column per row of the sparse assignment, for unit G (n, d), D (k, d) with n <= k; rows whose candidates
+    were all taken are matched again among the unused columns, with fresh candidates (exactly, once few)."""
     n, k = G.shape[0], D.shape[0]
     if edges is None:
         edges = candidate_edges(cosine_tops(G[None], D[None], per_row=candidates, absolute=absolute))

@@ -1,10 +1,6 @@
-"""Grading any SAE: the small protocol `evaluate` needs, and adapters to it.
-
-`evaluate` needs decoder_directions() -> (inst, d_sae, d_hidden) and encode(x): (batch, inst, d_hidden) ->
-(batch, inst, d_sae), or the same without the inst axis for one SAE; and, for the reconstruction scores
-(else NaN), decode(acts). Besides such an object, `as_gradeable` accepts a (decoder, encode[, decode]) tuple,
-an object with a W_dec tensor and encode() (e.g. an SAE of SAELens or sparsify), and a directory in SAELens's
-format (read without importing SAELens) or toysuper's.
+"""Grading any SAE: the small protocol `evaluate` needs (`GradeableSAE`) and adapters to it from tensors and
+callables, objects with a W_dec tensor (SAELens's, sparsify's) and directories in SAELens's format or
+toysuper's (README: "Grading an outside SAE").
 """
 
 from __future__ import annotations
@@ -20,7 +16,8 @@ from ..sources import ActivationSource, Batch
 
 @runtime_checkable
 class GradeableSAE(Protocol):
-    """What `evaluate` needs from an SAE (decode is optional)."""
+    """What `evaluate` needs from an SAE; decode(acts), of the inverse shapes, is optional (without it the
+    reconstruction scores are NaN)."""
 
     def decoder_directions(self) -> torch.Tensor:
         """Decoder directions, (inst, d_sae, d_hidden) or (d_sae, d_hidden); need not be unit."""
@@ -33,7 +30,7 @@ class GradeableSAE(Protocol):
 
 class TensorSAE:
     """An SAE given as its decoder directions, (d_sae, d_hidden) for one SAE or (inst, d_sae, d_hidden), and
-    an encode (and optionally a decode) callable with the matching shapes (see the module docstring)."""
+    an encode (and optionally a decode) callable with the matching shapes (see `GradeableSAE`)."""
 
     def __init__(self, decoder: torch.Tensor, encode: Callable[[torch.Tensor], torch.Tensor],
                  decode: Callable[[torch.Tensor], torch.Tensor] | None = None):

@@ -118,8 +118,7 @@ class SynthSAEBenchSums:
         feature_fires_of_best = torch.gather(feature_fires.to(self.best_feature.device), 1, self.best_feature)
         scores = {name: value.cpu() for name, value in
                   classification(self.true_positives, self.latent_fires, feature_fires_of_best, n_samples).items()}
-        n_inst = self.best_feature.shape[0]
-        nan = torch.full((n_inst,), torch.nan, dtype=torch.float64)
+        nan = torch.full(self.best_feature.shape[:1], torch.nan, dtype=torch.float64)
         shrinkage = torch.where(self.shrinkage_count > 0, self.shrinkage_sum / self.shrinkage_count.clamp_min(1), 0.0)
         summary = {
             "sb_uniqueness": uniqueness(self.best_feature, feature_fires.shape[1]).cpu(),

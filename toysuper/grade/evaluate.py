@@ -153,7 +153,7 @@ def _match_directions(sae, source, thresholds, matching, candidates, exact_limit
     """The best cosines per feature and per latent, in chunks, then the matching, per instance."""
     device, n_inst, n = sae.device, sae.n_instances, source.n_features
     G = unit_rows(source.true_directions().to(device).float())
-    D = sae.decoder_directions().to(device).float()
+    D = sae.directions.to(device).float()
     if not torch.isfinite(D).all():  # scipy's matching would fail on them with a message naming nothing
         bad = (~torch.isfinite(D)).flatten(1).any(-1).nonzero().squeeze(-1).tolist()
         raise ValueError(f"the SAE's decoder directions contain NaN or infinite values (instances {bad}): "

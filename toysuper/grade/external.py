@@ -49,8 +49,8 @@ class TensorSAE:
 
 
 class Graded:
-    """An SAE seen the way `evaluate` sees it, with an instances axis everywhere: n_instances, d_sae,
-    d_hidden, device, has_decode."""
+    """An SAE seen the way `evaluate` sees it, with an instances axis everywhere: directions (inst, d_sae,
+    d_hidden) as given (not normalised), n_instances, d_sae, d_hidden, device, has_decode."""
 
     def __init__(self, sae, decoder: torch.Tensor):
         decoder = decoder.detach()
@@ -63,10 +63,6 @@ class Graded:
         self.n_instances, self.d_sae, self.d_hidden = self.directions.shape
         self.device = self.directions.device
         self.has_decode = callable(getattr(sae, "decode", None))
-
-    def decoder_directions(self) -> torch.Tensor:
-        """(inst, d_sae, d_hidden), as given (not normalised)."""
-        return self.directions
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, inst, d_hidden) -> (batch, inst, d_sae), float32."""

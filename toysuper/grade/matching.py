@@ -146,10 +146,8 @@ Edges = tuple[np.ndarray, np.ndarray, np.ndarray]  # candidate edges: row indice
 def candidate_edges(tops: CosineTops, instance: int = 0, rows: np.ndarray | None = None) -> Edges:
     """The candidate edges of one instance: each row's best latents and each latent's best rows; `rows`
     (sorted feature indices) keeps only those rows, renumbered 0.. in that order."""
-    row_latent = tops.row_latent[instance].cpu().numpy()
-    row_cos = tops.row_cos[instance].double().cpu().numpy()
-    col_feature = tops.col_feature[instance].cpu().numpy()
-    col_cos = tops.col_cos[instance].double().cpu().numpy()
+    row_latent, col_feature = tops.row_latent[instance].cpu().numpy(), tops.col_feature[instance].cpu().numpy()
+    row_cos, col_cos = tops.row_cos[instance].double().cpu().numpy(), tops.col_cos[instance].double().cpu().numpy()
     n, k = row_latent.shape[0], col_feature.shape[0]
     feature = np.concatenate([np.repeat(np.arange(n), row_latent.shape[1]), col_feature.reshape(-1)])
     latent = np.concatenate([row_latent.reshape(-1), np.repeat(np.arange(k), col_feature.shape[1])])

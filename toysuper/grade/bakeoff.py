@@ -1,11 +1,9 @@
 """The standard recovery task, and recipes trained and graded side by side on it.
 
-The task: `n_features` random unit directions in `d_hidden` dimensions, each feature firing
-with probability 8 / n_features (8 active per sample on average) with magnitude U[0, 1]; an SAE
-as wide as there are features. The full size (1024 features, 128 dimensions, 2 million
-training samples) is what benchmarks/recipes.py reports; notebooks use smaller sizes.
-A TaskSize may also change the mean L0, give the features Zipf frequencies or a constant
-magnitude (benchmarks/recipe_robustness.py grades the recipes over such shapes).
+The task: `n_features` random unit directions in `d_hidden` dimensions, each feature firing with probability
+8 / n_features with magnitude U[0, 1], and an SAE as wide as there are features; benchmarks/recipes.py reports
+the full size, notebooks use smaller ones. A TaskSize may also change the mean L0, the frequencies (Zipf) or
+the magnitude (benchmarks/recipe_robustness.py).
 """
 
 from __future__ import annotations
@@ -21,16 +19,12 @@ from ..sae.train import train_sae
 from ..sources import DictionarySource, random_directions
 from ..truth.distribution import FeatureDistribution
 from ..truth.frequencies import Zipf
-from ..truth.magnitudes import Constant, Uniform
+from ..truth.magnitudes import MAGNITUDES
 from .evaluate import evaluate
 
 MEAN_ACTIVE = 8
 COLUMNS = ["recipe", "hyperparameters", "recovered@0.9", "mmcs", "hungarian_cos", "activation_mcc", "fvu", "l0",
            "dead_fraction", "wall_s"]
-
-
-MAGNITUDES = {"uniform": Uniform, "constant": Constant}
-"""A firing feature's value: U[0, 1] or always 1."""
 
 
 @dataclass(frozen=True)
@@ -45,7 +39,7 @@ class TaskSize:
     zipf_exponent: float = 0.0
     """0: every feature fires with probability l0 / n_features; > 0: Zipf(zipf_exponent, l0) frequencies."""
     magnitude: str = "uniform"
-    """A key of MAGNITUDES."""
+    """A key of truth.magnitudes.MAGNITUDES: "uniform" (U[0, 1]) or "constant" (1), at their defaults."""
 
 
 STANDARD = TaskSize(n_features=1024, d_hidden=128, d_sae=1024, samples=2_000_000)
@@ -61,8 +55,8 @@ def task_source(size: TaskSize, n_instances: int = 1, seed: int = 0, device="cpu
 
 
 def sweep(recipe, factors=(1.0,)) -> list[dict[str, float]]:
-    """Instances of `recipe` (a name, import path or class) at its defaults with its `sparsity_knob`
-    scaled by each factor (a whole-number knob such as k stays whole: rounded, at least 1)."""
+    """Instances of `recipe` at its defaults with its `sparsity_knob` scaled by each factor (a whole-number
+    knob such as k rounded, at least 1)."""
     found = get_recipe(recipe)
     knob, defaults = found.sparsity_knob, dict(found.hyperparameters)
     if knob is None:
@@ -84,10 +78,8 @@ def describe(recipe, hyperparameters: dict[str, float]) -> str:
 
 def run_recipe(recipe, instances: list[dict[str, float]], size: TaskSize = STANDARD, seed: int = 0,
                device="cpu", quiet: bool = True, n_eval: int = 20_000, **train_settings) -> pd.DataFrame:
-    """Train one batched pass of `recipe` (one SAE per entry of `instances`) on the task and grade it.
-
-    Returns one row per instance with the columns of COLUMNS (wall_s: the pass's training time).
-    """
+    """Train one batched pass of `recipe` (one SAE per entry of `instances`) on the task and grade it: one row
+    per instance with the columns of COLUMNS (wall_s: the pass's training time)."""
     source = task_source(size, len(instances), seed=seed, device=device)
     hyperparameters = {name: [row[name] for row in instances] for name in instances[0]}
     sae = SAE(size.d_hidden, size.d_sae, len(instances), recipe=recipe, seed=seed, device=device, **hyperparameters)

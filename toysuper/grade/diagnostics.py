@@ -1,21 +1,14 @@
 """How an SAE fails, in named terms: the diagnostics `evaluate` adds to its report.
 
-Per true feature:
-- precision, recall, F1 of the matched latent firing (> 0) against the feature firing;
-- splitting: two or more live latents whose nearest true feature is this one, each with
-  cosine >= `Thresholds.split` (Bricken et al. 2023, "Towards Monosemanticity", feature splitting);
-- absorption, for a parent in a hierarchy: the fraction of samples in which one of its
-  children fires while the parent's latent stays silent and a firing child's latent has
-  taken on the parent's direction (Chanin et al. 2024, "A is for Absorption").
-Per latent:
-- dead (never fires on the held-out samples), dense (fires on more than `Thresholds.dense`
-  of them);
-- composition / mixing: its direction is close to a positive combination of 2 to
-  `max_parts` true features (fit cosine >= `Thresholds.composition`) but no single feature
-  reaches that cosine;
-- matched to nothing: it fires, is no composition, and no true feature is within `split`.
-And recovery against feature frequency (Templeton et al. 2024, "Scaling Monosemanticity":
-which firing frequencies a dictionary of a given size resolves).
+Per true feature: precision, recall and F1 of its matched latent firing (> 0) against it firing;
+splitting, two or more live latents nearest to it at cosine >= `Thresholds.split` (Bricken et al. 2023,
+"Towards Monosemanticity"); absorption, for a parent in a hierarchy, the fraction of samples in which a
+child fires, the parent's latent stays silent and a firing child's latent has taken on the parent's
+direction (Chanin et al. 2024, "A is for Absorption").
+Per latent: dead (never fires on the held-out samples), dense (fires on more than `Thresholds.dense` of
+them), a composition of 2 to `max_parts` true features that no single one fits, matched to nothing
+(fires, no composition, no feature within `split`).
+And recovery against feature frequency (Templeton et al. 2024, "Scaling Monosemanticity").
 """
 
 from __future__ import annotations
@@ -57,10 +50,8 @@ class Thresholds:
             raise ValueError(f"max_parts must be at least 2, got {self.max_parts!r}")
 
 
-# --- what the source knows besides directions ----------------------------------------------
-
 def _dist_values(source, value: torch.Tensor) -> torch.Tensor:
-    """`value` (dist_inst, ...) for the source's instances (ToyModelSource and OneInstance map them)."""
+    """`value` (dist_inst, ...) for the source's instances (ToyModelSource and OneInstance say which)."""
     if value.shape[0] == source.n_instances:
         return value
     instances = getattr(source, "instances", None)
@@ -72,19 +63,17 @@ def _dist_values(source, value: torch.Tensor) -> torch.Tensor:
 
 def firing_probabilities(source) -> torch.Tensor | None:
     """The marginal firing probability of each feature, (inst, n), when the source's distribution knows it."""
-    dist = getattr(source, "dist", None)
-    prob = getattr(dist, "firing_prob", None)
+    prob = getattr(getattr(source, "dist", None), "firing_prob", None)
     if not isinstance(prob, torch.Tensor) or prob.ndim != 2:
         return None
     return _dist_values(source, prob).float().cpu()
 
 
 def parent_index(hierarchy, n_instances: int, n_features: int) -> torch.Tensor:
-    """A hierarchy as the parent of every feature, (inst, n) long, -1 for a feature without one.
+    """A hierarchy as the parent of every feature, (inst, n) long, -1 for none.
 
-    `hierarchy` may be a mapping {parent: [children, ...]} or a `toysuper.hierarchy.Hierarchy`
-    (every instance), or parent indices per feature, (n_features,) or (n_instances,
-    n_features), with -1 for none (the layout of `FeatureDistribution.parent`).
+    `hierarchy`: a mapping {parent: [children, ...]}, a `toysuper.hierarchy.Hierarchy` (for every
+    instance), or parent indices per feature, (n_features,) or (n_instances, n_features), -1 for none.
     """
     if hasattr(hierarchy, "edges"):  # a toysuper Hierarchy
         hierarchy = dict(hierarchy.edges)
@@ -118,39 +107,32 @@ def parent_index(hierarchy, n_instances: int, n_features: int) -> torch.Tensor:
 
 
 def source_hierarchy(source) -> torch.Tensor | None:
-    """The parent of every feature (inst, n) from the source's distribution (`dist.parent`, or
-    `dist.hierarchy`); None when it has no hierarchy."""
+    """The parent of every feature (inst, n) from the source's `dist.parent` or `dist.hierarchy`; None
+    when it has no hierarchy."""
     dist = getattr(source, "dist", None)
     value = getattr(dist, "parent", None)
     if value is None:
         value = getattr(dist, "hierarchy", None)
     if value is None:
         return None
+    if isinstance(value, torch.Tensor):
+        value = value.cpu()
     if isinstance(value, torch.Tensor) and value.ndim == 2:  # one hierarchy per distribution instance
-        parents = _dist_values(source, parent_index(value.cpu(), value.shape[0], source.n_features))
-    else:  # shared by every instance
-        parents = parent_index(value.cpu() if isinstance(value, torch.Tensor) else value, source.n_instances,
-                               source.n_features)
+        parents = _dist_values(source, parent_index(value, value.shape[0], source.n_features))
+    else:
+        parents = parent_index(value, source.n_instances, source.n_features)
     return parents if (parents >= 0).any() else None
 
-
-# --- direction-level diagnostics ----------------------------------------------------------
 
 def compositions(true_directions: torch.Tensor, decoder_directions: torch.Tensor, col_cos: torch.Tensor,
                  col_feature: torch.Tensor, thresholds: Thresholds, chunk_entries: int = 1 << 24
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Latents whose direction is a positive combination of true features and none of them alone.
 
-    For m = 2..max_parts, the latent's direction is fitted by least squares on its m
-    nearest true features (from `col_feature`); the first m whose fit reaches the threshold
-    with all coefficients positive, while the nearest single feature stays below it, names
-    the parts.
-
-    Args:
-        true_directions: unit G, (inst, n, d); decoder_directions: unit D, (inst, k, d).
-        col_cos, col_feature: each latent's nearest features and cosines, (inst, k, c), c >= max_parts.
-    Returns: parts (inst, k, max_parts), feature indices with -1 padding (all -1 for a latent
-    that is no composition), and the fit cosine (inst, k) (NaN where none).
+    For m = 2..max_parts, the unit latent is fitted by least squares on its m nearest features (col_cos,
+    col_feature: (inst, k, c), c >= max_parts); the first m whose fit cosine reaches `composition` with all
+    coefficients positive, while the nearest single feature stays below it, names the parts. G (inst, n, d)
+    and D (inst, k, d) unit -> parts (inst, k, max_parts), -1 padded, and the fit cosine (inst, k), NaN where none.
     """
     n_inst, k, d = decoder_directions.shape
     m_max = min(thresholds.max_parts, col_feature.shape[-1])
@@ -160,6 +142,7 @@ def compositions(true_directions: torch.Tensor, decoder_directions: torch.Tensor
     step = max(1, chunk_entries // max(1, n_inst * m_max * d))
     for start in range(0, k, step):
         cos, feature = col_cos[:, start:start + step], col_feature[:, start:start + step]
+        chunk_parts, chunk_fit = parts[:, start:start + step], fit[:, start:start + step]  # views
         found = torch.zeros(cos.shape[:2], dtype=torch.bool, device=cos.device)
         alone = cos[..., 0] < thresholds.composition
         for m in range(2, m_max + 1):
@@ -171,9 +154,8 @@ def compositions(true_directions: torch.Tensor, decoder_directions: torch.Tensor
             coef = torch.linalg.solve(gram, rhs.unsqueeze(-1)).squeeze(-1)
             fit_m = (rhs * coef).sum(-1).clamp(0, 1).sqrt()  # |projection of the unit latent on their span|
             new = valid & alone & ~found & (coef > 0).all(-1) & (fit_m >= thresholds.composition)
-            parts[:, start:start + step, :m] = torch.where(new[..., None], feature[..., :m],
-                                                           parts[:, start:start + step, :m])
-            fit[:, start:start + step] = torch.where(new, fit_m.float(), fit[:, start:start + step])
+            chunk_parts[..., :m] = torch.where(new[..., None], feature[..., :m], chunk_parts[..., :m])
+            chunk_fit[:] = torch.where(new, fit_m.float(), chunk_fit)
             found |= new
     return parts, fit
 
@@ -185,26 +167,17 @@ def near_counts(near_feature: torch.Tensor, n_features: int) -> torch.Tensor:
     return counts[:, 1:]
 
 
-# --- activation-level diagnostics, streamed ------------------------------------------------
-
 class AbsorptionCounter:
-    """Counts, per parent, the samples where a child fires and where absorption happens.
-
-    Absorption of parent p in a sample: some child c of p fires, p's matched latent does not
-    fire (or p has none), and the matched latent of a firing child c fires while leaning toward
-    p's direction: cos(D_π(c), G_p) - cos(G_c, G_p) >= threshold.
-
-    Args:
-        parents: (inst, n) parent index or -1. matched_latent: (inst, n), -1 for none.
-        gradeable: (inst, n) bool. G, D: unit directions (inst, n, d), (inst, k, d).
-    """
+    """Counts, per parent p, the samples where a child fires and those where p is absorbed: some child c of p
+    fires, p's matched latent does not (or p has none), and the matched latent of a firing child c fires while
+    leaning toward p: cos(D_π(c), G_p) - cos(G_c, G_p) >= threshold. parents, matched_latent: (inst, n), -1
+    for none; gradeable (inst, n) bool; G, D unit, (inst, n, d) and (inst, k, d)."""
 
     def __init__(self, parents: torch.Tensor, matched_latent: torch.Tensor, gradeable: torch.Tensor,
                  G: torch.Tensor, D: torch.Tensor, threshold: float):
         device = G.device
         parents, matched_latent, gradeable = parents.to(device), matched_latent.to(device), gradeable.to(device)
-        safe_parent = parents.clamp_min(0)
-        has_pair = (parents >= 0) & gradeable & torch.gather(gradeable, 1, safe_parent)
+        has_pair = (parents >= 0) & gradeable & torch.gather(gradeable, 1, parents.clamp_min(0))
         self.inst, self.child = has_pair.nonzero(as_tuple=True)
         self.parent = parents[self.inst, self.child]
         self.parent_latent = matched_latent[self.inst, self.parent]
@@ -236,8 +209,7 @@ class AbsorptionCounter:
         self.absorbed += self._any(child_fires & parent_silent & child_latent_fires & self.carries).sum(0)
 
     def rates(self, n_instances: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Absorption rate and parent-latent miss rate per parent, (inst, n); NaN for a feature
-        without children (or whose children never fired)."""
+        """Absorption and parent-latent miss rates per parent, (inst, n); NaN where no child ever fired."""
         absorption = torch.full((n_instances, self.n_features), torch.nan, dtype=torch.float64)
         missed = absorption.clone()
         fired = self.children_fired.cpu()
@@ -250,11 +222,8 @@ class AbsorptionCounter:
 
 def firing_scores(both: torch.Tensor, feature_fires: torch.Tensor, latent_fires: torch.Tensor,
                   has_latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Precision, recall and F1 of a latent's firing against its feature's, from counts.
-
-    precision = both / latent fires, recall = both / feature fires; NaN where undefined (no
-    firing); a feature without a latent has recall 0 and F1 0.
-    """
+    """Precision = both / latent fires, recall = both / feature fires and F1 of a latent's firing against its
+    feature's, from counts; NaN where undefined (no firing); a feature without a latent has recall and F1 0."""
     both, feature_fires, latent_fires = both.double(), feature_fires.double(), latent_fires.double()
     nan = torch.tensor(torch.nan, dtype=torch.float64)
     precision = torch.where((latent_fires > 0) & has_latent, both / latent_fires.clamp_min(1), nan)
@@ -264,15 +233,12 @@ def firing_scores(both: torch.Tensor, feature_fires: torch.Tensor, latent_fires:
     return precision, recall, f1
 
 
-# --- reading a report ----------------------------------------------------------------------
+def recovery_by_frequency(features: pd.DataFrame, bins=None) -> pd.DataFrame:
+    """Recovery of the graded features binned by firing frequency (by default in half-decades), one row per
+    (instance, bin): freq_low, freq_high, n_features, recovered, matched_cos and f1 (means), frequency_source.
 
-def recovery_by_frequency(features: pd.DataFrame, bins=None, threshold_column: str = "recovered") -> pd.DataFrame:
-    """Recovery of the graded features binned by firing frequency (log-spaced decades by default).
-
-    Uses the distribution's firing probability where known, else the frequency measured on the
-    held-out samples (then a feature that never fired there falls outside every bin). One row
-    per (instance, bin): frequency range, n_features, recovered (fraction), matched_cos (mean),
-    f1 (mean), and which frequency was used.
+    The frequency is the distribution's firing probability where known, else the one measured on the
+    held-out samples (then a feature that never fired there falls outside every bin).
     """
     graded = features[features["graded"]].copy()
     column = "firing_prob" if "firing_prob" in graded and graded["firing_prob"].notna().all() else "frequency"
@@ -282,10 +248,9 @@ def recovery_by_frequency(features: pd.DataFrame, bins=None, threshold_column: s
         low = np.floor(np.log10(positive.min())) if len(positive) else -6.0
         high = np.ceil(np.log10(positive.max())) if len(positive) else 0.0
         bins = np.logspace(low, max(high, low + 1), int(max(high, low + 1) - low) * 2 + 1)
-    bins = np.asarray(bins, dtype=float)
-    graded["bin"] = pd.cut(frequency, bins, include_lowest=True)
+    graded["bin"] = pd.cut(frequency, np.asarray(bins, dtype=float), include_lowest=True)
     table = graded.groupby(["instance", "bin"], observed=True).agg(
-        n_features=("feature", "size"), recovered=(threshold_column, "mean"),
+        n_features=("feature", "size"), recovered=("recovered", "mean"),
         matched_cos=("matched_cos", "mean"), f1=("f1", "mean")).reset_index()
     table.insert(1, "freq_low", [interval.left for interval in table["bin"]])
     table.insert(2, "freq_high", [interval.right for interval in table["bin"]])

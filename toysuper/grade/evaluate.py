@@ -1,21 +1,11 @@
-"""Grading an SAE against the ground truth of its source.
-
-Direction-level (from the decoder alone): MMCS, Hungarian-matched cosine, recovered@τ,
-splitting, composition. Activation-level (on held-out samples): Pearson correlation and
-precision/recall/F1 of firing between each true feature and its matched latent, absorption,
-reconstruction error, L0, dead and dense latents. Formulas in DESIGN.md, the README and
-grade/diagnostics.py; only features the source marks gradeable are graded (a toy model's
-dropped feature has no direction to find).
-
-Any SAE can be graded: toysuper's, tensors and callables, an object with W_dec and encode
-(e.g. SAELens's), or a directory in SAELens's format (grade/external.py). Cosines are computed
-in chunks, so 16,384 true features against 65,536 latents fit in a few GB; the matching is exact
-up to `matching.EXACT_LIMIT` entries and a sparse candidate matching above it (grade/matching.py).
-"""
+"""Grading an SAE against the ground truth of its source (formulas: DESIGN.md and grade/diagnostics.py): from
+the decoder alone, then streamed over held-out samples. Only the features the source marks gradeable are
+graded (a toy model's dropped feature has no direction)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -46,18 +36,16 @@ class Report:
     n_near_latents, split, absorption, parent_miss."""
     summary: pd.DataFrame
     """One row per instance: n_graded, matching, mmcs, hungarian_cos, recovered@τ, activation_mcc,
-    precision, recall, f1, split_fraction, absorption, mse, fvu, l0, dead_fraction,
-    dense_fraction, mixed_fraction, unmatched_latent_fraction, and SynthSAEBench's metrics
-    (`synthsaebench_metrics`): sb_mcc, sb_uniqueness, sb_precision, sb_recall, sb_f1, sb_accuracy,
-    sb_explained_variance, sb_l0, sb_dead_latents, sb_shrinkage, sb_true_l0."""
+    precision, recall, f1, split_fraction, absorption, mse, fvu, l0, dead_fraction, dense_fraction,
+    mixed_fraction, unmatched_latent_fraction, and SynthSAEBench's sb_mcc, sb_uniqueness, sb_precision,
+    sb_recall, sb_f1, sb_accuracy, sb_explained_variance, sb_l0, sb_dead_latents, sb_shrinkage, sb_true_l0."""
     threshold: float
     """τ of recovered@τ."""
     latents: pd.DataFrame = field(default_factory=pd.DataFrame)
-    """One row per (instance, latent): frequency, dead, dense, best_feature, best_cos,
-    matched_feature, near_feature, composed_of, composition_cos, matched_to_nothing, and SynthSAEBench's
-    sb_best_feature (by |cos|), sb_precision, sb_recall, sb_f1, sb_accuracy against it."""
+    """One row per (instance, latent): frequency, dead, dense, best_feature, best_cos, matched_feature,
+    near_feature, composed_of, composition_cos, matched_to_nothing, and SynthSAEBench's sb_best_feature
+    (by |cos|) with sb_precision, sb_recall, sb_f1, sb_accuracy against it."""
     thresholds: Thresholds = field(default_factory=Thresholds)
-    """The cosines and rates behind the diagnostics."""
 
     def __str__(self) -> str:
         return self.summary.to_string(index=False, float_format=lambda v: f"{v:.3f}")
@@ -74,9 +62,7 @@ class Report:
 def _pearson(n, sum_a, sum_f, sum_aa, sum_ff, sum_af) -> torch.Tensor:
     """Pearson correlation from running sums (float64); 0 where either side never varies."""
     covariance = n * sum_af - sum_a * sum_f
-    variance_a = n * sum_aa - sum_a**2
-    variance_f = n * sum_ff - sum_f**2
-    denominator = (variance_a * variance_f).sqrt()
+    denominator = ((n * sum_aa - sum_a**2) * (n * sum_ff - sum_f**2)).sqrt()
     return torch.where(denominator > 1e-12, covariance / denominator.clamp_min(1e-300), 0.0)
 
 
@@ -92,30 +78,21 @@ def evaluate(sae, source: ActivationSource, n_samples: int = 20_000, batch_size:
              threshold: float = 0.9, seed: int | list[int] | None = EVAL_SEED, *, hierarchy=None,
              thresholds: Thresholds | None = None, matching: str = "auto", candidates: int = CANDIDATES,
              exact_limit: int = EXACT_LIMIT, quiet: bool = False, threads: int | None = None) -> Report:
-    """Grade every instance of `sae` on `source`.
+    """Grade every instance of `sae` (one SAE per source instance) on `source`.
 
     Args:
-        sae: trained SAEs, one per source instance: a toysuper `SAE`, anything with
-            decoder_directions() and encode(), a (decoder, encode[, decode]) tuple, an object
-            with W_dec and encode (e.g. SAELens's), or a directory (SAELens's format or ours).
-        source: where the activations and the truth come from.
-        n_samples: held-out samples for the activation-level scores.
-        batch_size: samples per chunk, at most (memory; capped so that a chunk holds about
-            BATCH_ENTRIES activations).
+        sae: a toysuper `SAE`, anything with decoder_directions() and encode(), a (decoder, encode[, decode])
+            tuple, an object with W_dec and encode (e.g. SAELens's), or a directory (SAELens's format or ours).
+        batch_size: held-out samples per chunk, at most (capped so that a chunk holds about BATCH_ENTRIES values).
         threshold: τ of recovered@τ.
-        seed: seed of the held-out samples (by default not the training stream's): an int
-            (one stream for all instances) or one int per instance, each instance's samples
-            then drawn from its own stream alone (and in chunks whose size does not depend
-            on the other instances), so an instance is graded alike alone or in any batch.
-        hierarchy: parent -> children ({parent: [children]}) or a parent index per feature
-            ((n,) or (inst, n), -1 for none), for the absorption diagnostic; by default the
-            source distribution's, if it has one.
-        thresholds: cosines and rates of the diagnostics (`diagnostics.Thresholds`).
+        seed: of the held-out samples: an int (one stream for all instances) or one per instance, each
+            instance's samples then drawn from its own stream in chunks sized for it alone, so that an
+            instance is graded alike alone or in any batch.
+        hierarchy: {parent: [children]} or a parent per feature ((n,) or (inst, n), -1 for none), for
+            absorption; by default the source distribution's, if it has one.
         matching: "auto" (exact Hungarian while n × k <= exact_limit, else sparse), "exact" or "sparse".
         candidates: latents per feature kept as candidate edges of the sparse matching.
-        quiet: no progress bar.
-        threads: torch's CPU threads during the call (threads.chosen_threads: None keeps the caller's choice,
-            else 1; 0: torch's setting; n: n).
+        threads: torch's CPU threads during the call (`threads.chosen_threads`).
     """
     n_samples, batch_size, candidates, thresholds = _checked(source, n_samples, batch_size, candidates, threshold,
                                                              matching, thresholds)
@@ -128,11 +105,14 @@ def evaluate(sae, source: ActivationSource, n_samples: int = 20_000, batch_size:
     directions = _match_directions(sae, source, thresholds, matching, candidates, exact_limit)
     generator, sizes = _held_out_chunks(source, seed, n_inst, max(n, sae.d_sae), n_samples, batch_size)
     sums = _stream(sae, source, directions, parents, thresholds, generator, sizes, quiet)
-    scores = _activation_scores(sums, directions, n_samples, sae.has_decode)
-    latents = _latent_grades(sums, directions, thresholds, n_samples, n)
-    features = _feature_table(source, directions, parents, sums, scores, latents, threshold, n_samples)
-    summary = _summary_table(directions, sums, scores, latents, threshold, n_samples)
-    return Report(features, summary, threshold, _latent_table(directions, scores, latents), thresholds)
+    sb, sb_latents = sums["sb"].summary(n_samples, sums["feature"], sums["squared_error"], sums["sum_x"],
+                                        sums["sum_xx"], sae.has_decode)
+    latents = _latent_columns(sums, directions, thresholds, n_samples, sb_latents)
+    features = _feature_columns(source, directions, parents, sums, near_counts(latents["near_feature"], n),
+                                threshold, n_samples)
+    summary = _summary_table(directions, features, latents, sums, sb, threshold, n_samples, sae.has_decode)
+    return Report(_frame(n_inst, n, "feature", features), summary, threshold,
+                  _frame(n_inst, sae.d_sae, "latent", latents), thresholds)
 
 
 def _checked(source, n_samples, batch_size, candidates, threshold, matching, thresholds):
@@ -155,30 +135,30 @@ def _checked(source, n_samples, batch_size, candidates, threshold, matching, thr
 
 @dataclass
 class _Directions:
-    """The direction-level grade, from the decoder alone."""
+    """The direction-level grade, from the decoder alone (tensors on the SAE's device unless said)."""
 
-    G: torch.Tensor  # true unit directions (inst, n, d), on the SAE's device
+    G: torch.Tensor  # true unit directions (inst, n, d)
     D: torch.Tensor  # unit decoder rows (inst, k, d)
-    gradeable: torch.Tensor  # (inst, n) bool, on the SAE's device
+    gradeable: torch.Tensor  # (inst, n) bool
     tops: object  # matching.cosine_tops: the best cosines per feature and per latent
-    matched_latent: torch.Tensor  # (inst, n), -1 where none
-    matched_cos: torch.Tensor  # (inst, n) float64
+    matched_latent: torch.Tensor  # (inst, n) on the CPU, -1 where none
+    matched_cos: torch.Tensor  # (inst, n) float64 on the CPU
     methods: list  # the matching used per instance
     sb_mcc: list  # SynthSAEBench's MCC per instance
-    parts: torch.Tensor  # compositions: the features each latent blends, -1 padded
-    fit: torch.Tensor  # compositions: the cosine of each blend
+    parts: torch.Tensor  # compositions on the CPU: the features each latent blends, -1 padded
+    fit: torch.Tensor  # compositions on the CPU: the cosine of each blend
 
 
 def _match_directions(sae, source, thresholds, matching, candidates, exact_limit) -> _Directions:
     """The best cosines per feature and per latent, in chunks, then the matching, per instance."""
     device, n_inst, n = sae.device, sae.n_instances, source.n_features
-    G = unit_rows(source.true_directions().to(device).float())  # (inst, n, d)
-    D = sae.decoder_directions().to(device).float()
+    G = unit_rows(source.true_directions().to(device).float())
+    D = sae.directions.to(device).float()
     if not torch.isfinite(D).all():  # scipy's matching would fail on them with a message naming nothing
         bad = (~torch.isfinite(D)).flatten(1).any(-1).nonzero().squeeze(-1).tolist()
         raise ValueError(f"the SAE's decoder directions contain NaN or infinite values (instances {bad}): "
                          f"was it trained to a NaN loss?")
-    D = unit_rows(D)  # (inst, k, d)
+    D = unit_rows(D)
     gradeable = source.gradeable().to(device)
     tops = cosine_tops(G, D, gradeable, per_row=candidates, per_col=max(4, thresholds.max_parts))
     matched_latent = torch.full((n_inst, n), -1, dtype=torch.long)
@@ -186,20 +166,19 @@ def _match_directions(sae, source, thresholds, matching, candidates, exact_limit
     methods, sb_mcc = [], []
     for instance in range(n_inst):  # the assignment is a per-instance CPU algorithm
         rows = gradeable[instance].cpu().nonzero().squeeze(-1)
-        found = match(G[instance, rows.to(device)], D[instance], matching, candidates, exact_limit,
+        graded = G[instance, rows.to(device)]
+        found = match(graded, D[instance], matching, candidates, exact_limit,
                       edges=candidate_edges(tops, instance, rows.numpy()))
         matched_latent[instance, rows] = torch.from_numpy(found.assignment.latent)
         matched_cos[instance, rows] = torch.from_numpy(found.assignment.cosine)
         methods.append(found.method)
-        sb_mcc.append(synthsaebench_mcc(G[instance, rows.to(device)], D[instance], matching, candidates=candidates,
-                                        exact_limit=exact_limit))
+        sb_mcc.append(synthsaebench_mcc(graded, D[instance], matching, candidates=candidates, exact_limit=exact_limit))
     parts, fit = compositions(G, D, tops.col_cos, tops.col_feature, thresholds)
     return _Directions(G, D, gradeable, tops, matched_latent, matched_cos, methods, sb_mcc, parts.cpu(), fit.cpu())
 
 
 def _held_out_chunks(source, seed, n_inst: int, width: int, n_samples: int, batch_size: int):
-    """The held-out samples' generator(s) and chunk sizes; chunks sized per instance where each instance has
-    its own seed, so that an instance's draws never depend on its batch-mates."""
+    """The held-out samples' generator(s) and chunk sizes (per instance where each instance has its own seed)."""
     if isinstance(seed, (list, tuple)):
         if len(seed) != n_inst:
             raise ValueError(f"seed must be an int or one int per instance ({n_inst}), got {len(seed)} values")
@@ -211,34 +190,32 @@ def _held_out_chunks(source, seed, n_inst: int, width: int, n_samples: int, batc
 
 
 def _stream(sae, source, directions: _Directions, parents, thresholds, generator, sizes, quiet) -> dict:
-    """Running sums and counts over the held-out samples (float64, on the SAE's device): "a", "f", "aa", "ff",
-    "af" (the matched latent's activation a and its feature's f), firing counts "feature", "latent", "both",
-    "latent_fires", "squared_error", "sum_x", "sum_xx", and the "absorption" and "sb" accumulators."""
-    device, n_inst, n, k = sae.device, sae.n_instances, source.n_features, sae.d_sae
+    """Running sums over the held-out samples (float64, on the SAE's device): "a", "f", "aa", "ff", "af" of the
+    matched latent's activation a and its feature's f; firing counts "feature", "latent", "both",
+    "latent_fires"; "squared_error", "sum_x", "sum_xx"; and the "absorption" and "sb" accumulators."""
+    device, n_inst, n = sae.device, sae.n_instances, source.n_features
     has_match = (directions.matched_latent >= 0).to(device)
-    gather_index = directions.matched_latent.clamp_min(0).to(device)  # (inst, n)
-    sums = {key: torch.zeros(n_inst, n, dtype=torch.float64, device=device)
-            for key in ("a", "f", "aa", "ff", "af", "feature", "latent", "both")}
-    sums.update(latent_fires=torch.zeros(n_inst, k, dtype=torch.float64, device=device),
-                squared_error=torch.zeros(n_inst, dtype=torch.float64, device=device),
-                sum_x=torch.zeros(n_inst, sae.d_hidden, dtype=torch.float64, device=device),
-                sum_xx=torch.zeros(n_inst, dtype=torch.float64, device=device),
-                absorption=None if parents is None else AbsorptionCounter(
-                    parents, directions.matched_latent, directions.gradeable, directions.G, directions.D,
-                    thresholds.absorption),
+    gather_index = directions.matched_latent.clamp_min(0).to(device)
+    zeros = partial(torch.zeros, dtype=torch.float64, device=device)
+    sums = {key: zeros(n_inst, n) for key in ("a", "f", "aa", "ff", "af", "feature", "latent", "both")}
+    sums.update(latent_fires=zeros(n_inst, sae.d_sae), squared_error=zeros(n_inst),
+                sum_x=zeros(n_inst, sae.d_hidden), sum_xx=zeros(n_inst),
                 sb=SynthSAEBenchSums(best_abs_feature(directions.G, directions.D, directions.gradeable)))
+    if parents is not None:
+        sums["absorption"] = AbsorptionCounter(parents, directions.matched_latent, directions.gradeable,
+                                               directions.G, directions.D, thresholds.absorption)
     for size in progress_bar(sizes, desc="grading", quiet=quiet):
         batch = source.sample(size, generator)
         x, f = batch.hidden.to(device).float(), batch.features.to(device)
         acts = sae.encode(x)
         a = torch.gather(acts, 2, gather_index.expand(size, -1, -1)) * has_match
         fires, a_fires = f > 0, a > 0
+        if parents is not None:
+            sums["absorption"].update(f, acts)
         a, f = a.double(), f.double()
         for key, value in (("a", a), ("f", f), ("aa", a * a), ("ff", f * f), ("af", a * f), ("feature", fires),
                            ("latent", a_fires), ("both", fires & a_fires), ("latent_fires", acts > 0)):
             sums[key] += value.sum(0)
-        if sums["absorption"] is not None:
-            sums["absorption"].update(batch.features.to(device), acts)
         x_hat = sae.decode(acts) if sae.has_decode else None
         if x_hat is not None:
             sums["squared_error"] += (x - x_hat).double().pow(2).sum((0, 2))
@@ -248,114 +225,84 @@ def _stream(sae, source, directions: _Directions, parents, thresholds, generator
     return sums
 
 
-def _activation_scores(sums: dict, directions: _Directions, n_samples: int, has_decode: bool) -> dict:
-    """Per (instance, feature): correlation, precision, recall, f1, absorption, parent_miss; per instance:
-    squared_error, total_variance and SynthSAEBench's summary ("sb") and per-latent columns ("sb_latents")."""
-    matched = directions.matched_latent >= 0
-    correlation = _pearson(n_samples, sums["a"], sums["f"], sums["aa"], sums["ff"], sums["af"]).cpu()
-    precision, recall, f1 = firing_scores(sums["both"].cpu(), sums["feature"].cpu(), sums["latent"].cpu(), matched)
-    sb, sb_latents = sums["sb"].summary(n_samples, sums["feature"], sums["squared_error"], sums["sum_x"],
-                                        sums["sum_xx"], has_decode)
-    n_inst, n = matched.shape
-    absorption, parent_miss = sums["absorption"].rates(n_inst) if sums["absorption"] is not None else \
-        (torch.full((n_inst, n), torch.nan, dtype=torch.float64),) * 2
-    return {"correlation": torch.where(matched, correlation, 0.0),  # no latent: no correlation
-            "precision": precision, "recall": recall, "f1": f1, "absorption": absorption, "parent_miss": parent_miss,
-            "sb": sb, "sb_latents": sb_latents,
-            "total_variance": (sums["sum_xx"] - sums["sum_x"].pow(2).sum(-1) / n_samples).cpu(),
-            "squared_error": sums["squared_error"].cpu() if has_decode else
-            torch.full((n_inst,), torch.nan, dtype=torch.float64)}
-
-
-def _latent_grades(sums: dict, directions: _Directions, thresholds, n_samples: int, n: int) -> dict:
-    """Per latent: frequency, dead, dense, composed, near a feature (splitting), matched to nothing, and
-    the feature matched to it; "n_near": how many latents sit near each feature."""
+def _latent_columns(sums: dict, directions: _Directions, thresholds, n_samples: int, sb_latents: dict) -> dict:
+    """The report's columns per (instance, latent), (inst, k) each: a latent is dead, a composition (it has a
+    composition_cos), near a feature (splitting) or matched to nothing."""
     frequency = (sums["latent_fires"] / n_samples).cpu()
     dead = sums["latent_fires"].cpu() == 0
     composed = (directions.parts[..., 0] >= 0) & ~dead
     nearest_cos, nearest_feature = directions.tops.col_cos[..., 0].cpu(), directions.tops.col_feature[..., 0].cpu()
     is_near = ~dead & ~composed & (nearest_cos >= thresholds.split)
-    near_feature = torch.where(is_near, nearest_feature, -1)
-    matched_latent = directions.matched_latent
     matched_feature = torch.full(dead.shape, -1, dtype=torch.long)
-    inst_index, feature_index = (matched_latent >= 0).nonzero(as_tuple=True)
-    matched_feature[inst_index, matched_latent[inst_index, feature_index]] = feature_index
-    return {"frequency": frequency, "dead": dead, "dense": frequency > thresholds.dense, "composed": composed,
-            "nearest_cos": nearest_cos, "nearest_feature": nearest_feature, "near_feature": near_feature,
-            "n_near": near_counts(near_feature, n), "nothing": ~dead & ~composed & ~is_near,
-            "matched_feature": matched_feature}
+    inst_index, feature_index = (directions.matched_latent >= 0).nonzero(as_tuple=True)
+    matched_feature[inst_index, directions.matched_latent[inst_index, feature_index]] = feature_index
+    composed_of = np.full(dead.shape, "", dtype=object)
+    for instance, latent in composed.nonzero().tolist():  # few: a Python loop is fine
+        composed_of[instance, latent] = "+".join(str(p) for p in directions.parts[instance, latent].tolist() if p >= 0)
+    return {"frequency": frequency, "dead": dead, "dense": frequency > thresholds.dense,
+            "best_feature": nearest_feature, "best_cos": nearest_cos, "matched_feature": matched_feature,
+            "near_feature": torch.where(is_near, nearest_feature, -1), "composed_of": composed_of,
+            "composition_cos": torch.where(composed, directions.fit, torch.nan),
+            "matched_to_nothing": ~dead & ~composed & ~is_near, **sb_latents}
 
 
-def _frame(columns: dict) -> pd.DataFrame:
-    return pd.DataFrame({name: (value.reshape(-1).numpy() if isinstance(value, torch.Tensor) else value)
-                         for name, value in columns.items()})
-
-
-def _feature_table(source, directions: _Directions, parents, sums, scores, latents, threshold, n_samples):
-    """One row per (instance, true feature)."""
-    n_inst, n = directions.matched_latent.shape
+def _feature_columns(source, directions: _Directions, parents, sums: dict, n_near, threshold, n_samples) -> dict:
+    """The report's columns per (instance, true feature), (inst, n) each."""
+    matched, graded = directions.matched_latent >= 0, directions.gradeable.cpu()
+    n_inst, n = matched.shape
     firing_prob = firing_probabilities(source)
-    features = _frame({
-        "instance": np.repeat(np.arange(n_inst), n), "feature": np.tile(np.arange(n), n_inst),
-        "graded": directions.gradeable.cpu(), "parent": parents if parents is not None else torch.full((n_inst, n), -1),
+    precision, recall, f1 = firing_scores(sums["both"].cpu(), sums["feature"].cpu(), sums["latent"].cpu(), matched)
+    no_rates = (torch.full((n_inst, n), torch.nan, dtype=torch.float64),) * 2
+    absorption, parent_miss = sums["absorption"].rates(n_inst) if "absorption" in sums else no_rates
+    correlation = _pearson(n_samples, sums["a"], sums["f"], sums["aa"], sums["ff"], sums["af"]).cpu()
+    n_near = torch.where(graded, n_near, 0)
+    return {
+        "graded": graded, "parent": parents if parents is not None else torch.full((n_inst, n), -1),
         "firing_prob": firing_prob if firing_prob is not None else torch.full((n_inst, n), torch.nan),
         "frequency": sums["feature"].cpu() / n_samples,
         "best_latent": directions.tops.row_latent[..., 0].cpu(), "best_cos": directions.tops.row_cos[..., 0].cpu(),
         "matched_latent": directions.matched_latent, "matched_cos": directions.matched_cos,
-        "recovered": directions.matched_cos >= threshold, "activation_corr": scores["correlation"],
-        "precision": scores["precision"], "recall": scores["recall"], "f1": scores["f1"],
-        "n_near_latents": latents["n_near"], "split": latents["n_near"] >= 2,
-        "absorption": scores["absorption"], "parent_miss": scores["parent_miss"],
-    })
-    features.loc[~features["graded"], ["n_near_latents", "split"]] = [0, False]
-    return features
+        "recovered": directions.matched_cos >= threshold,
+        "activation_corr": torch.where(matched, correlation, 0.0),  # no latent: no correlation
+        "precision": precision, "recall": recall, "f1": f1, "n_near_latents": n_near, "split": n_near >= 2,
+        "absorption": absorption, "parent_miss": parent_miss,
+    }
 
 
-def _latent_table(directions: _Directions, scores: dict, latents: dict) -> pd.DataFrame:
-    """One row per (instance, latent)."""
-    n_inst, k = latents["dead"].shape
-    composed = latents["composed"]
-    composed_of = np.full(n_inst * k, "", dtype=object)
-    flat_parts = directions.parts.reshape(n_inst * k, -1)
-    for row in composed.reshape(-1).nonzero().squeeze(-1).tolist():  # few: a Python loop is fine
-        composed_of[row] = "+".join(str(p) for p in flat_parts[row].tolist() if p >= 0)
-    return _frame({
-        "instance": np.repeat(np.arange(n_inst), k), "latent": np.tile(np.arange(k), n_inst),
-        "frequency": latents["frequency"], "dead": latents["dead"], "dense": latents["dense"],
-        "best_feature": latents["nearest_feature"], "best_cos": latents["nearest_cos"],
-        "matched_feature": latents["matched_feature"], "near_feature": latents["near_feature"],
-        "composed_of": composed_of, "composition_cos": torch.where(composed, directions.fit, torch.nan),
-        "matched_to_nothing": latents["nothing"], **scores["sb_latents"],
-    })
+def _frame(n_inst: int, size: int, index: str, columns: dict) -> pd.DataFrame:
+    """A table of one row per (instance, `index`) from (inst, size) columns."""
+    flat = {name: value.reshape(-1).numpy() if isinstance(value, torch.Tensor) else value.reshape(-1)
+            for name, value in columns.items()}
+    return pd.DataFrame({"instance": np.repeat(np.arange(n_inst), size), index: np.tile(np.arange(size), n_inst),
+                         **flat})
 
 
-def _summary_table(directions: _Directions, sums, scores, latents, threshold, n_samples) -> pd.DataFrame:
-    """One row per instance: the means over its graded features and latents."""
-    best_cos, matched_cos = directions.tops.row_cos[..., 0].cpu(), directions.matched_cos
-    squared_error, n_near = scores["squared_error"], latents["n_near"]
+def _summary_table(directions: _Directions, features: dict, latents: dict, sums: dict, sb: dict, threshold,
+                   n_samples: int, has_decode: bool) -> pd.DataFrame:
+    """One row per instance: the means over its graded features (NaN over none), then over its latents."""
+    n_inst = len(directions.methods)
+    squared_error = sums["squared_error"].cpu() if has_decode else torch.full((n_inst,), torch.nan, dtype=torch.float64)
+    total_variance = (sums["sum_xx"] - sums["sum_x"].pow(2).sum(-1) / n_samples).cpu()
+    fractions = {"dead_fraction": latents["dead"], "dense_fraction": latents["dense"],
+                 "mixed_fraction": ~latents["composition_cos"].isnan(),
+                 "unmatched_latent_fraction": latents["matched_to_nothing"]}
+    per_instance = {"mse": squared_error / n_samples, "fvu": squared_error / total_variance.clamp_min(1e-30),
+                    "l0": sums["latent_fires"].sum(-1).cpu() / n_samples,
+                    **{name: value.double().mean(-1) for name, value in fractions.items()}}
     rows = []
-    for instance, graded in enumerate(directions.gradeable.cpu()):  # a mean over no graded feature is NaN
+    for instance, graded in enumerate(features["graded"]):
+        feature = {name: value[instance, graded] for name, value in features.items()}
         rows.append({
-            "instance": instance,
-            "n_graded": int(graded.sum()),
-            "matching": directions.methods[instance],
-            "mmcs": float(best_cos[instance, graded].double().mean()),
-            "hungarian_cos": float(matched_cos[instance, graded].mean()),
-            f"recovered@{threshold:g}": recovered(matched_cos[instance, graded].numpy(), threshold),
-            "activation_mcc": float(scores["correlation"][instance, graded].mean()),
-            "precision": _nanmean(scores["precision"][instance, graded]),
-            "recall": _nanmean(scores["recall"][instance, graded]),
-            "f1": _nanmean(scores["f1"][instance, graded]),
-            "split_fraction": float((n_near[instance, graded] >= 2).double().mean()),
-            "absorption": _nanmean(scores["absorption"][instance]),
-            "mse": float(squared_error[instance] / n_samples),
-            "fvu": float(squared_error[instance] / scores["total_variance"][instance].clamp_min(1e-30)),
-            "l0": float(sums["latent_fires"][instance].sum().cpu() / n_samples),
-            "dead_fraction": float(latents["dead"][instance].double().mean()),
-            "dense_fraction": float(latents["dense"][instance].double().mean()),
-            "mixed_fraction": float(latents["composed"][instance].double().mean()),
-            "unmatched_latent_fraction": float(latents["nothing"][instance].double().mean()),
+            "instance": instance, "n_graded": int(graded.sum()), "matching": directions.methods[instance],
+            "mmcs": float(feature["best_cos"].double().mean()),
+            "hungarian_cos": float(feature["matched_cos"].mean()),
+            f"recovered@{threshold:g}": recovered(feature["matched_cos"].numpy(), threshold),
+            "activation_mcc": float(feature["activation_corr"].mean()),
+            **{name: _nanmean(feature[name]) for name in ("precision", "recall", "f1")},
+            "split_fraction": float(feature["split"].double().mean()),
+            "absorption": _nanmean(features["absorption"][instance]),
+            **{name: float(value[instance]) for name, value in per_instance.items()},
             "sb_mcc": directions.sb_mcc[instance],
-            **{name: value[instance].item() for name, value in scores["sb"].items()},
+            **{name: value[instance].item() for name, value in sb.items()},
         })
     return pd.DataFrame(rows)

@@ -1,22 +1,6 @@
-"""Grading any SAE: the small protocol `evaluate` needs, and adapters to it.
-
-`evaluate` needs only two things from an SAE:
-
-    decoder_directions() -> (inst, d_sae, d_hidden)   or (d_sae, d_hidden) for one SAE
-    encode(x)            -> latent activations:
-                            (batch, inst, d_hidden) -> (batch, inst, d_sae),
-                            or (batch, d_hidden) -> (batch, d_sae) for one SAE
-
-and, optionally, `decode(acts)` (the inverse shapes) for the reconstruction scores (MSE,
-FVU); without it those are NaN. toysuper's `SAE` has all three. Besides such an object,
-`as_gradeable` accepts:
-
-- a tuple `(decoder, encode)` or `(decoder, encode, decode)` of a tensor and callables
-  (or a `TensorSAE` made from them);
-- any object with a `W_dec` tensor of shape (d_sae, d_hidden) or (inst, d_sae, d_hidden)
-  and an `encode` method, e.g. an SAE object from SAELens, sparsify or your own code;
-- a directory: SAELens's format (`cfg.json` + `sae_weights.safetensors`, read without
-  importing SAELens) or toysuper's own (`config.json` + `weights.safetensors`).
+"""Grading any SAE: the small protocol `evaluate` needs (`GradeableSAE`) and adapters to it from tensors and
+callables, objects with a W_dec tensor (SAELens's, sparsify's) and directories in SAELens's format or
+toysuper's (README: "Grading an outside SAE").
 """
 
 from __future__ import annotations
@@ -32,7 +16,8 @@ from ..sources import ActivationSource, Batch
 
 @runtime_checkable
 class GradeableSAE(Protocol):
-    """What `evaluate` needs from an SAE (decode is optional; see the module docstring)."""
+    """What `evaluate` needs from an SAE; decode(acts), of the inverse shapes, is optional (without it the
+    reconstruction scores are NaN)."""
 
     def decoder_directions(self) -> torch.Tensor:
         """Decoder directions, (inst, d_sae, d_hidden) or (d_sae, d_hidden); need not be unit."""
@@ -44,14 +29,8 @@ class GradeableSAE(Protocol):
 
 
 class TensorSAE:
-    """An SAE given as plain tensors and callables.
-
-    Args:
-        decoder: decoder directions, (d_sae, d_hidden) for one SAE or (inst, d_sae, d_hidden).
-        encode: maps activations to latents, (batch, d_hidden) -> (batch, d_sae) for a 2-D
-            decoder, (batch, inst, d_hidden) -> (batch, inst, d_sae) for a 3-D one.
-        decode: optional inverse map, for the reconstruction scores.
-    """
+    """An SAE given as its decoder directions, (d_sae, d_hidden) for one SAE or (inst, d_sae, d_hidden), and
+    an encode (and optionally a decode) callable with the matching shapes (see `GradeableSAE`)."""
 
     def __init__(self, decoder: torch.Tensor, encode: Callable[[torch.Tensor], torch.Tensor],
                  decode: Callable[[torch.Tensor], torch.Tensor] | None = None):
@@ -63,24 +42,15 @@ class TensorSAE:
         if decode is not None and not callable(decode):
             raise TypeError(f"decode must be callable or None, got {decode!r}")
         self.decoder = decoder.detach()
-        self._encode, self._decode = encode, decode
+        self.encode, self.decode = encode, decode
 
     def decoder_directions(self) -> torch.Tensor:
         return self.decoder
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self._encode(x)
-
-    @property
-    def decode(self):
-        return self._decode
-
 
 class Graded:
-    """An SAE seen the way `evaluate` sees it: an instances axis everywhere.
-
-    Attributes: n_instances, d_sae, d_hidden, device, has_decode.
-    """
+    """An SAE seen the way `evaluate` sees it, with an instances axis everywhere: directions (inst, d_sae,
+    d_hidden) as given (not normalised), n_instances, d_sae, d_hidden, device, has_decode."""
 
     def __init__(self, sae, decoder: torch.Tensor):
         decoder = decoder.detach()
@@ -92,13 +62,7 @@ class Graded:
         self.directions = decoder.unsqueeze(0) if self.single else decoder
         self.n_instances, self.d_sae, self.d_hidden = self.directions.shape
         self.device = self.directions.device
-        decode = getattr(sae, "decode", None)
-        self._decode = decode if callable(decode) else None
-        self.has_decode = self._decode is not None
-
-    def decoder_directions(self) -> torch.Tensor:
-        """(inst, d_sae, d_hidden), as given (not normalised)."""
-        return self.directions
+        self.has_decode = callable(getattr(sae, "decode", None))
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, inst, d_hidden) -> (batch, inst, d_sae), float32."""
@@ -113,9 +77,7 @@ class Graded:
 
     def decode(self, acts: torch.Tensor) -> torch.Tensor:
         """(batch, inst, d_sae) -> (batch, inst, d_hidden), float32."""
-        if self._decode is None:
-            raise ValueError("this SAE has no decode")
-        out = self._decode(acts[:, 0] if self.single else acts)
+        out = self.sae.decode(acts[:, 0] if self.single else acts)
         return (out.unsqueeze(1) if self.single else out).float()
 
 
@@ -155,30 +117,28 @@ def load_directory(path) -> object:
 
 
 class OneInstance:
-    """One instance of a source, as a source of its own: to grade a single external SAE
-    (e.g. trained by SAELens on that instance) against a many-instance source."""
+    """One instance of a source, as a source of its own: to grade a single external SAE (e.g. trained by
+    SAELens on that instance) against a many-instance source."""
 
     def __init__(self, source: ActivationSource, instance: int):
         if isinstance(instance, bool) or not isinstance(instance, int) or not 0 <= instance < source.n_instances:
             raise ValueError(f"instance must be an index below {source.n_instances}, got {instance!r}")
-        self.source, self.instance = source, instance
+        self.source, self.instance, self._slice = source, instance, slice(instance, instance + 1)
         self.n_instances, self.n_features, self.d_hidden = 1, source.n_features, source.d_hidden
         self.device = source.device
-        # What the grader may read from the feature distribution (firing probabilities, hierarchy)
-        # has the distribution's instances; `instances` says which one this source shows, as in
-        # ToyModelSource.
+        # The distribution the grader reads (firing probabilities, hierarchy) has all the source's instances;
+        # `instances` says which one this source shows, as in ToyModelSource.
         self.dist = getattr(source, "dist", None)
-        base = getattr(source, "instances", None)
-        base = torch.arange(source.n_instances) if base is None else torch.as_tensor(base).cpu()
-        self.instances = base[instance:instance + 1]
+        shown = getattr(source, "instances", None)
+        shown = torch.arange(source.n_instances) if shown is None else torch.as_tensor(shown).cpu()
+        self.instances = shown[self._slice]
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Batch:
         batch = self.source.sample(batch_size, generator)
-        index = slice(self.instance, self.instance + 1)
-        return Batch(batch.hidden[:, index], batch.features[:, index])
+        return Batch(batch.hidden[:, self._slice], batch.features[:, self._slice])
 
     def true_directions(self) -> torch.Tensor:
-        return self.source.true_directions()[self.instance:self.instance + 1]
+        return self.source.true_directions()[self._slice]
 
     def gradeable(self) -> torch.Tensor:
-        return self.source.gradeable()[self.instance:self.instance + 1]
+        return self.source.gradeable()[self._slice]

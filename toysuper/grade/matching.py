@@ -1,7 +1,6 @@
-"""Matching true features to SAE latents by the cosine of their directions.
-
-With G the true directions (n × d, unit rows) and D the decoder directions (k × d, unit
-rows), C = G Dᵀ. Pure functions; all but `cosine_tops` work on one instance at a time.
+"""Matching true features to SAE latents by the cosine of their directions: with G the true directions
+(n × d) and D the decoder directions (k × d), both unit rows, C = G Dᵀ. All but `cosine_tops` work on
+one instance at a time.
 """
 
 from __future__ import annotations
@@ -26,15 +25,13 @@ def cosine_matrix(true_directions: torch.Tensor, decoder_directions: torch.Tenso
         if not isinstance(value, torch.Tensor) or value.ndim < 2:
             raise TypeError(f"{name} must be a tensor of shape (..., rows, d), got {type(value).__name__} of shape "
                             f"{tuple(getattr(value, 'shape', ()))}")
+    shapes = f"true_directions {tuple(true_directions.shape)} and decoder_directions {tuple(decoder_directions.shape)}"
     if true_directions.shape[-1] != decoder_directions.shape[-1]:
-        raise ValueError(f"true_directions {tuple(true_directions.shape)} and decoder_directions "
-                         f"{tuple(decoder_directions.shape)} must share their last dimension (d)")
+        raise ValueError(f"{shapes} must share their last dimension (d)")
     try:
         torch.broadcast_shapes(true_directions.shape[:-2], decoder_directions.shape[:-2])
     except RuntimeError:
-        raise ValueError(f"true_directions {tuple(true_directions.shape)} and decoder_directions "
-                         f"{tuple(decoder_directions.shape)} have leading (instance) dimensions that do not "
-                         f"match") from None
+        raise ValueError(f"{shapes} have leading (instance) dimensions that do not match") from None
     return unit_rows(true_directions) @ unit_rows(decoder_directions).transpose(-1, -2)
 
 
@@ -55,10 +52,7 @@ class Assignment(NamedTuple):
 
 
 def hungarian(cosines: torch.Tensor | np.ndarray) -> Assignment:
-    """The one-to-one assignment maximising Σ C_{i,π(i)} (scipy's linear_sum_assignment).
-
-    With fewer latents than features, the features left over get latent -1 and cosine 0.
-    """
+    """The one-to-one assignment maximising Σ C_{i,π(i)} (scipy's linear_sum_assignment)."""
     C = np.asarray(cosines.detach().cpu().double() if isinstance(cosines, torch.Tensor) else cosines, dtype=float)
     latent = np.full(C.shape[0], -1, dtype=np.int64)
     cosine = np.zeros(C.shape[0])
@@ -76,57 +70,37 @@ def recovered(matched_cosine: np.ndarray, threshold: float = 0.9) -> float:
     return float(np.mean(matched_cosine >= threshold))
 
 
-# --- Matching at scale -------------------------------------------------------------------
-#
-# At 16,384 true features × 65,536 latents, C has 10⁹ entries (4 GB in float32) and an exact
-# dense Hungarian on it would take hours. So C is computed in row chunks on the device and
-# only what grading needs is kept: each row's best few latents and each column's best few
-# features. The exact Hungarian is used while n × k is at most EXACT_LIMIT; above it, a
-# sparse assignment on those candidate edges (scipy's LAPJVsp,
-# `min_weight_full_bipartite_matching`) gives the same answer whenever the optimal matching
-# only uses candidate edges, which is the case for a dictionary whose latents sit near
-# features (tests/test_evaluate.py checks it against the exact answer).
+# At 16,384 features × 65,536 latents, C has 10⁹ entries (4 GB in float32) and the exact dense Hungarian
+# would take hours. So C is computed in row chunks and only each row's and each column's best few entries
+# are kept. Above EXACT_LIMIT, the assignment is restricted to those candidate edges (scipy's LAPJVsp); it
+# equals the exact one whenever the optimal matching uses candidate edges only, as it does for a dictionary
+# whose latents sit near features (tests/test_evaluate.py checks it).
 
-EXACT_LIMIT = 4096 * 4096
-"""Largest n × k for which the exact dense Hungarian is used ("auto" matching)."""
-CANDIDATES = 16
-"""Latents kept per true feature (and features per latent) as candidate edges of the sparse matching."""
-CHUNK_ENTRIES = 1 << 25
-"""Cosines computed at once (inst × rows × k); 128 MB in float32."""
+EXACT_LIMIT = 4096 * 4096  # largest n × k for which "auto" matching uses the exact dense Hungarian
+CANDIDATES = 16  # latents kept per true feature as candidate edges of the sparse matching
+CHUNK_ENTRIES = 1 << 25  # cosines computed at once (inst × rows × k); 128 MB in float32
 
 
 class CosineTops(NamedTuple):
-    """The largest cosines of C = G Dᵀ in each row and each column, for every instance."""
+    """The largest cosines of C = G Dᵀ in each row and each column, for every instance, descending."""
 
-    row_cos: torch.Tensor
-    """Best cosines of each true feature, descending, (inst, n, r)."""
-    row_latent: torch.Tensor
-    """Their latents, (inst, n, r)."""
-    col_cos: torch.Tensor
-    """Best cosines of each latent over the masked-in features, descending, (inst, k, c); -inf pads."""
-    col_feature: torch.Tensor
-    """Their features, (inst, k, c)."""
+    row_cos: torch.Tensor  # (inst, n, r)
+    row_latent: torch.Tensor  # their latents, (inst, n, r)
+    col_cos: torch.Tensor  # over the masked-in features, (inst, k, c); -inf pads
+    col_feature: torch.Tensor  # their features, (inst, k, c)
 
 
 def cosine_tops(true_directions: torch.Tensor, decoder_directions: torch.Tensor, row_mask: torch.Tensor | None = None,
                 per_row: int = CANDIDATES, per_col: int = 4, chunk_entries: int = CHUNK_ENTRIES,
                 absolute: bool = False) -> CosineTops:
-    """Top cosines per row and per column of C = G Dᵀ (or of |C|) without ever holding C.
-
-    Args:
-        true_directions: G, (inst, n, d).
-        decoder_directions: D, (inst, k, d), on the same device.
-        row_mask: bool (inst, n); rows left out of the column tops (e.g. features not graded).
-        per_row, per_col: how many to keep per row and per column.
-        chunk_entries: cosines computed at once; rows are processed in chunks of this size.
-        absolute: rank |C| instead of C (SynthSAEBench's matching, where a latent may point either way).
-    """
+    """The `per_row` top cosines of each row and `per_col` of each column of C = G Dᵀ (of |C| if `absolute`),
+    for G (inst, n, d) and D (inst, k, d), computed `chunk_entries` at a time without ever holding C.
+    `row_mask` (inst, n) bool keeps rows out of the column tops (e.g. features not graded)."""
     G, D = unit_rows(true_directions), unit_rows(decoder_directions)
     n_inst, n, _ = G.shape
     k = D.shape[1]
     per_row, per_col = min(per_row, k), min(per_col, n)
-    if row_mask is None:
-        row_mask = torch.ones(n_inst, n, dtype=torch.bool, device=G.device)
+    row_mask = torch.ones(n_inst, n, dtype=torch.bool) if row_mask is None else row_mask
     row_mask = row_mask.to(G.device)
     rows = max(1, chunk_entries // max(1, n_inst * k))
     row_cos, row_latent = [], []
@@ -149,10 +123,9 @@ def cosine_tops(true_directions: torch.Tensor, decoder_directions: torch.Tensor,
 def _sparse_assignment(n_rows: int, n_cols: int, rows: np.ndarray, cols: np.ndarray, cos: np.ndarray) -> np.ndarray:
     """Max-Σcos one-to-one matching on candidate edges (n_rows <= n_cols): column per row, -1 if none.
 
-    Each row also gets a private dummy column of very high cost, so a full matching always
-    exists; a row matched to its dummy had all its candidates taken. The dummy costs more
-    than any alternating path of real edges can save, so the number of real matches is
-    maximised first, as in the dense assignment where every row gets a latent.
+    Each row also gets a private dummy column, so a full matching always exists; a row matched to it had all
+    its candidates taken. The dummy costs more than any alternating path of real edges can save, so the number
+    of real matches is maximised first, as in the dense assignment where every row gets a latent.
     """
     _, first = np.unique(rows.astype(np.int64) * n_cols + cols, return_index=True)  # the candidate lists overlap
     rows, cols, cos = rows[first], cols[first], cos[first].astype(np.float64)
@@ -167,24 +140,14 @@ def _sparse_assignment(n_rows: int, n_cols: int, rows: np.ndarray, cols: np.ndar
     return matched
 
 
-def _cosines(G: torch.Tensor, D: torch.Tensor, absolute: bool = False) -> np.ndarray:
-    C = G.double() @ D.double().T
-    return (C.abs() if absolute else C).cpu().numpy()
-
-
-Edges = tuple[np.ndarray, np.ndarray, np.ndarray]
-"""Candidate edges of a sparse matching: row indices, column indices, cosines."""
+Edges = tuple[np.ndarray, np.ndarray, np.ndarray]  # candidate edges: row indices, column indices, cosines
 
 
 def candidate_edges(tops: CosineTops, instance: int = 0, rows: np.ndarray | None = None) -> Edges:
-    """The candidate edges of one instance: each row's best latents and each latent's best rows.
-
-    `rows` (sorted feature indices) keeps only those rows and renumbers them 0.. in that order.
-    """
-    row_latent = tops.row_latent[instance].cpu().numpy()
-    row_cos = tops.row_cos[instance].double().cpu().numpy()
-    col_feature = tops.col_feature[instance].cpu().numpy()
-    col_cos = tops.col_cos[instance].double().cpu().numpy()
+    """The candidate edges of one instance: each row's best latents and each latent's best rows; `rows`
+    (sorted feature indices) keeps only those rows, renumbered 0.. in that order."""
+    row_latent, col_feature = tops.row_latent[instance].cpu().numpy(), tops.col_feature[instance].cpu().numpy()
+    row_cos, col_cos = tops.row_cos[instance].double().cpu().numpy(), tops.col_cos[instance].double().cpu().numpy()
     n, k = row_latent.shape[0], col_feature.shape[0]
     feature = np.concatenate([np.repeat(np.arange(n), row_latent.shape[1]), col_feature.reshape(-1)])
     latent = np.concatenate([row_latent.reshape(-1), np.repeat(np.arange(k), col_feature.shape[1])])
@@ -200,11 +163,8 @@ def candidate_edges(tops: CosineTops, instance: int = 0, rows: np.ndarray | None
 
 def _sparse_match(G: torch.Tensor, D: torch.Tensor, candidates: int, exact_limit: int, edges: Edges | None,
                   absolute: bool = False) -> np.ndarray:
-    """Column per row of the sparse assignment, for unit G (n, d), D (k, d) with n <= k.
-
-    Rows whose candidates were all taken are matched again among the unused columns, with
-    fresh candidates (exactly, once the leftover problem is small).
-    """
+    """Column per row of the sparse assignment, for unit G (n, d), D (k, d) with n <= k; rows whose candidates
+    were all taken are matched again among the unused columns, with fresh candidates (exactly, once few)."""
     n, k = G.shape[0], D.shape[0]
     if edges is None:
         edges = candidate_edges(cosine_tops(G[None], D[None], per_row=candidates, absolute=absolute))
@@ -229,25 +189,20 @@ class Match(NamedTuple):
 def match(true_directions: torch.Tensor, decoder_directions: torch.Tensor, method: str = "auto",
           candidates: int = CANDIDATES, exact_limit: int = EXACT_LIMIT,
           edges: Edges | None = None, absolute: bool = False) -> Match:
-    """The one-to-one assignment of true features to latents maximising Σ C_{i,π(i)}, at any size.
+    """The one-to-one assignment of true features G (n, d) to latents D (k, d) maximising Σ C_{i,π(i)}.
 
-    Args:
-        true_directions: G, (n, d); decoder_directions: D, (k, d); any device.
-        method: "exact" (dense Hungarian, scipy's linear_sum_assignment), "sparse" (Hungarian
-            restricted to candidate edges: each feature's `candidates` best latents and each
-            latent's 4 best features, LAPJVsp) or "auto" (exact while n × k <= exact_limit).
-        edges: candidate edges (feature indices, latent indices, cosines) when already known
-            (see `candidate_edges`).
-        absolute: maximise Σ |C_{i,π(i)}| instead, and report |C| (SynthSAEBench's MCC; edges, if
-            given, must then hold |C|).
-    Returns the assignment (latent -1 and cosine 0 for a feature left without one) and the method used.
+    method: "exact" (dense Hungarian), "sparse" (the Hungarian on candidate edges, LAPJVsp: each feature's
+    `candidates` best latents and each latent's 4 best features, or `edges` when already known, see
+    `candidate_edges`) or "auto" (exact while n × k <= exact_limit). absolute: maximise Σ |C_{i,π(i)}| and
+    report |C| (SynthSAEBench's MCC; `edges` must then hold |C|).
     """
     if method not in ("auto", "exact", "sparse"):
         raise ValueError(f"method must be 'auto', 'exact' or 'sparse', got {method!r}")
     G, D = unit_rows(true_directions), unit_rows(decoder_directions)
     n, k = G.shape[0], D.shape[0]
     if method == "exact" or (method == "auto" and n * k <= exact_limit) or min(n, k) == 0:
-        return Match(hungarian(_cosines(G, D, absolute)), "exact")
+        C = G.double() @ D.double().T
+        return Match(hungarian((C.abs() if absolute else C).cpu().numpy()), "exact")
     if n <= k:
         latent = _sparse_match(G, D, candidates, exact_limit, edges, absolute)
     else:  # more features than latents: match each latent to a feature, then invert
@@ -260,5 +215,4 @@ def match(true_directions: torch.Tensor, decoder_directions: torch.Tensor, metho
     has = latent >= 0
     index = torch.as_tensor(np.flatnonzero(has), device=G.device)
     cosine[has] = (G[index].double() * D[torch.as_tensor(latent[has], device=G.device)].double()).sum(-1).cpu().numpy()
-    cosine = np.abs(cosine) if absolute else cosine
-    return Match(Assignment(latent, cosine), "sparse")
+    return Match(Assignment(latent, np.abs(cosine) if absolute else cosine), "sparse")

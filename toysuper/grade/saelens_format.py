@@ -1,24 +1,14 @@
-"""SAELens's on-disk SAE format, read and written without importing SAELens.
+"""SAELens's on-disk SAE format (SAELens 6), read and written without importing SAELens.
 
-A SAELens SAE directory holds `cfg.json` and `sae_weights.safetensors` (what SAELens's
-`SAE.save_model` / `TrainingSAE.save_inference_model` write and `SAE.load_from_disk` reads).
-The keys used here, from SAELens 6:
-
-    cfg.json: architecture ("standard" | "topk" | "jumprelu" | "gated"), d_in, d_sae, dtype,
-              apply_b_dec_to_input, normalize_activations, and per architecture: k and
-              rescale_acts_by_decoder_norm (topk); metadata (free-form)
-    weights:  W_enc (d_in, d_sae), W_dec (d_sae, d_in), b_dec (d_in,), and b_enc (d_sae,)
-              (standard, topk, jumprelu), threshold (d_sae,) (jumprelu), b_gate, b_mag,
-              r_mag (d_sae,) (gated)
-
-Inference, with x' = x - b_dec if apply_b_dec_to_input else x:
+A directory holds cfg.json (architecture: standard | topk | jumprelu | gated, d_in, d_sae, dtype,
+apply_b_dec_to_input, normalize_activations; k and rescale_acts_by_decoder_norm for topk; metadata) and
+sae_weights.safetensors (W_enc (d_in, d_sae), W_dec (d_sae, d_in), b_dec (d_in,), and (d_sae,) vectors: b_enc,
+threshold for jumprelu, b_gate, b_mag and r_mag for gated). Inference, with x' = x - b_dec if
+apply_b_dec_to_input else x:
     standard: f = ReLU(x' W_enc + b_enc)
-    topk:     p = x' W_enc + b_enc (times ‖W_dec,j‖ when rescale_acts_by_decoder_norm);
-              f = ReLU of the k largest p, 0 elsewhere
-    jumprelu: p = x' W_enc + b_enc; f = ReLU(p) where p > threshold, else 0
-              (Rajamanoharan et al. 2024, Gemma Scope)
-    gated:    f = [x' W_enc + b_gate > 0] · ReLU(x' (W_enc ⊙ exp(r_mag)) + b_mag)
-              (Rajamanoharan et al. 2024, Gated SAEs)
+    topk:     p = x' W_enc + b_enc (times ‖W_dec,j‖ when rescale_acts_by_decoder_norm); f = ReLU of the top k of p
+    jumprelu: p = x' W_enc + b_enc; f = ReLU(p) where p > threshold, else 0 (Rajamanoharan et al. 2024, Gemma Scope)
+    gated:    f = [x' W_enc + b_gate > 0] · ReLU(x' (W_enc ⊙ exp(r_mag)) + b_mag) (Rajamanoharan et al. 2024)
     x̂ = f W_dec + b_dec (f / ‖W_dec,j‖ for topk with rescale_acts_by_decoder_norm)
 """
 
@@ -37,25 +27,17 @@ from ..sae.recipes import RECIPES
 
 CONFIG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
-FORMAT_VERSION = "6.0.0"
-"""Written as metadata.sae_lens_version: the first SAELens version whose format this is."""
+FORMAT_VERSION = "6.0.0"  # written as metadata.sae_lens_version: the first SAELens version of this format
 
-_DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
-           "bfloat16": torch.bfloat16}
-_PARAMETERS = {
-    "standard": ("W_enc", "b_enc", "W_dec", "b_dec"),
-    "topk": ("W_enc", "b_enc", "W_dec", "b_dec"),
-    "jumprelu": ("W_enc", "b_enc", "W_dec", "b_dec", "threshold"),
-    "gated": ("W_enc", "b_gate", "b_mag", "r_mag", "W_dec", "b_dec"),
-}
+_DTYPES = {name: getattr(torch, name) for name in ("float32", "float64", "float16", "bfloat16")}
+_STANDARD = ("W_enc", "b_enc", "W_dec", "b_dec")
+_PARAMETERS = {"standard": _STANDARD, "topk": _STANDARD, "jumprelu": _STANDARD + ("threshold",),
+               "gated": ("W_enc", "b_gate", "b_mag", "r_mag", "W_dec", "b_dec")}
 _IDENTITY_NORMALISATIONS = ("none", "expected_average_only_in")  # identity at inference, as in SAELens
 
 
 class SAELensSAE(nn.Module):
-    """One SAE read from a SAELens directory: `encode`, `decode`, `decoder_directions`.
-
-    Shapes follow SAELens (no instances axis): encode (..., d_in) -> (..., d_sae).
-    """
+    """One SAE read from a SAELens directory, with SAELens's shapes (no instances axis)."""
 
     def __init__(self, config: dict, tensors: dict[str, torch.Tensor]):
         super().__init__()
@@ -116,12 +98,8 @@ def _read_config(path: Path) -> dict:
 
 
 def load_saelens(path, device=None) -> SAELensSAE:
-    """Read an SAE saved in SAELens's format (cfg.json + sae_weights.safetensors).
-
-    Missing or corrupt files, an architecture other than standard/topk/jumprelu/gated, a
-    normalisation that needs the input's statistics at inference (layer_norm,
-    constant_norm_rescale), or weights that do not fit the config raise ValueError.
-    """
+    """Read an SAE saved in SAELens's format. Missing or corrupt files, another architecture, a normalisation
+    that needs the input's statistics at inference (layer_norm, ...) or weights that do not fit raise ValueError."""
     path, device = Path(path), torch.device("cpu") if device is None else resolve_device(device)
     try:
         config = _read_config(path)
@@ -146,7 +124,7 @@ def load_saelens(path, device=None) -> SAELensSAE:
     if "log_threshold" in tensors and "threshold" not in tensors:  # older JumpReLU checkpoints
         tensors["threshold"] = tensors.pop("log_threshold").exp()
     dtype = _DTYPES.get(str(config.get("dtype", "float32")).removeprefix("torch."), torch.float32)
-    d_in, d_sae = config.get("d_in"), config.get("d_sae")
+    d_in, d_sae = config["d_in"], config["d_sae"]
     shapes = {"W_enc": (d_in, d_sae), "W_dec": (d_sae, d_in), "b_dec": (d_in,)}
     for name in _PARAMETERS[architecture]:
         if name not in tensors:
@@ -162,20 +140,16 @@ def load_saelens(path, device=None) -> SAELensSAE:
     return SAELensSAE(config, tensors)
 
 
-ARCHITECTURES = ("standard", "topk", "batchtopk", "jumprelu", "gated")
-"""The values of `Recipe.saelens_export` written here: which SAELens architecture a recipe's inference is."""
+ARCHITECTURES = ("standard", "topk", "batchtopk", "jumprelu", "gated")  # the values of `Recipe.saelens_export`
 
 
 def _export(sae, instance: int) -> tuple[dict, dict]:
     """One instance of a toysuper SAE in SAELens's terms: (cfg.json entries, weights).
 
-    Every recipe computes pre = W_enc (x - b_dec) + b_enc, or W_enc x + b_enc where it does not
-    centre its input (`Recipe.centres_input`: SAELens's apply_b_dec_to_input), then, by its export:
-        standard:  ReLU(pre)                                   (anthropic_2024, relu_l1)
-        topk:      ReLU(top-k of pre), no decoder-norm rescaling
-        batchtopk: ReLU(pre) where > sae.threshold             -> jumprelu, one threshold for all latents
-        jumprelu:  pre where pre > exp(sae.log_threshold)
-        gated:     [pre > 0] ReLU(e^r_mag (pre - b_enc) + b_mag), with b_gate = b_enc
+    Every recipe computes pre = W_enc (x - b_dec) + b_enc, or W_enc x + b_enc where it does not centre its
+    input (`Recipe.centres_input`: apply_b_dec_to_input), then by its export: standard ReLU(pre); topk
+    ReLU(top-k of pre); batchtopk ReLU(pre) where > sae.threshold (a jumprelu of one threshold); jumprelu
+    pre where pre > exp(sae.log_threshold); gated [pre > 0] ReLU(e^r_mag (pre - b_enc) + b_mag), b_gate = b_enc.
     """
     export = sae.recipe.saelens_export
     tensors = {"W_enc": sae.W_enc[instance], "W_dec": sae.W_dec[instance], "b_dec": sae.b_dec[instance],
@@ -194,12 +168,8 @@ def _export(sae, instance: int) -> tuple[dict, dict]:
 
 
 def save_saelens(sae, directory, instance: int = 0) -> Path:
-    """Write one instance of a toysuper `SAE` as a SAELens SAE directory.
-
-    SAELens users load it with `sae_lens.SAE.load_from_disk(directory)`; toysuper reads it
-    back with `load_saelens` (or `evaluate(directory, source)`). The recipe must have a
-    SAELens counterpart (its `saelens_export`); others raise ValueError.
-    """
+    """Write one instance of a toysuper `SAE` as a SAELens SAE directory (`sae_lens.SAE.load_from_disk` reads it,
+    as do `load_saelens` and `evaluate`); its recipe must have a SAELens counterpart (`saelens_export`)."""
     if isinstance(instance, bool) or not isinstance(instance, int) or not 0 <= instance < sae.n_instances:
         raise ValueError(f"instance must be an index below n_instances={sae.n_instances}, got {instance!r}")
     recipe = sae.recipe.name

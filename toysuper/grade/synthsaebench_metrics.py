@@ -1,44 +1,35 @@
-"""SynthSAEBench's metrics (Chanin & Garriga-Alonso 2026, arXiv 2602.14687), beside toysuper's own.
+"""SynthSAEBench's metrics (Chanin & Garriga-Alonso 2026, arXiv 2602.14687), as SAELens's
+`eval_sae_on_synthetic_data` (sae_lens/synthetic/evals.py) defines them, with G (n × d) and D (k × d) unit
+rows and |C| = |G Dᵀ|; only the features the source marks gradeable take part:
 
-The definitions are those of SAELens's `eval_sae_on_synthetic_data` (sae_lens/synthetic/evals.py),
-with G the true directions (n × d) and D the decoder rows (k × d), both unit, and |C| = |G Dᵀ|:
+- MCC: the mean matched |cos| over the min(n, k) pairs of the assignment maximising Σ |C|
+  (O'Neill et al. 2025, arXiv 2505.20254).
+- uniqueness: the number of distinct best features b(j) = argmax_i |C_ij| (the first on a tie), over k.
+- per latent j, as a detector of b(j) firing (> 0) when its activation is != 0: precision, recall, F1
+  (each 0 where undefined) and accuracy, averaged over all k latents, dead ones included.
+- explained variance: 1 − E‖x − x̂‖² / (E‖x‖² − ‖E x‖²) (1 if both are below 1e-10, 0 if only the variance is).
+- L0, dead latents (a count), and shrinkage: the mean of ‖x̂‖ / ‖x‖ over samples with ‖x‖ > 1e-6 (0 if none).
 
-- MCC: the one-to-one assignment maximising Σ |C| (Hungarian), then the mean matched |cos|
-  over its min(n, k) pairs (O'Neill et al. 2025, arXiv 2505.20254).
-- uniqueness: each latent's best feature b(j) = argmax_i |C_ij| (the first on a tie); the number
-  of distinct b(j) over k.
-- per-latent classification: latent j "fires" when its activation is != 0 and is scored as
-  a detector of feature b(j) firing (> 0): precision TP/(TP+FP), recall TP/(TP+FN),
-  F1 = 2PR/(P+R) (each 0 where undefined) and accuracy (TP+TN)/N, averaged over all k
-  latents, dead ones included (they score 0, except accuracy).
-- explained variance: 1 − E‖x − x̂‖² / (E‖x‖² − ‖E x‖²) (1 if both are below 1e-10, 0 if only
-  the variance is).
-- L0 (activations != 0 per sample), dead latents (a count: never != 0), and shrinkage: the mean
-  over samples with ‖x‖ > 1e-6 of ‖x̂‖ / ‖x‖ (0 if there are none).
-
-Only the true features the source marks gradeable take part (SAELens's worlds: all of them).
-Everything sample-level comes from running sums that `evaluate` streams (`SynthSAEBenchSums`),
-so the held-out samples are seen once; the direction level is chunked like `cosine_tops`.
+The sample-level metrics come from running sums that `evaluate` streams (`SynthSAEBenchSums`).
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import numpy as np
 import torch
 
 from .matching import CHUNK_ENTRIES, match, unit_rows
 
-MIN_INPUT_NORM = 1e-6  # SAELens's shrinkage skips samples with ‖x‖ at or below this
-MIN_VARIANCE = 1e-10  # SAELens's explained variance: below this the variance counts as zero
+MIN_INPUT_NORM = 1e-6
+MIN_VARIANCE = 1e-10
 
 
 def best_abs_feature(true_directions: torch.Tensor, decoder_directions: torch.Tensor,
                      row_mask: torch.Tensor | None = None, chunk_entries: int = CHUNK_ENTRIES) -> torch.Tensor:
-    """Each latent's best feature by |cos|, the first index on a tie (as torch.argmax): (inst, k) long.
-
-    true_directions: G (inst, n, d); decoder_directions: D (inst, k, d); row_mask: bool (inst, n),
-    features that may be chosen (all by default). |C| is computed in chunks of feature rows.
-    """
+    """Each latent's best feature by |cos|, the first on a tie (as torch.argmax), among the features
+    `row_mask` (inst, n) allows: G (inst, n, d), D (inst, k, d) -> (inst, k) long. |C| is computed in chunks."""
     G, D = unit_rows(true_directions.float()), unit_rows(decoder_directions.float())
     n_inst, n, k = G.shape[0], G.shape[1], D.shape[1]
     best_cos = torch.full((n_inst, k), -1.0, device=G.device)
@@ -64,11 +55,8 @@ def uniqueness(best_feature: torch.Tensor, n_features: int) -> torch.Tensor:
 
 def mcc(true_directions: torch.Tensor, decoder_directions: torch.Tensor, method: str = "auto",
         **match_options) -> float:
-    """Mean |cos| over the |cos|-Hungarian's min(n, k) pairs of one instance: G (n, d), D (k, d).
-
-    `method` and `match_options` (candidates, exact_limit) as in `matching.match`: exact while
-    n × k is small, else the same candidate-edge assignment as toysuper's matching, on |C|.
-    """
+    """Mean |cos| over the |cos|-Hungarian's min(n, k) pairs of one instance: G (n, d), D (k, d); `method`
+    and `match_options` (candidates, exact_limit) as in `matching.match`."""
     n, k = true_directions.shape[0], decoder_directions.shape[0]
     if min(n, k) == 0:
         return float("nan")
@@ -78,11 +66,9 @@ def mcc(true_directions: torch.Tensor, decoder_directions: torch.Tensor, method:
 
 def classification(true_positives: torch.Tensor, latent_fires: torch.Tensor, feature_fires: torch.Tensor,
                    n_samples: int) -> dict[str, torch.Tensor]:
-    """Per-latent precision, recall, F1 and accuracy from counts, each (..., k) float64.
-
-    true_positives: samples where latent j and its best feature both fire; latent_fires: where
-    latent j fires; feature_fires: where its best feature fires. Undefined ratios are 0.
-    """
+    """Per-latent precision TP/(TP+FP), recall TP/(TP+FN), F1 = 2PR/(P+R) and accuracy (TP+TN)/N from counts
+    (..., k) of samples where latent j and its best feature both fire, where j fires and where its feature does;
+    undefined ratios are 0."""
     tp, latent, feature = true_positives.double(), latent_fires.double(), feature_fires.double()
     fp, fn = latent - tp, feature - tp
     tn = n_samples - tp - fp - fn
@@ -94,8 +80,8 @@ def classification(true_positives: torch.Tensor, latent_fires: torch.Tensor, fea
 
 def explained_variance(squared_error: torch.Tensor, sum_x: torch.Tensor, sum_xx: torch.Tensor,
                        n_samples: int) -> torch.Tensor:
-    """1 − E‖x − x̂‖² / (E‖x‖² − ‖E x‖²) per instance, from sums over samples: Σ‖x − x̂‖² (inst,),
-    Σx (inst, d), Σ‖x‖² (inst,). Returns (inst,) float64."""
+    """1 − E‖x − x̂‖² / (E‖x‖² − ‖E x‖²) per instance (float64), from Σ‖x − x̂‖² (inst,), Σx (inst, d) and
+    Σ‖x‖² (inst,) over samples."""
     mse = squared_error.double() / n_samples
     variance = sum_xx.double() / n_samples - (sum_x.double() / n_samples).pow(2).sum(-1)
     flat = torch.where(mse < MIN_VARIANCE, 1.0, 0.0).to(mse)
@@ -103,18 +89,14 @@ def explained_variance(squared_error: torch.Tensor, sum_x: torch.Tensor, sum_xx:
 
 
 class SynthSAEBenchSums:
-    """The running sums behind SynthSAEBench's sample-level metrics, fed batch by batch by `evaluate`.
-
-    Args:
-        best_feature: each latent's best feature (`best_abs_feature`), (inst, k).
-    """
+    """The running sums behind SynthSAEBench's sample-level metrics, given each latent's `best_abs_feature`
+    (inst, k) and fed batch by batch by `evaluate`."""
 
     def __init__(self, best_feature: torch.Tensor):
         self.best_feature = best_feature
-        n_inst, k = best_feature.shape
-        zeros = lambda *shape: torch.zeros(shape, dtype=torch.float64, device=best_feature.device)  # noqa: E731
-        self.latent_fires, self.true_positives = zeros(n_inst, k), zeros(n_inst, k)
-        self.shrinkage_sum, self.shrinkage_count = zeros(n_inst), zeros(n_inst)
+        zeros = partial(torch.zeros, dtype=torch.float64, device=best_feature.device)
+        self.latent_fires, self.true_positives = zeros(best_feature.shape), zeros(best_feature.shape)
+        self.shrinkage_sum, self.shrinkage_count = zeros(best_feature.shape[0]), zeros(best_feature.shape[0])
 
     def update(self, acts: torch.Tensor, features: torch.Tensor, x: torch.Tensor, x_hat: torch.Tensor | None):
         """acts (batch, inst, k); features (batch, inst, n); x and x_hat (batch, inst, d) (x_hat None: no decode)."""
@@ -130,16 +112,13 @@ class SynthSAEBenchSums:
 
     def summary(self, n_samples: int, feature_fires: torch.Tensor, squared_error: torch.Tensor, sum_x: torch.Tensor,
                 sum_xx: torch.Tensor, has_decode: bool) -> tuple[dict[str, np.ndarray], dict[str, torch.Tensor]]:
-        """Per-instance summary columns and per-latent columns (CPU).
-
-        feature_fires: samples where each true feature fires, (inst, n); the sums as in
-        `explained_variance`. Columns are named sb_* so that none is mistaken for toysuper's own.
-        """
+        """Per-instance summary columns and per-latent columns (CPU), named sb_* to keep them apart from
+        toysuper's own; feature_fires: samples where each true feature fires, (inst, n); the sums as in
+        `explained_variance`."""
         feature_fires_of_best = torch.gather(feature_fires.to(self.best_feature.device), 1, self.best_feature)
         scores = {name: value.cpu() for name, value in
                   classification(self.true_positives, self.latent_fires, feature_fires_of_best, n_samples).items()}
-        n_inst = self.best_feature.shape[0]
-        nan = torch.full((n_inst,), torch.nan, dtype=torch.float64)
+        nan = torch.full(self.best_feature.shape[:1], torch.nan, dtype=torch.float64)
         shrinkage = torch.where(self.shrinkage_count > 0, self.shrinkage_sum / self.shrinkage_count.clamp_min(1), 0.0)
         summary = {
             "sb_uniqueness": uniqueness(self.best_feature, feature_fires.shape[1]).cpu(),

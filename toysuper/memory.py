@@ -3,7 +3,7 @@
 Every estimate is a pure function of the sizes (float32, 4 bytes a number), so the constructors
 can refuse a configuration before anything is allocated, rather than let the allocator fail
 halfway or the kernel kill the process. The sweep planner estimates a whole batched pass with
-sweep/batch.estimate_mb and asks `available_bytes` what the device can give. The estimates count the large tensors
+sweep/planner.estimate_mb and asks `available_bytes` what the device can give. The estimates count the large tensors
 and round up: they are meant to separate "fits" from "cannot fit", not to budget to the byte.
 """
 

@@ -9,8 +9,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 
+import torch
+
+from ..devices import resolve_device
 from ..sae.recipes import get_recipe, recipe_path
-from .batch import Batch
+from .planner import Batch
 from .runner import BatchResult, run_batch
 
 EXECUTORS = ("local", "ray")
@@ -32,10 +35,6 @@ def _ray_task(batch: Batch, device: str, keep_models: bool, threads: int, recipe
     """One batch inside a Ray worker: 'auto' picks the GPU Ray gave the task, if any. The outside `recipes` it
     trains are imported (so registered) from the driver's Python `paths`, so that a recipe registered by name
     works in a worker too."""
-    import torch
-
-    from ..devices import resolve_device
-
     sys.path.extend(path for path in paths if path not in sys.path)
     for recipe in recipes:
         get_recipe(recipe)

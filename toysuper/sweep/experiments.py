@@ -68,14 +68,11 @@ def run(config: dict, out_dir=None, device=None, quiet: bool = False, executor: 
     store.open(config, executor=chosen.name)
     batches = plan(config, store.done_keys(), device=device_spec)
     keep = bool(config["run"]["save_models"])
-    bar = progress_bar(None, desc="batches", quiet=quiet, total=len(batches), unit="batch", position=0)
-    try:
-        with torch_threads(config["run"]["threads"]):  # 0: torch's own setting
-            for result in chosen.run(batches, target, quiet=quiet, keep_models=keep):
-                store.commit(result)
-                bar.update(1)
-    finally:
-        bar.close()
+    with (progress_bar(None, desc="batches", quiet=quiet, total=len(batches), unit="batch", position=0) as bar,
+          torch_threads(config["run"]["threads"])):  # 0: torch's own setting
+        for result in chosen.run(batches, target, quiet=quiet, keep_models=keep):
+            store.commit(result)
+            bar.update(1)
     store.sync()
     results = order_rows(store.results(), config)
     if figures and not finished(results).empty:

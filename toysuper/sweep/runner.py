@@ -22,7 +22,7 @@ from . import assemble
 from . import config as config_io
 from ..toy import superposition
 from ..grade.evaluate import evaluate
-from .batch import Batch
+from .planner import Batch
 from ..sae import SAE, train_sae
 from ..toy.model import ToyModel
 from ..toy.train import train_toy_model
@@ -117,11 +117,9 @@ def _train_and_grade(trainings: list[list[dict]], device, quiet: bool) -> _Outco
                 rows[-1].update(status=FAILED, error=f"diverged: the trained SAE's reconstruction error is "
                                 f"{summary['fvu']:.3g} times the data's variance (FVU; mse {summary['mse']:.3g}); "
                                 f"a smaller sae.lr may train")
-            table = report.features[report.features["instance"] == t].drop(columns=["instance"])
-            table = table.reset_index(drop=True)
+            table = report.features[report.features["instance"] == t].drop(columns=["instance"]).reset_index(drop=True)
             extra = {"firing_prob": firing[t].tolist(), "importance": weight[t].tolist(), **feature_columns[t]}
-            extra = {name: values for name, values in extra.items() if name not in table}  # the report's own win
-            features.append(pd.concat([table, pd.DataFrame(extra, index=table.index)], axis=1))
+            features.append(table.assign(**{k: v for k, v in extra.items() if k not in table}))  # the report's own win
     return _Outcome(rows, features, sae, model)
 
 

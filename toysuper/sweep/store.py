@@ -180,13 +180,11 @@ class RunStore:
                 broken = features_path
                 features = _read_table(features_path, ("key",), allow_empty=not (_status(rows) == OK).any())
             except ValueError as error:
-                if not set_aside:
-                    warnings.warn(f"batch file {broken} cannot be read ({error}); its configurations are left out",
-                                  RuntimeWarning, stacklevel=3)
-                    continue
-                warnings.warn(f"batch file {broken} cannot be read ({error}); moved {path.name} aside to "
-                              f"{path.name}.corrupt, and its configurations run again", RuntimeWarning, stacklevel=3)
-                os.replace(path, path.with_name(path.name + ".corrupt"))
+                fate = (f"moved {path.name} aside to {path.name}.corrupt, and its configurations run again"
+                        if set_aside else "its configurations are left out")
+                warnings.warn(f"batch file {broken} cannot be read ({error}); {fate}", RuntimeWarning, stacklevel=3)
+                if set_aside:
+                    os.replace(path, path.with_name(path.name + ".corrupt"))
                 continue
             readable.append((rows, features))
         return readable

@@ -10,11 +10,10 @@
     RUN/models/ID/            trained SAEs and toy models (safetensors + JSON) and instances.json
                               (which configuration each instance is), when asked
 
-Every file is written to a temporary name, fsynced and renamed into place, so a kill at any
-moment leaves the old file or the new one, never a partial row. The batch files are the truth;
-results.csv and features.csv are rebuilt from them when they are missing, unreadable or behind,
-but never with a row fewer. A failed configuration has a row with status "failed" and the reason
-in `error`; a rerun tries it again, and its new row replaces the failed one.
+Every file is written to a temporary name, fsynced and renamed into place, so a kill leaves the
+old file or the new one. The batch files are the truth; results.csv and features.csv are rebuilt
+from them when missing, unreadable or behind, but never with a row fewer. A failed configuration's
+row (status "failed", the reason in `error`) gives way to a rerun's.
 """
 
 from __future__ import annotations
@@ -80,11 +79,7 @@ def git_commit() -> dict:
 
 
 class RunStore:
-    """A run folder. `open` it with the resolved config, `commit` each finished batch, read `results()`.
-
-    `results()` and `features()` are read from the batch files. A batch file that cannot be read is named in
-    a warning and left out (`open` also moves it aside, to NAME.corrupt, so that its configurations run again).
-    """
+    """A run folder. `open` it with the resolved config, `commit` each finished batch, read `results()`."""
 
     def __init__(self, directory):
         self.directory = Path(directory)
@@ -206,11 +201,10 @@ class RunStore:
         return rows, pd.concat(features, ignore_index=True).drop_duplicates(["key", "feature"], ignore_index=True)
 
     def results(self) -> pd.DataFrame:
-        """Every configuration's row once (its first finished row, else its latest failed one), from the batch files."""
+        """Every configuration's row once (`best_rows`), from the batch files."""
         return self._truth()[0]
 
     def features(self) -> pd.DataFrame:
-        """Every finished configuration's per-feature rows, from the batch files."""
         return self._truth()[1]
 
     def done_keys(self) -> set[str]:

@@ -83,7 +83,6 @@ def run(config: dict, out_dir=None, device=None, quiet: bool = False, executor: 
 
 
 def finished(results: pd.DataFrame) -> pd.DataFrame:
-    """The rows of configurations that finished (not those that failed)."""
     if results.empty or "status" not in results:
         return results
     return results[results["status"].isna() | (results["status"] == OK)].reset_index(drop=True)

@@ -55,12 +55,10 @@ class Batch:
 
     @property
     def n_saes(self) -> int:
-        """SAE instances this batch trains."""
         return len(set(self.train_keys))
 
     @property
     def n_toy_models(self) -> int:
-        """Toy-model instances this batch trains (0 for a dictionary source)."""
         if self.points[0]["source.kind"] != "toy_model":
             return 0
         return len({config_io.toy_key(p) for p in self.points})
@@ -140,8 +138,7 @@ SIZE_KEYS = ("features.n_features", "source.d_hidden", "sae.d_sae", "sae.batch_s
 
 
 def check_fits(point: dict, memory_mb: float, free: float | None, device) -> None:
-    """Refuse a configuration that alone (a batch cannot be smaller) needs more than run.memory_mb or than the
-    device can give, naming its sizes and the estimate, before anything is allocated."""
+    """Refuse a configuration that alone (a batch cannot be smaller) needs more than run.memory_mb or the device."""
     need = estimate_mb(point, 1, int(point["source.kind"] == "toy_model"))
     if need > memory_mb or (free is not None and need > free):
         limit = f"run.memory_mb={memory_mb:g}" if need > memory_mb else f"the {free:.0f} MB free on {device}"
@@ -152,8 +149,7 @@ def check_fits(point: dict, memory_mb: float, free: float | None, device) -> Non
                          f"smaller{advice}")
 
 
-PROGRESS_AT = 5_000
-"""A grid this large is checked under a progress bar (50,000 points take seconds)."""
+PROGRESS_AT = 5_000  # a grid this large is checked under a progress bar
 
 
 def plan(config: dict, done: set[str] = frozenset(), device=None) -> list[Batch]:

@@ -168,8 +168,7 @@ def _true_l0(results: pd.DataFrame, features: pd.DataFrame | None) -> float | No
     return float(per_key.iloc[0]) if per_key.nunique() == 1 else None
 
 
-KNOB_NAMES = {"l1_coefficient": "λ", "l0_coefficient": "λ", "k": "k", "threshold_init": "θ0"}
-"""Short names for the knobs written next to the points of pareto.png."""
+KNOB_NAMES = {"l1_coefficient": "λ", "l0_coefficient": "λ", "k": "k", "threshold_init": "θ0"}  # pareto.png's labels
 
 
 def pareto_front(l0: np.ndarray, score: np.ndarray) -> np.ndarray:

@@ -45,7 +45,6 @@ class BatchResult:
     """One row per (finished point, true feature): key, feature, firing_prob, importance, toy-model norms
     and the report's per-feature columns."""
     seconds: float
-    """Wall time of the batch."""
     sae: SAE | None = None
     """The trained SAEs (on the CPU), when models are kept: instance i is the row with `instance` i."""
     toy_model: ToyModel | None = None
@@ -173,11 +172,8 @@ def _stack(models: list):
 
 
 def run_batch(batch: Batch, device, quiet: bool = False, keep_models: bool = False) -> BatchResult:
-    """Train the toy models (if any) and SAEs of one batch, grade them, and return the rows.
-
-    Never raises for a failure of a configuration (only for an interrupt): a failed point's
-    row says why in its `error` column.
-    """
+    """Train the toy models (if any) and SAEs of one batch, grade them, and return the rows. Never raises for a
+    failure of a configuration (only for an interrupt): a failed point's row says why in its `error` column."""
     start = time.perf_counter()
     order = batch.trainings()
     trainings = [[batch.points[i] for i in indices] for indices in order]

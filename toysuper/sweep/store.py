@@ -100,7 +100,6 @@ class RunStore:
                              f"({error}); it is the experiment's record, so rerun into a new --out") from error
 
     def check_config(self, config: dict) -> None:
-        """Raise ValueError if this folder holds a different experiment than `config`."""
         if not self.exists():
             return
         differences = config_io.identity_differences(self.read_config(), config)

@@ -48,18 +48,16 @@ class Batch:
 
     @property
     def n_saes(self) -> int:
-        """SAE instances this batch trains."""
         return len(set(self.train_keys))
 
     @property
     def n_toy_models(self) -> int:
-        """Toy-model instances this batch trains (0 for a dictionary source)."""
         if self.points[0]["source.kind"] != "toy_model":
             return 0
         return len({config_io.toy_key(p) for p in self.points})
 
     def estimate_mb(self) -> float:
-        return estimate_mb(_largest_grading(self.points), self.n_saes, self.n_toy_models)
+        return estimate_mb(largest_grading(self.points), self.n_saes, self.n_toy_models)
 
     def samples(self) -> dict[str, int]:
         """Samples drawn to train the toy models, the SAEs, and to grade, summed over instances."""
@@ -69,7 +67,7 @@ class Batch:
                 "evaluate": sum(p["evaluate.n_samples"] for p in self.points)}
 
 
-def _largest_grading(points: list[dict]) -> dict:
+def largest_grading(points: list[dict]) -> dict:
     return max(points, key=lambda p: p["evaluate.n_samples"])
 
 

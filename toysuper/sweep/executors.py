@@ -9,6 +9,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 
+import torch
+
+from ..devices import resolve_device
 from ..sae.recipes import get_recipe, recipe_path
 from .batch import Batch
 from .runner import BatchResult, run_batch
@@ -29,15 +32,9 @@ class LocalExecutor:
 
 def _ray_task(batch: Batch, device: str, keep_models: bool, threads: int, recipes: list[str],
               paths: list[str]) -> BatchResult:
-    """One batch inside a Ray worker: 'auto' picks the GPU Ray gave the task, if any.
-
-    `recipes`: the import paths of the outside recipes the batch trains, imported (and so registered)
-    here from the driver's Python path `paths`, so that a recipe registered by name works in a worker too.
-    """
-    import torch
-
-    from ..devices import resolve_device
-
+    """One batch inside a Ray worker: 'auto' picks the GPU Ray gave the task, if any. The outside `recipes` it
+    trains are imported (so registered) from the driver's Python `paths`, so that a recipe registered by name
+    works in a worker too."""
     sys.path.extend(path for path in paths if path not in sys.path)
     for recipe in recipes:
         get_recipe(recipe)
@@ -51,15 +48,10 @@ def _outside_recipes(batch: Batch) -> list[str]:
 
 
 class RayExecutor:
-    """Run each batch as a Ray task; a task claims `gpus_per_batch` GPUs when the cluster has GPUs.
-
-    Args:
-        address: passed to `ray.init` when Ray is not initialised yet ("" starts a local
-            instance, "auto" joins a running cluster). An instance this executor started is
-            shut down when the run ends; one the caller started is left running.
-        gpus_per_batch: GPUs per task on a cluster that has them (fractions share a GPU).
-        cpus_per_batch: CPUs per task (and the task's torch threads).
-    """
+    """Run each batch as a Ray task claiming `cpus_per_batch` CPUs (its torch threads) and, on a cluster with GPUs,
+    `gpus_per_batch` GPUs (fractions share one). `address` goes to `ray.init` when Ray is not initialised yet
+    ("" starts a local instance, "auto" joins a cluster); an instance this executor started is shut down when
+    the run ends, one the caller started is left running."""
 
     name = "ray"
 

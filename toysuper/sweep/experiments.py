@@ -17,7 +17,8 @@ import pandas as pd
 from . import config as config_io
 from ..devices import resolve_device
 from .executors import make_executor
-from .planner import Batch, describe, plan
+from .batch import Batch
+from .planner import describe, plan
 from ..progress import progress_bar
 from .store import OK, RunStore
 from ..threads import torch_threads
@@ -53,37 +54,26 @@ def dry_run(config: dict, out_dir=None, device=None) -> str:
 
 def run(config: dict, out_dir=None, device=None, quiet: bool = False, executor: str | None = None,
         figures: bool = True) -> tuple[pd.DataFrame, Path]:
-    """Run every configuration of `config` not yet finished in `out_dir`; return all its rows and the folder.
+    """Run every configuration of a resolved `config` not yet finished in `out_dir` (default runs/NAME-KEY; an
+    existing one is resumed); return all its rows and the folder. `device` and `executor` default to the config's.
 
-    Args:
-        config: a resolved config (config.load / config.resolve).
-        out_dir: the run folder (default runs/NAME-KEY); an existing one is resumed.
-        device: "cpu", "cuda" or "auto" (default: the config's).
-        quiet: no progress bars.
-        executor: "local" or "ray" (default: the config's run.executor).
-        figures: draw the figures next to results.csv at the end.
-    Returns every configuration's row; one that failed (say its loss became NaN) has status
-    "failed" and the reason in `error`, its batch-mates keep their results, and running again
-    retries it. Raises ValueError for a config that cannot run (naming the key) before anything
-    trains.
+    A configuration that failed (say its loss became NaN) has status "failed" and the reason in `error`, its
+    batch-mates keep their results, and running again retries it. A config that cannot run raises ValueError
+    (naming the key) before anything trains.
     """
     device_spec = device if device is not None else config["device"]
     chosen = make_executor(config, executor)
     store = RunStore(out_dir if out_dir is not None else default_run_dir(config))
     plan(config, device=device_spec)  # validate the whole grid (and the device) before touching the folder
     target = resolve_device(device_spec) if chosen.name == "local" else device_spec
-    store.check_folder()
     store.open(config, executor=chosen.name)
     batches = plan(config, store.done_keys(), device=device_spec)
     keep = bool(config["run"]["save_models"])
-    bar = progress_bar(None, desc="batches", quiet=quiet, total=len(batches), unit="batch", position=0)
-    try:
-        with torch_threads(config["run"]["threads"]):  # 0: torch's own setting
-            for result in chosen.run(batches, target, quiet=quiet, keep_models=keep):
-                store.commit(result)
-                bar.update(1)
-    finally:
-        bar.close()
+    with (progress_bar(None, desc="batches", quiet=quiet, total=len(batches), unit="batch", position=0) as bar,
+          torch_threads(config["run"]["threads"])):  # 0: torch's own setting
+        for result in chosen.run(batches, target, quiet=quiet, keep_models=keep):
+            store.commit(result)
+            bar.update(1)
     store.sync()
     results = order_rows(store.results(), config)
     if figures and not finished(results).empty:
@@ -94,7 +84,6 @@ def run(config: dict, out_dir=None, device=None, quiet: bool = False, executor: 
 
 
 def finished(results: pd.DataFrame) -> pd.DataFrame:
-    """The rows of configurations that finished (not those that failed)."""
     if results.empty or "status" not in results:
         return results
     return results[results["status"].isna() | (results["status"] == OK)].reset_index(drop=True)

@@ -1,20 +1,21 @@
-"""Packing a sweep's grid points into instance batches: configurations that train in one pass.
+"""Packing a sweep's grid points into instance batches (`Batch`): configurations that train in one pass.
 
 Grid points whose shape-deciding keys agree (n_features, d_hidden, d_sae, recipe, steps, ...)
 may train together: each distinct training (points that differ only in [evaluate] share one)
 becomes one SAE instance and each distinct toy model one toy-model instance. A group larger
-than the memory budget or `run.max_instances` is cut into several batches, keeping points
-that share a toy model together where it can and points that share an SAE always.
-Packing decides only what runs side by side: every random stream of a point comes from its
-own configuration (config.stream_seed), so its row is the same in any batch.
+than run.memory_mb or run.max_instances is cut into several batches, keeping points that share
+a toy model together where it can and points that share an SAE always. Every random stream of
+a point comes from its own configuration (config.stream_seed), so its row is the same in any batch.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+
 from ..progress import progress_bar
 from . import config as config_io
 from .assemble import check_point
-from .batch import Batch, estimate_mb, _largest_grading
+from .batch import Batch, estimate_mb, largest_grading
 
 
 def group_key(point: dict) -> tuple:
@@ -36,7 +37,7 @@ def _split(points: list[dict], memory_mb: float, max_instances: int) -> list[lis
     for unit in units:
         toy = {config_io.toy_key(unit[0])} if toy_model else set()
         over_count = max_instances and n_saes + 1 > max_instances
-        over_memory = estimate_mb(_largest_grading(current + unit), n_saes + 1, len(toys | toy)) > memory_mb
+        over_memory = estimate_mb(largest_grading(current + unit), n_saes + 1, len(toys | toy)) > memory_mb
         if current and (over_count or over_memory):
             chunks.append(current)
             current, toys, n_saes = [], set(), 0
@@ -47,15 +48,8 @@ def _split(points: list[dict], memory_mb: float, max_instances: int) -> list[lis
     return chunks
 
 
-def budget(config: dict) -> tuple[float, int]:
-    """(run.memory_mb, run.max_instances) of a resolved config (whose every [run] value `config.resolve` checked)."""
-    run = config_io.Run(**config["run"])
-    return run.memory_mb, run.max_instances
-
-
 def available_mb(device) -> float | None:
-    """Memory the device can give now, MB (memory.available_bytes); None where unknown or for a CUDA device this
-    machine does not have."""
+    """Memory the device can give now, MB; None where unknown or for a CUDA device this machine does not have."""
     import torch
 
     from ..memory import available_bytes
@@ -74,8 +68,7 @@ SIZE_KEYS = ("features.n_features", "source.d_hidden", "sae.d_sae", "sae.batch_s
 
 
 def check_fits(point: dict, memory_mb: float, free: float | None, device) -> None:
-    """Refuse a configuration that alone (a batch cannot be smaller) needs more than run.memory_mb or than the
-    device can give, naming its sizes and the estimate, before anything is allocated."""
+    """Refuse a configuration that alone (a batch cannot be smaller) needs more than run.memory_mb or the device."""
     need = estimate_mb(point, 1, int(point["source.kind"] == "toy_model"))
     if need > memory_mb or (free is not None and need > free):
         limit = f"run.memory_mb={memory_mb:g}" if need > memory_mb else f"the {free:.0f} MB free on {device}"
@@ -86,8 +79,7 @@ def check_fits(point: dict, memory_mb: float, free: float | None, device) -> Non
                          f"smaller{advice}")
 
 
-PROGRESS_AT = 5_000
-"""A grid this large is checked under a progress bar (50,000 points take seconds)."""
+PROGRESS_AT = 5_000  # a grid this large is checked under a progress bar
 
 
 def plan(config: dict, done: set[str] = frozenset(), device=None) -> list[Batch]:
@@ -96,7 +88,7 @@ def plan(config: dict, done: set[str] = frozenset(), device=None) -> list[Batch]
     Raises ValueError naming the key of the first point that cannot train or does not fit in memory
     (run.memory_mb, and what `device`, default the config's, can give).
     """
-    memory_mb, max_instances = budget(config)
+    memory_mb, max_instances = config["run"]["memory_mb"], config["run"]["max_instances"]
     device = config["device"] if device is None else device
     free = available_mb(device)
     points = config_io.expand(config)
@@ -104,10 +96,10 @@ def plan(config: dict, done: set[str] = frozenset(), device=None) -> list[Batch]
         check_point(point, fits=lambda p: check_fits(p, memory_mb, free, device))
     groups: dict[tuple, list[dict]] = {}
     keys: dict[int, str] = {}
-    seen = set()
+    seen = set(done)
     for point in points:
         key = config_io.point_key(point)
-        if key in done or key in seen:  # the same configuration twice (e.g. 0.5 and 1/2): train it once
+        if key in seen:  # done, or the same configuration twice (e.g. 0.5 and 1/2): train it once
             continue
         seen.add(key)
         keys[id(point)] = key
@@ -118,7 +110,6 @@ def plan(config: dict, done: set[str] = frozenset(), device=None) -> list[Batch]
 
 def describe(config: dict, batches: list[Batch], n_done: int = 0) -> str:
     """The plan as text: what `toysuper run --dry-run` prints."""
-    flat = config_io.flatten(config)
     sweep = config_io.axes(config)
     n_points = sum(len(b.points) for b in batches) + n_done
     lines = [f"experiment {config['name']!r}: {n_points} configurations"
@@ -132,17 +123,15 @@ def describe(config: dict, batches: list[Batch], n_done: int = 0) -> str:
     n_toys = sum(b.n_toy_models for b in batches)
     graded = f" (graded {n_rows} ways)" if n_rows != n_instances else ""
     lines.append(f"plan: {len(batches)} batches, {n_instances} SAE instances{graded}, {n_toys} toy-model instances "
-                 f"(memory budget {flat['run.memory_mb']} MB, at most {flat['run.max_instances'] or 'any'} "
+                 f"(memory budget {config['run']['memory_mb']} MB, at most {config['run']['max_instances'] or 'any'} "
                  f"instances a batch)")
     varying = [k for k, _ in group_key(batches[0].points[0])] if batches else []
     varying = [k for k in varying if len({str(b.points[0].get(k)) for b in batches}) > 1]
     header = ["batch", *[k.split(".")[-1] for k in varying], "SAEs", "toys", "est MB", "samples"]
-    rows = []
-    totals = {"toy_model": 0, "sae": 0, "evaluate": 0}
+    rows, totals = [], Counter()
     for batch in batches:
         samples = batch.samples()
-        for name in totals:
-            totals[name] += samples[name]
+        totals.update(samples)
         rows.append([batch.id, *[str(batch.points[0].get(k, "-")) for k in varying], str(batch.n_saes),
                      str(batch.n_toy_models), f"{batch.estimate_mb():.0f}", f"{sum(samples.values()):.3g}"])
     if rows:

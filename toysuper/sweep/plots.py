@@ -1,11 +1,5 @@
 """Figures of experiment results (seaborn on matplotlib), drawn next to the CSV that made them.
 
-- `recovery_heatmap`: recovered@τ and MMCS over sparsity (or L0) × d_hidden.
-- `pareto_figure`: recovered@τ and MMCS against the SAE's L0, each recipe's settings and Pareto frontier.
-- `feature_norm_bars`: each toy model's feature norms ||W_i||, coloured by how much other
-  features overlap feature i (Elhage et al. 2022, "Toy Models of Superposition", fig. 3 style).
-- `recovery_vs_frequency`: how well a feature is recovered against how often it fires.
-
 Each takes the results table (results.csv), the per-feature table (features.csv) and the
 resolved config, and returns a Figure, or None where the run has nothing to show for it.
 """
@@ -26,7 +20,6 @@ from . import config as config_io
 X_AXES = ("features.sparsity", "features.l0", "features.zipf_exponent", "features.importance_decay")
 Y_AXES = ("source.d_hidden", "sae.d_sae", "features.n_features")
 HUE_AXES = ("sae.d_sae", "source.d_hidden", "sae.recipe", "features.zipf_exponent", "features.n_features")
-SAE_AXES_PREFIX = "sae."
 
 
 def recipe_colours(names=()) -> dict[str, tuple]:
@@ -39,13 +32,11 @@ def recipe_colours(names=()) -> dict[str, tuple]:
 
 def _hue_palette(table: pd.DataFrame, hue: str | None):
     """Colours for the lines of one swept axis: the recipes' own, or viridis stopped short of its pale yellow end."""
-    if hue is None:
-        return None
     if hue == "sae.recipe":
         return recipe_colours(table[hue].dropna().unique())
-    values = sorted(table[hue].dropna().unique())
-    if not pd.api.types.is_numeric_dtype(table[hue]):
+    if hue is None or not pd.api.types.is_numeric_dtype(table[hue]):
         return None
+    values = sorted(table[hue].dropna().unique())
     cmap = plt.get_cmap("viridis")
     return dict(zip(values, (cmap(x) for x in np.linspace(0, 0.8, len(values)))))
 
@@ -66,6 +57,13 @@ def _log_ticks(panel, low: float, high: float) -> None:
 
 def _label(key: str) -> str:
     return key.split(".")[-1].replace("_", " ")
+
+
+def _titled(fig: plt.Figure, config: dict, title: str, tight: bool = True) -> plt.Figure:
+    fig.suptitle(f"{config.get('name', '')}: {title}")
+    if tight:
+        fig.tight_layout()
+    return fig
 
 
 def _threshold(config: dict) -> float:
@@ -95,9 +93,7 @@ def _swept(results: pd.DataFrame, config: dict) -> list[str]:
 
 def _recovered_column(results: pd.DataFrame, config: dict) -> str:
     name = f"recovered@{_threshold(config):g}"
-    if name in results:
-        return name
-    return next(c for c in results.columns if c.startswith("recovered@"))
+    return name if name in results else next(c for c in results.columns if c.startswith("recovered@"))
 
 
 def heatmap_axes(results: pd.DataFrame, config: dict) -> tuple[str | None, str | None, list[str]]:
@@ -148,13 +144,11 @@ def recovery_heatmap(results: pd.DataFrame, features: pd.DataFrame | None, confi
                 grid = part.pivot_table(index=y, columns=x, values=metric, aggfunc="mean")
                 sns.heatmap(grid, ax=panel, vmin=0, vmax=1, annot=True, fmt=".2f", cmap="viridis",
                             cbar_kws={"label": metric}, annot_kws={"size": 8})
-                panel.set_xlabel(_label(x))
-                panel.set_ylabel(_label(y))
+                panel.set(xlabel=_label(x), ylabel=_label(y))
                 panel.invert_yaxis()
             elif x is not None:
                 sns.lineplot(data=part, x=x, y=metric, marker="o", ax=panel)
-                panel.set_xlabel(_label(x))
-                panel.set_ylim(-0.02, 1.02)
+                panel.set(xlabel=_label(x), ylim=(-0.02, 1.02))
             else:
                 sns.barplot(data=part.reset_index(), x="index", y=metric, ax=panel)
                 panel.set_ylim(0, 1.02)
@@ -163,9 +157,7 @@ def recovery_heatmap(results: pd.DataFrame, features: pd.DataFrame | None, confi
                      recovered: f"{recovered} (of represented)" if "represented" in metrics else recovered}[metric]
             panel.set_title(title if facet is None else f"{facet}: {title}")
     note = f" (mean over {', '.join(_label(k) for k in averaged)})" if averaged else ""
-    fig.suptitle(f"{config.get('name', '')}: SAE recovery of the planted features{note}")
-    fig.tight_layout()
-    return fig
+    return _titled(fig, config, f"SAE recovery of the planted features{note}")
 
 
 def _true_l0(results: pd.DataFrame, features: pd.DataFrame | None) -> float | None:
@@ -176,17 +168,12 @@ def _true_l0(results: pd.DataFrame, features: pd.DataFrame | None) -> float | No
     return float(per_key.iloc[0]) if per_key.nunique() == 1 else None
 
 
-KNOB_NAMES = {"l1_coefficient": "λ", "l0_coefficient": "λ", "k": "k", "threshold_init": "θ0"}
-"""Short names for the knobs written next to the points of pareto.png."""
+KNOB_NAMES = {"l1_coefficient": "λ", "l0_coefficient": "λ", "k": "k", "threshold_init": "θ0"}  # pareto.png's labels
 
 
 def pareto_front(l0: np.ndarray, score: np.ndarray) -> np.ndarray:
-    """Which points no other point beats: none has an L0 as low or lower and a higher score.
-
-    The sparsity-fidelity frontier (lower L0 and higher recovery are both better): walking the
-    points by increasing L0, a point is on it when it scores higher than every point before it.
-    Returns a boolean mask over the points.
-    """
+    """Mask of the points no other point beats (none has an L0 as low or lower and a higher score): walking the
+    points by increasing L0, a point is on the sparsity-fidelity frontier when it scores higher than all before it."""
     order = np.lexsort((-score, l0))  # by L0, the best score first among equal L0
     best_before = np.maximum.accumulate(np.concatenate([[-np.inf], score[order][:-1]]))
     front = np.zeros(len(l0), dtype=bool)
@@ -198,17 +185,13 @@ def pareto_figure(results: pd.DataFrame, features: pd.DataFrame | None, config: 
                   max_rows: int = 4) -> plt.Figure | None:
     """Recovered@τ and MMCS against the SAE's measured L0: every setting of each recipe, and its Pareto frontier.
 
-    The sparsity-fidelity plot of the SAE literature (e.g. Gao et al. 2024): a recipe is better
-    where its frontier lies higher at the same L0. Each point is one setting of the recipe's
-    knobs (labelled, e.g. "λ 0.3"), seeds averaged; the line joins the settings that no other
-    setting of the same recipe beats (as low an L0 or lower and a higher score), so a setting
-    off the line is one to skip. Drawn when the sweep varies the SAE (its recipe or a
-    hyperparameter), so that L0 moves. One row of panels per setting of the other swept axes,
-    so that a frontier only joins SAEs trained on the same activations; a dotted line marks
-    the planted features' own mean L0. Colours are the recipes' own (`recipe_colours`).
+    The sparsity-fidelity plot of the SAE literature (e.g. Gao et al. 2024): a recipe is better where its
+    frontier lies higher at the same L0. Each point is one setting of the recipe's knobs (labelled, e.g.
+    "λ 0.3"), seeds averaged. Drawn when the sweep varies the SAE, so that L0 moves; one row of panels per
+    setting of the other swept axes, so that a frontier only joins SAEs trained on the same activations.
     """
     swept = [k for k in _swept(results, config) if k != "seed"]
-    sae_axes = [k for k in swept if k.startswith(SAE_AXES_PREFIX) and k != "sae.d_sae"]
+    sae_axes = [k for k in swept if k.startswith("sae.") and k != "sae.d_sae"]
     if "l0" not in results or not sae_axes:
         return None
     recovered = _recovered_column(results, config)
@@ -253,15 +236,12 @@ def pareto_figure(results: pd.DataFrame, features: pd.DataFrame | None, config: 
             if (part["l0"] > 0).all() and part["l0"].max() / part["l0"].min() > 20:
                 panel.set_xscale("log")
             panel.margins(x=0.1)  # room for the knob labels
-            panel.set_xlabel("SAE L0 (active latents per sample)")
-            panel.set_ylabel(metric)
-            panel.set_ylim(-0.02, 1.05)
+            panel.set(xlabel="SAE L0 (active latents per sample)", ylabel=metric, ylim=(-0.02, 1.05))
             panel.set_title(f"{metric} against L0" + (f" ({label})" if label else ""), fontsize=10)
             if row == 0 and metric == recovered and panel.get_legend_handles_labels()[0]:
                 panel.legend(fontsize=8, title="line: Pareto frontier", title_fontsize=8)
-    fig.suptitle(f"{config.get('name', '')}: recovery against the SAE's L0; each recipe's settings and their "
-                 f"Pareto frontier")
-    return fig
+    return _titled(fig, config, "recovery against the SAE's L0; each recipe's settings and their Pareto frontier",
+                   tight=False)
 
 
 def _spread(values: list, n: int) -> list:
@@ -274,18 +254,15 @@ def _spread(values: list, n: int) -> list:
 
 def feature_norm_bars(results: pd.DataFrame, features: pd.DataFrame | None, config: dict,
                       max_columns: int = 6, max_rows: int = 3) -> plt.Figure | None:
-    """Elhage-style bars: ||W_i|| of every feature per toy model, coloured by Σ_{j≠i} (Ŵ_i·W_j)².
+    """Bars of ||W_i|| of every feature per toy model, coloured by Σ_{j≠i} (Ŵ_i·W_j)² (Elhage et al. 2022, "Toy
+    Models of Superposition", fig. 3): dark bars have a dimension of their own, bright ones share it.
 
-    Dark bars are features with a dimension of their own, bright ones share theirs
-    (superposition). One panel per toy model across the sparsity (or L0) axis, one row per
-    d_hidden; the lowest seed only.
+    One panel per toy model across the x axis of the heatmap, one row per its y; the lowest seed only.
     """
     if features is None or features.empty or "norm" not in features or features["norm"].isna().all():
         return None
-    x, y, _ = heatmap_axes(results, config)
-    toy_axis = ("source.", "features.")  # axes that change the toy model (not the SAE)
-    x = x if x and x.startswith(toy_axis) else None
-    y = y if y and y.startswith(toy_axis) else None
+    toy_axes = ("source.", "features.")  # axes that change the toy model (not the SAE)
+    x, y = (axis if axis and axis.startswith(toy_axes) else None for axis in heatmap_axes(results, config)[:2])
     toys = results.dropna(subset=["toy_instance"]) if "toy_instance" in results else results.iloc[:0]
     if toys.empty:
         return None
@@ -324,13 +301,11 @@ def feature_norm_bars(results: pd.DataFrame, features: pd.DataFrame | None, conf
             if "dims_per_feature" in toy:
                 title.append(f"D* {toy['dims_per_feature']:.2f}")
             panel.set_title("\n".join(t for t in title if t), fontsize=9)
-            panel.set_xlabel("||W_i||" if r == len(rows) - 1 else "")
-            panel.set_ylabel("feature" if c == 0 else "")
+            panel.set(xlabel="||W_i||" if r == len(rows) - 1 else "", ylabel="feature" if c == 0 else "")
             panel.tick_params(labelsize=7)
     mappable = plt.cm.ScalarMappable(cmap=cmap, norm=colour_norm)
     fig.colorbar(mappable, ax=panels, label="Σ_j≠i (Ŵ_i·W_j)²  (superposition)", shrink=0.8)
-    fig.suptitle(f"{config.get('name', '')}: toy-model feature norms (dotted: represented at 0.5)")
-    return fig
+    return _titled(fig, config, "toy-model feature norms (dotted: represented at 0.5)", tight=False)
 
 
 def recovery_vs_frequency(results: pd.DataFrame, features: pd.DataFrame | None, config: dict,
@@ -363,14 +338,10 @@ def recovery_vs_frequency(results: pd.DataFrame, features: pd.DataFrame | None, 
                      palette=_hue_palette(table, hue))
         panel.set_xscale("log")
         _log_ticks(panel, float(table["frequency"].min()), float(table["frequency"].max()))
-        panel.set_ylim(-0.02, 1.02)
-        panel.set_xlabel("feature firing probability")
-        panel.set_ylabel(label)
+        panel.set(ylim=(-0.02, 1.02), xlabel="feature firing probability", ylabel=label)
         if hue and panel.get_legend() is not None:
             panel.get_legend().set_title(_label(hue))
-    fig.suptitle(f"{config.get('name', '')}: recovery against feature frequency")
-    fig.tight_layout()
-    return fig
+    return _titled(fig, config, "recovery against feature frequency")
 
 
 def recovery_over_training(results: pd.DataFrame, features: pd.DataFrame | None, config: dict) -> plt.Figure | None:
@@ -384,9 +355,7 @@ def recovery_over_training(results: pd.DataFrame, features: pd.DataFrame | None,
     sns.lineplot(data=curves, x="samples_seen", y="recovered@0.9", hue="recipe", marker="o", ax=panel,
                  errorbar=None, palette=recipe_colours())
     panel.set(ylim=(-0.02, 1.02), xlabel="samples seen", ylabel="recovered@0.9 (snapshot)")
-    fig.suptitle(f"{config.get('name', '')}: recovery over training")
-    fig.tight_layout()
-    return fig
+    return _titled(fig, config, "recovery over training")
 
 
 FIGURES = {
@@ -407,8 +376,8 @@ def draw_figures(run_dir, results: pd.DataFrame | None = None, features: pd.Data
     config = config if config is not None else store.read_config()
     results = results if results is not None else store.results()
     features = features if features is not None else store.features()
-    written = []
     results, features = one_grading(results, features, config)
+    written = []
     if results.empty:
         return written
     for name, draw in FIGURES.items():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import pandas as pd
 import torch
@@ -44,23 +45,17 @@ class BatchResult:
     """One row per (finished point, true feature): key, feature, firing_prob, importance, toy-model norms
     and the report's per-feature columns."""
     seconds: float
-    """Wall time of the batch."""
     sae: SAE | None = None
     """The trained SAEs (on the CPU), when models are kept: instance i is the row with `instance` i."""
     toy_model: ToyModel | None = None
     """The trained toy models (on the CPU), when models are kept and the source is a toy model."""
-    toy_instance: list[int] | None = None
-    """Toy-model instance of each SAE instance."""
 
 
-@dataclass
-class _Outcome:
-    rows: list[dict]
-    """Per point: status, instance and toy-model columns and the summary (no key or config columns yet)."""
-    features: list[pd.DataFrame]
+class _Outcome(NamedTuple):
+    rows: list[dict]  # per point: status, instance, toy-model columns, summary (no key or config columns yet)
+    features: list[pd.DataFrame | None]
     sae: SAE | None
     toy_model: ToyModel | None
-    toy_instance: list[int] | None
 
 
 def _train_toy_models(points: list[dict], device, quiet: bool):
@@ -90,7 +85,7 @@ def _train_and_grade(trainings: list[list[dict]], device, quiet: bool) -> _Outco
     setting of its points. Raises whatever training or grading raises."""
     sae_points = [points[0] for points in trainings]
     first = sae_points[0]
-    model = toy_instance = None
+    model = None
     if first["source.kind"] == "toy_model":
         model, toy_instance, point_columns, feature_columns = _train_toy_models(sae_points, device, quiet)
         source = assemble.toy_model_source(model, toy_instance, sae_points, device)
@@ -106,59 +101,52 @@ def _train_and_grade(trainings: list[list[dict]], device, quiet: bool) -> _Outco
                 columns="instance").to_json(orient="records")
 
     firing, weight = source.dist.firing_prob.cpu(), source.dist.importance.cpu()
-    settings = {}  # grading setting -> [(training, point index)], each setting graded once over all instances
-    for t, points in enumerate(trainings):
-        for j, point in enumerate(points):
-            settings.setdefault((point["evaluate.n_samples"], point["evaluate.threshold"]), []).append((t, j))
-    rows = [[None] * len(points) for points in trainings]
-    features = [[None] * len(points) for points in trainings]
     eval_seeds = [config_io.stream_seed(p, "evaluate") for p in sae_points]
-    for (n_samples, threshold), members in settings.items():
-        report = evaluate(sae, source, n_samples=n_samples, threshold=threshold, seed=eval_seeds, quiet=quiet)
-        summaries = report.summary.to_dict("records")
-        for t, j in members:
+    reports, rows, features = {}, [], []  # each grading setting graded once, over all instances
+    for t, points in enumerate(trainings):
+        for point in points:
+            setting = (point["evaluate.n_samples"], point["evaluate.threshold"])
+            if setting not in reports:
+                report = evaluate(sae, source, n_samples=setting[0], threshold=setting[1], seed=eval_seeds, quiet=quiet)
+                reports[setting] = report, report.summary.to_dict("records")
+            report, summaries = reports[setting]
             summary = {k: v for k, v in summaries[t].items() if k != "instance"}
-            rows[t][j] = {"instance": t, "status": OK, "error": "", **point_columns[t], **summary}
+            rows.append({"instance": t, "status": OK, "error": "", **point_columns[t], **summary})
             if not summary["fvu"] <= DIVERGED_FVU:  # NaN too
-                rows[t][j].update(status=FAILED, error=f"diverged: the trained SAE's reconstruction error is "
-                                  f"{summary['fvu']:.3g} times the data's variance (FVU; mse {summary['mse']:.3g}); "
-                                  f"a smaller sae.lr may train")
-            table = report.features[report.features["instance"] == t].drop(columns=["instance"])
-            table = table.reset_index(drop=True)
+                rows[-1].update(status=FAILED, error=f"diverged: the trained SAE's reconstruction error is "
+                                f"{summary['fvu']:.3g} times the data's variance (FVU; mse {summary['mse']:.3g}); "
+                                f"a smaller sae.lr may train")
+            table = report.features[report.features["instance"] == t].drop(columns=["instance"]).reset_index(drop=True)
             extra = {"firing_prob": firing[t].tolist(), "importance": weight[t].tolist(), **feature_columns[t]}
-            extra = {name: values for name, values in extra.items() if name not in table}  # the report's own win
-            features[t][j] = pd.concat([table, pd.DataFrame(extra, index=table.index)], axis=1)
-    return _Outcome([r for per in rows for r in per], [f for per in features for f in per], sae, model, toy_instance)
+            features.append(table.assign(**{k: v for k, v in extra.items() if k not in table}))  # the report's own win
+    return _Outcome(rows, features, sae, model)
 
 
 def _failed(trainings: list[list[dict]], error: BaseException) -> _Outcome:
     reason = " ".join(f"{type(error).__name__}: {error}".split())[:2000]  # one line in the CSV and the listing
     rows = [{"instance": -1, "status": FAILED, "error": reason} for points in trainings for _ in points]
-    return _Outcome(rows, [None] * len(rows), None, None, None)
+    return _Outcome(rows, [None] * len(rows), None, None)
 
 
 def _one_at_a_time(trainings: list[list[dict]], device, quiet: bool) -> _Outcome:
     """Each training alone; those that fail become failed rows. The others give the rows they give in
     any batch (their streams are their own), and their models are stacked back into one of each."""
-    outcomes = []
+    rows, features, saes, toys = [], [], [], []
     for points in trainings:
         try:
-            outcomes.append(_train_and_grade([points], device, quiet))
+            outcome = _train_and_grade([points], device, quiet)
         except Exception as error:  # noqa: BLE001 - any failure of one configuration is its own row
-            outcomes.append(_failed([points], error))
-    done = [o for o in outcomes if o.sae is not None]
-    rows, features = [], []
-    for outcome in outcomes:
-        if outcome.sae is not None:
-            index = done.index(outcome)
-            outcome.rows = [{**row, "instance": index, **({"toy_instance": index} if "toy_instance" in row else {})}
-                            for row in outcome.rows]
-        rows += outcome.rows
+            outcome = _failed([points], error)
+        if outcome.sae is not None:  # renumbered: its instance in the stacked models
+            rows += [{**row, "instance": len(saes), **({"toy_instance": len(saes)} if "toy_instance" in row else {})}
+                     for row in outcome.rows]
+            saes.append(outcome.sae)
+            if outcome.toy_model is not None:
+                toys.append(outcome.toy_model)
+        else:
+            rows += outcome.rows
         features += outcome.features
-    sae = _stack([o.sae for o in done]) if done else None
-    toys = [o.toy_model for o in done if o.toy_model is not None]
-    toy = _stack(toys) if toys else None
-    return _Outcome(rows, features, sae, toy, list(range(len(toys))) if toys else None)
+    return _Outcome(rows, features, _stack(saes) if saes else None, _stack(toys) if toys else None)
 
 
 def _stack(models: list):
@@ -184,11 +172,8 @@ def _stack(models: list):
 
 
 def run_batch(batch: Batch, device, quiet: bool = False, keep_models: bool = False) -> BatchResult:
-    """Train the toy models (if any) and SAEs of one batch, grade them, and return the rows.
-
-    Never raises for a failure of a configuration (only for an interrupt): a failed point's
-    row says why in its `error` column.
-    """
+    """Train the toy models (if any) and SAEs of one batch, grade them, and return the rows. Never raises for a
+    failure of a configuration (only for an interrupt): a failed point's row says why in its `error` column."""
     start = time.perf_counter()
     order = batch.trainings()
     trainings = [[batch.points[i] for i in indices] for indices in order]
@@ -205,7 +190,6 @@ def run_batch(batch: Batch, device, quiet: bool = False, keep_models: bool = Fal
             tables.append(pd.concat([pd.DataFrame({"key": key}, index=table.index), table], axis=1))
     kept = {}
     if keep_models and outcome.sae is not None:
-        kept = {"sae": outcome.sae.to("cpu"), "toy_model": outcome.toy_model.to("cpu") if outcome.toy_model else None,
-                "toy_instance": outcome.toy_instance}
+        kept = {"sae": outcome.sae.to("cpu"), "toy_model": outcome.toy_model.to("cpu") if outcome.toy_model else None}
     features = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame({"key": pd.Series(dtype=str)})
     return BatchResult(batch.id, pd.DataFrame(rows), features, time.perf_counter() - start, **kept)

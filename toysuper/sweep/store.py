@@ -10,13 +10,10 @@
     RUN/models/ID/            trained SAEs and toy models (safetensors + JSON) and instances.json
                               (which configuration each instance is), when asked
 
-Every file is written to a temporary name, flushed, fsynced and renamed into place, so a
-kill at any moment leaves either the old file or the new one, never a partial row. The
-batch files are the truth; results.csv and features.csv are rebuilt from them when they
-are missing, unreadable or behind, but never with a row fewer: a table that holds rows no
-readable batch file has is left as it is (`toysuper run` retrains those configurations).
-A configuration that failed has a row with status "failed" and the reason in `error`; a
-rerun tries it again, and its new row replaces the failed one.
+Every file is written to a temporary name, fsynced and renamed into place, so a kill leaves the
+old file or the new one. The batch files are the truth; results.csv and features.csv are rebuilt
+from them when missing, unreadable or behind, but never with a row fewer. A failed configuration's
+row (status "failed", the reason in `error`) gives way to a rerun's.
 """
 
 from __future__ import annotations
@@ -27,9 +24,8 @@ import platform
 import subprocess
 import sys
 import time
-from pathlib import Path
-
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -39,10 +35,7 @@ from . import config as config_io
 OK, FAILED = "ok", "failed"
 """A row's status: its configuration finished, or failed (the reason in its `error` column)."""
 
-RESULTS = "results.csv"
-FEATURES = "features.csv"
-CONFIG = "config.toml"
-META = "meta.json"
+CONFIG, META = "config.toml", "meta.json"
 
 
 def atomic_write(path: Path, data: str | bytes) -> None:
@@ -74,29 +67,24 @@ def package_versions() -> dict:
 
 def git_commit() -> dict:
     """The commit of the toysuper source tree, and whether it had uncommitted changes (None outside git)."""
-    root = Path(__file__).resolve().parent.parent
+    def git(*args) -> str:
+        root = str(Path(__file__).resolve().parent.parent)
+        return subprocess.run(["git", "-C", root, *args], capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+
     try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip() != ""
+        return {"commit": git("rev-parse", "HEAD"), "dirty": git("status", "--porcelain", "--untracked-files=no") != ""}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
-    return {"commit": commit, "dirty": dirty}
 
 
 class RunStore:
-    """A run folder. `open` it with the resolved config, `commit` each finished batch, read `results()`.
-
-    `results()` and `features()` are read from the batch files (each configuration's row once: its first
-    finished row, else its latest failed one). A batch file that cannot be read is named in a warning and
-    left out (`open` also moves it aside, to NAME.corrupt, so that its configurations run again).
-    """
+    """A run folder. `open` it with the resolved config, `commit` each finished batch, read `results()`."""
 
     def __init__(self, directory):
         self.directory = Path(directory)
         self.batches = self.directory / "batches"
-        self.results_path, self.features_path = self.directory / RESULTS, self.directory / FEATURES
+        self.results_path, self.features_path = self.directory / "results.csv", self.directory / "features.csv"
 
     def exists(self) -> bool:
         return (self.directory / CONFIG).exists()
@@ -112,7 +100,6 @@ class RunStore:
                              f"({error}); it is the experiment's record, so rerun into a new --out") from error
 
     def check_config(self, config: dict) -> None:
-        """Raise ValueError if this folder holds a different experiment than `config`."""
         if not self.exists():
             return
         differences = config_io.identity_differences(self.read_config(), config)
@@ -158,7 +145,7 @@ class RunStore:
         meta["sessions"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "executor": executor,
                                  "argv": sys.argv, "versions": package_versions(), **git_commit()})
         atomic_write(self.directory / META, json.dumps(meta, indent=2))
-        self._set_aside_unreadable()
+        self._batches(set_aside=True)
         self.sync()
 
     def meta(self) -> dict:
@@ -175,42 +162,26 @@ class RunStore:
             warnings.warn(f"{path} is unreadable ({error}); a new one is written", RuntimeWarning, stacklevel=2)
             return {}
 
-    def finished_batches(self) -> list[Path]:
-        """Row files of the finished batches, oldest first."""
-        return sorted(self.batches.glob("*.rows.csv"), key=lambda p: (p.stat().st_mtime_ns, p.name))
-
-    def _read_batches(self) -> tuple[list[tuple[pd.DataFrame, pd.DataFrame]], list[tuple[Path, str]]]:
-        """(rows and features of each readable batch, oldest first; (path, problem) of each unreadable one)."""
-        readable, problems = [], []
-        for path in self.finished_batches():
+    def _batches(self, set_aside: bool = False) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
+        """(rows, features) of each readable batch, oldest first. An unreadable one is named in a warning and
+        left out; with `set_aside` its rows file moves to NAME.corrupt (kept for a look), so that it runs again."""
+        readable = []
+        for path in sorted(self.batches.glob("*.rows.csv"), key=lambda p: (p.stat().st_mtime_ns, p.name)):
             features_path = path.with_name(path.name.replace(".rows.csv", ".features.csv"))
+            broken = path
             try:
                 rows = _read_table(path, ("key", "batch"))
-            except ValueError as error:
-                problems.append((path, str(error)))
-                continue
-            try:
+                broken = features_path
                 features = _read_table(features_path, ("key",), allow_empty=not (_status(rows) == OK).any())
             except ValueError as error:
-                problems.append((features_path, str(error)))
+                fate = (f"moved {path.name} aside to {path.name}.corrupt, and its configurations run again"
+                        if set_aside else "its configurations are left out")
+                warnings.warn(f"batch file {broken} cannot be read ({error}); {fate}", RuntimeWarning, stacklevel=3)
+                if set_aside:
+                    os.replace(path, path.with_name(path.name + ".corrupt"))
                 continue
             readable.append((rows, features))
-        return readable, problems
-
-    def _batches(self) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
-        readable, problems = self._read_batches()
-        for path, problem in problems:
-            warnings.warn(f"batch file {path} cannot be read ({problem}); its configurations are left out",
-                          RuntimeWarning, stacklevel=3)
         return readable
-
-    def _set_aside_unreadable(self) -> None:
-        """Move each unreadable batch's rows file to NAME.corrupt (kept for a look), so its configurations run again."""
-        for path, problem in self._read_batches()[1]:
-            rows_path = path.with_name(path.name.replace(".features.csv", ".rows.csv"))
-            warnings.warn(f"batch file {path} cannot be read ({problem}); moved {rows_path.name} aside to "
-                          f"{rows_path.name}.corrupt, and its configurations run again", RuntimeWarning, stacklevel=3)
-            os.replace(rows_path, rows_path.with_name(rows_path.name + ".corrupt"))
 
     def _truth(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(every configuration's row once, their features), from the batch files."""
@@ -220,21 +191,19 @@ class RunStore:
             return rows, pd.DataFrame()
         chosen = set(zip(rows["key"], rows["batch"]))
         features = []
-        for batch_rows, batch_features in batches:
-            batch = batch_rows["batch"].iloc[0] if len(batch_rows) else None
-            if not batch_features.empty:
-                features.append(batch_features[[(key, batch) in chosen for key in batch_features["key"]]])
-        features = pd.concat(features, ignore_index=True) if features else pd.DataFrame()
-        if not features.empty:
-            features = features.drop_duplicates(["key", "feature"], ignore_index=True)
-        return rows, features
+        for batch_rows, table in batches:
+            if not table.empty:
+                batch = batch_rows["batch"].iloc[0] if len(batch_rows) else None
+                features.append(table[[(key, batch) in chosen for key in table["key"]]])
+        if not features:
+            return rows, pd.DataFrame()
+        return rows, pd.concat(features, ignore_index=True).drop_duplicates(["key", "feature"], ignore_index=True)
 
     def results(self) -> pd.DataFrame:
-        """Every configuration's row once (its first finished row, else its latest failed one), from the batch files."""
+        """Every configuration's row once (`best_rows`), from the batch files."""
         return self._truth()[0]
 
     def features(self) -> pd.DataFrame:
-        """Every finished configuration's per-feature rows, from the batch files."""
         return self._truth()[1]
 
     def done_keys(self) -> set[str]:
@@ -250,10 +219,10 @@ class RunStore:
             if result.toy_model is not None:
                 result.toy_model.save(self.directory / "models" / batch / "toy_model")
             ok = result.rows[_status(result.rows) == OK]
+            toys = ok["toy_instance"] if "toy_instance" in ok else [None] * len(ok)
             atomic_write(self.directory / "models" / batch / "instances.json", json.dumps(
-                [{"key": key, "sae_instance": int(i), "toy_instance": None if t is None else int(t)} for key, i, t in
-                 zip(ok["key"], ok["instance"], ok["toy_instance"] if "toy_instance" in ok else [None] * len(ok))],
-                indent=2))
+                [{"key": key, "sae_instance": int(i), "toy_instance": None if t is None else int(t)}
+                 for key, i, t in zip(ok["key"], ok["instance"], toys)], indent=2))
         stem, tries = batch, 1
         while (self.batches / f"{stem}.rows.csv").exists():  # a retry of the same batch keeps the earlier try's file
             tries += 1
@@ -301,8 +270,8 @@ class RunStore:
             try:
                 current = _read_table(path, ("key",), missing_ok=True)
             except ValueError:
-                current = None
-            if current is not None and not current.empty:
+                current = pd.DataFrame()
+            if not current.empty:
                 lost = ~_ids(current, columns).isin(set(_ids(table, columns)) if not table.empty else set())
                 if lost.any():
                     batches = sorted(set(current["batch"][lost].astype(str))) if "batch" in current else []
@@ -325,6 +294,12 @@ class RunStore:
 
 def _ids(table: pd.DataFrame, columns: list[str]) -> pd.Series:
     return table[columns].astype(str).agg("/".join, axis=1)
+
+
+def _same_rows(a: pd.DataFrame, b: pd.DataFrame, columns: list[str]) -> bool:
+    """Whether two tables (`a` not empty) hold the same rows (by `columns`, with the same status)."""
+    return len(a) == len(b) and set(a.columns) == set(b.columns) and (
+        sorted(zip(_ids(a, columns), _status(a))) == sorted(zip(_ids(b, columns), _status(b))))
 
 
 def _edited(current: pd.DataFrame, rebuilt: pd.DataFrame, columns: list[str]) -> str:
@@ -358,8 +333,7 @@ def best_rows(tables: list[pd.DataFrame]) -> pd.DataFrame:
         return pd.DataFrame()
     rows = pd.concat(tables, ignore_index=True)
     order = pd.Series(range(len(rows)), index=rows.index)
-    ok = _status(rows) == OK
-    preference = order.where(ok, 2 * len(rows) - order)  # finished rows first, oldest first; then newest failed
+    preference = order.where(_status(rows) == OK, 2 * len(rows) - order)  # finished rows first, oldest first
     rows = rows.assign(_preference=preference).sort_values("_preference").drop_duplicates("key")
     rows = rows.sort_index().drop(columns="_preference").reset_index(drop=True)
     for column in {c for t in tables for c in t.columns if pd.api.types.is_integer_dtype(t[c])}:
@@ -367,17 +341,6 @@ def best_rows(tables: list[pd.DataFrame]) -> pd.DataFrame:
         if values.dtype.kind == "f" and values.notna().all() and (values == values.round()).all():
             rows[column] = values.astype("int64")
     return rows
-
-
-def _same_rows(a: pd.DataFrame, b: pd.DataFrame, columns: list[str]) -> bool:
-    """Whether two tables hold the same rows (by `columns`, with the same status)."""
-    if len(a) != len(b) or set(a.columns) != set(b.columns):
-        return False
-    if a.empty:
-        return True
-    def index(t):
-        return sorted(zip(*(t[c].astype(str) for c in columns), _status(t)))
-    return index(a) == index(b)
 
 
 def _read_table(path: Path, required: tuple[str, ...], missing_ok: bool = False,

@@ -17,14 +17,13 @@ from __future__ import annotations
 import torch
 
 from .base import LossOutput, Recipe
-from . import target_l0
 from .parts import activity, check_fraction, squared_error, tied_init, warmup
-from .target_l0 import TargetL0
+from .target_l0 import HYPERPARAMETERS as TARGET_L0, TargetL0
 
 
 class Anthropic2024(Recipe):
     name = "anthropic_2024"
-    hyperparameters = {"l1_coefficient": 1.0, "l1_warmup": 0.05, **target_l0.HYPERPARAMETERS}
+    hyperparameters = {"l1_coefficient": 1.0, "l1_warmup": 0.05, **TARGET_L0}
     citation = "Templeton et al. 2024, Scaling Monosemanticity; Conerly et al., Anthropic April 2024 update"
     controllers = (TargetL0(),)
     input_scaling = "mean_norm_sqrt_d"

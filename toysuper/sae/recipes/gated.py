@@ -19,14 +19,13 @@ from __future__ import annotations
 import torch
 
 from .base import LossOutput, Recipe
-from . import target_l0
 from .parts import UnitNormDecoder, activity, squared_error, tied_init
-from .target_l0 import TargetL0
+from .target_l0 import HYPERPARAMETERS as TARGET_L0, TargetL0
 
 
 class Gated(Recipe):
     name = "gated"
-    hyperparameters = {"l1_coefficient": 0.8, **target_l0.HYPERPARAMETERS}
+    hyperparameters = {"l1_coefficient": 0.8, **TARGET_L0}
     citation = "Rajamanoharan et al. 2024, Improving Dictionary Learning with Gated Sparse Autoencoders"
     sparsity_knob = "l1_coefficient"
     saelens_export = "gated"

@@ -26,9 +26,8 @@ from __future__ import annotations
 import torch
 
 from .base import LossOutput, Recipe
-from . import target_l0
 from .parts import UnitNormDecoder, check_fraction, squared_error, tied_init, warmup
-from .target_l0 import TargetL0
+from .target_l0 import HYPERPARAMETERS as TARGET_L0, TargetL0
 
 
 class JumpReLUTerms(torch.autograd.Function):
@@ -97,7 +96,7 @@ class JumpReLUTerms(torch.autograd.Function):
 class JumpReLU(Recipe):
     name = "jumprelu"
     hyperparameters = {"l0_coefficient": 0.2, "threshold_init": 0.01, "bandwidth": 0.05, "tanh_scale": 1.0,
-                       "pre_act_coefficient": 3e-4, "l0_warmup": 0.1, **target_l0.HYPERPARAMETERS}
+                       "pre_act_coefficient": 3e-4, "l0_warmup": 0.1, **TARGET_L0}
     positive_hyperparameters = frozenset({"threshold_init", "bandwidth", "tanh_scale"})
     options = {"sparsity_penalty": ("tanh", "l0")}  # Anthropic's λ Σ tanh(c f ||W_dec||), or Gemma Scope's λ L0
     sparsity_knob = "l0_coefficient"

@@ -12,10 +12,8 @@ from types import MappingProxyType
 from .base import Recipe
 
 _RECIPES: dict[str, Recipe] = {}
-RECIPES = MappingProxyType(_RECIPES)
-"""Every registered recipe by name (read-only: add one with `register_recipe`)."""
-RESERVED = frozenset({"d_hidden", "d_sae", "n_instances", "recipe", "seed", "device"})
-"""SAE arguments a hyperparameter or option may not be called."""
+RECIPES = MappingProxyType(_RECIPES)  # every registered recipe by name (read-only: add one with `register_recipe`)
+RESERVED = frozenset({"d_hidden", "d_sae", "n_instances", "recipe", "seed", "device"})  # names no option may take
 
 
 def register_recipe(recipe_class: type) -> type:

@@ -15,14 +15,13 @@ from __future__ import annotations
 import torch
 
 from .base import LossOutput, Recipe
-from . import target_l0
 from .parts import UnitNormDecoder, activity, squared_error, tied_init
-from .target_l0 import TargetL0
+from .target_l0 import HYPERPARAMETERS as TARGET_L0, TargetL0
 
 
 class ReluL1(Recipe):
     name = "relu_l1"
-    hyperparameters = {"l1_coefficient": 0.25, **target_l0.HYPERPARAMETERS}
+    hyperparameters = {"l1_coefficient": 0.25, **TARGET_L0}
     citation = "Bricken et al. 2023, Towards Monosemanticity"
     sparsity_knob = "l1_coefficient"
     saelens_export = "standard"

@@ -1,8 +1,5 @@
-"""The leaderboard of a validation run: the table, one overall rank, a heatmap, recovery over training.
-
-The overall rank's rule (RANK_RULE): on each task the recipes are ranked by recovered@0.9 (higher first),
-ties broken by MMCS; a recipe's overall score is its mean rank over the tasks (1 is best).
-"""
+"""The leaderboard of a validation run: the table, one overall rank (RANK_RULE), a heatmap, recovery over
+training."""
 
 from __future__ import annotations
 

@@ -25,13 +25,9 @@ KEY_COLUMNS = ["suite_version", "size", "task", "recipe", "settings", "at", "dev
 def shipped(size: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The shipped baseline rows and snapshots of a named size (empty frames if none ship)."""
     folder = resources.files(__package__) / "baselines"
-    if size not in SIZES:
-        return pd.DataFrame(), pd.DataFrame()
-    frames = []
-    for name in (f"{size}.csv", f"{size}_snapshots.csv"):
-        path = folder / name
-        frames.append(pd.read_csv(path, dtype={"settings": str, "size": str}) if path.is_file() else pd.DataFrame())
-    return frames[0], frames[1]
+    paths = [folder / f"{size}.csv", folder / f"{size}_snapshots.csv"]
+    return tuple(pd.read_csv(path, dtype={"settings": str, "size": str}) if size in SIZES and path.is_file()
+                 else pd.DataFrame() for path in paths)
 
 
 def _lookup(rows: pd.DataFrame, snapshots: pd.DataFrame, key: dict):
@@ -47,18 +43,12 @@ def _lookup(rows: pd.DataFrame, snapshots: pd.DataFrame, key: dict):
 
 def validate(recipe: str, suite="smoke", *, settings: dict | None = None, out=None, baselines: str = "shipped",
              device=None, at: str = "matched", tasks=None, recipes=BUILT_INS, quiet: bool = False) -> pd.DataFrame:
-    """Train `recipe` on every task of the suite and rank it against the built-ins (leaderboard.table).
+    """Train `recipe` on every task of the suite and rank it against `recipes` (leaderboard.table).
 
-    Args:
-        recipe: a registered recipe name or an import path "module:Class".
-        suite: "smoke", "cpu" or "gpu" (suite.SIZES), or a suite.Size.
-        settings: hyperparameters of the recipe and train_sae settings, e.g. {"lr": 1e-3}.
-        out: the run folder (default validate-RECIPE-SUITE); rerunning into it resumes.
-        baselines: "shipped" reuses the shipped built-in rows whose key matches, "rerun" trains them here.
-        device: "cpu", "cuda" or None (CUDA if available).
-        at: "matched" (every recipe at the task's L0) or "defaults" (the recipes' own sparsity).
-        tasks: a subset of suite.TASKS (default all); recipes: the recipes to compare against.
-    Writes leaderboard.csv / .md, heatmap.png and curves.png into `out` and returns the table.
+    `suite`: a name of suite.SIZES or a suite.Size; `settings`: the recipe's hyperparameters and train_sae
+    settings; `out`: the run folder (default validate-RECIPE-SUITE), which a rerun resumes; `baselines`:
+    "shipped" reuses the shipped rows whose key matches, "rerun" trains them here; `at`: "matched" (every
+    recipe at the task's L0) or "defaults". Writes leaderboard.csv / .md, heatmap.png and curves.png.
     """
     settings = dict(settings or {})
     split_settings(recipe, settings)  # every bad input is named before anything is written

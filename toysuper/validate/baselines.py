@@ -2,8 +2,7 @@
 
     python -m toysuper.validate.baselines --suite smoke        # writes toysuper/validate/baselines/smoke.csv
 
-Resumable: the rows train into a run folder (--work, default baselines-SUITE) one file each, so an
-interrupted run continues where it stopped; the CSVs are assembled from that folder at the end.
+Resumable: the rows train into a work folder (--work, default baselines-SUITE) one file each.
 """
 
 from __future__ import annotations

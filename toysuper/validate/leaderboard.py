@@ -1,8 +1,5 @@
-"""The leaderboard of a validation run: the table, one overall rank, a heatmap, recovery over training.
-
-The overall rank's rule (RANK_RULE): on each task the recipes are ranked by recovered@0.9 (higher first),
-ties broken by MMCS; a recipe's overall score is its mean rank over the tasks (1 is best).
-"""
+"""The leaderboard of a validation run: the table, one overall rank (RANK_RULE), a heatmap, recovery over
+training."""
 
 from __future__ import annotations
 
@@ -88,8 +85,8 @@ def curves(snapshots: pd.DataFrame, path: Path, title: str) -> None:
     almost nothing there reaches cosine 0.9)."""
     tasks = list(dict.fromkeys(snapshots["task"]))
     columns = min(4, len(tasks))
-    figure, axes = plt.subplots((len(tasks) + columns - 1) // columns, columns, squeeze=False,
-                                figsize=(3.6 * columns, 2.8 * ((len(tasks) + columns - 1) // columns)))
+    rows = (len(tasks) + columns - 1) // columns
+    figure, axes = plt.subplots(rows, columns, squeeze=False, figsize=(3.6 * columns, 2.8 * rows))
     for panel, task in zip(axes.flat, tasks):
         metric = "sb_mcc" if task == "synthsaebench" else "recovered@0.9"
         for name, group in snapshots[snapshots["task"] == task].groupby("label", sort=False):

@@ -1,9 +1,7 @@
 """Rows of the validation leaderboard: one (task, recipe) trained and graded, pure in its key, resumable.
 
-A row's key is everything its numbers depend on: the suite version and size, the task, the recipe (a name
-or an import path), the settings given with --set, whether it ran at the task's L0 or at the recipe's
-defaults, and the device type. Each row is written to its own JSON file atomically once done, so an
-interrupted run loses at most the row in flight and a rerun skips the finished rows.
+A row's key is everything its numbers depend on (`row_key`). Each row is written to its own JSON file
+atomically once done, so an interrupted run loses at most the row in flight and a rerun skips the rest.
 """
 
 from __future__ import annotations
@@ -26,8 +24,7 @@ from ..sae.train import TRAIN_DEFAULTS, train_sae
 from ..sweep.store import atomic_write
 from .suite import SIZES, SNAPSHOTS, SUITE_VERSION, TASKS, Size
 
-L0_TOLERANCE = 0.10
-"""A row whose L0 misses the task's target by more than this fraction is marked."""
+L0_TOLERANCE = 0.10  # a row whose L0 misses the task's target by more than this fraction is marked
 METRICS = ["recovered@0.9", "mmcs", "sb_mcc", "sb_f1", "sb_explained_variance", "absorption", "parent_miss",
            "split_fraction", "dead_fraction", "l0"]
 AT = ("matched", "defaults")
@@ -113,20 +110,12 @@ def train_row(key: dict, device) -> tuple[dict, pd.DataFrame]:
     return row, result.snapshots.assign(task=key["task"], label=row["label"])
 
 
-def load_row(path: Path) -> tuple[dict, pd.DataFrame] | None:
-    """A finished row from its file, or None when there is none."""
-    if not path.is_file():
-        return None
-    data = json.loads(path.read_text())
-    return data["row"], pd.DataFrame(data["snapshots"])
-
-
 def run_row(folder: Path, key: dict, device) -> tuple[dict, pd.DataFrame]:
     """The row of `key` from `folder` if it ran already, else trained now and written there atomically."""
     path = row_path(folder, key)
-    done = load_row(path)
-    if done is not None:
-        return done
+    if path.is_file():
+        data = json.loads(path.read_text())
+        return data["row"], pd.DataFrame(data["snapshots"])
     row, snapshots = train_row(key, device)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, json.dumps({"row": row, "snapshots": snapshots.to_dict("records")}, indent=1))

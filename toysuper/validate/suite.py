@@ -1,11 +1,8 @@
 """The validation suite: ground-truth tasks, each a world with a known answer and a question it answers.
 
-Every task is built the same way at every size (`smoke`, `cpu`, `gpu`); a size changes only how many
-samples train and grade the SAE (and, for SynthSAEBench, the world's size: the 4,096-feature world on a
-CPU, SynthSAEBench-16k on a GPU). Each task's seeds are fixed here: the world from `Task.seed`, the SAE
-from 0, its data stream from 1, the held-out samples from grade.evaluate.EVAL_SEED. docs/suite.md says
-why each task is there and which paper's failure mode it probes. Change a task, a size or a seed and
-SUITE_VERSION must change with it: the shipped baselines are keyed by it.
+A size (`smoke`, `cpu`, `gpu`) changes only how many samples train and grade the SAE (and SynthSAEBench's
+world). The seeds are fixed: the world's here, the SAE's 0, its data stream's 1 (docs/suite.md). Change a
+task, a size or a seed and SUITE_VERSION must change with it: the shipped baselines are keyed by it.
 """
 
 from __future__ import annotations
@@ -32,15 +29,11 @@ SUITE_VERSION = 1
 
 @dataclass(frozen=True)
 class Size:
-    samples: int
-    """Training samples per SAE (SynthSAEBench: `synth_samples`)."""
+    samples: int  # training samples per SAE (SynthSAEBench: `synth_samples`)
     batch_size: int
-    n_eval: int
-    """Held-out samples that grade the trained SAE."""
-    snapshot_eval: int
-    """Held-out samples that grade each snapshot (item 4 of issue 25)."""
-    synth_world: tuple[int, int, int]
-    """SynthSAEBench's (n_features, d_hidden, SAE width)."""
+    n_eval: int  # held-out samples that grade the trained SAE
+    snapshot_eval: int  # held-out samples that grade each snapshot
+    synth_world: tuple[int, int, int]  # SynthSAEBench's (n_features, d_hidden, SAE width)
     synth_samples: int
 
 
@@ -49,8 +42,7 @@ SIZES = {
     "cpu": Size(600_000, 256, 20_000, 2_048, (4_096, 192, 1_024), 600_000),
     "gpu": Size(4_000_000, 1_024, 100_000, 8_192, (16_384, 768, 4_096), 200_000_000),
 }
-SNAPSHOTS = 5
-"""Snapshots of recovery over training per row."""
+SNAPSHOTS = 5  # snapshots of recovery over training per row
 
 
 @dataclass(frozen=True)
@@ -69,7 +61,6 @@ class Task:
     name: str
     question: str
     build: Callable[[Size, object], Setup]
-    seed: int = 0
 
 
 def _planted(n: int, d: int, l0: float, width: float = 1.0, seed: int = 0, firing=None, snr=None,

@@ -1,10 +1,5 @@
-"""SAE recipes and their registry: `RECIPES[name]` is a Recipe instance.
-
-A recipe declares its hyperparameters (per-instance numbers, with their defaults), its options
-(per-SAE switches), its sparsity knob and its SAELens export; see `Recipe`. The built-ins are
-registered here with `register_recipe`, the same function an outside recipe uses
-(docs/adding_a_recipe.md).
-"""
+"""SAE recipes and their registry: `RECIPES[name]` is a Recipe instance; the built-ins are registered
+with `register_recipe`, as an outside recipe is (docs/adding_a_recipe.md)."""
 
 from __future__ import annotations
 

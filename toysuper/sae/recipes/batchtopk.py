@@ -1,30 +1,18 @@
 """BatchTopK SAE: a top-(k·batch) over the whole batch in training, a threshold at inference.
 
 Bussmann, Leask & Nanda 2024, "BatchTopK Sparse Autoencoders":
-    training:  z = BatchTopK_{k·B}(ReLU(W_enc (x - b_dec) + b_enc))   (the k·B largest
-               activations of the whole batch of B samples survive, so a sample may use more
-               or fewer than k latents while the batch averages k),
+    training:  z = BatchTopK_{k·B}(ReLU(W_enc (x - b_dec) + b_enc))   (the k·B largest activations of
+               the batch of B samples survive: a sample may use more or fewer than k latents),
     inference: z = a · 1[a > θ] with a = ReLU(W_enc (x - b_dec) + b_enc),
     x̂ = W_dec z + b_dec,   loss = ||x - x̂||² + α AuxK (as in Gao et al. 2024, α = 1/32).
-θ (one per SAE) estimates the smallest activation BatchTopK keeps: every training step it is
-updated towards that batch's minimum positive kept activation, as a running mean over the
-first 100 updates and an exponential moving average (weight 0.01) after that, so encoding a
-sample at inference does not depend on the rest of its batch. Decoder rows are held at unit
-norm, the encoder starts as the decoder's transpose, b_dec at the geometric median. Everything
-but the batch-wide selection is TopK's (this class extends it).
+θ (one per SAE) estimates the smallest activation BatchTopK keeps: each step moves it towards the batch's
+minimum positive kept activation, as a running mean over the first 100 updates and an exponential moving
+average (weight 0.01) after. Everything but the batch-wide selection is TopK's (this class extends it).
 
-TopK warm-up (ours, not the paper's): for the first `topk_warmup` of training (default 0.9) the code
-is TopK's, each sample's k largest, and only then the batch-wide cut; θ is estimated from the
-batch-wide steps alone. Trained batch-wide from the start, the latents that lose the first cuts starve
-(their encoder rows shrink and b_enc turns negative, so they never reach the cut again); per-sample TopK
-first gives every latent that best matches a sample's feature its turn. topk_warmup = 0 is the paper's
-BatchTopK. The switch step is known on the host (`phase_boundaries`), so a step runs one selection;
-only where instances' warm-ups end at different steps do the steps between run both.
-
-A latent counts as dead (for AuxK) after 2,048 samples without firing (2 batches of 1024), as in the
-authors' released code (5 batches), rather than Gao et al.'s 10M tokens: a latent that the batch-wide
-cut leaves out early is pulled back by AuxK only while it still sits near the cut. Measurements behind
-both choices: docs/tuning.md.
+Ours, not the paper's (docs/tuning.md): for the first `topk_warmup` of training (default 0.9) the code
+is TopK's, each sample's k largest, so that the latents losing the first batch-wide cuts do not starve;
+θ learns from the batch-wide steps alone; topk_warmup = 0 is the paper's BatchTopK. And a latent counts
+as dead (for AuxK) after 2,048 samples without firing, as in the authors' code, not Gao et al.'s 10M.
 """
 
 from __future__ import annotations
@@ -76,7 +64,7 @@ class BatchTopK(TopK):
         return tuple(torch.where(warm, a, b) for a, b in zip(per_sample, batch_wide))
 
     def warming_up(self, sae, state) -> torch.Tensor:
-        """(inst,) bool: whether the instance still selects per sample (TopK warm-up); outside training, no."""
+        """(inst,) bool: whether the instance still selects per sample; outside training, no."""
         if state is None or state.step is None:
             return torch.zeros_like(sae.topk_warmup, dtype=torch.bool)
         return state.progress() < sae.topk_warmup

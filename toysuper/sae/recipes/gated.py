@@ -6,18 +6,12 @@ b_enc is b_gate):
     π_gate = W_gate x̃ + b_gate,   π_mag = exp(r_mag) ⊙ (W_gate x̃) + b_mag,
     f = 1[π_gate > 0] ⊙ ReLU(π_mag),   x̂ = W_dec f + b_dec,
     loss = ||x - x̂||² + λ ||ReLU(π_gate)||₁ + ||x - x̂_frozen(ReLU(π_gate))||²,
-where x̂_frozen decodes with detached copies of W_dec and b_dec: the auxiliary term is the
-gate path's only source of reconstruction gradient (the step 1[·] passes none), and freezing
-the decoder there keeps it from bending the dictionary. As in the paper, decoder rows are held
-at unit norm, dead latents are resampled as in Towards Monosemanticity (r_mag and b_mag of a
-resampled latent return to 0), r_mag, b_mag and b_gate start at 0, b_dec at the geometric
-median, and Adam runs with β1 = 0. W_gate starts as W_decᵀ scaled to rows of norm 0.1 (the
-authors later recommended the tied start of Anthropic's April 2024 update; with rows of norm 1 a
-quarter of the latents end dead on the standard task).
-
-λ = 0.8 was chosen over benchmarks/recipe_robustness.py's task shapes (docs/tuning.md).
-With `target_l0` set, λ is further scaled by the target-L0 controller of recipes/target_l0.py
-(SynthSAEBench's, Chanin & Garriga-Alonso 2026); off by default.
+where x̂_frozen decodes with detached W_dec and b_dec: the auxiliary term is the gate path's only source
+of reconstruction gradient (1[·] passes none), and freezing the decoder keeps it from bending the
+dictionary. As in the paper: unit-norm decoder rows, dead latents resampled (r_mag and b_mag of a
+resampled latent back to 0), r_mag, b_mag, b_gate start at 0, b_dec at the geometric median, Adam with
+β1 = 0. W_gate starts as W_decᵀ at row norm 0.1, and λ = 0.8 (docs/tuning.md). With `target_l0` set,
+λ is scaled by the controller of recipes/target_l0.py.
 """
 
 from __future__ import annotations
@@ -25,16 +19,13 @@ from __future__ import annotations
 import torch
 
 from .base import LossOutput, Recipe
-from . import target_l0
 from .parts import UnitNormDecoder, activity, squared_error, tied_init
-from .target_l0 import TargetL0
-
-INIT_ENCODER_NORM = 0.1
+from .target_l0 import HYPERPARAMETERS as TARGET_L0, TargetL0
 
 
 class Gated(Recipe):
     name = "gated"
-    hyperparameters = {"l1_coefficient": 0.8, **target_l0.HYPERPARAMETERS}
+    hyperparameters = {"l1_coefficient": 0.8, **TARGET_L0}
     citation = "Rajamanoharan et al. 2024, Improving Dictionary Learning with Gated Sparse Autoencoders"
     sparsity_knob = "l1_coefficient"
     saelens_export = "gated"
@@ -44,12 +35,11 @@ class Gated(Recipe):
 
     def register(self, sae):
         super().register(sae)
-        device = sae.W_dec.device
-        sae.r_mag = torch.nn.Parameter(torch.zeros(sae.n_instances, sae.d_sae, device=device))
-        sae.b_mag = torch.nn.Parameter(torch.zeros(sae.n_instances, sae.d_sae, device=device))
+        sae.r_mag = torch.nn.Parameter(torch.zeros(sae.n_instances, sae.d_sae, device=sae.W_dec.device))
+        sae.b_mag = torch.nn.Parameter(torch.zeros(sae.n_instances, sae.d_sae, device=sae.W_dec.device))
 
     def init_parameters(self, sae, generators):
-        tied_init(sae, generators, 1.0, encoder_norm=INIT_ENCODER_NORM)
+        tied_init(sae, generators, 1.0, encoder_norm=0.1)
         self.reset_latents(sae, torch.ones_like(sae.r_mag, dtype=torch.bool))
 
     def reset_latents(self, sae, mask):

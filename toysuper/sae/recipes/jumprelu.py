@@ -5,32 +5,20 @@ Sparse Autoencoders", and Lieberum et al. 2024, "Gemma Scope" (Google DeepMind):
     π = W_enc x + b_enc,   f = JumpReLU_θ(π) = π · H(π - θ),   x̂ = W_dec f + b_dec,
     loss = ||x - x̂||² + λ Σ_i H(π_i - θ_i)          (λ times the L0 of f),
 with θ = exp(log θ) learnt per latent. H has no useful gradient, so both the JumpReLU and the
-step H are given straight-through pseudo-derivatives with a rectangle kernel
-K(u) = 1[-1/2 < u <= 1/2] of bandwidth ε:
+step H get straight-through pseudo-derivatives with a rectangle kernel K(u) = 1[-1/2 < u <= 1/2]
+of bandwidth ε:
     ∂JumpReLU/∂π = H(π - θ),   ∂JumpReLU/∂θ = -(θ/ε) K((π - θ)/ε),
     ∂H(π - θ)/∂π = 0,          ∂H(π - θ)/∂θ = -(1/ε) K((π - θ)/ε).
 
-The defaults follow Anthropic's way of training the same SAE (Conerly et al., "Circuits
-Updates – January 2025"): the L0 term is replaced by a saturating penalty that also reaches
-the encoder, and a pre-activation term pulls latents that never fire back towards their
-thresholds,
+The defaults follow Anthropic's way of training it (Conerly et al., "Circuits Updates – January
+2025"): a saturating penalty that also reaches the encoder, and a pre-activation term that pulls
+latents that never fire back towards their thresholds (θ detached there),
     loss = ||x - x̂||² + λ Σ_i tanh(c · f_i ||W_dec,i||) + λ_P Σ_i ReLU(θ_i - π_i) ||W_dec,i||,
-(decoder rows are held at unit norm here, as in the public GDM code; θ is detached in the last
-term, whose job is to move the pre-activations). The option sparsity_penalty = "l0" selects the
-Gemma Scope L0 penalty above (per SAE); pre_act_coefficient = λ_P = 0 drops the pre-activation
-term (per instance).
-
-Other choices kept from the papers: inputs scaled to E||x||² = 1, λ warmed up linearly from
-0 over the first 10% of training, Adam with β1 = 0, β2 = 0.999, W_enc initialised to W_decᵀ,
-zero biases. Changed for runs of millions rather than billions of samples: ε = 0.05 and θ_init
-= 0.01 instead of 0.001 (Adam moves log θ by about the learning rate per step, so in 2,000 steps at
-lr 3·10⁻³ θ cannot climb from 0.001 to the scale of the pre-activations, about 0.1; SAELens also
-uses ε = 0.05).
-`l0_warmup` sets the warm-up's length per instance (a fraction of training; 0: none).
-
-Defaults chosen over benchmarks/recipe_robustness.py's task shapes, not the standard task alone
-(docs/tuning.md): c = 1 rather than Anthropic's 4 (a penalty closer to L1 over the activations' range),
-λ = 0.2, θ_init = 0.01, lr 7·10⁻³, and dead latents resampled as in Towards Monosemanticity.
+with unit-norm decoder rows, as in the public GDM code. sparsity_penalty = "l0" selects the Gemma
+Scope loss above (per SAE); pre_act_coefficient = λ_P = 0 drops the last term (per instance).
+From the papers: inputs scaled to E||x||² = 1, λ warmed up linearly over the first `l0_warmup` (10%),
+Adam with β1 = 0, W_enc = W_decᵀ at the start, zero biases. For runs of millions rather than billions
+of samples (docs/tuning.md): ε = 0.05, θ_init = 0.01, c = 1, λ = 0.2, lr 7·10⁻³, dead latents resampled.
 """
 
 from __future__ import annotations
@@ -38,25 +26,18 @@ from __future__ import annotations
 import torch
 
 from .base import LossOutput, Recipe
-from . import target_l0
 from .parts import UnitNormDecoder, check_fraction, squared_error, tied_init, warmup
-from .target_l0 import TargetL0
-
-L0_WARMUP_FRACTION = 0.1
+from .target_l0 import HYPERPARAMETERS as TARGET_L0, TargetL0
 
 
 class JumpReLUTerms(torch.autograd.Function):
-    """The JumpReLU activations and both sparsity penalties, with the straight-through gradients
-    above written out: a few fused elementwise steps over the (batch, inst, d_sae) block where
-    autograd would keep and revisit a dozen intermediates. Masks are 0/1 floats.
+    """The JumpReLU activations and both sparsity penalties with the straight-through gradients above
+    written out: a few fused elementwise steps where autograd would keep a dozen (batch, inst, d_sae)
+    intermediates (tests/test_recipes.py checks values and gradients against autograd's).
 
-    Inputs: pre π (batch, inst, d_sae); threshold θ and decoder norms n (inst, d_sae);
-    bandwidth ε (inst, 1); tanh_scale c (inst,); and which terms some instance uses (host bools).
-    Returns f = π H(π - θ); the sparsity per instance, Σ tanh(c f n) where c > 0 and Σ H(π - θ)
-    where c = 0, averaged over the batch; Σ ReLU(θ - π) n averaged over the batch (θ treated as
-    a constant there); and H(π - θ) itself, without gradient (which latents fire).
-    tests/test_recipes.py checks values and gradients against the same terms built from
-    autograd and the pseudo-derivatives' definitions.
+    Inputs: π (batch, inst, d_sae); θ and decoder norms n (inst, d_sae); ε (inst, 1); c (inst,); which
+    terms some instance uses (host bools). Returns f = π H(π - θ); the sparsity per instance, Σ tanh(c f n)
+    where c > 0 and Σ H(π - θ) where c = 0; Σ ReLU(θ - π) n; each averaged over the batch; and H(π - θ).
     """
 
     @staticmethod
@@ -115,7 +96,7 @@ class JumpReLUTerms(torch.autograd.Function):
 class JumpReLU(Recipe):
     name = "jumprelu"
     hyperparameters = {"l0_coefficient": 0.2, "threshold_init": 0.01, "bandwidth": 0.05, "tanh_scale": 1.0,
-                       "pre_act_coefficient": 3e-4, "l0_warmup": L0_WARMUP_FRACTION, **target_l0.HYPERPARAMETERS}
+                       "pre_act_coefficient": 3e-4, "l0_warmup": 0.1, **TARGET_L0}
     positive_hyperparameters = frozenset({"threshold_init", "bandwidth", "tanh_scale"})
     options = {"sparsity_penalty": ("tanh", "l0")}  # Anthropic's λ Σ tanh(c f ||W_dec||), or Gemma Scope's λ L0
     sparsity_knob = "l0_coefficient"

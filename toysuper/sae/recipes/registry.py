@@ -1,10 +1,7 @@
 """The public registry of SAE recipes: built-ins and outside recipes go through the same door.
 
-`register_recipe(MyRecipe)` (or `@register_recipe` on the class) files one instance under
-`MyRecipe.name`; `get_recipe(spec)` finds a recipe by that name or by an import path
-"module:Class", which it imports and registers. An outside recipe is therefore recorded by its
-import path (`recipe_path`) wherever a name would not be enough in another process: an SAE's
-config.json, a sweep's rows, a Ray worker.
+An outside recipe is recorded by its import path "module:Class" (`recipe_path`) wherever a name would
+not be found in another process: an SAE's config.json, a sweep's rows, a Ray worker.
 """
 
 from __future__ import annotations
@@ -15,10 +12,8 @@ from types import MappingProxyType
 from .base import Recipe
 
 _RECIPES: dict[str, Recipe] = {}
-RECIPES = MappingProxyType(_RECIPES)
-"""Every registered recipe by name (read-only: add one with `register_recipe`)."""
-RESERVED = frozenset({"d_hidden", "d_sae", "n_instances", "recipe", "seed", "device"})
-"""SAE arguments a hyperparameter or option may not be called."""
+RECIPES = MappingProxyType(_RECIPES)  # every registered recipe by name (read-only: add one with `register_recipe`)
+RESERVED = frozenset({"d_hidden", "d_sae", "n_instances", "recipe", "seed", "device"})  # names no option may take
 
 
 def register_recipe(recipe_class: type) -> type:
@@ -54,38 +49,34 @@ def recipe_path(recipe: Recipe) -> str:
     return recipe.name if cls.__module__.startswith("toysuper.") else f"{cls.__module__}:{cls.__qualname__}"
 
 
-def _registered(recipe_class: type) -> Recipe:
-    """The registered instance of `recipe_class`, registering it first if its name is free."""
-    known = _RECIPES.get(recipe_class.name)
-    if known is None or type(known) is not recipe_class:
-        register_recipe(recipe_class)  # refuses a name taken by another class
-    return _RECIPES[recipe_class.name]
-
-
 def get_recipe(spec) -> Recipe:
     """The recipe `spec` names: a registered name, an import path "module:Class", a Recipe subclass or instance.
 
-    A class found by path or given directly is registered if it is not yet. ValueError naming
-    `spec` (and the known names) when it cannot be found or imported.
+    A class found by path or given directly is registered if it is not yet (a name taken by another class
+    is refused). ValueError naming `spec` (and the known names) when it cannot be found or imported.
     """
     if isinstance(spec, Recipe):
-        return _registered(type(spec))
-    if isinstance(spec, type) and issubclass(spec, Recipe):
-        return _registered(spec)
-    if not isinstance(spec, str):
+        spec = type(spec)
+    if isinstance(spec, str):
+        if spec in _RECIPES:
+            return _RECIPES[spec]
+        if ":" not in spec:
+            raise ValueError(f"recipe must be one of {sorted(_RECIPES)} or an import path 'module:Class', "
+                             f"got {spec!r}")
+        module_name, _, class_name = spec.partition(":")
+        try:
+            found = importlib.import_module(module_name)
+            for part in class_name.split("."):
+                found = getattr(found, part)
+        except (ImportError, AttributeError, ValueError) as error:
+            raise ValueError(f"recipe {spec!r} cannot be imported ({type(error).__name__}: {error}); is its module "
+                             f"on the Python path? Registered recipes: {sorted(_RECIPES)}") from error
+        if not (isinstance(found, type) and issubclass(found, Recipe)):
+            raise ValueError(f"recipe {spec!r} names {found!r}, not a subclass of toysuper.sae.recipes.Recipe")
+        spec = found
+    elif not (isinstance(spec, type) and issubclass(spec, Recipe)):
         raise TypeError(f"recipe must be a name, an import path 'module:Class' or a Recipe class, got {spec!r}")
-    if spec in _RECIPES:
-        return _RECIPES[spec]
-    if ":" not in spec:
-        raise ValueError(f"recipe must be one of {sorted(_RECIPES)} or an import path 'module:Class', got {spec!r}")
-    module_name, _, class_name = spec.partition(":")
-    try:
-        found = importlib.import_module(module_name)
-        for part in class_name.split("."):
-            found = getattr(found, part)
-    except (ImportError, AttributeError, ValueError) as error:
-        raise ValueError(f"recipe {spec!r} cannot be imported ({type(error).__name__}: {error}); is its module "
-                         f"on the Python path? Registered recipes: {sorted(_RECIPES)}") from error
-    if not (isinstance(found, type) and issubclass(found, Recipe)):
-        raise ValueError(f"recipe {spec!r} names {found!r}, not a subclass of toysuper.sae.recipes.Recipe")
-    return _registered(found)
+    known = _RECIPES.get(spec.name)
+    if known is None or type(known) is not spec:
+        register_recipe(spec)
+    return _RECIPES[spec.name]

@@ -5,13 +5,11 @@ Gao et al. 2024, "Scaling and evaluating sparse autoencoders" (OpenAI):
     loss = ||x - x̂||² + α ||e - ê||²,   α = 1/32,
 where TopK_k keeps each sample's k largest pre-activations (top-k, then scatter into zeros), and AuxK's
 ê = W_dec ReLU(TopK_{k_aux}(π masked to the dead latents)) reconstructs the residual e = x - x̂ (detached,
-no decoder bias) from the dead latents alone (no firing in the last `dead_window` samples): it gives
-them a gradient to come back by. Here b_pre is b_dec. The decoder rows are held at unit norm, the
-encoder starts as the decoder's transpose, b_pre at the geometric median of the data. Sparsity is set by
-k: no sparsity penalty. The paper's formula has no b_enc; their released code has one, and so does this
-recipe. The paper sets k_aux = d_model / 2; here it is a fixed 64 (d_model / 2 on the standard
-128-dimensional task), capped at d_sae. The code goes through sae/codes.py, which picks the
-implementation (dense or sparse) for the device; the training step is sae/step.py.
+no decoder bias) from the latents dead for `dead_window` samples, giving them a gradient to come back by.
+b_pre is b_dec, started at the geometric median; the decoder rows are held at unit norm, the encoder
+starts as their transpose. The paper has no b_enc (their code has one) and k_aux = d_model / 2; here
+k_aux is 64 (d_model / 2 on the standard task), capped at d_sae. sae/codes.py picks the code's
+implementation for the device.
 """
 
 from __future__ import annotations
@@ -65,7 +63,7 @@ class TopK(Recipe):
         return codes.scatter(pre, *self.select(sae, pre.detach(), None))
 
     def select(self, sae, pre: torch.Tensor, state) -> tuple[torch.Tensor, torch.Tensor]:
-        """The entries of the code (positions, keep), chosen from pre-activations without autograd."""
+        """The code's entries (positions, keep), chosen from pre-activations without autograd."""
         return codes.top_k(pre, sae.k.long(), int(sae.hyperparameter_max("k")))
 
     def loss(self, sae, x, state=None):
@@ -74,9 +72,14 @@ class TopK(Recipe):
         code = codes.encode(sae, x, pre, *chosen)
         x_hat = code.decode(sae)
         mse = squared_error(x, x_hat)
+        inner = self.inner_losses(sae, x, code)
         aux = auxk_loss(sae, x, pre, x - x_hat, state)
-        terms = {"mse": mse, "auxk": aux, **self.code_statistics(sae, pre.detach(), *chosen)}
-        return LossOutput(mse + sae.aux_coefficient * aux, terms, code.fired(), code.l0())
+        terms = {"mse": mse, **inner, "auxk": aux, **self.code_statistics(sae, pre.detach(), *chosen)}
+        return LossOutput(mse + sum(inner.values()) + sae.aux_coefficient * aux, terms, code.fired(), code.l0())
+
+    def inner_losses(self, sae, x: torch.Tensor, code) -> dict[str, torch.Tensor]:
+        """Further (inst,) reconstruction terms a subclass adds to the loss."""
+        return {}
 
     def code_statistics(self, sae, pre: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor
                         ) -> dict[str, torch.Tensor]:

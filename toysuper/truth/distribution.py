@@ -142,7 +142,6 @@ class FeatureDistribution:
         magnitude = Uniform() if magnitude is None else magnitude
         if not isinstance(magnitude, Magnitude):
             raise TypeError(f"magnitude must be a toysuper.truth.magnitudes law such as Uniform(), got {magnitude!r}")
-        self._magnitude_spec = magnitude
         self.magnitude = magnitude.resolve(*shape_args)
         self.correlated_groups = _as_structure("correlated_groups", correlated_groups, CorrelatedGroups, None)
         self.exclusive_groups = _as_structure("exclusive_groups", exclusive_groups, ExclusiveGroups, ExclusiveGroups)
@@ -231,15 +230,11 @@ class FeatureDistribution:
         else:
             slots = self._column_id[:, :, None] * batch_size + sample
         n_driven = 0 if self._copula is None else len(self._copula[0])
-        return (positions(self._budget(batch_size) if len(self._event_rows) else 0, 2, device=self.device), slots,
+        budget = self._budgets.setdefault(  # Poisson gaps: the most any instance needs (P(more) < 1e-12)
+            batch_size, max((poisson.budget(batch_size * rate) for rate in self._row_rates), default=0))
+        return (positions(budget, 2, device=self.device), slots,
                 positions(self._n_normals, batch_size, device=self.device),
                 positions(n_driven, batch_size, device=self.device))
-
-    def _budget(self, batch_size: int) -> int:
-        """Poisson gaps for a batch: the most any instance needs (P(more events) < 1e-12)."""
-        if batch_size not in self._budgets:
-            self._budgets[batch_size] = max(poisson.budget(batch_size * rate) for rate in self._row_rates)
-        return self._budgets[batch_size]
 
     def transform(self, numbers: Numbers) -> Draw:
         """Numbers to features: pure, fixed-shape, no host sync (compiles with fullgraph=True)."""
@@ -271,9 +266,7 @@ class FeatureDistribution:
             place = (self._dense_rows[:, None, None] * (batch_size + 1)
                      + torch.arange(batch_size, device=self.device)[:, None]) * n + self.slot_feature[:, None, :]
             out.view(-1).scatter_add_(0, place.flatten(), drawn.slots.flatten())
-        if self._table is not None and len(self._event_rows) == self.n_instances:
-            out.view(self.n_instances, -1).scatter_add_(1, drawn.place, drawn.value)
-        elif self._table is not None:
+        if self._table is not None:
             place = drawn.place + (self._event_rows * ((batch_size + 1) * n))[:, None]
             out.view(-1).scatter_add_(0, place.flatten(), drawn.value.flatten())
         return out[:, :batch_size].transpose(0, 1)
@@ -319,7 +312,7 @@ class FeatureDistribution:
                                             torch.device("cpu"))[index]
             hierarchy = Hierarchy(hierarchy.edges, hierarchy.exclusive_children, cond,
                                   hierarchy.scale_children_by_parent)
-        magnitude = type(self._magnitude_spec)(**{name: value.cpu()[index]
+        magnitude = type(self.magnitude)(**{name: value.cpu()[index]
                                                   for name, value in self.magnitude.params.items()})
         return FeatureDistribution(self.n_features, self._given_prob.cpu()[index], n_instances=len(index),
                                    importance=self.importance.cpu()[index], magnitude=magnitude,
@@ -495,11 +488,8 @@ class FeatureDistribution:
         own_structured = [f for f in structured if f not in column]
         column.update({f: n_groups + k for k, f in enumerate(own_structured)})
         n_columns = n_groups + len(own_structured)
-        if self._plain:
-            column_id = slot_feature
-        else:
-            head = torch.tensor(list(range(n_groups)) + [n_groups + f for f in own_structured], dtype=torch.long)
-            column_id = torch.cat([head.expand(len(dense_rows), -1), n_groups + slot_feature[:, len(structured):]], 1)
+        head = torch.tensor(list(range(n_groups)) + [n_groups + f for f in own_structured], dtype=torch.long)
+        column_id = torch.cat([head.expand(len(dense_rows), -1), n_groups + slot_feature[:, len(structured):]], 1)
         if len(column_id) and bool((column_id == column_id[:1]).all()):
             column_id = column_id[:1]  # one layout for every instance: broadcast it
         self._column_id = column_id.to(torch.int32).to(device)
@@ -531,13 +521,11 @@ class FeatureDistribution:
         for depth, level in enumerate([] if self.hierarchy is None else self.hierarchy.levels()):
             child = torch.tensor([local[c] for c in level], dtype=torch.long)
             parent = torch.tensor([local[int(parent_of[c])] for c in level], dtype=torch.long)
-            parent_mean = mean[:, parent_of[level]].clamp_min(1e-30).float() if scaled else None
             level_of[child], step[child] = depth, parent - child
-            if scaled:
-                parent_means[:, child] = parent_mean
-                parent_mean = along(parent_mean)
-            self._levels.append((child.to(device), parent.to(device), parent_mean, _regular(child, parent)))
-        if self._levels and scaled:
+            parent_means[:, child] = mean[:, parent_of[level]].clamp_min(1e-30).float()
+            self._levels.append((child.to(device), parent.to(device), along(parent_means[:, child]) if scaled else None,
+                                 _regular(child, parent)))
+        if scaled:
             self._scaled_levels = (level_of.to(device), step.to(device), parent_means.view(-1).to(device))
         self._copula, self._n_normals = None, 0
         if self.correlation is not None:  # (structured is every feature: slot j is feature j)

@@ -2,19 +2,17 @@
 
 Elhage et al. 2022 ("Toy Models of Superposition"): feature i is 0 with probability S (the sparsity)
 and otherwise drawn from U[0, 1]; it carries an importance I_i that weights its reconstruction error.
-Here the firing probability p = 1 - S may be one number, one per feature, one per instance, or a
-power law (`Zipf`), so sparsity can be a sweep axis that trains as the instances of one batched model.
-The distribution composes a magnitude law, correlated / exclusive groups, a hierarchy and a low-rank
-Gaussian copula (the sibling modules); none changes a feature's marginal `firing_prob` (except a
-hierarchy given `child_prob=`, which sets the children's rates; `firing_prob` shows the result).
+Here p = 1 - S may differ per feature and per instance, so sparsity can be a sweep axis that trains as
+the instances of one batched model. The distribution composes a magnitude law, correlated / exclusive
+groups, a hierarchy and a low-rank Gaussian copula (the sibling modules); none changes a feature's
+marginal `firing_prob` (except a hierarchy given `child_prob=`, which sets the children's rates).
 
 A batch is drawn with shapes set by the configuration and no host sync: first the random numbers
 (`numbers`), then a pure transform of them (`transform`, which compiles with fullgraph=True). Per
-instance, a feature that fires on its own (no group, hierarchy or copula) with probability below 1/4
-is drawn sparsely by the Poisson events of `toysuper.truth.poisson`; every other feature is a dense
-slot, one uniform u per (sample, slot) deciding both firing and magnitude: u < p fires, and then
-v = u / p is again uniform and gives the magnitude by the inverse CDF. Each part is drawn only for the
-instances that have it (`dense_instances`, `event_instances`).
+instance, a rare feature that fires on its own is drawn by the Poisson events of `toysuper.truth.poisson`
+(`sampling`); every other feature is a dense slot, one uniform u per (sample, slot) deciding both firing
+and magnitude: u < p fires, and then v = u / p is again uniform and gives the magnitude by the inverse
+CDF. Each part is drawn only for the instances that have it (`dense_instances`, `event_instances`).
 """
 
 from __future__ import annotations
@@ -143,10 +141,10 @@ class FeatureDistribution:
         if not isinstance(magnitude, Magnitude):
             raise TypeError(f"magnitude must be a toysuper.truth.magnitudes law such as Uniform(), got {magnitude!r}")
         self.magnitude = magnitude.resolve(*shape_args)
-        self.correlated_groups = _as_structure("correlated_groups", correlated_groups, CorrelatedGroups, None)
-        self.exclusive_groups = _as_structure("exclusive_groups", exclusive_groups, ExclusiveGroups, ExclusiveGroups)
-        self.hierarchy = _as_structure("hierarchy", hierarchy, Hierarchy, Hierarchy)
-        self.correlation = _as_structure("correlation", correlation, LowRankCorrelation, None)
+        self.correlated_groups = _as_structure("correlated_groups", correlated_groups, CorrelatedGroups, False)
+        self.exclusive_groups = _as_structure("exclusive_groups", exclusive_groups, ExclusiveGroups, True)
+        self.hierarchy = _as_structure("hierarchy", hierarchy, Hierarchy, True)
+        self.correlation = _as_structure("correlation", correlation, LowRankCorrelation, False)
         self._given_prob = given
         self._check_structure()
         self.firing_prob, child_cond = (given, None) if self.hierarchy is None else self.hierarchy.resolve(given)
@@ -595,10 +593,10 @@ def _consecutive(members, rates: torch.Tensor, column: int, columns: dict, lo: d
     return column + 1
 
 
-def _as_structure(name: str, value, kind: type, convert):
-    """None, an instance of `kind`, or (when `convert` is given) something `convert` accepts."""
+def _as_structure(name: str, value, kind: type, convert: bool):
+    """None, an instance of `kind`, or (when `convert`) what `kind` is built from."""
     if value is None or isinstance(value, kind):
         return value
-    if convert is None:
+    if not convert:
         raise TypeError(f"{name} must be a {kind.__name__}, got {value!r}")
-    return convert(value)
+    return kind(value)

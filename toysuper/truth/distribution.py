@@ -227,11 +227,11 @@ class FeatureDistribution:
             slots = sample[None, :, None] * width + self._column_id[:, None, :]
         else:
             slots = self._column_id[:, :, None] * batch_size + sample
-        n_driven = 0 if self._copula is None else len(self._copula[0])
+        n_driven, n_normals = (0, 0) if self._copula is None else self._copula[1].shape  # the loadings, (c, r)
         budget = self._budgets.setdefault(  # Poisson gaps: the most any instance needs (P(more) < 1e-12)
             batch_size, max((poisson.budget(batch_size * rate) for rate in self._row_rates), default=0))
         return (positions(budget, 2, device=self.device), slots,
-                positions(self._n_normals, batch_size, device=self.device),
+                positions(n_normals, batch_size, device=self.device),
                 positions(n_driven, batch_size, device=self.device))
 
     def transform(self, numbers: Numbers) -> Draw:
@@ -525,7 +525,7 @@ class FeatureDistribution:
                                  _regular(child, parent)))
         if scaled:
             self._scaled_levels = (level_of.to(device), step.to(device), parent_means.view(-1).to(device))
-        self._copula, self._n_normals = None, 0
+        self._copula = None
         if self.correlation is not None:  # (structured is every feature: slot j is feature j)
             children = set(self.hierarchy.children) if self.hierarchy else set()
             driven = torch.tensor([j for j in structured if j not in children], dtype=torch.long)
@@ -534,7 +534,6 @@ class FeatureDistribution:
             upper, lower = (torch.special.ndtri(1 - bound[:, driven]) / scale[:, 0] for bound in (slot_hi, slot_lo))
             self._copula = (driven.to(device), (loadings[driven].double() / scale).float().to(device),
                             along(upper), along(lower) if bool((slot_lo[:, driven] > 0).any()) else None)
-            self._n_normals = self.correlation.rank
             # a driven slot's magnitude reads its own uniform as it is: v = (x - 0) · 1, nothing from a shared event
             v_lo[:, driven], v_scale[:, driven], rest[:, driven] = 0, 1, 0
         self._intervals = tuple(along(t) for t in (v_lo, slot_hi, v_scale))

@@ -2,19 +2,17 @@
 
 Elhage et al. 2022 ("Toy Models of Superposition"): feature i is 0 with probability S (the sparsity)
 and otherwise drawn from U[0, 1]; it carries an importance I_i that weights its reconstruction error.
-Here the firing probability p = 1 - S may be one number, one per feature, one per instance, or a
-power law (`Zipf`), so sparsity can be a sweep axis that trains as the instances of one batched model.
-The distribution composes a magnitude law, correlated / exclusive groups, a hierarchy and a low-rank
-Gaussian copula (the sibling modules); none changes a feature's marginal `firing_prob` (except a
-hierarchy given `child_prob=`, which sets the children's rates; `firing_prob` shows the result).
+Here p = 1 - S may differ per feature and per instance, so sparsity can be a sweep axis that trains as
+the instances of one batched model. The distribution composes a magnitude law, correlated / exclusive
+groups, a hierarchy and a low-rank Gaussian copula (the sibling modules); none changes a feature's
+marginal `firing_prob` (except a hierarchy given `child_prob=`, which sets the children's rates).
 
 A batch is drawn with shapes set by the configuration and no host sync: first the random numbers
 (`numbers`), then a pure transform of them (`transform`, which compiles with fullgraph=True). Per
-instance, a feature that fires on its own (no group, hierarchy or copula) with probability below 1/4
-is drawn sparsely by the Poisson events of `toysuper.truth.poisson`; every other feature is a dense
-slot, one uniform u per (sample, slot) deciding both firing and magnitude: u < p fires, and then
-v = u / p is again uniform and gives the magnitude by the inverse CDF. Each part is drawn only for the
-instances that have it (`dense_instances`, `event_instances`).
+instance, a rare feature that fires on its own is drawn by the Poisson events of `toysuper.truth.poisson`
+(`sampling`); every other feature is a dense slot, one uniform u per (sample, slot) deciding both firing
+and magnitude: u < p fires, and then v = u / p is again uniform and gives the magnitude by the inverse
+CDF. Each part is drawn only for the instances that have it (`dense_instances`, `event_instances`).
 """
 
 from __future__ import annotations
@@ -142,12 +140,11 @@ class FeatureDistribution:
         magnitude = Uniform() if magnitude is None else magnitude
         if not isinstance(magnitude, Magnitude):
             raise TypeError(f"magnitude must be a toysuper.truth.magnitudes law such as Uniform(), got {magnitude!r}")
-        self._magnitude_spec = magnitude
         self.magnitude = magnitude.resolve(*shape_args)
-        self.correlated_groups = _as_structure("correlated_groups", correlated_groups, CorrelatedGroups, None)
-        self.exclusive_groups = _as_structure("exclusive_groups", exclusive_groups, ExclusiveGroups, ExclusiveGroups)
-        self.hierarchy = _as_structure("hierarchy", hierarchy, Hierarchy, Hierarchy)
-        self.correlation = _as_structure("correlation", correlation, LowRankCorrelation, None)
+        self.correlated_groups = _as_structure("correlated_groups", correlated_groups, CorrelatedGroups, False)
+        self.exclusive_groups = _as_structure("exclusive_groups", exclusive_groups, ExclusiveGroups, True)
+        self.hierarchy = _as_structure("hierarchy", hierarchy, Hierarchy, True)
+        self.correlation = _as_structure("correlation", correlation, LowRankCorrelation, False)
         self._given_prob = given
         self._check_structure()
         self.firing_prob, child_cond = (given, None) if self.hierarchy is None else self.hierarchy.resolve(given)
@@ -230,16 +227,12 @@ class FeatureDistribution:
             slots = sample[None, :, None] * width + self._column_id[:, None, :]
         else:
             slots = self._column_id[:, :, None] * batch_size + sample
-        n_driven = 0 if self._copula is None else len(self._copula[0])
-        return (positions(self._budget(batch_size) if len(self._event_rows) else 0, 2, device=self.device), slots,
-                positions(self._n_normals, batch_size, device=self.device),
+        n_driven, n_normals = (0, 0) if self._copula is None else self._copula[1].shape  # the loadings, (c, r)
+        budget = self._budgets.setdefault(  # Poisson gaps: the most any instance needs (P(more) < 1e-12)
+            batch_size, max((poisson.budget(batch_size * rate) for rate in self._row_rates), default=0))
+        return (positions(budget, 2, device=self.device), slots,
+                positions(n_normals, batch_size, device=self.device),
                 positions(n_driven, batch_size, device=self.device))
-
-    def _budget(self, batch_size: int) -> int:
-        """Poisson gaps for a batch: the most any instance needs (P(more events) < 1e-12)."""
-        if batch_size not in self._budgets:
-            self._budgets[batch_size] = max(poisson.budget(batch_size * rate) for rate in self._row_rates)
-        return self._budgets[batch_size]
 
     def transform(self, numbers: Numbers) -> Draw:
         """Numbers to features: pure, fixed-shape, no host sync (compiles with fullgraph=True)."""
@@ -271,9 +264,7 @@ class FeatureDistribution:
             place = (self._dense_rows[:, None, None] * (batch_size + 1)
                      + torch.arange(batch_size, device=self.device)[:, None]) * n + self.slot_feature[:, None, :]
             out.view(-1).scatter_add_(0, place.flatten(), drawn.slots.flatten())
-        if self._table is not None and len(self._event_rows) == self.n_instances:
-            out.view(self.n_instances, -1).scatter_add_(1, drawn.place, drawn.value)
-        elif self._table is not None:
+        if self._table is not None:
             place = drawn.place + (self._event_rows * ((batch_size + 1) * n))[:, None]
             out.view(-1).scatter_add_(0, place.flatten(), drawn.value.flatten())
         return out[:, :batch_size].transpose(0, 1)
@@ -319,7 +310,7 @@ class FeatureDistribution:
                                             torch.device("cpu"))[index]
             hierarchy = Hierarchy(hierarchy.edges, hierarchy.exclusive_children, cond,
                                   hierarchy.scale_children_by_parent)
-        magnitude = type(self._magnitude_spec)(**{name: value.cpu()[index]
+        magnitude = type(self.magnitude)(**{name: value.cpu()[index]
                                                   for name, value in self.magnitude.params.items()})
         return FeatureDistribution(self.n_features, self._given_prob.cpu()[index], n_instances=len(index),
                                    importance=self.importance.cpu()[index], magnitude=magnitude,
@@ -495,11 +486,8 @@ class FeatureDistribution:
         own_structured = [f for f in structured if f not in column]
         column.update({f: n_groups + k for k, f in enumerate(own_structured)})
         n_columns = n_groups + len(own_structured)
-        if self._plain:
-            column_id = slot_feature
-        else:
-            head = torch.tensor(list(range(n_groups)) + [n_groups + f for f in own_structured], dtype=torch.long)
-            column_id = torch.cat([head.expand(len(dense_rows), -1), n_groups + slot_feature[:, len(structured):]], 1)
+        head = torch.tensor(list(range(n_groups)) + [n_groups + f for f in own_structured], dtype=torch.long)
+        column_id = torch.cat([head.expand(len(dense_rows), -1), n_groups + slot_feature[:, len(structured):]], 1)
         if len(column_id) and bool((column_id == column_id[:1]).all()):
             column_id = column_id[:1]  # one layout for every instance: broadcast it
         self._column_id = column_id.to(torch.int32).to(device)
@@ -531,15 +519,13 @@ class FeatureDistribution:
         for depth, level in enumerate([] if self.hierarchy is None else self.hierarchy.levels()):
             child = torch.tensor([local[c] for c in level], dtype=torch.long)
             parent = torch.tensor([local[int(parent_of[c])] for c in level], dtype=torch.long)
-            parent_mean = mean[:, parent_of[level]].clamp_min(1e-30).float() if scaled else None
             level_of[child], step[child] = depth, parent - child
-            if scaled:
-                parent_means[:, child] = parent_mean
-                parent_mean = along(parent_mean)
-            self._levels.append((child.to(device), parent.to(device), parent_mean, _regular(child, parent)))
-        if self._levels and scaled:
+            parent_means[:, child] = mean[:, parent_of[level]].clamp_min(1e-30).float()
+            self._levels.append((child.to(device), parent.to(device), along(parent_means[:, child]) if scaled else None,
+                                 _regular(child, parent)))
+        if scaled:
             self._scaled_levels = (level_of.to(device), step.to(device), parent_means.view(-1).to(device))
-        self._copula, self._n_normals = None, 0
+        self._copula = None
         if self.correlation is not None:  # (structured is every feature: slot j is feature j)
             children = set(self.hierarchy.children) if self.hierarchy else set()
             driven = torch.tensor([j for j in structured if j not in children], dtype=torch.long)
@@ -548,7 +534,6 @@ class FeatureDistribution:
             upper, lower = (torch.special.ndtri(1 - bound[:, driven]) / scale[:, 0] for bound in (slot_hi, slot_lo))
             self._copula = (driven.to(device), (loadings[driven].double() / scale).float().to(device),
                             along(upper), along(lower) if bool((slot_lo[:, driven] > 0).any()) else None)
-            self._n_normals = self.correlation.rank
             # a driven slot's magnitude reads its own uniform as it is: v = (x - 0) · 1, nothing from a shared event
             v_lo[:, driven], v_scale[:, driven], rest[:, driven] = 0, 1, 0
         self._intervals = tuple(along(t) for t in (v_lo, slot_hi, v_scale))
@@ -607,10 +592,10 @@ def _consecutive(members, rates: torch.Tensor, column: int, columns: dict, lo: d
     return column + 1
 
 
-def _as_structure(name: str, value, kind: type, convert):
-    """None, an instance of `kind`, or (when `convert` is given) something `convert` accepts."""
+def _as_structure(name: str, value, kind: type, convert: bool):
+    """None, an instance of `kind`, or (when `convert`) what `kind` is built from."""
     if value is None or isinstance(value, kind):
         return value
-    if convert is None:
+    if not convert:
         raise TypeError(f"{name} must be a {kind.__name__}, got {value!r}")
-    return convert(value)
+    return kind(value)

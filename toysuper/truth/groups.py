@@ -92,8 +92,7 @@ class CorrelatedGroups(_Groups):
         """From the marginal rates p (inst, n): the shared events' rates q (inst, G) and the
         members' own rates a (inst, Σ sizes), in `features` order."""
         p, group_of = self._members(firing_prob)
-        p_min = torch.full((p.shape[0], len(self.groups)), 2.0, dtype=p.dtype, device=p.device)
-        p_min = p_min.scatter_reduce(1, group_of.expand_as(p), p, reduce="amin")
+        p_min = torch.stack([firing_prob[:, list(group)].double().amin(1) for group in self.groups], 1)
         rho = self.correlation.to(p.device, p.dtype)
         denominator = 1 - p_min + rho * p_min
         q = torch.where(denominator > 0, rho * p_min / denominator.clamp_min(1e-300), torch.zeros_like(p_min))

@@ -72,7 +72,8 @@ class Hierarchy:
         """A forest of `n_roots` trees in which every node above `depth` has `branching` children.
 
         Laid out breadth first, as SynthSAEBench's generator does: the roots are features start ..
-        start + n_roots - 1, then each level's children in turn, a parent's children consecutive.
+        start + n_roots - 1, then each level's children in turn, a parent's children consecutive, so
+        feature f's parent is start + (f - start - n_roots) // branching.
         `limit`: stop before this feature index (the last parents may then have fewer children).
         """
         n_roots, branching, depth = (positive_int(name, value) for name, value in
@@ -83,16 +84,9 @@ class Hierarchy:
         end = end if limit is None else min(end, positive_int("limit", limit))
         if start + n_roots >= end:
             raise ValueError(f"tree: no room for children: roots {start}..{start + n_roots - 1}, limit={limit!r}")
-        edges, level, following = {}, list(range(start, start + n_roots)), start + n_roots
-        for _ in range(depth):
-            next_level = []
-            for parent in level:
-                kids = list(range(following, min(following + branching, end)))
-                following += len(kids)
-                if kids:
-                    edges[parent] = kids
-                    next_level += kids
-            level = next_level
+        edges = {}
+        for f in range(start + n_roots, end):
+            edges.setdefault(start + (f - start - n_roots) // branching, []).append(f)
         return cls(edges, **kwargs)
 
     @property

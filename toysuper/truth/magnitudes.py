@@ -35,16 +35,16 @@ class Magnitude:
                               for value in resolved.params.values()]
         return resolved
 
-    def gather(self, feature: torch.Tensor | None, rows: torch.Tensor | None = None) -> list[torch.Tensor]:
-        """Each parameter at (instance rows[r], feature[r, k]), (R, k) (rows: every instance by default;
-        feature None: the rows' whole tables); one with one value everywhere as a 0-d tensor."""
+    def gather(self, feature: torch.Tensor | None, rows: torch.Tensor) -> list[torch.Tensor]:
+        """Each parameter at (instance rows[r], feature[r, k]), (R, k) (feature None: the rows' whole
+        tables); one with one value everywhere as a 0-d tensor."""
         out = []
         for value, constant in zip(self.params.values(), self._constant):
-            if constant is not None:
+            if constant is None:
+                value = value.index_select(0, rows)
+                out.append(value if feature is None else value.gather(1, feature))
+            else:
                 out.append(constant)
-                continue
-            value = value if rows is None else value.index_select(0, rows.to(value.device))
-            out.append(value if feature is None else value.gather(1, feature))
         return out
 
     zero_at_zero = False
@@ -64,11 +64,6 @@ class Magnitude:
             first = value.flatten()[0]
             return f"{first.item():g}" if (value == first).all() else "per feature"
         return f"{type(self).__name__}({', '.join(f'{k}={show(v)}' for k, v in self.params.items())})"
-
-
-def _normal_quantile(v: torch.Tensor) -> torch.Tensor:
-    """Φ⁻¹(v), v kept inside (0, 1) so the tails stay finite (|z| <= 5.4 on float32's grid)."""
-    return _ndtri(v.clamp(2.0 ** -26, 1 - 2.0 ** -24))
 
 
 def _ndtri(p: torch.Tensor) -> torch.Tensor:
@@ -153,7 +148,8 @@ class FoldedNormal(Magnitude):
 
     def quantile(self, v, params):
         mean, std = params
-        return (mean + std * _normal_quantile(v)).abs()
+        # v kept inside (0, 1) so the tails stay finite (|z| <= 5.4 on float32's grid)
+        return (mean + std * _ndtri(v.clamp(2.0 ** -26, 1 - 2.0 ** -24))).abs()
 
     def mean(self):
         mu, sigma = self.params["mean"], self.params["std"]

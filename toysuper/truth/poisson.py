@@ -76,23 +76,18 @@ def build_table(rates: list[torch.Tensor], features: list[torch.Tensor], device,
         total = float(cumulative[-1]) if len(cumulative) else 0.0
         if total == 0:
             raise ValueError("poisson.build_table: every instance needs a unit that can fire (leave the others out)")
-        padded = torch.full((n_units,), math.inf, dtype=torch.float64)
-        padded[:len(cumulative)] = cumulative
-        guide = torch.searchsorted(padded, torch.arange(n_buckets + 1, dtype=torch.float64) * (total / n_buckets),
+        guide = torch.searchsorted(cumulative, torch.arange(n_buckets + 1, dtype=torch.float64) * (total / n_buckets),
                                    right=True)
         steps = max(steps, int(guide.diff().max()))
-        bounds.append(padded)
+        bounds.append(cumulative)
         guides.append(guide[:-1])
         totals.append(total)
         unit_rates.append(float(mu[0]) if bool((mu == mu[0]).all()) else None)
-    feature = torch.zeros(len(features), n_units, dtype=torch.long)
-    for i, f in enumerate(features):
-        feature[i, :len(f)] = f
+    feature = torch.nn.utils.rnn.pad_sequence(features, batch_first=True)  # (a padded unit: feature 0)
     identity = all(len(f) == n_units for f in features) and bool((feature == torch.arange(n_units)).all())
-    bounds = torch.cat([torch.stack(bounds), torch.full((len(rates), steps), math.inf, dtype=torch.float64)], 1)
-    one_rate = None
-    if all(r is not None for r in unit_rates):
-        one_rate = -1 / torch.tensor(unit_rates, dtype=torch.float64, device=device)[:, None]
+    bounds = torch.nn.functional.pad(torch.nn.utils.rnn.pad_sequence(bounds, batch_first=True, padding_value=math.inf),
+                                     (0, steps), value=math.inf)
+    one_rate = None if None in unit_rates else -1 / torch.tensor(unit_rates, dtype=torch.double, device=device)[:, None]
     return PoissonTable(None if identity else feature.to(device), bounds.to(device), torch.stack(guides).to(device),
                         torch.tensor(totals, dtype=torch.float64, device=device)[:, None], steps, one_rate,
                         torch.tensor([len(f) for f in features], dtype=torch.float64, device=device)[:, None],

@@ -343,13 +343,11 @@ class SAELensWorld:
 
     Samples come from SAELens's own sampler and feature dictionary (h = f W + bias), so training and grading
     here see exactly the world SAELens builds (Chanin & Garriga-Alonso 2026, "SynthSAEBench", arXiv 2602.14687).
-    Needs the `[saelens]` extra.
 
     Args:
         model: a `SyntheticModel`, or the directory it was saved to with `model.save(directory)`.
         n_instances: how many SAEs read this world; each instance gets its own samples.
-        device: for a directory, where to load it; for a model, None or the device it lives on (SAELens's
-            `model.to(...)` rebuilds its sampler).
+        device: for a directory, where to load it; for a model, None or the device it lives on.
 
     Random streams: SAELens draws from torch's global generator. Given a `generator`, each draw takes a seed
     from it (a host read) and runs SAELens's sampler with torch's global generators (the CPU's and the world's
@@ -414,8 +412,7 @@ class SAELensWorld:
         return self.sample(batch_size, generator).hidden
 
     def _draw(self, rows: int, seed: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(hidden (rows, d), features (rows, n)) from SAELens's sampler, torch's global generators seeded `seed`
-        (None: as they are)."""
+        """(hidden (rows, d), features (rows, n)) from SAELens's sampler, torch's global generators seeded `seed`."""
         with nullcontext() if seed is None else _global_rng_seeded(self.device, seed):
             features = self.model.activation_generator.sample(rows)
         hidden = self.model.feature_dict(features)
@@ -438,8 +435,7 @@ def _seed_from(generator: torch.Generator) -> int:
 
 @contextmanager
 def _global_rng_seeded(device: torch.device, seed: int):
-    """torch's global generators (the CPU's, and `device`'s if it is a GPU) seeded with `seed` inside the
-    block, and restored after it."""
+    """torch's global generators (the CPU's, and `device`'s if a GPU) seeded with `seed` inside, restored after."""
     cuda = [device.index] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
         torch.random.default_generator.manual_seed(seed)

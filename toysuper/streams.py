@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import NamedTuple
+from types import SimpleNamespace
 
 import torch
 
@@ -39,30 +39,23 @@ def mix(x: torch.Tensor) -> torch.Tensor:
     return x.bitwise_xor_(x.bitwise_right_shift(31).bitwise_and_((1 << 33) - 1))
 
 
-def mix32(x: torch.Tensor, c: _Constants) -> torch.Tensor:
+def mix32(x: torch.Tensor, c: SimpleNamespace) -> torch.Tensor:
     """lowbias32 of a contiguous int32 `x`, in place: a bijection (c: `_constants(x.device)`)."""
     _fold_halves(x).mul_(c.low0)
     x.bitwise_xor_(x.bitwise_right_shift(c.fifteen).bitwise_and_(c.mask17)).mul_(c.low1)
     return _fold_halves(x)
 
 
-class _Constants(NamedTuple):
-    low0: torch.Tensor
-    low1: torch.Tensor
-    fifteen: torch.Tensor
-    mask17: torch.Tensor
-    eight: torch.Tensor
-    key: torch.Tensor
-    one: torch.Tensor
-    half: torch.Tensor
-
-
 @functools.cache
-def _constants(device: torch.device) -> _Constants:
+def _constants(device: torch.device) -> SimpleNamespace:
     """The hash's and the uniforms' constants as 0-d tensors on `device`, made once: an op with a Python
     number wraps it in a fresh tensor at every call, which costs a small draw more than its arithmetic."""
-    ints = [torch.tensor(c, dtype=torch.int32, device=device) for c in (*_LOW, 15, 0x1FFFF, 8, _KEY)]
-    return _Constants(*ints, torch.ones((), dtype=torch.int64, device=device), torch.tensor(0.5, device=device))
+    def int32(value: int) -> torch.Tensor:
+        return torch.tensor(value, dtype=torch.int32, device=device)
+
+    return SimpleNamespace(low0=int32(_LOW[0]), low1=int32(_LOW[1]), fifteen=int32(15), mask17=int32(0x1FFFF),
+                           eight=int32(8), key=int32(_KEY), one=torch.ones((), dtype=torch.int64, device=device),
+                           half=torch.tensor(0.5, device=device))
 
 
 def _fold_halves(x: torch.Tensor) -> torch.Tensor:
@@ -123,11 +116,6 @@ class Streams:
         """One int64 in [0, 2^62) per instance, (inst,): seeds for samplers that take one."""
         words = self.bits(positions(2, device=self.device)).long().bitwise_and_(2**32 - 1)
         return words[:, 0].bitwise_left_shift(30).bitwise_xor_(words[:, 1]).bitwise_and_(2**62 - 1)
-
-    def skip(self, n_draws: int) -> None:
-        """Advance the counter as `n_draws` empty draws would."""
-        if n_draws:
-            self.counter.add_(self._constants.one, alpha=n_draws)
 
     def _nothing(self, position: torch.Tensor, rows: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
         """An empty draw: it advances the counter alone (one op: small draws are mostly such overhead)."""

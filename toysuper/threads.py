@@ -16,29 +16,23 @@ import torch
 _AT_IMPORT = torch.get_num_threads()  # a different count later means the caller set one
 
 
-def chosen_threads(threads: int | None) -> int | None:
-    """The thread count a call runs with, or None to leave torch's setting as it is.
+@contextmanager
+def torch_threads(threads: int | None):
+    """torch's CPU thread count for the block, restored after it.
 
     threads: n >= 1: n; 0: torch's current setting; None: 1, unless the caller chose a count (by
     OMP_NUM_THREADS / MKL_NUM_THREADS, or torch.set_num_threads since toysuper was imported), which is kept.
     """
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
         raise ValueError(f"threads must be None, 0 (torch's setting) or a whole number >= 1, got {threads!r}")
+    previous = torch.get_num_threads()
     if threads is None:
-        chose = torch.get_num_threads() != _AT_IMPORT or any(
-            os.environ.get(name) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"))
-        return None if chose else 1
-    return threads or None
-
-
-@contextmanager
-def torch_threads(threads: int | None):
-    """torch's CPU thread count set to `chosen_threads(threads)` inside the block, and restored after it."""
-    chosen, previous = chosen_threads(threads), torch.get_num_threads()
-    if chosen is None or chosen == previous:
+        chose = previous != _AT_IMPORT or any(os.environ.get(name) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"))
+        threads = previous if chose else 1
+    if threads in (0, previous):
         yield
         return
-    torch.set_num_threads(chosen)
+    torch.set_num_threads(threads)
     try:
         yield
     finally:

@@ -66,23 +66,19 @@ def named(name: str, seed: int = 42, n_instances: int = 1, device=None) -> Dicti
 
 
 def synthsaebench(n_features: int = N_FEATURES_16K, d_hidden: int = D_HIDDEN_16K, *, seed: int = 42,
-                  n_instances: int = 1, device=None, n_roots: int | None = None, quiet: bool = True,
-                  **settings) -> DictionarySource:
+                  n_instances: int = 1, device=None, quiet: bool = True, orthogonalize_steps: int = 100,
+                  orthogonalize_lr: float = 3e-4, bias_norm: float = 0.5, **settings) -> DictionarySource:
     """A SynthSAEBench world of any size as a `DictionarySource`; the defaults build SynthSAEBench-16k.
 
-    n_roots scales with n_features by default (128 · n_features / 16384), so the hierarchy of a smaller
-    world such as `synthsaebench(4096, 192)` covers the same two thirds of the features. seed: the
-    dictionary and bias come from it, σ from seed + 1, the copula from seed + 4, as SAELens numbers them.
-    n_instances: copies of the world side by side. settings: any keyword of `synthsaebench_distribution`,
-    orthogonalize_steps (100), orthogonalize_lr (3e-4), bias_norm (0.5).
+    seed: the dictionary and bias come from it, σ from seed + 1, the copula from seed + 4, as SAELens numbers
+    them. n_instances: copies of the world side by side. settings: keywords of `synthsaebench_distribution`.
     """
     d_hidden = positive_int("d_hidden", d_hidden)
     device = resolve_device(device)
-    steps = positive_int("orthogonalize_steps", settings.pop("orthogonalize_steps", 100))
-    lr = non_negative("orthogonalize_lr", settings.pop("orthogonalize_lr", 3e-4))
-    bias_norm = non_negative("bias_norm", settings.pop("bias_norm", 0.5))
-    dist = synthsaebench_distribution(n_features, seed=seed, n_instances=n_instances, device=device,
-                                      n_roots=n_roots, **settings)
+    steps = positive_int("orthogonalize_steps", orthogonalize_steps)
+    lr = non_negative("orthogonalize_lr", orthogonalize_lr)
+    bias_norm = non_negative("bias_norm", bias_norm)
+    dist = synthsaebench_distribution(n_features, seed=seed, n_instances=n_instances, device=device, **settings)
     generator = torch.Generator().manual_seed(_seed(seed))  # on the CPU: the same world on every device
     start = torch.randn(n_features, d_hidden, generator=generator)
     bias = unit_rows(torch.randn(d_hidden, generator=generator)) * bias_norm
@@ -98,8 +94,10 @@ def synthsaebench_distribution(n_features: int = N_FEATURES_16K, *, seed: int = 
                                magnitude_std: tuple[float, float] = (0.5, 0.5)) -> FeatureDistribution:
     """The features of a SynthSAEBench world (no dictionary): firing, hierarchy, copula, magnitudes.
 
-    magnitude_mean: (most frequent, rarest) μ, linear in between, both > 0. magnitude_std: the
-    (mean, std) of the normal whose absolute values are the σ_i.
+    n_roots scales with n_features by default (128 · n_features / 16384), so the hierarchy of a smaller
+    world such as `synthsaebench(4096, 192)` covers the same two thirds of the features. magnitude_mean:
+    (most frequent, rarest) μ, linear in between, both > 0. magnitude_std: the (mean, std) of the normal
+    whose absolute values are the σ_i.
     """
     n_features = positive_int("n_features", n_features)
     seed = _seed(seed)

@@ -92,7 +92,7 @@ def evaluate(sae, source: ActivationSource, n_samples: int = 20_000, batch_size:
             absorption; by default the source distribution's, if it has one.
         matching: "auto" (exact Hungarian while n × k <= exact_limit, else sparse), "exact" or "sparse".
         candidates: latents per feature kept as candidate edges of the sparse matching.
-        threads: torch's CPU threads during the call (`threads.chosen_threads`).
+        threads: torch's CPU threads during the call (`threads.torch_threads`).
     """
     n_samples, batch_size, candidates, thresholds = _checked(source, n_samples, batch_size, candidates, threshold,
                                                              matching, thresholds)

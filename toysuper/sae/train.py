@@ -86,7 +86,7 @@ def train_sae(sae: SAE, source: ActivationSource, steps: int = 5_000, batch_size
             runs it eagerly. An uncapturable source or a failed capture trains eagerly with a warning
             (result.captured, result.capture_failure). Gradients are None afterwards (they were the graph's).
         tf32: on CUDA, the step's float32 matmuls may use TF32 (~1e-3 relative error per product).
-        threads: torch's CPU threads during the call (threads.chosen_threads: None keeps the caller's choice,
+        threads: torch's CPU threads during the call (threads.torch_threads: None keeps the caller's choice,
             else 1; 0: torch's setting; n: n).
         snapshots: grade the SAE at this many evenly spaced steps on `snapshot_samples` held-out samples; 0: none.
 

@@ -48,7 +48,7 @@ def train_toy_model(model: ToyModel, dist: FeatureDistribution, steps: int = 10_
     (instance i reads the stream seeded s + i) or one int per instance. `capture`: "auto" replays the step from a
     CUDA graph on CUDA, "off" runs it eagerly (toysuper/capture.py); gradients are None afterwards. `tf32`: on
     CUDA, float32 matmuls may use TF32 while a step runs. `threads`: torch's CPU threads during the call
-    (threads.chosen_threads). Raises ValueError if the loss becomes NaN, leaving the model's weights as they were
+    (threads.torch_threads). Raises ValueError if the loss becomes NaN, leaving the model's weights as they were
     at the last good check.
     """
     steps = positive_int("steps", steps)

@@ -2,8 +2,8 @@
 
 toysuper's steps have fixed shapes and no host sync, so on CUDA one call is recorded with torch.cuda.graph
 and replayed, saving a few hundred kernel launches per step. A replay reads and writes the same memory:
-parameters, optimiser state, counters and random streams (counter tensors) carry over, and the host may
-change them in place between replays. The first WARMUP_STEPS steps
+parameters, optimiser state, counters and random streams (counter tensors; CUDA generators, registered on
+torch < 2.14) carry over, and the host may change them in place between replays. The first WARMUP_STEPS steps
 of a phase run eagerly on a side stream, as torch.cuda.graph requires. Each phase (e.g. BatchTopK's TopK
 warm-up) has its own graph, all from one memory pool: they run one at a time on one stream, and only their
 outputs outlive a replay. An uncapturable source trains eagerly (CaptureSkipped); a failed capture restores
@@ -22,6 +22,7 @@ import torch
 CAPTURE = ("auto", "off")
 WARMUP_STEPS = 3
 TORCH_VERSION = tuple(int(part) for part in re.match(r"(\d+)\.(\d+)", torch.__version__).groups())
+REGISTERS_GENERATORS = TORCH_VERSION < (2, 14)  # from 2.14 torch registers generators on first use
 
 
 class CaptureWarning(RuntimeWarning):
@@ -69,8 +70,8 @@ class StepRunner:
     """Calls `step()` -> dict of tensors (updated in place by a replay: read them before the next call):
     eagerly, or on CUDA from one CUDA graph per phase.
 
-    streams: the random streams the step advances (tensors advanced in place, or objects with get_state()/set_state()
-    such as a CPU torch.Generator), restored after a failed capture. reset_gradients: drops the references into a
+    streams: the random streams the step advances (torch.Generators, tensors advanced in place, or objects with
+    get_state()/set_state()), restored after a failed capture. reset_gradients: drops the references into a
     graph's memory (the gradients), before each capture, after a failed one, and in close(). not_capturable:
     uncapturable_reason's answer. record(step, device, streams, pool) -> (graph, outputs): a test may fake it.
     `captured`: whether the steps after the warm-up ran from graphs; `failure`: why not, else None.
@@ -163,6 +164,9 @@ def record_cuda_graph(step: Callable[[], dict], device: torch.device, streams: S
         saved = default_generator.clone_state()
         pool = torch.cuda.graph_pool_handle() if pool is None else pool
         graph = torch.cuda.CUDAGraph()
+        if REGISTERS_GENERATORS:
+            for generator in filter(_is_cuda_generator, streams):
+                graph.register_generator_state(generator)
         try:
             with torch.cuda.graph(graph, pool=pool):
                 outputs = step()
@@ -185,12 +189,22 @@ def _end_allocator_capture(index: int, pool) -> None:
     torch._C._cuda_releasePool(index, pool)
 
 
+def _is_cuda_generator(stream) -> bool:
+    return isinstance(stream, torch.Generator) and stream.device.type == "cuda"
+
+
 def _save(stream):
+    """A copy of a random stream's state (for a CUDA generator a new state object: restoring it also ends
+    the capture mode a failed capture may leave it in)."""
+    if _is_cuda_generator(stream):
+        return stream.clone_state()
     return stream.get_state() if hasattr(stream, "get_state") else stream.detach().clone()
 
 
 def _restore(stream, state) -> None:
-    if hasattr(stream, "set_state"):
+    if _is_cuda_generator(stream):
+        stream.graphsafe_set_state(state)
+    elif hasattr(stream, "set_state"):
         stream.set_state(state)
     else:
         with torch.no_grad():

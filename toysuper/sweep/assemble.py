@@ -1,9 +1,4 @@
-"""From grid points to the objects they train: feature distribution, source, SAE.
-
-`check_point` rejects a point that cannot train (naming its keys) before anything trains: each key's own
-value was checked by `config.resolve`; what depends on several keys is checked here, by building what a
-point describes without its weights (a one-instance feature distribution, `SAE.check_arguments`).
-"""
+"""From grid points to the objects they train: feature distribution, source, SAE."""
 
 from __future__ import annotations
 
@@ -27,11 +22,10 @@ STRUCTURED = ("features.magnitude", "features.correlated_groups", "features.excl
               "features.hierarchy_parents")
 
 
-def check_point(point: dict, fits=None) -> None:
-    """Reject a grid point that cannot train, naming its keys, before anything trains or is allocated
-    (`fits(point)` may first refuse sizes too large for memory)."""
-    if fits is not None:
-        fits(point)
+def check_point(point: dict) -> None:
+    """Reject a grid point that cannot train, naming its keys, before anything trains or is allocated: `config.resolve`
+    checked each key's value; what depends on several keys is checked here, by building what the point describes
+    without its weights (a one-instance feature distribution, `SAE.check_arguments`)."""
     for name, value in point.items():
         only = name in SCHEMA and SCHEMA[name].only
         if only and value is not None and value != SCHEMA[name].default:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import difflib
 import functools
 import hashlib
-import importlib
 import inspect
 import itertools
 import json
@@ -54,9 +53,8 @@ def rule(ok, what):
 
 
 def one_of(choices):
-    """A check that a value is one of `choices` (or of `choices()`, from a module that imports this one)."""
-    known = (lambda: list(choices())) if callable(choices) else (lambda: list(choices))
-    return rule(lambda value: value in known(), lambda: f"one of {known()}")
+    """A check that a value is one of `choices`, read when checking (a registry may grow)."""
+    return rule(lambda value: value in list(choices), lambda: f"one of {list(choices)}")
 
 
 def _real(value) -> bool:
@@ -70,9 +68,7 @@ def _device(value) -> bool:
         return False
 
 
-check_device = rule(_device, "auto, cpu, cuda or cuda:N")
-"""check_device("device", value): whether this machine has it is checked at run time (a plan may be made on a laptop
-for a GPU machine)."""
+check_device = rule(_device, "auto, cpu, cuda or cuda:N")  # whether this machine has it: checked at run time
 
 positive, non_negative, whole = checks.positive_float, checks.non_negative, checks.positive_int
 count = rule(lambda v: type(v) is int and v >= 0, "a whole number >= 0")
@@ -81,7 +77,7 @@ probability = rule(lambda v: _real(v) and 0 <= v <= 1, "a number in [0, 1]")  # 
 fraction = rule(lambda v: _real(v) and 0 < v <= 1, "a number in (0, 1]")
 boolean = rule(lambda v: isinstance(v, bool), "true or false")
 string = rule(lambda v: isinstance(v, str), "a string")
-FREQUENCY_LAWS, DICTIONARIES = ("constant", "zipf"), ("random", "low_coherence")
+FREQUENCY_LAWS, DICTIONARIES, EXECUTORS = ("constant", "zipf"), ("random", "low_coherence"), ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -174,8 +170,7 @@ class Run:  # how to run, not what: never part of a configuration's identity, ne
                        "one, and more threads than free cores slow everything down", count)
     save_models: bool = key(False, "save every trained SAE and toy model (safetensors + JSON) in the run folder",
                             boolean)
-    executor: str = key("local", "local (in this process) or ray (instance batches as Ray tasks)",
-                        one_of(lambda: importlib.import_module(".executors", __package__).EXECUTORS))
+    executor: str = key("local", "local (in this process) or ray (instance batches as Ray tasks)", one_of(EXECUTORS))
     ray_address: str = key("", "Ray cluster address ('' starts or joins a local instance, 'auto' joins one)",
                            rule(lambda v: isinstance(v, str), "a string ('' starts a local Ray, 'auto' joins one)"))
     gpus_per_batch: float = key(1.0, "GPUs a Ray task claims when the cluster has GPUs", non_negative)

@@ -14,9 +14,8 @@ import torch
 from ..devices import resolve_device
 from ..sae.recipes import get_recipe, recipe_path
 from .batch import Batch
+from .config import EXECUTORS
 from .runner import BatchResult, run_batch
-
-EXECUTORS = ("local", "ray")
 
 
 class LocalExecutor:

@@ -93,7 +93,8 @@ def plan(config: dict, done: set[str] = frozenset(), device=None) -> list[Batch]
     free = available_mb(device)
     points = config_io.expand(config)
     for point in progress_bar(points, desc="checking configurations", quiet=len(points) < PROGRESS_AT):
-        check_point(point, fits=lambda p: check_fits(p, memory_mb, free, device))
+        check_fits(point, memory_mb, free, device)
+        check_point(point)
     groups: dict[tuple, list[dict]] = {}
     keys: dict[int, str] = {}
     seen = set(done)

@@ -129,8 +129,7 @@ def _failed(trainings: list[list[dict]], error: BaseException) -> _Outcome:
 
 
 def _one_at_a_time(trainings: list[list[dict]], device, quiet: bool) -> _Outcome:
-    """Each training alone; those that fail become failed rows. The others give the rows they give in
-    any batch (their streams are their own), and their models are stacked back into one of each."""
+    """Each training alone: those that fail become failed rows, the others' models are stacked back into one."""
     rows, features, saes, toys = [], [], [], []
     for points in trainings:
         try:

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 import warnings
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -54,8 +55,6 @@ def atomic_write(path: Path, data: str | bytes) -> None:
 
 
 def package_versions() -> dict:
-    from importlib import metadata
-
     versions = {"python": platform.python_version(), "platform": platform.platform()}
     for name in ("toysuper", "torch", "numpy", "pandas", "scipy", "seaborn", "safetensors", "ray"):
         try:
@@ -136,14 +135,12 @@ class RunStore:
             stale.unlink(missing_ok=True)  # left by a session killed mid-write
         if not self.exists():
             atomic_write(self.directory / CONFIG, config_io.to_toml(config))
-        meta = self.meta()
-        if not meta:
-            seeds = config["seed"] if isinstance(config["seed"], list) else [config["seed"]]
-            meta = {"name": config["name"], "config_key": config_io.config_key(config), "seeds": seeds,
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": package_versions(),
-                    **git_commit(), "sessions": []}
-        meta["sessions"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "executor": executor,
-                                 "argv": sys.argv, "versions": package_versions(), **git_commit()})
+        now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        code = {"versions": package_versions(), **git_commit()}  # what runs: package versions and git commit
+        seeds = config["seed"] if isinstance(config["seed"], list) else [config["seed"]]
+        meta = self.meta() or {"name": config["name"], "config_key": config_io.config_key(config), "seeds": seeds,
+                               "created": now, **code, "sessions": []}
+        meta["sessions"].append({"started": now, "executor": executor, "argv": sys.argv, **code})
         atomic_write(self.directory / META, json.dumps(meta, indent=2))
         self._batches(set_aside=True)
         self.sync()

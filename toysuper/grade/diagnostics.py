@@ -115,8 +115,6 @@ def source_hierarchy(source) -> torch.Tensor | None:
         value = getattr(dist, "hierarchy", None)
     if value is None:
         return None
-    if isinstance(value, torch.Tensor):
-        value = value.cpu()
     if isinstance(value, torch.Tensor) and value.ndim == 2:  # one hierarchy per distribution instance
         parents = _dist_values(source, parent_index(value, value.shape[0], source.n_features))
     else:
@@ -125,8 +123,7 @@ def source_hierarchy(source) -> torch.Tensor | None:
 
 
 def compositions(true_directions: torch.Tensor, decoder_directions: torch.Tensor, col_cos: torch.Tensor,
-                 col_feature: torch.Tensor, thresholds: Thresholds, chunk_entries: int = 1 << 24
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+                 col_feature: torch.Tensor, thresholds: Thresholds) -> tuple[torch.Tensor, torch.Tensor]:
     """Latents whose direction is a positive combination of true features and none of them alone.
 
     For m = 2..max_parts, the unit latent is fitted by least squares on its m nearest features (col_cos,
@@ -139,7 +136,7 @@ def compositions(true_directions: torch.Tensor, decoder_directions: torch.Tensor
     parts = torch.full((n_inst, k, thresholds.max_parts), -1, dtype=torch.long, device=col_cos.device)
     fit = torch.full((n_inst, k), torch.nan, device=col_cos.device)
     instance = torch.arange(n_inst, device=col_cos.device)[:, None, None]
-    step = max(1, chunk_entries // max(1, n_inst * m_max * d))
+    step = max(1, (1 << 24) // max(1, n_inst * m_max * d))  # latents per chunk: 16M entries of G
     for start in range(0, k, step):
         cos, feature = col_cos[:, start:start + step], col_feature[:, start:start + step]
         chunk_parts, chunk_fit = parts[:, start:start + step], fit[:, start:start + step]  # views

@@ -217,7 +217,7 @@ def _stream(sae, source, directions: _Directions, parents, thresholds, generator
                            ("latent", a_fires), ("both", fires & a_fires), ("latent_fires", acts > 0)):
             sums[key] += value.sum(0)
         x_hat = sae.decode(acts) if sae.has_decode else None
-        if x_hat is not None:
+        if sae.has_decode:
             sums["squared_error"] += (x - x_hat).double().pow(2).sum((0, 2))
         sums["sb"].update(acts, f, x, x_hat)
         sums["sum_x"] += x.double().sum(0)
@@ -271,8 +271,7 @@ def _feature_columns(source, directions: _Directions, parents, sums: dict, n_nea
 
 def _frame(n_inst: int, size: int, index: str, columns: dict) -> pd.DataFrame:
     """A table of one row per (instance, `index`) from (inst, size) columns."""
-    flat = {name: value.reshape(-1).numpy() if isinstance(value, torch.Tensor) else value.reshape(-1)
-            for name, value in columns.items()}
+    flat = {name: np.asarray(value).reshape(-1) for name, value in columns.items()}
     return pd.DataFrame({"instance": np.repeat(np.arange(n_inst), size), index: np.tile(np.arange(size), n_inst),
                          **flat})
 

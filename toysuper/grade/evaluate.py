@@ -94,8 +94,19 @@ def evaluate(sae, source: ActivationSource, n_samples: int = 20_000, batch_size:
         candidates: latents per feature kept as candidate edges of the sparse matching.
         threads: torch's CPU threads during the call (`threads.chosen_threads`).
     """
-    n_samples, batch_size, candidates, thresholds = _checked(source, n_samples, batch_size, candidates, threshold,
-                                                             matching, thresholds)
+    n_samples = positive_int("n_samples", n_samples)
+    batch_size = positive_int("batch_size", batch_size)
+    candidates = positive_int("candidates", candidates)
+    if not 0 < threshold <= 1:
+        raise ValueError(f"threshold must lie in (0, 1], got {threshold!r}")
+    if matching not in ("auto", "exact", "sparse"):
+        raise ValueError(f"matching must be 'auto', 'exact' or 'sparse', got {matching!r}")
+    thresholds = Thresholds() if thresholds is None else thresholds
+    if not isinstance(thresholds, Thresholds):
+        raise TypeError(f"thresholds must be a toysuper.Thresholds, got {type(thresholds).__name__}")
+    if not isinstance(source, ActivationSource):
+        raise TypeError(f"source must be an activation source (sample(), true_directions(), gradeable(), e.g. "
+                        f"DictionarySource or ToyModelSource), got {type(source).__name__}")
     sae = as_gradeable(sae)
     if (source.n_instances, source.d_hidden) != (sae.n_instances, sae.d_hidden):
         raise ValueError(f"source gives (n_instances, d_hidden)=({source.n_instances}, {source.d_hidden}) "
@@ -113,24 +124,6 @@ def evaluate(sae, source: ActivationSource, n_samples: int = 20_000, batch_size:
     summary = _summary_table(directions, features, latents, sums, sb, threshold, n_samples, sae.has_decode)
     return Report(_frame(n_inst, n, "feature", features), summary, threshold,
                   _frame(n_inst, sae.d_sae, "latent", latents), thresholds)
-
-
-def _checked(source, n_samples, batch_size, candidates, threshold, matching, thresholds):
-    """evaluate's arguments checked: (n_samples, batch_size, candidates, thresholds)."""
-    n_samples = positive_int("n_samples", n_samples)
-    batch_size = positive_int("batch_size", batch_size)
-    candidates = positive_int("candidates", candidates)
-    if not 0 < threshold <= 1:
-        raise ValueError(f"threshold must lie in (0, 1], got {threshold!r}")
-    if matching not in ("auto", "exact", "sparse"):
-        raise ValueError(f"matching must be 'auto', 'exact' or 'sparse', got {matching!r}")
-    thresholds = Thresholds() if thresholds is None else thresholds
-    if not isinstance(thresholds, Thresholds):
-        raise TypeError(f"thresholds must be a toysuper.Thresholds, got {type(thresholds).__name__}")
-    if not isinstance(source, ActivationSource):
-        raise TypeError(f"source must be an activation source (sample(), true_directions(), gradeable(), e.g. "
-                        f"DictionarySource or ToyModelSource), got {type(source).__name__}")
-    return n_samples, batch_size, candidates, thresholds
 
 
 @dataclass
@@ -214,13 +207,13 @@ def _stream(sae, source, directions: _Directions, parents, thresholds, generator
             sums["absorption"].update(f, acts)
         a, f = a.double(), f.double()
         for key, value in (("a", a), ("f", f), ("aa", a * a), ("ff", f * f), ("af", a * f), ("feature", fires),
-                           ("latent", a_fires), ("both", fires & a_fires), ("latent_fires", acts > 0)):
+                           ("latent", a_fires), ("both", fires & a_fires), ("latent_fires", acts > 0),
+                           ("sum_x", x.double())):
             sums[key] += value.sum(0)
         x_hat = sae.decode(acts) if sae.has_decode else None
         if sae.has_decode:
             sums["squared_error"] += (x - x_hat).double().pow(2).sum((0, 2))
         sums["sb"].update(acts, f, x, x_hat)
-        sums["sum_x"] += x.double().sum(0)
         sums["sum_xx"] += x.double().pow(2).sum((0, 2))
     return sums
 

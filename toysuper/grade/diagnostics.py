@@ -140,7 +140,6 @@ def compositions(true_directions: torch.Tensor, decoder_directions: torch.Tensor
     for start in range(0, k, step):
         cos, feature = col_cos[:, start:start + step], col_feature[:, start:start + step]
         chunk_parts, chunk_fit = parts[:, start:start + step], fit[:, start:start + step]  # views
-        found = torch.zeros(cos.shape[:2], dtype=torch.bool, device=cos.device)
         alone = cos[..., 0] < thresholds.composition
         for m in range(2, m_max + 1):
             rhs = cos[..., :m].double()  # (inst, chunk, m): cosines with the candidate parts
@@ -150,10 +149,9 @@ def compositions(true_directions: torch.Tensor, decoder_directions: torch.Tensor
             gram = G @ G.transpose(-1, -2) + 1e-9 * torch.eye(m, dtype=torch.float64, device=G.device)
             coef = torch.linalg.solve(gram, rhs.unsqueeze(-1)).squeeze(-1)
             fit_m = (rhs * coef).sum(-1).clamp(0, 1).sqrt()  # |projection of the unit latent on their span|
-            new = valid & alone & ~found & (coef > 0).all(-1) & (fit_m >= thresholds.composition)
+            new = valid & alone & chunk_fit.isnan() & (coef > 0).all(-1) & (fit_m >= thresholds.composition)
             chunk_parts[..., :m] = torch.where(new[..., None], feature[..., :m], chunk_parts[..., :m])
             chunk_fit[:] = torch.where(new, fit_m.float(), chunk_fit)
-            found |= new
     return parts, fit
 
 

@@ -106,20 +106,17 @@ def parent_index(hierarchy, n_instances: int, n_features: int) -> torch.Tensor:
     return parents.contiguous()
 
 
-def source_hierarchy(source) -> torch.Tensor | None:
-    """The parent of every feature (inst, n) from the source's `dist.parent` or `dist.hierarchy`; None
-    when it has no hierarchy."""
+def source_hierarchy(source) -> torch.Tensor:
+    """The parent of every feature (inst, n) from the source's `dist.parent` or `dist.hierarchy`; -1 for none."""
     dist = getattr(source, "dist", None)
     value = getattr(dist, "parent", None)
     if value is None:
         value = getattr(dist, "hierarchy", None)
     if value is None:
-        return None
+        return torch.full((source.n_instances, source.n_features), -1)
     if isinstance(value, torch.Tensor) and value.ndim == 2:  # one hierarchy per distribution instance
-        parents = _dist_values(source, parent_index(value, value.shape[0], source.n_features))
-    else:
-        parents = parent_index(value, source.n_instances, source.n_features)
-    return parents if (parents >= 0).any() else None
+        return _dist_values(source, parent_index(value, value.shape[0], source.n_features))
+    return parent_index(value, source.n_instances, source.n_features)
 
 
 def compositions(true_directions: torch.Tensor, decoder_directions: torch.Tensor, col_cos: torch.Tensor,

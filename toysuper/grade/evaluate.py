@@ -193,18 +193,16 @@ def _stream(sae, source, directions: _Directions, parents, thresholds, generator
     sums = {key: zeros(n_inst, n) for key in ("a", "f", "aa", "ff", "af", "feature", "latent", "both")}
     sums.update(latent_fires=zeros(n_inst, sae.d_sae), squared_error=zeros(n_inst),
                 sum_x=zeros(n_inst, sae.d_hidden), sum_xx=zeros(n_inst),
-                sb=SynthSAEBenchSums(best_abs_feature(directions.G, directions.D, directions.gradeable)))
-    if parents is not None:
-        sums["absorption"] = AbsorptionCounter(parents, directions.matched_latent, directions.gradeable,
-                                               directions.G, directions.D, thresholds.absorption)
+                sb=SynthSAEBenchSums(best_abs_feature(directions.G, directions.D, directions.gradeable)),
+                absorption=AbsorptionCounter(parents, directions.matched_latent, directions.gradeable,
+                                             directions.G, directions.D, thresholds.absorption))
     for size in progress_bar(sizes, desc="grading", quiet=quiet):
         batch = source.sample(size, generator)
         x, f = batch.hidden.to(device).float(), batch.features.to(device)
         acts = sae.encode(x)
         a = torch.gather(acts, 2, gather_index.expand(size, -1, -1)) * has_match
         fires, a_fires = f > 0, a > 0
-        if parents is not None:
-            sums["absorption"].update(f, acts)
+        sums["absorption"].update(f, acts)
         a, f = a.double(), f.double()
         for key, value in (("a", a), ("f", f), ("aa", a * a), ("ff", f * f), ("af", a * f), ("feature", fires),
                            ("latent", a_fires), ("both", fires & a_fires), ("latent_fires", acts > 0),
@@ -245,12 +243,11 @@ def _feature_columns(source, directions: _Directions, parents, sums: dict, n_nea
     n_inst, n = matched.shape
     firing_prob = firing_probabilities(source)
     precision, recall, f1 = firing_scores(sums["both"].cpu(), sums["feature"].cpu(), sums["latent"].cpu(), matched)
-    no_rates = (torch.full((n_inst, n), torch.nan, dtype=torch.float64),) * 2
-    absorption, parent_miss = sums["absorption"].rates(n_inst) if "absorption" in sums else no_rates
+    absorption, parent_miss = sums["absorption"].rates(n_inst)
     correlation = _pearson(n_samples, sums["a"], sums["f"], sums["aa"], sums["ff"], sums["af"]).cpu()
     n_near = torch.where(graded, n_near, 0)
     return {
-        "graded": graded, "parent": parents if parents is not None else torch.full((n_inst, n), -1),
+        "graded": graded, "parent": parents,
         "firing_prob": firing_prob if firing_prob is not None else torch.full((n_inst, n), torch.nan),
         "frequency": sums["feature"].cpu() / n_samples,
         "best_latent": directions.tops.row_latent[..., 0].cpu(), "best_cos": directions.tops.row_cos[..., 0].cpu(),

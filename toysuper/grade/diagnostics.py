@@ -106,27 +106,21 @@ def parent_index(hierarchy, n_instances: int, n_features: int) -> torch.Tensor:
     return parents.contiguous()
 
 
-def source_hierarchy(source) -> torch.Tensor | None:
-    """The parent of every feature (inst, n) from the source's `dist.parent` or `dist.hierarchy`; None
-    when it has no hierarchy."""
+def source_hierarchy(source) -> torch.Tensor:
+    """The parent of every feature (inst, n) from the source's `dist.parent` or `dist.hierarchy`; -1 for none."""
     dist = getattr(source, "dist", None)
     value = getattr(dist, "parent", None)
     if value is None:
         value = getattr(dist, "hierarchy", None)
     if value is None:
-        return None
-    if isinstance(value, torch.Tensor):
-        value = value.cpu()
+        return torch.full((source.n_instances, source.n_features), -1)
     if isinstance(value, torch.Tensor) and value.ndim == 2:  # one hierarchy per distribution instance
-        parents = _dist_values(source, parent_index(value, value.shape[0], source.n_features))
-    else:
-        parents = parent_index(value, source.n_instances, source.n_features)
-    return parents if (parents >= 0).any() else None
+        return _dist_values(source, parent_index(value, value.shape[0], source.n_features))
+    return parent_index(value, source.n_instances, source.n_features)
 
 
 def compositions(true_directions: torch.Tensor, decoder_directions: torch.Tensor, col_cos: torch.Tensor,
-                 col_feature: torch.Tensor, thresholds: Thresholds, chunk_entries: int = 1 << 24
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+                 col_feature: torch.Tensor, thresholds: Thresholds) -> tuple[torch.Tensor, torch.Tensor]:
     """Latents whose direction is a positive combination of true features and none of them alone.
 
     For m = 2..max_parts, the unit latent is fitted by least squares on its m nearest features (col_cos,
@@ -139,11 +133,10 @@ def compositions(true_directions: torch.Tensor, decoder_directions: torch.Tensor
     parts = torch.full((n_inst, k, thresholds.max_parts), -1, dtype=torch.long, device=col_cos.device)
     fit = torch.full((n_inst, k), torch.nan, device=col_cos.device)
     instance = torch.arange(n_inst, device=col_cos.device)[:, None, None]
-    step = max(1, chunk_entries // max(1, n_inst * m_max * d))
+    step = max(1, (1 << 24) // max(1, n_inst * m_max * d))  # latents per chunk: 16M entries of G
     for start in range(0, k, step):
         cos, feature = col_cos[:, start:start + step], col_feature[:, start:start + step]
         chunk_parts, chunk_fit = parts[:, start:start + step], fit[:, start:start + step]  # views
-        found = torch.zeros(cos.shape[:2], dtype=torch.bool, device=cos.device)
         alone = cos[..., 0] < thresholds.composition
         for m in range(2, m_max + 1):
             rhs = cos[..., :m].double()  # (inst, chunk, m): cosines with the candidate parts
@@ -153,10 +146,9 @@ def compositions(true_directions: torch.Tensor, decoder_directions: torch.Tensor
             gram = G @ G.transpose(-1, -2) + 1e-9 * torch.eye(m, dtype=torch.float64, device=G.device)
             coef = torch.linalg.solve(gram, rhs.unsqueeze(-1)).squeeze(-1)
             fit_m = (rhs * coef).sum(-1).clamp(0, 1).sqrt()  # |projection of the unit latent on their span|
-            new = valid & alone & ~found & (coef > 0).all(-1) & (fit_m >= thresholds.composition)
+            new = valid & alone & chunk_fit.isnan() & (coef > 0).all(-1) & (fit_m >= thresholds.composition)
             chunk_parts[..., :m] = torch.where(new[..., None], feature[..., :m], chunk_parts[..., :m])
             chunk_fit[:] = torch.where(new, fit_m.float(), chunk_fit)
-            found |= new
     return parts, fit
 
 

@@ -94,8 +94,19 @@ def evaluate(sae, source: ActivationSource, n_samples: int = 20_000, batch_size:
         candidates: latents per feature kept as candidate edges of the sparse matching.
         threads: torch's CPU threads during the call (`threads.torch_threads`).
     """
-    n_samples, batch_size, candidates, thresholds = _checked(source, n_samples, batch_size, candidates, threshold,
-                                                             matching, thresholds)
+    n_samples = positive_int("n_samples", n_samples)
+    batch_size = positive_int("batch_size", batch_size)
+    candidates = positive_int("candidates", candidates)
+    if not 0 < threshold <= 1:
+        raise ValueError(f"threshold must lie in (0, 1], got {threshold!r}")
+    if matching not in ("auto", "exact", "sparse"):
+        raise ValueError(f"matching must be 'auto', 'exact' or 'sparse', got {matching!r}")
+    thresholds = Thresholds() if thresholds is None else thresholds
+    if not isinstance(thresholds, Thresholds):
+        raise TypeError(f"thresholds must be a toysuper.Thresholds, got {type(thresholds).__name__}")
+    if not isinstance(source, ActivationSource):
+        raise TypeError(f"source must be an activation source (sample(), true_directions(), gradeable(), e.g. "
+                        f"DictionarySource or ToyModelSource), got {type(source).__name__}")
     sae = as_gradeable(sae)
     if (source.n_instances, source.d_hidden) != (sae.n_instances, sae.d_hidden):
         raise ValueError(f"source gives (n_instances, d_hidden)=({source.n_instances}, {source.d_hidden}) "
@@ -113,24 +124,6 @@ def evaluate(sae, source: ActivationSource, n_samples: int = 20_000, batch_size:
     summary = _summary_table(directions, features, latents, sums, sb, threshold, n_samples, sae.has_decode)
     return Report(_frame(n_inst, n, "feature", features), summary, threshold,
                   _frame(n_inst, sae.d_sae, "latent", latents), thresholds)
-
-
-def _checked(source, n_samples, batch_size, candidates, threshold, matching, thresholds):
-    """evaluate's arguments checked: (n_samples, batch_size, candidates, thresholds)."""
-    n_samples = positive_int("n_samples", n_samples)
-    batch_size = positive_int("batch_size", batch_size)
-    candidates = positive_int("candidates", candidates)
-    if not 0 < threshold <= 1:
-        raise ValueError(f"threshold must lie in (0, 1], got {threshold!r}")
-    if matching not in ("auto", "exact", "sparse"):
-        raise ValueError(f"matching must be 'auto', 'exact' or 'sparse', got {matching!r}")
-    thresholds = Thresholds() if thresholds is None else thresholds
-    if not isinstance(thresholds, Thresholds):
-        raise TypeError(f"thresholds must be a toysuper.Thresholds, got {type(thresholds).__name__}")
-    if not isinstance(source, ActivationSource):
-        raise TypeError(f"source must be an activation source (sample(), true_directions(), gradeable(), e.g. "
-                        f"DictionarySource or ToyModelSource), got {type(source).__name__}")
-    return n_samples, batch_size, candidates, thresholds
 
 
 @dataclass
@@ -200,27 +193,25 @@ def _stream(sae, source, directions: _Directions, parents, thresholds, generator
     sums = {key: zeros(n_inst, n) for key in ("a", "f", "aa", "ff", "af", "feature", "latent", "both")}
     sums.update(latent_fires=zeros(n_inst, sae.d_sae), squared_error=zeros(n_inst),
                 sum_x=zeros(n_inst, sae.d_hidden), sum_xx=zeros(n_inst),
-                sb=SynthSAEBenchSums(best_abs_feature(directions.G, directions.D, directions.gradeable)))
-    if parents is not None:
-        sums["absorption"] = AbsorptionCounter(parents, directions.matched_latent, directions.gradeable,
-                                               directions.G, directions.D, thresholds.absorption)
+                sb=SynthSAEBenchSums(best_abs_feature(directions.G, directions.D, directions.gradeable)),
+                absorption=AbsorptionCounter(parents, directions.matched_latent, directions.gradeable,
+                                             directions.G, directions.D, thresholds.absorption))
     for size in progress_bar(sizes, desc="grading", quiet=quiet):
         batch = source.sample(size, generator)
         x, f = batch.hidden.to(device).float(), batch.features.to(device)
         acts = sae.encode(x)
         a = torch.gather(acts, 2, gather_index.expand(size, -1, -1)) * has_match
         fires, a_fires = f > 0, a > 0
-        if parents is not None:
-            sums["absorption"].update(f, acts)
+        sums["absorption"].update(f, acts)
         a, f = a.double(), f.double()
         for key, value in (("a", a), ("f", f), ("aa", a * a), ("ff", f * f), ("af", a * f), ("feature", fires),
-                           ("latent", a_fires), ("both", fires & a_fires), ("latent_fires", acts > 0)):
+                           ("latent", a_fires), ("both", fires & a_fires), ("latent_fires", acts > 0),
+                           ("sum_x", x.double())):
             sums[key] += value.sum(0)
         x_hat = sae.decode(acts) if sae.has_decode else None
-        if x_hat is not None:
+        if sae.has_decode:
             sums["squared_error"] += (x - x_hat).double().pow(2).sum((0, 2))
         sums["sb"].update(acts, f, x, x_hat)
-        sums["sum_x"] += x.double().sum(0)
         sums["sum_xx"] += x.double().pow(2).sum((0, 2))
     return sums
 
@@ -252,12 +243,11 @@ def _feature_columns(source, directions: _Directions, parents, sums: dict, n_nea
     n_inst, n = matched.shape
     firing_prob = firing_probabilities(source)
     precision, recall, f1 = firing_scores(sums["both"].cpu(), sums["feature"].cpu(), sums["latent"].cpu(), matched)
-    no_rates = (torch.full((n_inst, n), torch.nan, dtype=torch.float64),) * 2
-    absorption, parent_miss = sums["absorption"].rates(n_inst) if "absorption" in sums else no_rates
+    absorption, parent_miss = sums["absorption"].rates(n_inst)
     correlation = _pearson(n_samples, sums["a"], sums["f"], sums["aa"], sums["ff"], sums["af"]).cpu()
     n_near = torch.where(graded, n_near, 0)
     return {
-        "graded": graded, "parent": parents if parents is not None else torch.full((n_inst, n), -1),
+        "graded": graded, "parent": parents,
         "firing_prob": firing_prob if firing_prob is not None else torch.full((n_inst, n), torch.nan),
         "frequency": sums["feature"].cpu() / n_samples,
         "best_latent": directions.tops.row_latent[..., 0].cpu(), "best_cos": directions.tops.row_cos[..., 0].cpu(),
@@ -271,8 +261,7 @@ def _feature_columns(source, directions: _Directions, parents, sums: dict, n_nea
 
 def _frame(n_inst: int, size: int, index: str, columns: dict) -> pd.DataFrame:
     """A table of one row per (instance, `index`) from (inst, size) columns."""
-    flat = {name: value.reshape(-1).numpy() if isinstance(value, torch.Tensor) else value.reshape(-1)
-            for name, value in columns.items()}
+    flat = {name: np.asarray(value).reshape(-1) for name, value in columns.items()}
     return pd.DataFrame({"instance": np.repeat(np.arange(n_inst), size), index: np.tile(np.arange(size), n_inst),
                          **flat})
 

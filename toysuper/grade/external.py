@@ -83,8 +83,6 @@ class Graded:
 
 def as_gradeable(sae) -> Graded:
     """Whatever the user passed as an SAE, seen through the protocol (see the module docstring)."""
-    if isinstance(sae, Graded):
-        return sae
     if isinstance(sae, (str, os.PathLike)):
         sae = load_directory(sae)
     elif isinstance(sae, (tuple, list)):

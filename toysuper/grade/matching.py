@@ -100,8 +100,7 @@ def cosine_tops(true_directions: torch.Tensor, decoder_directions: torch.Tensor,
     n_inst, n, _ = G.shape
     k = D.shape[1]
     per_row, per_col = min(per_row, k), min(per_col, n)
-    row_mask = torch.ones(n_inst, n, dtype=torch.bool) if row_mask is None else row_mask
-    row_mask = row_mask.to(G.device)
+    row_mask = torch.ones(n_inst, n, dtype=torch.bool, device=G.device) if row_mask is None else row_mask.to(G.device)
     rows = max(1, chunk_entries // max(1, n_inst * k))
     row_cos, row_latent = [], []
     col_cos = torch.full((n_inst, 0, k), -torch.inf, device=G.device)

@@ -143,15 +143,22 @@ def load_saelens(path, device=None) -> SAELensSAE:
 ARCHITECTURES = ("standard", "topk", "batchtopk", "jumprelu", "gated")  # the values of `Recipe.saelens_export`
 
 
-def _export(sae, instance: int) -> tuple[dict, dict]:
-    """One instance of a toysuper SAE in SAELens's terms: (cfg.json entries, weights).
+def save_saelens(sae, directory, instance: int = 0) -> Path:
+    """Write one instance of a toysuper `SAE` as a SAELens SAE directory (`sae_lens.SAE.load_from_disk` reads it,
+    as do `load_saelens` and `evaluate`); its recipe must have a SAELens counterpart (`saelens_export`).
 
     Every recipe computes pre = W_enc (x - b_dec) + b_enc, or W_enc x + b_enc where it does not centre its
     input (`Recipe.centres_input`: apply_b_dec_to_input), then by its export: standard ReLU(pre); topk
     ReLU(top-k of pre); batchtopk ReLU(pre) where > sae.threshold (a jumprelu of one threshold); jumprelu
     pre where pre > exp(sae.log_threshold); gated [pre > 0] ReLU(e^r_mag (pre - b_enc) + b_mag), b_gate = b_enc.
     """
-    export = sae.recipe.saelens_export
+    if isinstance(instance, bool) or not isinstance(instance, int) or not 0 <= instance < sae.n_instances:
+        raise ValueError(f"instance must be an index below n_instances={sae.n_instances}, got {instance!r}")
+    recipe, export = sae.recipe.name, sae.recipe.saelens_export
+    if export not in ARCHITECTURES:
+        exportable = sorted(name for name, known in RECIPES.items() if known.saelens_export in ARCHITECTURES)
+        raise ValueError(f"recipe {recipe!r} has no SAELens counterpart (its saelens_export is "
+                         f"{export!r}); exportable: {exportable}")
     tensors = {"W_enc": sae.W_enc[instance], "W_dec": sae.W_dec[instance], "b_dec": sae.b_dec[instance],
                "b_enc": sae.b_enc[instance]}
     entries = {"apply_b_dec_to_input": sae.recipe.centres_input,
@@ -164,20 +171,6 @@ def _export(sae, instance: int) -> tuple[dict, dict]:
         tensors["threshold"] = sae.log_threshold[instance].exp()
     elif export == "gated":
         tensors.update(b_gate=tensors.pop("b_enc"), b_mag=sae.b_mag[instance], r_mag=sae.r_mag[instance])
-    return entries, tensors
-
-
-def save_saelens(sae, directory, instance: int = 0) -> Path:
-    """Write one instance of a toysuper `SAE` as a SAELens SAE directory (`sae_lens.SAE.load_from_disk` reads it,
-    as do `load_saelens` and `evaluate`); its recipe must have a SAELens counterpart (`saelens_export`)."""
-    if isinstance(instance, bool) or not isinstance(instance, int) or not 0 <= instance < sae.n_instances:
-        raise ValueError(f"instance must be an index below n_instances={sae.n_instances}, got {instance!r}")
-    recipe = sae.recipe.name
-    if sae.recipe.saelens_export not in ARCHITECTURES:
-        exportable = sorted(name for name, known in RECIPES.items() if known.saelens_export in ARCHITECTURES)
-        raise ValueError(f"recipe {recipe!r} has no SAELens counterpart (its saelens_export is "
-                         f"{sae.recipe.saelens_export!r}); exportable: {exportable}")
-    entries, tensors = _export(sae, instance)
     config = {"d_in": sae.d_hidden, "d_sae": sae.d_sae, "dtype": "float32", "device": "cpu",
               "apply_b_dec_to_input": True, "normalize_activations": "none", "reshape_activations": "none",
               **entries,

@@ -181,14 +181,13 @@ def pareto_front(l0: np.ndarray, score: np.ndarray) -> np.ndarray:
     return front
 
 
-def pareto_figure(results: pd.DataFrame, features: pd.DataFrame | None, config: dict,
-                  max_rows: int = 4) -> plt.Figure | None:
+def pareto_figure(results: pd.DataFrame, features: pd.DataFrame | None, config: dict) -> plt.Figure | None:
     """Recovered@τ and MMCS against the SAE's measured L0: every setting of each recipe, and its Pareto frontier.
 
     The sparsity-fidelity plot of the SAE literature (e.g. Gao et al. 2024): a recipe is better where its
     frontier lies higher at the same L0. Each point is one setting of the recipe's knobs (labelled, e.g.
     "λ 0.3"), seeds averaged. Drawn when the sweep varies the SAE, so that L0 moves; one row of panels per
-    setting of the other swept axes, so that a frontier only joins SAEs trained on the same activations.
+    setting of the other swept axes (at most 4), so that a frontier only joins SAEs trained on the same activations.
     """
     swept = [k for k in _swept(results, config) if k != "seed"]
     sae_axes = [k for k in swept if k.startswith("sae.") and k != "sae.d_sae"]
@@ -198,8 +197,7 @@ def pareto_figure(results: pd.DataFrame, features: pd.DataFrame | None, config: 
     others = [k for k in swept if k not in sae_axes]
     by = list(dict.fromkeys(["sae.recipe", *sae_axes, *others]))
     means = results.groupby(by, dropna=False)[[recovered, "mmcs", "l0"]].mean().reset_index()
-    settings = [()] if not others else _spread(list(means.groupby(others[0] if len(others) == 1 else others).groups),
-                                               max_rows)
+    settings = _spread(list(means.groupby(others[0] if len(others) == 1 else others).groups), 4) if others else [()]
     recipes = list(dict.fromkeys(means["sae.recipe"]))
     palette = recipe_colours(recipes)
     knobs = {recipe: [k for k in sae_axes if k != "sae.recipe"
@@ -209,10 +207,9 @@ def pareto_figure(results: pd.DataFrame, features: pd.DataFrame | None, config: 
                                layout="constrained")
     for row, setting in enumerate(settings):
         part = means
-        if others:
-            setting = setting if isinstance(setting, tuple) else (setting,)
-            for key, value in zip(others, setting):
-                part = part[part[key] == value]
+        setting = setting if isinstance(setting, tuple) else (setting,)
+        for key, value in zip(others, setting):
+            part = part[part[key] == value]
         label = ", ".join(f"{_label(k)} {v}" for k, v in zip(others, setting))
         for panel, metric in zip(panels[row], [recovered, "mmcs"]):
             for recipe in recipes:
@@ -252,12 +249,12 @@ def _spread(values: list, n: int) -> list:
     return [values[round(i * (len(values) - 1) / (n - 1))] for i in range(n)]
 
 
-def feature_norm_bars(results: pd.DataFrame, features: pd.DataFrame | None, config: dict,
-                      max_columns: int = 6, max_rows: int = 3) -> plt.Figure | None:
+def feature_norm_bars(results: pd.DataFrame, features: pd.DataFrame | None, config: dict) -> plt.Figure | None:
     """Bars of ||W_i|| of every feature per toy model, coloured by Σ_{j≠i} (Ŵ_i·W_j)² (Elhage et al. 2022, "Toy
     Models of Superposition", fig. 3): dark bars have a dimension of their own, bright ones share it.
 
-    One panel per toy model across the x axis of the heatmap, one row per its y; the lowest seed only.
+    One panel per toy model across the x axis of the heatmap (at most 6), one row per its y (at most 3); the lowest
+    seed only.
     """
     if features is None or features.empty or "norm" not in features or features["norm"].isna().all():
         return None
@@ -269,8 +266,8 @@ def feature_norm_bars(results: pd.DataFrame, features: pd.DataFrame | None, conf
     if "seed" in toys:
         toys = toys[toys["seed"] == toys["seed"].min()]
     toys = toys.drop_duplicates(["batch", "toy_instance"])
-    columns = _spread(list(toys[x].unique()), max_columns) if x else [None]
-    rows = _spread(list(toys[y].unique()), max_rows) if y else [None]
+    columns = _spread(list(toys[x].unique()), 6) if x else [None]
+    rows = _spread(list(toys[y].unique()), 3) if y else [None]
     row_height = max(2.4, 0.16 * (features["feature"].max() + 1) + 1.0)
     fig, panels = plt.subplots(len(rows), len(columns), squeeze=False, layout="constrained",
                                figsize=(2.3 * len(columns) + 1.2, row_height * len(rows) + 0.6))
@@ -282,10 +279,8 @@ def feature_norm_bars(results: pd.DataFrame, features: pd.DataFrame | None, conf
         for c, x_value in enumerate(columns):
             panel = panels[r][c]
             chosen = toys
-            if x:
-                chosen = chosen[chosen[x] == x_value]
-            if y:
-                chosen = chosen[chosen[y] == y_value]
+            for axis, value in ((x, x_value), (y, y_value)):
+                chosen = chosen[chosen[axis] == value] if axis else chosen
             if chosen.empty:
                 panel.axis("off")
                 continue
@@ -308,9 +303,8 @@ def feature_norm_bars(results: pd.DataFrame, features: pd.DataFrame | None, conf
     return _titled(fig, config, "toy-model feature norms (dotted: represented at 0.5)", tight=False)
 
 
-def recovery_vs_frequency(results: pd.DataFrame, features: pd.DataFrame | None, config: dict,
-                          n_bins: int = 8) -> plt.Figure | None:
-    """Matched cosine and fraction recovered against each feature's firing probability (log bins).
+def recovery_vs_frequency(results: pd.DataFrame, features: pd.DataFrame | None, config: dict) -> plt.Figure | None:
+    """Matched cosine and fraction recovered against each feature's firing probability (8 log bins).
 
     One line per value of the most telling swept axis (d_sae first); graded features only.
     """
@@ -325,6 +319,7 @@ def recovery_vs_frequency(results: pd.DataFrame, features: pd.DataFrame | None, 
     hue = next((k for k in HUE_AXES if k in swept), None)
     if hue:
         table = table.merge(results[["key", hue]], on="key", how="left")
+    n_bins = 8
     edges = np.geomspace(table["firing_prob"].min(), table["firing_prob"].max() * 1.0001, n_bins + 1)
     centres = np.sqrt(edges[:-1] * edges[1:])
     table = table.assign(frequency=centres[np.clip(np.digitize(table["firing_prob"], edges) - 1, 0, n_bins - 1)])

@@ -123,17 +123,16 @@ class SAE(nn.Module):
 
     def _refresh_hyperparameter_max(self) -> None:
         # Kept on the host so that recipes can size tensors (top-k) or skip work without a device sync per step.
-        values = {name: getattr(self, name) for name in self.recipe.hyperparameters}
-        self._hyperparameter_max = {name: float(value.max()) for name, value in values.items()}
-        self._hyperparameter_min = {name: float(value.min()) for name, value in values.items()}
+        self._hyperparameter_range = {name: (float(getattr(self, name).min()), float(getattr(self, name).max()))
+                                      for name in self.recipe.hyperparameters}
 
     def hyperparameter_min(self, name: str) -> float:
         """Smallest value of a per-instance hyperparameter over the instances."""
-        return self._hyperparameter_min[name]
+        return self._hyperparameter_range[name][0]
 
     def hyperparameter_max(self, name: str) -> float:
         """Largest value of a per-instance hyperparameter over the instances."""
-        return self._hyperparameter_max[name]
+        return self._hyperparameter_range[name][1]
 
     @property
     def device(self) -> torch.device:

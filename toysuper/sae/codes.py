@@ -106,10 +106,12 @@ def top_k(pre: torch.Tensor, k: torch.Tensor, k_max: int) -> tuple[torch.Tensor,
 
 
 def batch_top_k(pre: torch.Tensor, k: torch.Tensor, k_max: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """BatchTopK's choice: `top_k` over each instance's flattened batch, its k[i]·batch largest positive
-    pre-activations, as (positions, keep), each (inst, k_max·batch), positions = sample · d_sae + latent."""
+    """BatchTopK's choice: per instance i, the k[i]·batch largest positive pre-activations of its whole
+    flattened batch, as (positions, keep), each (inst, k_max·batch), positions = sample · d_sae + latent."""
     batch, n_instances, _ = pre.shape
-    return top_k(pre.transpose(0, 1).reshape(1, n_instances, -1), k * batch, k_max * batch)
+    top, positions = pre.transpose(0, 1).reshape(n_instances, -1).topk(k_max * batch, dim=-1)
+    keep = (torch.arange(k_max * batch, device=pre.device) < (k * batch)[:, None]) & (top > 0)
+    return positions, keep
 
 
 SUBSAMPLE_STRIDE = 61  # the batch-wide cut is guessed on every 61st entry: prime, so it runs through every latent

@@ -21,10 +21,9 @@ from .state import TrainState
 PRECISIONS = ("float32", "bfloat16")
 
 
-def check_precision(precision: str) -> str:
+def check_precision(precision: str) -> None:
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    return precision
 
 
 def autocast(device: torch.device, precision: str):

@@ -6,11 +6,10 @@ the ones that count. The code is z = scatter(positions, ReLU(π[positions]) · k
 The choices are `top_k` (TopK), `choose_batch_top_k` (BatchTopK) and `top_k_among` (AuxK, choice and decode
 in one). Two implementations compute the same numbers:
     dense:  SAELens's formulation, a scatter into (batch, inst, d_sae) and a matmul; fixed shapes, no sync;
-    sparse: only the N chosen entries (row, latent, value), which pays where k ≪ d_sae and matmuls are slow
-            (CPUs): π_e = x_row · W_enc[:, latent] + b_latent, a sampled product (SDDMM), and
-            x̂_row = Σ_e v_e W_dec[latent_e], a segment sum of decoder rows; autograd differentiates both
-            without a (batch, d_sae) tensor. Its AuxK and BatchTopK paths read counts back to rank fewer
-            candidates (eager steps only).
+    sparse: only the N chosen entries, which pays where k ≪ d_sae and matmuls are slow (CPUs): scored as
+            sampled products π_e = x_row · W_enc[:, latent_e] + b_latent_e, decoded as a segment sum
+            x̂_row = Σ_e z_e W_dec[latent_e], both differentiated by autograd without a (batch, d_sae) tensor;
+            its AuxK and BatchTopK paths read counts back to rank fewer candidates (eager steps only).
 `BY_DEVICE` chooses one per device type by measurement (benchmarks/choices.py); recipes never know which.
 """
 

@@ -216,8 +216,7 @@ class SAE(nn.Module):
             if name in tensors and not torch.equal(tensors[name].to(sae.device), getattr(sae, name)):
                 raise ValueError(f"config.json in {str(directory)!r} says {name}={getattr(sae, name).tolist()} but "
                                  f"its weights.safetensors holds {name}={tensors[name].tolist()}; the two must agree")
-        weights.load_state(sae, tensors, directory)
-        sae._refresh_hyperparameter_max()
+        weights.load_state(sae, tensors, directory)  # the hyperparameters as built: their range stands
         return sae
 
     def extra_repr(self) -> str:

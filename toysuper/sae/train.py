@@ -230,7 +230,7 @@ DIVERGED = 10.0  # a reconstruction error that ends 10x above where it started: 
 def _warn_if_diverged(history: pd.DataFrame, lr: float) -> None:
     """Warn when an instance's reconstruction error ends far above its start (a divergence the NaN check misses)."""
     term = "mse" if "mse" in history else "loss"
-    if history.empty or history["step"].nunique() < 2:
+    if history["step"].nunique() < 2:  # (never empty: the last step is always logged)
         return
     first, last = (history[history["step"] == history["step"].agg(end)].set_index("instance")[term]
                    for end in ("min", "max"))

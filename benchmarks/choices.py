@@ -4,7 +4,7 @@ A device-specific path must earn its place (> 20% on its device, DESIGN.md). Eve
 step on task P (1,024 features in 128 dims, width 1,024, k = 8, batch 1,024, 8% of the latents dead so
 that AuxK works), built as train_sae builds it; variants run interleaved, one step each in turn, and
 each is reported as the median of its samples/s over the rounds:
-    codes        the sparse codes of sae/sparse.py against the dense ones (topk + scatter + matmul), for
+    codes        the sparse codes of sae/codes.py against the dense ones (topk + scatter + matmul), for
                  topk and batchtopk: sae/codes.BY_DEVICE takes sparse on this device only if it wins > 20%;
     AuxK         on the sparse step, AuxK over the dead latents' columns only (their count read back)
                  against the dense top-k over every latent;

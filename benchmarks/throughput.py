@@ -7,7 +7,7 @@ step cannot avoid, run bare as batched matmuls of the same shapes:
         and decoder forward and, backward, the decoder's weight gradient, the gradient reaching the
         latents and the encoder's weight gradient; gated decodes twice (its frozen-decoder term), seven;
     the TopK family (topk, batchtopk, matryoshka): one, the dense encoder product that chooses the
-        latents; everything after the choice costs in proportion to the kept latents (sae/sparse.py).
+        latents; everything after the choice costs in proportion to the kept latents (sae/codes.py).
 A recipe's "fraction of the matmul bound" is that time over its measured step. "captured" replays the
 step from a CUDA graph (capture="auto", CUDA only); "eager" runs it op by op (capture="off").
 

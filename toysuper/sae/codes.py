@@ -2,13 +2,14 @@
 
 A recipe chooses, in dense terms, which entries of its pre-activations π (batch, inst, d_sae) make the code:
 `positions` (inst, n) index each instance's flattened batch (sample · d_sae + latent), a bool `keep` (inst, n)
-the ones that count. The code is z = scatter(positions, ReLU(π[positions]) · keep), x̂ = W_dec z (+ b_dec);
-`encode` returns it as a DenseCode or a sparse.SparseCode (the same methods). The choices are `top_k`
-(TopK), `choose_batch_top_k` (BatchTopK) and `top_k_among` (AuxK, choice and decode in one). Two
-implementations compute the same numbers:
+the ones that count. The code is z = scatter(positions, ReLU(π[positions]) · keep), x̂ = W_dec z (+ b_dec).
+The choices are `top_k` (TopK), `choose_batch_top_k` (BatchTopK) and `top_k_among` (AuxK, choice and decode
+in one). Two implementations compute the same numbers:
     dense:  SAELens's formulation, a scatter into (batch, inst, d_sae) and a matmul; fixed shapes, no sync;
-    sparse: only the n entries (sae/sparse.py), which pays where k ≪ d_sae and matmuls are slow (CPUs); its
-            AuxK and BatchTopK paths read counts back to rank fewer candidates (eager steps only).
+    sparse: only the N chosen entries, which pays where k ≪ d_sae and matmuls are slow (CPUs): scored as
+            sampled products π_e = x_row · W_enc[:, latent_e] + b_latent_e, decoded as a segment sum
+            x̂_row = Σ_e z_e W_dec[latent_e], both differentiated by autograd without a (batch, d_sae) tensor;
+            its AuxK and BatchTopK paths read counts back to rank fewer candidates (eager steps only).
 `BY_DEVICE` chooses one per device type by measurement (benchmarks/choices.py); recipes never know which.
 """
 
@@ -19,8 +20,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
-
-from .sparse import SparseCode, code_at
+import torch.nn.functional as F
 
 
 class DenseCode(NamedTuple):
@@ -44,6 +44,54 @@ class DenseCode(NamedTuple):
     def l0(self) -> torch.Tensor:
         """Mean number of firing latents per sample, (inst,)."""
         return (self.acts.detach() > 0).float().sum(-1).mean(0)
+
+
+class SparseCode(NamedTuple):
+    """A batch's code as N entries grouped by row. Rows are instance · batch + sample and columns
+    instance · d_sae + latent, so every instance's weights are addressed in one product. Autocast is off
+    inside: the entries are few enough for float32 even when bf16 autocast chose them."""
+
+    rows: torch.Tensor  # (N,) instance · batch + sample, ascending
+    columns: torch.Tensor  # (N,) instance · d_sae + latent
+    row_starts: torch.Tensor  # (inst·batch,) where each row's entries start
+    values: torch.Tensor  # (N,) activations, >= 0, float32
+    shape: tuple[int, int, int]  # (batch, inst, d_sae) of the dense code
+
+    @property
+    def latents(self) -> torch.Tensor:
+        """(N,) latent of each entry within its instance."""
+        return self.columns % self.shape[2]
+
+    def decode(self, sae, bias: bool = True) -> torch.Tensor:
+        """x̂ = W_dec z (+ b_dec): (batch, inst, d_hidden). On the CPU embedding_bag sums each row in one pass
+        (a tenth of index_add's time there); elsewhere index_add, which needs no offsets."""
+        batch, n_instances, _ = self.shape
+        with torch.autocast(self.values.device.type, enabled=False):
+            decoder_rows = sae.W_dec.reshape(-1, sae.d_hidden)  # (inst·d_sae, d_hidden)
+            if decoder_rows.device.type == "cpu":
+                out = F.embedding_bag(self.columns, decoder_rows, self.row_starts, mode="sum",
+                                      per_sample_weights=self.values)
+            else:
+                out = decoder_rows.new_zeros(n_instances * batch, sae.d_hidden).index_add(
+                    0, self.rows, decoder_rows.index_select(0, self.columns) * self.values[:, None])
+        out = out.view(n_instances, batch, sae.d_hidden).transpose(0, 1)
+        return out + sae.b_dec if bias else out
+
+    def only(self, latents: torch.Tensor) -> "SparseCode":
+        """The code restricted to the latents where `latents` (inst, d_sae) is 1."""
+        return self._replace(values=self.values * latents.reshape(-1).index_select(0, self.columns))
+
+    def l0(self) -> torch.Tensor:
+        """Mean number of non-zero latents per sample, (inst,)."""
+        batch, n_instances, _ = self.shape
+        firing = (self.values.detach() > 0).float()
+        return firing.new_zeros(n_instances).index_add_(0, self.rows // batch, firing) / batch
+
+    def fired(self) -> torch.Tensor:
+        """Which latents fired anywhere in the batch, bool (inst, d_sae)."""
+        _, n_instances, d_sae = self.shape
+        values = self.values.detach()
+        return (values.new_zeros(n_instances * d_sae).index_add_(0, self.columns, values) > 0).view(n_instances, d_sae)
 
 
 def top_k(pre: torch.Tensor, k: torch.Tensor, k_max: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,16 +153,25 @@ def dense(sae, x: torch.Tensor, pre: torch.Tensor, positions: torch.Tensor, keep
 def dense_top_k_among(sae, x, pre, among, k, k_max) -> torch.Tensor:
     """`top_k_among` as written: mask, top-k, scatter, matmul."""
     masked = pre.detach().masked_fill(~among, -torch.inf)
-    return dense(sae, x, pre, *top_k(masked, k, min(k_max, sae.d_sae))).decode(sae, bias=False)
+    return dense(sae, x, pre, *top_k(masked, k, k_max)).decode(sae, bias=False)
 
 
 def sparse(sae, x: torch.Tensor, pre: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor) -> SparseCode:
-    """The code at the chosen entries, each scored afresh from x (pre only chose them)."""
+    """The code at the chosen entries, each scored afresh from x (pre only chose them) with autograd."""
     batch, n_instances, d_sae = pre.shape
-    positions, order = positions.sort(-1)  # sparse.py groups the entries by row
-    keep = keep.gather(1, order)
-    rows = positions // d_sae + (torch.arange(n_instances, device=pre.device) * batch)[:, None]
-    return code_at(sae, x, rows.reshape(-1), (positions % d_sae).reshape(-1), keep.reshape(-1).float())
+    positions, order = positions.sort(-1)  # entries grouped by row
+    instance = torch.arange(n_instances, device=pre.device)[:, None]
+    rows = (positions // d_sae + instance * batch).reshape(-1)
+    columns = (positions % d_sae + instance * d_sae).reshape(-1)
+    row_starts = torch.searchsorted(rows, torch.arange(n_instances * batch, device=rows.device))
+    with torch.autocast(x.device.type, enabled=False):
+        inputs = x.float().transpose(0, 1).reshape(-1, sae.d_hidden)  # (inst·batch, d_hidden), instance-major
+        encoder_rows = sae.W_enc.transpose(1, 2).reshape(-1, sae.d_hidden)  # (inst·d_sae, d_hidden)
+        # W_enc (x - b_dec) + b_enc as W_enc x + (b_enc - W_enc b_dec): x needs no gradient then
+        bias = (sae.b_enc - sae.encoded_b_dec()).reshape(-1)
+        scores = (inputs.index_select(0, rows) * encoder_rows.index_select(0, columns)).sum(-1)
+        values = torch.relu(scores + bias.index_select(0, columns)) * keep.gather(1, order).reshape(-1).float()
+    return SparseCode(rows, columns, row_starts, values, (batch, n_instances, d_sae))
 
 
 def columns_top_k_among(sae, x, pre, among, k, k_max) -> torch.Tensor:
@@ -142,7 +199,7 @@ def columns_top_k_among(sae, x, pre, among, k, k_max) -> torch.Tensor:
 
 
 class Codes(NamedTuple):
-    """One implementation of the interface: `encode`, `top_k_among` and `batch_top_k` below."""
+    """One implementation of `encode`, `top_k_among` and `batch_top_k` below."""
 
     encode: Callable
     top_k_among: Callable
@@ -163,7 +220,7 @@ def encode(sae, x: torch.Tensor, pre: torch.Tensor, positions: torch.Tensor, kee
 
 
 def choose_batch_top_k(pre: torch.Tensor, k: torch.Tensor, k_max: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`batch_top_k` (BatchTopK's choice), by this device's implementation."""
+    """`batch_top_k`, by this device's implementation."""
     return BY_DEVICE.get(pre.device.type, DENSE).batch_top_k(pre, k, k_max)
 
 

@@ -23,12 +23,11 @@ def geometric_median(x: torch.Tensor, iterations: int = 50) -> torch.Tensor:
     return median.float()
 
 
-def b_dec_start(x: torch.Tensor, how: str) -> torch.Tensor | None:
-    """b_dec's initial value from inputs x (n, inst, d): None for "zeros" (keep the recipe's init)."""
+def b_dec_start(x: torch.Tensor, how: str) -> torch.Tensor:
+    """b_dec's initial value from inputs x (n, inst, d): their mean or geometric median ("zeros" keeps the
+    recipe's init and never comes here)."""
     if how not in B_DEC_INITS:
         raise ValueError(f"b_dec_init must be one of {B_DEC_INITS}, got {how!r}")
-    if how == "zeros":
-        return None
     return x.mean(0) if how == "mean" else geometric_median(x)
 
 

@@ -123,17 +123,16 @@ class SAE(nn.Module):
 
     def _refresh_hyperparameter_max(self) -> None:
         # Kept on the host so that recipes can size tensors (top-k) or skip work without a device sync per step.
-        values = {name: getattr(self, name) for name in self.recipe.hyperparameters}
-        self._hyperparameter_max = {name: float(value.max()) for name, value in values.items()}
-        self._hyperparameter_min = {name: float(value.min()) for name, value in values.items()}
+        self._hyperparameter_range = {name: (float(getattr(self, name).min()), float(getattr(self, name).max()))
+                                      for name in self.recipe.hyperparameters}
 
     def hyperparameter_min(self, name: str) -> float:
         """Smallest value of a per-instance hyperparameter over the instances."""
-        return self._hyperparameter_min[name]
+        return self._hyperparameter_range[name][0]
 
     def hyperparameter_max(self, name: str) -> float:
         """Largest value of a per-instance hyperparameter over the instances."""
-        return self._hyperparameter_max[name]
+        return self._hyperparameter_range[name][1]
 
     @property
     def device(self) -> torch.device:
@@ -217,8 +216,7 @@ class SAE(nn.Module):
             if name in tensors and not torch.equal(tensors[name].to(sae.device), getattr(sae, name)):
                 raise ValueError(f"config.json in {str(directory)!r} says {name}={getattr(sae, name).tolist()} but "
                                  f"its weights.safetensors holds {name}={tensors[name].tolist()}; the two must agree")
-        weights.load_state(sae, tensors, directory)
-        sae._refresh_hyperparameter_max()
+        weights.load_state(sae, tensors, directory)  # the hyperparameters as built: their range stands
         return sae
 
     def extra_repr(self) -> str:

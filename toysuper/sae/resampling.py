@@ -31,11 +31,11 @@ def resample_window(steps: int, batch_size: int) -> int:
 
 
 @torch.no_grad()
-def resample_dead_latents(sae, state: TrainState, dead: torch.Tensor, step: int, seeds=None,
+def resample_dead_latents(sae, state: TrainState, dead: torch.Tensor, step: int, seeds: list[int],
                           x: torch.Tensor | None = None) -> int:
     """Re-initialise the latents where `dead` (inst, d_sae) is True; returns how many.
 
-    step: the step it happens after; seeds: the instances' data seeds (None: 0s); x: the scored inputs
+    step: the step it happens after; seeds: the instances' data seeds; x: the scored inputs
     (n, inst, d_hidden), drawn with `state.draw` when None. Instance i draws its picks from a generator
     seeded by (its SAE seed, its data seed, step), so its result does not depend on the other instances.
     """
@@ -52,8 +52,7 @@ def resample_dead_latents(sae, state: TrainState, dead: torch.Tensor, step: int,
         latents = dead[instance].nonzero().squeeze(-1)
         if len(latents) == 0:
             continue
-        data_seed = 0 if seeds is None else seeds[instance]
-        generator = make_generator(hash((sae.seeds[instance], data_seed, step)) % 2**62, x.device)
+        generator = make_generator(hash((sae.seeds[instance], seeds[instance], step)) % 2**62, x.device)
         probability = weights[:, instance]
         if not bool((probability > 0).any()):
             probability = torch.ones_like(probability)
@@ -63,11 +62,10 @@ def resample_dead_latents(sae, state: TrainState, dead: torch.Tensor, step: int,
         sae.W_enc[instance][:, latents] = directions.T * (ENCODER_NORM_FRACTION * mean_alive_norm[instance])
         sae.b_enc[instance, latents] = 0.0
     sae.recipe.reset_latents(sae, dead)
-    if state.optimizer is not None:
-        masks = {sae.W_enc: dead[:, None, :], sae.b_enc: dead, sae.W_dec: dead[:, :, None],
-                 **{parameter: dead for parameter in sae.recipe.per_latent_parameters(sae).values()}}
-        for parameter, mask in masks.items():
-            for moment in state.optimizer.state.get(parameter, {}).values():
-                if torch.is_tensor(moment) and moment.shape == parameter.shape:
-                    moment.masked_fill_(mask.expand_as(moment), 0.0)
+    masks = {sae.W_enc: dead[:, None, :], sae.b_enc: dead, sae.W_dec: dead[:, :, None],
+             **{parameter: dead for parameter in sae.recipe.per_latent_parameters(sae).values()}}
+    for parameter, mask in masks.items():
+        for moment in state.optimizer.state.get(parameter, {}).values():
+            if torch.is_tensor(moment) and moment.shape == parameter.shape:
+                moment.masked_fill_(mask.expand_as(moment), 0.0)
     return int(dead.sum())

@@ -6,7 +6,7 @@ that a captured step replays with the current values; what is fixed for the run 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -27,7 +27,6 @@ class TrainState:
     captured step is one graph per phase); None: unknown, which a recipe must handle on the device."""
     optimizer: torch.optim.Optimizer | None = None
     draw: Callable[[int], torch.Tensor] | None = None  # draw(n): n fresh inputs in training units
-    extras: dict = field(default_factory=dict)
 
     def progress(self) -> torch.Tensor:
         """Fraction of training done, a 0-d tensor in [0, 1]."""

@@ -21,17 +21,16 @@ from .state import TrainState
 PRECISIONS = ("float32", "bfloat16")
 
 
-def check_precision(precision: str) -> str:
+def check_precision(precision: str) -> None:
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    return precision
 
 
 def autocast(device: torch.device, precision: str):
     """The forward pass's context: "bfloat16" autocasts matmuls to bf16 (weights, Adam moments and the loss
     stay float32; the sparse codes score their kept latents in float32). Its cache is off: a captured step
     must cast the weights on every replay."""
-    if check_precision(precision) == "float32":
+    if precision == "float32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=False)
 

@@ -1,11 +1,7 @@
-"""Training SAEs: one batched loop for every recipe and every instance.
+"""Training SAEs: one batched loop for every recipe and every instance (settings: TRAIN_DEFAULTS).
 
-Adam with a linear learning-rate warm-up and decay to 0; gradients clipped per instance (instances never
-influence each other); b_dec started at the data's mean or geometric median; inputs scaled per instance when
-the recipe asks, the scale folded back into the weights at the end; dead latents tracked over a window and,
-for recipes that resample, re-initialised. The step (sae/step.py) has fixed shapes and no host sync and is
-captured on CUDA (toysuper/capture.py); the loop reads numbers back only every `log_every` steps and when it
-resamples.
+The step (sae/step.py) has fixed shapes and no host sync and is captured on CUDA (toysuper/capture.py); the
+loop reads numbers back only every `log_every` steps and when it resamples.
 """
 
 from __future__ import annotations
@@ -161,7 +157,8 @@ def _init_and_scale(sae: SAE, source, generator, settings: dict) -> torch.Tensor
     """Estimate the recipe's input scale (inst,) (None: none) and start b_dec, from INIT_SAMPLES inputs."""
     fresh = float(sae.samples_seen) == 0
     scaling = sae.recipe.input_scaling if settings["scale_inputs"] else None
-    if scaling is None and not (fresh and settings["b_dec_init"] != "zeros"):
+    start_b_dec = fresh and settings["b_dec_init"] != "zeros"
+    if scaling is None and not start_b_dec:
         return None
     x0 = finite_tensor("hidden activations", source.sample(INIT_SAMPLES, generator).hidden.to(sae.device))
     scale = None
@@ -170,10 +167,9 @@ def _init_and_scale(sae: SAE, source, generator, settings: dict) -> torch.Tensor
         x0 = x0 * scale[:, None]
         if not fresh:  # a trained SAE reads raw inputs: back to training units first
             sae.fold_input_scale(1.0 / scale)
-    start = b_dec_start(x0, settings["b_dec_init"]) if fresh else None
-    if start is not None:
+    if start_b_dec:
         with torch.no_grad():
-            sae.b_dec.copy_(start)
+            sae.b_dec.copy_(b_dec_start(x0, settings["b_dec_init"]))
     return scale
 
 
@@ -234,7 +230,7 @@ DIVERGED = 10.0  # a reconstruction error that ends 10x above where it started: 
 def _warn_if_diverged(history: pd.DataFrame, lr: float) -> None:
     """Warn when an instance's reconstruction error ends far above its start (a divergence the NaN check misses)."""
     term = "mse" if "mse" in history else "loss"
-    if history.empty or history["step"].nunique() < 2:
+    if history["step"].nunique() < 2:  # (never empty: the last step is always logged)
         return
     first, last = (history[history["step"] == history["step"].agg(end)].set_index("instance")[term]
                    for end in ("min", "max"))

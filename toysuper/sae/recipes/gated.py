@@ -38,9 +38,8 @@ class Gated(Recipe):
         sae.r_mag = torch.nn.Parameter(torch.zeros(sae.n_instances, sae.d_sae, device=sae.W_dec.device))
         sae.b_mag = torch.nn.Parameter(torch.zeros(sae.n_instances, sae.d_sae, device=sae.W_dec.device))
 
-    def init_parameters(self, sae, generators):
+    def init_parameters(self, sae, generators):  # r_mag and b_mag start at 0, as `register` made them
         tied_init(sae, generators, 1.0, encoder_norm=0.1)
-        self.reset_latents(sae, torch.ones_like(sae.r_mag, dtype=torch.bool))
 
     def reset_latents(self, sae, mask):
         sae.r_mag.masked_fill_(mask, 0.0)

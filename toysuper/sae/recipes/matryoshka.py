@@ -25,7 +25,7 @@ from .parts import squared_error
 def prefix_widths(d_sae: int, smallest: float, growth: float) -> list[int]:
     """The nested widths, ascending, ending at d_sae: d_sae · smallest · growth^j while below d_sae."""
     widths, width = [], d_sae * smallest
-    while round(width) < d_sae and growth > 1:
+    while round(width) < d_sae:  # growth > 1: `check` ran first
         if round(width) >= 1 and (not widths or round(width) > widths[-1]):
             widths.append(round(width))
         width *= growth

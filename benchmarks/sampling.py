@@ -36,7 +36,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import toysuper as ts  # noqa: E402
-from toysuper.truth.frequencies import Zipf  # noqa: E402
 
 
 def old_toysuper(revision: str):

@@ -5,7 +5,6 @@ import json
 
 import pandas as pd
 import pytest
-import torch
 
 import toysuper as ts
 from toysuper.sae import snapshots as snapshot_module

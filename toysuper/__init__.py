@@ -20,7 +20,8 @@ from .grade.saelens_bridge import SAELensActivations
 from .grade.saelens_format import load_saelens, save_saelens
 from .sae import RECIPES, SAE, LossOutput, Recipe, SAETrainResult, get_recipe, register_recipe, train_sae
 from .devices import instance_generators
-from .sources import ActivationSource, Batch, DictionarySource, SAELensWorld, ToyModelSource, random_directions
+from .sources import ActivationSource, Batch, DictionarySource, SAELensWorld, ToyModelSource
+from .truth.dictionaries import random_directions
 from .toy.model import ToyModel
 from .toy.train import ToyTrainResult, train_toy_model
 from . import worlds

@@ -18,7 +18,7 @@ from .checks import finite_float, finite_tensor, non_negative, positive_int
 from .devices import instance_generators, resolve_device
 from .streams import Streams, as_streams, positions
 from .toy.model import ToyModel, check_dist
-from .truth.dictionaries import Dictionary, random_directions, unit_rows
+from .truth.dictionaries import Dictionary, unit_rows
 from .truth.distribution import Draw, FeatureDistribution, Numbers
 from .truth.poisson import row_starts, rows_and_features
 

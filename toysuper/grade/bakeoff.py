@@ -16,7 +16,8 @@ import pandas as pd
 from ..sae.model import SAE
 from ..sae.recipes import get_recipe
 from ..sae.train import train_sae
-from ..sources import DictionarySource, random_directions
+from ..sources import DictionarySource
+from ..truth.dictionaries import random_directions
 from ..truth.distribution import FeatureDistribution
 from ..truth.frequencies import Zipf
 from ..truth.magnitudes import MAGNITUDES

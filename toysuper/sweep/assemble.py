@@ -8,7 +8,8 @@ import torch
 
 from .. import worlds
 from ..sae import SAE, get_recipe
-from ..sources import DictionarySource, ToyModelSource, random_directions
+from ..sources import DictionarySource, ToyModelSource
+from ..truth.dictionaries import random_directions
 from ..toy.model import ToyModel
 from ..truth.dictionaries import low_coherence_directions
 from ..truth.distribution import FeatureDistribution

@@ -13,7 +13,8 @@ from typing import Callable
 import torch
 
 from ..grade.diagnostics import firing_probabilities
-from ..sources import DictionarySource, ToyModelSource, random_directions
+from ..sources import DictionarySource, ToyModelSource
+from ..truth.dictionaries import random_directions
 from ..toy.model import ToyModel
 from ..toy.train import train_toy_model
 from .. import worlds

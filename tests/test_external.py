@@ -78,7 +78,8 @@ def test_bad_saes_are_refused_with_their_shape_named():
     source = _source()
     with pytest.raises(TypeError, match="sae must be"):
         evaluate(object(), source)
-    with pytest.raises(ValueError, match="encode returned shape"):
+    named = r"encode returned shape \(\d+, 5\) for input \(\d+, 10\); expected \(\d+, 16\)"  # what the SAE saw
+    with pytest.raises(ValueError, match=named):
         evaluate((torch.randn(16, 10), lambda x: torch.zeros(x.shape[0], 5)), source, n_samples=100)
     with pytest.raises(TypeError, match="decoder"):
         TensorSAE(np.zeros((4, 3)), lambda x: x)

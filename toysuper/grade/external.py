@@ -66,14 +66,13 @@ class Graded:
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, inst, d_hidden) -> (batch, inst, d_sae), float32."""
-        acts = self.sae.encode(x[:, 0] if self.single else x)
-        acts = acts.unsqueeze(1) if self.single else acts
-        expected = (x.shape[0], self.n_instances, self.d_sae)
-        if tuple(acts.shape) != expected:
-            raise ValueError(f"the SAE's encode returned shape {tuple(acts.shape)} for input "
-                             f"{tuple(x[:, 0].shape if self.single else x.shape)}; expected "
-                             f"{expected[:1] + expected[2:] if self.single else expected}")
-        return acts.float()
+        given = x[:, 0] if self.single else x
+        acts = self.sae.encode(given)
+        expected = (x.shape[0], self.d_sae) if self.single else (x.shape[0], self.n_instances, self.d_sae)
+        if tuple(acts.shape) != expected:  # the shapes the SAE itself saw and returned
+            raise ValueError(f"the SAE's encode returned shape {tuple(acts.shape)} for input {tuple(given.shape)}; "
+                             f"expected {expected}")
+        return (acts.unsqueeze(1) if self.single else acts).float()
 
     def decode(self, acts: torch.Tensor) -> torch.Tensor:
         """(batch, inst, d_sae) -> (batch, inst, d_hidden), float32."""

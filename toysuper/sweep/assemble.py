@@ -9,9 +9,8 @@ import torch
 from .. import worlds
 from ..sae import SAE, get_recipe
 from ..sources import DictionarySource, ToyModelSource
-from ..truth.dictionaries import random_directions
 from ..toy.model import ToyModel
-from ..truth.dictionaries import low_coherence_directions
+from ..truth.dictionaries import low_coherence_directions, random_directions
 from ..truth.distribution import FeatureDistribution
 from ..truth.frequencies import Zipf
 from ..truth.groups import CorrelatedGroups, ExclusiveGroups

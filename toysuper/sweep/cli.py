@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser.add_argument("--device", help="cpu, cuda or auto (default: the config's, else auto)")
     run_parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                             help="override a config key, e.g. --set sae.l1_coefficient=[0.1,0.3]")
-    run_parser.add_argument("--executor", choices=["local", "ray"], help="where batches run (default: local)")
+    run_parser.add_argument("--executor", choices=config_io.EXECUTORS, help="where batches run (default: local)")
     run_parser.add_argument("--dry-run", action="store_true", help="print the plan and train nothing")
     run_parser.add_argument("--quiet", action="store_true", help="no progress bars")
     report_parser = commands.add_parser("report", help="re-draw a run folder's figures and print its summary")

@@ -14,11 +14,11 @@ import torch
 
 from ..grade.diagnostics import firing_probabilities
 from ..sources import DictionarySource, ToyModelSource
-from ..truth.dictionaries import random_directions
 from ..toy.model import ToyModel
 from ..toy.train import train_toy_model
 from .. import worlds
 from ..truth.correlation import LowRankCorrelation
+from ..truth.dictionaries import random_directions
 from ..truth.distribution import FeatureDistribution
 from ..truth.frequencies import Zipf
 from ..truth.groups import CorrelatedGroups
